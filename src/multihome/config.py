@@ -1,0 +1,259 @@
+"""Read and validate the config file (TOML) into a `Config`.
+
+Everything that can be checked without the host is checked here, and every error names the
+file, line and key. Checks that need the host (does the interface exist, is the gateway on
+its subnet, is the table free) happen in the planner, with the same locations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from multihome.errors import ConfigError
+from multihome.model import RESERVED_TABLES, IPAddress, Ownership
+
+DEFAULT_PATH = "/etc/multihome/multihome.toml"
+MAX_TABLE = 2**32 - 1
+MAX_PRIORITY = 32765 - 2  # the band's three priorities stay below main's rule (32766)
+IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
+
+
+class RpFilter(enum.Enum):
+    """What to do with reverse-path filtering on uplinks."""
+
+    KEEP = "keep"  # leave it as it is (strict filtering works with multihome's rules)
+    LOOSE = "loose"  # set rp_filter=2 on the uplinks (only when asked: it weakens spoof checks)
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    name: str
+    gateway4: IPAddress | None = None
+    gateway6: IPAddress | None = None
+    table: int | None = None
+    weight: int = 1
+    ipv4: bool = True
+    ipv6: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str = "(defaults)"
+    ownership: Ownership = field(default_factory=Ownership)
+    ipv4: bool = True
+    ipv6: bool = True
+    manage_arp: bool = True
+    rp_filter: RpFilter = RpFilter.KEEP
+    uplinks: tuple[UplinkConfig, ...] = ()  # empty: detect the uplinks
+    lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+    def error(self, message: str, key: str, hint: str = "") -> ConfigError:
+        """An error located at `key` ("uplinks.eth0.gateway") of this file."""
+        return ConfigError(message, path=self.path, line=self.lines.get(key), key=key, hint=hint)
+
+
+_SECTIONS: dict[str, set[str]] = {
+    "multihome": {"table_range", "priority", "ipv4", "ipv6"},
+    "sysctls": {"arp", "rp_filter"},
+}
+_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6"}
+
+
+def _split_dotted(text: str) -> list[str]:
+    """Split a TOML dotted key (`uplinks."eth0.100"`) into its parts."""
+    pattern = r"\"([^\"]*)\"|'([^']*)'|([^.\s\"']+)"
+    return [dq or sq or bare for dq, sq, bare in re.findall(pattern, text)]
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key ("uplinks.eth0.gateway") and table to the line it is on."""
+    lines: dict[str, int] = {}
+    section: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip()
+        header = re.match(r"^\[\s*([^\[\]]+?)\s*\]$", stripped)
+        if header:
+            section = _split_dotted(header.group(1))
+            lines.setdefault(".".join(section), number)
+            continue
+        assignment = re.match(r"^([A-Za-z0-9_\-\"'. ]+?)\s*=", stripped)
+        if assignment:
+            dotted = ".".join([*section, *_split_dotted(assignment.group(1))])
+            lines.setdefault(dotted, number)
+    return lines
+
+
+def _unknown(key: str, known: set[str], where: str) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}' in [{where}]{suggestion}; known: {', '.join(sorted(known))}"
+
+
+class _Reader:
+    """Typed access to the parsed TOML with located errors."""
+
+    def __init__(self, path: str, lines: dict[str, int]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def fail(self, message: str, key: str, hint: str = "") -> ConfigError:
+        line = self.lines.get(key)
+        if line is None and "." in key:
+            line = self.lines.get(key.rsplit(".", 1)[0])
+        return ConfigError(message, path=self.path, line=line, key=key, hint=hint)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(f"must be true or false, not {value!r}", key)
+        return value
+
+    def integer(self, value: Any, key: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"must be a whole number, not {value!r}", key)
+        if not low <= value <= high:
+            raise self.fail(f"{value} is out of range ({low}-{high})", key)
+        return value
+
+    def table(self, value: Any, key: str) -> int:
+        table = self.integer(value, key, 1, MAX_TABLE)
+        if table in RESERVED_TABLES:
+            raise self.fail(
+                f"table {table} is reserved by the kernel (253 default, 254 main, 255 local)",
+                key,
+                hint="pick an unused table id, e.g. in 100-199",
+            )
+        return table
+
+    def address(self, value: Any, key: str, version: int) -> IPAddress:
+        try:
+            address = ipaddress.ip_address(value) if isinstance(value, str) else None
+        except ValueError:
+            address = None
+        if address is None or address.version != version:
+            raise self.fail(f"{value!r} is not an IPv{version} address", key)
+        if address.is_multicast or address.is_unspecified or address.is_loopback:
+            raise self.fail(f"{address} cannot be a gateway", key)
+        return address
+
+
+def parse(text: str, path: str = "(string)") -> Config:
+    """Parse and validate config text; raises ConfigError naming file, line and key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+)", str(error))
+        line = int(match.group(1)) if match else None
+        raise ConfigError(f"not valid TOML: {error}", path=path, line=line) from None
+    lines = key_lines(text)
+    read = _Reader(path, lines)
+    known = {*_SECTIONS, "uplinks"}
+    for section in data:
+        if section not in known:
+            raise read.fail(_unknown(section, known, "top level"), section)
+    for section, keys in _SECTIONS.items():
+        body = data.get(section, {})
+        if not isinstance(body, dict):
+            raise read.fail("must be a table ([" + section + "])", section)
+        for key in body:
+            if key not in keys:
+                raise read.fail(_unknown(key, keys, section), f"{section}.{key}")
+
+    main = data.get("multihome", {})
+    ownership = Ownership()
+    if "table_range" in main:
+        key = "multihome.table_range"
+        value = main["table_range"]
+        if not (isinstance(value, list) and len(value) == 2):
+            raise read.fail("must be a list of two table ids, e.g. [100, 199]", key)
+        low, high = (read.table(v, key) for v in value)
+        if low > high:
+            raise read.fail(f"the range is empty ({low} > {high})", key)
+        if low < 253 <= high:
+            raise read.fail("the range includes the kernel's tables 253-255", key)
+        ownership = Ownership(ownership.protocol, low, high, ownership.priority)
+    if "priority" in main:
+        priority = read.integer(main["priority"], "multihome.priority", 1, MAX_PRIORITY)
+        ownership = Ownership(
+            ownership.protocol, ownership.table_min, ownership.table_max, priority
+        )
+    ipv4 = read.boolean(main.get("ipv4", True), "multihome.ipv4")
+    ipv6 = read.boolean(main.get("ipv6", True), "multihome.ipv6")
+
+    sysctls = data.get("sysctls", {})
+    manage_arp = read.boolean(sysctls.get("arp", True), "sysctls.arp")
+    rp_value = sysctls.get("rp_filter", RpFilter.KEEP.value)
+    try:
+        rp_filter = RpFilter(rp_value)
+    except ValueError:
+        raise read.fail(
+            f"must be 'keep' or 'loose', not {rp_value!r}", "sysctls.rp_filter"
+        ) from None
+
+    uplinks: list[UplinkConfig] = []
+    uplink_tables = data.get("uplinks", {})
+    if not isinstance(uplink_tables, dict):
+        raise read.fail("must be tables, one per interface: [uplinks.eth0]", "uplinks")
+    seen_tables: dict[int, str] = {}
+    for name, body in uplink_tables.items():
+        prefix = f"uplinks.{name}"
+        if not IFNAME.match(name):
+            raise read.fail(f"{name!r} is not a valid interface name", prefix)
+        if not isinstance(body, dict):
+            raise read.fail("must be a table: [uplinks." + name + "]", prefix)
+        for key in body:
+            if key not in _UPLINK_KEYS:
+                raise read.fail(_unknown(key, _UPLINK_KEYS, prefix), f"{prefix}.{key}")
+        table = None
+        if "table" in body:
+            table = read.table(body["table"], f"{prefix}.table")
+            if not ownership.table_min <= table <= ownership.table_max:
+                raise read.fail(
+                    f"table {table} is outside multihome's table range "
+                    f"{ownership.table_min}-{ownership.table_max}",
+                    f"{prefix}.table",
+                    hint="widen [multihome] table_range or pick a table inside it",
+                )
+            if table in seen_tables:
+                raise read.fail(
+                    f"table {table} is already used by uplink {seen_tables[table]}",
+                    f"{prefix}.table",
+                )
+            seen_tables[table] = name
+        uplinks.append(
+            UplinkConfig(
+                name=name,
+                gateway4=read.address(body["gateway"], f"{prefix}.gateway", 4)
+                if "gateway" in body
+                else None,
+                gateway6=read.address(body["gateway6"], f"{prefix}.gateway6", 6)
+                if "gateway6" in body
+                else None,
+                table=table,
+                weight=read.integer(body.get("weight", 1), f"{prefix}.weight", 1, 256),
+                ipv4=read.boolean(body.get("ipv4", True), f"{prefix}.ipv4"),
+                ipv6=read.boolean(body.get("ipv6", True), f"{prefix}.ipv6"),
+            )
+        )
+    return Config(path, ownership, ipv4, ipv6, manage_arp, rp_filter, tuple(uplinks), lines)
+
+
+def load(path: str | None) -> Config:
+    """Read the config file; with no path, the default file if it exists, else defaults."""
+    explicit = path is not None
+    path = path or DEFAULT_PATH
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("no such file", path=path) from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read: {error}", path=path) from None
+    return parse(text, path)

@@ -1,0 +1,70 @@
+"""PURE: the ordered changes that turn the host's state into the desired one.
+
+Only objects multihome owns (its protocol number inside its table range or priority band)
+are ever deleted; everything else is invisible to the diff. The order keeps traffic flowing
+while it runs: stale rules go first (nothing points to a table about to change), routes
+before the rules that use them, sysctls last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
+
+
+def diff(
+    desired: Desired, state: HostState, originals: Mapping[str, str] | None = None
+) -> list[Change]:
+    """Changes that make `state` match `desired`.
+
+    `originals` are the values sysctls had before multihome first set them (from the state
+    file); a sysctl that is no longer wanted is put back to its original value.
+    """
+    ownership = desired.ownership
+    wanted_rules = set(desired.rules)
+    wanted_routes = set(desired.routes)
+    present_rules = set(state.rules)
+    present_routes = set(state.routes)
+
+    changes: list[Change] = []
+    changes += [
+        Change(Action.DELETE, r)
+        for r in state.rules
+        if ownership.owns_rule(r) and r not in wanted_rules
+    ]
+    # Default routes leave before on-link routes, so nothing depends on a route while it goes.
+    stale_routes: list[Route] = sorted(
+        (r for r in state.routes if ownership.owns_route(r) and r not in wanted_routes),
+        key=lambda r: (not r.is_default, r.table),
+    )
+    changes += [Change(Action.DELETE, r) for r in stale_routes]
+    changes += [Change(Action.ADD, r) for r in desired.routes if r not in present_routes]
+    changes += [Change(Action.ADD, r) for r in desired.rules if r not in present_rules]
+    changes += _sysctl_changes(desired.sysctls, state, originals or {})
+    return changes
+
+
+def _sysctl_changes(
+    wanted: tuple[Sysctl, ...], state: HostState, originals: Mapping[str, str]
+) -> list[Change]:
+    changes = []
+    wanted_paths = {s.path for s in wanted}
+    for sysctl in wanted:
+        current = state.sysctls.get(sysctl.path)
+        if current is not None and current != sysctl.value:
+            changes.append(Change(Action.SET, sysctl, current))
+    for path, original in sorted(originals.items()):
+        current = state.sysctls.get(path)
+        if path not in wanted_paths and current is not None and current != original:
+            changes.append(Change(Action.SET, Sysctl(path, original), current))
+    return changes
+
+
+def owned(desired: Desired, state: HostState) -> tuple[list[Rule], list[Route]]:
+    """The rules and routes in `state` that belong to multihome."""
+    ownership = desired.ownership
+    return (
+        [r for r in state.rules if ownership.owns_rule(r)],
+        [r for r in state.routes if ownership.owns_route(r)],
+    )

@@ -1,0 +1,296 @@
+"""The vocabulary of multihome: what the host has and what it should have.
+
+Every other module speaks in these frozen dataclasses. A `Rule` or `Route` is the same
+object whether it was read from the kernel, planned, diffed, written or printed, so the
+comparison that decides what to change is also the one that reports drift.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from multihome import PROTOCOL
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+# Route scopes and types, as in <linux/rtnetlink.h>.
+SCOPE_UNIVERSE = 0
+SCOPE_LINK = 253
+SCOPE_HOST = 254
+RTN_UNICAST = 1
+
+TABLE_MAIN = 254
+RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
+
+# IPv6 gives a route without an explicit metric IP6_RT_PRIO_USER; IPv4 gives it 0. Planned
+# routes carry the metric the kernel will report, so that planned and read routes compare equal.
+DEFAULT_METRIC = {4: 0, 6: 1024}
+
+
+class Family(enum.IntEnum):
+    """Address family, with the values netlink uses."""
+
+    INET = 2
+    INET6 = 10
+
+    @property
+    def version(self) -> int:
+        return 4 if self is Family.INET else 6
+
+    @property
+    def any(self) -> IPNetwork:
+        """The default route's destination in this family."""
+        return ipaddress.ip_network("0.0.0.0/0" if self is Family.INET else "::/0")
+
+    @classmethod
+    def of(cls, value: IPAddress | IPNetwork | IPInterface) -> Family:
+        return cls.INET if value.version == 4 else cls.INET6
+
+
+@dataclass(frozen=True, order=True)
+class Interface:
+    """A network link as the kernel reports it."""
+
+    index: int
+    name: str
+    up: bool = True  # administratively up and with carrier
+    loopback: bool = False
+    master: int | None = None  # ifindex of the bridge/bond this link is a port of
+    kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """A global address on an interface, with its prefix (192.0.2.10/24)."""
+
+    ifname: str
+    ip: IPInterface
+
+    @property
+    def family(self) -> Family:
+        return Family.of(self.ip)
+
+
+@dataclass(frozen=True)
+class NextHop:
+    """One path of a multipath route."""
+
+    dev: str | None
+    gateway: IPAddress | None = None
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route in one table; the fields are the ones `ip route` shows."""
+
+    family: Family
+    table: int
+    dst: IPNetwork
+    dev: str | None = None
+    gateway: IPAddress | None = None
+    prefsrc: IPAddress | None = None
+    scope: int = SCOPE_UNIVERSE
+    protocol: int = 0
+    metric: int = 0
+    type: int = RTN_UNICAST
+    nexthops: tuple[NextHop, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst.prefixlen == 0
+
+    def devices(self) -> tuple[str, ...]:
+        """The interfaces this route leaves through (several for a multipath route)."""
+        if self.nexthops:
+            return tuple(nh.dev for nh in self.nexthops if nh.dev)
+        return (self.dev,) if self.dev else ()
+
+    def gateways(self) -> tuple[tuple[str | None, IPAddress], ...]:
+        """(device, gateway) of every path that has a gateway."""
+        if self.nexthops:
+            return tuple((nh.dev, nh.gateway) for nh in self.nexthops if nh.gateway)
+        return ((self.dev, self.gateway),) if self.gateway else ()
+
+    def ip_args(self) -> str:
+        """The route as `ip route` arguments (without the add/del verb)."""
+        dst = "default" if self.is_default else str(self.dst)
+        parts = [dst]
+        if self.gateway is not None:
+            parts += ["via", str(self.gateway)]
+        if self.dev:
+            parts += ["dev", self.dev]
+        parts += ["table", str(self.table), "proto", str(self.protocol)]
+        if self.scope == SCOPE_LINK:
+            parts += ["scope", "link"]
+        if self.prefsrc is not None:
+            parts += ["src", str(self.prefsrc)]
+        if self.metric:
+            parts += ["metric", str(self.metric)]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy routing rule that looks up a table (`ip rule`).
+
+    Only rules of the form multihome writes are modelled in full; `other_selectors` marks a
+    rule that also matches on something else (fwmark, iif, ...), so it is never confused with
+    one of ours.
+    """
+
+    family: Family
+    priority: int
+    table: int
+    src: IPNetwork | None = None
+    suppress_prefixlen: int | None = None
+    protocol: int = 0
+    other_selectors: bool = False
+
+    def ip_args(self) -> str:
+        """The rule as `ip rule` arguments (without the add/del verb)."""
+        parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
+        parts += ["lookup", "main" if self.table == TABLE_MAIN else str(self.table)]
+        if self.suppress_prefixlen is not None:
+            parts += ["suppress_prefixlength", str(self.suppress_prefixlen)]
+        parts += ["proto", str(self.protocol)]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, order=True)
+class Sysctl:
+    """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value."""
+
+    path: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        """The dotted name `sysctl` takes; dots inside a component become slashes."""
+        return ".".join(part.replace(".", "/") for part in self.path.split("/"))
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What marks an object as multihome's: its protocol number, table range, priority band."""
+
+    protocol: int = PROTOCOL
+    table_min: int = 100
+    table_max: int = 199
+    priority: int = 1000  # band: priority, priority + 1, priority + 2
+
+    @property
+    def priorities(self) -> tuple[int, int, int]:
+        return (self.priority, self.priority + 1, self.priority + 2)
+
+    def owns_rule(self, rule: Rule) -> bool:
+        return (
+            rule.protocol == self.protocol
+            and not rule.other_selectors
+            and rule.priority in self.priorities
+        )
+
+    def owns_route(self, route: Route) -> bool:
+        return route.protocol == self.protocol and self.table_min <= route.table <= self.table_max
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Everything multihome reads from one network namespace."""
+
+    interfaces: tuple[Interface, ...] = ()
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[Route, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # path -> current value
+    netns_id: int = 0  # inode of the network namespace
+
+    def interface(self, name: str) -> Interface | None:
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    def addresses_of(self, ifname: str, family: Family | None = None) -> tuple[Address, ...]:
+        return tuple(
+            a
+            for a in self.addresses
+            if a.ifname == ifname and (family is None or a.family == family)
+        )
+
+    def tables_with_routes(self) -> set[int]:
+        return {r.table for r in self.routes}
+
+
+class GatewaySource(enum.Enum):
+    """Where an uplink's gateway came from; shown by `show` and `plan`."""
+
+    CONFIG = "config"
+    MAIN_DEFAULT = "default route in main"
+    SHARED_SUBNET = "gateway of another uplink on the same subnet"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """An interface that gets its own routing table and source rules."""
+
+    name: str
+    table: int
+    addresses: tuple[Address, ...]
+    gateway4: IPAddress | None = None
+    gateway6: IPAddress | None = None
+    source4: GatewaySource = GatewaySource.NONE
+    source6: GatewaySource = GatewaySource.NONE
+    weight: int = 1
+
+    def gateway(self, family: Family) -> IPAddress | None:
+        return self.gateway4 if family is Family.INET else self.gateway6
+
+    def addresses_in(self, family: Family) -> tuple[Address, ...]:
+        return tuple(a for a in self.addresses if a.family == family)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the kernel should hold, as far as multihome owns it."""
+
+    ownership: Ownership
+    uplinks: tuple[Uplink, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    routes: tuple[Route, ...] = ()
+    sysctls: tuple[Sysctl, ...] = ()
+    notes: tuple[str, ...] = ()  # why something was left out, for the user
+
+
+class Action(enum.Enum):
+    ADD = "add"
+    DELETE = "del"
+    SET = "set"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step that brings the kernel closer to the plan; `inverse()` undoes it."""
+
+    action: Action
+    obj: Rule | Route | Sysctl
+    previous: str | None = None  # for SET: the value before
+
+    def inverse(self) -> Change:
+        if self.action is Action.ADD:
+            return Change(Action.DELETE, self.obj)
+        if self.action is Action.DELETE:
+            return Change(Action.ADD, self.obj)
+        assert isinstance(self.obj, Sysctl) and self.previous is not None
+        return Change(Action.SET, Sysctl(self.obj.path, self.previous), self.obj.value)
+
+    def describe(self) -> str:
+        """One line in the words of `ip`/`sysctl`, prefixed + (add), - (delete) or ~ (set)."""
+        if isinstance(self.obj, Sysctl):
+            return f"~ sysctl {self.obj.name}: {self.previous} -> {self.obj.value}"
+        sign = "+" if self.action is Action.ADD else "-"
+        kind = "rule" if isinstance(self.obj, Rule) else "route"
+        return f"{sign} {kind} -{self.obj.family.version} {self.obj.ip_args()}"

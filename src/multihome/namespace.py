@@ -1,0 +1,57 @@
+"""Network namespaces: enter one by name, and tell which one we are in.
+
+`--netns NAME` moves the whole process at start-up, before any socket is opened, so every
+command, the lab and the tests run the same code path as on the host itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from multihome.errors import NamespaceError, PrivilegeError
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+
+def enter(name: str) -> None:
+    """Move this process into the named network namespace (as `ip netns exec` does)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise NamespaceError(f"invalid network namespace name {name!r}")
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NamespaceError(
+            f"network namespace {name!r} does not exist",
+            hint="list them with `ip netns list`",
+        ) from None
+    except PermissionError:
+        raise PrivilegeError(f"cannot open {path}: permission denied", "run as root") from None
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+def _setns(fd: int) -> None:
+    setns = getattr(os, "setns", None)  # Python 3.12+
+    try:
+        if setns is not None:
+            setns(fd, CLONE_NEWNET)
+        else:
+            from pyroute2.netns import setns as pyroute2_setns
+
+            pyroute2_setns(fd)
+    except OSError as error:
+        if error.errno == errno.EPERM:
+            raise PrivilegeError(
+                "entering a network namespace needs CAP_SYS_ADMIN", "run as root"
+            ) from None
+        raise NamespaceError(f"cannot enter the network namespace: {error}") from None
+
+
+def identity() -> int:
+    """The inode of this process's network namespace: the same for every way of entering it."""
+    return os.stat("/proc/self/ns/net").st_ino

@@ -1,0 +1,78 @@
+"""The commands' work, without printing: observe -> plan -> diff -> apply, and remove.
+
+cli.py parses arguments and prints; the lab and tests call these the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multihome import config as config_file
+from multihome import discover, kernel, namespace, state
+from multihome.config import Config
+from multihome.diff import diff
+from multihome.model import Action, Change, Desired, HostState, Sysctl
+from multihome.plan import plan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command found or did."""
+
+    config: Config
+    host: HostState
+    desired: Desired
+    changes: tuple[Change, ...]
+
+
+def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
+    cfg = config_file.load(config_path)
+    host = discover.read_state()
+    return cfg, host, state.load(host.netns_id)
+
+
+def preview(config_path: str | None) -> Outcome:
+    """What `apply` would do (reads only)."""
+    cfg, host, record = observe(config_path)
+    desired = plan(cfg, host)
+    return Outcome(cfg, host, desired, tuple(diff(desired, host, record.sysctl_originals)))
+
+
+def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Record:
+    """Remember the first original value of each sysctl set; forget restored ones."""
+    originals = dict(record.sysctl_originals)
+    for change in changes:
+        if change.action is Action.SET and isinstance(change.obj, Sysctl):
+            path = change.obj.path
+            if path not in originals and change.previous is not None:
+                originals[path] = change.previous
+            elif originals.get(path) == change.obj.value:
+                del originals[path]
+    return state.Record(sysctl_originals=originals)
+
+
+def _converge(config_path: str | None, remove: bool) -> Outcome:
+    cfg = config_file.load(config_path)
+    netns_id = namespace.identity()
+    with state.lock(netns_id):
+        host = discover.read_state()
+        record = state.load(netns_id)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host)
+        changes = tuple(diff(desired, host, record.sysctl_originals))
+        if changes:
+            kernel.apply(changes, host)
+            after = discover.read_state()
+            owned_rules = [r for r in after.rules if cfg.ownership.owns_rule(r)]
+            owned_routes = [r for r in after.routes if cfg.ownership.owns_route(r)]
+            state.save(netns_id, _record_after(record, changes), owned_rules, owned_routes)
+    return Outcome(cfg, host, desired, changes)
+
+
+def apply(config_path: str | None) -> Outcome:
+    """Make the kernel match the plan; no change when it already does."""
+    return _converge(config_path, remove=False)
+
+
+def remove(config_path: str | None) -> Outcome:
+    """Remove every rule and route multihome owns and restore the sysctls it changed."""
+    return _converge(config_path, remove=True)

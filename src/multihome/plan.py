@@ -1,0 +1,329 @@
+"""PURE: from the config (or detected uplinks) and the host's state, what the kernel should hold.
+
+The layout (DESIGN.md), per uplink i with addresses A_i and table T_i:
+  priority P     from A_i lookup T_i suppress_prefixlength 0   on-link replies via the owner
+  priority P+1   lookup main suppress_prefixlength 0           main's specific routes still win
+  priority P+2   from A_i lookup T_i                           off-link replies via its gateway
+T_i holds the uplink's on-link prefix routes (src = its address) and its default route.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from multihome.config import Config, RpFilter, UplinkConfig
+from multihome.errors import ConfigError
+from multihome.model import (
+    DEFAULT_METRIC,
+    SCOPE_LINK,
+    SCOPE_UNIVERSE,
+    TABLE_MAIN,
+    Address,
+    Desired,
+    Family,
+    GatewaySource,
+    HostState,
+    Interface,
+    IPAddress,
+    Ownership,
+    Route,
+    Rule,
+    Sysctl,
+    Uplink,
+)
+
+ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
+ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
+RP_FILTER_LOOSE = "2"
+
+
+def is_candidate(interface: Interface) -> bool:
+    """Could this interface be an uplink? (Loopback, bridge/bond ports and down links not.)"""
+    return not interface.loopback and interface.master is None and interface.up
+
+
+def _families(config: Config) -> tuple[Family, ...]:
+    return tuple(f for f, on in ((Family.INET, config.ipv4), (Family.INET6, config.ipv6)) if on)
+
+
+def _main_default_gateway(state: HostState, ifname: str, family: Family) -> IPAddress | None:
+    """The gateway of main's default route through this interface (lowest metric wins)."""
+    best: tuple[int, IPAddress] | None = None
+    for route in state.routes:
+        if route.table != TABLE_MAIN or route.family != family or not route.is_default:
+            continue
+        for dev, gateway in route.gateways():
+            if dev == ifname and (best is None or route.metric < best[0]):
+                best = (route.metric, gateway)
+    return best[1] if best else None
+
+
+def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
+    if gateway.version == 6 and gateway.is_link_local:
+        return True  # a link-local gateway is on every IPv6 link
+    return any(gateway in a.ip.network for a in addresses if a.ip.version == gateway.version)
+
+
+def _foreign_tables(state: HostState, ownership: Ownership) -> set[int]:
+    """Tables that hold routes, or are looked up by rules, that are not multihome's."""
+    tables = {r.table for r in state.routes if not ownership.owns_route(r)}
+    tables |= {r.table for r in state.rules if not ownership.owns_rule(r)}
+    return tables
+
+
+def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig], list[str]]:
+    """The uplinks to manage: the config's, else every candidate with a global address."""
+    notes: list[str] = []
+    families = _families(config)
+    if config.uplinks:
+        chosen = []
+        for uplink in config.uplinks:
+            interface = state.interface(uplink.name)
+            if interface is None:
+                raise config.error(
+                    f"no interface named {uplink.name!r} on this host",
+                    f"uplinks.{uplink.name}",
+                    hint="see `multihome show` for the interfaces",
+                )
+            if not interface.up:
+                notes.append(f"{uplink.name}: link is down; left out until it is up")
+            elif not any(a.family in families for a in state.addresses_of(uplink.name)):
+                notes.append(f"{uplink.name}: no global address; left out")
+            else:
+                chosen.append(uplink)
+        return chosen, notes
+    detected = []
+    for interface in state.interfaces:
+        if not is_candidate(interface):
+            continue
+        if any(a.family in families for a in state.addresses_of(interface.name)):
+            detected.append(UplinkConfig(interface.name))
+    return detected, notes
+
+
+def _gateways(
+    config: Config, state: HostState, chosen: list[UplinkConfig]
+) -> dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]]:
+    """Each uplink's gateway per family, in the order: config, main's default, shared subnet."""
+    found: dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]] = {}
+    for uplink in chosen:
+        addresses = state.addresses_of(uplink.name)
+        for family in _families(config):
+            configured = uplink.gateway4 if family is Family.INET else uplink.gateway6
+            if configured is not None:
+                if not _on_subnet(configured, addresses):
+                    key = "gateway" if family is Family.INET else "gateway6"
+                    subnets = ", ".join(str(a.ip.network) for a in addresses if a.family == family)
+                    raise config.error(
+                        f"gateway {configured} is not on {uplink.name}'s subnet"
+                        f" ({subnets or 'no address'})",
+                        f"uplinks.{uplink.name}.{key}",
+                    )
+                found[uplink.name, family] = (configured, GatewaySource.CONFIG)
+                continue
+            gateway = _main_default_gateway(state, uplink.name, family)
+            source = GatewaySource.MAIN_DEFAULT if gateway else GatewaySource.NONE
+            found[uplink.name, family] = (gateway, source)
+    # Several NICs on one subnet (the article's set-up): the others share the gateway.
+    for uplink in chosen:
+        addresses = state.addresses_of(uplink.name)
+        for family in _families(config):
+            if found[uplink.name, family][0] is not None:
+                continue
+            for other in chosen:
+                gateway, source = found[other.name, family]
+                if (
+                    other is not uplink
+                    and gateway is not None
+                    and source is not GatewaySource.SHARED_SUBNET
+                    and not (gateway.version == 6 and gateway.is_link_local)
+                    and _on_subnet(gateway, addresses)
+                ):
+                    found[uplink.name, family] = (gateway, GatewaySource.SHARED_SUBNET)
+                    break
+    return found
+
+
+def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dict[str, int]:
+    """A table per uplink: the configured one, the one it already has, else the lowest free."""
+    ownership = config.ownership
+    foreign = _foreign_tables(state, ownership)
+    tables: dict[str, int] = {}
+    for uplink in chosen:
+        if uplink.table is not None:
+            if uplink.table in foreign:
+                raise config.error(
+                    f"table {uplink.table} already holds routes or rules multihome did not create",
+                    f"uplinks.{uplink.name}.table",
+                    hint=f"see `ip route show table {uplink.table}`; pick another table",
+                )
+            tables[uplink.name] = uplink.table
+    taken = set(tables.values())
+    for uplink in chosen:  # keep the table an uplink already has (stable across re-plans)
+        if uplink.name in tables:
+            continue
+        existing = sorted(
+            r.table
+            for r in state.routes
+            if ownership.owns_route(r) and uplink.name in r.devices() and r.table not in taken
+        )
+        if existing:
+            tables[uplink.name] = existing[0]
+            taken.add(existing[0])
+    free = (
+        t
+        for t in range(ownership.table_min, ownership.table_max + 1)
+        if t not in taken and t not in foreign
+    )
+    for uplink in chosen:
+        if uplink.name not in tables:
+            table = next(free, None)
+            if table is None:
+                raise ConfigError(
+                    f"no free table left in {ownership.table_min}-{ownership.table_max}"
+                    f" for uplink {uplink.name}",
+                    path=config.path,
+                    key="multihome.table_range",
+                    hint="widen [multihome] table_range",
+                )
+            tables[uplink.name] = table
+    return tables
+
+
+def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]:
+    routes = []
+    metric = DEFAULT_METRIC[family.version]
+    seen = set()
+    for address in uplink.addresses_in(family):
+        network = address.ip.network
+        if network.prefixlen == network.max_prefixlen or network in seen:
+            continue  # a /32 or /128 has no on-link neighbours
+        seen.add(network)
+        routes.append(
+            Route(
+                family,
+                uplink.table,
+                network,
+                dev=uplink.name,
+                prefsrc=address.ip.ip,
+                scope=SCOPE_LINK if family is Family.INET else SCOPE_UNIVERSE,
+                protocol=protocol,
+                metric=metric,
+            )
+        )
+    gateway = uplink.gateway(family)
+    if gateway is not None:
+        routes.append(
+            Route(
+                family,
+                uplink.table,
+                family.any,
+                dev=uplink.name,
+                gateway=gateway,
+                protocol=protocol,
+                metric=metric,
+            )
+        )
+    return routes
+
+
+def _host(address: Address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(address.ip.ip)
+
+
+def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
+    sysctls: list[Sysctl] = []
+    if config.manage_arp:
+        for uplink in uplinks:
+            networks = {a.ip.network for a in uplink.addresses_in(Family.INET)}
+            shares = any(
+                n.overlaps(a.ip.network)
+                for other in uplinks
+                if other is not uplink
+                for a in other.addresses_in(Family.INET)
+                for n in networks
+            )
+            if shares:
+                conf = f"net/ipv4/conf/{uplink.name}"
+                sysctls += [
+                    Sysctl(f"{conf}/arp_ignore", ARP_IGNORE),
+                    Sysctl(f"{conf}/arp_announce", ARP_ANNOUNCE),
+                ]
+    if config.rp_filter is RpFilter.LOOSE:
+        sysctls += [
+            Sysctl(f"net/ipv4/conf/{u.name}/rp_filter", RP_FILTER_LOOSE)
+            for u in uplinks
+            if u.addresses_in(Family.INET)
+        ]
+    return sysctls
+
+
+def plan(config: Config, state: HostState) -> Desired:
+    """What multihome should own in this namespace. Raises ConfigError for a bad config."""
+    ownership = config.ownership
+    chosen, notes = detect_uplinks(config, state)
+    if not config.uplinks and len(chosen) < 2:
+        names = ", ".join(u.name for u in chosen) or "none"
+        notes.append(
+            f"single-homed (uplinks: {names}): destination routing is already symmetric,"
+            " nothing to do"
+        )
+        return Desired(ownership, notes=tuple(notes))
+    gateways = _gateways(config, state, chosen)
+    tables = _tables(config, state, chosen)
+    families = _families(config)
+    uplinks = []
+    for chosen_uplink in sorted(chosen, key=lambda u: tables[u.name]):
+        name = chosen_uplink.name
+        wanted = {
+            f for f in families if (chosen_uplink.ipv4 if f is Family.INET else chosen_uplink.ipv6)
+        }
+        gw4, src4 = gateways.get((name, Family.INET), (None, GatewaySource.NONE))
+        gw6, src6 = gateways.get((name, Family.INET6), (None, GatewaySource.NONE))
+        uplinks.append(
+            Uplink(
+                name=name,
+                table=tables[name],
+                addresses=tuple(a for a in state.addresses_of(name) if a.family in wanted),
+                gateway4=gw4 if Family.INET in wanted else None,
+                gateway6=gw6 if Family.INET6 in wanted else None,
+                source4=src4 if Family.INET in wanted else GatewaySource.NONE,
+                source6=src6 if Family.INET6 in wanted else GatewaySource.NONE,
+                weight=chosen_uplink.weight,
+            )
+        )
+    on_link, main_rule, off_link = ownership.priorities
+    routes: list[Route] = []
+    rules: list[Rule] = []
+    for family in families:
+        members = [u for u in uplinks if u.addresses_in(family)]
+        if not members:
+            continue
+        for uplink in members:
+            routes += _uplink_routes(uplink, family, ownership.protocol)
+        for uplink in members:
+            rules += [
+                Rule(family, on_link, uplink.table, _host(a), 0, ownership.protocol)
+                for a in uplink.addresses_in(family)
+            ]
+        rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
+        for uplink in members:
+            if uplink.gateway(family) is None:
+                notes.append(
+                    f"{uplink.name}: no IPv{family.version} gateway; only on-link replies"
+                    " are steered"
+                )
+                continue
+            rules += [
+                Rule(family, off_link, uplink.table, _host(a), None, ownership.protocol)
+                for a in uplink.addresses_in(family)
+            ]
+    return Desired(
+        ownership,
+        uplinks=tuple(uplinks),
+        rules=tuple(rules),
+        routes=tuple(routes),
+        sysctls=tuple(_sysctls(config, uplinks)),
+        notes=tuple(notes),
+    )
