@@ -63,7 +63,7 @@ def _addresses(ipr: Any, names: dict[int, str]) -> list[Address]:
         if local is None or ifname is None:
             continue
         addresses.append(Address(ifname, ipaddress.ip_interface(f"{local}/{msg['prefixlen']}")))
-    return sorted(addresses)
+    return sorted(addresses, key=lambda a: (a.ifname, a.ip.version, a.ip))
 
 
 def read_sysctl(path: str) -> str | None:

@@ -6,8 +6,10 @@ command, the lab and the tests run the same code path as on the host itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 
 from multihome.errors import NamespaceError, PrivilegeError
 
@@ -33,6 +35,24 @@ def enter(name: str) -> None:
         _setns(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[None]:
+    """Run a block inside the named namespace, then return to the current one.
+
+    Sockets opened and /proc/sys files written inside keep acting on that namespace. For
+    single-threaded callers (the lab builder); `enter` is the way for a whole command.
+    """
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter(name)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
 
 
 def _setns(fd: int) -> None:

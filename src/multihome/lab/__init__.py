@@ -1,0 +1,1 @@
+"""The built-in test network: the article's experiment in network namespaces."""

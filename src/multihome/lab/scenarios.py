@@ -1,0 +1,117 @@
+"""PURE: the lab's scenarios as `Topology` descriptions (documentation address ranges only).
+
+seed     the article's set-up: the server's NICs eth0..ethN-1 on one subnet (192.0.2.0/24)
+         behind one switch, a router, and the client on another network (198.51.100.0/24).
+two-isp  each server NIC on its own customer subnet (a /27 of 192.0.2.0/24, and
+         2001:db8:i::/64) behind its own ISP router; the routers filter spoofed sources
+         (rp_filter=1), as real ISPs do. The client sits on the "internet" (203.0.113.0/24)
+         behind both. The server has one default route per NIC, with rising metrics, as DHCP
+         clients install them.
+"""
+
+from __future__ import annotations
+
+from multihome.lab.topology import Link, Port, Topology
+
+SERVER, CLIENT = "server", "client"
+MAX_NICS = 8
+
+
+def _router_sysctls(host: str, strict: bool) -> list[tuple[str, str, str]]:
+    items = [
+        (host, "net/ipv4/ip_forward", "1"),
+        (host, "net/ipv6/conf/all/forwarding", "1"),
+    ]
+    if strict:  # anti-spoofing: drop what arrives from a source not routed back that way
+        items += [
+            (host, "net/ipv4/conf/all/rp_filter", "1"),
+            (host, "net/ipv4/conf/default/rp_filter", "1"),
+        ]
+    return items
+
+
+def seed(nics: int = 2, rate_bps: int | None = None) -> Topology:
+    """The article's topology: N server NICs on one switch, one router, one client."""
+    _check(nics)
+    links = [Link(Port(SERVER, f"eth{i}"), Port("switch", f"sw{i}", "br0")) for i in range(nics)]
+    links += [
+        Link(Port("router", "lan"), Port("switch", "swr", "br0")),
+        Link(Port("router", "wan"), Port(CLIENT, "eth0")),
+    ]
+    addresses = [(SERVER, f"eth{i}", f"192.0.2.{10 + i}/24") for i in range(nics)]
+    addresses += [
+        ("router", "lan", "192.0.2.1/24"),
+        ("router", "wan", "198.51.100.1/24"),
+        (CLIENT, "eth0", "198.51.100.100/24"),
+    ]
+    return Topology(
+        name="seed",
+        hosts=(SERVER, "switch", "router", CLIENT),
+        bridges=(("switch", "br0"),),
+        links=tuple(links),
+        addresses=tuple(addresses),
+        routes=(
+            (SERVER, "0.0.0.0/0", "192.0.2.1", "eth0", 0),
+            (CLIENT, "0.0.0.0/0", "198.51.100.1", "eth0", 0),
+        ),
+        sysctls=tuple(_router_sysctls("router", strict=False)),
+        rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
+        roles={"server_addresses": [f"192.0.2.{10 + i}" for i in range(nics)]},
+    )
+
+
+def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
+    """One ISP per server NIC; the ISPs drop packets with a source that is not theirs."""
+    _check(nics)
+    hosts = [SERVER, "internet", CLIENT] + [f"isp{i}" for i in range(nics)]
+    links = [Link(Port(CLIENT, "eth0"), Port("internet", "swc", "br0"))]
+    addresses = [(CLIENT, "eth0", "203.0.113.100/24"), (CLIENT, "eth0", "2001:db8:ff::100/64")]
+    routes = []
+    sysctls = []
+    server_addresses = []
+    for i in range(nics):
+        isp = f"isp{i}"
+        base = 32 * i
+        links += [
+            Link(Port(SERVER, f"eth{i}"), Port(isp, "cust")),
+            Link(Port(isp, "up"), Port("internet", f"sw{i}", "br0")),
+        ]
+        addresses += [
+            (SERVER, f"eth{i}", f"192.0.2.{base + 10}/27"),
+            (SERVER, f"eth{i}", f"2001:db8:{i}::10/64"),
+            (isp, "cust", f"192.0.2.{base + 1}/27"),
+            (isp, "cust", f"2001:db8:{i}::1/64"),
+            (isp, "up", f"203.0.113.{i + 1}/24"),
+            (isp, "up", f"2001:db8:ff::{i + 1}/64"),
+        ]
+        metric = 100 * (i + 1)
+        routes += [
+            (SERVER, "0.0.0.0/0", f"192.0.2.{base + 1}", f"eth{i}", metric),
+            (SERVER, "::/0", f"2001:db8:{i}::1", f"eth{i}", metric),
+            (CLIENT, f"192.0.2.{base}/27", f"203.0.113.{i + 1}", "eth0", 0),
+            (CLIENT, f"2001:db8:{i}::/64", f"2001:db8:ff::{i + 1}", "eth0", 0),
+        ]
+        sysctls += _router_sysctls(isp, strict=True)
+        server_addresses.append(f"192.0.2.{base + 10}")
+    return Topology(
+        name="two-isp",
+        hosts=tuple(hosts),
+        bridges=(("internet", "br0"),),
+        links=tuple(links),
+        addresses=tuple(addresses),
+        routes=tuple(routes),
+        sysctls=tuple(sysctls),
+        rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
+        roles={
+            "server_addresses": server_addresses,
+            "server_addresses6": [f"2001:db8:{i}::10" for i in range(nics)],
+        },
+    )
+
+
+SCENARIOS = {"seed": seed, "two-isp": two_isp}
+
+
+def _check(nics: int) -> None:
+    if not 2 <= nics <= MAX_NICS:
+        raise ValueError(f"--nics must be 2-{MAX_NICS}, not {nics}")

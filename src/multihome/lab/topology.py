@@ -1,0 +1,254 @@
+"""Test networks in network namespaces: a frozen description, then a builder that removes
+exactly what it created.
+
+The description (`Topology`) is plain data: hosts, bridges, veth links, addresses, routes,
+sysctls and rate limits, by logical host name. `Network` turns it into namespaces named
+with a per-run prefix, records them in a run file before creating them, and deletes them
+on exit, error or signal; a run killed with SIGKILL is cleaned up by the next one from its
+run file (never by a name pattern).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+
+from multihome import namespace
+
+RUN_DIR = os.path.join(os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome"), "lab")
+IFA_F_NODAD = 0x02
+BASELINE_SYSCTLS = [
+    ("net/ipv6/conf/all/accept_dad", "0"),
+    ("net/ipv6/conf/default/accept_dad", "0"),
+]
+
+
+@dataclass(frozen=True)
+class Port:
+    """One end of a link: an interface name in a host (or a port of a bridge there)."""
+
+    host: str
+    ifname: str
+    bridge: str | None = None  # enslave this end to the named bridge in `host`
+
+
+@dataclass(frozen=True)
+class Link:
+    a: Port
+    b: Port
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A test network, by logical host names."""
+
+    name: str  # scenario name, for messages
+    hosts: tuple[str, ...]
+    bridges: tuple[tuple[str, str], ...] = ()  # (host, bridge name)
+    links: tuple[Link, ...] = ()
+    addresses: tuple[tuple[str, str, str], ...] = ()  # (host, ifname, "192.0.2.10/24")
+    routes: tuple[tuple[str, str, str, str, int], ...] = ()  # (host, dst, via, dev, metric)
+    sysctls: tuple[tuple[str, str, str], ...] = ()  # (host, path under /proc/sys, value)
+    rate_limits: tuple[tuple[str, str, int], ...] = ()  # (host, ifname, bits per second)
+    roles: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def addresses_of(self, host: str, ifname: str | None = None) -> list[str]:
+        return [a for h, i, a in self.addresses if h == host and (ifname is None or i == ifname)]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_namespace(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        netns.remove(name)
+
+
+def clean_stale(include_kept: bool = False) -> list[str]:
+    """Remove the namespaces of lab runs whose process is gone (and, with `include_kept`,
+    of runs left up with --keep); returns their names."""
+    removed: list[str] = []
+    if not os.path.isdir(RUN_DIR):
+        return removed
+    for entry in sorted(os.listdir(RUN_DIR)):
+        if not entry.endswith(".json"):
+            continue
+        path = os.path.join(RUN_DIR, entry)
+        try:
+            with open(path, encoding="utf-8") as file:
+                record = json.load(file)
+        except (OSError, ValueError):
+            continue
+        kept = record.get("keep") is True
+        if kept and not include_kept:
+            continue
+        if not kept and _pid_alive(int(record.get("pid", 0))):
+            continue
+        for name in record.get("namespaces", []):
+            if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
+                _remove_namespace(name)
+                removed.append(name)
+        os.unlink(path)
+    return removed
+
+
+def _write_sysctls(items: list[tuple[str, str]]) -> None:
+    for path, value in items:
+        with open(f"/proc/sys/{path}", "w", encoding="ascii") as file:
+            file.write(value)
+
+
+@contextlib.contextmanager
+def _rtnl(ns: str) -> Iterator[Any]:
+    """A pyroute2 socket opened inside the namespace (without pyroute2's helper process)."""
+    with namespace.inside(ns):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+class Network:
+    """A built `Topology`. Use as a context manager; `keep=True` leaves it up on exit."""
+
+    def __init__(self, topology: Topology, prefix: str | None = None, keep: bool = False):
+        self.topology = topology
+        self.prefix = prefix or f"mhlab{os.getpid()}-"
+        self.keep = keep
+        self.created: list[str] = []
+        self._record = os.path.join(RUN_DIR, f"{self.prefix.rstrip('-')}.json")
+        self._old_handlers: dict[int, Any] = {}
+        self._owner = os.getpid()
+
+    def ns(self, host: str) -> str:
+        """The real namespace name of a logical host."""
+        return self.prefix + host
+
+    def _save_record(self) -> None:
+        os.makedirs(RUN_DIR, exist_ok=True)
+        data = {"pid": os.getpid(), "namespaces": [self.ns(h) for h in self.topology.hosts]}
+        if self.keep:
+            data["keep"] = True
+        with open(self._record, "w", encoding="utf-8") as file:
+            json.dump(data, file)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # SIGTERM unwinds like Ctrl-C, so that the `finally` of the owner removes the network.
+        if os.getpid() != self._owner:
+            os._exit(128 + signum)  # a forked helper: leave the cleanup to the owner
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __enter__(self) -> Network:
+        clean_stale()
+        self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self.build()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.keep or error is not None:
+            self.destroy()
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+
+    def build(self) -> None:
+        topo = self.topology
+        self._save_record()  # first, so that even a SIGKILL mid-build is cleaned up later
+        for host in topo.hosts:
+            name = self.ns(host)
+            if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
+                raise RuntimeError(f"namespace {name} exists already")
+            netns.create(name)
+            self.created.append(name)
+            with namespace.inside(name):
+                # No duplicate address detection: addresses (link-local ones too) are usable
+                # at once, and the state does not change under a running test.
+                _write_sysctls(BASELINE_SYSCTLS)
+        for host in topo.hosts:
+            with _rtnl(self.ns(host)) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                for bridge_host, bridge in topo.bridges:
+                    if bridge_host == host:
+                        ipr.link("add", ifname=bridge, kind="bridge")
+                        ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
+        for link in topo.links:
+            with _rtnl(self.ns(link.a.host)) as ipr:
+                ipr.link(
+                    "add",
+                    ifname=link.a.ifname,
+                    kind="veth",
+                    peer={"ifname": link.b.ifname, "net_ns_fd": self.ns(link.b.host)},
+                )
+            for port in (link.a, link.b):
+                with _rtnl(self.ns(port.host)) as ipr:
+                    index = ipr.link_lookup(ifname=port.ifname)[0]
+                    if port.bridge:
+                        master = ipr.link_lookup(ifname=port.bridge)[0]
+                        ipr.link("set", index=index, master=master)
+                    ipr.link("set", index=index, state="up")
+        sysctls: dict[str, list[tuple[str, str]]] = {}
+        for host, path, value in topo.sysctls:
+            sysctls.setdefault(host, []).append((path, value))
+        for host, items in sysctls.items():  # before addresses: rp_filter, forwarding
+            with namespace.inside(self.ns(host)):
+                _write_sysctls(items)
+        for host, ifname, address in topo.addresses:
+            iface = ipaddress.ip_interface(address)
+            with _rtnl(self.ns(host)) as ipr:
+                index = ipr.link_lookup(ifname=ifname)[0]
+                extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(iface.ip),
+                    prefixlen=iface.network.prefixlen,
+                    **extra,
+                )
+        for host, dst, via, dev, metric in topo.routes:
+            with _rtnl(self.ns(host)) as ipr:
+                spec: dict[str, Any] = {"dst": dst, "gateway": via, "priority": metric}
+                if dev:
+                    spec["oif"] = ipr.link_lookup(ifname=dev)[0]
+                ipr.route("add", **spec)
+        for host, ifname, rate in topo.rate_limits:
+            with _rtnl(self.ns(host)) as ipr:
+                index = ipr.link_lookup(ifname=ifname)[0]
+                # A burst of ~4 ms at the rate (at least 32 KB) keeps TCP's throughput at the
+                # configured rate without shaping effects of its own.
+                burst = max(32 * 1024, rate // 8 // 250)
+                ipr.tc("add", "tbf", index=index, rate=rate // 8, burst=burst, latency="50ms")
+
+    def destroy(self) -> None:
+        """Remove every namespace this run created (their interfaces go with them)."""
+        for name in reversed(self.created):
+            _remove_namespace(name)
+        self.created.clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record)
