@@ -55,7 +55,9 @@ class Config:
 
     def error(self, message: str, key: str, hint: str = "") -> ConfigError:
         """An error located at `key` ("uplinks.eth0.gateway") of this file."""
-        return ConfigError(message, path=self.path, line=self.lines.get(key), key=key, hint=hint)
+        return ConfigError(
+            message, path=self.path, line=line_of(self.lines, key), key=key, hint=hint
+        )
 
 
 _SECTIONS: dict[str, set[str]] = {
@@ -89,6 +91,17 @@ def key_lines(text: str) -> dict[str, int]:
     return lines
 
 
+def line_of(lines: dict[str, int], key: str) -> int | None:
+    """The line of a key; for a table named only by its subkeys (`[uplinks.eth0]` for
+    `uplinks`), its first line; else the line of the enclosing table."""
+    if key in lines:
+        return lines[key]
+    below = [line for k, line in lines.items() if k.startswith(key + ".")]
+    if below:
+        return min(below)
+    return lines.get(key.rsplit(".", 1)[0]) if "." in key else None
+
+
 def _unknown(key: str, known: set[str], where: str) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1)
     suggestion = f" (did you mean '{close[0]}'?)" if close else ""
@@ -103,10 +116,9 @@ class _Reader:
         self.lines = lines
 
     def fail(self, message: str, key: str, hint: str = "") -> ConfigError:
-        line = self.lines.get(key)
-        if line is None and "." in key:
-            line = self.lines.get(key.rsplit(".", 1)[0])
-        return ConfigError(message, path=self.path, line=line, key=key, hint=hint)
+        return ConfigError(
+            message, path=self.path, line=line_of(self.lines, key), key=key, hint=hint
+        )
 
     def boolean(self, value: Any, key: str) -> bool:
         if not isinstance(value, bool):

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from multihome.config import Config, parse
+from multihome.errors import ConfigError
+from multihome.model import TABLE_MAIN, Family, GatewaySource, Route, Rule
+from multihome.plan import plan
+
+from .hosts import host
+
+ARTICLE = host(
+    {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]},
+    defaults=[("eth0", "192.0.2.1", 0)],
+)
+TWO_ISP = host(
+    {
+        "eth0": ["192.0.2.10/27", "2001:db8::10/64"],
+        "eth1": ["192.0.2.42/27", "2001:db8:1::10/64"],
+    },
+    defaults=[
+        ("eth0", "192.0.2.1", 100),
+        ("eth1", "192.0.2.33", 200),
+        ("eth0", "fe80::1", 100),
+        ("eth1", "fe80::1", 200),
+    ],
+)
+
+
+def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
+def test_article_layout() -> None:
+    desired = plan(Config(), ARTICLE)
+    eth0, eth1 = desired.uplinks
+    assert (eth0.name, eth0.table, eth1.name, eth1.table) == ("eth0", 100, "eth1", 101)
+    assert eth0.source4 is GatewaySource.MAIN_DEFAULT
+    assert eth1.source4 is GatewaySource.SHARED_SUBNET
+    assert str(eth1.gateway4) == "192.0.2.1"
+    assert desired.rules == (
+        Rule(Family.INET, 1000, 100, net("192.0.2.10/32"), 0, 77),
+        Rule(Family.INET, 1000, 101, net("192.0.2.11/32"), 0, 77),
+        Rule(Family.INET, 1001, TABLE_MAIN, None, 0, 77),
+        Rule(Family.INET, 1002, 100, net("192.0.2.10/32"), None, 77),
+        Rule(Family.INET, 1002, 101, net("192.0.2.11/32"), None, 77),
+    )
+    on_link = Route(
+        Family.INET,
+        101,
+        net("192.0.2.0/24"),
+        dev="eth1",
+        prefsrc=ipaddress.ip_address("192.0.2.11"),
+        scope=253,
+        protocol=77,
+    )
+    default = Route(
+        Family.INET,
+        101,
+        net("0.0.0.0/0"),
+        dev="eth1",
+        gateway=ipaddress.ip_address("192.0.2.1"),
+        protocol=77,
+    )
+    assert on_link in desired.routes and default in desired.routes
+    assert {s.path: s.value for s in desired.sysctls} == {
+        "net/ipv4/conf/eth0/arp_ignore": "1",
+        "net/ipv4/conf/eth0/arp_announce": "2",
+        "net/ipv4/conf/eth1/arp_ignore": "1",
+        "net/ipv4/conf/eth1/arp_announce": "2",
+    }
+
+
+def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
+    desired = plan(Config(), TWO_ISP)
+    gateways = {u.name: (str(u.gateway4), str(u.gateway6)) for u in desired.uplinks}
+    assert gateways == {"eth0": ("192.0.2.1", "fe80::1"), "eth1": ("192.0.2.33", "fe80::1")}
+    six = [r for r in desired.routes if r.family is Family.INET6]
+    assert all(r.metric == 1024 for r in six)  # what the kernel reports for IPv6
+    assert {str(r.dst) for r in six} == {"2001:db8::/64", "2001:db8:1::/64", "::/0"}
+    assert Rule(Family.INET6, 1001, TABLE_MAIN, None, 0, 77) in desired.rules
+    assert desired.sysctls == ()  # different subnets: no ARP flux, nothing to set
+
+
+def test_uplink_without_gateway_gets_on_link_table_and_rule_1_only() -> None:
+    state = host(
+        {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"]},
+        defaults=[("eth0", "192.0.2.1", 0)],
+    )
+    desired = plan(Config(), state)
+    eth1_rules = [r for r in desired.rules if r.table == 101]
+    assert [r.priority for r in eth1_rules] == [1000]
+    assert [str(r.dst) for r in desired.routes if r.table == 101] == ["198.51.100.0/24"]
+    assert any("eth1: no IPv4 gateway" in n for n in desired.notes)
+
+
+def test_single_homed_host_needs_nothing() -> None:
+    desired = plan(Config(), host({"eth0": ["192.0.2.10/24"]}, [("eth0", "192.0.2.1", 0)]))
+    assert desired.rules == () and desired.routes == ()
+    assert "single-homed" in desired.notes[0]
+
+
+def test_loopback_down_links_and_bridge_ports_are_not_uplinks() -> None:
+    from dataclasses import replace
+
+    state = host({"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+    interfaces = tuple(
+        replace(i, up=False)
+        if i.name == "eth1"
+        else replace(i, master=9)
+        if i.name == "eth2"
+        else i
+        for i in state.interfaces
+    )
+    desired = plan(Config(), replace(state, interfaces=interfaces))
+    assert desired.uplinks == ()
+
+
+def test_tables_skip_foreign_ones_and_keep_existing_assignment() -> None:
+    foreign = Route(Family.INET, 100, net("203.0.113.0/24"), dev="eth0", protocol=4)
+    owned_eth1 = Route(
+        Family.INET,
+        105,
+        net("0.0.0.0/0"),
+        dev="eth1",
+        gateway=ipaddress.ip_address("192.0.2.1"),
+        protocol=77,
+    )
+    state = host(
+        {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]},
+        defaults=[("eth0", "192.0.2.1", 0)],
+        routes=(foreign, owned_eth1),
+        rules=(Rule(Family.INET, 50, 101, None, None, 4),),  # a foreign rule uses 101
+    )
+    tables = {u.name: u.table for u in plan(Config(), state).uplinks}
+    assert tables == {"eth0": 102, "eth1": 105}
+
+
+def test_config_uplinks_gateway_table_and_families() -> None:
+    config = parse(
+        '[uplinks.eth0]\ntable = 110\n[uplinks.eth1]\ngateway = "192.0.2.33"\nipv6 = false\n',
+        "m.toml",
+    )
+    desired = plan(config, TWO_ISP)
+    eth0, eth1 = sorted(desired.uplinks, key=lambda u: u.name)
+    assert eth0.table == 110 and eth1.table == 100
+    assert eth1.source4 is GatewaySource.CONFIG and eth1.gateway6 is None
+    assert all(r.family is Family.INET for r in desired.routes if r.table == 100)
+
+
+def test_config_errors_need_the_host() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"m.toml:2: uplinks.eth1.gateway: gateway 192.0.2.1 is not on eth1's subnet",
+    ):
+        plan(parse('[uplinks.eth1]\ngateway = "192.0.2.1"\n', "m.toml"), TWO_ISP)
+    with pytest.raises(ConfigError, match=r"m.toml:1: uplinks.wlan9: no interface named"):
+        plan(parse("[uplinks.wlan9]\n", "m.toml"), TWO_ISP)
+    foreign = Route(Family.INET, 120, net("203.0.113.0/24"), dev="eth0", protocol=4)
+    state = host({"eth0": ["192.0.2.10/24"]}, routes=(foreign,))
+    with pytest.raises(ConfigError, match="table 120 already holds routes"):
+        plan(parse("[uplinks.eth0]\ntable = 120\n", "m.toml"), state)
+
+
+def test_rp_filter_is_loosened_only_when_asked() -> None:
+    assert not [s for s in plan(Config(), TWO_ISP).sysctls if "rp_filter" in s.path]
+    loose = plan(parse('[sysctls]\nrp_filter = "loose"\n'), TWO_ISP)
+    assert {s.path for s in loose.sysctls if s.value == "2"} == {
+        "net/ipv4/conf/eth0/rp_filter",
+        "net/ipv4/conf/eth1/rp_filter",
+    }
+
+
+def test_slash_32_addresses_get_no_on_link_route() -> None:
+    state = host(
+        {"eth0": ["192.0.2.10/32"], "eth1": ["192.0.2.11/24"]},
+        defaults=[("eth0", "192.0.2.1", 0), ("eth1", "192.0.2.1", 10)],
+    )
+    desired = plan(Config(), state)
+    assert [str(r.dst) for r in desired.routes if r.dev == "eth0"] == ["0.0.0.0/0"]
