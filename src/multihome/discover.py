@@ -1,21 +1,15 @@
 """Read the live state of this network namespace into a `HostState` (read only).
 
-Links and addresses come from pyroute2; rules and routes from the lean codec in netlink.py
-(thousands of them on a host with many addresses); sysctls from /proc/sys, which shows the
-values of the namespace the process is in.
+Links, addresses, rules and routes come from one rtnetlink socket (netlink.py); sysctls
+from /proc/sys, which shows the values of the namespace the process is in.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
-
-from pyroute2 import IPRoute
-
 from multihome import namespace
 from multihome.errors import MultihomeError, PrivilegeError
-from multihome.model import Address, Family, HostState, Interface
-from multihome.netlink import RtnlSocket
+from multihome.model import Address, HostState, Interface, interface_from
+from multihome.netlink import AddressInfo, LinkInfo, RtnlSocket
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -29,41 +23,20 @@ SYSCTL_ROOT = "/proc/sys"
 CONF_KEYS = ("arp_ignore", "arp_announce", "rp_filter")
 
 
-def _links(ipr: Any) -> list[Interface]:
-    links = []
-    for msg in ipr.get_links():
-        flags = msg["flags"]
-        kind = ""
-        info = msg.get_attr("IFLA_LINKINFO")
-        if info is not None:
-            kind = info.get_attr("IFLA_INFO_KIND") or ""
-        links.append(
-            Interface(
-                index=msg["index"],
-                name=msg.get_attr("IFLA_IFNAME"),
-                up=bool(flags & IFF_UP and flags & IFF_LOWER_UP),
-                loopback=bool(flags & IFF_LOOPBACK),
-                master=msg.get_attr("IFLA_MASTER"),
-                kind=kind,
-            )
-        )
-    return sorted(links)
+def _interface(link: LinkInfo) -> Interface:
+    return Interface(
+        index=link.index,
+        name=link.name,
+        up=bool(link.flags & IFF_UP and link.flags & IFF_LOWER_UP),
+        loopback=bool(link.flags & IFF_LOOPBACK),
+        master=link.master,
+        kind=link.kind,
+    )
 
 
-def _addresses(ipr: Any, names: dict[int, str]) -> list[Address]:
-    addresses = []
-    for msg in ipr.get_addr():
-        if msg["scope"] != SCOPE_GLOBAL:
-            continue
-        flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-        if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            continue  # not usable as a source yet (IPv6 duplicate address detection)
-        local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-        ifname = names.get(msg["index"])
-        if local is None or ifname is None:
-            continue
-        addresses.append(Address(ifname, ipaddress.ip_interface(f"{local}/{msg['prefixlen']}")))
-    return sorted(addresses, key=lambda a: (a.ifname, a.ip.version, a.ip))
+def _usable(info: AddressInfo) -> bool:
+    """A global address that can be a source now (not still in IPv6 duplicate detection)."""
+    return info.scope == SCOPE_GLOBAL and not info.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
 
 
 def read_sysctl(path: str) -> str | None:
@@ -88,11 +61,17 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
 def read_state() -> HostState:
     """Everything multihome needs to know about this network namespace."""
     try:
-        with IPRoute() as ipr:
-            interfaces = _links(ipr)
-            names = {i.index: i.name for i in interfaces}
-            addresses = _addresses(ipr, names)
         with RtnlSocket() as rtnl:
+            interfaces = sorted(_interface(link) for link in rtnl.links())
+            names = {i.index: i.name for i in interfaces}
+            addresses = sorted(
+                (
+                    Address(names[a.index], interface_from(a.address, a.prefixlen))
+                    for a in rtnl.addresses()
+                    if _usable(a) and a.index in names
+                ),
+                key=lambda a: (a.ifname, a.ip.version, a.ip),
+            )
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:
@@ -107,7 +86,3 @@ def read_state() -> HostState:
         sysctls=_sysctls(interfaces),
         netns_id=namespace.identity(),
     )
-
-
-def families(state: HostState) -> set[Family]:
-    return {a.family for a in state.addresses}

@@ -32,6 +32,42 @@ RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
 DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
+_hosts: dict[tuple[int, int], IPNetwork] = {}
+
+
+def host_network(address: IPAddress) -> IPNetwork:
+    """192.0.2.10 -> 192.0.2.10/32, one shared object per address (a host with thousands of
+    source addresses builds these for every rule it reads and plans)."""
+    key = (address.version, int(address))
+    network = _hosts.get(key)
+    if network is None:
+        if address.version == 4:
+            network = ipaddress.IPv4Network((key[1], 32))
+        else:
+            network = ipaddress.IPv6Network((key[1], 128))
+        _hosts[key] = network
+    return network
+
+
+def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
+    """The network of packed address bytes (as netlink carries them) and a prefix length."""
+    value = int.from_bytes(raw, "big")
+    if len(raw) == 4:
+        if prefixlen == 32:
+            return host_network(ipaddress.IPv4Address(value))
+        return ipaddress.IPv4Network((value, prefixlen))
+    if prefixlen == 128:
+        return host_network(ipaddress.IPv6Address(value))
+    return ipaddress.IPv6Network((value, prefixlen))
+
+
+def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
+    """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
+    if address.version == 4:
+        return ipaddress.IPv4Interface((int(address), prefixlen))
+    return ipaddress.IPv6Interface((int(address), prefixlen))
+
+
 class Family(enum.IntEnum):
     """Address family, with the values netlink uses."""
 
@@ -64,7 +100,7 @@ class Interface:
     kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Address:
     """A global address on an interface, with its prefix (192.0.2.10/24)."""
 
@@ -76,7 +112,7 @@ class Address:
         return Family.of(self.ip)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NextHop:
     """One path of a multipath route."""
 
@@ -85,7 +121,7 @@ class NextHop:
     weight: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     """A route in one table; the fields are the ones `ip route` shows."""
 
@@ -135,7 +171,7 @@ class Route:
         return " ".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A policy routing rule that looks up a table (`ip rule`).
 
@@ -162,7 +198,7 @@ class Rule:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value."""
 

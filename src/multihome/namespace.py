@@ -56,20 +56,27 @@ def inside(name: str) -> Iterator[None]:
 
 
 def _setns(fd: int) -> None:
-    setns = getattr(os, "setns", None)  # Python 3.12+
     try:
+        setns = getattr(os, "setns", None)  # Python 3.12+
         if setns is not None:
             setns(fd, CLONE_NEWNET)
         else:
-            from pyroute2.netns import setns as pyroute2_setns
-
-            pyroute2_setns(fd)
+            _libc_setns(fd)
     except OSError as error:
         if error.errno == errno.EPERM:
             raise PrivilegeError(
                 "entering a network namespace needs CAP_SYS_ADMIN", "run as root"
             ) from None
         raise NamespaceError(f"cannot enter the network namespace: {error}") from None
+
+
+def _libc_setns(fd: int) -> None:
+    import ctypes  # only on Python 3.11, which has no os.setns
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def identity() -> int:

@@ -11,7 +11,7 @@ from multihome import config as config_file
 from multihome import discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.model import Action, Change, Desired, HostState, Sysctl
+from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 
 
@@ -51,6 +51,19 @@ def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Re
     return state.Record(sysctl_originals=originals)
 
 
+def owned_after(
+    cfg: Config, host: HostState, changes: tuple[Change, ...]
+) -> tuple[list[Rule], list[Route]]:
+    """What multihome owns once `changes` are made on `host` (no second read needed)."""
+    deleted = {c.obj for c in changes if c.action is Action.DELETE}
+    added = [c.obj for c in changes if c.action is Action.ADD]
+    rules = [r for r in host.rules if cfg.ownership.owns_rule(r) and r not in deleted]
+    routes = [r for r in host.routes if cfg.ownership.owns_route(r) and r not in deleted]
+    rules += [r for r in added if isinstance(r, Rule)]
+    routes += [r for r in added if isinstance(r, Route)]
+    return rules, routes
+
+
 def _converge(config_path: str | None, remove: bool) -> Outcome:
     cfg = config_file.load(config_path)
     netns_id = namespace.identity()
@@ -60,11 +73,9 @@ def _converge(config_path: str | None, remove: bool) -> Outcome:
         desired = Desired(cfg.ownership) if remove else plan(cfg, host)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         if changes:
-            kernel.apply(changes, host)
-            after = discover.read_state()
-            owned_rules = [r for r in after.rules if cfg.ownership.owns_rule(r)]
-            owned_routes = [r for r in after.routes if cfg.ownership.owns_route(r)]
-            state.save(netns_id, _record_after(record, changes), owned_rules, owned_routes)
+            kernel.apply(changes, host)  # all or nothing: from here on, every change is made
+            rules, routes = owned_after(cfg, host, changes)
+            state.save(netns_id, _record_after(record, changes), rules, routes)
     return Outcome(cfg, host, desired, changes)
 
 

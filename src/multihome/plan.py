@@ -9,7 +9,6 @@ T_i holds the uplink's on-link prefix routes (src = its address) and its default
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from multihome.config import Config, RpFilter, UplinkConfig
@@ -26,11 +25,13 @@ from multihome.model import (
     HostState,
     Interface,
     IPAddress,
+    IPNetwork,
     Ownership,
     Route,
     Rule,
     Sysctl,
     Uplink,
+    host_network,
 )
 
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
@@ -228,21 +229,21 @@ def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]
     return routes
 
 
-def _host(address: Address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    return ipaddress.ip_network(address.ip.ip)
+def _host(address: Address) -> IPNetwork:
+    return host_network(address.ip.ip)
 
 
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     sysctls: list[Sysctl] = []
     if config.manage_arp:
+        subnets = {u.name: {a.ip.network for a in u.addresses_in(Family.INET)} for u in uplinks}
         for uplink in uplinks:
-            networks = {a.ip.network for a in uplink.addresses_in(Family.INET)}
             shares = any(
-                n.overlaps(a.ip.network)
+                mine.overlaps(theirs)
                 for other in uplinks
                 if other is not uplink
-                for a in other.addresses_in(Family.INET)
-                for n in networks
+                for theirs in subnets[other.name]
+                for mine in subnets[uplink.name]
             )
             if shares:
                 conf = f"net/ipv4/conf/{uplink.name}"
@@ -302,10 +303,11 @@ def plan(config: Config, state: HostState) -> Desired:
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
+        sources = {u.name: [_host(a) for a in u.addresses_in(family)] for u in members}
         for uplink in members:
             rules += [
-                Rule(family, on_link, uplink.table, _host(a), 0, ownership.protocol)
-                for a in uplink.addresses_in(family)
+                Rule(family, on_link, uplink.table, src, 0, ownership.protocol)
+                for src in sources[uplink.name]
             ]
         rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
         for uplink in members:
@@ -316,8 +318,8 @@ def plan(config: Config, state: HostState) -> Desired:
                 )
                 continue
             rules += [
-                Rule(family, off_link, uplink.table, _host(a), None, ownership.protocol)
-                for a in uplink.addresses_in(family)
+                Rule(family, off_link, uplink.table, src, None, ownership.protocol)
+                for src in sources[uplink.name]
             ]
     return Desired(
         ownership,
