@@ -25,7 +25,7 @@ import time
 from multihome import discover, kernel, namespace, operations
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.model import Desired
+from multihome.model import Desired, HostState
 from multihome.plan import plan
 from multihome.render import ip as render_ip
 
@@ -155,7 +155,7 @@ def run(rounds: int) -> None:
     )
 
 
-def _applied(desired: Desired, host: discover.HostState) -> discover.HostState:
+def _applied(desired: Desired, host: HostState) -> HostState:
     from dataclasses import replace
 
     return replace(host, rules=host.rules + desired.rules, routes=host.routes + desired.routes)

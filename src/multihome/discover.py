@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from multihome import namespace
 from multihome.errors import MultihomeError, PrivilegeError
-from multihome.model import Address, HostState, Interface, interface_from
+from multihome.model import Address, Counters, HostState, Interface, interface_from
 from multihome.netlink import AddressInfo, LinkInfo, RtnlSocket
 
 IFF_UP = 0x1
@@ -86,3 +86,12 @@ def read_state() -> HostState:
         sysctls=_sysctls(interfaces),
         netns_id=namespace.identity(),
     )
+
+
+def read_counters() -> dict[str, Counters]:
+    """Every interface's traffic counters, by name."""
+    try:
+        with RtnlSocket() as rtnl:
+            return {link.name: Counters(*link.stats) for link in rtnl.links()}
+    except OSError as error:
+        raise MultihomeError(f"cannot read the interface counters: {error}") from None

@@ -100,6 +100,24 @@ class Interface:
     kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
 
 
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """An interface's traffic counters since it was created (as `ip -s link` shows them)."""
+
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+    def __sub__(self, earlier: Counters) -> Counters:
+        return Counters(
+            self.rx_packets - earlier.rx_packets,
+            self.tx_packets - earlier.tx_packets,
+            self.rx_bytes - earlier.rx_bytes,
+            self.tx_bytes - earlier.tx_bytes,
+        )
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Address:
     """A global address on an interface, with its prefix (192.0.2.10/24)."""

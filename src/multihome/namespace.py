@@ -82,3 +82,18 @@ def _libc_setns(fd: int) -> None:
 def identity() -> int:
     """The inode of this process's network namespace: the same for every way of entering it."""
     return os.stat("/proc/self/ns/net").st_ino
+
+
+SO_NETNS_COOKIE = 71
+
+
+def cookie() -> int | None:
+    """The kernel's cookie of this network namespace: unlike the inode, never reused while
+    the system runs (Linux 5.14+; None on older kernels)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError:
+        return None

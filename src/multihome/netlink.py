@@ -67,6 +67,8 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 10, 18, 1
+IFLA_STATS64 = 23
+_STATS = struct.Struct("=QQQQ")  # rtnl_link_stats64 starts: rx/tx packets, rx/tx bytes
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 
 SEND_BUFFER = 1 << 20
@@ -273,6 +275,7 @@ class LinkInfo:
     flags: int
     master: int | None
     kind: str
+    stats: tuple[int, int, int, int] = (0, 0, 0, 0)  # rx/tx packets, rx/tx bytes
 
 
 @dataclass(frozen=True)
@@ -292,16 +295,19 @@ def _string(value: memoryview) -> str:
 def decode_link(data: memoryview, offset: int, end: int) -> LinkInfo:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset)
     name, master, kind = "", None, ""
+    stats = (0, 0, 0, 0)
     for attr, value in _attrs(data, offset + _IFINFOMSG.size, end):
         if attr == IFLA_IFNAME:
             name = _string(value)
         elif attr == IFLA_MASTER:
             master = _U32.unpack_from(value)[0] or None
+        elif attr == IFLA_STATS64 and len(value) >= _STATS.size:
+            stats = _STATS.unpack_from(value)
         elif attr == IFLA_LINKINFO:
             for sub, subvalue in _attrs(value, 0, len(value)):
                 if sub == IFLA_INFO_KIND:
                     kind = _string(subvalue)
-    return LinkInfo(index, name, flags, master, kind)
+    return LinkInfo(index, name, flags, master, kind, stats)
 
 
 def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | None:

@@ -28,7 +28,7 @@ class Outcome:
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
     cfg = config_file.load(config_path)
     host = discover.read_state()
-    return cfg, host, state.load(host.netns_id)
+    return cfg, host, state.load(host.netns_id, namespace.cookie())
 
 
 def preview(config_path: str | None) -> Outcome:
@@ -69,13 +69,16 @@ def _converge(config_path: str | None, remove: bool) -> Outcome:
     netns_id = namespace.identity()
     with state.lock(netns_id):
         host = discover.read_state()
-        record = state.load(netns_id)
+        cookie = namespace.cookie()
+        record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
             rules, routes = owned_after(cfg, host, changes)
-            state.save(netns_id, _record_after(record, changes), rules, routes)
+            after = _record_after(record, changes)
+            after.netns_cookie = cookie
+            state.save(netns_id, after, rules, routes)
     return Outcome(cfg, host, desired, changes)
 
 

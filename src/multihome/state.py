@@ -32,13 +32,16 @@ class Record:
     rules: list[str] = field(default_factory=list)  # `ip rule` arguments, for people
     routes: list[str] = field(default_factory=list)
     applied_at: float | None = None
+    netns_cookie: int | None = None
 
 
 def _path(netns_id: int, suffix: str) -> str:
     return os.path.join(STATE_DIR, f"netns-{netns_id}.{suffix}")
 
 
-def load(netns_id: int) -> Record:
+def load(netns_id: int, cookie: int | None = None) -> Record:
+    """The record of this namespace. A record left by a deleted namespace whose inode was
+    reused (its cookie differs) describes nothing here, and reads as empty."""
     path = _path(netns_id, "json")
     try:
         with open(path, encoding="utf-8") as file:
@@ -51,7 +54,11 @@ def load(netns_id: int) -> Record:
             hint="if it is damaged, move it away; `multihome remove` still removes every"
             " rule and route multihome owns, but cannot restore the sysctls it changed",
         ) from None
+    recorded_cookie = data.get("netns_cookie")
+    if cookie is not None and recorded_cookie is not None and recorded_cookie != cookie:
+        return Record(netns_cookie=cookie)
     return Record(
+        netns_cookie=recorded_cookie,
         sysctl_originals=dict(data.get("sysctl_originals", {})),
         rules=list(data.get("rules", [])),
         routes=list(data.get("routes", [])),
@@ -70,6 +77,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
     data = {
         "version": 1,
         "applied_at": time.time(),
+        "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
@@ -85,6 +93,13 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def forget(netns_id: int) -> None:
+    """Remove the state of a namespace that is being deleted."""
+    for suffix in ("json", "lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_path(netns_id, suffix))
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ def seed(nics: int = 2, rate_bps: int | None = None) -> Topology:
         ),
         sysctls=tuple(_router_sysctls("router", strict=False)),
         rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
+        no_offload=tuple((SERVER, f"eth{i}") for i in range(nics)),
         roles={"server_addresses": [f"192.0.2.{10 + i}" for i in range(nics)]},
     )
 
@@ -102,6 +103,7 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
         routes=tuple(routes),
         sysctls=tuple(sysctls),
         rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
+        no_offload=tuple((SERVER, f"eth{i}") for i in range(nics)),
         roles={
             "server_addresses": server_addresses,
             "server_addresses6": [f"2001:db8:{i}::10" for i in range(nics)],

@@ -11,10 +11,14 @@ run file (never by a name pattern).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import ipaddress
 import json
 import os
 import signal
+import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
@@ -59,6 +63,9 @@ class Topology:
     routes: tuple[tuple[str, str, str, str, int], ...] = ()  # (host, dst, via, dev, metric)
     sysctls: tuple[tuple[str, str, str], ...] = ()  # (host, path under /proc/sys, value)
     rate_limits: tuple[tuple[str, str, int], ...] = ()  # (host, ifname, bits per second)
+    # Interfaces that segment like a physical NIC: TSO/GSO off, so a TX packet is at most
+    # one MTU and the counters compare with a real server's (veth would send 64 KB skbs).
+    no_offload: tuple[tuple[str, str], ...] = ()
     roles: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def addresses_of(self, host: str, ifname: str | None = None) -> list[str]:
@@ -108,6 +115,16 @@ def clean_stale(include_kept: bool = False) -> list[str]:
                 removed.append(name)
         os.unlink(path)
     return removed
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STSO, ETHTOOL_SGSO = 0x1F, 0x24
+
+
+def _ethtool_set(sock: socket.socket, ifname: str, command: int, value: int) -> None:
+    request = ctypes.create_string_buffer(struct.pack("=II", command, value), 8)
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(request)) + bytes(16)
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
 
 
 def _write_sysctls(items: list[tuple[str, str]]) -> None:
@@ -237,6 +254,12 @@ class Network:
                 if dev:
                     spec["oif"] = ipr.link_lookup(ifname=dev)[0]
                 ipr.route("add", **spec)
+        for host, ifname in topo.no_offload:
+            with namespace.inside(self.ns(host)):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                for command in (ETHTOOL_STSO, ETHTOOL_SGSO):
+                    _ethtool_set(sock, ifname, command, 0)
         for host, ifname, rate in topo.rate_limits:
             with _rtnl(self.ns(host)) as ipr:
                 index = ipr.link_lookup(ifname=ifname)[0]

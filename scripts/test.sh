@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian/Ubuntu machine (as root) and run them
+# all: lint (ruff), types (mypy --strict), unit tests, and the network-namespace tests
+# against the real kernel. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ip >/dev/null || need_apt+=(iproute2)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+    echo "== installing ${need_apt[*]} (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "== creating the virtualenv .venv"
+    python3 -m venv .venv
+fi
+echo "== installing multihome with its test tools into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test,lab]'
+
+echo "== ruff"
+.venv/bin/ruff check src tests bench
+echo "== mypy --strict"
+.venv/bin/mypy --strict
+echo "== pytest (unit and netns)"
+mkdir -p .test-results
+.venv/bin/python -m pytest -ra --junitxml=.test-results/junit.xml "$@"

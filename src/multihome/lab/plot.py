@@ -1,0 +1,55 @@
+"""The lab's figure: per-NIC TX and RX packets of both phases side by side, and goodput.
+
+matplotlib is an optional dependency (`pip install 'multihome[lab]'`), imported only here.
+"""
+
+from __future__ import annotations
+
+from multihome.errors import MultihomeError
+from multihome.lab.report import LabResult
+
+
+def write_png(result: LabResult, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MultihomeError(
+            "--plot needs matplotlib", hint="pip install 'multihome[lab]' (or matplotlib)"
+        ) from None
+    names = [i.name for i in result.phases[0].interfaces]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 3, 2]})
+    width = 0.8 / len(result.phases)
+    colours = {"destination": "#c0504d", "policy": "#4f81bd"}
+    for ax, direction in zip(axes[:2], ("tx", "rx"), strict=True):
+        for k, phase in enumerate(result.phases):
+            values = [getattr(i.counters, f"{direction}_packets") for i in phase.interfaces]
+            positions = [n + (k - (len(result.phases) - 1) / 2) * width for n in range(len(names))]
+            ax.bar(positions, values, width, label=phase.name, color=colours.get(phase.name))
+        ax.set_xticks(range(len(names)), names)
+        ax.set_title(f"server {direction.upper()} packets per NIC")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        ax.legend()
+    goodput = [p.goodput_bps / 1e6 for p in result.phases]
+    axes[2].bar(
+        [p.name for p in result.phases], goodput, color=[colours.get(p.name) for p in result.phases]
+    )
+    axes[2].set_title("goodput (Mbit/s)")
+    if result.link_rate_bps:
+        axes[2].axhline(
+            result.link_rate_bps * result.nics / 1e6,
+            linestyle="--",
+            color="grey",
+            label="sum of NIC rates",
+        )
+        axes[2].legend()
+    rate = f", {result.link_rate_bps / 1e6:g} Mbit/s per NIC" if result.link_rate_bps else ""
+    figure.suptitle(
+        f"multihome lab {result.scenario}: {result.requests} x {result.size} bytes, "
+        f"{result.concurrency} parallel, {result.nics} NICs{rate}"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,133 @@
+"""PURE: the lab's results, and how they are shown: the article's ifconfig-style listings,
+the summary table, and the JSON object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from multihome.lab.units import human_bytes, human_rate
+from multihome.model import Counters
+
+
+@dataclass(frozen=True)
+class InterfaceResult:
+    name: str
+    address: str
+    counters: Counters  # during the phase
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    name: str  # "destination" (stock routing) or "policy" (after multihome apply)
+    interfaces: tuple[InterfaceResult, ...]
+    ok: int
+    failed: int
+    seconds: float
+    body_bytes: int
+    failed_by_address: dict[str, int]
+
+    @property
+    def goodput_bps(self) -> float:
+        return self.body_bytes * 8 / self.seconds if self.seconds > 0 else 0.0
+
+    def share(self, name: str, direction: str) -> float:
+        """An interface's share of the server's TX (or RX) packets in this phase."""
+        total = sum(getattr(i.counters, f"{direction}_packets") for i in self.interfaces)
+        mine = next(
+            getattr(i.counters, f"{direction}_packets") for i in self.interfaces if i.name == name
+        )
+        return mine / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class LabResult:
+    scenario: str
+    nics: int
+    link_rate_bps: int | None
+    size: int
+    requests: int
+    concurrency: int
+    phases: tuple[PhaseResult, ...]
+
+
+def listing(phase: PhaseResult) -> list[str]:
+    """The server's interfaces as ifconfig prints them (the article's Listings 2 and 3)."""
+    lines = []
+    for interface in phase.interfaces:
+        c = interface.counters
+        lines += [
+            f"{interface.name}: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500",
+            f"        inet {interface.address}",
+            f"        RX packets {c.rx_packets}  bytes {c.rx_bytes} ({human_bytes(c.rx_bytes)})",
+            f"        TX packets {c.tx_packets}  bytes {c.tx_bytes} ({human_bytes(c.tx_bytes)})",
+            "",
+        ]
+    return lines
+
+
+def summary(result: LabResult) -> list[str]:
+    names = [i.name for i in result.phases[0].interfaces]
+    header = ["phase"] + [f"{n} TX" for n in names] + [f"{n} RX" for n in names]
+    header += ["ok", "failed", "seconds", "goodput"]
+    if result.link_rate_bps:
+        header.append("of link sum")
+    rows = [header]
+    for phase in result.phases:
+        row = [phase.name]
+        row += [f"{phase.share(n, 'tx'):.2%}" for n in names]
+        row += [f"{phase.share(n, 'rx'):.2%}" for n in names]
+        row += [
+            str(phase.ok),
+            str(phase.failed),
+            f"{phase.seconds:.1f}",
+            human_rate(phase.goodput_bps),
+        ]
+        if result.link_rate_bps:
+            row.append(f"{phase.goodput_bps / (result.link_rate_bps * result.nics):.1%}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if k else c.ljust(w)
+            for k, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    if len(result.phases) == 2 and result.phases[0].goodput_bps > 0:
+        gain = result.phases[1].goodput_bps / result.phases[0].goodput_bps
+        lines.append(f"goodput policy / destination: {gain:.2f}x")
+    return lines
+
+
+def to_json(result: LabResult) -> dict[str, Any]:
+    return {
+        "scenario": result.scenario,
+        "nics": result.nics,
+        "link_rate_bps": result.link_rate_bps,
+        "size": result.size,
+        "requests": result.requests,
+        "concurrency": result.concurrency,
+        "phases": [
+            {
+                "name": phase.name,
+                "interfaces": {
+                    i.name: {
+                        "address": i.address,
+                        "rx_packets": i.counters.rx_packets,
+                        "tx_packets": i.counters.tx_packets,
+                        "rx_bytes": i.counters.rx_bytes,
+                        "tx_bytes": i.counters.tx_bytes,
+                        "tx_share": round(phase.share(i.name, "tx"), 6),
+                        "rx_share": round(phase.share(i.name, "rx"), 6),
+                    }
+                    for i in phase.interfaces
+                },
+                "requests": {"ok": phase.ok, "failed": phase.failed},
+                "failed_by_address": phase.failed_by_address,
+                "seconds": round(phase.seconds, 3),
+                "goodput_bps": round(phase.goodput_bps, 1),
+            }
+            for phase in result.phases
+        ],
+    }
