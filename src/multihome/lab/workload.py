@@ -29,14 +29,25 @@ from collections.abc import Sequence
 from multihome import namespace
 
 PORT = 8080
-CONNECT_TIMEOUT = 1.0  # the lab's links have microsecond RTTs; a second means "dropped"
+CONNECT_TIMEOUT = 0.25  # the lab's links answer a SYN in microseconds; this means "dropped"
 REQUEST_TIMEOUT = 30.0  # a full response at the slowest rate the lab allows
 HEADER_LIMIT = 8192
 
 
 def emit(message: dict[str, object]) -> None:
     """One JSON line on stdout in a single write: several processes share the pipe."""
-    os.write(sys.stdout.fileno(), (json.dumps(message) + "\n").encode())
+    try:
+        os.write(sys.stdout.fileno(), (json.dumps(message) + "\n").encode())
+    except BrokenPipeError:
+        os._exit(1)  # the lab driver is gone: nobody wants the rest
+
+
+def _die_with_parent() -> None:
+    """A forked worker must not outlive its parent (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _response_header(size: int) -> bytes:
@@ -76,44 +87,38 @@ def _listen(family: socket.AddressFamily, address: str) -> socket.socket:
     return sock
 
 
-async def _server_main(path: str) -> None:
+async def _server_main(path: str, children: list[int]) -> None:
     size = os.path.getsize(path)
     header = _response_header(size)
-    servers = [
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         await asyncio.start_server(
             lambda r, w: _serve_connection(r, w, path, header),
             sock=_listen(family, address),
             limit=HEADER_LIMIT,
         )
-        for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::"))
-    ]
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     emit({"ready": os.getpid()})
     await stop.wait()
-    loop.remove_signal_handler(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already stopping
-    for server in servers:
-        server.close()
+    # Connections still open are cut: a stopped lab server has nothing worth tidying, and
+    # unwinding its tasks would only print cancellations.
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    os._exit(0)
 
 
 def serve(path: str, workers: int) -> None:
-    """Serve in `workers` processes; returns when SIGTERM arrives."""
+    """Serve in `workers` processes until SIGTERM."""
     children = []
     for _ in range(workers - 1):
         pid = os.fork()
         if pid == 0:
-            asyncio.run(_server_main(path))
-            os._exit(0)
+            _die_with_parent()
+            asyncio.run(_server_main(path, []))
         children.append(pid)
-    try:
-        asyncio.run(_server_main(path))
-    finally:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
+    asyncio.run(_server_main(path, children))
 
 
 # ---------------------------------------------------------------------------- client
@@ -189,6 +194,7 @@ def client(
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
+            _die_with_parent()
             os.close(read_fd)
             os.dup2(write_fd, sys.stdout.fileno())
             conc = max(1, concurrency // procs + (1 if i < concurrency % procs else 0))
@@ -241,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=92160)
     parser.add_argument("--procs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    # The lab driver owns these processes and stops them; Ctrl-C on the terminal reaches the
+    # whole process group, and must only make the driver clean up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     namespace.enter(args.netns)
     if args.role == "server":
         serve(args.file, args.procs)

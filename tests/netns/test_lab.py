@@ -1,0 +1,98 @@
+"""`multihome lab`: short runs of both scenarios, and teardown on failure and on signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from multihome.lab import scenarios
+from multihome.lab.topology import Network
+
+LAB = [sys.executable, "-m", "multihome", "lab"]
+
+
+def _lab_namespaces(pid: int) -> list[str]:
+    return [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{pid}")]
+
+
+def _run_lab(*args: str) -> dict[str, object]:
+    result = subprocess.run([*LAB, *args, "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_seed_reproduces_the_article_in_miniature() -> None:
+    report = _run_lab("--requests", "400", "--nics", "3")
+    assert report["scenario"] == "seed" and report["nics"] == 3
+    destination, policy = report["phases"]  # type: ignore[misc]
+    assert destination["name"] == "destination" and policy["name"] == "policy"
+    for phase in (destination, policy):
+        assert phase["requests"] == {"ok": 400, "failed": 0}
+        assert set(phase["interfaces"]) == {"eth0", "eth1", "eth2"}
+        assert phase["goodput_bps"] > 0
+    tx = {n: i["tx_packets"] for n, i in destination["interfaces"].items()}
+    assert max(tx.values()) >= 0.95 * sum(tx.values())
+    tx = {n: i["tx_packets"] for n, i in policy["interfaces"].items()}
+    for name, packets in tx.items():
+        assert abs(packets / sum(tx.values()) - 1 / 3) < 0.05, (name, tx)
+    # the article's packets: ~67 MTU-sized packets per 90 KB response
+    assert 60 * 400 < sum(tx.values()) < 80 * 400
+
+
+def test_two_isp_fails_with_stock_routing_only() -> None:
+    report = _run_lab("two-isp", "--requests", "120")
+    destination, policy = report["phases"]  # type: ignore[misc]
+    assert destination["requests"]["failed"] >= 50
+    assert destination["failed_by_address"] == {"192.0.2.42": destination["requests"]["failed"]}
+    assert policy["requests"] == {"ok": 120, "failed": 0}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_removes_everything(signum: int) -> None:
+    proc = subprocess.Popen(
+        [*LAB, "--requests", "1000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_lab_namespaces(proc.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_lab_namespaces(proc.pid)) == 4
+        time.sleep(1.0)  # the workload is running
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 2
+        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _lab_namespaces(proc.pid) == []
+
+
+def test_sigkilled_run_is_cleaned_up_by_lab_clean() -> None:
+    proc = subprocess.Popen([*LAB, "--requests", "1000000"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(_lab_namespaces(proc.pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    left = _lab_namespaces(proc.pid)
+    assert len(left) == 4
+    out = subprocess.run([*LAB, "clean", "--json"], capture_output=True, text=True, check=True)
+    assert sorted(json.loads(out.stdout)["removed"]) == sorted(left)
+    assert _lab_namespaces(proc.pid) == []
+
+
+def test_failure_inside_a_network_removes_it() -> None:
+    network = Network(scenarios.seed(2), prefix=f"mhfail{os.getpid()}-")
+    with pytest.raises(RuntimeError), network:
+        assert len(os.listdir("/run/netns")) >= 4
+        raise RuntimeError("a test step failed")
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"mhfail{os.getpid()}-")]

@@ -1,0 +1,89 @@
+"""The lab's pure parts: units, scenarios, report."""
+
+from __future__ import annotations
+
+import pytest
+
+from multihome.lab import scenarios
+from multihome.lab.report import InterfaceResult, LabResult, PhaseResult, listing, summary, to_json
+from multihome.lab.units import human_bytes, parse_rate, parse_size
+from multihome.model import Counters
+
+
+def test_units() -> None:
+    assert parse_size("90KB") == 92160 and parse_size("1MB") == 1048576
+    assert parse_size("4096") == 4096
+    assert parse_rate("100mbit") == 100_000_000 and parse_rate("1gbit") == 10**9
+    assert human_bytes(1937245638) == "1.8 GB" and human_bytes(818) == "818 B"
+    for bad in ("lots", "90XB", "-1"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    with pytest.raises(ValueError):
+        parse_rate("100")
+
+
+def test_scenarios_use_documentation_addresses_only() -> None:
+    import ipaddress
+
+    allowed = [
+        ipaddress.ip_network(n)
+        for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+    ]
+    for topology in (scenarios.seed(8), scenarios.two_isp(8), scenarios.two_isp(2, 10**8)):
+        for _, _, address in topology.addresses:
+            ip = ipaddress.ip_interface(address).ip
+            assert any(ip in n for n in allowed), address
+    with pytest.raises(ValueError):
+        scenarios.seed(9)
+
+
+def _result() -> LabResult:
+    def phase(name: str, tx: tuple[int, int], failed: int) -> PhaseResult:
+        return PhaseResult(
+            name,
+            (
+                InterfaceResult("eth0", "192.0.2.10", Counters(10, tx[0], 1000, tx[0] * 1500)),
+                InterfaceResult("eth1", "192.0.2.11", Counters(10, tx[1], 1000, tx[1] * 1500)),
+            ),
+            ok=100 - failed,
+            failed=failed,
+            seconds=2.0,
+            body_bytes=10**8,
+            failed_by_address={},
+        )
+
+    return LabResult(
+        "seed",
+        2,
+        10**8,
+        92160,
+        100,
+        40,
+        (phase("destination", (1341151, 0), 0), phase("policy", (670341, 670152), 0)),
+    )
+
+
+def test_report_formats() -> None:
+    result = _result()
+    lines = listing(result.phases[1])
+    assert lines[0].startswith("eth0: flags=")
+    assert "TX packets 670341  bytes 1005511500 (958.9 MB)" in lines[3]
+    table = summary(result)
+    assert table[1].split()[:3] == ["destination", "100.00%", "0.00%"]
+    assert table[2].split()[:3] == ["policy", "50.01%", "49.99%"]
+    assert table[-1] == "goodput policy / destination: 1.00x"
+    data = to_json(result)
+    assert data["phases"][1]["interfaces"]["eth1"]["tx_packets"] == 670152
+    assert data["phases"][0]["goodput_bps"] == 4e8 and data["link_rate_bps"] == 10**8
+
+
+def test_lab_without_root_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from multihome import cli
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert cli.main(["lab", "--requests", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "the lab creates network namespaces and needs root" in err
+    assert "hint: run it as root" in err
