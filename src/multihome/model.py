@@ -26,6 +26,7 @@ RTN_UNICAST = 1
 
 TABLE_MAIN = 254
 RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
+TABLE_NAMES = {253: "default", 254: "main", 255: "local"}  # as `ip` names them
 
 # IPv6 gives a route without an explicit metric IP6_RT_PRIO_USER; IPv4 gives it 0. Planned
 # routes carry the metric the kernel will report, so that planned and read routes compare equal.
@@ -179,7 +180,8 @@ class Route:
             parts += ["via", str(self.gateway)]
         if self.dev:
             parts += ["dev", self.dev]
-        parts += ["table", str(self.table), "proto", str(self.protocol)]
+        parts += ["table", TABLE_NAMES.get(self.table, str(self.table))]
+        parts += ["proto", str(self.protocol)]
         if self.scope == SCOPE_LINK:
             parts += ["scope", "link"]
         if self.prefsrc is not None:
@@ -209,7 +211,7 @@ class Rule:
     def ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
         parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
-        parts += ["lookup", "main" if self.table == TABLE_MAIN else str(self.table)]
+        parts += ["lookup", TABLE_NAMES.get(self.table, str(self.table))]
         if self.suppress_prefixlen is not None:
             parts += ["suppress_prefixlength", str(self.suppress_prefixlen)]
         parts += ["proto", str(self.protocol)]
