@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def _lab_namespaces(pid: int) -> list[str]:
     return [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{pid}")]
 
 
-def _run_lab(*args: str) -> dict[str, object]:
+def _run_lab(*args: str) -> dict[str, Any]:
     result = subprocess.run([*LAB, *args, "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
@@ -30,7 +31,7 @@ def _run_lab(*args: str) -> dict[str, object]:
 def test_seed_reproduces_the_article_in_miniature() -> None:
     report = _run_lab("--requests", "400", "--nics", "3")
     assert report["scenario"] == "seed" and report["nics"] == 3
-    destination, policy = report["phases"]  # type: ignore[misc]
+    destination, policy = report["phases"]
     assert destination["name"] == "destination" and policy["name"] == "policy"
     for phase in (destination, policy):
         assert phase["requests"] == {"ok": 400, "failed": 0}
@@ -47,7 +48,7 @@ def test_seed_reproduces_the_article_in_miniature() -> None:
 
 def test_two_isp_fails_with_stock_routing_only() -> None:
     report = _run_lab("two-isp", "--requests", "120")
-    destination, policy = report["phases"]  # type: ignore[misc]
+    destination, policy = report["phases"]
     assert destination["requests"]["failed"] >= 50
     assert destination["failed_by_address"] == {"192.0.2.42": destination["requests"]["failed"]}
     assert policy["requests"] == {"ok": 120, "failed": 0}
