@@ -9,12 +9,14 @@ import argparse
 import enum
 import ipaddress
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from multihome import PROTOCOL, __version__, namespace, operations
+from multihome import PROTOCOL, __version__, discover, namespace, operations
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
 from multihome.lab import plot as lab_plot
@@ -22,8 +24,8 @@ from multihome.lab import report as lab_report
 from multihome.lab import run as lab_run
 from multihome.lab import scenarios
 from multihome.lab.run import LabOptions
-from multihome.lab.units import parse_rate, parse_size
-from multihome.model import TABLE_MAIN, Change, Desired, HostState, Route, Rule
+from multihome.lab.units import human_bytes, parse_rate, parse_size
+from multihome.model import TABLE_MAIN, Change, Counters, Desired, HostState, Route, Rule
 from multihome.plan import is_candidate
 from multihome.render import ip as render_ip
 
@@ -219,6 +221,143 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return _report(operations.remove(args.config), args, "remove")
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = operations.diagnose(args.config)
+    if args.json:
+        _print_json(
+            {
+                "errors": report.errors,
+                "findings": [_plain(f) for f in report.findings],
+                "notes": report.notes,
+            }
+        )
+        return EXIT_PENDING if report.errors else EXIT_OK
+    for note in report.notes:
+        print(note)
+    if not report.findings and not report.notes:
+        print("no problems found: every address replies through its own interface")
+    for finding in report.findings:
+        print(f"{finding.severity.value.upper():8}{finding.check}: {finding.summary}")
+        for line in finding.evidence:
+            print(f"{'':8}evidence: {line}")
+        if finding.consequence:
+            print(f"{'':8}consequence: {finding.consequence}")
+        if finding.fix:
+            print(f"{'':8}fix: {finding.fix}")
+        print()
+    if report.findings:
+        warnings = len(report.findings) - report.errors
+        print(f"{report.errors} errors, {warnings} warnings")
+    return EXIT_PENDING if report.errors else EXIT_OK
+
+
+def _counter_rows(counters: dict[str, Counters], seconds: float | None) -> list[dict[str, Any]]:
+    tx = sum(c.tx_packets for c in counters.values())
+    rx = sum(c.rx_packets for c in counters.values())
+    rows = []
+    for name, c in counters.items():
+        row: dict[str, Any] = {
+            "interface": name,
+            "rx_packets": c.rx_packets,
+            "tx_packets": c.tx_packets,
+            "rx_bytes": c.rx_bytes,
+            "tx_bytes": c.tx_bytes,
+            "tx_share": round(c.tx_packets / tx, 6) if tx else 0.0,
+            "rx_share": round(c.rx_packets / rx, 6) if rx else 0.0,
+        }
+        if seconds:
+            row.update(
+                rx_pps=round(c.rx_packets / seconds, 1),
+                tx_pps=round(c.tx_packets / seconds, 1),
+                rx_mbps=round(c.rx_bytes * 8 / seconds / 1e6, 3),
+                tx_mbps=round(c.tx_bytes * 8 / seconds / 1e6, 3),
+            )
+        rows.append(row)
+    return rows
+
+
+def _counter_table(rows: list[dict[str, Any]], rates: bool) -> list[str]:
+    if rates:
+        header = ["IFACE", "RX pkt/s", "TX pkt/s", "RX Mbit/s", "TX Mbit/s", "TX share", "RX share"]
+        keys = ["rx_pps", "tx_pps", "rx_mbps", "tx_mbps"]
+    else:
+        header = [
+            "IFACE",
+            "RX packets",
+            "TX packets",
+            "RX bytes",
+            "TX bytes",
+            "TX share",
+            "RX share",
+        ]
+        keys = ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes"]
+    table = [header]
+    for row in rows:
+        table.append(
+            [
+                row["interface"],
+                *(f"{row[k]:,}" for k in keys),
+                f"{row['tx_share']:.1%}",
+                f"{row['rx_share']:.1%}",
+            ]
+        )
+    return _table(table, indent="")
+
+
+def cmd_counters(args: argparse.Namespace) -> int:
+    def read() -> dict[str, Counters]:
+        return {n: c for n, c in discover.read_counters().items() if n != "lo"}
+
+    if args.watch is None:
+        rows = _counter_rows(read(), None)
+        if args.json:
+            _print_json({"interfaces": rows})
+        elif args.format == "ifconfig":
+            print("\n".join(_ifconfig(rows)))
+        else:
+            print("\n".join(_counter_table(rows, rates=False)))
+        return EXIT_OK
+    if args.watch <= 0:
+        raise MultihomeError("--watch takes a positive number of seconds")
+    live = sys.stdout.isatty() and not args.json
+    previous, then = read(), time.monotonic()
+    printed = 0
+    for _ in range(args.count) if args.count else iter(int, 1):
+        time.sleep(args.watch)
+        current, now = read(), time.monotonic()
+        delta = {n: c - previous[n] for n, c in current.items() if n in previous}
+        rows = _counter_rows(delta, now - then)
+        previous, then = current, now
+        if not live:
+            print(
+                json.dumps(
+                    {"time": round(time.time(), 3), "interval": args.watch, "interfaces": rows}
+                ),
+                flush=True,
+            )
+            continue
+        lines = _counter_table(rows, rates=True)
+        if printed:
+            sys.stdout.write(f"\x1b[{printed}F\x1b[J")  # back to the table's first line
+        print("\n".join(lines), flush=True)
+        printed = len(lines)
+    return EXIT_OK
+
+
+def _ifconfig(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in rows:
+        lines += [
+            f"{row['interface']}:",
+            f"        RX packets {row['rx_packets']}  bytes {row['rx_bytes']}"
+            f" ({human_bytes(row['rx_bytes'])})",
+            f"        TX packets {row['tx_packets']}  bytes {row['tx_bytes']}"
+            f" ({human_bytes(row['tx_bytes'])})",
+            "",
+        ]
+    return lines
+
+
 class ProgressBar:
     """One line per phase on a terminal: [#####.....] 12000/20000 requests."""
 
@@ -342,6 +481,23 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Delete every rule and route multihome owns in this namespace and put back the "
         "sysctl values it replaced. Foreign rules and routes are never touched.",
     ),
+    "doctor": (
+        cmd_doctor,
+        "find asymmetric routing, with evidence and the fix",
+        "Check the live state (read only): for every address, the kernel's own route lookup "
+        "of a reply to an off-link client and to an on-link neighbour; strict reverse-path "
+        "filtering that drops traffic; ARP flux between NICs on one subnet; rules pointing "
+        "to empty tables; tables without their on-link route; several default routes and "
+        "no source rules; drift from multihome's plan. Exit 0: no errors; 1: errors found; "
+        "2: could not run.",
+    ),
+    "counters": (
+        cmd_counters,
+        "per-interface traffic and each interface's share",
+        "Per interface RX/TX packets and bytes and its share of all TX and RX packets (how "
+        "the problem was first measured). --watch SECONDS shows rates per interval, "
+        "refreshed in place on a terminal, one JSON object per interval otherwise.",
+    ),
     "lab": (
         cmd_lab,
         "reproduce the two-NIC web-serving experiment in network namespaces",
@@ -422,6 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "lab":
             _lab_arguments(cmd)
+        if name == "counters":
+            cmd.add_argument(
+                "--watch", type=float, metavar="SECONDS", help="rates every SECONDS seconds"
+            )
+            cmd.add_argument(
+                "--count", type=int, default=0, help="with --watch: stop after N intervals"
+            )
+            cmd.add_argument(
+                "--format",
+                choices=("table", "ifconfig"),
+                default="table",
+                help="table (default) or ifconfig-style listing",
+            )
     return parser
 
 
@@ -444,3 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("multihome: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # `multihome doctor | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

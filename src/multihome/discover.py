@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from multihome import namespace
 from multihome.errors import MultihomeError, PrivilegeError
-from multihome.model import Address, Counters, HostState, Interface, interface_from
-from multihome.netlink import AddressInfo, LinkInfo, RtnlSocket
+from multihome.model import (
+    Address,
+    Counters,
+    HostState,
+    Interface,
+    IPAddress,
+    Lookup,
+    Route,
+    interface_from,
+)
+from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -95,3 +104,21 @@ def read_counters() -> dict[str, Counters]:
             return {link.name: Counters(*link.stats) for link in rtnl.links()}
     except OSError as error:
         raise MultihomeError(f"cannot read the interface counters: {error}") from None
+
+
+def route_lookups(
+    state: HostState, probes: list[tuple[IPAddress, IPAddress]]
+) -> dict[tuple[IPAddress, IPAddress], Lookup]:
+    """The kernel's answer to `ip route get DST from SRC` for each (dst, src)."""
+    names = {i.index: i.name for i in state.interfaces}
+    results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
+    with RtnlSocket() as rtnl:
+        for dst, src in probes:
+            answer: Route | Refusal = rtnl.route_get(dst, src, names)
+            if isinstance(answer, Refusal):
+                results[dst, src] = Lookup(dst, src, error=str(answer))
+            else:
+                results[dst, src] = Lookup(
+                    dst, src, dev=answer.dev, gateway=answer.gateway, table=answer.table
+                )
+    return results

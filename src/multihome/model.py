@@ -280,6 +280,26 @@ class HostState:
         return {r.table for r in self.routes}
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The kernel's route lookup for a reply from `src` to `dst` (`ip route get DST from SRC`)."""
+
+    dst: IPAddress
+    src: IPAddress
+    dev: str | None = None
+    gateway: IPAddress | None = None
+    table: int | None = None
+    error: str = ""
+
+    def describe(self) -> str:
+        head = f"ip route get {self.dst} from {self.src}"
+        if self.error:
+            return f"{head}: {self.error}"
+        via = f" via {self.gateway}" if self.gateway else ""
+        table = TABLE_NAMES.get(self.table or 0, str(self.table))
+        return f"{head} -> {self.dst}{via} dev {self.dev} table {table}"
+
+
 class GatewaySource(enum.Enum):
     """Where an uplink's gateway came from; shown by `show` and `plan`."""
 

@@ -46,7 +46,7 @@ SOL_NETLINK = 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 NLMSGERR_ATTR_MSG = 1
 
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
+RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 2, 4, 5, 6, 7
 RTA_MULTIPATH, RTA_TABLE = 9, 15
 FRA_DST, FRA_SRC, FRA_PRIORITY = 1, 2, 6
 FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 14, 15, 21
@@ -397,6 +397,35 @@ class RtnlSocket:
 
     def routes(self, names: dict[int, str]) -> list[Route]:
         return [r for d, o, e in self.dump(RTM_GETROUTE) if (r := decode_route(d, o, e, names))]
+
+    def route_get(
+        self, dst: IPAddress, src: IPAddress | None, names: dict[int, str]
+    ) -> Route | Refusal:
+        """The kernel's route lookup, as `ip route get DST from SRC` makes it."""
+        family = Family.of(dst)
+        full = dst.max_prefixlen
+        body = _RTMSG.pack(family, full, full if src else 0, 0, 0, 0, 0, 0, 0)
+        body += _attr(RTA_DST, dst.packed)
+        if src is not None:
+            body += _attr(RTA_SRC, src.packed)
+        seq = self.next_seq()
+        self.sock.send(_message(RTM_GETROUTE, NLM_F_REQUEST, seq, body))
+        while True:
+            data = memoryview(self.sock.recv(1 << 16))
+            offset = 0
+            while offset + 16 <= len(data):
+                length, mtype, flags, mseq, _pid = _HDR.unpack_from(data, offset)
+                if length < 16:
+                    raise OSError(errno.EPROTO, "malformed netlink message")
+                if mseq == seq:
+                    if mtype == NLMSG_ERROR:
+                        code = -struct.unpack_from("=i", data, offset + 16)[0]
+                        return Refusal(code, _ext_ack(data, offset, length, flags))
+                    route = decode_route(data, offset + 16, offset + length, names)
+                    if route is None:  # a local destination
+                        return Refusal(errno.EADDRNOTAVAIL, "local address")
+                    return route
+                offset += (length + 3) & ~3
 
     def transact(self, messages: Sequence[bytes]) -> list[Refusal | None]:
         """Send requests in batches; the kernel's verdict on each, in order (None: done).

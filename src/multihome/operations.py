@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from multihome import config as config_file
-from multihome import discover, kernel, namespace, state
+from multihome import discover, doctor, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
@@ -90,3 +90,10 @@ def apply(config_path: str | None) -> Outcome:
 def remove(config_path: str | None) -> Outcome:
     """Remove every rule and route multihome owns and restore the sysctls it changed."""
     return _converge(config_path, remove=True)
+
+
+def diagnose(config_path: str | None) -> doctor.Report:
+    """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
+    outcome = preview(config_path)
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
+    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
