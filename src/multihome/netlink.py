@@ -365,26 +365,32 @@ class RtnlSocket:
         self.seq += 1
         return self.seq
 
+    def _incoming(self) -> Iterator[tuple[memoryview, int, int, int, int, int]]:
+        """Every message the kernel sends: (buffer, offset, length, type, flags, seq)."""
+        while True:
+            data = memoryview(self.sock.recv(1 << 20))
+            offset = 0
+            while offset + 16 <= len(data):
+                length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
+                if length < 16:
+                    raise OSError(errno.EPROTO, "malformed netlink message")
+                yield data, offset, length, mtype, flags, seq
+                offset += (length + 3) & ~3
+
     def dump(self, kind: int) -> Iterator[tuple[memoryview, int, int]]:
         """Yield (buffer, payload offset, payload end) of every message of a dump."""
         seq = self.next_seq()
         header = {RTM_GETLINK: _IFINFOMSG.size, RTM_GETADDR: _IFADDRMSG.size}.get(kind, _RTMSG.size)
         self.sock.send(_message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, bytes(header)))
-        while True:
-            data = memoryview(self.sock.recv(1 << 20))
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    raise OSError(errno.EPROTO, "malformed netlink message")
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return
-                    if mtype == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, offset + 16)[0]
-                        raise OSError(code, os.strerror(code))
-                    yield data, offset + 16, offset + length
-                offset += (length + 3) & ~3
+        for data, offset, length, mtype, _flags, mseq in self._incoming():
+            if mseq != seq:
+                continue
+            if mtype == NLMSG_DONE:
+                return
+            if mtype == NLMSG_ERROR:
+                code = _error_code(data, offset)
+                raise OSError(code, os.strerror(code))
+            yield data, offset + 16, offset + length
 
     def links(self) -> list[LinkInfo]:
         return [decode_link(d, o, e) for d, o, e in self.dump(RTM_GETLINK)]
@@ -410,22 +416,16 @@ class RtnlSocket:
             body += _attr(RTA_SRC, src.packed)
         seq = self.next_seq()
         self.sock.send(_message(RTM_GETROUTE, NLM_F_REQUEST, seq, body))
-        while True:
-            data = memoryview(self.sock.recv(1 << 16))
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    raise OSError(errno.EPROTO, "malformed netlink message")
-                if mseq == seq:
-                    if mtype == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, offset + 16)[0]
-                        return Refusal(code, _ext_ack(data, offset, length, flags))
-                    route = decode_route(data, offset + 16, offset + length, names)
-                    if route is None:  # a local destination
-                        return Refusal(errno.EADDRNOTAVAIL, "local address")
-                    return route
-                offset += (length + 3) & ~3
+        for data, offset, length, mtype, flags, mseq in self._incoming():
+            if mseq != seq:
+                continue
+            if mtype == NLMSG_ERROR:
+                return Refusal(_error_code(data, offset), _ext_ack(data, offset, length, flags))
+            route = decode_route(data, offset + 16, offset + length, names)
+            if route is None:  # a local destination
+                return Refusal(errno.EADDRNOTAVAIL, "local address")
+            return route
+        raise AssertionError("unreachable: _incoming never ends")
 
     def transact(self, messages: Sequence[bytes]) -> list[Refusal | None]:
         """Send requests in batches; the kernel's verdict on each, in order (None: done).
@@ -456,22 +456,21 @@ class RtnlSocket:
             offset += len(message)
         self.sock.send(buffer)
         pending = len(batch)
-        while pending:
-            data = memoryview(self.sock.recv(1 << 20))
-            offset = 0
-            while offset + 16 <= len(data):
-                length, mtype, flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < 16:
-                    raise OSError(errno.EPROTO, "malformed netlink message")
-                index = mseq - first_seq
-                if mtype == NLMSG_ERROR and 0 <= index < len(batch):
-                    code = -struct.unpack_from("=i", data, offset + 16)[0]
-                    if code:
-                        verdicts[base + index] = Refusal(
-                            code, _ext_ack(data, offset, length, flags)
-                        )
-                    pending -= 1
-                offset += (length + 3) & ~3
+        for data, offset, length, mtype, flags, mseq in self._incoming():
+            index = mseq - first_seq
+            if mtype == NLMSG_ERROR and 0 <= index < len(batch):
+                code = _error_code(data, offset)
+                if code:
+                    verdicts[base + index] = Refusal(code, _ext_ack(data, offset, length, flags))
+                pending -= 1
+                if not pending:
+                    return
+
+
+def _error_code(data: memoryview, offset: int) -> int:
+    """The errno of an NLMSG_ERROR message (0: an ack)."""
+    code: int = -struct.unpack_from("=i", data, offset + 16)[0]
+    return code
 
 
 def _ext_ack(data: memoryview, offset: int, length: int, flags: int) -> str:
