@@ -247,8 +247,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print()
     if report.findings:
         warnings = len(report.findings) - report.errors
-        print(f"{report.errors} errors, {warnings} warnings")
+        print(f"{_count(report.errors, 'error')}, {_count(warnings, 'warning')}")
     return EXIT_PENDING if report.errors else EXIT_OK
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _counter_rows(counters: dict[str, Counters], seconds: float | None) -> list[dict[str, Any]]:
