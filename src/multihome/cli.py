@@ -30,6 +30,7 @@ from multihome.plan import is_candidate
 from multihome.render import ip as render_ip
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
+DEFAULT_CONFIRM = 30.0
 
 
 def _plain(value: Any) -> Any:
@@ -213,12 +214,61 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     return EXIT_OK
 
 
+def _ask_to_keep(seconds: float) -> None:
+    """On a terminal, ask; a 'yes' confirms, anything else leaves the revert to the guardian."""
+    import select
+
+    deadline = time.monotonic() + seconds
+    sys.stdout.write(f"Keep the new routing? Type 'yes' within {seconds:.0f} s: ")
+    sys.stdout.flush()
+    ready, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+    answer = sys.stdin.readline().strip().lower() if ready else ""
+    if answer in ("y", "yes"):
+        print(_confirmation_text(operations.confirm_pending()))
+    else:
+        print("\nnot confirmed: the change is reverted at the deadline")
+
+
+def _confirmation_text(outcome: str) -> str:
+    return {
+        "kept": "confirmed: the change is kept",
+        "reverted": "too late: the change was already reverted",
+        "nothing pending": "nothing awaits confirmation",
+    }.get(outcome, f"the guardian reported: {outcome}")
+
+
+def _converge(args: argparse.Namespace, verb: str) -> int:
+    if args.confirm is not None and not 1 <= args.confirm <= 86400:
+        raise MultihomeError(f"--confirm takes 1-86400 seconds, not {args.confirm:g}")
+    handler = operations.apply if verb == "apply" else operations.remove
+    outcome = handler(args.config, args.confirm)
+    code = _report(outcome, args, verb)
+    if args.confirm is not None and outcome.changes:
+        note = (
+            f"run `multihome{' --netns ' + args.netns if args.netns else ''} confirm` within"
+            f" {args.confirm:g} s, or the change is reverted"
+        )
+        print(note, file=sys.stderr if args.json else sys.stdout)
+        if sys.stdin.isatty() and not args.json:
+            _ask_to_keep(args.confirm)
+    return code
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    return _report(operations.apply(args.config), args, "apply")
+    return _converge(args, "apply")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    return _report(operations.remove(args.config), args, "remove")
+    return _converge(args, "remove")
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    outcome = operations.confirm_pending()
+    if args.json:
+        _print_json({"outcome": outcome})
+    else:
+        print(_confirmation_text(outcome))
+    return EXIT_ERROR if outcome not in ("kept", "nothing pending") else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -485,6 +535,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Delete every rule and route multihome owns in this namespace and put back the "
         "sysctl values it replaced. Foreign rules and routes are never touched.",
     ),
+    "confirm": (
+        cmd_confirm,
+        "keep a change made with --confirm",
+        "Keep the change that `apply --confirm` or `remove --confirm` made in this namespace; "
+        "without it the change is reverted when the time is up.",
+    ),
     "doctor": (
         cmd_doctor,
         "find asymmetric routing, with evidence and the fix",
@@ -582,6 +638,16 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "lab":
             _lab_arguments(cmd)
+        if name in ("apply", "remove"):
+            cmd.add_argument(
+                "--confirm",
+                type=float,
+                nargs="?",
+                const=DEFAULT_CONFIRM,
+                metavar="SECONDS",
+                help="revert the change unless `multihome confirm` follows within SECONDS "
+                f"(default {DEFAULT_CONFIRM:g}); on a terminal, ask",
+            )
         if name == "counters":
             cmd.add_argument(
                 "--watch", type=float, metavar="SECONDS", help="rates every SECONDS seconds"

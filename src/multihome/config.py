@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import enum
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -255,12 +256,32 @@ def parse(text: str, path: str = "(string)") -> Config:
     return Config(path, ownership, ipv4, ipv6, manage_arp, rp_filter, tuple(uplinks), lines)
 
 
+def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
+    """Refuse a config that someone other than root (or the user running multihome) could
+    have changed: it decides the routing of the host (as sshd's StrictModes does)."""
+    if owner not in (0, euid):
+        raise ConfigError(
+            f"owned by uid {owner}, not by root",
+            path=path,
+            hint=f"chown root: {path}",
+        )
+    writers = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
+    if writers:
+        raise ConfigError(
+            f"writable by {' and '.join(writers)} (mode {mode & 0o777:o})",
+            path=path,
+            hint=f"chmod go-w {path}",
+        )
+
+
 def load(path: str | None) -> Config:
     """Read the config file; with no path, the default file if it exists, else defaults."""
     explicit = path is not None
     path = path or DEFAULT_PATH
     try:
         with open(path, encoding="utf-8") as file:
+            info = os.fstat(file.fileno())
+            check_permissions(path, info.st_mode, info.st_uid, os.geteuid())
             text = file.read()
     except FileNotFoundError:
         if explicit:

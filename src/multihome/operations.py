@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from multihome import config as config_file
-from multihome import discover, doctor, kernel, namespace, state
+from multihome import confirm, discover, doctor, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
@@ -64,10 +64,12 @@ def owned_after(
     return rules, routes
 
 
-def _converge(config_path: str | None, remove: bool) -> Outcome:
+def _converge(config_path: str | None, remove: bool, confirm_seconds: float | None) -> Outcome:
     cfg = config_file.load(config_path)
     netns_id = namespace.identity()
+    snapshot = None
     with state.lock(netns_id):
+        confirm.refuse_if_pending(netns_id)
         host = discover.read_state()
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
@@ -79,17 +81,36 @@ def _converge(config_path: str | None, remove: bool) -> Outcome:
             after = _record_after(record, changes)
             after.netns_cookie = cookie
             state.save(netns_id, after, rules, routes)
+            snapshot = confirm.Snapshot(
+                cfg.ownership,
+                rules=tuple(r for r in host.rules if cfg.ownership.owns_rule(r)),
+                routes=tuple(r for r in host.routes if cfg.ownership.owns_route(r)),
+                sysctls=tuple(
+                    Sysctl(c.obj.path, c.previous)
+                    for c in changes
+                    if isinstance(c.obj, Sysctl) and c.previous is not None
+                ),
+                record=record,
+            )
+    if confirm_seconds is not None and snapshot is not None:
+        confirm.arm(netns_id, snapshot, confirm_seconds)
     return Outcome(cfg, host, desired, changes)
 
 
-def apply(config_path: str | None) -> Outcome:
-    """Make the kernel match the plan; no change when it already does."""
-    return _converge(config_path, remove=False)
+def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:
+    """Make the kernel match the plan; no change when it already does. With
+    `confirm_seconds`, the change is reverted unless `confirm_pending` follows in time."""
+    return _converge(config_path, remove=False, confirm_seconds=confirm_seconds)
 
 
-def remove(config_path: str | None) -> Outcome:
+def remove(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:
     """Remove every rule and route multihome owns and restore the sysctls it changed."""
-    return _converge(config_path, remove=True)
+    return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
+
+
+def confirm_pending() -> str:
+    """`multihome confirm`: keep the change awaiting confirmation in this namespace."""
+    return confirm.confirm(namespace.identity())
 
 
 def diagnose(config_path: str | None) -> doctor.Report:
