@@ -78,7 +78,9 @@ def key_lines(text: str) -> dict[str, int]:
     """Map each dotted key ("uplinks.eth0.gateway") and table to the line it is on."""
     lines: dict[str, int] = {}
     section: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # TOML ends lines at \n only; str.splitlines() would also split at \x85 and friends
+    # inside strings, and every later line number would be off.
+    for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.split("#", 1)[0].strip()
         header = re.match(r"^\[\s*([^\[\]]+?)\s*\]$", stripped)
         if header:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multihome.config import parse
-from multihome.errors import ConfigError
 from multihome.diff import diff
+from multihome.errors import ConfigError
 from multihome.model import TABLE_MAIN, Desired, Route, Rule
 from multihome.plan import plan
 
