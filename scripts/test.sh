@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# the persistence tests run the real systemd-networkd in a namespace
+[[ -x /lib/systemd/systemd-networkd ]] || need_apt+=(systemd)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

@@ -10,13 +10,14 @@ import enum
 import ipaddress
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from multihome import PROTOCOL, __version__, discover, namespace, operations
+from multihome import PROTOCOL, __version__, discover, files, namespace, operations
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
 from multihome.lab import plot as lab_plot
@@ -28,6 +29,7 @@ from multihome.lab.units import human_bytes, parse_rate, parse_size
 from multihome.model import TABLE_MAIN, Change, Counters, Desired, HostState, Route, Rule
 from multihome.plan import is_candidate
 from multihome.render import ip as render_ip
+from multihome.render import registry
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 DEFAULT_CONFIRM = 30.0
@@ -260,6 +262,39 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     return _converge(args, "remove")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.network_file:
+        name, _, file = item.partition("=")
+        if not name or not file.endswith(".network") or "/" in file:
+            raise MultihomeError(
+                f"--network-file takes IFACE=NAME.network, not {item!r}",
+                hint="e.g. --network-file eth0=10-netplan-eth0.network",
+            )
+        overrides[name] = file
+    executable = shutil.which("multihome") or os.path.abspath(sys.argv[0])
+    rendered = operations.export(args.config, args.format, overrides, executable)
+    written = files.write_tree(args.output, rendered.files) if args.output else []
+    if args.json:
+        _print_json(
+            {
+                "format": args.format,
+                "files": rendered.files,
+                "written": written,
+                "notes": rendered.notes,
+            }
+        )
+        return EXIT_OK
+    for note in rendered.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if written:
+        print("\n".join(f"wrote {path}" for path in written))
+    else:
+        for path, text in sorted(rendered.files.items()):
+            print(f"# ==> {path} <==\n{text}")
+    return EXIT_OK
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -541,6 +576,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Keep the change that `apply --confirm` or `remove --confirm` made in this namespace; "
         "without it the change is reverted when the time is up.",
     ),
+    "export": (
+        cmd_export,
+        "render the plan for a network stack, to keep it across reboots",
+        "Render the plan for the host's network stack: "
+        + "; ".join(f"{name}: {text}" for name, (_, text) in registry().items())
+        + ". Without -o the files are printed; with -o DIR they are written under DIR "
+        "(ip: multihome.sh; networkd: NAME.network.d/90-multihome.conf per uplink; netplan: "
+        "90-multihome.yaml; systemd: multihome.service and 90-multihome.conf for sysctl.d).",
+    ),
     "doctor": (
         cmd_doctor,
         "find asymmetric routing, with evidence and the fix",
@@ -638,6 +682,17 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "lab":
             _lab_arguments(cmd)
+        if name == "export":
+            cmd.add_argument("--format", required=True, choices=sorted(registry()))
+            cmd.add_argument("-o", "--output", metavar="DIR", help="write the files under DIR")
+            cmd.add_argument(
+                "--network-file",
+                action="append",
+                default=[],
+                metavar="IFACE=NAME",
+                help="networkd: the .network file managing IFACE (default: as networkd "
+                "reports it, else 10-IFACE.network)",
+            )
         if name in ("apply", "remove"):
             cmd.add_argument(
                 "--confirm",

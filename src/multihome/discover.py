@@ -122,3 +122,20 @@ def route_lookups(
                     dst, src, dev=answer.dev, gateway=answer.gateway, table=answer.table
                 )
     return results
+
+
+NETIF_LINKS = "/run/systemd/netif/links"
+
+
+def network_files(state: HostState) -> dict[str, str]:
+    """The .network file systemd-networkd uses for each interface (where networkd runs)."""
+    found = {}
+    for interface in state.interfaces:
+        try:
+            with open(f"{NETIF_LINKS}/{interface.index}", encoding="utf-8") as file:
+                for line in file:
+                    if line.startswith("NETWORK_FILE="):
+                        found[interface.name] = line.split("=", 1)[1].strip().rsplit("/", 1)[-1]
+        except FileNotFoundError:
+            continue
+    return found

@@ -13,6 +13,7 @@ from multihome.config import Config
 from multihome.diff import diff
 from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
+from multihome.render import Options, Rendered, registry
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,13 @@ def diagnose(config_path: str | None) -> doctor.Report:
     outcome = preview(config_path)
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
     return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+
+
+def export(
+    config_path: str | None, format_name: str, overrides: dict[str, str], executable: str
+) -> Rendered:
+    """`multihome export`: the plan rendered for one network stack."""
+    renderer, _ = registry()[format_name]
+    outcome = preview(config_path)
+    names = {**discover.network_files(outcome.host), **overrides}
+    return renderer(outcome.desired, Options(executable=executable, network_files=names))

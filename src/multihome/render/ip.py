@@ -1,10 +1,12 @@
-"""PURE: changes as the equivalent `ip` and `sysctl` commands (the article's recipe, exact)."""
+"""PURE: the plan as `ip`/`sysctl` commands: changes for `plan --format ip`, and a whole
+idempotent script for `export --format ip`."""
 
 from __future__ import annotations
 
 import shlex
 
-from multihome.model import Action, Change, Route, Rule, Sysctl
+from multihome.model import Action, Change, Desired, Route, Rule, Sysctl
+from multihome.render import HEADER, Options, Rendered
 
 
 def command(change: Change) -> str:
@@ -15,9 +17,27 @@ def command(change: Change) -> str:
     verb = "add" if change.action is Action.ADD else "del"
     kind = "rule" if isinstance(obj, Rule) else "route"
     assert isinstance(obj, Rule | Route)
-    args = " ".join(shlex.quote(word) for word in obj.ip_args().split())
-    return f"ip -{obj.family.version} {kind} {verb} {args}"
+    return f"ip -{obj.family.version} {kind} {verb} {_args(obj)}"
+
+
+def _args(obj: Rule | Route) -> str:
+    return " ".join(shlex.quote(word) for word in obj.ip_args().split())
 
 
 def commands(changes: list[Change]) -> list[str]:
     return [command(c) for c in changes]
+
+
+def script(desired: Desired, options: Options) -> Rendered:
+    """A script that brings any state to the plan and can run again: routes are replaced,
+    rules deleted before they are added."""
+    lines = ["#!/bin/sh", f"# {HEADER}", "set -e", ""]
+    for route in desired.routes:
+        lines.append(f"ip -{route.family.version} route replace {_args(route)}")
+    for rule in desired.rules:
+        v = rule.family.version
+        lines.append(f"ip -{v} rule del {_args(rule)} 2>/dev/null || true")
+        lines.append(f"ip -{v} rule add {_args(rule)}")
+    for sysctl in desired.sysctls:
+        lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
+    return Rendered({"multihome.sh": "\n".join(lines) + "\n"})

@@ -1,0 +1,46 @@
+"""PURE: netplan YAML (DIR/90-multihome.yaml) that merges with the host's own netplan files.
+
+netplan's routing-policy cannot express suppress_prefixlength, so the first two rule bands
+(on-link replies, and main's specific routes first) are left to multihome.service (the
+systemd format); the tables and the off-link source rules are netplan's.
+"""
+
+from __future__ import annotations
+
+from multihome.model import SCOPE_LINK, Desired
+from multihome.render import HEADER, Options, Rendered, uplink_routes, uplink_rules
+
+
+def render(desired: Desired, options: Options) -> Rendered:
+    lines = [f"# {HEADER}", "network:", "  version: 2", "  ethernets:"]
+    for uplink in desired.uplinks:
+        lines += [f"    {uplink.name}:", "      routes:"]
+        for route in uplink_routes(desired, uplink):
+            lines.append(f"        - to: {'default' if route.is_default else route.dst}")
+            if route.gateway is not None:
+                lines.append(f"          via: {route.gateway}")
+            if route.scope == SCOPE_LINK:
+                lines.append("          scope: link")
+            if route.prefsrc is not None:
+                lines.append(f"          from: {route.prefsrc}")
+            lines.append(f"          table: {route.table}")
+        policy = [r for r in uplink_rules(desired, uplink) if r.suppress_prefixlen is None]
+        if policy:
+            lines.append("      routing-policy:")
+            for rule in policy:
+                lines += [
+                    f"        - from: {rule.src}",
+                    f"          table: {rule.table}",
+                    f"          priority: {rule.priority}",
+                ]
+    notes = []
+    unexpressed = [r for r in desired.rules if r.suppress_prefixlen is not None]
+    if unexpressed:
+        notes.append(
+            "netplan cannot express suppress_prefixlength: the on-link and main rules"
+            f" ({len(unexpressed)} rules) are left to multihome.service -- export the"
+            " systemd format too"
+        )
+    if desired.sysctls:
+        notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
+    return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n"}, tuple(notes))

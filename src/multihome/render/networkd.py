@@ -1,0 +1,60 @@
+"""PURE: systemd-networkd drop-ins, one per uplink: DIR/NAME.network.d/90-multihome.conf.
+
+NAME is the .network file that manages the uplink (networkd tells it, see export.py), else
+10-IFACE.network. A drop-in adds its [Route] and [RoutingPolicyRule] sections to that file,
+whatever other tools generated, and "90-" sorts it after the usual drop-ins. The shared rule
+(`lookup main suppress_prefixlength 0`) goes with the first uplink only, once per family.
+"""
+
+from __future__ import annotations
+
+from multihome.model import SCOPE_LINK, TABLE_NAMES, Desired, Route, Rule
+from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+
+
+def _route(route: Route) -> list[str]:
+    lines = ["[Route]"]
+    if route.is_default:
+        lines.append(f"Gateway={route.gateway}")
+    else:
+        lines.append(f"Destination={route.dst}")
+    lines.append(f"Table={route.table}")
+    if route.scope == SCOPE_LINK:
+        lines.append("Scope=link")
+    if route.prefsrc is not None:
+        lines.append(f"PreferredSource={route.prefsrc}")
+    lines.append(f"Protocol={route.protocol}")
+    return lines
+
+
+def _rule(rule: Rule) -> list[str]:
+    lines = ["[RoutingPolicyRule]"]
+    if rule.src is not None:
+        lines.append(f"From={rule.src}")
+    else:
+        lines.append(f"Family=ipv{rule.family.version}")
+    lines.append(f"Table={TABLE_NAMES.get(rule.table, str(rule.table))}")
+    lines.append(f"Priority={rule.priority}")
+    if rule.suppress_prefixlen is not None:
+        lines.append(f"SuppressPrefixLength={rule.suppress_prefixlen}")
+    return lines
+
+
+def render(desired: Desired, options: Options) -> Rendered:
+    files = {}
+    for index, uplink in enumerate(desired.uplinks):
+        sections = [
+            *(_route(r) for r in uplink_routes(desired, uplink)),
+            *(_rule(r) for r in uplink_rules(desired, uplink)),
+        ]
+        if index == 0:
+            sections += [_rule(r) for r in shared_rules(desired)]
+        network = options.network_files.get(uplink.name, f"10-{uplink.name}.network")
+        text = f"# {HEADER}\n# uplink {uplink.name}, table {uplink.table}\n\n"
+        text += "\n\n".join("\n".join(section) for section in sections) + "\n"
+        files[f"{network}.d/90-multihome.conf"] = text
+    notes = []
+    if desired.sysctls:
+        notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
+    notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
+    return Rendered(files, tuple(notes))

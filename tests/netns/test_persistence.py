@@ -1,0 +1,134 @@
+"""Rendered files, run by the real tools, build the same kernel state as `multihome apply`
+(up to the protocol number): the ip script, and the real systemd-networkd."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from multihome.lab import scenarios
+from multihome.lab.topology import Network, Topology
+
+from .helpers import ip_json, multihome, sysctl
+
+Build = Callable[[Topology], Network]
+NETWORKD = "/lib/systemd/systemd-networkd"
+RUN_NETWORKD = """
+set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/netif/links /run/systemd/netif/leases /run/systemd/netif/lldp \
+    /run/systemd/network
+chown -R systemd-network:systemd-network /run/systemd/netif
+cp -r "$1"/. /run/systemd/network/
+mount -t tmpfs tmpfs /etc/systemd/network
+mount -o remount,ro /sys
+exec {networkd}
+"""
+
+
+def policy_state(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+    """multihome's layout as iproute2 shows it, without the protocol numbers."""
+    rules = {
+        (family, r["priority"], r["src"], r["table"], r.get("suppress_prefixlen"))
+        for family in ("-4", "-6")
+        for r in ip_json(ns, family, "rule")
+        if 1000 <= r["priority"] <= 1002
+    }
+    routes = {
+        (
+            family,
+            r.get("table"),
+            r["dst"],
+            r.get("gateway"),
+            r.get("dev"),
+            r.get("prefsrc"),
+            r.get("scope"),
+        )
+        for family in ("-4", "-6")
+        for r in ip_json(ns, family, "route", "show", "table", "all")
+        if r.get("table", "main").isdigit() and 100 <= int(r["table"]) <= 199
+    }
+    return rules, routes
+
+
+def expected_state(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+    multihome(ns, "apply")
+    expected = policy_state(ns)
+    assert len(expected[0]) >= 10 and len(expected[1]) >= 8
+    multihome(ns, "remove")
+    assert policy_state(ns) == (set(), set())
+    return expected
+
+
+def test_ip_script_builds_what_apply_builds(build: Build, tmp_path: Path) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    expected = expected_state(server)
+    out = tmp_path / "export"
+    multihome(server, "export", "--format", "ip", "-o", str(out))
+    for _ in range(2):  # the script can run again
+        subprocess.run(["ip", "netns", "exec", server, "sh", str(out / "multihome.sh")], check=True)
+        assert policy_state(server) == expected
+
+
+def _network_file(topology: Topology, ifname: str) -> str:
+    lines = ["[Match]", f"Name={ifname}", "", "[Network]", "IPv6AcceptRA=no"]
+    lines += [f"Address={a}" for a in topology.addresses_of("server", ifname)]
+    for host, dst, via, dev, metric in topology.routes:
+        if host == "server" and dev == ifname:
+            lines += ["", "[Route]", f"Gateway={via}", f"Metric={metric}"]
+            assert ipaddress.ip_network(dst).prefixlen == 0
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(not os.access(NETWORKD, os.X_OK), reason="systemd-networkd not installed")
+def test_real_networkd_builds_what_apply_builds(build: Build, tmp_path: Path) -> None:
+    topology = scenarios.two_isp(nics=2)
+    net = build(topology)
+    server = net.ns("server")
+    expected = expected_state(server)
+    tmp_path = tmp_path / "network"  # the state directory is tmp_path itself
+    multihome(server, "export", "--format", "networkd", "-o", str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["10-eth0.network.d", "10-eth1.network.d"]
+    for ifname in ("eth0", "eth1"):
+        (tmp_path / f"10-{ifname}.network").write_text(_network_file(topology, ifname))
+        # networkd configures the uplinks from scratch, as at boot
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", ifname], check=True)
+    daemon = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            server,
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            RUN_NETWORKD.format(networkd=NETWORKD),
+            "run-networkd",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while policy_state(server) != expected and time.monotonic() < deadline:
+            assert daemon.poll() is None, daemon.stdout.read() if daemon.stdout else ""
+            time.sleep(0.2)
+        assert policy_state(server) == expected
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=10)
+    # the sysctls are the systemd format's job (sysctl.d); networkd leaves them alone
+    assert sysctl(server, "net.ipv4.conf.eth0.arp_ignore") == "0"
