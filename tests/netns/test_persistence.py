@@ -34,9 +34,12 @@ exec {networkd}
 """
 
 
-def policy_state(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+State = tuple[set[tuple[object, ...]], set[tuple[object, ...]]]
+
+
+def policy_state(ns: str) -> State:
     """multihome's layout as iproute2 shows it, without the protocol numbers."""
-    rules = {
+    rules: set[tuple[object, ...]] = {
         (family, r["priority"], r["src"], r["table"], r.get("suppress_prefixlen"))
         for family in ("-4", "-6")
         for r in ip_json(ns, family, "rule")
@@ -59,7 +62,7 @@ def policy_state(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ..
     return rules, routes
 
 
-def expected_state(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+def expected_state(ns: str) -> State:
     multihome(ns, "apply")
     expected = policy_state(ns)
     assert len(expected[0]) >= 10 and len(expected[1]) >= 8
