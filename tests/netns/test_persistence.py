@@ -45,7 +45,7 @@ def policy_state(ns: str) -> State:
         for r in ip_json(ns, family, "rule")
         if 1000 <= r["priority"] <= 1002
     }
-    routes = {
+    routes: set[tuple[object, ...]] = {
         (
             family,
             r.get("table"),
