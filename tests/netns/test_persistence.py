@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ from .helpers import ip_json, multihome, sysctl
 
 Build = Callable[[Topology], Network]
 NETWORKD = "/lib/systemd/systemd-networkd"
+NEED = {tool: shutil.which(tool) for tool in ("netplan", "ifup")}
 RUN_NETWORKD = """
 set -e
 mount --make-rprivate /
@@ -82,6 +84,41 @@ def test_ip_script_builds_what_apply_builds(build: Build, tmp_path: Path) -> Non
         assert policy_state(server) == expected
 
 
+def run_networkd(ns: str, directory: Path, expected: State) -> None:
+    """Run the real systemd-networkd in the namespace with the .network files of `directory`
+    (DESIGN.md's recipe) until the policy state is `expected`, or fail after 15 s."""
+    for ifname in ("eth0", "eth1"):  # networkd configures the uplinks from scratch, as at boot
+        subprocess.run(["ip", "-n", ns, "addr", "flush", "dev", ifname], check=True)
+    daemon = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            RUN_NETWORKD.format(networkd=NETWORKD),
+            "run-networkd",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while policy_state(ns) != expected and time.monotonic() < deadline:
+            assert daemon.poll() is None, daemon.stdout.read() if daemon.stdout else ""
+            time.sleep(0.2)
+        assert policy_state(ns) == expected
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=10)
+
+
 def _network_file(topology: Topology, ifname: str) -> str:
     lines = ["[Match]", f"Name={ifname}", "", "[Network]", "IPv6AcceptRA=no"]
     lines += [f"Address={a}" for a in topology.addresses_of("server", ifname)]
@@ -103,35 +140,59 @@ def test_real_networkd_builds_what_apply_builds(build: Build, tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["10-eth0.network.d", "10-eth1.network.d"]
     for ifname in ("eth0", "eth1"):
         (tmp_path / f"10-{ifname}.network").write_text(_network_file(topology, ifname))
-        # networkd configures the uplinks from scratch, as at boot
-        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", ifname], check=True)
-    daemon = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            server,
-            "unshare",
-            "-m",
-            "sh",
-            "-c",
-            RUN_NETWORKD.format(networkd=NETWORKD),
-            "run-networkd",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while policy_state(server) != expected and time.monotonic() < deadline:
-            assert daemon.poll() is None, daemon.stdout.read() if daemon.stdout else ""
-            time.sleep(0.2)
-        assert policy_state(server) == expected
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=10)
+    run_networkd(server, tmp_path, expected)
     # the sysctls are the systemd format's job (sysctl.d); networkd leaves them alone
     assert sysctl(server, "net.ipv4.conf.eth0.arp_ignore") == "0"
+
+
+NETPLAN_BASE = """network:
+  version: 2
+  ethernets:
+{interfaces}"""
+
+
+@pytest.mark.skipif(not NEED["netplan"], reason="netplan not installed")
+def test_real_netplan_generate_then_networkd(build: Build, tmp_path: Path) -> None:
+    """netplan expresses the tables and the off-link source rules (it has no
+    suppress_prefixlength): exactly those must come out of the real netplan + networkd."""
+    topology = scenarios.two_isp(nics=2)
+    net = build(topology)
+    server = net.ns("server")
+    rules, routes = expected_state(server)
+    expected = ({r for r in rules if r[1] == 1002}, routes)
+    root = tmp_path / "root"
+    multihome(server, "export", "--format", "netplan", "-o", str(root / "etc/netplan"))
+    interfaces = ""
+    for ifname in ("eth0", "eth1"):
+        addresses = ", ".join(f'"{a}"' for a in topology.addresses_of("server", ifname))
+        interfaces += f"    {ifname}:\n      addresses: [{addresses}]\n"
+    base = root / "etc/netplan/10-base.yaml"
+    base.write_text(NETPLAN_BASE.format(interfaces=interfaces))
+    for yaml in (root / "etc/netplan").iterdir():
+        yaml.chmod(0o600)
+    subprocess.run(["netplan", "generate", "--root-dir", str(root)], check=True)
+    generated = root / "run/systemd/network"
+    assert sorted(p.name for p in generated.iterdir()) == [
+        "10-netplan-eth0.network",
+        "10-netplan-eth1.network",
+    ]
+    run_networkd(server, generated, expected)
+
+
+@pytest.mark.skipif(not NEED["ifup"], reason="ifupdown not installed")
+def test_real_ifup_runs_the_stanzas(build: Build, tmp_path: Path) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    expected = expected_state(server)
+    out = tmp_path / "interfaces.d"
+    multihome(server, "export", "--format", "ifupdown", "-o", str(out))
+    interfaces = tmp_path / "interfaces"
+    interfaces.write_text(f"source {out}/multihome\n")
+    state = tmp_path / "ifstate"
+    state.mkdir()
+    ifupdown = ["ip", "netns", "exec", server]
+    common = ["-i", str(interfaces), "--state-dir", str(state), "--force", "eth0", "eth1"]
+    subprocess.run([*ifupdown, "ifup", *common], check=True, capture_output=True)
+    assert policy_state(server) == expected
+    subprocess.run([*ifupdown, "ifdown", *common], check=True, capture_output=True)
+    assert policy_state(server) == (set(), set())

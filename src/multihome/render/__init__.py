@@ -48,11 +48,13 @@ Renderer = Callable[[Desired, Options], Rendered]
 
 def registry() -> dict[str, tuple[Renderer, str]]:
     """Format name -> (renderer, what it is for)."""
-    from multihome.render import ip, netplan, networkd, systemd
+    from multihome.render import ifupdown, ip, netplan, networkd, networkmanager, systemd
 
     return {
         "ip": (ip.script, "a shell script of ip/sysctl commands (idempotent, set -e)"),
         "networkd": (networkd.render, "systemd-networkd .network drop-ins, one per uplink"),
         "netplan": (netplan.render, "a netplan YAML that merges with the host's own"),
         "systemd": (systemd.render, "multihome.service (runs apply at boot) and sysctl.d"),
+        "networkmanager": (networkmanager.render, "nmcli commands for the uplinks' connections"),
+        "ifupdown": (ifupdown.render, "post-up/pre-down stanzas for interfaces.d"),
     }

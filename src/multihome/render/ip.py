@@ -17,10 +17,11 @@ def command(change: Change) -> str:
     verb = "add" if change.action is Action.ADD else "del"
     kind = "rule" if isinstance(obj, Rule) else "route"
     assert isinstance(obj, Rule | Route)
-    return f"ip -{obj.family.version} {kind} {verb} {_args(obj)}"
+    return f"ip -{obj.family.version} {kind} {verb} {args(obj)}"
 
 
-def _args(obj: Rule | Route) -> str:
+def args(obj: Rule | Route) -> str:
+    """The object's `ip` arguments, quoted for a shell."""
     return " ".join(shlex.quote(word) for word in obj.ip_args().split())
 
 
@@ -33,11 +34,11 @@ def script(desired: Desired, options: Options) -> Rendered:
     rules deleted before they are added."""
     lines = ["#!/bin/sh", f"# {HEADER}", "set -e", ""]
     for route in desired.routes:
-        lines.append(f"ip -{route.family.version} route replace {_args(route)}")
+        lines.append(f"ip -{route.family.version} route replace {args(route)}")
     for rule in desired.rules:
         v = rule.family.version
-        lines.append(f"ip -{v} rule del {_args(rule)} 2>/dev/null || true")
-        lines.append(f"ip -{v} rule add {_args(rule)}")
+        lines.append(f"ip -{v} rule del {args(rule)} 2>/dev/null || true")
+        lines.append(f"ip -{v} rule add {args(rule)}")
     for sysctl in desired.sysctls:
         lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
     return Rendered({"multihome.sh": "\n".join(lines) + "\n"})

@@ -1,0 +1,51 @@
+"""PURE: ifupdown stanzas for /etc/network/interfaces.d (DIR/multihome).
+
+A second stanza `iface IFACE inet manual` for an interface the host already defines is
+configured after the host's own (ifupdown runs every stanza of an interface in order), so its
+post-up lines add multihome's tables and rules once the address is up, and pre-down removes
+them. The shared rule goes with the first uplink.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from multihome.model import Desired, Rule
+from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+from multihome.render.ip import args
+
+
+def _rule_lines(rule: Rule) -> tuple[list[str], list[str]]:
+    v = rule.family.version
+    up = [
+        f"post-up ip -{v} rule del {args(rule)} 2>/dev/null || true",
+        f"post-up ip -{v} rule add {args(rule)}",
+    ]
+    return up, [f"pre-down ip -{v} rule del {args(rule)} 2>/dev/null || true"]
+
+
+def render(desired: Desired, options: Options) -> Rendered:
+    lines = [f"# {HEADER}", "# merged with the host's own stanzas for these interfaces", ""]
+    for index, uplink in enumerate(desired.uplinks):
+        up: list[str] = []
+        down: list[str] = []
+        for route in uplink_routes(desired, uplink):
+            up.append(f"post-up ip -{route.family.version} route replace {args(route)}")
+            down.append(
+                f"pre-down ip -{route.family.version} route del {args(route)} 2>/dev/null || true"
+            )
+        rules = uplink_rules(desired, uplink) + (shared_rules(desired) if index == 0 else [])
+        for rule in rules:
+            rule_up, rule_down = _rule_lines(rule)
+            up += rule_up
+            down += rule_down
+        up += [
+            f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
+            for s in desired.sysctls
+            if s.path.split("/")[3] == uplink.name
+        ]
+        # pre-down undoes post-up in reverse: rules go before the routes they use.
+        lines += [f"iface {uplink.name} inet manual"]
+        lines += [f"    {line}" for line in up + list(reversed(down))]
+        lines.append("")
+    return Rendered({"multihome": "\n".join(lines)})

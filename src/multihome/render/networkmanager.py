@@ -1,0 +1,71 @@
+"""PURE: nmcli commands (DIR/multihome-nmcli.sh) that add multihome's routes and routing rules
+to the connection NetworkManager uses for each uplink, then reapply it.
+
+Items are removed before they are added, so the script can run again, and only multihome's
+items are touched: the connection's other routes and rules stay. Needs NetworkManager 1.20 or
+newer (suppress_prefixlength in routing rules).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from multihome.model import SCOPE_LINK, Desired, Route, Rule
+from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+
+
+def _route(route: Route) -> str:
+    text = f"{route.dst}"
+    if route.gateway is not None:
+        text += f" {route.gateway}"
+    text += f" table={route.table}"
+    if route.prefsrc is not None:
+        text += f" src={route.prefsrc}"
+    if route.scope == SCOPE_LINK:
+        text += " scope=253"
+    return text
+
+
+def _rule(rule: Rule) -> str:
+    text = f"priority {rule.priority}"
+    if rule.src is not None:
+        text += f" from {rule.src}"
+    else:
+        text += f" from {rule.family.any}"
+    text += f" table {rule.table}"
+    if rule.suppress_prefixlen is not None:
+        text += f" suppress_prefixlength {rule.suppress_prefixlen}"
+    return text
+
+
+def render(desired: Desired, options: Options) -> Rendered:
+    lines = [
+        "#!/bin/sh",
+        f"# {HEADER}",
+        "set -e",
+        "connection() {",
+        '    c=$(nmcli -g GENERAL.CONNECTION device show "$1")',
+        '    [ -n "$c" ] || { echo "multihome: NetworkManager does not manage $1" >&2; exit 1; }',
+        '    echo "$c"',
+        "}",
+        "",
+    ]
+    for index, uplink in enumerate(desired.uplinks):
+        var = f"c_{index}"
+        lines.append(f"{var}=$(connection {shlex.quote(uplink.name)})")
+        items: list[tuple[str, str]] = []
+        for route in uplink_routes(desired, uplink):
+            items.append((f"ipv{route.family.version}.routes", _route(route)))
+        rules = uplink_rules(desired, uplink) + (shared_rules(desired) if index == 0 else [])
+        for rule in rules:
+            items.append((f"ipv{rule.family.version}.routing-rules", _rule(rule)))
+        for prop, value in items:
+            quoted = shlex.quote(value)
+            lines.append(f'nmcli connection modify "${var}" -{prop} {quoted} 2>/dev/null || true')
+            lines.append(f'nmcli connection modify "${var}" +{prop} {quoted}')
+        lines.append(f"nmcli device reapply {shlex.quote(uplink.name)}")
+        lines.append("")
+    notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
+    return Rendered(
+        {"multihome-nmcli.sh": "\n".join(lines)}, tuple(notes if desired.sysctls else ())
+    )
