@@ -18,6 +18,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from multihome import PROTOCOL, __version__, discover, files, namespace, operations
+from multihome import install as install_module
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
 from multihome.lab import plot as lab_plot
@@ -274,8 +275,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 hint="e.g. --network-file eth0=10-netplan-eth0.network",
             )
         overrides[name] = file
-    executable = shutil.which("multihome") or os.path.abspath(sys.argv[0])
-    rendered = operations.export(args.config, args.format, overrides, executable)
+    rendered = operations.export(args.config, args.format, overrides, _executable())
     written = files.write_tree(args.output, rendered.files) if args.output else []
     if args.json:
         _print_json(
@@ -294,6 +294,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         for path, text in sorted(rendered.files.items()):
             print(f"# ==> {path} <==\n{text}")
+    return EXIT_OK
+
+
+def _executable() -> str:
+    return shutil.which("multihome") or os.path.abspath(sys.argv[0])
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    done = operations.install_files(args.config, args.format, args.root, _executable())
+    if args.json:
+        _print_json(done)
+        return EXIT_OK
+    print(f"install: {', '.join(done.formats)} ({'; '.join(done.reasons)})")
+    for path in done.backups:
+        print(f"  kept aside {path}")
+    for path in done.written:
+        print(f"  wrote {path}")
+    for path in done.removed:
+        print(f"  removed {path} (from an earlier install)")
+    for note in done.notes:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    removed = install_module.uninstall(args.root)
+    if args.json:
+        _print_json({"removed": removed})
+    elif removed:
+        print("\n".join(f"  removed {path}" for path in removed))
+        print(f"uninstall: {len(removed)} files removed")
+    else:
+        print("uninstall: nothing installed")
     return EXIT_OK
 
 
@@ -585,6 +618,21 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "(ip: multihome.sh; networkd: NAME.network.d/90-multihome.conf per uplink; netplan: "
         "90-multihome.yaml; systemd: multihome.service and 90-multihome.conf for sysctl.d).",
     ),
+    "install": (
+        cmd_install,
+        "write the plan into the host's network stack, to survive reboots",
+        "Detect which stack manages the uplinks (systemd-networkd, also under netplan; "
+        "NetworkManager; ifupdown; none) and write the plan where it reads it, atomically, "
+        "keeping aside any file it replaces; no stack or a mix gets multihome.service. "
+        "Files multihome did not write are never edited. `multihome uninstall` removes "
+        "exactly what was written.",
+    ),
+    "uninstall": (
+        cmd_uninstall,
+        "remove what `multihome install` wrote",
+        "Remove every file the last install wrote (as listed in its manifest under "
+        "var/lib/multihome) and put back what they replaced.",
+    ),
     "doctor": (
         cmd_doctor,
         "find asymmetric routing, with evidence and the fix",
@@ -692,6 +740,17 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="IFACE=NAME",
                 help="networkd: the .network file managing IFACE (default: as networkd "
                 "reports it, else 10-IFACE.network)",
+            )
+        if name in ("install", "uninstall"):
+            cmd.add_argument(
+                "--root", default="/", metavar="DIR", help="install under DIR (default /)"
+            )
+        if name == "install":
+            cmd.add_argument(
+                "--format",
+                default="auto",
+                choices=("auto", *sorted(registry())),
+                help="auto (default): the stack that manages the uplinks",
             )
         if name in ("apply", "remove"):
             cmd.add_argument(

@@ -6,6 +6,8 @@ from /proc/sys, which shows the values of the namespace the process is in.
 
 from __future__ import annotations
 
+import os
+
 from multihome import namespace
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.model import (
@@ -124,15 +126,23 @@ def route_lookups(
     return results
 
 
-NETIF_LINKS = "/run/systemd/netif/links"
+NETIF_LINKS = "run/systemd/netif/links"
 
 
-def network_files(state: HostState) -> dict[str, str]:
-    """The .network file systemd-networkd uses for each interface (where networkd runs)."""
+def network_files(state: HostState, root: str = "/") -> dict[str, str]:
+    """The .network file systemd-networkd uses for each interface (where networkd runs).
+
+    /run is not per network namespace: networkd's files describe the interfaces of the
+    namespace it runs in (the host's), whose ifindexes mean other links here. They are read
+    only where this process is in the host's namespace, or under another root.
+    """
+    if root == "/" and not namespace.is_initial():
+        return {}
     found = {}
     for interface in state.interfaces:
+        path = os.path.join(root, NETIF_LINKS, str(interface.index))
         try:
-            with open(f"{NETIF_LINKS}/{interface.index}", encoding="utf-8") as file:
+            with open(path, encoding="utf-8") as file:
                 for line in file:
                     if line.startswith("NETWORK_FILE="):
                         found[interface.name] = line.split("=", 1)[1].strip().rsplit("/", 1)[-1]

@@ -97,3 +97,11 @@ def cookie() -> int | None:
             return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
     except OSError:
         return None
+
+
+def is_initial() -> bool:
+    """Is this process in the host's network namespace (the one of PID 1)?"""
+    try:
+        return os.stat("/proc/1/ns/net").st_ino == identity()
+    except OSError:  # /proc/1 unreadable: assume not, and trust nothing host-wide
+        return False

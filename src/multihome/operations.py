@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from multihome import config as config_file
 from multihome import confirm, discover, doctor, kernel, namespace, state
+from multihome import install as installer
 from multihome.config import Config
 from multihome.diff import diff
+from multihome.errors import MultihomeError
 from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
@@ -129,3 +131,17 @@ def export(
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
     return renderer(outcome.desired, Options(executable=executable, network_files=names))
+
+
+def install_files(
+    config_path: str | None, format_name: str, root: str, executable: str
+) -> installer.Installed:
+    """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
+    outcome = preview(config_path)
+    if not outcome.desired.uplinks:
+        raise MultihomeError(
+            "nothing to install: " + ("; ".join(outcome.desired.notes) or "no uplinks"),
+        )
+    return installer.install(
+        outcome.desired, outcome.host, root, format_name, Options(executable=executable)
+    )
