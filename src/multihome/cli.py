@@ -19,6 +19,7 @@ from typing import Any
 
 from multihome import PROTOCOL, __version__, discover, files, namespace, operations
 from multihome import install as install_module
+from multihome import watch as watch_module
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
 from multihome.lab import plot as lab_plot
@@ -330,6 +331,47 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    watch_module.watch(args.config, args.metrics)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = watch_module.read_status(namespace.identity())
+    if status is None:
+        raise MultihomeError(
+            "multihome watch has not run in this namespace",
+            hint="start it: multihome watch (or systemctl start multihome-watch)",
+        )
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    state = "running" if status["running"] else "NOT running (last status below)"
+    print(f"multihome watch: {state}, pid {status['pid']}")
+    rows = [["UPLINK", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    for name, uplink in status["uplinks"].items():
+        since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
+        rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
+        rows.append(
+            [
+                name,
+                uplink["state"],
+                since,
+                rtt,
+                f"{uplink['loss']:.1%}",
+                ", ".join(uplink["targets"]),
+            ]
+        )
+    print("\n".join(_table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
+    last = status["last_reconcile"]
+    when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"
+    print(
+        f"last reconcile: {when} ({status['last_result']}); {status['reconciles']} in all,"
+        f" {status['errors']} failed"
+    )
+    return EXIT_OK
+
+
 def cmd_confirm(args: argparse.Namespace) -> int:
     outcome = operations.confirm_pending()
     if args.json:
@@ -633,6 +675,21 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Remove every file the last install wrote (as listed in its manifest under "
         "var/lib/multihome) and put back what they replaced.",
     ),
+    "watch": (
+        cmd_watch,
+        "daemon: keep it right as the host changes; health checks, failover, balancing",
+        "Subscribe to netlink link, address, route and rule events and re-apply the plan "
+        "(only multihome's objects) within milliseconds of a change; probe each uplink's "
+        "gateway (or [uplinks.X] probe targets) from its own address; with [multihome] "
+        "balance = true, spread new outgoing connections over the healthy uplinks by weight. "
+        "One log line per action; SIGTERM stops it; systemd Type=notify with watchdog.",
+    ),
+    "status": (
+        cmd_status,
+        "what multihome watch sees: uplink health, last reconcile",
+        "Each uplink's state (up/down, since when, last probe RTT, loss) and the last "
+        "reconcile of the multihome watch running in this namespace.",
+    ),
     "doctor": (
         cmd_doctor,
         "find asymmetric routing, with evidence and the fix",
@@ -740,6 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="IFACE=NAME",
                 help="networkd: the .network file managing IFACE (default: as networkd "
                 "reports it, else 10-IFACE.network)",
+            )
+        if name == "watch":
+            cmd.add_argument(
+                "--metrics",
+                metavar="ADDR:PORT",
+                help="serve Prometheus metrics, e.g. 127.0.0.1:9477 (off by default)",
             )
         if name in ("install", "uninstall"):
             cmd.add_argument(

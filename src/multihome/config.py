@@ -21,7 +21,7 @@ from multihome.model import RESERVED_TABLES, IPAddress, Ownership
 
 DEFAULT_PATH = "/etc/multihome/multihome.toml"
 MAX_TABLE = 2**32 - 1
-MAX_PRIORITY = 32765 - 2  # the band's three priorities stay below main's rule (32766)
+MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
 IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
 
 
@@ -41,6 +41,18 @@ class UplinkConfig:
     weight: int = 1
     ipv4: bool = True
     ipv6: bool = True
+    probe: tuple[IPAddress, ...] = ()  # health-check targets; none: the gateway
+
+
+@dataclass(frozen=True)
+class Health:
+    """Gateway health checks (multihome watch). Defaults find a dead uplink in about 1.5 s
+    and need three lost probes in a row, so one lost probe changes nothing."""
+
+    interval: float = 0.4
+    timeout: float = 0.4
+    down_after: int = 3
+    up_after: int = 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ class Config:
     manage_arp: bool = True
     rp_filter: RpFilter = RpFilter.KEEP
     uplinks: tuple[UplinkConfig, ...] = ()  # empty: detect the uplinks
+    balance: bool = False  # outbound balancing: a weighted multipath default route
+    health: Health = field(default_factory=Health)
     lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     def error(self, message: str, key: str, hint: str = "") -> ConfigError:
@@ -62,10 +76,11 @@ class Config:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "multihome": {"table_range", "priority", "ipv4", "ipv6"},
+    "multihome": {"table_range", "priority", "ipv4", "ipv6", "balance"},
     "sysctls": {"arp", "rp_filter"},
+    "health": {"interval", "timeout", "down_after", "up_after"},
 }
-_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6"}
+_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe"}
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -135,6 +150,13 @@ class _Reader:
             raise self.fail(f"{value} is out of range ({low}-{high})", key)
         return value
 
+    def seconds(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"must be a number of seconds, not {value!r}", key)
+        if not 0.05 <= value <= 3600:
+            raise self.fail(f"{value} is out of range (0.05-3600 seconds)", key)
+        return float(value)
+
     def table(self, value: Any, key: str) -> int:
         table = self.integer(value, key, 1, MAX_TABLE)
         if table in RESERVED_TABLES:
@@ -144,6 +166,11 @@ class _Reader:
                 hint="pick an unused table id, e.g. in 100-199",
             )
         return table
+
+    def address_list(self, value: Any, key: str) -> list[Any]:
+        if not isinstance(value, list) or len(value) > 8:
+            raise self.fail("must be a list of up to 8 IPv4 addresses", key)
+        return value
 
     def address(self, value: Any, key: str, version: int) -> IPAddress:
         try:
@@ -199,6 +226,14 @@ def parse(text: str, path: str = "(string)") -> Config:
         )
     ipv4 = read.boolean(main.get("ipv4", True), "multihome.ipv4")
     ipv6 = read.boolean(main.get("ipv6", True), "multihome.ipv6")
+    balance = read.boolean(main.get("balance", False), "multihome.balance")
+    health_table = data.get("health", {})
+    health = Health(
+        interval=read.seconds(health_table.get("interval", 0.4), "health.interval"),
+        timeout=read.seconds(health_table.get("timeout", 0.4), "health.timeout"),
+        down_after=read.integer(health_table.get("down_after", 3), "health.down_after", 1, 100),
+        up_after=read.integer(health_table.get("up_after", 2), "health.up_after", 1, 100),
+    )
 
     sysctls = data.get("sysctls", {})
     manage_arp = read.boolean(sysctls.get("arp", True), "sysctls.arp")
@@ -253,9 +288,29 @@ def parse(text: str, path: str = "(string)") -> Config:
                 weight=read.integer(body.get("weight", 1), f"{prefix}.weight", 1, 256),
                 ipv4=read.boolean(body.get("ipv4", True), f"{prefix}.ipv4"),
                 ipv6=read.boolean(body.get("ipv6", True), f"{prefix}.ipv6"),
+                probe=tuple(
+                    read.address(v, f"{prefix}.probe", 4)
+                    for v in read.address_list(body.get("probe", []), f"{prefix}.probe")
+                ),
             )
         )
-    return Config(path, ownership, ipv4, ipv6, manage_arp, rp_filter, tuple(uplinks), lines)
+    if balance and ownership.table_max in seen_tables:
+        raise read.fail(
+            f"table {ownership.table_max} is the balancing table (the range's last)",
+            f"uplinks.{seen_tables[ownership.table_max]}.table",
+        )
+    return Config(
+        path,
+        ownership,
+        ipv4,
+        ipv6,
+        manage_arp,
+        rp_filter,
+        tuple(uplinks),
+        balance,
+        health,
+        lines,
+    )
 
 
 def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:

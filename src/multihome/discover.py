@@ -58,8 +58,15 @@ def read_sysctl(path: str) -> str | None:
         return None
 
 
+GLOBAL_KEYS = ("net/ipv4/fib_multipath_hash_policy",)
+
+
 def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
     values = {}
+    for path in GLOBAL_KEYS:
+        value = read_sysctl(path)
+        if value is not None:
+            values[path] = value
     for name in ["all", *(i.name for i in interfaces if not i.loopback)]:
         for key in CONF_KEYS:
             path = f"net/ipv4/conf/{name}/{key}"

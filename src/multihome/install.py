@@ -86,9 +86,9 @@ def _placed(format_name: str, rendered: Rendered) -> dict[str, tuple[str, int]]:
     for name, text in rendered.files.items():
         mode = 0o755 if name.endswith(".sh") else 0o644
         if format_name in ("systemd", "systemd-sysctl"):
-            if name == "multihome.service":
+            if name.endswith(".service"):
                 if format_name == "systemd":
-                    placed["etc/systemd/system/multihome.service"] = (text, mode)
+                    placed[f"etc/systemd/system/{name}"] = (text, mode)
             else:
                 placed[f"etc/sysctl.d/{name}"] = (text, mode)
         else:

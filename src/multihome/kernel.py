@@ -50,8 +50,14 @@ def _encode(change: Change, ifindex: dict[str, int]) -> bytes:
                 f"cannot {change.action.value} route {obj.ip_args()}: interface {obj.dev} is gone",
                 hint="the interfaces changed while multihome ran; run the command again",
             )
+    for hop in obj.nexthops:
+        if hop.dev not in ifindex:
+            raise KernelError(
+                f"cannot {change.action.value} route {obj.ip_args()}: interface {hop.dev} is gone",
+                hint="the interfaces changed while multihome ran; run the command again",
+            )
     kind = RTM_NEWROUTE if change.action is Action.ADD else RTM_DELROUTE
-    return encode_route(kind, obj, index, 0)
+    return encode_route(kind, obj, index, 0, ifindex)
 
 
 def write_sysctl(sysctl: Sysctl) -> None:

@@ -188,6 +188,9 @@ class Route:
             parts += ["src", str(self.prefsrc)]
         if self.metric:
             parts += ["metric", str(self.metric)]
+        for hop in self.nexthops:  # `ip route` wants the nexthops last
+            parts += ["nexthop", "via", str(hop.gateway), "dev", str(hop.dev)]
+            parts += ["weight", str(hop.weight)]
         return " ".join(parts)
 
 
@@ -238,11 +241,17 @@ class Ownership:
     protocol: int = PROTOCOL
     table_min: int = 100
     table_max: int = 199
-    priority: int = 1000  # band: priority, priority + 1, priority + 2
+    priority: int = 1000  # band: priority .. priority + 3
 
     @property
-    def priorities(self) -> tuple[int, int, int]:
-        return (self.priority, self.priority + 1, self.priority + 2)
+    def priorities(self) -> tuple[int, int, int, int]:
+        """On-link source rules, main's specific routes, off-link source rules, balancing."""
+        return (self.priority, self.priority + 1, self.priority + 2, self.priority + 3)
+
+    @property
+    def balance_table(self) -> int:
+        """The table of the balancing route: the last of the range."""
+        return self.table_max
 
     def owns_rule(self, rule: Rule) -> bool:
         return (

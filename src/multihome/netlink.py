@@ -19,7 +19,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from multihome.model import (
@@ -143,8 +143,25 @@ def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
     return _message(kind, flags, seq, body)
 
 
-def encode_route(kind: int, route: Route, ifindex: int | None, seq: int = 0) -> bytes:
-    """RTM_NEWROUTE or RTM_DELROUTE for a single-path route."""
+def _multipath(route: Route, ifindex: Mapping[str, int]) -> bytes:
+    hops = b""
+    for hop in route.nexthops:
+        gateway = _attr(RTA_GATEWAY, hop.gateway.packed) if hop.gateway else b""
+        hops += (
+            _NEXTHOP.pack(_NEXTHOP.size + len(gateway), 0, hop.weight - 1, ifindex[hop.dev or ""])
+            + gateway
+        )
+    return _attr(RTA_MULTIPATH, hops)
+
+
+def encode_route(
+    kind: int,
+    route: Route,
+    ifindex: int | None,
+    seq: int = 0,
+    hop_ifindex: Mapping[str, int] | None = None,
+) -> bytes:
+    """RTM_NEWROUTE or RTM_DELROUTE; a multipath route needs `hop_ifindex` for its hops."""
     body = _RTMSG.pack(
         route.family,
         route.dst.prefixlen,
@@ -165,6 +182,8 @@ def encode_route(kind: int, route: Route, ifindex: int | None, seq: int = 0) -> 
         body += _attr(RTA_GATEWAY, route.gateway.packed)
     if route.prefsrc is not None:
         body += _attr(RTA_PREFSRC, route.prefsrc.packed)
+    if route.nexthops:
+        body += _multipath(route, hop_ifindex or {})
     flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == RTM_NEWROUTE:
         flags |= NLM_F_CREATE | NLM_F_EXCL

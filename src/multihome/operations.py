@@ -67,7 +67,12 @@ def owned_after(
     return rules, routes
 
 
-def _converge(config_path: str | None, remove: bool, confirm_seconds: float | None) -> Outcome:
+def _converge(
+    config_path: str | None,
+    remove: bool,
+    confirm_seconds: float | None,
+    down: frozenset[str] = frozenset(),
+) -> Outcome:
     cfg = config_file.load(config_path)
     netns_id = namespace.identity()
     snapshot = None
@@ -76,7 +81,7 @@ def _converge(config_path: str | None, remove: bool, confirm_seconds: float | No
         host = discover.read_state()
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
@@ -109,6 +114,11 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
 def remove(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:
     """Remove every rule and route multihome owns and restore the sysctls it changed."""
     return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
+
+
+def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
+    """One round of `multihome watch`: apply the plan for the uplinks' current health."""
+    return _converge(config_path, remove=False, confirm_seconds=None, down=down)
 
 
 def confirm_pending() -> str:

@@ -26,6 +26,7 @@ from multihome.model import (
     Interface,
     IPAddress,
     IPNetwork,
+    NextHop,
     Ownership,
     Route,
     Rule,
@@ -37,6 +38,7 @@ from multihome.model import (
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
 RP_FILTER_LOOSE = "2"
+MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"  # 1: hash on the layer-4 flow
 
 
 def is_candidate(interface: Interface) -> bool:
@@ -172,10 +174,11 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
         if existing:
             tables[uplink.name] = existing[0]
             taken.add(existing[0])
+    reserved = {ownership.balance_table} if config.balance else set()
     free = (
         t
         for t in range(ownership.table_min, ownership.table_max + 1)
-        if t not in taken and t not in foreign
+        if t not in taken and t not in foreign and t not in reserved
     )
     for uplink in chosen:
         if uplink.name not in tables:
@@ -260,8 +263,52 @@ def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     return sysctls
 
 
-def plan(config: Config, state: HostState) -> Desired:
-    """What multihome should own in this namespace. Raises ConfigError for a bad config."""
+def _balancing(
+    config: Config, state: HostState, uplinks: list[Uplink], down: frozenset[str]
+) -> tuple[list[Route], list[Rule], list[Sysctl], list[str]]:
+    """Outbound balancing: new connections that no source rule claims spread over the
+    healthy uplinks by weight (a multipath default route in multihome's last table, looked
+    up after the source rules and main's specific routes). Layer-4 hashing keeps each
+    connection on one path, and the source rules keep its replies there."""
+    own = config.ownership
+    if own.balance_table in _foreign_tables(state, own):
+        raise config.error(
+            f"table {own.balance_table} (the balancing table) holds routes or rules multihome"
+            " did not create",
+            "multihome.balance",
+            hint="change [multihome] table_range",
+        )
+    hops = [
+        NextHop(u.name, u.gateway4, u.weight)
+        for u in uplinks
+        if u.gateway4 is not None and u.name not in down
+    ]
+    notes = [f"{name}: down, left out of the balancing route" for name in sorted(down)]
+    if not hops:
+        return [], [], [], [*notes, "balancing: no healthy uplink with an IPv4 gateway"]
+    any4 = Family.INET.any
+    if len(hops) == 1:
+        route = Route(
+            Family.INET,
+            own.balance_table,
+            any4,
+            dev=hops[0].dev,
+            gateway=hops[0].gateway,
+            protocol=own.protocol,
+        )
+    else:
+        route = Route(
+            Family.INET, own.balance_table, any4, protocol=own.protocol, nexthops=tuple(hops)
+        )
+    rule = Rule(Family.INET, own.priorities[3], own.balance_table, None, None, own.protocol)
+    return [route], [rule], [Sysctl(MULTIPATH_HASH, "1")], notes
+
+
+def plan(config: Config, state: HostState, down: frozenset[str] = frozenset()) -> Desired:
+    """What multihome should own in this namespace. Raises ConfigError for a bad config.
+
+    `down`: uplinks the health checks found dead (multihome watch); they keep their tables
+    and source rules, and leave the balancing route."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     if not config.uplinks and len(chosen) < 2:
@@ -294,7 +341,7 @@ def plan(config: Config, state: HostState) -> Desired:
                 weight=chosen_uplink.weight,
             )
         )
-    on_link, main_rule, off_link = ownership.priorities
+    on_link, main_rule, off_link, _ = ownership.priorities
     routes: list[Route] = []
     rules: list[Rule] = []
     for family in families:
@@ -321,11 +368,20 @@ def plan(config: Config, state: HostState) -> Desired:
                 Rule(family, off_link, uplink.table, src, None, ownership.protocol)
                 for src in sources[uplink.name]
             ]
+    sysctls = _sysctls(config, uplinks)
+    if config.balance and Family.INET in families:
+        extra_routes, extra_rules, extra_sysctls, extra_notes = _balancing(
+            config, state, uplinks, down
+        )
+        routes += extra_routes
+        rules += extra_rules
+        sysctls += extra_sysctls
+        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
         rules=tuple(rules),
         routes=tuple(routes),
-        sysctls=tuple(_sysctls(config, uplinks)),
+        sysctls=tuple(sysctls),
         notes=tuple(notes),
     )

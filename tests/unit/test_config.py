@@ -30,7 +30,7 @@ ipv4 = false
 def test_full_config() -> None:
     config = parse(FULL, "m.toml")
     assert config.ownership.table_min == 200 and config.ownership.table_max == 219
-    assert config.ownership.priorities == (5000, 5001, 5002)
+    assert config.ownership.priorities == (5000, 5001, 5002, 5003)
     assert config.manage_arp is False and config.rp_filter is RpFilter.LOOSE
     eth0, vlan = config.uplinks
     assert eth0.gateway4 == ipaddress.ip_address("192.0.2.1") and eth0.table == 201
@@ -40,7 +40,7 @@ def test_full_config() -> None:
 
 def test_empty_config_means_defaults_and_detection() -> None:
     config = parse("", "m.toml")
-    assert config.uplinks == () and config.ownership.priorities == (1000, 1001, 1002)
+    assert config.uplinks == () and config.ownership.priorities == (1000, 1001, 1002, 1003)
 
 
 @pytest.mark.parametrize(

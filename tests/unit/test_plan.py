@@ -180,3 +180,28 @@ def test_slash_32_addresses_get_no_on_link_route() -> None:
     )
     desired = plan(Config(), state)
     assert [str(r.dst) for r in desired.routes if r.dev == "eth0"] == ["0.0.0.0/0"]
+
+
+def test_balancing_route_over_healthy_uplinks_by_weight() -> None:
+    config = parse(
+        "[multihome]\nbalance = true\n[uplinks.eth0]\nweight = 3\n[uplinks.eth1]\n", "m.toml"
+    )
+    desired = plan(config, TWO_ISP)
+    balance = [r for r in desired.routes if r.table == 199]
+    assert len(balance) == 1 and balance[0].is_default
+    assert [(h.dev, str(h.gateway), h.weight) for h in balance[0].nexthops] == [
+        ("eth0", "192.0.2.1", 3),
+        ("eth1", "192.0.2.33", 1),
+    ]
+    assert Rule(Family.INET, 1003, 199, None, None, 77) in desired.rules
+    assert {s.path: s.value for s in desired.sysctls} == {"net/ipv4/fib_multipath_hash_policy": "1"}
+    # a dead uplink leaves the balancing route; its table and source rules stay
+    degraded = plan(config, TWO_ISP, down=frozenset({"eth0"}))
+    route = next(r for r in degraded.routes if r.table == 199)
+    assert route.nexthops == () and route.dev == "eth1"
+    assert [r for r in degraded.rules if r.table == 100] == [
+        r for r in desired.rules if r.table == 100
+    ]
+    assert not [
+        r for r in plan(config, TWO_ISP, frozenset({"eth0", "eth1"})).routes if r.table == 199
+    ]

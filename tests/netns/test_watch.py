@@ -1,0 +1,282 @@
+"""multihome watch against the real kernel: events, link flaps, foreign deletions, health
+checks with failover, outbound balancing, churn, notify and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from multihome.lab import scenarios
+from multihome.lab.topology import Network, Topology
+
+from .helpers import PY, ip_json, multihome
+
+Build = Callable[[Topology], Network]
+
+
+def config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "watch.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+class Watch:
+    def __init__(self, ns: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.ns = ns
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the daemon)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "multihome", "--netns", ns, "watch", *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        wait_for(lambda: "watching" in self.text(), 10)
+
+    def text(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def watching() -> Iterator[list[Watch]]:
+    started: list[Watch] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"not within {seconds} s")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def sources(ns: str) -> set[str]:
+    return {r["src"] for r in ip_json(ns, "rule") if r.get("priority") == 1002}
+
+
+def table(ns: str, number: int) -> list[dict[str, object]]:
+    return list(ip_json(ns, "route", "show", "table", str(number)))
+
+
+# The lab's default routes are static: the kernel deletes them with the link, and nothing
+# brings them back (DHCP would). The config names the gateways, as a static host would.
+GATEWAYS = """[uplinks.eth0]
+gateway = "192.0.2.1"
+[uplinks.eth1]
+gateway = "192.0.2.33"
+"""
+
+
+def test_events_are_answered_within_half_a_second(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    watching.append(Watch(server, "-c", config(tmp_path, GATEWAYS)))
+    assert sources(server) == {"192.0.2.10", "192.0.2.42"}
+    subprocess.run(["ip", "-n", server, "addr", "add", "192.0.2.43/27", "dev", "eth1"], check=True)
+    assert wait_for(lambda: "192.0.2.43" in sources(server), 0.5) < 0.5
+    subprocess.run(["ip", "-n", server, "addr", "del", "192.0.2.43/27", "dev", "eth1"], check=True)
+    wait_for(lambda: "192.0.2.43" not in sources(server), 0.5)
+    # a link flap: the kernel deletes the table's routes; they come back with the link
+    subprocess.run(["ip", "-n", server, "link", "set", "eth1", "down"], check=True)
+    wait_for(lambda: table(server, 101) == [], 1)
+    subprocess.run(["ip", "-n", server, "link", "set", "eth1", "up"], check=True)
+    # the kernel's linkwatch may report the carrier up to a second after `link set up`
+    wait_for(lambda: len(table(server, 101)) == 2, 2.0)
+    # another tool deletes an owned rule; foreign objects are left alone
+    subprocess.run(
+        ["ip", "-n", server, "rule", "add", "pref", "1002", "fwmark", "7", "lookup", "150"],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ip",
+            "-n",
+            server,
+            "rule",
+            "del",
+            "pref",
+            "1002",
+            "from",
+            "192.0.2.10",
+            "lookup",
+            "100",
+            "proto",
+            "77",
+        ],
+        check=True,
+    )
+    wait_for(lambda: "192.0.2.10" in sources(server), 0.5)
+    time.sleep(0.2)
+    assert any(r.get("fwmark") == "0x7" for r in ip_json(server, "rule"))
+    assert multihome(server, "plan", "--check", "-c", str(tmp_path / "watch.toml")).returncode == 0
+    assert watching[0].stop() == 0
+    assert "stopped" in watching[0].text()
+
+
+BALANCE = """[multihome]
+balance = true
+[uplinks.eth0]
+probe = ["203.0.113.100"]
+{weight0}
+[uplinks.eth1]
+probe = ["203.0.113.100"]
+"""
+
+
+def test_failover_when_the_path_behind_a_gateway_dies(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server, isp1 = net.ns("server"), net.ns("isp1")
+    watching.append(Watch(server, "-c", config(tmp_path, BALANCE.format(weight0=""))))
+
+    def hops() -> set[str]:
+        route = table(server, 199)
+        if not route:
+            return set()
+        nexthops = route[0].get("nexthops")
+        return (
+            {h["dev"] for h in nexthops} if isinstance(nexthops, list) else {str(route[0]["dev"])}
+        )
+
+    wait_for(lambda: hops() == {"eth0", "eth1"}, 2)
+    # one lost probe round changes nothing
+    subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
+    time.sleep(0.45)
+    subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
+    time.sleep(1.0)
+    assert hops() == {"eth0", "eth1"} and "down" not in watching[0].text()
+    # a dead path: withdrawn within 2 s, its source table stays
+    subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
+    assert wait_for(lambda: hops() == {"eth0"}, 2.0) < 2.0
+    assert len(table(server, 101)) == 2
+    status = json.loads(multihome(server, "status", "--json").stdout)
+    assert status["uplinks"]["eth1"]["state"] == "down" and status["running"]
+    subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
+    wait_for(lambda: hops() == {"eth0", "eth1"}, 2.0)
+    assert "eth1: up -> down" in watching[0].text() and "eth1: down -> up" in watching[0].text()
+
+
+CONNECT = """
+import collections, socket, sys
+count = collections.Counter()
+for port in range(20000, 21000):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("203.0.113.100", port))
+    except BlockingIOError:
+        pass
+    count[s.getsockname()[0]] += 1
+    s.close()
+print(count["192.0.2.10"] / 1000)
+"""
+
+
+@pytest.mark.parametrize(("weight0", "low", "high"), [("", 0.45, 0.55), ("weight = 3", 0.70, 0.80)])
+def test_outbound_balancing_by_weight(
+    build: Build, watching: list[Watch], tmp_path: Path, weight0: str, low: float, high: float
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    watching.append(Watch(server, "-c", config(tmp_path, BALANCE.format(weight0=weight0))))
+    wait_for(lambda: bool(table(server, 199)), 2)
+    out = subprocess.run(
+        ["ip", "netns", "exec", server, PY, "-c", CONNECT],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert low <= float(out) <= high, out
+
+
+def test_churn_ends_in_the_right_state_without_leaks(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    watch = Watch(server, "-c", config(tmp_path, GATEWAYS))
+    watching.append(watch)
+
+    def rss() -> int:
+        with open(f"/proc/{watch.proc.pid}/status") as file:
+            return next(int(line.split()[1]) for line in file if line.startswith("VmRSS"))
+
+    before = rss()
+    batch = tmp_path / "churn.batch"
+    lines = []
+    for i in range(500):  # 1,000 address events
+        address = f"192.0.2.{33 + (i % 29)}" if i % 2 else f"192.0.2.{1 + (i % 29)}"
+        dev = "eth1" if i % 2 else "eth0"
+        if address in ("192.0.2.42", "192.0.2.10", "192.0.2.1", "192.0.2.33"):
+            continue
+        lines += [f"addr add {address}/27 dev {dev}", f"addr del {address}/27 dev {dev}"]
+    for _ in range(100):  # 100 link flaps
+        lines += ["link set eth1 down", "link set eth1 up"]
+    batch.write_text("\n".join(lines) + "\n")
+    subprocess.run(["ip", "-n", server, "-batch", str(batch)], check=True)
+    wait_for(
+        lambda: (
+            sources(server) == {"192.0.2.10", "192.0.2.42"}
+            and multihome(
+                server, "plan", "--check", "-c", str(tmp_path / "watch.toml"), check=False
+            ).returncode
+            == 0
+        ),
+        5,
+    )
+    assert len(table(server, 101)) == 2
+    owned = [r for r in ip_json(server, "rule") if r.get("protocol") in ("77", "multihome")]
+    assert len(owned) == 5  # IPv4; eth1's IPv6 address went with its first flap
+    assert rss() - before < 20_000, (before, rss())  # kB
+
+
+def test_systemd_notify_and_metrics(build: Build, watching: list[Watch], tmp_path: Path) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(10)
+    watching.append(
+        Watch(
+            server,
+            "--metrics",
+            "127.0.0.1:9477",
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"},
+        )
+    )
+    messages = {notify.recv(100).decode() for _ in range(2)}
+    assert messages == {"READY=1", "WATCHDOG=1"}
+    fetch = (
+        "import urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:9477/metrics').read().decode())"
+    )
+    text = subprocess.run(
+        ["ip", "netns", "exec", server, PY, "-c", fetch], capture_output=True, text=True, check=True
+    ).stdout
+    assert 'multihome_uplink_up{uplink="eth0"} 1' in text
+    assert "multihome_reconciles_total" in text
+    assert 'multihome_interface_tx_packets_total{interface="eth1"}' in text
