@@ -123,3 +123,19 @@ def test_config_writable_by_others_is_refused(build: Build, tmp_path: Path) -> N
     config.chmod(0o600)
     multihome(server, "apply", "-c", str(config))
     assert sysctl(server, "net.ipv4.conf.eth1.arp_ignore") == "0"  # arp = false honoured
+
+
+def test_a_held_lock_fails_with_the_holders_pid(build: Build) -> None:
+    from multihome import state
+
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    inode = os.stat(f"/run/netns/{server}").st_ino
+    with state.lock(inode):  # this test process holds the namespace's lock
+        start = time.monotonic()
+        result = multihome(server, "apply", check=False)
+        waited = time.monotonic() - start
+    assert result.returncode == 2
+    assert f"another multihome (pid {os.getpid()}) is changing this namespace" in result.stderr
+    assert waited >= state.LOCK_WAIT
+    assert multihome(server, "apply").returncode == 0  # and once it is free, apply works
