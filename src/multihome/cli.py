@@ -10,7 +10,6 @@ import enum
 import ipaddress
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,15 +17,9 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from multihome import PROTOCOL, __version__, discover, files, namespace, operations
-from multihome import install as install_module
-from multihome import watch as watch_module
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
-from multihome.lab import plot as lab_plot
-from multihome.lab import report as lab_report
-from multihome.lab import run as lab_run
-from multihome.lab import scenarios
-from multihome.lab.run import LabOptions
+from multihome.lab import MAX_NICS, SCENARIO_NAMES
 from multihome.lab.units import human_bytes, parse_rate, parse_size
 from multihome.model import TABLE_MAIN, Change, Counters, Desired, HostState, Route, Rule
 from multihome.plan import is_candidate
@@ -299,6 +292,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _executable() -> str:
+    import shutil
+
     return shutil.which("multihome") or os.path.abspath(sys.argv[0])
 
 
@@ -320,6 +315,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    from multihome import install as install_module
+
     removed = install_module.uninstall(args.root)
     if args.json:
         _print_json({"removed": removed})
@@ -332,11 +329,15 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from multihome import watch as watch_module
+
     watch_module.watch(args.config, args.metrics)
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from multihome import watch as watch_module
+
     status = watch_module.read_status(namespace.identity())
     if status is None:
         raise MultihomeError(
@@ -548,16 +549,18 @@ PHASE_TITLES = {
 }
 
 
-def _lab_options(args: argparse.Namespace) -> LabOptions:
+def _lab_options(args: argparse.Namespace) -> Any:
     try:
         size = parse_size(args.size)
         rate = parse_rate(args.link_rate) if args.link_rate else None
     except ValueError as error:
         raise MultihomeError(str(error)) from None
-    if not 2 <= args.nics <= scenarios.MAX_NICS:
-        raise MultihomeError(f"--nics must be 2-{scenarios.MAX_NICS}, not {args.nics}")
+    if not 2 <= args.nics <= MAX_NICS:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
     if args.requests < 1 or args.concurrency < 1 or size < 1:
         raise MultihomeError("--requests, --concurrency and --size must be positive")
+    from multihome.lab.run import LabOptions
+
     return LabOptions(
         scenario=args.scenario,
         nics=args.nics,
@@ -570,6 +573,11 @@ def _lab_options(args: argparse.Namespace) -> LabOptions:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    # The lab needs pyroute2 and more; other commands should not pay for importing it.
+    from multihome.lab import plot as lab_plot
+    from multihome.lab import report as lab_report
+    from multihome.lab import run as lab_run
+
     if args.netns:
         raise MultihomeError("the lab builds its own namespaces; --netns does not apply")
     if args.scenario == "clean":
@@ -724,7 +732,7 @@ def _lab_arguments(cmd: argparse.ArgumentParser) -> None:
         "scenario",
         nargs="?",
         default="seed",
-        choices=(*scenarios.SCENARIOS, "clean"),
+        choices=(*SCENARIO_NAMES, "clean"),
         help="seed (default): the article's NICs on one switch; two-isp: one ISP per NIC, "
         "with anti-spoofing; clean: remove lab networks left behind",
     )

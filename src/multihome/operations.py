@@ -6,10 +6,10 @@ cli.py parses arguments and prints; the lab and tests call these the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from multihome import config as config_file
-from multihome import confirm, discover, doctor, kernel, namespace, state
-from multihome import install as installer
+from multihome import confirm, discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.errors import MultihomeError
@@ -126,8 +126,10 @@ def confirm_pending() -> str:
     return confirm.confirm(namespace.identity())
 
 
-def diagnose(config_path: str | None) -> doctor.Report:
+def diagnose(config_path: str | None) -> Any:
     """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
+    from multihome import doctor  # only this command needs it
+
     outcome = preview(config_path)
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
     return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
@@ -143,10 +145,10 @@ def export(
     return renderer(outcome.desired, Options(executable=executable, network_files=names))
 
 
-def install_files(
-    config_path: str | None, format_name: str, root: str, executable: str
-) -> installer.Installed:
+def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
     """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
+    from multihome import install as installer
+
     outcome = preview(config_path)
     if not outcome.desired.uplinks:
         raise MultihomeError(

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from multihome.lab.topology import Network, Topology
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
 
 _counter = 0
 

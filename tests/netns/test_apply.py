@@ -7,7 +7,8 @@ import subprocess
 from collections.abc import Callable
 
 from multihome.lab import scenarios
-from multihome.lab.topology import Network, Topology
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
 
 from .helpers import (
     PY,

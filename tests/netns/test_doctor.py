@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from multihome.lab import scenarios
-from multihome.lab.topology import Network, Topology
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
 
 from .helpers import TcpServer, fetch, multihome
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from multihome.lab import scenarios
-from multihome.lab.topology import Network, Topology
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
 
 from .helpers import multihome
 

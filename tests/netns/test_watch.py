@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from multihome.lab import scenarios
-from multihome.lab.topology import Network, Topology
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
 
 from .helpers import PY, ip_json, multihome
 

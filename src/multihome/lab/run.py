@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from multihome import discover, namespace, state
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.lab import scenarios
+from multihome.lab.description import Topology
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult
-from multihome.lab.topology import Network, Topology, clean_stale
+from multihome.lab.topology import Network, clean_stale
 from multihome.lab.workload import PORT
 from multihome.model import Counters
 

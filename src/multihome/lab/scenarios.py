@@ -11,10 +11,10 @@ two-isp  each server NIC on its own customer subnet (a /27 of 192.0.2.0/24, and
 
 from __future__ import annotations
 
-from multihome.lab.topology import Link, Port, Topology
+from multihome.lab import MAX_NICS, SCENARIO_NAMES
+from multihome.lab.description import Link, Port, Topology
 
 SERVER, CLIENT = "server", "client"
-MAX_NICS = 8
 
 
 def _router_sysctls(host: str, strict: bool) -> list[tuple[str, str, str]]:
@@ -112,6 +112,7 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
 
 
 SCENARIOS = {"seed": seed, "two-isp": two_isp}
+assert tuple(SCENARIOS) == SCENARIO_NAMES, "keep multihome.lab.SCENARIO_NAMES in step"
 
 
 def _check(nics: int) -> None:
