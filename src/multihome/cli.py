@@ -197,11 +197,14 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
                 "changes": [_change_json(c) for c in changes],
                 "uplinks": outcome.desired.uplinks,
                 "notes": outcome.desired.notes,
+                "warnings": outcome.warnings,
             }
         )
         return EXIT_OK
     for note in outcome.desired.notes:
         print(f"note: {note}")
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     if not changes:
         print(f"{verb}: nothing to do, the kernel already matches")
         return EXIT_OK

@@ -13,7 +13,7 @@ from multihome import confirm, discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.errors import MultihomeError
-from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
+from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
 
@@ -26,6 +26,7 @@ class Outcome:
     host: HostState
     desired: Desired
     changes: tuple[Change, ...]
+    warnings: tuple[str, ...] = ()  # it worked, but the user should know
 
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
@@ -102,7 +103,31 @@ def _converge(
             )
     if confirm_seconds is not None and snapshot is not None:
         confirm.arm(netns_id, snapshot, confirm_seconds)
-    return Outcome(cfg, host, desired, changes)
+    warnings = _announce(desired, changes)
+    return Outcome(cfg, host, desired, changes, warnings)
+
+
+def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
+    """After the ARP sysctls changed, correct the neighbours' caches at once."""
+    from multihome import announce
+
+    warnings: list[str] = []
+    fixed = {
+        c.obj.path.split("/")[3]
+        for c in changes
+        if isinstance(c.obj, Sysctl) and c.obj.path.endswith("/arp_ignore")
+    }
+    for uplink in desired.uplinks:
+        if uplink.name in fixed:
+            addresses = [a.ip.ip for a in uplink.addresses_in(Family.INET)]
+            try:
+                announce.gratuitous_arp(uplink.name, addresses)  # type: ignore[arg-type]
+            except OSError as error:  # the routing is right; only the neighbours' caches lag
+                warnings.append(
+                    f"could not announce {uplink.name}'s addresses ({error.strerror}):"
+                    " neighbours update when their ARP entries expire"
+                )
+    return tuple(warnings)
 
 
 def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:

@@ -286,3 +286,25 @@ def test_errors_are_one_line_with_exit_2(build: Build, tmp_path: object) -> None
     assert _owned_rules(server) == []
     missing = multihome("mh-no-such-ns", "show", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_apply_corrects_the_neighbours_arp_caches_at_once(build: Build) -> None:
+    """ARP flux before the fix taught the router one MAC for both addresses; the
+    gratuitous ARP of apply fixes its cache without waiting for the entries to expire."""
+    net = build(scenarios.seed(nics=2))
+    server, router, client = net.ns("server"), net.ns("router"), net.ns("client")
+    macs = {link["ifname"]: link["address"] for link in ip_json(server, "link")}
+
+    def router_sees() -> dict[str, str]:
+        return {
+            n["dst"]: n.get("lladdr", "")
+            for n in ip_json(router, "neigh", "show", "dev", "lan")
+            if n["dst"] in ("192.0.2.10", "192.0.2.11")
+        }
+
+    with TcpServer(server):
+        fetch(client, ["192.0.2.10", "192.0.2.11"], count=2)
+    before = router_sees()
+    assert before["192.0.2.10"] == before["192.0.2.11"]  # one NIC answered for both
+    multihome(server, "apply")
+    assert router_sees() == {"192.0.2.10": macs["eth0"], "192.0.2.11": macs["eth1"]}

@@ -87,3 +87,15 @@ def test_lab_without_root_is_a_clear_error(
     err = capsys.readouterr().err
     assert "the lab creates network namespaces and needs root" in err
     assert "hint: run it as root" in err
+
+
+def test_gratuitous_arp_frame() -> None:
+    import ipaddress
+
+    from multihome.announce import frame
+
+    mac = bytes.fromhex("020000000001")
+    data = frame(mac, ipaddress.IPv4Address("192.0.2.11"))
+    assert data[:6] == b"\xff" * 6 and data[6:12] == mac and data[12:14] == b"\x08\x06"
+    assert data[14:22] == bytes.fromhex("0001080006040001")  # Ethernet/IPv4, request
+    assert data[22:28] == mac and data[28:32] == data[38:42] == bytes([192, 0, 2, 11])
