@@ -724,8 +724,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
         "Build a test network in network namespaces (server, switch, router, client; "
         "documentation addresses only), serve a file many times over every server address, "
         "and compare the server's per-NIC counters with stock routing (phase destination) "
-        "and after `multihome apply` (phase policy). Needs root; touches nothing outside "
-        "its own namespaces. `multihome lab clean` removes networks left behind.",
+        "and after `multihome apply` (phase policy). Needs root; the host's own network is "
+        "never touched. `multihome lab clean` removes networks left behind.",
     ),
 }
 
@@ -778,7 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Make a multi-homed Linux host route symmetrically: replies leave "
         "through the interface that owns their source address (source-based policy routing).",
-        epilog="Exit codes: 0 ok, 1 changes pending (plan --check), 2 error.",
+        epilog="Exit codes: 0 ok; 1 changes pending (plan --check) or errors found (doctor); "
+        "2 bad input or failure.",
     )
     parser.add_argument("--version", action="version", version=f"multihome {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
