@@ -314,6 +314,8 @@ class GatewaySource(enum.Enum):
 
     CONFIG = "config"
     MAIN_DEFAULT = "default route in main"
+    DHCP = "default route in main, learnt by DHCP"
+    RA = "default route in main, learnt from router advertisements"
     SHARED_SUBNET = "gateway of another uplink on the same subnet"
     NONE = "none"
 

@@ -50,16 +50,25 @@ def _families(config: Config) -> tuple[Family, ...]:
     return tuple(f for f, on in ((Family.INET, config.ipv4), (Family.INET6, config.ipv6)) if on)
 
 
-def _main_default_gateway(state: HostState, ifname: str, family: Family) -> IPAddress | None:
-    """The gateway of main's default route through this interface (lowest metric wins)."""
-    best: tuple[int, IPAddress] | None = None
+RTPROT_RA, RTPROT_DHCP = 9, 16
+DYNAMIC = {RTPROT_DHCP: GatewaySource.DHCP, RTPROT_RA: GatewaySource.RA}
+
+
+def _main_default_gateway(
+    state: HostState, ifname: str, family: Family
+) -> tuple[IPAddress | None, GatewaySource]:
+    """The gateway of main's default route through this interface (lowest metric wins), and
+    whether DHCP or a router advertisement put it there (it may change then)."""
+    best: tuple[int, IPAddress, int] | None = None
     for route in state.routes:
         if route.table != TABLE_MAIN or route.family != family or not route.is_default:
             continue
         for dev, gateway in route.gateways():
             if dev == ifname and (best is None or route.metric < best[0]):
-                best = (route.metric, gateway)
-    return best[1] if best else None
+                best = (route.metric, gateway, route.protocol)
+    if best is None:
+        return None, GatewaySource.NONE
+    return best[1], DYNAMIC.get(best[2], GatewaySource.MAIN_DEFAULT)
 
 
 def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
@@ -125,9 +134,7 @@ def _gateways(
                     )
                 found[uplink.name, family] = (configured, GatewaySource.CONFIG)
                 continue
-            gateway = _main_default_gateway(state, uplink.name, family)
-            source = GatewaySource.MAIN_DEFAULT if gateway else GatewaySource.NONE
-            found[uplink.name, family] = (gateway, source)
+            found[uplink.name, family] = _main_default_gateway(state, uplink.name, family)
     # Several NICs on one subnet (the article's set-up): the others share the gateway.
     for uplink in chosen:
         addresses = state.addresses_of(uplink.name)

@@ -34,7 +34,7 @@ def host(
             Family.of(ipaddress.ip_address(gw)).any,
             dev=dev,
             gateway=ipaddress.ip_address(gw),
-            protocol=16,
+            protocol=16 if ipaddress.ip_address(gw).version == 4 else 9,  # DHCP; RA for IPv6
             metric=metric,
         )
         for dev, gw, metric in defaults

@@ -37,7 +37,7 @@ def test_article_layout() -> None:
     desired = plan(Config(), ARTICLE)
     eth0, eth1 = desired.uplinks
     assert (eth0.name, eth0.table, eth1.name, eth1.table) == ("eth0", 100, "eth1", 101)
-    assert eth0.source4 is GatewaySource.MAIN_DEFAULT
+    assert eth0.source4 is GatewaySource.DHCP  # hosts.py gives main's defaults proto dhcp
     assert eth1.source4 is GatewaySource.SHARED_SUBNET
     assert str(eth1.gateway4) == "192.0.2.1"
     assert desired.rules == (
@@ -77,6 +77,10 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
     desired = plan(Config(), TWO_ISP)
     gateways = {u.name: (str(u.gateway4), str(u.gateway6)) for u in desired.uplinks}
     assert gateways == {"eth0": ("192.0.2.1", "fe80::1"), "eth1": ("192.0.2.33", "fe80::1")}
+    # where they came from: DHCP (proto dhcp) and router advertisements (proto ra)
+    assert {(u.source4, u.source6) for u in desired.uplinks} == {
+        (GatewaySource.DHCP, GatewaySource.RA)
+    }
     six = [r for r in desired.routes if r.family is Family.INET6]
     assert all(r.metric == 1024 for r in six)  # what the kernel reports for IPv6
     assert {str(r.dst) for r in six} == {"2001:db8::/64", "2001:db8:1::/64", "::/0"}

@@ -11,7 +11,15 @@ from __future__ import annotations
 import shlex
 
 from multihome.model import Desired, Rule
-from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    dynamic_gateway_notes,
+    shared_rules,
+    uplink_routes,
+    uplink_rules,
+)
 from multihome.render.ip import args
 
 
@@ -48,4 +56,4 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    return Rendered({"multihome": "\n".join(lines)})
+    return Rendered({"multihome": "\n".join(lines)}, tuple(dynamic_gateway_notes(desired)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from multihome.model import Action, Change, Desired, Route, Rule, Sysctl
-from multihome.render import HEADER, Options, Rendered
+from multihome.render import HEADER, Options, Rendered, dynamic_gateway_notes
 
 
 def command(change: Change) -> str:
@@ -41,4 +41,6 @@ def script(desired: Desired, options: Options) -> Rendered:
         lines.append(f"ip -{v} rule add {args(rule)}")
     for sysctl in desired.sysctls:
         lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
-    return Rendered({"multihome.sh": "\n".join(lines) + "\n"})
+    return Rendered(
+        {"multihome.sh": "\n".join(lines) + "\n"}, tuple(dynamic_gateway_notes(desired))
+    )

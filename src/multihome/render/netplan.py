@@ -8,7 +8,14 @@ systemd format); the tables and the off-link source rules are netplan's.
 from __future__ import annotations
 
 from multihome.model import SCOPE_LINK, Desired
-from multihome.render import HEADER, Options, Rendered, uplink_routes, uplink_rules
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    dynamic_gateway_notes,
+    uplink_routes,
+    uplink_rules,
+)
 
 
 def render(desired: Desired, options: Options) -> Rendered:
@@ -43,4 +50,5 @@ def render(desired: Desired, options: Options) -> Rendered:
         )
     if desired.sysctls:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
+    notes += dynamic_gateway_notes(desired)
     return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n"}, tuple(notes))

@@ -8,14 +8,30 @@ whatever other tools generated, and "90-" sorts it after the usual drop-ins. The
 
 from __future__ import annotations
 
-from multihome.model import SCOPE_LINK, TABLE_NAMES, Desired, Route, Rule
+from multihome.model import (
+    SCOPE_LINK,
+    TABLE_NAMES,
+    Desired,
+    Family,
+    GatewaySource,
+    Route,
+    Rule,
+    Uplink,
+)
 from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
 
+# networkd's own names for a gateway it learns itself (systemd.network(5), [Route] Gateway=)
+DYNAMIC_GATEWAY = {
+    (Family.INET, GatewaySource.DHCP): "_dhcp4",
+    (Family.INET6, GatewaySource.RA): "_ipv6ra",
+}
 
-def _route(route: Route) -> list[str]:
+
+def _route(route: Route, uplink: Uplink) -> list[str]:
     lines = ["[Route]"]
     if route.is_default:
-        lines.append(f"Gateway={route.gateway}")
+        source = uplink.source4 if route.family is Family.INET else uplink.source6
+        lines.append(f"Gateway={DYNAMIC_GATEWAY.get((route.family, source), route.gateway)}")
     else:
         lines.append(f"Destination={route.dst}")
     lines.append(f"Table={route.table}")
@@ -44,7 +60,7 @@ def render(desired: Desired, options: Options) -> Rendered:
     files = {}
     for index, uplink in enumerate(desired.uplinks):
         sections = [
-            *(_route(r) for r in uplink_routes(desired, uplink)),
+            *(_route(r, uplink) for r in uplink_routes(desired, uplink)),
             *(_rule(r) for r in uplink_rules(desired, uplink)),
         ]
         if index == 0:

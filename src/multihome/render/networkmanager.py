@@ -11,7 +11,14 @@ from __future__ import annotations
 import shlex
 
 from multihome.model import SCOPE_LINK, Desired, Route, Rule
-from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    shared_rules,
+    uplink_routes,
+    uplink_rules,
+)
 
 
 def _route(route: Route) -> str:
