@@ -120,7 +120,7 @@ def _show_text(host: HostState, desired: Desired) -> list[str]:
     for r in sorted(host.rules, key=lambda r: (r.family, r.priority)):
         mark = "*" if own.owns_rule(r) else " "
         lines.append(f" {mark}-{r.family.version} {r.ip_args()}")
-    owned_routes = [r for r in host.routes if own.owns_route(r)]
+    _, owned_routes = own.owned(host)
     tables = sorted({r.table for r in owned_routes})
     lines += ["", f"Tables owned by multihome (protocol {own.protocol})"]
     if not tables:
@@ -152,7 +152,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 ],
                 "uplinks": desired.uplinks,
                 "rules": [{**_plain(r), "owned": own.owns_rule(r)} for r in host.rules],
-                "owned_routes": [r for r in host.routes if own.owns_route(r)],
+                "owned_routes": own.owned(host)[1],
                 "notes": desired.notes,
             }
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from multihome.model import Action, Change, Desired, HostState, Route, Rule, Sysctl
+from multihome.model import Action, Change, Desired, HostState, Route, Sysctl
 
 
 def diff(
@@ -59,12 +59,3 @@ def _sysctl_changes(
         if path not in wanted_paths and current is not None and current != original:
             changes.append(Change(Action.SET, Sysctl(path, original), current))
     return changes
-
-
-def owned(desired: Desired, state: HostState) -> tuple[list[Rule], list[Route]]:
-    """The rules and routes in `state` that belong to multihome."""
-    ownership = desired.ownership
-    return (
-        [r for r in state.rules if ownership.owns_rule(r)],
-        [r for r in state.routes if ownership.owns_route(r)],
-    )

@@ -320,10 +320,8 @@ def _several_defaults(state: HostState) -> list[Finding]:
 
 
 def _drift(desired: Desired, state: HostState, changes: list[Change]) -> list[Finding]:
-    owned = any(desired.ownership.owns_rule(r) for r in state.rules) or any(
-        desired.ownership.owns_route(r) for r in state.routes
-    )
-    if not owned or not changes:
+    rules, routes = desired.ownership.owned(state)
+    if not (rules or routes) or not changes:
         return []
     return [
         Finding(

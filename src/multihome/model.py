@@ -263,6 +263,13 @@ class Ownership:
     def owns_route(self, route: Route) -> bool:
         return route.protocol == self.protocol and self.table_min <= route.table <= self.table_max
 
+    def owned(self, state: HostState) -> tuple[list[Rule], list[Route]]:
+        """The rules and routes in `state` that are multihome's."""
+        return (
+            [r for r in state.rules if self.owns_rule(r)],
+            [r for r in state.routes if self.owns_route(r)],
+        )
+
 
 @dataclass(frozen=True)
 class HostState:

@@ -61,8 +61,9 @@ def owned_after(
     """What multihome owns once `changes` are made on `host` (no second read needed)."""
     deleted = {c.obj for c in changes if c.action is Action.DELETE}
     added = [c.obj for c in changes if c.action is Action.ADD]
-    rules = [r for r in host.rules if cfg.ownership.owns_rule(r) and r not in deleted]
-    routes = [r for r in host.routes if cfg.ownership.owns_route(r) and r not in deleted]
+    owned_rules, owned_routes = cfg.ownership.owned(host)
+    rules = [r for r in owned_rules if r not in deleted]
+    routes = [r for r in owned_routes if r not in deleted]
     rules += [r for r in added if isinstance(r, Rule)]
     routes += [r for r in added if isinstance(r, Route)]
     return rules, routes
@@ -90,10 +91,11 @@ def _converge(
             after = _record_after(record, changes)
             after.netns_cookie = cookie
             state.save(netns_id, after, rules, routes)
+            owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
                 cfg.ownership,
-                rules=tuple(r for r in host.rules if cfg.ownership.owns_rule(r)),
-                routes=tuple(r for r in host.routes if cfg.ownership.owns_route(r)),
+                rules=tuple(owned_rules),
+                routes=tuple(owned_routes),
                 sysctls=tuple(
                     Sysctl(c.obj.path, c.previous)
                     for c in changes
