@@ -42,20 +42,13 @@ def _encode(change: Change, ifindex: dict[str, int]) -> bytes:
     if isinstance(obj, Rule):
         return encode_rule(RTM_NEWRULE if change.action is Action.ADD else RTM_DELRULE, obj)
     assert isinstance(obj, Route)
-    index = None
-    if obj.dev is not None:
-        index = ifindex.get(obj.dev)
-        if index is None:
+    for dev in obj.devices():  # the route's own device, or each nexthop's
+        if dev not in ifindex:
             raise KernelError(
-                f"cannot {change.action.value} route {obj.ip_args()}: interface {obj.dev} is gone",
+                f"cannot {change.action.value} route {obj.ip_args()}: interface {dev} is gone",
                 hint="the interfaces changed while multihome ran; run the command again",
             )
-    for hop in obj.nexthops:
-        if hop.dev not in ifindex:
-            raise KernelError(
-                f"cannot {change.action.value} route {obj.ip_args()}: interface {hop.dev} is gone",
-                hint="the interfaces changed while multihome ran; run the command again",
-            )
+    index = ifindex.get(obj.dev) if obj.dev is not None else None
     kind = RTM_NEWROUTE if change.action is Action.ADD else RTM_DELROUTE
     return encode_route(kind, obj, index, 0, ifindex)
 
