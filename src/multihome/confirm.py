@@ -36,12 +36,11 @@ class Snapshot:
 
 
 def _paths(netns_id: int) -> tuple[str, str]:
-    base = os.path.join(state.STATE_DIR, f"netns-{netns_id}")
-    return base + ".pending", base + ".confirm"
+    return state.file_path(netns_id, "pending"), state.file_path(netns_id, "confirm")
 
 
 def _outcome_path(netns_id: int) -> str:
-    return os.path.join(state.STATE_DIR, f"netns-{netns_id}.outcome")
+    return state.file_path(netns_id, "outcome")
 
 
 def pending(netns_id: int) -> dict[str, float] | None:

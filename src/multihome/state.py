@@ -35,14 +35,15 @@ class Record:
     netns_cookie: int | None = None
 
 
-def _path(netns_id: int, suffix: str) -> str:
+def file_path(netns_id: int, suffix: str) -> str:
+    """The namespace's file of one kind: netns-<inode>.<suffix> in the state directory."""
     return os.path.join(STATE_DIR, f"netns-{netns_id}.{suffix}")
 
 
 def load(netns_id: int, cookie: int | None = None) -> Record:
     """The record of this namespace. A record left by a deleted namespace whose inode was
     reused (its cookie differs) describes nothing here, and reads as empty."""
-    path = _path(netns_id, "json")
+    path = file_path(netns_id, "json")
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
@@ -69,7 +70,7 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
     """Write the record atomically (a reader sees the old or the new file, never a mix)."""
     os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
-    path = _path(netns_id, "json")
+    path = file_path(netns_id, "json")
     if not record.sysctl_originals and not rules and not routes:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -99,14 +100,14 @@ def forget(netns_id: int) -> None:
     """Remove the state of a namespace that is being deleted."""
     for suffix in ("json", "lock"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(_path(netns_id, suffix))
+            os.unlink(file_path(netns_id, suffix))
 
 
 @contextlib.contextmanager
 def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
     """One writer per namespace; a second waits up to `wait` seconds, then fails."""
     os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
-    path = _path(netns_id, "lock")
+    path = file_path(netns_id, "lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + wait

@@ -129,7 +129,7 @@ class Status:
 
 
 def status_path(netns_id: int) -> str:
-    return os.path.join(state.STATE_DIR, f"netns-{netns_id}.watch.json")
+    return state.file_path(netns_id, "watch.json")
 
 
 def read_status(netns_id: int) -> dict[str, Any] | None:
