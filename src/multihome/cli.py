@@ -20,7 +20,7 @@ from multihome import PROTOCOL, __version__, discover, files, namespace, operati
 from multihome.config import DEFAULT_PATH
 from multihome.errors import MultihomeError
 from multihome.lab import MAX_NICS, SCENARIO_NAMES
-from multihome.lab.units import human_bytes, parse_rate, parse_size
+from multihome.lab.units import parse_rate, parse_size
 from multihome.model import TABLE_MAIN, Change, Counters, Desired, HostState, Route, Rule
 from multihome.plan import is_candidate
 from multihome.render import ip as render_ip
@@ -477,11 +477,12 @@ def cmd_counters(args: argparse.Namespace) -> int:
         return {n: c for n, c in discover.read_counters().items() if n != "lo"}
 
     if args.watch is None:
-        rows = _counter_rows(read(), None)
+        counters = read()
+        rows = _counter_rows(counters, None)
         if args.json:
             _print_json({"interfaces": rows})
         elif args.format == "ifconfig":
-            print("\n".join(_ifconfig(rows)))
+            print("\n".join(_ifconfig(counters)))
         else:
             print("\n".join(_counter_table(rows, rates=False)))
         return EXIT_OK
@@ -512,17 +513,12 @@ def cmd_counters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ifconfig(rows: list[dict[str, Any]]) -> list[str]:
+def _ifconfig(counters: dict[str, Counters]) -> list[str]:
+    from multihome.lab.report import ifconfig_counters
+
     lines = []
-    for row in rows:
-        lines += [
-            f"{row['interface']}:",
-            f"        RX packets {row['rx_packets']}  bytes {row['rx_bytes']}"
-            f" ({human_bytes(row['rx_bytes'])})",
-            f"        TX packets {row['tx_packets']}  bytes {row['tx_bytes']}"
-            f" ({human_bytes(row['tx_bytes'])})",
-            "",
-        ]
+    for name, c in counters.items():
+        lines += [f"{name}:", *ifconfig_counters(c), ""]
     return lines
 
 

@@ -51,16 +51,23 @@ class LabResult:
     phases: tuple[PhaseResult, ...]
 
 
+def ifconfig_counters(c: Counters) -> list[str]:
+    """An interface's counters in ifconfig's words (also `multihome counters --format
+    ifconfig`)."""
+    return [
+        f"        RX packets {c.rx_packets}  bytes {c.rx_bytes} ({human_bytes(c.rx_bytes)})",
+        f"        TX packets {c.tx_packets}  bytes {c.tx_bytes} ({human_bytes(c.tx_bytes)})",
+    ]
+
+
 def listing(phase: PhaseResult) -> list[str]:
     """The server's interfaces as ifconfig prints them (the article's Listings 2 and 3)."""
     lines = []
     for interface in phase.interfaces:
-        c = interface.counters
         lines += [
             f"{interface.name}: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500",
             f"        inet {interface.address}",
-            f"        RX packets {c.rx_packets}  bytes {c.rx_bytes} ({human_bytes(c.rx_bytes)})",
-            f"        TX packets {c.tx_packets}  bytes {c.tx_bytes} ({human_bytes(c.tx_bytes)})",
+            *ifconfig_counters(interface.counters),
             "",
         ]
     return lines
