@@ -25,8 +25,9 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import namespace
+from multihome import kernel, namespace
 from multihome.lab.description import Topology
+from multihome.model import Sysctl
 
 RUN_DIR = os.path.join(os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome"), "lab")
 IFA_F_NODAD = 0x02
@@ -93,8 +94,7 @@ def _ethtool_set(sock: socket.socket, ifname: str, command: int, value: int) -> 
 
 def _write_sysctls(items: list[tuple[str, str]]) -> None:
     for path, value in items:
-        with open(f"/proc/sys/{path}", "w", encoding="ascii") as file:
-            file.write(value)
+        kernel.write_sysctl(Sysctl(path, value))
 
 
 @contextlib.contextmanager
