@@ -19,8 +19,13 @@ CLONE_NEWNET = 0x40000000
 
 def enter(name: str) -> None:
     """Move this process into the named network namespace (as `ip netns exec` does)."""
-    if not name or "/" in name or name in (".", ".."):
-        raise NamespaceError(f"invalid network namespace name {name!r}")
+    if not name.strip() or "/" in name or name in (".", ".."):
+        # An empty name must never fall back to the host's own namespace: `--netns "$NS"`
+        # with NS unset would change the routing of the machine the admin is logged in to.
+        raise NamespaceError(
+            f"invalid network namespace name {name!r}",
+            hint="give the name of a namespace in /run/netns (`ip netns list`), without a slash",
+        )
     path = os.path.join(NETNS_DIR, name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

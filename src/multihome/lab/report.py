@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from multihome.lab.units import human_bytes, human_rate
+from multihome.counters import ifconfig_counters
+from multihome.lab.units import human_rate
 from multihome.model import Counters
 
 
@@ -49,15 +50,6 @@ class LabResult:
     requests: int
     concurrency: int
     phases: tuple[PhaseResult, ...]
-
-
-def ifconfig_counters(c: Counters) -> list[str]:
-    """An interface's counters in ifconfig's words (also `multihome counters --format
-    ifconfig`)."""
-    return [
-        f"        RX packets {c.rx_packets}  bytes {c.rx_bytes} ({human_bytes(c.rx_bytes)})",
-        f"        TX packets {c.tx_packets}  bytes {c.tx_bytes} ({human_bytes(c.tx_bytes)})",
-    ]
 
 
 def listing(phase: PhaseResult) -> list[str]:

@@ -1,0 +1,94 @@
+"""The daemon's commands: watch (run it) and status (what it sees)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from multihome.cli import Command
+from multihome.cli.output import EXIT_OK, print_json, table
+from multihome.errors import MultihomeError
+
+# LSB init-script convention (also systemctl status): 3 = program is not running.
+EXIT_NOT_RUNNING = 3
+
+
+class NotRunning(MultihomeError):
+    exit_code = EXIT_NOT_RUNNING
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from multihome import watch as watch_module
+
+    watch_module.watch(args.config, args.metrics)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from multihome import namespace
+    from multihome import watch as watch_module
+
+    status = watch_module.read_status(namespace.identity())
+    if status is None:
+        raise NotRunning(
+            "multihome watch has not run in this namespace",
+            hint="start it: multihome watch (or systemctl start multihome-watch)",
+        )
+    if args.json:
+        print_json(status)
+        return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
+    state = "running" if status["running"] else "NOT running (last status below)"
+    print(f"multihome watch: {state}, pid {status['pid']}")
+    rows = [["UPLINK", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    for name, uplink in status["uplinks"].items():
+        since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
+        rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
+        rows.append(
+            [
+                name,
+                uplink["state"],
+                since,
+                rtt,
+                f"{uplink['loss']:.1%}",
+                ", ".join(uplink["targets"]),
+            ]
+        )
+    print("\n".join(table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
+    last = status["last_reconcile"]
+    when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"
+    print(
+        f"last reconcile: {when} ({status['last_result']}); {status['reconciles']} in all,"
+        f" {status['errors']} failed"
+    )
+    return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
+
+
+def _watch_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics, e.g. 127.0.0.1:9477 (off by default)",
+    )
+
+
+COMMANDS = (
+    Command(
+        "watch",
+        cmd_watch,
+        "daemon: keep it right as the host changes; health checks, failover, balancing",
+        "Subscribe to netlink link, address, route and rule events and re-apply the plan "
+        "(only multihome's objects) within milliseconds of a change; probe each uplink's "
+        "gateway (or [uplinks.X] probe targets) from its own address; with [multihome] "
+        "balance = true, spread new outgoing connections over the healthy uplinks by weight. "
+        "One log line per action; SIGTERM stops it; systemd Type=notify with watchdog.",
+        _watch_arguments,
+    ),
+    Command(
+        "status",
+        cmd_status,
+        "what multihome watch sees: uplink health, last reconcile",
+        "Each uplink's state (up/down, since when, last probe RTT, loss) and the last "
+        "reconcile of the multihome watch running in this namespace. Exit 0: running; "
+        "3: not running (as systemctl status).",
+    ),
+)

@@ -1,0 +1,84 @@
+"""How the commands print: JSON for automation, aligned tables and change lines for people."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from multihome.model import Change, Desired, Route, Rule
+
+EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready form of model objects."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, enum.IntEnum):
+        return int(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(
+        value,
+        ipaddress.IPv4Address
+        | ipaddress.IPv6Address
+        | ipaddress.IPv4Network
+        | ipaddress.IPv6Network
+        | ipaddress.IPv4Interface
+        | ipaddress.IPv6Interface,
+    ):
+        return str(value)
+    return value
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(plain(data), indent=2))
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    from multihome.render import ip as render_ip
+
+    obj = change.obj
+    kind = "sysctl" if not isinstance(obj, Rule | Route) else type(obj).__name__.lower()
+    return {
+        "action": change.action.value,
+        "kind": kind,
+        "object": plain(obj),
+        "previous": change.previous,
+        "command": render_ip.command(change),
+    }
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def uplink_rows(desired: Desired) -> list[list[str]]:
+    rows = [["UPLINK", "TABLE", "ADDRESSES", "IPv4 GATEWAY", "IPv6 GATEWAY"]]
+    for u in desired.uplinks:
+        rows.append(
+            [
+                u.name,
+                str(u.table),
+                ", ".join(str(a.ip) for a in u.addresses),
+                f"{u.gateway4} ({u.source4.value})" if u.gateway4 else "-",
+                f"{u.gateway6} ({u.source6.value})" if u.gateway6 else "-",
+            ]
+        )
+    return rows
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

@@ -1,0 +1,334 @@
+"""Commands that read and change the routing: show, plan, apply, remove, confirm, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from multihome import PROTOCOL
+from multihome.cli import Command
+from multihome.cli.output import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PENDING,
+    change_json,
+    count,
+    plain,
+    print_json,
+    table,
+    uplink_rows,
+)
+from multihome.errors import MultihomeError
+
+if TYPE_CHECKING:
+    from multihome import operations
+    from multihome.model import Desired, HostState
+
+DEFAULT_CONFIRM = 30.0
+
+
+def _show_text(host: HostState, desired: Desired) -> list[str]:
+    from multihome.model import TABLE_MAIN
+    from multihome.plan import is_candidate
+
+    own = desired.ownership
+    lines = [f"network namespace {host.netns_id}", "", "Interfaces"]
+    rows = [["NAME", "STATE", "ROLE", "ADDRESSES"]]
+    for i in host.interfaces:
+        role = (
+            "loopback"
+            if i.loopback
+            else f"port of ifindex {i.master}"
+            if i.master
+            else "candidate"
+            if is_candidate(i)
+            else "-"
+        )
+        addresses = ", ".join(str(a.ip) for a in host.addresses_of(i.name)) or "-"
+        rows.append([i.name, "up" if i.up else "down", role, addresses])
+    lines += table(rows)
+    lines += ["", "Default routes in main"]
+    defaults = [r for r in host.routes if r.table == TABLE_MAIN and r.is_default]
+    lines += [f"  -{r.family.version} {r.ip_args()}" for r in defaults] or ["  (none)"]
+    lines += ["", "Uplinks (planned)"]
+    lines += table(uplink_rows(desired)) if desired.uplinks else ["  (none)"]
+    lines += ["", "Policy rules (* = multihome's)"]
+    for r in sorted(host.rules, key=lambda r: (r.family, r.priority)):
+        mark = "*" if own.owns_rule(r) else " "
+        lines.append(f" {mark}-{r.family.version} {r.ip_args()}")
+    _, owned_routes = own.owned(host)
+    tables = sorted({r.table for r in owned_routes})
+    lines += ["", f"Tables owned by multihome (protocol {own.protocol})"]
+    if not tables:
+        lines.append("  (none)")
+    for number in tables:
+        lines.append(f"  table {number}")
+        lines += [
+            f"    -{r.family.version} {r.ip_args()}" for r in owned_routes if r.table == number
+        ]
+    if desired.notes:
+        lines += ["", "Notes"] + [f"  {n}" for n in desired.notes]
+    return lines
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from multihome import operations
+    from multihome.model import TABLE_MAIN
+
+    outcome = operations.preview(args.config)
+    host, desired = outcome.host, outcome.desired
+    own = desired.ownership
+    if args.json:
+        print_json(
+            {
+                "netns_id": host.netns_id,
+                "interfaces": [
+                    {**plain(i), "addresses": [str(a.ip) for a in host.addresses_of(i.name)]}
+                    for i in host.interfaces
+                ],
+                "default_routes": [
+                    r for r in host.routes if r.table == TABLE_MAIN and r.is_default
+                ],
+                "uplinks": desired.uplinks,
+                "rules": [{**plain(r), "owned": own.owns_rule(r)} for r in host.rules],
+                "owned_routes": own.owned(host)[1],
+                "notes": desired.notes,
+            }
+        )
+    else:
+        print("\n".join(_show_text(host, desired)))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from multihome import operations
+    from multihome.render import ip as render_ip
+
+    outcome = operations.preview(args.config)
+    changes = list(outcome.changes)
+    if args.json:
+        print_json(
+            {
+                "uplinks": outcome.desired.uplinks,
+                "changes": [change_json(c) for c in changes],
+                "notes": outcome.desired.notes,
+            }
+        )
+    elif args.format == "ip":
+        print("\n".join(render_ip.commands(changes)) if changes else "# no changes")
+    else:
+        if outcome.desired.uplinks:
+            print("\n".join(table(uplink_rows(outcome.desired), indent="")))
+            print()
+        for note in outcome.desired.notes:
+            print(f"note: {note}")
+        if changes:
+            print(f"{len(changes)} changes pending:")
+            print("\n".join(f"  {c.describe()}" for c in changes))
+        else:
+            print("no changes: the kernel already matches the plan")
+    return EXIT_PENDING if args.check and changes else EXIT_OK
+
+
+def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
+    changes = list(outcome.changes)
+    if args.json:
+        print_json(
+            {
+                "changed": bool(changes),
+                "changes": [change_json(c) for c in changes],
+                "uplinks": outcome.desired.uplinks,
+                "notes": outcome.desired.notes,
+                "warnings": outcome.warnings,
+            }
+        )
+        return EXIT_OK
+    for note in outcome.desired.notes:
+        print(f"note: {note}")
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
+    if not changes:
+        print(f"{verb}: nothing to do, the kernel already matches")
+        return EXIT_OK
+    for change in changes:
+        print(f"  {change.describe()}")
+    print(f"{verb}: {count(len(changes), 'change')} made")
+    return EXIT_OK
+
+
+def _ask_to_keep(seconds: float) -> None:
+    """On a terminal, ask; a 'yes' confirms, anything else leaves the revert to the guardian."""
+    import select
+
+    from multihome import operations
+
+    deadline = time.monotonic() + seconds
+    sys.stdout.write(f"Keep the new routing? Type 'yes' within {seconds:.0f} s: ")
+    sys.stdout.flush()
+    ready, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+    answer = sys.stdin.readline().strip().lower() if ready else ""
+    if answer in ("y", "yes"):
+        print(_confirmation_text(operations.confirm_pending()))
+    else:
+        print("\nnot confirmed: the change is reverted at the deadline")
+
+
+def _confirmation_text(outcome: str) -> str:
+    return {
+        "kept": "confirmed: the change is kept",
+        "reverted": "too late: the change was already reverted",
+        "nothing pending": "nothing awaits confirmation",
+    }.get(outcome, f"the guardian reported: {outcome}")
+
+
+def _converge(args: argparse.Namespace, verb: str) -> int:
+    from multihome import operations
+
+    if args.confirm is not None and not 1 <= args.confirm <= 86400:
+        raise MultihomeError(f"--confirm takes 1-86400 seconds, not {args.confirm:g}")
+    handler = operations.apply if verb == "apply" else operations.remove
+    outcome = handler(args.config, args.confirm)
+    code = _report(outcome, args, verb)
+    if args.confirm is not None and outcome.changes:
+        note = (
+            f"run `multihome{' --netns ' + args.netns if args.netns else ''} confirm` within"
+            f" {args.confirm:g} s, or the change is reverted"
+        )
+        print(note, file=sys.stderr if args.json else sys.stdout)
+        if sys.stdin.isatty() and not args.json:
+            _ask_to_keep(args.confirm)
+    return code
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return _converge(args, "apply")
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    return _converge(args, "remove")
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from multihome import operations
+
+    outcome = operations.confirm_pending()
+    if args.json:
+        print_json({"outcome": outcome})
+    else:
+        print(_confirmation_text(outcome))
+    return EXIT_ERROR if outcome not in ("kept", "nothing pending") else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from multihome import operations
+
+    report = operations.diagnose(args.config)
+    if args.json:
+        print_json(
+            {
+                "errors": report.errors,
+                "findings": [plain(f) for f in report.findings],
+                "notes": report.notes,
+            }
+        )
+        return EXIT_PENDING if report.errors else EXIT_OK
+    for note in report.notes:
+        print(note)
+    if not report.findings and not report.notes:
+        print("no problems found: every address replies through its own interface")
+    for finding in report.findings:
+        print(f"{finding.severity.value.upper():8}{finding.check}: {finding.summary}")
+        for line in finding.evidence:
+            print(f"{'':8}evidence: {line}")
+        if finding.consequence:
+            print(f"{'':8}consequence: {finding.consequence}")
+        if finding.fix:
+            print(f"{'':8}fix: {finding.fix}")
+        print()
+    if report.findings:
+        warnings = len(report.findings) - report.errors
+        print(f"{count(report.errors, 'error')}, {count(warnings, 'warning')}")
+    return EXIT_PENDING if report.errors else EXIT_OK
+
+
+def _plan_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--format",
+        choices=("diff", "ip"),
+        default="diff",
+        help="diff (default) or ip: the equivalent ip/sysctl commands",
+    )
+    cmd.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when changes are pending, 0 when none",
+    )
+
+
+def _confirm_argument(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--confirm",
+        type=float,
+        nargs="?",
+        const=DEFAULT_CONFIRM,
+        metavar="SECONDS",
+        help="revert the change unless `multihome confirm` follows within SECONDS "
+        f"(default {DEFAULT_CONFIRM:g}); on a terminal, ask",
+    )
+
+
+COMMANDS = (
+    Command(
+        "show",
+        cmd_show,
+        "interfaces, addresses, gateways, rules and owned tables",
+        "Show the interfaces and their addresses, the default routes in main, the uplinks "
+        "multihome detects (or reads from the config), every policy rule (multihome's "
+        "marked *) and the tables multihome owns. Reads only.",
+    ),
+    Command(
+        "plan",
+        cmd_plan,
+        "the changes `apply` would make",
+        "Print the changes `apply` would make, as a diff (+ add, - delete, ~ sysctl), or "
+        "with --format ip as the equivalent ip/sysctl commands. Reads only.",
+        _plan_arguments,
+    ),
+    Command(
+        "apply",
+        cmd_apply,
+        "make the kernel match the plan (idempotent, all or nothing)",
+        "Create the per-uplink tables and source rules and set the ARP sysctls. Touches only "
+        f"objects with multihome's protocol number ({PROTOCOL}); if the kernel refuses any "
+        "change, every change already made is undone. A second run changes nothing.",
+        _confirm_argument,
+    ),
+    Command(
+        "remove",
+        cmd_remove,
+        "remove everything multihome created, restore sysctls",
+        "Delete every rule and route multihome owns in this namespace and put back the "
+        "sysctl values it replaced. Foreign rules and routes are never touched.",
+        _confirm_argument,
+    ),
+    Command(
+        "confirm",
+        cmd_confirm,
+        "keep a change made with --confirm",
+        "Keep the change that `apply --confirm` or `remove --confirm` made in this namespace; "
+        "without it the change is reverted when the time is up.",
+    ),
+    Command(
+        "doctor",
+        cmd_doctor,
+        "find asymmetric routing, with evidence and the fix",
+        "Check the live state (read only): for every address, the kernel's own route lookup "
+        "of a reply to an off-link client and to an on-link neighbour; strict reverse-path "
+        "filtering that drops traffic; ARP flux between NICs on one subnet; rules pointing "
+        "to empty tables; tables without their on-link route; several default routes and "
+        "no source rules; drift from multihome's plan. Exit 0: no errors; 1: errors found; "
+        "2: could not run.",
+    ),
+)
