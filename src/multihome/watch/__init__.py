@@ -1,0 +1,233 @@
+"""`multihome watch`: keep the plan applied while the host changes, health-check the uplinks'
+gateways, and balance outgoing connections over the healthy ones.
+
+One loop, one thread: rtnetlink multicast events (links, addresses, routes, rules) are
+debounced and answered with a reconcile -- read, plan, diff, apply, through the same code
+path as `multihome apply`, touching only multihome's objects. ICMP echo probes (probes.py)
+leave each uplink from its own address and device to its gateway or the configured targets;
+the health state machine (health.py) turns their results into up/down, and a change re-plans
+the balancing route at once. When what happens is decided by scheduler.py; the status file,
+metrics and systemd notification live in modules of their own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict
+from types import FrameType
+
+from multihome import config as config_file
+from multihome import discover, namespace, operations
+from multihome.errors import MultihomeError
+from multihome.health import Link, UplinkHealth, observe
+from multihome.watch import metrics
+from multihome.watch.notify import Notify
+from multihome.watch.probes import Probe
+from multihome.watch.scheduler import Action, Scheduler
+from multihome.watch.status import Status, read_status, write_status
+
+__all__ = ["Watcher", "read_status", "watch"]
+
+# rtnetlink multicast groups (<linux/rtnetlink.h>: RTNLGRP_*)
+GROUPS = (1, 5, 7, 8, 9, 11, 19)  # link, ipv4 ifaddr/route/rule, ipv6 ifaddr/route/rule
+
+
+def _log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    print(f"{stamp} multihome watch: {message}", flush=True)
+
+
+def _changes(number: int) -> str:
+    return f"{number} change" + ("" if number == 1 else "s")
+
+
+class Watcher:
+    def __init__(self, config_path: str | None, metrics_address: str | None = None) -> None:
+        self.config_path = config_path
+        self.health_config = config_file.load(config_path).health
+        self.netns_id = namespace.identity()
+        self.health: dict[str, UplinkHealth] = {}
+        self.probes: dict[str, Probe] = {}
+        self.status = Status()
+        self.lock = threading.Lock()
+        self.running = True
+        self.notify = Notify()
+        self.metrics_address = metrics_address
+        self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
+        self.events.setblocking(False)
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        self.running = False
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    def down(self) -> frozenset[str]:
+        return frozenset(n for n, h in self.health.items() if h.state is Link.DOWN)
+
+    def reconcile(self, reason: str) -> None:
+        start = time.monotonic()
+        try:
+            outcome = operations.reconcile(self.config_path, self.down())
+        except MultihomeError as error:
+            self.status.errors += 1
+            self.status.last_result = f"error: {error.message}"
+            _log(f"reconcile ({reason}) failed: {error.message}")
+        else:
+            changes = outcome.changes
+            self.status.last_result = _changes(len(changes))
+            if changes:
+                elapsed = (time.monotonic() - start) * 1000
+                _log(
+                    f"reconcile ({reason}): {_changes(len(changes))} in {elapsed:.0f} ms: "
+                    + "; ".join(c.describe() for c in changes[:6])
+                    + (" ..." if len(changes) > 6 else "")
+                )
+            self._update_probes(outcome)
+        self.status.reconciles += 1
+        self.status.last_reconcile = time.time()
+        self._write_status()
+
+    def _update_probes(self, outcome: operations.Outcome) -> None:
+        targets: dict[str, tuple[ipaddress.IPv4Address, tuple[ipaddress.IPv4Address, ...]]] = {}
+        configured = {u.name: u.probe for u in outcome.config.uplinks}
+        for uplink in outcome.desired.uplinks:
+            sources = [a.ip.ip for a in uplink.addresses if a.ip.version == 4]
+            probe_to = configured.get(uplink.name) or (
+                (uplink.gateway4,) if uplink.gateway4 is not None else ()
+            )
+            if sources and probe_to:
+                targets[uplink.name] = (sources[0], tuple(probe_to))  # type: ignore[arg-type]
+        for name in list(self.probes):
+            probe = self.probes[name]
+            if targets.get(name) != (probe.source, probe.targets):
+                probe.close()
+                del self.probes[name]
+        for index, (name, (source, to)) in enumerate(sorted(targets.items())):
+            if name not in self.probes:
+                ident = (os.getpid() * 31 + index) & 0xFFFF
+                try:
+                    self.probes[name] = Probe.open(name, source, to, ident)
+                except OSError as error:
+                    _log(f"{name}: cannot probe from {source}: {error.strerror}")
+                    continue
+                self.health.setdefault(name, UplinkHealth(since=time.time()))
+        for name in list(self.health):
+            if name not in targets:
+                del self.health[name]
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        with self.lock:
+            self.status.uplinks = {
+                name: {
+                    "state": h.state.value,
+                    "since": h.since,
+                    "last_rtt_ms": round(h.last_rtt * 1000, 3) if h.last_rtt is not None else None,
+                    "probes_sent": h.sent,
+                    "probes_lost": h.lost,
+                    "loss": round(h.lost / h.sent, 4) if h.sent else 0.0,
+                    "targets": [str(t) for t in self.probes[name].targets]
+                    if name in self.probes
+                    else [],
+                }
+                for name, h in sorted(self.health.items())
+            }
+            data = asdict(self.status)
+        write_status(self.netns_id, data)
+
+    def metrics_text(self) -> str:
+        with self.lock:
+            status = asdict(self.status)
+        return metrics.metrics_text(status, discover.read_counters())
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _drain_events(self) -> bool:
+        got = False
+        while True:
+            try:
+                if not self.events.recv(1 << 16):
+                    return got
+                got = True
+            except BlockingIOError:
+                return got
+            except OSError:  # ENOBUFS: events were lost; a reconcile catches up
+                return True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if self.metrics_address:
+            _log(f"metrics on {metrics.serve(self.metrics_address, self.metrics_text)}")
+        self.reconcile("start")
+        self.notify.send("READY=1")
+        _log(
+            f"watching (pid {os.getpid()}); uplinks probed: "
+            + (", ".join(sorted(self.probes)) or "none")
+        )
+        cfg = self.health_config
+        timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.timeout)
+        while self.running:
+            sockets = [self.events, *(p.sock for p in self.probes.values())]
+            try:
+                ready, _, _ = select.select(sockets, [], [], timers.wait(time.monotonic()))
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            self.notify.tick(now)
+            if self.events in ready and self._drain_events():
+                timers.event(now)
+            for probe in self.probes.values():
+                if probe.sock in ready:
+                    probe.receive(now)
+            for action in timers.due(now, probing=bool(self.probes)):
+                if action is Action.EVALUATE_ROUND:
+                    if self._evaluate_round(now):
+                        self.reconcile("health")
+                        timers.reconciled()
+                elif action is Action.SEND_ROUND:
+                    for probe in self.probes.values():
+                        probe.send(now)
+                elif action is Action.RECONCILE_EVENTS:
+                    self.reconcile("event")
+                else:
+                    self.reconcile("periodic")
+        for probe in self.probes.values():
+            probe.close()
+        self.events.close()
+        _log("stopped")
+
+    def _evaluate_round(self, now: float) -> bool:
+        changed = False
+        for name, probe in self.probes.items():
+            before = self.health.get(name, UplinkHealth(since=time.time()))
+            after = observe(
+                before, probe.answered is not None, probe.answered, time.time(), self.health_config
+            )
+            self.health[name] = after
+            if after.state is not before.state:
+                changed = True
+                _log(
+                    f"{name}: {before.state.value} -> {after.state.value} "
+                    f"(probes to {', '.join(map(str, probe.targets))})"
+                )
+        if changed or int(now) % 2 == 0:
+            self._write_status()
+        return changed
+
+
+def watch(config_path: str | None, metrics_address: str | None) -> None:
+    if os.geteuid() != 0:
+        raise MultihomeError("multihome watch needs root (netlink changes, raw ICMP probes)")
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    Watcher(config_path, metrics_address).run()

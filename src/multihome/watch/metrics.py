@@ -1,0 +1,72 @@
+"""Prometheus metrics of the daemon: the text exposition format, and a small HTTP endpoint."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from multihome.errors import MultihomeError
+from multihome.model import Counters
+
+
+def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
+    """The status (as `Status` holds it) and the interface counters, in Prometheus' words."""
+    lines = [
+        "# TYPE multihome_uplink_up gauge",
+        *(
+            f'multihome_uplink_up{{uplink="{n}"}} {int(u["state"] == "up")}'
+            for n, u in status["uplinks"].items()
+        ),
+        "# TYPE multihome_probe_rtt_seconds gauge",
+        *(
+            f'multihome_probe_rtt_seconds{{uplink="{n}"}} {u["last_rtt_ms"] / 1000}'
+            for n, u in status["uplinks"].items()
+            if u["last_rtt_ms"] is not None
+        ),
+        "# TYPE multihome_probes_lost_total counter",
+        *(
+            f'multihome_probes_lost_total{{uplink="{n}"}} {u["probes_lost"]}'
+            for n, u in status["uplinks"].items()
+        ),
+        "# TYPE multihome_reconciles_total counter",
+        f"multihome_reconciles_total {status['reconciles']}",
+        "# TYPE multihome_reconcile_errors_total counter",
+        f"multihome_reconcile_errors_total {status['errors']}",
+    ]
+    for kind in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes"):
+        lines.append(f"# TYPE multihome_interface_{kind}_total counter")
+        lines += [
+            f'multihome_interface_{kind}_total{{interface="{n}"}} {getattr(c, kind)}'
+            for n, c in sorted(counters.items())
+            if n != "lo"
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def serve(address: str, text: Callable[[], str]) -> str:
+    """Serve GET /metrics on ADDR:PORT from a daemon thread; returns the URL."""
+    host, _, port = address.rpartition(":")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None  # one line per action in the log, not per scrape
+
+    try:
+        server = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    except (OSError, ValueError) as error:
+        raise MultihomeError(f"cannot serve metrics on {address}: {error}") from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://{host or '127.0.0.1'}:{port}/metrics"
