@@ -2,4 +2,5 @@
 
 __version__ = "0.1.0"
 
+CONFIG_PATH = "/etc/multihome/multihome.toml"  # the default config file
 PROTOCOL = 77  # rtnetlink protocol number of every rule and route multihome creates

@@ -7,19 +7,21 @@ its subnet, is the table free) happen in the planner, with the same locations.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import ipaddress
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
+from multihome import CONFIG_PATH
 from multihome.errors import ConfigError
 from multihome.model import RESERVED_TABLES, IPAddress, Ownership
 
-DEFAULT_PATH = "/etc/multihome/multihome.toml"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_PATH = CONFIG_PATH
 MAX_TABLE = 2**32 - 1
 MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
 IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
@@ -121,6 +123,8 @@ def line_of(lines: dict[str, int], key: str) -> int | None:
 
 
 def _unknown(key: str, known: set[str], where: str) -> str:
+    import difflib  # only for a mistake in the config
+
     close = difflib.get_close_matches(key, sorted(known), n=1)
     suggestion = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown key '{key}' in [{where}]{suggestion}; known: {', '.join(sorted(known))}"
@@ -186,6 +190,8 @@ class _Reader:
 
 def parse(text: str, path: str = "(string)") -> Config:
     """Parse and validate config text; raises ConfigError naming file, line and key."""
+    import tomllib  # only where a config file exists
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

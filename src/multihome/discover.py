@@ -18,7 +18,8 @@ from multihome.model import (
     IPAddress,
     Lookup,
     Route,
-    interface_from,
+    interface_of,
+    interface_order,
 )
 from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
 
@@ -82,14 +83,16 @@ def read_state() -> HostState:
         with RtnlSocket() as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
             names = {i.index: i.name for i in interfaces}
-            addresses = sorted(
-                (
-                    Address(names[a.index], interface_from(a.address, a.prefixlen))
-                    for a in rtnl.addresses()
-                    if _usable(a) and a.index in names
-                ),
-                key=lambda a: (a.ifname, a.ip.version, a.ip),
+            # sorted by interface, family and address, as comparing the objects would
+            found = sorted(
+                (names[a.index], interface_order(a.version, a.value, a.prefixlen), i, a)
+                for i, a in enumerate(rtnl.addresses())
+                if _usable(a) and a.index in names
             )
+            addresses = [
+                Address(name, interface_of(a.version, a.value, a.prefixlen))
+                for name, _, _, a in found
+            ]
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:

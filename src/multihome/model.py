@@ -64,9 +64,23 @@ def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
     """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
-    if address.version == 4:
-        return ipaddress.IPv4Interface((int(address), prefixlen))
-    return ipaddress.IPv6Interface((int(address), prefixlen))
+    return interface_of(address.version, int(address), prefixlen)
+
+
+def interface_of(version: int, value: int, prefixlen: int) -> IPInterface:
+    """The interface address of an integer (as netlink's codec reads it) and a prefix length."""
+    if version == 4:
+        return ipaddress.IPv4Interface((value, prefixlen))
+    return ipaddress.IPv6Interface((value, prefixlen))
+
+
+def interface_order(version: int, value: int, prefixlen: int) -> tuple[int, int, int, int]:
+    """A sort key that orders interface addresses as comparing the IPv4Interface or
+    IPv6Interface objects does (by network, then netmask, then address) but compares plain
+    integers: sorting 1,000 addresses by their objects costs more than reading them."""
+    bits = 32 if version == 4 else 128
+    mask = ((1 << prefixlen) - 1) << (bits - prefixlen)
+    return version, value & mask, prefixlen, value
 
 
 class Family(enum.IntEnum):
@@ -74,6 +88,10 @@ class Family(enum.IntEnum):
 
     INET = 2
     INET6 = 10
+
+    # Enum's own hash hashes the member's name in Python code; rules and routes hash their
+    # family on every run. Equal to the int it equals, as a hash should be.
+    __hash__ = int.__hash__
 
     @property
     def version(self) -> int:
@@ -87,6 +105,18 @@ class Family(enum.IntEnum):
     @classmethod
     def of(cls, value: IPAddress | IPNetwork | IPInterface) -> Family:
         return cls.INET if value.version == 4 else cls.INET6
+
+
+FAMILIES = {2: Family.INET, 10: Family.INET6}  # netlink's family number -> Family, fast
+
+
+class _CachedHash:
+    """A slot for the hash of a frozen object, computed once when it is made: every rule and
+    route goes through at least two sets (diff, the no-op check), and hashing one means
+    hashing every field (an address's hash is computed in Python each time)."""
+
+    __slots__ = ("_hash",)
+    _hash: int
 
 
 @dataclass(frozen=True, order=True)
@@ -141,7 +171,7 @@ class NextHop:
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class Route(_CachedHash):
     """A route in one table; the fields are the ones `ip route` shows."""
 
     family: Family
@@ -155,6 +185,33 @@ class Route:
     metric: int = 0
     type: int = RTN_UNICAST
     nexthops: tuple[NextHop, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", self._fields_hash())
+
+    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
+        return hash(
+            (
+                self.family,
+                self.table,
+                self.dst,
+                self.dev,
+                self.gateway,
+                self.prefsrc,
+                self.scope,
+                self.protocol,
+                self.metric,
+                self.type,
+                self.nexthops,
+            )
+        )
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # a copy made without __init__ (pickle, copy)
+            object.__setattr__(self, "_hash", self._fields_hash())
+            return self._hash
 
     @property
     def is_default(self) -> bool:
@@ -195,7 +252,7 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(_CachedHash):
     """A policy routing rule that looks up a table (`ip rule`).
 
     Only rules of the form multihome writes are modelled in full; `other_selectors` marks a
@@ -210,6 +267,29 @@ class Rule:
     suppress_prefixlen: int | None = None
     protocol: int = 0
     other_selectors: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", self._fields_hash())
+
+    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
+        return hash(
+            (
+                self.family,
+                self.priority,
+                self.table,
+                self.src,
+                self.suppress_prefixlen,
+                self.protocol,
+                self.other_selectors,
+            )
+        )
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # a copy made without __init__ (pickle, copy)
+            object.__setattr__(self, "_hash", self._fields_hash())
+            return self._hash
 
     def ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
@@ -257,7 +337,7 @@ class Ownership:
         return (
             rule.protocol == self.protocol
             and not rule.other_selectors
-            and rule.priority in self.priorities
+            and self.priority <= rule.priority <= self.priority + 3  # in self.priorities
         )
 
     def owns_route(self, route: Route) -> bool:
@@ -286,11 +366,20 @@ class HostState:
         return next((i for i in self.interfaces if i.name == name), None)
 
     def addresses_of(self, ifname: str, family: Family | None = None) -> tuple[Address, ...]:
-        return tuple(
-            a
-            for a in self.addresses
-            if a.ifname == ifname and (family is None or a.family == family)
-        )
+        # An index by interface, built on the first call: the planner asks for every uplink's
+        # addresses several times, and scanning every address each time grows with
+        # uplinks x addresses. (Not a field: equality, repr and replace() ignore it.)
+        index: dict[str, tuple[Address, ...]] | None = self.__dict__.get("_by_interface")
+        if index is None:
+            lists: dict[str, list[Address]] = {}
+            for address in self.addresses:
+                lists.setdefault(address.ifname, []).append(address)
+            index = {name: tuple(found) for name, found in lists.items()}
+            object.__setattr__(self, "_by_interface", index)
+        found = index.get(ifname, ())
+        if family is None:
+            return found
+        return tuple(a for a in found if a.family == family)
 
     def tables_with_routes(self) -> set[int]:
         return {r.table for r in self.routes}

@@ -14,15 +14,18 @@ and only kernel.py sends changes.
 
 from __future__ import annotations
 
+# _socket, not socket: socket.py turns thousands of constants into enums at import, which
+# costs every run of every command more than reading 1,000 rules; this module needs only
+# the plain socket object and a few constants.
+import _socket
 import errno
 import ipaddress
 import os
-import socket
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from multihome.model import (
+    FAMILIES,
     Family,
     IPAddress,
     IPNetwork,
@@ -105,8 +108,8 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
     key = (raw, prefixlen)
     network = _network_cache.get(key)
     if network is None:
-        network = network_from(raw, prefixlen)
-        if prefixlen < len(raw) * 8:  # host routes and source rules are unique: no cache
+        network = network_from(raw, prefixlen)  # host networks: model's own cache
+        if prefixlen < len(raw) * 8 and len(_network_cache) < 4096:
             _network_cache[key] = network
     return network
 
@@ -194,7 +197,7 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
     family, dst_len, src_len, _tos, table, _r1, _r2, action, flags = _RTMSG.unpack_from(
         data, offset
     )
-    if family not in (Family.INET, Family.INET6):
+    if family not in FAMILIES:
         return None
     priority = 0
     src = None
@@ -223,14 +226,14 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
         elif kind & 0x3FFF in FRA_OTHER_SELECTORS:
             other = True
         position += (length + 3) & ~3
-    return Rule(Family(family), priority, table, src, suppress, protocol, other)
+    return Rule(FAMILIES[family], priority, table, src, suppress, protocol, other)
 
 
 def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str]) -> Route | None:
     family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = _RTMSG.unpack_from(
         data, offset
     )
-    if family not in (Family.INET, Family.INET6) or table == RT_TABLE_LOCAL:
+    if family not in FAMILIES or table == RT_TABLE_LOCAL:
         return None
     dst_raw = b""
     dev = None
@@ -257,7 +260,7 @@ def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str])
     if not dst_raw:
         dst_raw = bytes(4 if family == Family.INET else 16)
     return Route(
-        Family(family),
+        FAMILIES[family],
         table,
         _network(dst_raw, dst_len),
         dev,
@@ -287,24 +290,56 @@ def _decode_nexthops(data: memoryview, names: dict[int, str]) -> list[NextHop]:
     return hops
 
 
-@dataclass(frozen=True)
+# LinkInfo and AddressInfo are plain classes: they live only between the decoder and
+# discover.py, and a dataclass costs every run more to create than it saves to write.
+
+
 class LinkInfo:
-    index: int
-    name: str
-    flags: int
-    master: int | None
-    kind: str
-    stats: tuple[int, int, int, int] = (0, 0, 0, 0)  # rx/tx packets, rx/tx bytes
+    """A link as RTM_NEWLINK describes it (the fields multihome reads)."""
+
+    __slots__ = ("flags", "index", "kind", "master", "name", "stats")
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        flags: int,
+        master: int | None,
+        kind: str,
+        stats: tuple[int, int, int, int] = (0, 0, 0, 0),  # rx/tx packets, rx/tx bytes
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.flags = flags
+        self.master = master
+        self.kind = kind
+        self.stats = stats
 
 
-@dataclass(frozen=True)
 class AddressInfo:
-    index: int
-    family: int
-    address: IPAddress
-    prefixlen: int
-    scope: int
-    flags: int
+    """An address as RTM_NEWADDR describes it; `value` is the address as an integer."""
+
+    __slots__ = ("family", "flags", "index", "prefixlen", "scope", "value")
+
+    def __init__(
+        self, index: int, family: int, value: int, prefixlen: int, scope: int, flags: int
+    ) -> None:
+        self.index = index
+        self.family = family
+        self.value = value
+        self.prefixlen = prefixlen
+        self.scope = scope
+        self.flags = flags
+
+    @property
+    def version(self) -> int:
+        return 4 if self.family == Family.INET else 6
+
+    @property
+    def address(self) -> IPAddress:
+        if self.family == Family.INET:
+            return ipaddress.IPv4Address(self.value)
+        return ipaddress.IPv6Address(self.value)
 
 
 def _string(value: memoryview) -> str:
@@ -331,7 +366,7 @@ def decode_link(data: memoryview, offset: int, end: int) -> LinkInfo:
 
 def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | None:
     family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(data, offset)
-    if family not in (Family.INET, Family.INET6):
+    if family not in FAMILIES:
         return None
     address = local = None
     for attr, value in _attrs(data, offset + _IFADDRMSG.size, end):
@@ -344,15 +379,28 @@ def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | Non
     chosen = local if local is not None else address  # IFA_LOCAL is ours on point-to-point
     if chosen is None:
         return None
-    return AddressInfo(index, family, _address(chosen), prefixlen, scope, flags)
+    return AddressInfo(index, family, int.from_bytes(chosen, "big"), prefixlen, scope, flags)
 
 
-@dataclass(frozen=True)
 class Refusal:
     """The kernel's answer to one request that failed."""
 
-    errno: int
-    message: str  # the kernel's extended ack text, when it gave one
+    __slots__ = ("errno", "message")
+
+    def __init__(self, errno: int, message: str) -> None:
+        self.errno = errno
+        self.message = message  # the kernel's extended ack text, when it gave one
+
+    def __repr__(self) -> str:
+        return f"Refusal(errno={self.errno!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Refusal):
+            return NotImplemented
+        return (self.errno, self.message) == (other.errno, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.errno, self.message))
 
     def __str__(self) -> str:
         text = os.strerror(self.errno)
@@ -363,10 +411,10 @@ class RtnlSocket:
     """A NETLINK_ROUTE socket for dumps and batched requests with per-request acks."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
         self.sock.bind((0, 0))
-        for option, value in ((socket.SO_SNDBUF, SEND_BUFFER), (socket.SO_RCVBUF, 4 << 20)):
-            self.sock.setsockopt(socket.SOL_SOCKET, option, value)
+        for option, value in ((_socket.SO_SNDBUF, SEND_BUFFER), (_socket.SO_RCVBUF, 4 << 20)):
+            self.sock.setsockopt(_socket.SOL_SOCKET, option, value)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             self.sock.setsockopt(SOL_NETLINK, option, 1)
         self.seq = 1

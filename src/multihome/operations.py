@@ -6,16 +6,20 @@ cli.py parses arguments and prints; the lab and tests call these the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from multihome import config as config_file
-from multihome import confirm, discover, kernel, namespace, state
+from multihome import discover, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.errors import MultihomeError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
-from multihome.render import Options, Rendered, registry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:  # show and plan import this module; only apply and export need these
+    from typing import Any
+
+    from multihome.render import Rendered
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ def _converge(
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
 ) -> Outcome:
+    from multihome import confirm, kernel
+
     cfg = config_file.load(config_path)
     netns_id = namespace.identity()
     snapshot = None
@@ -150,6 +156,8 @@ def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
 
 def confirm_pending() -> str:
     """`multihome confirm`: keep the change awaiting confirmation in this namespace."""
+    from multihome import confirm
+
     return confirm.confirm(namespace.identity())
 
 
@@ -166,6 +174,8 @@ def export(
     config_path: str | None, format_name: str, overrides: dict[str, str], executable: str
 ) -> Rendered:
     """`multihome export`: the plan rendered for one network stack."""
+    from multihome.render import Options, registry
+
     renderer, _ = registry()[format_name]
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
@@ -175,6 +185,7 @@ def export(
 def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
     """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
     from multihome import install as installer
+    from multihome.render import Options
 
     outcome = preview(config_path)
     if not outcome.desired.uplinks:

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,6 +82,8 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
+    import tempfile  # only a command that changed something writes the file
+
     fd, temp = tempfile.mkstemp(dir=STATE_DIR, prefix=".state-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:

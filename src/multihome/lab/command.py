@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from multihome.cli import Command
 from multihome.cli.output import EXIT_OK, print_json
 from multihome.errors import MultihomeError
 from multihome.lab import MAX_NICS, SCENARIO_NAMES
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
     from multihome.lab.run import LabOptions
