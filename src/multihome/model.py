@@ -351,6 +351,22 @@ class Ownership:
         )
 
 
+# The addresses of the last state asked, by interface: the planner asks for every uplink's
+# addresses several times, and scanning all of them each time grows with uplinks x
+# addresses. Keyed by the (immutable) tuple itself, which the entry keeps alive.
+_last_index: tuple[tuple[Address, ...], dict[str, tuple[Address, ...]]] = ((), {})
+
+
+def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, ...]]:
+    global _last_index
+    if _last_index[0] is not addresses:
+        lists: dict[str, list[Address]] = {}
+        for address in addresses:
+            lists.setdefault(address.ifname, []).append(address)
+        _last_index = (addresses, {name: tuple(found) for name, found in lists.items()})
+    return _last_index[1]
+
+
 @dataclass(frozen=True)
 class HostState:
     """Everything multihome reads from one network namespace."""
@@ -366,17 +382,7 @@ class HostState:
         return next((i for i in self.interfaces if i.name == name), None)
 
     def addresses_of(self, ifname: str, family: Family | None = None) -> tuple[Address, ...]:
-        # An index by interface, built on the first call: the planner asks for every uplink's
-        # addresses several times, and scanning every address each time grows with
-        # uplinks x addresses. (Not a field: equality, repr and replace() ignore it.)
-        index: dict[str, tuple[Address, ...]] | None = self.__dict__.get("_by_interface")
-        if index is None:
-            lists: dict[str, list[Address]] = {}
-            for address in self.addresses:
-                lists.setdefault(address.ifname, []).append(address)
-            index = {name: tuple(found) for name, found in lists.items()}
-            object.__setattr__(self, "_by_interface", index)
-        found = index.get(ifname, ())
+        found = _address_index(self.addresses).get(ifname, ())
         if family is None:
             return found
         return tuple(a for a in found if a.family == family)

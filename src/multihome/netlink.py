@@ -62,6 +62,8 @@ RT_TABLE_LOCAL = 255
 SUPPRESS_NONE = 0xFFFFFFFF
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_FLAGS = struct.Struct("=H")  # nlmsghdr's flags, at offset 6
+_FLAGS_SEQ = struct.Struct("=HI")  # its flags and sequence number, at offset 6
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg and fib_rule_hdr share this layout
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
@@ -120,30 +122,54 @@ def _address(raw: bytes | memoryview) -> IPAddress:
     return ipaddress.IPv6Address(bytes(raw))
 
 
+# A rule request in one `struct` call: the layout depends only on the source address's
+# length (none, IPv4, IPv6) and on whether suppress_prefixlength is set. The attributes, in
+# this order: FRA_PRIORITY, FRA_TABLE, [FRA_SRC], [FRA_SUPPRESS_PREFIXLEN], FRA_PROTOCOL.
+_rule_layouts: dict[tuple[int, bool], struct.Struct] = {}
+
+
+def _rule_layout(src_bytes: int, suppress: bool) -> struct.Struct:
+    layout = _rule_layouts.get((src_bytes, suppress))
+    if layout is None:
+        fmt = "=IHHII" + "BBBBBBBBI" + "HHI" + "HHI"
+        if src_bytes:
+            fmt += f"HH{src_bytes}s"
+        if suppress:
+            fmt += "HHI"
+        fmt += "HHB3x"
+        layout = _rule_layouts[src_bytes, suppress] = struct.Struct(fmt)
+    return layout
+
+
 def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
     """RTM_NEWRULE or RTM_DELRULE for a rule of multihome's form."""
-    src_len = rule.src.prefixlen if rule.src is not None else 0
-    body = _RTMSG.pack(
-        rule.family,
-        0,
-        src_len,
-        0,
-        rule.table if rule.table < 256 else RT_TABLE_COMPAT,
-        0,
-        0,
-        FR_ACT_TO_TBL,
-        0,
-    )
-    body += _u32(FRA_PRIORITY, rule.priority) + _u32(FRA_TABLE, rule.table)
-    if rule.src is not None:
-        body += _attr(FRA_SRC, rule.src.network_address.packed)
-    if rule.suppress_prefixlen is not None:
-        body += _u32(FRA_SUPPRESS_PREFIXLEN, rule.suppress_prefixlen)
-    body += _attr(FRA_PROTOCOL, bytes((rule.protocol,)))
     flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == RTM_NEWRULE:
         flags |= NLM_F_CREATE | NLM_F_EXCL
-    return _message(kind, flags, seq, body)
+    src, suppress = rule.src, rule.suppress_prefixlen
+    values: list[int | bytes] = [
+        FR_ACT_TO_TBL,
+        0,
+        8,
+        FRA_PRIORITY,
+        rule.priority,
+        8,
+        FRA_TABLE,
+        rule.table,
+    ]
+    if src is None:
+        src_bytes, src_len = 0, 0
+    else:
+        src_bytes, src_len = (4, src.prefixlen) if src.version == 4 else (16, src.prefixlen)
+        values += [4 + src_bytes, FRA_SRC, src.network_address.packed]
+    if suppress is not None:
+        values += [8, FRA_SUPPRESS_PREFIXLEN, suppress]
+    values += [5, FRA_PROTOCOL, rule.protocol]
+    layout = _rule_layout(src_bytes, suppress is not None)
+    table = rule.table if rule.table < 256 else RT_TABLE_COMPAT
+    return layout.pack(
+        layout.size, kind, flags, seq, 0, rule.family, 0, src_len, 0, table, 0, 0, *values
+    )
 
 
 def _multipath(route: Route, ifindex: Mapping[str, int]) -> bytes:
@@ -518,19 +544,24 @@ class RtnlSocket:
         first_seq = self.seq + 1
         buffer = bytearray(b"".join(batch))
         offset = 0
-        for message in batch:  # number the requests so that acks map back to them
-            struct.pack_into("=I", buffer, offset + 8, self.next_seq())
+        last = len(batch) - 1
+        for index, message in enumerate(batch):
+            # Number the requests so that answers map back to them. Only the last asks for
+            # an ack: the kernel answers every failed request anyway, in order, so once the
+            # last one is answered every failure before it has been reported; 2,000 acks
+            # would cost 2,000 receive calls (and the kernel as many messages).
+            flags = _FLAGS.unpack_from(buffer, offset + 6)[0]
+            flags = flags | NLM_F_ACK if index == last else flags & ~NLM_F_ACK
+            _FLAGS_SEQ.pack_into(buffer, offset + 6, flags, self.next_seq())
             offset += len(message)
         self.sock.send(buffer)
-        pending = len(batch)
         for data, offset, length, mtype, flags, mseq in self._incoming():
             index = mseq - first_seq
-            if mtype == NLMSG_ERROR and 0 <= index < len(batch):
+            if mtype == NLMSG_ERROR and 0 <= index <= last:
                 code = _error_code(data, offset)
                 if code:
                     verdicts[base + index] = Refusal(code, _ext_ack(data, offset, length, flags))
-                pending -= 1
-                if not pending:
+                if index == last:
                     return
 
 

@@ -117,14 +117,15 @@ def _converge(
 
 def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
     """After the ARP sysctls changed, correct the neighbours' caches at once."""
-    from multihome import announce
-
     warnings: list[str] = []
     fixed = {
         c.obj.path.split("/")[3]
         for c in changes
         if isinstance(c.obj, Sysctl) and c.obj.path.endswith("/arp_ignore")
     }
+    if not fixed:
+        return ()
+    from multihome import announce  # imports socket: only when there is something to say
     for uplink in desired.uplinks:
         if uplink.name in fixed:
             addresses = [a.ip.ip for a in uplink.addresses_in(Family.INET)]

@@ -59,16 +59,31 @@ def _main_default_gateway(
 ) -> tuple[IPAddress | None, GatewaySource]:
     """The gateway of main's default route through this interface (lowest metric wins), and
     whether DHCP or a router advertisement put it there (it may change then)."""
-    best: tuple[int, IPAddress, int] | None = None
-    for route in state.routes:
-        if route.table != TABLE_MAIN or route.family != family or not route.is_default:
-            continue
-        for dev, gateway in route.gateways():
-            if dev == ifname and (best is None or route.metric < best[0]):
-                best = (route.metric, gateway, route.protocol)
+    best = _main_defaults(state.routes).get((ifname, family))
     if best is None:
         return None, GatewaySource.NONE
     return best[1], DYNAMIC.get(best[2], GatewaySource.MAIN_DEFAULT)
+
+
+# main's default routes by (device, family), for the last routes asked: every uplink asks,
+# and scanning all routes each time grows with uplinks x routes.
+_Defaults = dict[tuple[str | None, Family], tuple[int, IPAddress, int]]
+_last_defaults: tuple[tuple[Route, ...], _Defaults] = ((), {})
+
+
+def _main_defaults(routes: tuple[Route, ...]) -> _Defaults:
+    global _last_defaults
+    if _last_defaults[0] is not routes:
+        best: _Defaults = {}
+        for route in routes:
+            if route.table != TABLE_MAIN or not route.is_default:
+                continue
+            for dev, gateway in route.gateways():
+                key = (dev, route.family)
+                if key not in best or route.metric < best[key][0]:
+                    best[key] = (route.metric, gateway, route.protocol)
+        _last_defaults = (routes, best)
+    return _last_defaults[1]
 
 
 def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
