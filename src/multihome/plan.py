@@ -258,19 +258,40 @@ def _host(address: Address) -> IPNetwork:
     return host_network(address.ip.ip)
 
 
+def _sharing_a_subnet(uplinks: list[Uplink]) -> set[str]:
+    """The uplinks with an IPv4 subnet that overlaps a subnet of another uplink.
+
+    Two prefixes overlap exactly when one contains the other, so one pass over the subnets
+    in address order, with a stack of the ones containing the current one, finds every
+    overlapping pair (comparing every pair of uplinks grows with their square)."""
+    owners: dict[IPNetwork, set[str]] = {}
+    for uplink in uplinks:
+        for address in uplink.addresses_in(Family.INET):
+            owners.setdefault(address.ip.network, set()).add(uplink.name)
+    sharing = {name for names in owners.values() if len(names) > 1 for name in names}
+    stack: list[tuple[int, set[str]]] = []  # (last address, owners) of enclosing subnets
+    for network in sorted(owners, key=lambda n: (int(n.network_address), n.prefixlen)):
+        first, last = int(network.network_address), int(network.broadcast_address)
+        while stack and stack[-1][0] < first:
+            stack.pop()
+        mine = owners[network]
+        for _, theirs in stack:  # every subnet on the stack contains this one
+            for name in mine:
+                if theirs - {name}:
+                    sharing.add(name)
+            for name in theirs:
+                if mine - {name}:
+                    sharing.add(name)
+        stack.append((last, mine))
+    return sharing
+
+
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     sysctls: list[Sysctl] = []
     if config.manage_arp:
-        subnets = {u.name: {a.ip.network for a in u.addresses_in(Family.INET)} for u in uplinks}
+        sharing = _sharing_a_subnet(uplinks)
         for uplink in uplinks:
-            shares = any(
-                mine.overlaps(theirs)
-                for other in uplinks
-                if other is not uplink
-                for theirs in subnets[other.name]
-                for mine in subnets[uplink.name]
-            )
-            if shares:
+            if uplink.name in sharing:
                 conf = f"net/ipv4/conf/{uplink.name}"
                 sysctls += [
                     Sysctl(f"{conf}/arp_ignore", ARP_IGNORE),
