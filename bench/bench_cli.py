@@ -24,6 +24,7 @@ Usage: python bench/bench_cli.py [--runs N] [--big N] [--watch-events N] [--only
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import resource
@@ -40,17 +41,23 @@ from contextlib import contextmanager
 
 import multihome
 from multihome import namespace
+from multihome.config import Config
+from multihome.model import TABLE_MAIN, Address, Family, HostState, Interface, Route
 from multihome.netlink import RTM_DELRULE, decode_rule
+from multihome.plan import plan
 
 PID = os.getpid()
 BIN = os.path.dirname(sys.executable)
-PYTHON = os.path.join(BIN, "python") if os.path.exists(os.path.join(BIN, "python")) else sys.executable
+PYTHON = os.path.join(BIN, "python")
+if not os.path.exists(PYTHON):
+    PYTHON = sys.executable
 MULTIHOME = (
     [os.path.join(BIN, "multihome")]
     if os.path.exists(os.path.join(BIN, "multihome"))
     else [sys.executable, "-m", "multihome"]
 )
 results: list[tuple[str, float, float, bool]] = []  # label, value, limit, met
+PARTS = ("startup", "small", "1k", "big", "plan", "watch")
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -98,12 +105,18 @@ def header() -> None:
     print(f"  {'(median of whole processes)':46}{'wall':>12}{'':>7}")
 
 
-def target(label: str, value: float, limit: float, unit: str = "x") -> None:
+def target(label: str, value: float, limit: float, unit: str = "x", note: str = "") -> None:
     met = value <= limit
     results.append((label, value, limit, met))
     shown = f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
     bound = f"{limit:g}{unit}" if unit == "x" else f"{limit:g} {unit}"
-    print(f"  {label:58} {shown:>10}  (target <= {bound}) {'MET' if met else 'NOT MET'}")
+    print(f"  {label:46} {shown:>8} (target <= {bound}) {'MET' if met else 'NOT MET'}{note}")
+
+
+def ratio(label: str, mine: Series, reference: Series, limit: float) -> None:
+    """The target is judged on wall clock; the CPU ratio is beside it."""
+    cpu = statistics.median(mine.cpu) / statistics.median(reference.cpu)
+    target(label, mine.median / reference.median, limit, note=f"  [cpu {cpu:.2f}x]")
 
 
 def rounds(runs: int, measures: Sequence[tuple[Series, Callable[[], tuple[float, float]]]]) -> None:
@@ -177,15 +190,19 @@ def many_addresses(ns: str, total: int) -> None:
                 lines.append(f"-4 addr add 198.18.{16 * k + third}.{fourth}/20 dev {name}")
             else:
                 lines.append(f"-6 addr add 2001:db8:3::{i:x}/64 dev {name} nodad")
-        gateway = f"-4 route add default via 198.18.{16 * k + 15}.254" if k < 3 else (
-            "-6 route add default via 2001:db8:3::ffff"
+        gateway = (
+            f"-4 route add default via 198.18.{16 * k + 15}.254"
+            if k < 3
+            else ("-6 route add default via 2001:db8:3::ffff")
         )
         lines.append(f"{gateway} dev {name} metric {100 * (k + 1)}")
     batch(ns, lines)
 
 
-def mh(ns: str, *args: str) -> list[str]:
-    return [*MULTIHOME, "--netns", ns, *args]
+def mh(*args: str) -> list[str]:
+    """multihome as on a host: the benchmark runs its children inside the namespace (without
+    --netns, which on Python 3.11 imports ctypes to call setns, and `ip -n` does not pay)."""
+    return [*MULTIHOME, *args]
 
 
 def ip_files(ns: str, directory: str, name: str, commands: list[str]) -> list[list[str]]:
@@ -197,7 +214,7 @@ def ip_files(ns: str, directory: str, name: str, commands: list[str]) -> list[li
             path = os.path.join(directory, f"{name}{family}.batch")
             with open(path, "w", encoding="ascii") as file:
                 file.write("\n".join(lines) + "\n")
-            argvs.append(["ip", "-n", ns, family, "-batch", path])
+            argvs.append(["ip", family, "-batch", path])
     return argvs
 
 
@@ -211,9 +228,11 @@ def run_all(argvs: list[list[str]]) -> tuple[float, float]:
 
 def plan_commands(ns: str) -> tuple[list[str], list[str]]:
     """The plan as ip commands, and the commands that take it away again (reversed, del)."""
-    out = subprocess.run(
-        mh(ns, "plan", "--format", "ip"), capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(mh("plan", "--format", "ip"), capture_output=True, text=True, check=True)
+    return _commands(out.stdout)
+
+
+def _commands(out: str) -> tuple[list[str], list[str]]:
     adds = [line for line in out.splitlines() if line.startswith("ip ")]
     dels = [line.replace(" add ", " del ", 1) for line in reversed(adds)]
     return adds, dels
@@ -232,6 +251,11 @@ def count_rules(ns: str) -> int:
 def address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Series]:
     """apply, no-op apply and remove against ip -batch, in a namespace with `total` addresses."""
     many_addresses(ns, total)
+    with namespace.inside(ns):
+        return _address_run(ns, directory, runs, total)
+
+
+def _address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Series]:
     adds, dels = plan_commands(ns)
     add_batch = ip_files(ns, directory, f"add{total}", adds)
     del_batch = ip_files(ns, directory, f"del{total}", dels)
@@ -251,9 +275,9 @@ def address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Ser
         got = [(series["ip_add"], run_all(add_batch))]
         assert count_rules(ns) == empty + len([c for c in adds if " rule " in c])
         got.append((series["ip_del"], run_all(del_batch)))
-        got.append((series["apply"], run_timed(mh(ns, "apply"))))
-        got.append((series["noop"], run_timed(mh(ns, "apply"))))
-        got.append((series["remove"], run_timed(mh(ns, "remove"))))
+        got.append((series["apply"], run_timed(mh("apply"))))
+        got.append((series["noop"], run_timed(mh("apply"))))
+        got.append((series["remove"], run_timed(mh("remove"))))
         assert count_rules(ns) == empty
         return got
 
@@ -305,7 +329,8 @@ class RuleEvents:
             try:
                 data = memoryview(self.sock.recv(1 << 20))
             except TimeoutError:
-                raise SystemExit(f"the watch did not react: {len(need)} rule changes missing") from None
+                missing = f"{len(need)} rule changes missing"
+                raise SystemExit(f"the watch did not react: {missing}") from None
             offset = 0
             while offset + 16 <= len(data):
                 length = int.from_bytes(data[offset : offset + 4], "little")
@@ -333,7 +358,8 @@ def settle(pid: int) -> None:
 def watch_run(ns: str, state_dir: str, events: int) -> None:
     many_addresses(ns, 1000)
     rules = RuleEvents(ns)
-    daemon = subprocess.Popen(mh(ns, "watch"), stdout=subprocess.DEVNULL)
+    with namespace.inside(ns):
+        daemon = subprocess.Popen(mh("watch"), stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while count_rules(ns) < 2000:
@@ -375,10 +401,52 @@ def watch_run(ns: str, state_dir: str, events: int) -> None:
         f"  daemon CPU per event {per_event * 1000:.1f} ms (both reconciles: the change, and"
         f" the no-op its own rule events cause); wall per event {wall * 1000:.1f} ms"
     )
-    print(f"  RSS {start_rss:.1f} MB after start, {rss:.1f} MB after {events} more events"
-          f" (peak {hwm:.1f} MB)")
+    print(
+        f"  RSS {start_rss:.1f} MB after start, {rss:.1f} MB after {events} more events"
+        f" (peak {hwm:.1f} MB)"
+    )
     target("watch: CPU per address event, 1,000 addresses", per_event * 1000, 20, "ms")
     target(f"watch: RSS after {events} events", rss, 40, "MB")
+
+
+# -- plan at many uplinks (in process, pure) --------------------------------------------------
+
+
+def planned_host(uplinks: int, total: int = 1000) -> HostState:
+    """`total` IPv4 addresses spread over `uplinks` NICs, each on its own subnet of
+    198.18.0.0/15 with a default route in main (as DHCP installs one per NIC)."""
+    per = total // uplinks
+    bits = (per + 2).bit_length()  # room for the addresses and the gateway
+    interfaces = [Interface(1, "lo", loopback=True)]
+    addresses, routes = [], []
+    for k in range(uplinks):
+        name = f"eth{k}"
+        interfaces.append(Interface(k + 2, name))
+        base = int(ipaddress.IPv4Address("198.18.0.0")) + (k << bits)
+        for i in range(per):
+            addresses.append(Address(name, ipaddress.IPv4Interface((base + 1 + i, 32 - bits))))
+        gateway = ipaddress.IPv4Address(base + (1 << bits) - 2)
+        default = ipaddress.ip_network("0.0.0.0/0")
+        routes.append(Route(Family.INET, TABLE_MAIN, default, name, gateway, metric=100 + k))
+    return HostState(tuple(interfaces), tuple(addresses), tuple(routes))
+
+
+def plan_run(runs: int) -> None:
+    times = {}
+    for uplinks in (4, 100):
+        host = planned_host(uplinks)
+        plan(Config(), host)  # warm-up
+        samples = []
+        for _ in range(max(runs, 5)):
+            start = time.process_time()
+            desired = plan(Config(), host)
+            samples.append(time.process_time() - start)
+        times[uplinks] = statistics.median(samples)
+        print(
+            f"  plan, 1,000 addresses on {uplinks:3} uplinks: {times[uplinks] * 1000:6.1f} ms cpu"
+            f" ({len(desired.rules)} rules)"
+        )
+    target("plan: 100 uplinks / 4 uplinks (1,000 addresses)", times[100] / times[4], 2)
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -390,16 +458,19 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=10000, help="addresses of the linear test")
     parser.add_argument("--watch-events", type=int, default=10000)
     parser.add_argument(
-        "--only", nargs="*", choices=("startup", "small", "1k", "big", "watch"), default=None
+        "--only", nargs="*", choices=PARTS, default=None, help="measure only these parts"
     )
     args = parser.parse_args()
-    parts = set(args.only or ("startup", "small", "1k", "big", "watch"))
+    parts = set(args.only or PARTS)
     directory = tempfile.mkdtemp(prefix="mhbench-cli-")
     # Measured as installed: pip compiles the package's bytecode at install time; an
     # environment that forbids writing it would make every run compile every module.
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([PYTHON, "-m", "compileall", "-q", os.path.dirname(multihome.__file__)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", os.path.dirname(multihome.__file__)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     os.environ["MULTIHOME_STATE_DIR"] = directory
     print(f"{' '.join(MULTIHOME)}; {args.runs} runs after a warm-up; {os.cpu_count()} cores")
     try:
@@ -413,46 +484,46 @@ def main() -> None:
             ]
             with netns(f"mhbc{PID}s") as ns:
                 two_uplinks(ns)
-                show, plan = Series("multihome show (2 uplinks)"), Series("multihome plan (2 uplinks)")
+                show = Series("multihome show (2 uplinks)")
+                plan = Series("multihome plan (2 uplinks)")
                 if "small" in parts:
                     measures += [
-                        (show, lambda: run_timed(mh(ns, "show"))),
-                        (plan, lambda: run_timed(mh(ns, "plan"))),
+                        (show, lambda: run_timed(mh("show"))),
+                        (plan, lambda: run_timed(mh("plan"))),
                     ]
-                rounds(args.runs, measures)
+                with namespace.inside(ns):
+                    rounds(args.runs, measures)
             print("start-up")
             header()
             for s, _ in measures:
                 print(s.line())
             if "startup" in parts:
-                target("--version / python -c pass", version.median / base.median, 3)
-                target("--help / python -c pass", help_.median / base.median, 3)
+                ratio("--version / python -c pass", version, base, 3)
+                ratio("--help / python -c pass", help_, base, 3)
             if "small" in parts:
-                target("show (2 uplinks) / python -c pass", show.median / base.median, 4)
-                target("plan (2 uplinks) / python -c pass", plan.median / base.median, 4)
+                ratio("show (2 uplinks) / python -c pass", show, base, 4)
+                ratio("plan (2 uplinks) / python -c pass", plan, base, 4)
         small: dict[str, Series] = {}
         if "1k" in parts or "big" in parts:
             with netns(f"mhbc{PID}k") as ns:
                 small = address_run(ns, directory, args.runs, 1000)
-            med = {k: s.median for k, s in small.items()}
-            target("1,000: no-op apply / ip -batch apply", med["noop"] / med["ip_add"], 2)
-            target("1,000: apply / ip -batch apply", med["apply"] / med["ip_add"], 1.5)
-            target("1,000: remove / ip -batch removal", med["remove"] / med["ip_del"], 1.5)
+            ratio("1,000: no-op apply / ip -batch apply", small["noop"], small["ip_add"], 2)
+            ratio("1,000: apply / ip -batch apply", small["apply"], small["ip_add"], 1.5)
+            ratio("1,000: remove / ip -batch removal", small["remove"], small["ip_del"], 1.5)
         if "big" in parts and args.big:
             with netns(f"mhbc{PID}b") as ns:
                 big = address_run(ns, directory, max(3, args.runs // 2), args.big)
             scale = args.big // 1000
             for key, label in (("apply", "apply"), ("remove", "remove"), ("noop", "no-op apply")):
-                target(
-                    f"{args.big:,} / 1,000 addresses: {label}",
-                    big[key].median / small[key].median,
-                    1.1 * scale,
-                )
+                ratio(f"{args.big:,} / 1,000 addresses: {label}", big[key], small[key], 1.1 * scale)
             print(
                 f"  (ip -batch, the kernel's own cost: {args.big:,} / 1,000 = "
                 f"{big['ip_add'].median / small['ip_add'].median:.1f}x apply, "
                 f"{big['ip_del'].median / small['ip_del'].median:.1f}x removal)"
             )
+        if "plan" in parts:
+            print("plan (in process)")
+            plan_run(args.runs)
         if "watch" in parts:
             with netns(f"mhbc{PID}w") as ns:
                 watch_run(ns, directory, args.watch_events)
