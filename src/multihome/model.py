@@ -108,6 +108,7 @@ class Family(enum.IntEnum):
 
 
 FAMILIES = {2: Family.INET, 10: Family.INET6}  # netlink's family number -> Family, fast
+_INET, _INET6 = Family.INET, Family.INET6
 
 
 class _CachedHash:
@@ -158,7 +159,7 @@ class Address:
 
     @property
     def family(self) -> Family:
-        return Family.of(self.ip)
+        return _INET if self.ip.version == 4 else _INET6  # Family.of, without two calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +440,25 @@ class Uplink:
         return self.gateway4 if family is Family.INET else self.gateway6
 
     def addresses_in(self, family: Family) -> tuple[Address, ...]:
-        return tuple(a for a in self.addresses if a.family == family)
+        return _by_family(self.addresses)[0 if family == Family.INET else 1]
+
+
+# Each uplink's addresses split by family, once: the planner asks five times per uplink.
+# Keyed by the identity of the (immutable) tuple, which the entry keeps alive.
+_families_of: dict[int, tuple[tuple[Address, ...], tuple[tuple[Address, ...], ...]]] = {}
+
+
+def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...]:
+    entry = _families_of.get(id(addresses))
+    if entry is None or entry[0] is not addresses:
+        split = (
+            tuple(a for a in addresses if a.ip.version == 4),
+            tuple(a for a in addresses if a.ip.version == 6),
+        )
+        if len(_families_of) >= 1024:  # a long-running watch plans again and again
+            _families_of.clear()
+        entry = _families_of[id(addresses)] = (addresses, split)
+    return entry[1]
 
 
 @dataclass(frozen=True)

@@ -280,3 +280,13 @@ def test_terminal_width_is_the_one_argparse_would_use(
     else:
         monkeypatch.setenv("COLUMNS", columns)
     assert cli.terminal_columns() == shutil.get_terminal_size().columns
+
+
+def test_an_uplinks_addresses_by_family_are_its_addresses_of_that_family() -> None:
+    texts = ["192.0.2.10/24", "2001:db8::10/64", "192.0.2.11/24", "2001:db8::11/64"]
+    addresses = tuple(Address("eth0", ipaddress.ip_interface(t)) for t in texts)
+    for uplink in (Uplink("eth0", 100, addresses), Uplink("eth0", 100, addresses[:1])):
+        for family in Family:
+            assert uplink.addresses_in(family) == tuple(
+                a for a in uplink.addresses if a.family == family
+            )
