@@ -34,6 +34,7 @@ DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
 _hosts: dict[tuple[int, int], IPNetwork] = {}
+HOSTS_KEPT = 1 << 17  # a watch that sees addresses come and go forgets them past this
 
 
 def host_network(address: IPAddress) -> IPNetwork:
@@ -42,6 +43,8 @@ def host_network(address: IPAddress) -> IPNetwork:
     key = (address.version, int(address))
     network = _hosts.get(key)
     if network is None:
+        if len(_hosts) >= HOSTS_KEPT:
+            _hosts.clear()
         if address.version == 4:
             network = ipaddress.IPv4Network((key[1], 32))
         else:
@@ -361,6 +364,7 @@ _last_index: tuple[tuple[Address, ...], dict[str, tuple[Address, ...]]] = ((), {
 def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, ...]]:
     global _last_index
     if _last_index[0] is not addresses:
+        _families_of.clear()  # the uplinks of the previous state are done with
         lists: dict[str, list[Address]] = {}
         for address in addresses:
             lists.setdefault(address.ifname, []).append(address)
@@ -444,7 +448,8 @@ class Uplink:
 
 
 # Each uplink's addresses split by family, once: the planner asks five times per uplink.
-# Keyed by the identity of the (immutable) tuple, which the entry keeps alive.
+# Keyed by the identity of the (immutable) tuple, which the entry keeps alive; emptied when
+# a new state is indexed (below), so that a long-running watch keeps one state's worth.
 _families_of: dict[int, tuple[tuple[Address, ...], tuple[tuple[Address, ...], ...]]] = {}
 
 
@@ -455,7 +460,7 @@ def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...
             tuple(a for a in addresses if a.ip.version == 4),
             tuple(a for a in addresses if a.ip.version == 6),
         )
-        if len(_families_of) >= 1024:  # a long-running watch plans again and again
+        if len(_families_of) >= 1024:  # uplinks made without a state (tests, renderers)
             _families_of.clear()
         entry = _families_of[id(addresses)] = (addresses, split)
     return entry[1]
