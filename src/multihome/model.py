@@ -7,12 +7,99 @@ comparison that decides what to change is also the one that reports drift.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import field
 
 from multihome import PROTOCOL
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from dataclasses import dataclass as _dataclass  # what the checkers see
+else:
+
+    def _dataclass(**params: bool) -> Callable[[type], type]:
+        """`dataclasses.dataclass(**params)`, but with equality, hash, ordering and repr made
+        from an `operator.attrgetter` of the fields instead of generated source code.
+
+        Every command imports this module, and dataclass() compiles the code of each method
+        it writes (up to eleven per class): for the classes here that was most of the start-up
+        of `show` beyond the interpreter's own. The classes are real dataclasses (fields(),
+        replace() and asdict() work); their __init__ and the frozen __setattr__ are still
+        generated. The methods behave as dataclass's: same class only, fields in order.
+        """
+        order = params.pop("order", False)
+
+        def wrap(cls: type) -> type:
+            explicit_hash = "__hash__" in cls.__dict__
+            cls = dataclasses.dataclass(cls, repr=False, eq=False, **params)
+            _install_methods(cls, order, explicit_hash)
+            return cls
+
+        return wrap
+
+
+def _install_methods(cls: type, order: bool, explicit_hash: bool) -> None:
+    fields = dataclasses.fields(cls)
+    compared = [f.name for f in fields if f.compare]
+    hashed = [f.name for f in fields if (f.compare if f.hash is None else f.hash)]
+    shown = [f.name for f in fields if f.repr]
+    compare_key = _tuple_getter(compared)
+
+    def __eq__(self: object, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return bool(compare_key(self) == compare_key(other))
+        return NotImplemented
+
+    cls.__eq__ = __eq__  # type: ignore[assignment]
+    if not explicit_hash:
+        hash_key = _tuple_getter(hashed)
+
+        def __hash__(self: object) -> int:
+            return hash(hash_key(self))
+
+        cls.__hash__ = __hash__  # type: ignore[assignment]
+
+    def __repr__(self: object) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"{self.__class__.__qualname__}({values})"
+
+    cls.__repr__ = __repr__  # type: ignore[assignment]
+    if order:
+        for name, compare in (
+            ("__lt__", operator.lt),
+            ("__le__", operator.le),
+            ("__gt__", operator.gt),
+            ("__ge__", operator.ge),
+        ):
+            setattr(cls, name, _comparison(compare_key, compare, name))
+
+
+def _tuple_getter(names: list[str]) -> Callable[[object], tuple[object, ...]]:
+    """The fields' values as a tuple, in one C call (attrgetter gives a bare value for one)."""
+    if len(names) == 1:
+        single = operator.attrgetter(names[0])
+        return lambda obj: (single(obj),)
+    if not names:
+        return lambda obj: ()
+    return operator.attrgetter(*names)
+
+
+def _comparison(
+    key: Callable[[object], tuple[object, ...]],
+    compare: Callable[..., object],
+    name: str,
+) -> Callable[[object, object], object]:
+    def method(self: object, other: object) -> object:
+        if other.__class__ is self.__class__:
+            return compare(key(self), key(other))
+        return NotImplemented
+
+    method.__name__ = name
+    return method
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -123,7 +210,7 @@ class _CachedHash:
     _hash: int
 
 
-@dataclass(frozen=True, order=True)
+@_dataclass(frozen=True, order=True)
 class Interface:
     """A network link as the kernel reports it."""
 
@@ -135,7 +222,7 @@ class Interface:
     kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Counters:
     """An interface's traffic counters since it was created (as `ip -s link` shows them)."""
 
@@ -153,7 +240,7 @@ class Counters:
         )
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@_dataclass(frozen=True, slots=True, order=True)
 class Address:
     """A global address on an interface, with its prefix (192.0.2.10/24)."""
 
@@ -165,7 +252,7 @@ class Address:
         return _INET if self.ip.version == 4 else _INET6  # Family.of, without two calls
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class NextHop:
     """One path of a multipath route."""
 
@@ -174,7 +261,7 @@ class NextHop:
     weight: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Route(_CachedHash):
     """A route in one table; the fields are the ones `ip route` shows."""
 
@@ -255,7 +342,7 @@ class Route(_CachedHash):
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Rule(_CachedHash):
     """A policy routing rule that looks up a table (`ip rule`).
 
@@ -305,7 +392,7 @@ class Rule(_CachedHash):
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@_dataclass(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value."""
 
@@ -318,7 +405,7 @@ class Sysctl:
         return ".".join(part.replace(".", "/") for part in self.path.split("/"))
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Ownership:
     """What marks an object as multihome's: its protocol number, table range, priority band."""
 
@@ -372,7 +459,7 @@ def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, .
     return _last_index[1]
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class HostState:
     """Everything multihome reads from one network namespace."""
 
@@ -396,7 +483,7 @@ class HostState:
         return {r.table for r in self.routes}
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Lookup:
     """The kernel's route lookup for a reply from `src` to `dst` (`ip route get DST from SRC`)."""
 
@@ -427,7 +514,7 @@ class GatewaySource(enum.Enum):
     NONE = "none"
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Uplink:
     """An interface that gets its own routing table and source rules."""
 
@@ -466,7 +553,7 @@ def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...
     return entry[1]
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -484,7 +571,7 @@ class Action(enum.Enum):
     SET = "set"
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Change:
     """One step that brings the kernel closer to the plan; `inverse()` undoes it."""
 

@@ -10,6 +10,8 @@ import copy
 import ipaddress
 import pickle
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -290,3 +292,90 @@ def test_an_uplinks_addresses_by_family_are_its_addresses_of_that_family() -> No
             assert uplink.addresses_in(family) == tuple(
                 a for a in uplink.addresses if a.family == family
             )
+
+
+def _samples() -> list[list[object]]:
+    """Two or three objects of every model class, some equal, some not."""
+    from multihome import model
+
+    addr, iface = ipaddress.ip_address, ipaddress.ip_interface
+    a, b = iface("192.0.2.10/24"), iface("192.0.2.9/25")
+    rules, routes = _rules(), _routes()
+    own = model.Ownership()
+    return [
+        [Interface(2, "eth0"), Interface(2, "eth0", up=False), Interface(1, "eth1")],
+        [model.Counters(1, 2, 3, 4), model.Counters(1, 2, 3, 4), model.Counters(0, 2, 3, 4)],
+        [Address("eth0", a), Address("eth0", b), Address("eth0", a)],
+        [model.NextHop("eth0", addr("192.0.2.1")), model.NextHop("eth1"), model.NextHop(None)],
+        list(routes[:3]),
+        list(rules[:3]),
+        [model.Sysctl("net/a", "1"), model.Sysctl("net/a", "0"), model.Sysctl("net/b", "1")],
+        [own, model.Ownership(table_min=50), model.Ownership()],
+        [
+            model.Lookup(addr("203.0.113.1"), addr("192.0.2.10"), dev="eth0"),
+            model.Lookup(addr("203.0.113.1"), addr("192.0.2.10"), error="unreachable"),
+        ],
+        [
+            Uplink("eth0", 100, (Address("eth0", a),), addr("192.0.2.1")),
+            Uplink("eth0", 100, (Address("eth0", a),)),
+        ],
+        [model.Desired(own, rules=tuple(rules)), model.Desired(own)],
+        [
+            model.Change(model.Action.ADD, rules[0]),
+            model.Change(model.Action.SET, model.Sysctl("net/a", "1"), "0"),
+            model.Change(model.Action.ADD, rules[0]),
+        ],
+        [HostState(sysctls={"a": "1"}), HostState(sysctls={"a": "1"}), HostState()],
+    ]
+
+
+@pytest.mark.parametrize("objects", _samples(), ids=lambda objs: type(objs[0]).__name__)
+def test_model_classes_behave_as_the_dataclasses_they_were(objects: list[object]) -> None:
+    # The model's methods are made without dataclass()'s code generation; a plain frozen
+    # dataclass with the same fields is the reference for each of them.
+    import dataclasses
+    import operator
+
+    cls = type(objects[0])
+    assert dataclasses.is_dataclass(cls)
+    order = "__lt__" in cls.__dict__
+    reference = dataclasses.make_dataclass(
+        cls.__name__,
+        [(f.name, object, dataclasses.field()) for f in dataclasses.fields(cls)],
+        frozen=True,
+        order=order,
+    )
+
+    def twin(obj: object) -> object:
+        return reference(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})
+
+    compares: list[Callable[[Any, Any], bool]] = [
+        operator.lt,
+        operator.le,
+        operator.gt,
+        operator.ge,
+    ]
+    for one in objects:
+        assert repr(one) == repr(twin(one))
+        assert dataclasses.asdict(one) == dataclasses.asdict(twin(one))  # type: ignore[call-overload]
+        assert dataclasses.replace(one) == one  # type: ignore[type-var]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(one, dataclasses.fields(cls)[0].name, None)
+        try:
+            expected_hash: int | None = hash(twin(one))
+        except TypeError:  # a field that cannot be hashed (HostState.sysctls)
+            expected_hash = None
+        if expected_hash is None:
+            with pytest.raises(TypeError):
+                hash(one)
+        else:
+            assert hash(one) == expected_hash
+        assert one != object() and (one == 1) is False
+        for other in objects:
+            assert (one == other) == (twin(one) == twin(other))
+            if order:
+                for compare in compares:
+                    assert compare(one, other) == compare(twin(one), twin(other))
+    if order:
+        with pytest.raises(TypeError):
+            objects[0] < object()  # type: ignore[operator]  # noqa: B015
