@@ -462,6 +462,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     parts = set(args.only or PARTS)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # remove the namespaces on kill
     directory = tempfile.mkdtemp(prefix="mhbench-cli-")
     # Measured as installed: pip compiles the package's bytecode at install time; an
     # environment that forbids writing it would make every run compile every module.
