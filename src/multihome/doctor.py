@@ -98,7 +98,8 @@ def off_link_targets(state: HostState) -> dict[Family, IPAddress]:
         ):
             continue
         covered = [r.dst for r in state.routes if r.family == family and not r.is_default]
-        covered += [host_network(a.ip.ip) for a in state.addresses if a.family == family]
+        # local subnets too: their prefix routes are in main, unless noprefixroute
+        covered += [a.ip.network for a in state.addresses if a.family == family]
         if family is Family.INET:
             covered.append(LOOPBACK4)
         target = next(
