@@ -174,6 +174,7 @@ class _Remedy:
         self.planned = set(desired.rules)
         self.present = set(state.rules)
         self.uplinks = {u.name: u for u in desired.uplinks}
+        self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
         self.added = {c.obj for c in changes if c.action is Action.ADD}
         self.sysctls = {s.path: s.value for s in desired.sysctls}
         self.foreign_first = sorted(
@@ -183,7 +184,7 @@ class _Remedy:
 
     def _rule(self, address: Address, priority: int, suppress: int | None) -> Rule | None:
         uplink = self.uplinks.get(address.ifname)
-        if uplink is None or address not in uplink.addresses:
+        if uplink is None or address not in self.addresses:
             return None
         src = host_network(address.ip.ip)
         rule = Rule(address.family, priority, uplink.table, src, suppress, self.own.protocol)
@@ -196,8 +197,7 @@ class _Remedy:
             address, self.on_link if on_link else self.off_link, 0 if on_link else None
         )
         if rule is None:
-            uplink = self.uplinks.get(name)
-            if uplink is not None and address in uplink.addresses and not on_link:
+            if address in self.addresses and not on_link:
                 key = "gateway" if version == 4 else "gateway6"
                 return (
                     f"name {name}'s IPv{version} gateway in the config ([uplinks.{name}] {key} ="
