@@ -228,8 +228,8 @@ def test_docker(build: Build) -> None:
 
 
 def test_libvirt_bridge_without_ports_then_a_guest(build: Build) -> None:
-    """virbr0 with no ports (no carrier), libvirt's NAT table; a guest starts while watch
-    runs: virbr0 comes up, is still no uplink, and the guest reaches the internet."""
+    """virbr0 with no ports and libvirt's NAT table; a guest starts while watch runs:
+    virbr0 gets its first port, is still no uplink, and the guest reaches the internet."""
     net = build(
         host_with(
             hosts=("guest",),

@@ -56,7 +56,7 @@ def busy_host() -> HostState:
             i,
             kind=kinds.get(i.name, "tun" if i.name == "tailscale0" else ""),
             master=docker0 if i.name == "veth4a1c" else None,
-            up=i.name != "virbr0",  # a bridge with no ports has no carrier
+            up=i.name != "virbr0",  # libvirt's network not started
         )
         for i in state.interfaces
     )
