@@ -110,11 +110,12 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
             by_name.setdefault(address.ifname, []).append(address)
     names = {i.index: i.name for i in state.interfaces}
     # The IPv4 subnets of interfaces with a default route, for the shared-subnet case.
-    routed = [
-        (a.ip.network, a.ifname)
+    # (distinct networks: a host may have thousands of addresses on a few subnets)
+    routed: dict[tuple[IPNetwork, str], None] = {
+        (a.ip.network, a.ifname): None
         for a in state.addresses
         if a.ifname in defaults and a.family is Family.INET and a.ip.network.prefixlen < 32
-    ]
+    }
     result: dict[str, tuple[Role, str]] = {}
     for interface in state.interfaces:
         name = interface.name
@@ -132,13 +133,17 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
         elif name in defaults:
             why = "default route via " + ", ".join(defaults[name])
         else:
+            mine = {
+                a.ip.network
+                for a in by_name.get(name, ())
+                if a.family is Family.INET and a.ip.network.prefixlen < 32
+            }
             shared = next(
                 (
-                    (mine, other)
-                    for a in by_name.get(name, ())
-                    if a.family is Family.INET and a.ip.network.prefixlen < 32
+                    (subnet, other)
+                    for subnet in sorted(mine)
                     for network, other in routed
-                    if other != name and (mine := a.ip.network).overlaps(network)
+                    if other != name and subnet.overlaps(network)
                 ),
                 None,
             )
