@@ -223,10 +223,20 @@ class Rule:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Sysctl:
-    """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value."""
+    """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
+    the interface it belongs to (None for a namespace-wide one such as
+    net/ipv4/fib_multipath_hash_policy)."""
 
     path: str
     value: str
+    interface: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.interface is None:  # read once from the path: net/ipv{4,6}/conf/IFACE/KEY
+            parts = self.path.split("/")
+            conf = len(parts) == 5 and parts[0] == "net" and parts[2] == "conf"
+            if conf and parts[3] not in ("all", "default"):
+                object.__setattr__(self, "interface", parts[3])
 
     @property
     def name(self) -> str:

@@ -115,7 +115,7 @@ def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
 
     warnings: list[str] = []
     fixed = {
-        c.obj.path.split("/")[3]
+        c.obj.interface
         for c in changes
         if isinstance(c.obj, Sysctl) and c.obj.path.endswith("/arp_ignore")
     }
