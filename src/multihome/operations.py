@@ -1,6 +1,6 @@
 """The commands' work, without printing: observe -> plan -> diff -> apply, and remove.
 
-cli.py parses arguments and prints; the lab and tests call these the same way.
+The cli package parses arguments and prints; the lab and tests call these the same way.
 """
 
 from __future__ import annotations

@@ -75,3 +75,17 @@ def test_an_unusable_state_directory_is_a_state_error(
         else:
             state.write_json(7, "watch.json", {})
     assert "not-a-directory" in raised.value.message and raised.value.hint
+
+
+def test_the_daemons_caches_are_bounded() -> None:
+    """`multihome watch` runs for months while addresses come and go."""
+    import ipaddress
+
+    from multihome import model, netlink
+
+    for value in range(model.HOSTS_CACHED + 10):
+        model.host_network(ipaddress.IPv4Address(value))
+    assert 0 < len(model._hosts) <= model.HOSTS_CACHED
+    for value in range(netlink.NETWORKS_CACHED + 10):
+        netlink._network((value << 8).to_bytes(4, "big"), 24)
+    assert 0 < len(netlink._network_cache) <= netlink.NETWORKS_CACHED
