@@ -157,6 +157,9 @@ def confirm(netns_id: int, wait: float = 5.0) -> str:
     """Tell the guardian to keep the change. Returns "kept", "reverted" (too late),
     "revert failed: WHY" or "nothing pending"."""
     if pending(netns_id) is None:
+        last = state.read_json(netns_id, OUTCOME)
+        if last is not None and "error" in last:  # the last guardian could not revert
+            return f"{last['outcome']}: {last['error']}"
         return "nothing pending"
     state.write_json(netns_id, CONFIRM, {"pid": os.getpid()})
     end = time.monotonic() + wait + POLL

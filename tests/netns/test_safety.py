@@ -192,6 +192,9 @@ def test_a_failed_revert_says_why(build: Build) -> None:
         outcome["error"].startswith("StateError: cannot write")
         and "Is a directory" in (outcome["error"])
     )
+    confirmed = multihome(server, "confirm", check=False)
+    assert confirmed.returncode == 2
+    assert "the guardian reported: revert failed: StateError: cannot write" in confirmed.stdout
     _file(server, "json").rmdir()
 
 
