@@ -25,7 +25,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import kernel, namespace
+from multihome import files, kernel, namespace
 from multihome.lab.description import Topology
 from multihome.model import Sysctl
 from multihome.processes import pid_alive
@@ -118,8 +118,7 @@ class Network:
         data = {"pid": os.getpid(), "namespaces": [self.ns(h) for h in self.topology.hosts]}
         if self.keep:
             data["keep"] = True
-        with open(self._record, "w", encoding="utf-8") as file:
-            json.dump(data, file)
+        files.atomic_write(self._record, json.dumps(data))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # SIGTERM unwinds like Ctrl-C, so that the `finally` of the owner removes the network.
