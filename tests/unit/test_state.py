@@ -77,11 +77,14 @@ def test_an_unusable_state_directory_is_a_state_error(
     assert "not-a-directory" in raised.value.message and raised.value.hint
 
 
-def test_the_daemons_caches_are_bounded() -> None:
+def test_the_daemons_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """`multihome watch` runs for months while addresses come and go."""
     import ipaddress
 
     from multihome import model, netlink
+
+    monkeypatch.setattr(model, "HOSTS_CACHED", 1000)
+    monkeypatch.setattr(netlink, "NETWORKS_CACHED", 1000)
 
     for value in range(model.HOSTS_CACHED + 10):
         model.host_network(ipaddress.IPv4Address(value))
