@@ -44,12 +44,6 @@ RP_FILTER_LOOSE = "2"
 MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"  # 1: hash on the layer-4 flow
 
 
-def is_candidate(interface: Interface) -> bool:
-    """Could this interface be an uplink at all? (Loopback, bridge/bond ports and down links
-    not.) Whether it is one is for `roles` to say: it must also lead to a gateway."""
-    return not interface.loopback and interface.master is None and interface.up
-
-
 class Role(enum.Enum):
     """What an interface is to multihome; `show` prints it with the reason."""
 
