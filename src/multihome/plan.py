@@ -26,7 +26,6 @@ from multihome.model import (
     Family,
     GatewaySource,
     HostState,
-    Interface,
     IPAddress,
     IPNetwork,
     NextHop,
