@@ -26,7 +26,13 @@ from multihome import files, namespace
 from multihome.errors import LockError, StateError
 from multihome.model import Route, Rule
 
-STATE_DIR = os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome")
+DEFAULT_STATE_DIR = "/run/multihome"
+
+
+def state_dir() -> str:
+    """Where the per-namespace files live; read at each use, so that a process (a test) that
+    changes MULTIHOME_STATE_DIR after importing this module still agrees with its children."""
+    return os.environ.get("MULTIHOME_STATE_DIR", DEFAULT_STATE_DIR)
 LOCK_WAIT = 5.0
 
 
@@ -41,14 +47,14 @@ class Record:
 
 def file_path(netns_id: int, suffix: str) -> str:
     """The namespace's file of one kind: netns-<inode>.<suffix> in the state directory."""
-    return os.path.join(STATE_DIR, f"netns-{netns_id}.{suffix}")
+    return os.path.join(state_dir(), f"netns-{netns_id}.{suffix}")
 
 
 def _unwritable(path: str, error: OSError) -> StateError:
     hint = (
         "run as root"
         if error.errno in (errno.EACCES, errno.EPERM)
-        else f"make {STATE_DIR} writable (it is on /run: check that it is mounted and not full)"
+        else f"make {state_dir()} writable (it is on /run: check that it is mounted and not full)"
     )
     return StateError(f"cannot write {path}: {error.strerror or error}", hint=hint)
 
@@ -71,7 +77,7 @@ def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o6
     path = file_path(netns_id, suffix)
     text = json.dumps({**data, "netns_cookie": namespace.cookie()}, indent=1) + "\n"
     try:
-        os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(path, text, mode)
     except OSError as error:
         raise _unwritable(path, error) from None
@@ -143,7 +149,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
     try:
-        os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(path, json.dumps(data, indent=1), 0o600)
     except OSError as error:
         raise _unwritable(path, error) from None
@@ -161,7 +167,7 @@ def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
     file names the holder: its pid and its namespace's cookie."""
     path = file_path(netns_id, "lock")
     try:
-        os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as error:
         raise _unwritable(path, error) from None

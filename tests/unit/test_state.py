@@ -16,7 +16,7 @@ from multihome.watch import status
 
 @pytest.fixture
 def state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path))
     return tmp_path
 
 
@@ -65,7 +65,7 @@ def test_an_unusable_state_directory_is_a_state_error(
 ) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
-    monkeypatch.setattr(state, "STATE_DIR", str(blocked / "multihome"))
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(blocked / "multihome"))
     with pytest.raises(StateError) as raised:
         if operation == "save":
             state.save(7, state.Record(sysctl_originals={"a": "0"}), [], [])
