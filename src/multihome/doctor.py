@@ -53,7 +53,6 @@ LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
 class Severity(enum.Enum):
     ERROR = "error"  # traffic is dropped or sent the wrong way
     WARNING = "warning"  # works, but unbalanced, fragile or inconsistent
-    INFO = "info"
 
 
 @dataclass(frozen=True)
@@ -518,5 +517,5 @@ def diagnose(
         + _several_defaults(state, desired)
         + _drift(desired, state, changes)
     )
-    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    order = {Severity.ERROR: 0, Severity.WARNING: 1}
     return Report(findings=tuple(sorted(findings, key=lambda f: order[f.severity])))
