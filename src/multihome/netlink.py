@@ -104,6 +104,7 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
 
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
 _network_cache: dict[tuple[bytes, int], IPNetwork] = {}
+NETWORKS_CACHED = 4096  # the daemon reads dumps for as long as it runs: bounded
 
 
 def _network(raw: bytes, prefixlen: int) -> IPNetwork:
@@ -111,7 +112,9 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
     network = _network_cache.get(key)
     if network is None:
         network = network_from(raw, prefixlen)  # host networks: model's own cache
-        if prefixlen < len(raw) * 8 and len(_network_cache) < 4096:
+        if prefixlen < len(raw) * 8:
+            if len(_network_cache) >= NETWORKS_CACHED:
+                _network_cache.clear()
             _network_cache[key] = network
     return network
 

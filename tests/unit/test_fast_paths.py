@@ -266,7 +266,8 @@ def test_subnet_sharing_by_one_pass_is_every_pair_compared(
         for theirs in o.addresses
         if mine.ip.network.overlaps(theirs.ip.network)
     }
-    assert plan._sharing_a_subnet(uplinks) == every_pair
+    every_address = (a for u in uplinks for a in u.addresses)
+    assert {n for _, names in plan.shared_subnets(every_address) for n in names} == every_pair
 
 
 def test_export_formats_spelled_out_for_the_parser_are_the_registry() -> None:
@@ -341,7 +342,10 @@ def test_model_classes_behave_as_the_dataclasses_they_were(objects: list[object]
     order = "__lt__" in cls.__dict__
     reference = dataclasses.make_dataclass(
         cls.__name__,
-        [(f.name, object, dataclasses.field()) for f in dataclasses.fields(cls)],
+        [
+            (f.name, object, dataclasses.field(compare=f.compare, hash=f.hash, repr=f.repr))
+            for f in dataclasses.fields(cls)
+        ],
         frozen=True,
         order=order,
     )

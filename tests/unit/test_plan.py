@@ -93,7 +93,8 @@ def test_uplink_without_gateway_gets_on_link_table_and_rule_1_only() -> None:
         {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"]},
         defaults=[("eth0", "192.0.2.1", 0)],
     )
-    desired = plan(Config(), state)
+    assert plan(Config(), state).uplinks == ()  # detected: eth1 leads to no gateway
+    desired = plan(parse("[uplinks.eth0]\n[uplinks.eth1]\n"), state)  # named: an uplink
     eth1_rules = [r for r in desired.rules if r.table == 101]
     assert [r.priority for r in eth1_rules] == [1000]
     assert [str(r.dst) for r in desired.routes if r.table == 101] == ["198.51.100.0/24"]
@@ -209,3 +210,14 @@ def test_balancing_route_over_healthy_uplinks_by_weight() -> None:
     assert not [
         r for r in plan(config, TWO_ISP, frozenset({"eth0", "eth1"})).routes if r.table == 199
     ]
+
+
+def test_sysctls_carry_their_interface() -> None:
+    desired = plan(parse("[multihome]\nbalance = true\n", "m.toml"), ARTICLE)
+    assert {s.path: s.interface for s in desired.sysctls} == {
+        "net/ipv4/conf/eth0/arp_ignore": "eth0",
+        "net/ipv4/conf/eth0/arp_announce": "eth0",
+        "net/ipv4/conf/eth1/arp_ignore": "eth1",
+        "net/ipv4/conf/eth1/arp_announce": "eth1",
+        "net/ipv4/fib_multipath_hash_policy": None,
+    }
