@@ -46,6 +46,24 @@ def _interface(link: LinkInfo) -> Interface:
     )
 
 
+_addresses: dict[tuple[str, int, int, int], Address] = {}
+ADDRESSES_CACHED = 1 << 16  # the daemon reads addresses for as long as it runs: bounded
+
+
+def _address(name: str, info: AddressInfo) -> Address:
+    """The Address of a decoded one, shared while it stays: making its IPv4Interface costs
+    more than decoding the message, and the watch reads every address on each reconcile."""
+    key = (name, info.version, info.value, info.prefixlen)
+    address = _addresses.get(key)
+    if address is None:
+        if len(_addresses) >= ADDRESSES_CACHED:
+            _addresses.clear()
+        address = _addresses[key] = Address(
+            name, interface_of(info.version, info.value, info.prefixlen)
+        )
+    return address
+
+
 def _usable(info: AddressInfo) -> bool:
     """A global address that can be a source now (not still in IPv6 duplicate detection)."""
     return info.scope == SCOPE_GLOBAL and not info.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
@@ -89,10 +107,7 @@ def read_state() -> HostState:
                 for i, a in enumerate(rtnl.addresses())
                 if _usable(a) and a.index in names
             )
-            addresses = [
-                Address(name, interface_of(a.version, a.value, a.prefixlen))
-                for name, _, _, a in found
-            ]
+            addresses = [_address(name, a) for name, _, _, a in found]
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:

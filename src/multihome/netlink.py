@@ -22,7 +22,7 @@ import errno
 import ipaddress
 import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from multihome.model import (
     FAMILIES,
@@ -101,6 +101,10 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
         yield kind & 0x3FFF, data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
 
+
+_UNDECODED: Rule = Rule(Family.INET, 0, 0)  # a marker: not in the cache
+_decoded_rules: dict[bytes, Rule | None] = {}  # a rule message's payload -> its rule
+RULES_CACHED = 1 << 16  # the daemon reads dumps for as long as it runs: bounded
 
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
 _network_cache: dict[tuple[bytes, int], IPNetwork] = {}
@@ -495,7 +499,21 @@ class RtnlSocket:
         return [a for d, o, e in self.dump(RTM_GETADDR) if (a := decode_address(d, o, e))]
 
     def rules(self) -> list[Rule]:
-        return [r for d, o, e in self.dump(RTM_GETRULE) if (r := decode_rule(d, o, e))]
+        # A rule's message is the same bytes in every dump while the rule exists: the watch,
+        # which reads thousands of rules on every reconcile, decodes each of them once.
+        rules = []
+        cache = _decoded_rules
+        for data, offset, end in self.dump(RTM_GETRULE):
+            key = data[offset:end].tobytes()
+            rule = cache.get(key, _UNDECODED)
+            if rule is _UNDECODED:
+                rule = decode_rule(data, offset, end)
+                if len(cache) >= RULES_CACHED:
+                    cache.clear()
+                cache[key] = rule
+            if rule is not None:
+                rules.append(rule)
+        return rules
 
     def routes(self, names: dict[int, str]) -> list[Route]:
         return [r for d, o, e in self.dump(RTM_GETROUTE) if (r := decode_route(d, o, e, names))]
@@ -582,3 +600,47 @@ def _ext_ack(data: memoryview, offset: int, length: int, flags: int) -> str:
         if kind == NLMSGERR_ATTR_MSG:
             return bytes(value).rstrip(b"\0").decode(errors="replace")
     return ""
+
+
+# -- the echoes of our own changes, in the events a watcher receives ------------------------
+
+Echoes = dict[tuple[int, Rule | Route], int]  # (message type, object) -> events to come
+
+
+def echoes_of(changes: Iterable[tuple[bool, Rule | Route]]) -> Echoes:
+    """The events the kernel will multicast for these changes, (added?, rule or route) each."""
+    echoes: Echoes = {}
+    for added, obj in changes:
+        if isinstance(obj, Rule):
+            kind = RTM_NEWRULE if added else RTM_DELRULE
+        else:
+            kind = RTM_NEWROUTE if added else RTM_DELROUTE
+        echoes[kind, obj] = echoes.get((kind, obj), 0) + 1
+    return echoes
+
+
+def only_echoes(data: bytes, echoes: Echoes, names: dict[int, str]) -> bool:
+    """Whether every message of this datagram of events is one of `echoes` (each of those it
+    holds is taken off): the watch need not plan again for what it did itself."""
+    view = memoryview(data)
+    offset = 0
+    mine = True
+    while offset + 16 <= len(view):
+        length, kind = _HDR.unpack_from(view, offset)[:2]
+        if length < 16:
+            return False
+        obj: Rule | Route | None = None
+        if kind in (RTM_NEWRULE, RTM_DELRULE):
+            obj = decode_rule(view, offset + 16, offset + length)
+        elif kind in (RTM_NEWROUTE, RTM_DELROUTE):
+            obj = decode_route(view, offset + 16, offset + length, names)
+        count = echoes.get((kind, obj), 0) if obj is not None else 0
+        if obj is not None and count:
+            if count == 1:
+                del echoes[kind, obj]
+            else:
+                echoes[kind, obj] = count - 1
+        else:
+            mine = False
+        offset += (length + 3) & ~3
+    return mine

@@ -383,3 +383,29 @@ def test_model_classes_behave_as_the_dataclasses_they_were(objects: list[object]
     if order:
         with pytest.raises(TypeError):
             objects[0] < object()  # type: ignore[operator]  # noqa: B015
+
+
+def test_the_watch_skips_exactly_the_echoes_of_its_own_changes() -> None:
+    rules, routes = _rules(), _routes()
+    names = {7: "eth0", 8: "eth1"}
+
+    def event(kind: int, obj: Rule | Route) -> bytes:
+        if isinstance(obj, Rule):
+            return netlink.encode_rule(kind, obj)
+        return netlink.encode_route(kind, obj, 7 if obj.dev == "eth0" else 8)
+
+    echoes = netlink.echoes_of([(True, rules[0]), (False, rules[1]), (True, routes[0])])
+    # the echo of an addition, in a datagram of its own: skipped, and expected no more
+    assert netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[0]), echoes, names)
+    assert not netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[0]), echoes, names)
+    # the same rule deleted is not the echo of its addition
+    assert not netlink.only_echoes(event(netlink.RTM_DELRULE, rules[2]), echoes, names)
+    assert not netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[1]), echoes, names)
+    # a datagram with an echo and something else: not only echoes (the echo is used up)
+    mixed = event(netlink.RTM_DELRULE, rules[1]) + event(netlink.RTM_NEWROUTE, routes[1])
+    assert not netlink.only_echoes(mixed, echoes, names)
+    assert netlink.only_echoes(event(netlink.RTM_NEWROUTE, routes[0]), echoes, names)
+    assert echoes == {}
+    # anything else (an address, a link) is news
+    address = netlink._message(20, 0, 0, bytes(8))  # RTM_NEWADDR
+    assert not netlink.only_echoes(address, netlink.echoes_of([(True, rules[0])]), names)

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from types import FrameType
 
 from multihome import config as config_file
-from multihome import discover, namespace, operations
+from multihome import discover, model, namespace, netlink, operations
 from multihome.errors import MultihomeError
 from multihome.health import Link, UplinkHealth, observe
 from multihome.watch import metrics
@@ -64,6 +64,10 @@ class Watcher:
         self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
         self.events.setblocking(False)
+        # The events of the last reconcile's own changes: they need no reconcile of their
+        # own (each would read, plan and diff everything again, to find nothing to do).
+        self.echoes: netlink.Echoes = {}
+        self.names: dict[int, str] = {}
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -78,11 +82,18 @@ class Watcher:
         try:
             outcome = operations.reconcile(self.config_path, self.down())
         except MultihomeError as error:
+            self.echoes = {}
             self.status.errors += 1
             self.status.last_result = f"error: {error.message}"
             _log(f"reconcile ({reason}) failed: {error.message}")
         else:
             changes = outcome.changes
+            self.names = {i.index: i.name for i in outcome.host.interfaces}
+            self.echoes = netlink.echoes_of(
+                (c.action is model.Action.ADD, c.obj)
+                for c in changes
+                if not isinstance(c.obj, model.Sysctl)
+            )
             self.status.last_result = _changes(len(changes))
             if changes:
                 elapsed = (time.monotonic() - start) * 1000
@@ -156,16 +167,19 @@ class Watcher:
     # -- the loop -------------------------------------------------------------------------
 
     def _drain_events(self) -> bool:
-        got = False
+        """Whether events came that are not the echoes of the last reconcile's changes."""
+        news = False
         while True:
             try:
-                if not self.events.recv(1 << 16):
-                    return got
-                got = True
+                data = self.events.recv(1 << 16)
             except BlockingIOError:
-                return got
+                return news
             except OSError:  # ENOBUFS: events were lost; a reconcile catches up
                 return True
+            if not data:
+                return news
+            if not netlink.only_echoes(data, self.echoes, self.names):
+                news = True
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
