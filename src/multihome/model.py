@@ -201,12 +201,24 @@ _INET, _INET6 = Family.INET, Family.INET6
 
 
 class _CachedHash:
-    """A slot for the hash of a frozen object, computed once when it is made: every rule and
-    route goes through at least two sets (diff, the no-op check), and hashing one means
-    hashing every field (an address's hash is computed in Python each time)."""
+    """Slots for the hash of a frozen object, computed once when it is made (every rule and
+    route goes through at least two sets, diff and the no-op check, and hashing one means
+    hashing every field, an address's hash in Python each time), and for its `ip` text."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_hash", "_text")
     _hash: int
+    _text: str  # ip_args(), made on first use: the state file lists every owned object
+
+    def ip_args(self) -> str:
+        """The object as `ip` arguments (without the add/del verb)."""
+        text: str | None = getattr(self, "_text", None)
+        if text is None:
+            text = self._ip_args()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _ip_args(self) -> str:
+        raise NotImplementedError
 
 
 @_dataclass(frozen=True, order=True)
@@ -319,7 +331,7 @@ class Route(_CachedHash):
             return tuple((nh.dev, nh.gateway) for nh in self.nexthops if nh.gateway)
         return ((self.dev, self.gateway),) if self.gateway else ()
 
-    def ip_args(self) -> str:
+    def _ip_args(self) -> str:
         """The route as `ip route` arguments (without the add/del verb)."""
         dst = "default" if self.is_default else str(self.dst)
         parts = [dst]
@@ -381,7 +393,7 @@ class Rule(_CachedHash):
             object.__setattr__(self, "_hash", self._fields_hash())
             return self._hash
 
-    def ip_args(self) -> str:
+    def _ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
         parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
         parts += ["lookup", TABLE_NAMES.get(self.table, str(self.table))]

@@ -173,13 +173,16 @@ def test_cached_hashes_are_the_dataclass_hashes_also_for_copies(
     for obj in objects:
         values = tuple(getattr(obj, f.name) for f in fields(obj))
         assert hash(obj) == hash(values)
+        text = obj.ip_args()
+        assert obj.ip_args() is text  # made once
         for twin in (copy.copy(obj), copy.deepcopy(obj), pickle.loads(pickle.dumps(obj))):
-            assert twin == obj and hash(twin) == hash(obj)
+            assert twin == obj and hash(twin) == hash(obj) and twin.ip_args() == text
         assert hash(replace(obj)) == hash(obj)
         assert astuple(obj) == tuple(astuple(obj))  # the cache is not a field
     assert len(set(objects)) == len(objects)
     first = objects[0]
     changed = replace(first, protocol=78)
+    assert changed.ip_args() == first.ip_args().replace("proto 77", "proto 78")
     assert changed != first and hash(changed) == hash(
         tuple(getattr(changed, f.name) for f in fields(changed))
     )
