@@ -126,13 +126,18 @@ HOSTS_CACHED = 1 << 16  # a long-running daemon sees addresses come and go: boun
 def host_network(address: IPAddress) -> IPNetwork:
     """192.0.2.10 -> 192.0.2.10/32, one shared object per address (a host with thousands of
     source addresses builds these for every rule it reads and plans)."""
-    key = (address.version, int(address))
+    return host_network_of(address.version, int(address))
+
+
+def host_network_of(version: int, value: int) -> IPNetwork:
+    """The host network of an address given as an integer (as netlink's codec reads it)."""
+    key = (version, value)
     network = _hosts.get(key)
     if network is None:
-        if address.version == 4:
-            network = ipaddress.IPv4Network((key[1], 32))
+        if version == 4:
+            network = ipaddress.IPv4Network((value, 32))
         else:
-            network = ipaddress.IPv6Network((key[1], 128))
+            network = ipaddress.IPv6Network((value, 128))
         if len(_hosts) >= HOSTS_CACHED:
             _hosts.clear()
         _hosts[key] = network
@@ -144,10 +149,10 @@ def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
     value = int.from_bytes(raw, "big")
     if len(raw) == 4:
         if prefixlen == 32:
-            return host_network(ipaddress.IPv4Address(value))
+            return host_network_of(4, value)
         return ipaddress.IPv4Network((value, prefixlen))
     if prefixlen == 128:
-        return host_network(ipaddress.IPv6Address(value))
+        return host_network_of(6, value)
     return ipaddress.IPv6Network((value, prefixlen))
 
 
