@@ -22,6 +22,7 @@ from multihome.errors import MultihomeError
 from multihome.model import Desired, Ownership, Route, Rule, Sysctl
 
 POLL = 0.05
+REVERT_NOW = "revert"  # the answer `no`: revert at once instead of at the deadline
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def _guard(
         os.close(ready_w)
         while time.time() < deadline:
             if os.path.exists(confirm_path):
+                if _answer(confirm_path) == REVERT_NOW:  # `no` at the prompt
+                    break
                 outcome = "kept"
                 return
             time.sleep(POLL)
@@ -154,19 +157,46 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
         state.save(netns_id, snapshot.record, list(snapshot.rules), list(snapshot.routes))
 
 
-def confirm(netns_id: int, wait: float = 5.0) -> str:
-    """Tell the guardian to keep the change. Returns "kept", "reverted" (too late) or
-    "nothing pending"."""
+def _answer(confirm_path: str) -> str:
+    try:
+        with open(confirm_path, encoding="utf-8") as file:
+            return file.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _take_outcome(netns_id: int) -> tuple[str, float] | None:
+    """The guardian's last outcome and when it came, once: reading it marks it reported."""
+    path = _outcome_path(netns_id)
+    try:
+        with open(path, encoding="utf-8") as file:
+            outcome, at = file.read().strip(), os.fstat(file.fileno()).st_mtime
+    except FileNotFoundError:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return outcome, at
+
+
+def confirm(netns_id: int, wait: float = 5.0, keep: bool = True) -> tuple[str, float | None]:
+    """Tell the guardian to keep the change (or, with `keep=False`, to revert it now).
+    Returns the outcome, "kept", "reverted", "revert failed" or "nothing pending", and the
+    time of a revert. A revert not yet reported is reported to the next call: a late
+    confirmation learns that it came too late."""
     if pending(netns_id) is None:
-        return "nothing pending"
+        late = _take_outcome(netns_id)
+        if late is not None and late[0] != "kept":
+            return late
+        return "nothing pending", None
     path, confirm_path = _paths(netns_id)
-    with open(confirm_path, "w", encoding="utf-8") as file:
-        file.write(str(os.getpid()))
+    # Whole or not at all (a rename): the guardian must not read half an answer.
+    with open(confirm_path + ".new", "w", encoding="utf-8") as file:
+        file.write(str(os.getpid()) if keep else REVERT_NOW)
+    os.replace(confirm_path + ".new", confirm_path)
     end = time.monotonic() + wait + POLL
     while os.path.exists(path) and time.monotonic() < end:
         time.sleep(POLL)
-    try:
-        with open(_outcome_path(netns_id), encoding="utf-8") as file:
-            return file.read().strip()
-    except FileNotFoundError:
-        raise MultihomeError("the guardian did not acknowledge the confirmation in time") from None
+    outcome = _take_outcome(netns_id)
+    if outcome is None:
+        raise MultihomeError("the guardian did not acknowledge the confirmation in time")
+    return outcome

@@ -9,9 +9,10 @@ import tempfile
 from multihome.errors import MultihomeError
 
 
-def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list[str]:
+def write_tree(directory: str, files: dict[str, str], mode: int | None = None) -> list[str]:
     """Write each {relative path: text} under `directory`; a reader sees the old file or the
-    new one, never half of it. Returns the paths written."""
+    new one, never half of it. Without `mode`, a script (a file with a shebang) is 755 and
+    anything else 644. Returns the paths written."""
     written = []
     for relative, text in sorted(files.items()):
         if os.path.isabs(relative) or ".." in relative.split("/"):
@@ -25,7 +26,10 @@ def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list
                     file.write(text)
                     file.flush()
                     os.fsync(file.fileno())
-                os.chmod(temp, mode)
+                if mode is not None:
+                    os.chmod(temp, mode)
+                else:
+                    os.chmod(temp, 0o755 if text.startswith("#!") else 0o644)
                 os.replace(temp, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

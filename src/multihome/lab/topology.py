@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -54,32 +55,65 @@ def _remove_namespace(name: str) -> None:
         netns.remove(name)
 
 
-def clean_stale(include_kept: bool = False) -> list[str]:
-    """Remove the namespaces of lab runs whose process is gone (and, with `include_kept`,
-    of runs left up with --keep); returns their names."""
-    removed: list[str] = []
+@dataclass(frozen=True)
+class LabRecord:
+    """A lab network as its run recorded it (in RUN_DIR/NAME.json, before building it)."""
+
+    name: str  # the namespaces' prefix without its dash: "mhlab1234d", or a kept run's name
+    pid: int
+    namespaces: tuple[str, ...]
+    kept: bool  # left up with --keep: removed only on request
+    info: dict[str, Any]  # what a kept network's users need (scenario, server addresses)
+
+    def stale(self) -> bool:
+        """A network its run no longer owns: the run died without cleaning up."""
+        return not self.kept and not _pid_alive(self.pid)
+
+
+def lab_networks() -> list[LabRecord]:
+    """Every lab network recorded on this machine (the runs' own records, never names)."""
+    records: list[LabRecord] = []
     if not os.path.isdir(RUN_DIR):
-        return removed
+        return records
     for entry in sorted(os.listdir(RUN_DIR)):
         if not entry.endswith(".json"):
             continue
-        path = os.path.join(RUN_DIR, entry)
         try:
-            with open(path, encoding="utf-8") as file:
-                record = json.load(file)
-        except (OSError, ValueError):
+            with open(os.path.join(RUN_DIR, entry), encoding="utf-8") as file:
+                data = json.load(file)
+            records.append(
+                LabRecord(
+                    name=entry.removesuffix(".json"),
+                    pid=int(data.get("pid", 0)),
+                    namespaces=tuple(data.get("namespaces", [])),
+                    kept=data.get("keep") is True,
+                    info=dict(data.get("info", {})),
+                )
+            )
+        except (OSError, ValueError, TypeError):
             continue
-        kept = record.get("keep") is True
-        if kept and not include_kept:
-            continue
-        if not kept and _pid_alive(int(record.get("pid", 0))):
-            continue
-        for name in record.get("namespaces", []):
-            if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
-                _remove_namespace(name)
-                removed.append(name)
-        os.unlink(path)
+    return records
+
+
+def remove_network(record: LabRecord) -> list[str]:
+    """Delete a recorded network's namespaces and its record; the namespaces that existed."""
+    removed = []
+    for name in record.namespaces:
+        if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
+            _remove_namespace(name)
+            removed.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(RUN_DIR, record.name + ".json"))
     return removed
+
+
+def clean_stale() -> list[LabRecord]:
+    """Remove the networks of lab runs whose process is gone (never kept ones); returns
+    their records."""
+    stale = [record for record in lab_networks() if record.stale()]
+    for record in stale:
+        remove_network(record)
+    return stale
 
 
 SIOCETHTOOL = 0x8946
@@ -111,10 +145,17 @@ def _rtnl(ns: str) -> Iterator[Any]:
 class Network:
     """A built `Topology`. Use as a context manager; `keep=True` leaves it up on exit."""
 
-    def __init__(self, topology: Topology, prefix: str | None = None, keep: bool = False):
+    def __init__(
+        self,
+        topology: Topology,
+        prefix: str | None = None,
+        keep: bool = False,
+        info: dict[str, Any] | None = None,
+    ):
         self.topology = topology
         self.prefix = prefix or f"mhlab{os.getpid()}-"
         self.keep = keep
+        self.info = info or {}
         self.created: list[str] = []
         self._record = os.path.join(RUN_DIR, f"{self.prefix.rstrip('-')}.json")
         self._old_handlers: dict[int, Any] = {}
@@ -124,11 +165,15 @@ class Network:
         """The real namespace name of a logical host."""
         return self.prefix + host
 
-    def _save_record(self) -> None:
+    def _save_record(self, kept: bool = False) -> None:
         os.makedirs(RUN_DIR, exist_ok=True)
-        data = {"pid": os.getpid(), "namespaces": [self.ns(h) for h in self.topology.hosts]}
-        if self.keep:
+        data: dict[str, Any] = {
+            "pid": os.getpid(),
+            "namespaces": [self.ns(h) for h in self.topology.hosts],
+        }
+        if kept:  # only once built: a run killed mid-build leaves a stale network, not a kept one
             data["keep"] = True
+            data["info"] = self.info
         with open(self._record, "w", encoding="utf-8") as file:
             json.dump(data, file)
 
@@ -156,6 +201,8 @@ class Network:
     ) -> None:
         if not self.keep or error is not None:
             self.destroy()
+        else:
+            self._save_record(kept=True)
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
 
