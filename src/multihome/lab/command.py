@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from multihome.cli import Command
@@ -46,13 +47,16 @@ class ProgressLines:
     """Without a terminal (a log, a pipe, CI): a line every few seconds, and one at the end of
     each phase."""
 
-    def __init__(self, every: float = PROGRESS_EVERY) -> None:
+    def __init__(
+        self, every: float = PROGRESS_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.every = every
+        self.clock = clock
         self.phase = ""
         self.start = self.last = 0.0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if phase != self.phase:
             self.phase, self.start, self.last = phase, now, now
         if done >= total:
