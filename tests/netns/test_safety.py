@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -42,6 +43,10 @@ def test_unconfirmed_apply_is_reverted_in_time(build: Build) -> None:
     _wait_for(lambda: snapshot(server) == before, 4.0)
     assert time.monotonic() - start <= 2 + 1
     assert sysctl(server, "net.ipv4.conf.eth1.arp_ignore") == "0"
+    # a confirmation after the revert says so, once, and fails
+    late = multihome(server, "confirm", check=False)
+    assert late.returncode == 1, late.stdout + late.stderr
+    assert re.fullmatch(r"too late: the change was reverted at \d\d:\d\d:\d\d", late.stdout.strip())
     assert multihome(server, "confirm").stdout.strip() == "nothing awaits confirmation"
     # the host is as if nothing happened: a plain apply starts from scratch
     assert len(multihome(server, "apply").stdout.splitlines()) == 14

@@ -178,7 +178,11 @@ def _ask_to_keep(seconds: float) -> int:
             return EXIT_OK
         answer = sys.stdin.readline().strip().lower()
         if answer in ("y", "yes", "n", "no"):
-            outcome, at = operations.confirm_pending(keep=answer.startswith("y"))
+            keep = answer.startswith("y")
+            outcome, at = operations.confirm_pending(keep=keep)
+            if not keep and outcome == "reverted":
+                print("reverted: the routing is as it was before")
+                return EXIT_OK
             print(_confirmation_text(outcome, at))
             return _confirmation_code(outcome)
         prompt = "Please type 'yes' or 'no': "
