@@ -30,6 +30,7 @@ LAB = [sys.executable, "-m", "multihome", "lab"]
 @pytest.fixture(autouse=True)
 def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr("multihome.lab.topology.RUN_DIR", str(tmp_path / "state" / "lab"))
 
 
 def _lab_namespaces(pid: int) -> list[str]:

@@ -246,8 +246,6 @@ def keep(options: LabOptions, name: str) -> Network:
     info = {
         "scenario": options.scenario,
         "nics": options.nics,
-        "server": f"{name}-{scenarios.SERVER}",
-        "client": f"{name}-{scenarios.CLIENT}",
         "server_addresses": list(topology.roles["server_addresses"]),
     }
     network = Network(topology, prefix=f"{name}-", keep=True, info=info)
@@ -276,7 +274,13 @@ def load(
     `requests` downloads from NAME-client spread over every server address."""
     check_privileges()
     record = kept_network(name)
-    server_ns, client_ns = str(record.info["server"]), str(record.info["client"])
+    if "server_addresses" not in record.info:
+        raise MultihomeError(
+            f"the kept lab network {name!r} was kept by an older multihome and cannot be loaded",
+            hint=f"remove it with `multihome lab clean {name}` and keep a new one",
+        )
+    server_ns = f"{name}-{scenarios.SERVER}"
+    client_ns = f"{name}-{scenarios.CLIENT}"
     missing = [
         n
         for n in (server_ns, client_ns)
@@ -309,7 +313,6 @@ def clean(names: tuple[str, ...] = (), everything: bool = False) -> list[LabReco
         )
     chosen = [r for r in records if r.stale() or (r.kept and (everything or r.name in names))]
     for record in chosen:
-        if record.kept and "server" in record.info:
-            _forget_state(str(record.info["server"]))
+        _forget_state(f"{record.name}-{scenarios.SERVER}")
         remove_network(record)
     return chosen
