@@ -13,7 +13,10 @@ import pytest
 from multihome import cli
 from multihome.cli.output import with_user_options
 from multihome.lab.command import ProgressLines, duration_note
-from multihome.lab.run import LabOptions
+
+# multihome.lab.run is imported in the tests only: importing it imports multihome.state, which
+# fixes its directory from MULTIHOME_STATE_DIR at import, and collection must not do that
+# before the netns tests set it.
 
 
 def test_lab_help_does_not_offer_netns(capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,6 +68,8 @@ def test_progress_without_a_terminal_is_a_line_every_few_seconds(
 
 
 def test_two_isp_says_how_long_its_failing_phase_takes() -> None:
+    from multihome.lab.run import LabOptions
+
     note = duration_note(LabOptions(scenario="two-isp", requests=4000, concurrency=40))
     assert note is not None
     assert "2000 of the 4000 requests fail" in note and "about 12 s" in note
@@ -108,3 +113,12 @@ def test_bad_plot_path_fails_before_anything_runs(capsys: pytest.CaptureFixture[
     # as root this would otherwise start building networks; the check comes first either way
     assert cli.main(["lab", "--plot", "/nonexistent/dir/p.png", "--requests", "10"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_load_and_clean_refuse_options_they_would_ignore(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["lab", "load", "demo", "--keep"]) == 2
+    assert "--keep does not go with `lab load`" in capsys.readouterr().err
+    assert cli.main(["lab", "clean", "--plot", "p.png"]) == 2
+    assert "--plot does not go with `lab clean`" in capsys.readouterr().err

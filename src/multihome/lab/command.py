@@ -154,6 +154,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     if args.netns:
         raise MultihomeError("the lab builds its own namespaces; --netns does not apply")
+    if args.scenario in ("load", "clean"):
+        ignored = [
+            option
+            for option, value in (
+                ("--keep", args.keep),
+                ("--plot", args.plot),
+                ("--link-rate", args.link_rate),
+                ("--all", args.all and args.scenario == "load"),
+            )
+            if value
+        ]
+        if ignored:
+            raise MultihomeError(f"{', '.join(ignored)} does not go with `lab {args.scenario}`")
     if args.scenario == "clean":
         return _clean(args)
     if args.scenario == "load":
