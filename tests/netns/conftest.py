@@ -40,12 +40,8 @@ def build(
     global _counter
     # Each test gets its own state directory, so state files never leak between tests.
     monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path))
-    # the modules read it when imported, which may have been before (collecting the unit tests
-    # imports multihome.state): the test process must use the same directory as its commands
-    monkeypatch.setattr("multihome.state.STATE_DIR", str(tmp_path))
-    # ... and its own record of lab networks: removing dead runs' networks, as every network
-    # built does first, then only ever sees what the tests made
-    monkeypatch.setattr("multihome.lab.topology.RUN_DIR", os.path.join(tmp_path, "lab"))
+    # (and so its own record of lab networks: removing dead runs' networks, as every network
+    # built does first, then only ever sees what the tests made)
     networks: list[Network] = []
 
     def make(topology: Topology) -> Network:

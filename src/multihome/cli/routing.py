@@ -194,7 +194,6 @@ def _confirmation_text(outcome: str, at: float | None) -> str:
         "kept": "confirmed: the change is kept",
         "reverted": f"too late: the change was reverted at {when}",
         "nothing pending": "nothing awaits confirmation",
-        "revert failed": f"the revert failed at {when}: check with `multihome show`",
     }.get(outcome, f"the guardian reported: {outcome}")
 
 

@@ -26,28 +26,22 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import kernel, namespace
+from multihome import files, kernel, namespace, state
 from multihome.lab.description import Topology
 from multihome.model import Sysctl
+from multihome.processes import pid_alive
 
-RUN_DIR = os.path.join(os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome"), "lab")
+
+def run_dir() -> str:
+    """Where each run records its networks; read at each use, like the state directory."""
+    return os.path.join(state.state_dir(), "lab")
+
+
 IFA_F_NODAD = 0x02
 BASELINE_SYSCTLS = [
     ("net/ipv6/conf/all/accept_dad", "0"),
     ("net/ipv6/conf/default/accept_dad", "0"),
 ]
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_namespace(name: str) -> None:
@@ -57,7 +51,7 @@ def _remove_namespace(name: str) -> None:
 
 @dataclass(frozen=True)
 class LabRecord:
-    """A lab network as its run recorded it (in RUN_DIR/NAME.json, before building it)."""
+    """A lab network as its run recorded it (in run_dir()/NAME.json, before building it)."""
 
     name: str  # the namespaces' prefix without its dash: "mhlab1234d", or a kept run's name
     pid: int
@@ -67,19 +61,20 @@ class LabRecord:
 
     def stale(self) -> bool:
         """A network its run no longer owns: the run died without cleaning up."""
-        return not self.kept and not _pid_alive(self.pid)
+        return not self.kept and not pid_alive(self.pid)
 
 
 def lab_networks() -> list[LabRecord]:
     """Every lab network recorded on this machine (the runs' own records, never names)."""
     records: list[LabRecord] = []
-    if not os.path.isdir(RUN_DIR):
+    directory = run_dir()
+    if not os.path.isdir(directory):
         return records
-    for entry in sorted(os.listdir(RUN_DIR)):
+    for entry in sorted(os.listdir(directory)):
         if not entry.endswith(".json"):
             continue
         try:
-            with open(os.path.join(RUN_DIR, entry), encoding="utf-8") as file:
+            with open(os.path.join(directory, entry), encoding="utf-8") as file:
                 data = json.load(file)
             records.append(
                 LabRecord(
@@ -103,7 +98,7 @@ def remove_network(record: LabRecord) -> list[str]:
             _remove_namespace(name)
             removed.append(name)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(RUN_DIR, record.name + ".json"))
+        os.unlink(os.path.join(run_dir(), record.name + ".json"))
     return removed
 
 
@@ -157,7 +152,7 @@ class Network:
         self.keep = keep
         self.info = info or {}
         self.created: list[str] = []
-        self._record = os.path.join(RUN_DIR, f"{self.prefix.rstrip('-')}.json")
+        self._record = os.path.join(run_dir(), f"{self.prefix.rstrip('-')}.json")
         self._old_handlers: dict[int, Any] = {}
         self._owner = os.getpid()
 
@@ -166,7 +161,7 @@ class Network:
         return self.prefix + host
 
     def _save_record(self, kept: bool = False) -> None:
-        os.makedirs(RUN_DIR, exist_ok=True)
+        os.makedirs(run_dir(), exist_ok=True)
         data: dict[str, Any] = {
             "pid": os.getpid(),
             "namespaces": [self.ns(h) for h in self.topology.hosts],
@@ -174,8 +169,7 @@ class Network:
         if kept:  # only once built: a run killed mid-build leaves a stale network, not a kept one
             data["keep"] = True
             data["info"] = self.info
-        with open(self._record, "w", encoding="utf-8") as file:
-            json.dump(data, file)
+        files.atomic_write(self._record, json.dumps(data))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # SIGTERM unwinds like Ctrl-C, so that the `finally` of the owner removes the network.
