@@ -159,7 +159,7 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
 
 def _take_outcome(netns_id: int) -> tuple[str, float] | None:
     """The last guardian's outcome ("kept", "reverted", "revert failed: WHY") and when it
-    came, once: reading it marks it reported."""
+    came. A revert is reported once: reading it removes it (a kept change stays on record)."""
     data = state.read_json(netns_id, OUTCOME)
     if data is None:
         return None
@@ -167,8 +167,9 @@ def _take_outcome(netns_id: int) -> tuple[str, float] | None:
         at = os.stat(state.file_path(netns_id, OUTCOME)).st_mtime
     except FileNotFoundError:
         at = time.time()
-    state.remove(netns_id, OUTCOME)
     text = str(data.get("outcome"))
+    if text != "kept":
+        state.remove(netns_id, OUTCOME)
     return (f"{text}: {data['error']}" if "error" in data else text), at
 
 
