@@ -124,7 +124,24 @@ class Paste:
         text = text.replace("/tmp/out", str(self.tmp / "out"))
         return text.replace("/tmp/scratch", str(self.tmp / "scratch"))
 
+    def check_contained(self, command: str) -> None:
+        """Never run a README command on this machine's own network: each part must be the
+        lab's command, or act in one of the lab networks, or read the test's files."""
+        networks = "|".join(NAMES)
+        contained = (
+            r"multihome lab( .*)?",
+            rf"multihome --netns ({networks})-({HOSTS}) .*",
+            rf"ip -n ({networks})-({HOSTS}) .*",
+            r"cat /tmp/(out|scratch)/\S+",
+        )
+        for part in re.split(r"\s*(?:;|&&|\|\|?)\s*", command.split("#")[0].strip()):
+            assert any(re.fullmatch(p, part) for p in contained), (
+                f"`{command}` would run outside the lab's networks: give it --netns of one, "
+                f"or put `{SKIP}: WHY -->` before its block"
+            )
+
     def run(self, step: Step) -> tuple[int, list[str]]:
+        self.check_contained(step.command)
         command = self.rename(step.command)
         lab_run = re.search(r"multihome lab( (seed|two-isp))?( |$)", command)
         if lab_run and "--requests" not in command:
