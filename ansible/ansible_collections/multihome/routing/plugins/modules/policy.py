@@ -208,7 +208,9 @@ notes:
   type: list
   elements: str
 warnings_multihome:
-  description: multihome's warnings (for example neighbours it could not update at once).
+  description:
+    - multihome's warnings (for example neighbours it could not update at once); they are
+      shown as warnings of the task too.
   returned: always
   type: list
   elements: str
@@ -370,6 +372,8 @@ class Multihome(object):
         self.result["commands"] = [c.get("command", "") for c in changes]
         self.result["notes"] = data.get("notes", [])
         self.result["warnings_multihome"] = data.get("warnings", [])
+        for warning in self.result["warnings_multihome"]:
+            self.module.warn("multihome: %s" % warning)
         if "uplinks" in data:
             self.result["uplinks"] = data["uplinks"]
         if changes:
