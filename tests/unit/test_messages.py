@@ -122,3 +122,12 @@ def test_load_and_clean_refuse_options_they_would_ignore(
     assert "--keep does not go with `lab load`" in capsys.readouterr().err
     assert cli.main(["lab", "clean", "--plot", "p.png"]) == 2
     assert "--plot does not go with `lab clean`" in capsys.readouterr().err
+
+
+def test_license_is_an_spdx_string_that_setuptools_reads_without_warnings() -> None:
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert data["project"]["license"] == "MIT"  # PEP 639; the table form is deprecated
+    # the string form needs setuptools 77 or later to build
+    assert "setuptools>=77" in data["build-system"]["requires"]
