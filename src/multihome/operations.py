@@ -183,11 +183,12 @@ def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
     return _converge(config_path, remove=False, confirm_seconds=None, down=down)
 
 
-def confirm_pending() -> str:
-    """`multihome confirm`: keep the change awaiting confirmation in this namespace."""
+def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
+    """`multihome confirm`: keep the change awaiting confirmation in this namespace (or
+    revert it now); the outcome, and the time of a revert."""
     from multihome import confirm
 
-    return confirm.confirm(namespace.identity())
+    return confirm.confirm(namespace.identity(), keep=keep)
 
 
 def diagnose(config_path: str | None) -> Any:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from multihome import CONFIG_PATH, __version__
-from multihome.cli.output import EXIT_ERROR, EXIT_OK
+from multihome.cli.output import EXIT_ERROR, EXIT_OK, with_user_options
 from multihome.errors import MultihomeError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -33,7 +33,7 @@ class Command:
     `--help` included, and creating a dataclass costs more than the whole of this module.
     """
 
-    __slots__ = ("arguments", "description", "handler", "name", "summary")
+    __slots__ = ("arguments", "description", "handler", "name", "netns", "summary")
 
     def __init__(
         self,
@@ -42,12 +42,14 @@ class Command:
         summary: str,  # one line, for `multihome --help`
         description: str,  # for `multihome NAME --help`
         arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        netns: bool = True,  # takes --netns (not the lab, which builds namespaces of its own)
     ) -> None:
         self.name = name
         self.handler = handler
         self.summary = summary
         self.description = description
         self.arguments = arguments
+        self.netns = netns
 
 
 def commands() -> tuple[Command, ...]:
@@ -135,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="act inside the named network namespace (as `ip netns exec NAME`)",
     )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print machine-readable JSON",
-    )
+    without_netns = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    for parent in (common, without_netns):
+        parent.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print machine-readable JSON",
+        )
     common.add_argument(
         "-c",
         "--config",
@@ -163,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assert isinstance(sub, _Commands)
     for command in commands():
-        sub.add_command(command, common)
+        sub.add_command(command, common if command.netns else without_netns)
     return parser
 
 
@@ -183,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MultihomeError as error:
         print(f"multihome: {error.message}", file=sys.stderr)
         if error.hint:
-            print(f"hint: {error.hint}", file=sys.stderr)
+            print(f"hint: {with_user_options(error.hint, args)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("multihome: interrupted", file=sys.stderr)
