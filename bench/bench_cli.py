@@ -289,7 +289,61 @@ def _address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Se
     header()
     for s in series.values():
         print(s.line())
+    if total == 1000:
+        run_all(add_batch)  # applied, for a no-op
+        phases()
+        run_all(del_batch)
     return series
+
+
+# Where a no-op apply's time goes: one fresh interpreter, CPU time at each step (its own
+# start-up is `python -c pass`). The netlink dumps are timed apart from decoding them.
+PHASES = r"""
+import time
+clock = time.process_time
+marks = [("", 0.0), ("interpreter start-up (site, encodings)", clock())]
+import argparse
+marks.append(("import argparse (the parser)", clock()))
+import dataclasses
+marks.append(("import dataclasses (inspect, ast, dis, ...)", clock()))
+import multihome.model
+marks.append(("import multihome.model (its dataclasses)", clock()))
+import multihome.cli, multihome.operations, multihome.kernel, multihome.confirm
+marks.append(("import the rest (config, cli, operations, ...)", clock()))
+from multihome import discover, netlink
+from multihome.config import Config
+from multihome.diff import diff
+from multihome.plan import plan
+rtnl = netlink.RtnlSocket()
+for kind in (netlink.RTM_GETLINK, netlink.RTM_GETADDR, netlink.RTM_GETRULE, netlink.RTM_GETROUTE):
+    for _ in rtnl.dump(kind):
+        pass
+marks.append(("netlink dumps, not decoded (the kernel's part)", clock()))
+host = discover.read_state()
+marks.append(("read_state: the same dumps, decoded into objects", clock()))
+desired = plan(Config(), host)
+marks.append(("plan", clock()))
+changes = diff(desired, host)
+marks.append(("diff", clock()))
+assert not changes, changes
+for (_, before), (label, after) in zip(marks, marks[1:]):
+    print(f"    {label:48}{(after - before) * 1000:7.1f} ms")
+"""
+
+
+def phases() -> None:
+    """The median of each phase of a no-op apply over several fresh processes."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(7):
+        out = subprocess.run(
+            [PYTHON, "-c", PHASES], capture_output=True, text=True, check=True
+        ).stdout
+        for line in out.splitlines():
+            label, value = line.rsplit(None, 2)[0].strip(), float(line.split()[-2])
+            samples.setdefault(label, []).append(value)
+    print("  where a no-op apply's CPU time goes (median of 7 fresh processes):")
+    for label, values in samples.items():
+        print(f"    {label:48}{statistics.median(values):7.1f} ms")
 
 
 # -- watch ----------------------------------------------------------------------------------
