@@ -491,7 +491,7 @@ def plan_run(runs: int) -> None:
         host = planned_host(uplinks)
         plan(Config(), host)  # warm-up
         samples = []
-        for _ in range(max(runs, 5)):
+        for _ in range(max(3 * runs, 15)):  # in process and short: more samples
             start = time.process_time()
             desired = plan(Config(), host)
             samples.append(time.process_time() - start)

@@ -193,14 +193,16 @@ class Family(enum.IntEnum):
 
     @property
     def any(self) -> IPNetwork:
-        """The default route's destination in this family."""
-        return ipaddress.ip_network("0.0.0.0/0" if self is Family.INET else "::/0")
+        """The default route's destination in this family (one object each: every uplink's
+        default route asks)."""
+        return _ANY4 if self is Family.INET else _ANY6
 
     @classmethod
     def of(cls, value: IPAddress | IPNetwork | IPInterface) -> Family:
         return cls.INET if value.version == 4 else cls.INET6
 
 
+_ANY4, _ANY6 = ipaddress.IPv4Network((0, 0)), ipaddress.IPv6Network((0, 0))
 FAMILIES = {2: Family.INET, 10: Family.INET6}  # netlink's family number -> Family, fast
 _INET, _INET6 = Family.INET, Family.INET6
 
