@@ -102,7 +102,7 @@ class Series:
 
 
 def header() -> None:
-    print(f"  {'(median of whole processes)':46}{'wall':>12}{'':>7}")
+    print(f"  {'(median of whole processes)':46}{'wall':>12}")
 
 
 def target(label: str, value: float, limit: float, unit: str = "x", note: str = "") -> None:
