@@ -6,7 +6,7 @@ cli.py parses arguments and prints; the lab and tests call these the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multihome import config as config_file
 from multihome import confirm, discover, kernel, namespace, state
@@ -16,6 +16,9 @@ from multihome.errors import MultihomeError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
+
+if TYPE_CHECKING:
+    from multihome.nftables import TableChange
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Outcome:
     desired: Desired
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
+    table: TableChange | None = None  # gateway mode: multihome's nftables table
 
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
@@ -39,7 +43,31 @@ def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only)."""
     cfg, host, record = observe(config_path)
     desired = plan(cfg, host)
-    return Outcome(cfg, host, desired, tuple(diff(desired, host, record.sysctl_originals)))
+    changes = tuple(diff(desired, host, record.sysctl_originals))
+    return Outcome(cfg, host, desired, changes, table=_table_change(cfg, host, desired, record))
+
+
+def _table_change(
+    cfg: Config, host: HostState, desired: Desired, record: state.Record
+) -> TableChange | None:
+    """Gateway mode: what to do to multihome's nftables table (refuses when other software
+    uses the bits of the mark mask). Without [gateway] and no table applied, nothing to read."""
+    if desired.gateway is None and not record.nft_table:
+        return None
+    from multihome import gateway, nftables
+
+    ruleset = nftables.ruleset()
+    if desired.gateway is not None:
+        users = gateway.overlaps(cfg, host.rules, ruleset)
+        if users:
+            assert cfg.gateway is not None
+            raise MultihomeError(
+                f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
+                " by other software: " + "; ".join(users),
+                hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
+                " uses which)",
+            )
+    return nftables.change_for(desired.gateway, nftables.current(ruleset))
 
 
 def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Record:
@@ -85,11 +113,21 @@ def _converge(
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
         changes = tuple(diff(desired, host, record.sysctl_originals))
+        table = _table_change(cfg, host, desired, record)
+        if table is not None and confirm_seconds is not None:
+            raise MultihomeError(
+                "--confirm does not cover gateway mode's nftables table yet",
+                hint="run the command without --confirm",
+            )
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
+        if table is not None:
+            _replace_table(table, changes, host)
+        if changes or table is not None:
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
             after.netns_cookie = cookie
+            after.nft_table = desired.gateway is not None
             state.save(netns_id, after, rules, routes)
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
@@ -106,7 +144,22 @@ def _converge(
     if confirm_seconds is not None and snapshot is not None:
         confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings)
+    return Outcome(cfg, host, desired, changes, warnings, table)
+
+
+def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
+    """Write the nftables part after the routing part; if nftables refuses, undo the routing
+    part, so that both are as before."""
+    from multihome import nftables
+
+    try:
+        nftables.apply(table)
+    except MultihomeError as error:
+        if changes:
+            kernel.apply([c.inverse() for c in reversed(changes)], host)
+            error.message += f"; the {len(changes)} routing changes made were undone"
+            error.args = (error.message,)
+        raise
 
 
 def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:

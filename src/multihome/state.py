@@ -33,6 +33,7 @@ class Record:
     routes: list[str] = field(default_factory=list)
     applied_at: float | None = None
     netns_cookie: int | None = None
+    nft_table: bool = False  # gateway mode: multihome's nftables table exists
 
 
 def file_path(netns_id: int, suffix: str) -> str:
@@ -64,6 +65,7 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
         rules=list(data.get("rules", [])),
         routes=list(data.get("routes", [])),
         applied_at=data.get("applied_at"),
+        nft_table=bool(data.get("nft_table", False)),
     )
 
 
@@ -71,7 +73,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
     """Write the record atomically (a reader sees the old or the new file, never a mix)."""
     os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
     path = file_path(netns_id, "json")
-    if not record.sysctl_originals and not rules and not routes:
+    if not record.sysctl_originals and not rules and not routes and not record.nft_table:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
@@ -80,6 +82,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "applied_at": time.time(),
         "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
+        "nft_table": record.nft_table,
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
