@@ -1,0 +1,211 @@
+"""Gateway mode against the real kernel: a router that forwards a LAN over two ISPs that drop
+spoofed sources, with strict rp_filter on the router. Checked with independent readers:
+`nft -j list table inet multihome`, `conntrack -L`, `ip -j rule`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from multihome.lab import gateway as lab
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
+
+from .helpers import TcpServer, fetch, ip_json, multihome, snapshot, sysctl
+
+Build = Callable[[Topology], Network]
+MASK = 0x0F000000
+MARKS = {"eth0": 0x01000000, "eth1": 0x02000000}
+
+DOCKER_TABLE = """\
+table ip nat {
+\tchain POSTROUTING {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\toifname != "docker0" ip saddr 172.17.0.0/16 counter masquerade
+\t}
+}
+"""
+PORT_FORWARD_TABLE = """\
+table ip portfwd {
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tiifname "eth1" tcp dport 8080 dnat to 198.18.0.10:8080
+\t}
+}
+"""
+
+
+def nft(ns: str, *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def foreign_tables(ns: str) -> str:
+    """The other software's tables, byte for byte as nft prints them (handles included)."""
+    return nft(ns, "-a", "list", "table", "ip", "nat") + nft(
+        ns, "-a", "list", "table", "ip", "portfwd"
+    )
+
+
+def tracked(ns: str, mark: int) -> int:
+    """Connections conntrack holds with this mark inside multihome's mask (`conntrack -L`)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "conntrack", "-L", "-f", "ipv4", "--mark", f"{mark:#x}/{MASK:#x}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def mh_table(ns: str) -> list[dict[str, object]]:
+    result = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "multihome"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return []
+    items: list[dict[str, object]] = json.loads(result.stdout)["nftables"]
+    return items
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Iterator[str]:
+    path = tmp_path / "multihome.toml"
+    path.write_text(lab.CONFIG)
+    os.chmod(path, 0o600)
+    yield str(path)
+
+
+def _fwmark_rules(ns: str) -> list[dict[str, object]]:
+    return [r for r in ip_json(ns, "-4", "rule") if "fwmark" in r]
+
+
+def test_lan_connections_use_both_uplinks_with_strict_rp_filter(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    before = snapshot(router)
+    sysctls_before = {k: sysctl(router, k) for k in ("net.ipv4.conf.all.src_valid_mark", "net.ipv4.fib_multipath_hash_policy")}
+
+    out = multihome(router, "-c", config, "plan", "--format", "ip").stdout
+    assert "nft -f - <<'EOF'" in out and "table inet multihome {" in out
+    assert "fwmark 0x1000000/0xf000000 lookup 100" in out
+    multihome(router, "-c", config, "apply")
+    assert multihome(router, "-c", config, "apply").stdout.startswith("apply: nothing to do")
+    assert multihome(router, "-c", config, "plan", "--check").returncode == 0
+
+    rules = _fwmark_rules(router)
+    assert [(r["priority"], r["fwmark"], r.get("fwmask"), r["table"]) for r in rules] == [
+        (1002, "0x1000000", "0xf000000", "100"),
+        (1002, "0x2000000", "0xf000000", "101"),
+    ]
+    chains = {c["chain"]["name"] for c in mh_table(router) if "chain" in c}  # type: ignore[index]
+    assert chains == {"prerouting", "output", "postrouting", "nat"}
+    assert sysctl(router, "net.ipv4.conf.all.src_valid_mark") == "1"
+    assert sysctl(router, "net.ipv4.conf.all.rp_filter") == "1"  # strict, left alone
+
+    connections = 600
+    with TcpServer(server, size=2000):
+        ok = fetch(client, [lab.SERVER_ADDRESS], count=connections)
+    assert ok == {lab.SERVER_ADDRESS: connections}
+    counts = {name: tracked(router, mark) for name, mark in MARKS.items()}
+    assert sum(counts.values()) >= connections, counts
+    share = counts["eth0"] / sum(counts.values())
+    assert 0.43 <= share <= 0.57, counts
+
+    multihome(router, "-c", config, "remove")
+    assert mh_table(router) == []
+    assert snapshot(router) == before
+    assert {k: sysctl(router, k) for k in sysctls_before} == sysctls_before
+
+
+def test_port_forward_on_second_uplink_answers_through_it(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    nft(router, "-f", "-", stdin=DOCKER_TABLE)
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    tables = foreign_tables(router)
+    forwarded = lab.uplink_address(1)  # 192.0.2.42: the port forward on eth1
+    with TcpServer(client, port=8080, size=2000):
+        # Without multihome the reply leaves by main's default route (eth0) with eth1's
+        # address, and the first ISP drops it.
+        assert fetch(server, [forwarded], count=3) == {forwarded: 0}
+        multihome(router, "-c", config, "apply")
+        assert foreign_tables(router) == tables
+        assert fetch(server, [forwarded], count=20) == {forwarded: 20}
+    assert tracked(router, MARKS["eth1"]) >= 20
+    assert tracked(router, MARKS["eth0"]) == 0
+    multihome(router, "-c", config, "remove")
+    assert foreign_tables(router) == tables
+    assert mh_table(router) == []
+
+
+def test_nftables_refusal_leaves_nothing_behind(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    # Another table fills the IPv4 output hook (the kernel takes 1024 base chains a hook): the
+    # kernel accepts multihome's table and its prerouting chain, then refuses its output chain
+    # (E2BIG) -- in the middle of the nftables part, after the routing part went in.
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    filler = "table ip filler {\n" + "".join(
+        f"\tchain c{i} {{ type filter hook output priority {i}; policy accept; }}\n"
+        for i in range(1000)
+    ) + "}\n"
+    nft(router, "-f", "-", stdin=filler)
+    for i in range(1000, 1100):  # until the hook is full (the nat table holds one entry)
+        spec = f"{{ type filter hook output priority {i}; policy accept; }}"
+        add = ["ip", "netns", "exec", router, "nft", "add", "chain", "ip", "filler", f"c{i}", spec]
+        if subprocess.run(add, capture_output=True).returncode != 0:
+            break
+    else:
+        raise AssertionError("the output hook took 1100 base chains")
+    before = snapshot(router)
+    sysctls = ("net.ipv4.conf.all.src_valid_mark", "net.ipv4.fib_multipath_hash_policy")
+    values = {k: sysctl(router, k) for k in sysctls}
+    ruleset = nft(router, "-a", "list", "ruleset")
+    result = multihome(router, "-c", config, "apply", check=False)
+    assert result.returncode == 2, result
+    assert "nftables refused" in result.stderr and "Argument list too long" in result.stderr
+    assert "routing changes made were undone" in result.stderr
+    assert snapshot(router) == before
+    assert {k: sysctl(router, k) for k in sysctls} == values
+    assert nft(router, "-a", "list", "ruleset") == ruleset
+    assert mh_table(router) == []
+
+
+def test_overlapping_marks_are_refused_naming_the_user(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    before = snapshot(router)
+    nft(
+        router,
+        "-f",
+        "-",
+        stdin="table ip mangler {\n\tchain pre {\n\t\ttype filter hook prerouting priority mangle;"
+        " policy accept;\n\t\tmeta mark set meta mark | 0x04000000\n\t}\n}\n",
+    )
+    result = multihome(router, "-c", config, "apply", check=False)
+    assert result.returncode == 2
+    assert "table ip mangler chain pre uses mark bits 0x04000000" in result.stderr
+    nft(router, "delete", "table", "ip", "mangler")
+    subprocess.run(
+        ["ip", "-n", router, "rule", "add", "pref", "500", "fwmark", "0x2000000/0x3000000", "lookup", "300"],
+        check=True,
+    )
+    result = multihome(router, "-c", config, "apply", check=False)
+    assert result.returncode == 2
+    assert "fwmark 0x2000000/0x3000000 lookup 300" in result.stderr
+    subprocess.run(["ip", "-n", router, "rule", "del", "pref", "500"], check=True)
+    assert snapshot(router) == before
+    assert mh_table(router) == []
