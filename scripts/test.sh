@@ -13,6 +13,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
+# gateway mode writes nftables and conntrack through their tools
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq
