@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from multihome.lab import gateway as lab
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
-from .helpers import TcpServer, fetch, ip_json, multihome, snapshot, sysctl
+from .helpers import PY, TcpServer, fetch, ip_json, multihome, snapshot, sysctl
 
 Build = Callable[[Topology], Network]
 MASK = 0x0F000000
@@ -209,3 +211,129 @@ def test_overlapping_marks_are_refused_naming_the_user(build: Build, config: str
     subprocess.run(["ip", "-n", router, "rule", "del", "pref", "500"], check=True)
     assert snapshot(router) == before
     assert mh_table(router) == []
+
+
+WATCH_CONFIG = """\
+[uplinks.eth0]
+gateway = "192.0.2.1"
+probe = ["203.0.113.100"]
+[uplinks.eth1]
+gateway = "192.0.2.33"
+probe = ["203.0.113.100"]
+[gateway]
+lan = ["lan0"]
+"""
+
+
+def ports_by_uplink(ns: str) -> dict[str, set[int]]:
+    """The LAN client's source ports of the connections conntrack holds per uplink mark."""
+    found: dict[str, set[int]] = {}
+    for name, value in MARKS.items():
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--mark", f"{value:#x}/{MASK:#x}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found[name] = {
+            int(line.split("sport=")[1].split()[0])
+            for line in out.splitlines()
+            if "ESTABLISHED" in line and f"src={lab.CLIENT_ADDRESS}" in line
+        }
+    return found
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"not within {seconds} s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def balancing_devices(ns: str) -> list[str]:
+    result = subprocess.run(
+        ["ip", "-n", ns, "-j", "route", "show", "table", "199"], capture_output=True, text=True
+    )  # the table does not exist until the first apply
+    routes = json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else []
+    if not routes:
+        return []
+    route = routes[0]
+    return sorted(h["dev"] for h in route["nexthops"]) if "nexthops" in route else [route["dev"]]
+
+
+def test_watch_failover_flushes_only_the_dead_uplinks_connections(
+    build: Build, tmp_path: Path
+) -> None:
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    path = tmp_path / "watch.toml"
+    path.write_text(WATCH_CONFIG)
+    path.chmod(0o600)
+    here = os.path.dirname(__file__)
+    script = os.path.join(here, "longlived.py")
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*argv: str, **kw: object) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(list(argv), text=True, **kw)  # type: ignore[call-overload]
+        processes.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    try:
+        log = (tmp_path / "watch.log").open("w+")
+        start(PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path), stdout=log, stderr=subprocess.STDOUT)
+        echo = start("ip", "netns", "exec", server, PY, script, "server", "9000", stdout=subprocess.PIPE)
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        sessions = start(
+            "ip", "netns", "exec", client, PY, script, "client", lab.SERVER_ADDRESS, "9000",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        assert sessions.stdin is not None and sessions.stdout is not None
+
+        def command(line: str) -> Any:
+            assert sessions.stdin is not None and sessions.stdout is not None
+            sessions.stdin.write(line + "\n")
+            sessions.stdin.flush()
+            return json.loads(sessions.stdout.readline())
+
+        before = set(command("open 24"))
+        wait_for(lambda: set().union(*ports_by_uplink(router).values()) >= before, 5)
+        placed = ports_by_uplink(router)
+        assert placed["eth0"] and placed["eth1"], placed
+
+        # ISP 1's upstream dies; the router's eth1 link stays up
+        subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "down"], check=True)
+        detection = wait_for(lambda: balancing_devices(router) == ["eth0"], 5)
+        wait_for(lambda: ports_by_uplink(router)["eth1"] == set(), 2)  # flushed, by mark
+        assert placed["eth0"] <= ports_by_uplink(router)["eth0"]  # the others kept theirs
+        with TcpServer(server, size=1000):
+            assert fetch(client, [lab.SERVER_ADDRESS], count=20) == {lab.SERVER_ADDRESS: 20}
+        during = set(command("open 8"))
+        wait_for(lambda: during <= ports_by_uplink(router)["eth0"], 5)
+
+        # it comes back: it rejoins the balancing route, and no connection moves
+        subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "up"], check=True)
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"], 5)
+        after = ports_by_uplink(router)
+        assert placed["eth0"] | during <= after["eth0"], after
+        wait_for(lambda: "connections" in json.loads(multihome(router, "status", "--json").stdout)["uplinks"]["eth0"], 5)
+        status = json.loads(multihome(router, "status", "--json").stdout)
+        assert status["uplinks"]["eth0"]["connections"] >= len(placed["eth0"] | during)
+        report = {int(k): v for k, v in command("report").items()}
+        survivors = placed["eth0"] | during
+        assert not any(report[p] for p in survivors), report
+        print(f"detection {detection:.2f} s; placed {len(placed['eth0'])}/{len(placed['eth1'])}")
+        log.seek(0)
+        text = log.read()
+        assert "eth1: up -> down" in text and "tracked connections flushed" in text, text
+    finally:
+        for proc in reversed(processes):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -170,3 +170,18 @@ def test_fwmark_rule_round_trips_through_the_codec() -> None:
     source = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.10/32"), 0, 77)
     message = memoryview(netlink.encode_rule(netlink.RTM_NEWRULE, source))
     assert netlink.decode_rule(message, 16, len(message)) == source
+
+
+def test_metrics_show_connections_and_bytes_per_uplink() -> None:
+    from multihome.watch.metrics import metrics_text
+
+    uplink = {"state": "up", "last_rtt_ms": 1.0, "probes_lost": 0}
+    status = {
+        "uplinks": {"eth0": {**uplink, "connections": 7, "bytes": 1234}, "eth1": uplink},
+        "reconciles": 1,
+        "errors": 0,
+    }
+    text = metrics_text(status, {})
+    assert 'multihome_uplink_connections{uplink="eth0"} 7' in text
+    assert 'multihome_uplink_connection_bytes{uplink="eth0"} 1234' in text
+    assert 'uplink="eth1"} ' not in text.split("multihome_uplink_connections")[1].split("# TYPE")[0]
