@@ -280,6 +280,9 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         processes.append(proc)
         return proc  # type: ignore[no-any-return]
 
+    nft(router, "-f", "-", stdin=DOCKER_TABLE)
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    tables = foreign_tables(router)
     try:
         log = (tmp_path / "watch.log").open("w+")
         start(PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path), stdout=log, stderr=subprocess.STDOUT)
@@ -328,6 +331,7 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         log.seek(0)
         text = log.read()
         assert "eth1: up -> down" in text and "tracked connections flushed" in text, text
+        assert foreign_tables(router) == tables  # watch's churn never touched them
     finally:
         for proc in reversed(processes):
             if proc.poll() is None:
