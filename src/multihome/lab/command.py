@@ -81,6 +81,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(f"removed {len(removed)} lab namespaces" + (": " if removed else ""))
             print("\n".join(f"  {name}" for name in removed)) if removed else None
         return EXIT_OK
+    if args.scenario == "gateway":
+        return _gateway(args)
     options = _options(args)
     interactive = sys.stderr.isatty() and not args.json
 
@@ -119,14 +121,45 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    """`multihome lab gateway`: round-robin SNAT, then gateway mode, then a failover."""
+    from multihome.lab import gateway_run
+    from multihome.lab.run import check_privileges
+
+    check_privileges()
+    if not 2 <= args.nics <= MAX_NICS:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+    options = gateway_run.GatewayOptions(nics=args.nics)
+    phases = gateway_run.run(options)
+    if args.plot:
+        gateway_run.write_png(phases, args.plot)
+    if args.json:
+        print_json(gateway_run.to_json(options, phases))
+        return EXIT_OK
+    print(
+        f"multihome lab gateway: a router with {options.nics} uplinks, {options.sessions}"
+        f" long-lived sessions and {options.rate:g} new connections/s for {options.seconds:g} s"
+        " per phase"
+    )
+    for phase in phases:
+        print(f"\n== phase {phase.name}\n")
+        print("\n".join(gateway_run.listing(phase)))
+    print("\n== summary (share of the router's TX packets per uplink, connections)\n")
+    print("\n".join(gateway_run.summary(phases)))
+    if args.plot:
+        print(f"\nplot written to {args.plot}")
+    return EXIT_OK
+
+
 def _arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "scenario",
         nargs="?",
         default="seed",
-        choices=(*SCENARIO_NAMES, "clean"),
+        choices=(*SCENARIO_NAMES, "gateway", "clean"),
         help="seed (default): the article's NICs on one switch; two-isp: one ISP per NIC, "
-        "with anti-spoofing; clean: remove lab networks left behind",
+        "with anti-spoofing; gateway: a router balancing a LAN over its uplinks "
+        "(round-robin SNAT, gateway mode, failover); clean: remove lab networks left behind",
     )
     cmd.add_argument("--nics", type=int, default=2, help="server NICs, 2-8 (default 2)")
     cmd.add_argument("--size", default="90KB", help="file size (default 90KB = 92,160 bytes)")
