@@ -5,6 +5,7 @@ cli.py parses arguments and prints; the lab and tests call these the same way.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +213,30 @@ def diagnose(config_path: str | None) -> Any:
 
     outcome = preview(config_path)
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
-    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+    report = doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+    return _forwarding_findings(outcome, report)
+
+
+def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
+    """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
+    import shutil
+
+    from multihome import doctor, gateway, gateway_doctor, nftables
+
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or not (
+        shutil.which("nft") or os.path.exists("/usr/sbin/nft")
+    ):
+        return report
+    cfg = outcome.config
+    mask = cfg.gateway.mark_mask if cfg.gateway else None
+    extra = gateway_doctor.findings(
+        outcome.host, outcome.desired, nftables.ruleset(), mask, cfg.ownership.protocol
+    )
+    if not extra:
+        return report
+    order = {doctor.Severity.ERROR: 0, doctor.Severity.WARNING: 1, doctor.Severity.INFO: 2}
+    merged = sorted([*report.findings, *extra], key=lambda f: order[f.severity])
+    return doctor.Report(findings=tuple(merged), notes=report.notes)
 
 
 def export(

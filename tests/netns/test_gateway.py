@@ -356,3 +356,21 @@ def test_lab_gateway_round_robin_snat_fails_and_policy_does_not(tmp_path: Path) 
     assert sum(policy.connections.values()) >= 250
     lines = gateway_run.summary([rr, policy])
     assert lines[0].split()[:3] == ["phase", "eth0", "TX"] and lines[2].startswith("policy")
+
+
+def test_doctor_on_a_forwarding_router(build: Build, config: str) -> None:
+    from multihome.lab import gateway_run
+
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    nft(router, "-f", "-", stdin=gateway_run._rr_snat(2))
+    result = multihome(router, "doctor", "--json", check=False)
+    checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert result.returncode == 1
+    assert "forwarding-one-uplink" in checks and "snat-several-addresses" in checks
+    assert "table ip rrsnat" in checks["snat-several-addresses"]["summary"]
+    nft(router, "delete", "table", "ip", "rrsnat")
+    multihome(router, "-c", config, "apply")
+    result = multihome(router, "-c", config, "doctor", "--json", check=False)
+    checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert "forwarding-one-uplink" not in checks and "snat-several-addresses" not in checks

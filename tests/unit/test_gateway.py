@@ -185,3 +185,31 @@ def test_metrics_show_connections_and_bytes_per_uplink() -> None:
     assert 'multihome_uplink_connections{uplink="eth0"} 7' in text
     assert 'multihome_uplink_connection_bytes{uplink="eth0"} 1234' in text
     assert 'uplink="eth1"} ' not in text.split("multihome_uplink_connections")[1].split("# TYPE")[0]
+
+
+def test_doctor_forwarding_checks() -> None:
+    from multihome import gateway_doctor
+
+    state = router()
+    desired = plan(parse("", "m.toml"), router())
+    numgen_snat = _nft_rule(
+        "rrsnat",
+        [{"snat": {"addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 2}}, "data": {"set": [[0, "192.0.2.10"], [1, "192.0.2.42"]]}}}}}],
+    )
+    single_snat = _nft_rule("fixed", [{"snat": {"addr": "192.0.2.10"}}])
+    flowtable = {"flowtable": {"family": "inet", "table": "f", "name": "ft", "dev": ["eth0", "eth1"]}}
+    mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
+    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
+    found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, None, 77)}
+    assert set(found) == {"forwarding-one-uplink", "snat-several-addresses", "mark-overlap", "flowtable"}
+    assert "dev eth0" in found["forwarding-one-uplink"].summary
+    assert "table ip rrsnat" in found["snat-several-addresses"].summary
+    assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
+    # not forwarding: none of this applies
+    assert gateway_doctor.findings(router(forwarding="0"), desired, ruleset, None, 77) == []
+    # gateway mode applied (multihome's fwmark rules present): forwarding is balanced
+    applied = plan(parse(ROUTER, "m.toml"), state)
+    with_rules = router()
+    object.__setattr__(with_rules, "rules", applied.rules)
+    checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, 77)}
+    assert checks == set()
