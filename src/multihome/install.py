@@ -85,7 +85,11 @@ def _placed(format_name: str, rendered: Rendered) -> dict[str, tuple[str, int]]:
     placed = {}
     for name, text in rendered.files.items():
         mode = 0o755 if name.endswith(".sh") else 0o644
-        if format_name in ("systemd", "systemd-sysctl"):
+        if name == "multihome.nft":  # gateway mode's table, loaded by the unit below
+            placed[f"etc/multihome/{name}"] = (text, mode)
+        elif name == "multihome-nftables.service":
+            placed[f"etc/systemd/system/{name}"] = (text, mode)
+        elif format_name in ("systemd", "systemd-sysctl"):
             if name.endswith(".service"):
                 if format_name == "systemd":
                     placed[f"etc/systemd/system/{name}"] = (text, mode)
@@ -180,12 +184,15 @@ def install(
             backups.append(backup)
         written += files.write_tree(root, {relative: text}, mode)
         entries[relative] = {"path": relative, "backup": backup}
-    if "systemd" in formats:  # what `systemctl enable` does, as a file, so --root works
-        link = "etc/systemd/system/multi-user.target.wants/multihome.service"
+    units = ["multihome.service"] if "systemd" in formats else []
+    if "etc/systemd/system/multihome-nftables.service" in wanted:
+        units.append("multihome-nftables.service")
+    for unit in units:  # what `systemctl enable` does, as a file, so --root works
+        link = f"etc/systemd/system/multi-user.target.wants/{unit}"
         link_path = os.path.join(root, link)
         os.makedirs(os.path.dirname(link_path), exist_ok=True)
         if not os.path.lexists(link_path):
-            os.symlink("../multihome.service", link_path)
+            os.symlink(f"../{unit}", link_path)
         entries[link] = {"path": link, "backup": None}
         written.append(link_path)
     for relative, entry in old.items():  # ours from an earlier install, no longer wanted

@@ -213,3 +213,39 @@ def test_doctor_forwarding_checks() -> None:
     object.__setattr__(with_rules, "rules", applied.rules)
     checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, 77)}
     assert checks == set()
+
+
+def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
+    import os
+
+    from multihome import install
+    from multihome.render import Options, registry
+
+    state = router()
+    desired = plan(parse(ROUTER, "m.toml"), state)
+    renderers = registry()
+    networkd = renderers["networkd"][0](desired, Options()).files
+    assert "FirewallMark=0x1000000/0xf000000" in networkd["10-eth0.network.d/90-multihome.conf"]
+    assert "FirewallMark=0x2000000/0xf000000" in networkd["10-eth1.network.d/90-multihome.conf"]
+    assert networkd["multihome.nft"].splitlines()[1:3] == [
+        "table inet multihome",
+        "delete table inet multihome",
+    ]
+    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in networkd["multihome-nftables.service"]
+    nm = renderers["networkmanager"][0](desired, Options()).files["multihome-nmcli.sh"]
+    assert "priority 1002 from 0.0.0.0/0 fwmark 0x1000000/0xf000000 table 100" in nm
+    script = renderers["ip"][0](desired, Options()).files["multihome.sh"]
+    assert "ip -4 rule add pref 1002 from all fwmark 0x2000000/0xf000000 lookup 101 proto 77" in script
+    assert "nft -f - <<'EOF'\ntable inet multihome\ndelete table inet multihome\n" in script
+    ifupdown = renderers["ifupdown"][0](desired, Options())
+    assert "multihome.nft" in ifupdown.files and any("balancing route" in n for n in ifupdown.notes)
+
+    root = str(tmp_path)
+    done = install.install(desired, state, root, "networkd", Options())
+    assert os.path.isfile(os.path.join(root, "etc/multihome/multihome.nft"))
+    link = os.path.join(root, "etc/systemd/system/multi-user.target.wants/multihome-nftables.service")
+    assert os.readlink(link) == "../multihome-nftables.service"
+    assert link in done.written
+    install.uninstall(root)
+    assert not os.path.exists(os.path.join(root, "etc/multihome/multihome.nft"))
+    assert not os.path.lexists(link)

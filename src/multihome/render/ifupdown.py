@@ -16,6 +16,7 @@ from multihome.render import (
     Options,
     Rendered,
     dynamic_gateway_notes,
+    gateway_files,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -30,6 +31,12 @@ def _rule_lines(rule: Rule) -> tuple[list[str], list[str]]:
         f"post-up ip -{v} rule add {args(rule)}",
     ]
     return up, [f"pre-down ip -{v} rule del {args(rule)} 2>/dev/null || true"]
+
+
+def _interface_of(path: str) -> str | None:
+    """net/ipv4/conf/eth0/arp_ignore -> eth0; a global sysctl (the multipath hash) -> None."""
+    parts = path.split("/")
+    return parts[3] if len(parts) > 4 and parts[2] == "conf" else None
 
 
 def render(desired: Desired, options: Options) -> Rendered:
@@ -50,10 +57,15 @@ def render(desired: Desired, options: Options) -> Rendered:
         up += [
             f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
             for s in desired.sysctls
-            if s.path.split("/")[3] == uplink.name
+            if _interface_of(s.path) == uplink.name
+            or (index == 0 and _interface_of(s.path) in (None, "all"))
         ]
         # pre-down undoes post-up in reverse: rules go before the routes they use.
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    return Rendered({"multihome": "\n".join(lines)}, tuple(dynamic_gateway_notes(desired)))
+    extra, gateway_notes = gateway_files(desired, "ifupdown")
+    return Rendered(
+        {"multihome": "\n".join(lines), **extra},
+        tuple(dynamic_gateway_notes(desired) + gateway_notes),
+    )

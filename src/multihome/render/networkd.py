@@ -18,7 +18,15 @@ from multihome.model import (
     Rule,
     Uplink,
 )
-from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    gateway_files,
+    shared_rules,
+    uplink_routes,
+    uplink_rules,
+)
 
 # networkd's own names for a gateway it learns itself (systemd.network(5), [Route] Gateway=)
 DYNAMIC_GATEWAY = {
@@ -51,6 +59,9 @@ def _rule(rule: Rule) -> list[str]:
         lines.append(f"Family=ipv{rule.family.version}")
     lines.append(f"Table={TABLE_NAMES.get(rule.table, str(rule.table))}")
     lines.append(f"Priority={rule.priority}")
+    if rule.fwmark is not None:
+        mask = f"/{rule.fwmask:#x}" if rule.fwmask not in (None, 0xFFFFFFFF) else ""
+        lines.append(f"FirewallMark={rule.fwmark:#x}{mask}")
     if rule.suppress_prefixlen is not None:
         lines.append(f"SuppressPrefixLength={rule.suppress_prefixlen}")
     return lines
@@ -73,4 +84,5 @@ def render(desired: Desired, options: Options) -> Rendered:
     if desired.sysctls:
         notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
-    return Rendered(files, tuple(notes))
+    extra, gateway_notes = gateway_files(desired, "networkd")
+    return Rendered({**files, **extra}, tuple(notes + gateway_notes))

@@ -15,6 +15,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    gateway_files,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -39,6 +40,9 @@ def _rule(rule: Rule) -> str:
         text += f" from {rule.src}"
     else:
         text += f" from {rule.family.any}"
+    if rule.fwmark is not None:
+        mask = f"/{rule.fwmask:#x}" if rule.fwmask not in (None, 0xFFFFFFFF) else ""
+        text += f" fwmark {rule.fwmark:#x}{mask}"
     text += f" table {rule.table}"
     if rule.suppress_prefixlen is not None:
         text += f" suppress_prefixlength {rule.suppress_prefixlen}"
@@ -73,6 +77,8 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append(f"nmcli device reapply {shlex.quote(uplink.name)}")
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
+    extra, gateway_notes = gateway_files(desired, "NetworkManager")
     return Rendered(
-        {"multihome-nmcli.sh": "\n".join(lines)}, tuple(notes if desired.sysctls else ())
+        {"multihome-nmcli.sh": "\n".join(lines), **extra},
+        tuple((notes if desired.sysctls else []) + gateway_notes),
     )
