@@ -374,3 +374,16 @@ def test_doctor_on_a_forwarding_router(build: Build, config: str) -> None:
     result = multihome(router, "-c", config, "doctor", "--json", check=False)
     checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
     assert "forwarding-one-uplink" not in checks and "snat-several-addresses" not in checks
+
+
+def test_exported_ip_script_builds_what_apply_builds(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    script = multihome(router, "-c", config, "export", "--format", "ip").stdout
+    subprocess.run(["ip", "netns", "exec", router, "sh", "-c", script], check=True, capture_output=True)
+    by_script = (_fwmark_rules(router), nft(router, "list", "table", "inet", "multihome"))
+    assert len(by_script[0]) == 2 and "masquerade" in by_script[1]
+    # apply finds the script's work already done (the same rules, routes and table)
+    out = multihome(router, "-c", config, "apply").stdout
+    assert out.startswith("apply: nothing to do"), out
+    assert (_fwmark_rules(router), nft(router, "list", "table", "inet", "multihome")) == by_script
