@@ -103,18 +103,14 @@ def plan_gateway(
     ]
     if CT_ACCOUNTING in state.sysctls:
         sysctls.append(Sysctl(CT_ACCOUNTING, "1"))
-    notes = []
-    if gateway.sticky is Sticky.HOST_PAIR:
-        notes.append(
-            "gateway: host-pair by layer-3 hash (inner and remote address); pairs move only"
-            " when the set of healthy uplinks changes"
-        )
+    notes: list[str] = []
     layout = GatewayLayout(
         lan=gateway.lan,
         marks=marks,
         mask=gateway.mark_mask,
         masquerade=gateway.masquerade,
         flush_on_down=gateway.flush_on_down,
+        host_pair=gateway.sticky is Sticky.HOST_PAIR,
     )
     return rules, sysctls, layout, notes
 
@@ -127,6 +123,17 @@ def _names(names: Iterable[str]) -> str:
     return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
 
+PAIR_TIMEOUT = "1h"  # how long an idle (inner, remote) pair keeps its uplink
+
+
+def pair_set(layout: GatewayLayout, uplink: str) -> str | None:
+    """The name of the set that remembers an uplink's (inner, remote) pairs (host-pair)."""
+    if not layout.host_pair:
+        return None
+    names = [name for name, _ in layout.marks]
+    return f"pairs{names.index(uplink) + 1}" if uplink in names else None
+
+
 def _body(layout: GatewayLayout) -> list[str]:
     keep = ALL & ~layout.mask
     m = f"0x{layout.mask:08x}"
@@ -137,11 +144,30 @@ def _body(layout: GatewayLayout) -> list[str]:
         f" meta mark set meta mark & {k} | 0x{v:08x}"
         for _, v in layout.marks
     ]
-    lines = [
+    lines = []
+    for name, _ in layout.marks if layout.host_pair else ():
+        # host-pair: the pairs each uplink carries, dropped when idle for PAIR_TIMEOUT and
+        # when the uplink dies (multihome watch), so a pair keeps its uplink after another
+        # uplink returns -- a hash alone would re-spread the pairs then
+        lines += [
+            f"\tset {pair_set(layout, name)} {{",
+            "\t\ttype ipv4_addr . ipv4_addr",
+            "\t\tflags dynamic,timeout",
+            f"\t\ttimeout {PAIR_TIMEOUT}",
+            "\t\tsize 65536",
+            "\t}",
+        ]
+    lines += [
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority mangle; policy accept;",
     ]
     lines += restore
+    lines += [
+        f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {lan}"
+        f" ip saddr . ip daddr @{pair_set(layout, name)}"
+        f" meta mark set meta mark & {k} | 0x{v:08x}"
+        for name, v in (layout.marks if layout.host_pair else ())
+    ]
     lines += [
         f'\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname "{name}"'
         f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
@@ -157,6 +183,11 @@ def _body(layout: GatewayLayout) -> list[str]:
         "\t}",
         "\tchain postrouting {",
         "\t\ttype filter hook postrouting priority mangle; policy accept;",
+    ]
+    lines += [
+        f'\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname "{name}"'
+        f" update @{pair_set(layout, name)} {{ ip saddr . ip daddr }}"
+        for name, _ in (layout.marks if layout.host_pair else ())
     ]
     lines += [
         f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x00000000 iifname {lan}"

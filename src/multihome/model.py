@@ -361,6 +361,7 @@ class GatewayLayout:
     mask: int
     masquerade: bool = True
     flush_on_down: bool = True
+    host_pair: bool = False  # sticky = "host-pair": a set per uplink remembers its pairs
 
     def mark_of(self, uplink: str) -> int | None:
         return next((m for name, m in self.marks if name == uplink), None)

@@ -137,6 +137,13 @@ def run_script(script: str) -> None:
         )
 
 
+def forget_pairs(set_name: str) -> None:
+    """host-pair: empty one uplink's set of pairs (it died: its pairs may move)."""
+    result = _run(["flush", "set", gateway.FAMILY, gateway.TABLE, set_name])
+    if result.returncode != 0:
+        raise KernelError(f"nft flush set {set_name} failed: {result.stderr.strip()}")
+
+
 def apply(change: TableChange) -> None:
     run_script(change.script())
 

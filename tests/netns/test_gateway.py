@@ -387,3 +387,85 @@ def test_exported_ip_script_builds_what_apply_builds(build: Build, config: str) 
     out = multihome(router, "-c", config, "apply").stdout
     assert out.startswith("apply: nothing to do"), out
     assert (_fwmark_rules(router), nft(router, "list", "table", "inet", "multihome")) == by_script
+
+
+FROM_EACH = """
+import socket, sys
+server, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); failed = 0
+for src in sys.argv[4:]:
+    for _ in range(count):
+        try:
+            s = socket.socket(); s.settimeout(2); s.bind((src, 0)); s.connect((server, port))
+            while s.recv(65536):
+                pass
+            s.close()
+        except OSError:
+            failed += 1
+print(failed)
+"""
+
+
+def pair_uplinks(ns: str, dport: int) -> dict[str, set[str]]:
+    """Per inner address, the uplinks (by mark) of its connections to `dport`."""
+    found: dict[str, set[str]] = {}
+    for name, value in MARKS.items():
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--dport", str(dport), "--mark", f"{value:#x}/{MASK:#x}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in out.splitlines():
+            if "src=" in line:
+                found.setdefault(line.split("src=")[1].split()[0], set()).add(name)
+    return found
+
+
+def test_host_pair_keeps_pairs_on_their_uplink_after_another_returns(
+    build: Build, tmp_path: Path
+) -> None:
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    inner = [f"198.18.0.{n}" for n in range(11, 31)]
+    for address in inner:
+        subprocess.run(["ip", "-n", client, "addr", "add", f"{address}/24", "dev", "eth0"], check=True)
+    path = tmp_path / "watch.toml"
+    path.write_text(WATCH_CONFIG + 'sticky = "host-pair"\n')
+    path.chmod(0o600)
+
+    def connect(port: int, count: int) -> None:
+        out = subprocess.run(
+            ["ip", "netns", "exec", client, PY, "-c", FROM_EACH, lab.SERVER_ADDRESS, str(port), str(count), *inner],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout
+        assert out.strip() == "0"
+
+    log = (tmp_path / "watch.log").open("w+")
+    watch = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        with TcpServer(server, port=8080, size=500), TcpServer(server, port=8082, size=500), TcpServer(server, port=8083, size=500):
+            connect(8080, 3)
+            before = pair_uplinks(router, 8080)
+            assert all(len(uplinks) == 1 for uplinks in before.values()), before  # one per pair
+            on_eth1 = {a for a, u in before.items() if u == {"eth1"}}
+            assert on_eth1 and len(on_eth1) < len(inner), before
+            subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "down"], check=True)
+            wait_for(lambda: balancing_devices(router) == ["eth0"], 5)
+            wait_for(lambda: "elem" not in nft(router, "list", "set", "inet", "multihome", "pairs2"), 2)
+            connect(8082, 1)
+            during = pair_uplinks(router, 8082)
+            assert all(u == {"eth0"} for u in during.values()), during
+            subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "up"], check=True)
+            wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"], 5)
+            connect(8083, 1)
+            after = pair_uplinks(router, 8083)
+        # the pairs that moved keep eth0; the others never moved
+        assert all(after[a] == {"eth0"} for a in on_eth1), after
+        assert all(after[a] == before[a] for a in inner if a not in on_eth1), after
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+        log.close()

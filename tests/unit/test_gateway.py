@@ -93,10 +93,18 @@ def test_plan_gateway_layout() -> None:
     assert "fwmark 0x1000000/0xf000000" in fwmark[0].ip_args()
 
 
-def test_host_pair_uses_the_layer3_hash() -> None:
+def test_host_pair_uses_the_layer3_hash_and_a_set_per_uplink() -> None:
     desired = plan(parse(ROUTER + 'sticky = "host-pair"\n', "m.toml"), router())
     sysctls = {s.path: s.value for s in desired.sysctls}
     assert sysctls["net/ipv4/fib_multipath_hash_policy"] == "0"
+    assert desired.gateway is not None and desired.gateway.host_pair
+    text = gateway.table_text(desired.gateway)
+    assert "\tset pairs2 {\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 1h" in text
+    assert 'ip saddr . ip daddr @pairs2 meta mark set meta mark & 0xf0ffffff | 0x02000000' in text
+    assert 'oifname "eth0" update @pairs1 { ip saddr . ip daddr }' in text
+    assert gateway.pair_set(desired.gateway, "eth1") == "pairs2"
+    flow = plan(parse(ROUTER, "m.toml"), router()).gateway
+    assert flow is not None and "set pairs" not in gateway.table_text(flow)
 
 
 def test_down_uplink_leaves_the_multipath_route_but_keeps_its_mark() -> None:

@@ -221,11 +221,15 @@ class Watcher:
         multihome's entries, by mark), after the balancing route has left them, so that
         clients reconnect through a healthy uplink at once instead of hanging."""
         layout = self.layout
-        if layout is None or not layout.flush_on_down:
+        if layout is None:
             return
         for name in sorted(died):
+            try:
+                gateway_usage.forget_pairs(layout, name)
+            except MultihomeError as error:
+                _log(f"{name}: forgetting its host pairs failed: {error.message}")
             mark = layout.mark_of(name)
-            if mark is None:
+            if mark is None or not layout.flush_on_down:
                 continue
             try:
                 count = gateway_usage.flush(mark, layout.mask)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multihome import conntrack
+from multihome import conntrack, gateway, nftables
 from multihome.errors import MultihomeError
 from multihome.model import GatewayLayout
 
@@ -15,6 +15,14 @@ EVERY = 2.0  # seconds between samples
 
 def flush(mark: int, mask: int) -> int:
     return conntrack.flush(mark, mask)
+
+
+def forget_pairs(layout: GatewayLayout, uplink: str) -> None:
+    """host-pair: a dead uplink's pairs go to the healthy uplinks' sets as they reconnect,
+    and stay there after it returns."""
+    name = gateway.pair_set(layout, uplink)
+    if name is not None:
+        nftables.forget_pairs(name)
 
 
 class Sampler:
