@@ -246,7 +246,7 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
     assert "ip -4 rule add pref 1002 from all fwmark 0x2000000/0xf000000 lookup 101 proto 77" in script
     assert "nft -f - <<'EOF'\ntable inet multihome\ndelete table inet multihome\n" in script
     ifupdown = renderers["ifupdown"][0](desired, Options())
-    assert "multihome.nft" in ifupdown.files and any("balancing route" in n for n in ifupdown.notes)
+    assert "multihome.nft" in ifupdown.files and any("balancing (table 199" in n for n in ifupdown.notes)
 
     root = str(tmp_path)
     done = install.install(desired, state, root, "networkd", Options())

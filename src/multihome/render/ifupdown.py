@@ -15,6 +15,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    balancing_notes,
     dynamic_gateway_notes,
     gateway_files,
     shared_rules,
@@ -57,15 +58,13 @@ def render(desired: Desired, options: Options) -> Rendered:
         up += [
             f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
             for s in desired.sysctls
-            if _interface_of(s.path) == uplink.name
-            or (index == 0 and _interface_of(s.path) in (None, "all"))
+            # namespace-wide ones (the balancing hash policy, conf/all) go with the first uplink
+            if s.interface == uplink.name or (s.interface in (None, "all") and index == 0)
         ]
         # pre-down undoes post-up in reverse: rules go before the routes they use.
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
     extra, gateway_notes = gateway_files(desired, "ifupdown")
-    return Rendered(
-        {"multihome": "\n".join(lines), **extra},
-        tuple(dynamic_gateway_notes(desired) + gateway_notes),
-    )
+    notes = dynamic_gateway_notes(desired) + balancing_notes(desired) + gateway_notes
+    return Rendered({"multihome": "\n".join(lines), **extra}, tuple(notes))

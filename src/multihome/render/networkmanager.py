@@ -15,6 +15,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    balancing_notes,
     gateway_files,
     shared_rules,
     uplink_routes,
@@ -77,8 +78,9 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append(f"nmcli device reapply {shlex.quote(uplink.name)}")
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
+    notes = notes if desired.sysctls else []
     extra, gateway_notes = gateway_files(desired, "NetworkManager")
     return Rendered(
         {"multihome-nmcli.sh": "\n".join(lines), **extra},
-        tuple((notes if desired.sysctls else []) + gateway_notes),
+        tuple(notes + balancing_notes(desired) + gateway_notes),
     )

@@ -150,7 +150,10 @@ class Watcher:
                 if name in self.status.uplinks:
                     self.status.uplinks[name].update(used)
             data = asdict(self.status)
-        write_status(self.netns_id, data)
+        try:
+            write_status(self.netns_id, data)
+        except MultihomeError as error:  # the routing is kept right; only `status` lags
+            _log(f"cannot write the status file: {error.message}")
 
     def metrics_text(self) -> str:
         with self.lock:
