@@ -45,7 +45,6 @@ MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"
 # (source and destination address only: one inner host and one remote host share an uplink)
 HASH_POLICY = {Sticky.FLOW: "1", Sticky.HOST_PAIR: "0"}
 ALL = 0xFFFFFFFF
-GLOBAL_SYSCTLS = (FORWARDING, SRC_VALID_MARK, CT_ACCOUNTING)
 
 
 def mark(mask: int, uplink_id: int) -> int:
@@ -243,14 +242,15 @@ def replace_script(layout: GatewayLayout | None) -> str:
 # -- other software's marks ------------------------------------------------------------------
 
 
-def _walk(node: Any) -> Iterator[Any]:
+def walk(node: Any) -> Iterator[Any]:
+    """Every node of a parsed nft JSON expression, depth first."""
     yield node
     if isinstance(node, dict):
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def _is_mark(node: Any) -> bool:
@@ -260,28 +260,26 @@ def _is_mark(node: Any) -> bool:
 
 
 def _bits(left: Any, right: Any) -> int:
-    """The mark bits a match or a mangle reads or writes: a mask (`mark & 0xff00`), an OR
-    (`mark | 0x4000`), an exact value's own bits, or every bit (`mark set 0x1`)."""
+    """The mark bits a match or a mangle reads or writes: a mask (`mark & 0xff00`), an OR or
+    XOR (`mark | 0x4000`, with the bits an inner `& KEEP` clears), or every bit (`mark set 1`)."""
     if isinstance(left, dict) and "&" in left:
         values = [v for v in left["&"] if isinstance(v, int)]
         return values[0] if values else ALL
-    if isinstance(right, dict):
-        for op in ("|", "^"):
-            if op in right:
-                values = [v for v in right[op] if isinstance(v, int)]
-                bits = 0
-                for value in values:
-                    bits |= value
-                if "&" in str(right[op]):
-                    for part in right[op]:
-                        if isinstance(part, dict) and "&" in part:
-                            keep = [v for v in part["&"] if isinstance(v, int)]
-                            if keep:
-                                bits |= ALL & ~keep[0]
-                return bits
-        if "&" in right:
-            values = [v for v in right["&"] if isinstance(v, int)]
-            return ALL & ~values[0] if values else ALL
+    if not isinstance(right, dict):
+        return ALL
+    for op in ("|", "^"):
+        if op in right:
+            bits = 0
+            for part in right[op]:
+                if isinstance(part, int):
+                    bits |= part
+                elif isinstance(part, dict) and "&" in part:
+                    keep = [v for v in part["&"] if isinstance(v, int)]
+                    bits |= ALL & ~keep[0] if keep else ALL
+            return bits
+    if "&" in right:
+        values = [v for v in right["&"] if isinstance(v, int)]
+        return ALL & ~values[0] if values else ALL
     return ALL
 
 
@@ -293,7 +291,7 @@ def nft_mark_users(ruleset: Any, mask: int) -> list[str]:
         rule = item.get("rule") if isinstance(item, dict) else None
         if not isinstance(rule, dict) or rule.get("table") == TABLE:
             continue
-        for node in _walk(rule.get("expr", [])):
+        for node in walk(rule.get("expr", [])):
             if not isinstance(node, dict):
                 continue
             bits = 0

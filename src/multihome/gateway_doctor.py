@@ -35,7 +35,7 @@ def _devices(flowtable: dict[str, Any]) -> list[str]:
 
 def _several_snat(rule: dict[str, Any]) -> str | None:
     """How a rule's SNAT picks among several addresses, or None."""
-    for node in gateway._walk(rule.get("expr", [])):
+    for node in gateway.walk(rule.get("expr", [])):
         if isinstance(node, dict) and isinstance(node.get("snat"), dict):
             addr = node["snat"].get("addr")
             if isinstance(addr, dict):
