@@ -115,11 +115,6 @@ def _converge(
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         table = _table_change(cfg, host, desired, record)
-        if table is not None and confirm_seconds is not None:
-            raise MultihomeError(
-                "--confirm does not cover gateway mode's nftables table yet",
-                hint="run the command without --confirm",
-            )
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
         if table is not None:
@@ -148,6 +143,7 @@ def _converge(
                     if isinstance(c.obj, Sysctl) and c.previous is not None
                 ),
                 record=record,
+                nft_previous=table.previous if table is not None else None,
             )
     if confirm_seconds is not None and snapshot is not None:
         confirm.arm(netns_id, snapshot, confirm_seconds)

@@ -469,3 +469,18 @@ def test_host_pair_keeps_pairs_on_their_uplink_after_another_returns(
         watch.terminate()
         watch.wait(timeout=10)
         log.close()
+
+
+def test_confirm_reverts_the_nftables_table_too(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    before = snapshot(router)
+    ruleset = nft(router, "-a", "list", "ruleset")
+    result = multihome(router, "-c", config, "apply", "--confirm", "1")
+    assert "nftables table inet multihome" in result.stdout
+    assert mh_table(router) != []
+    # nobody confirms: the guardian puts routing and nftables back
+    wait_for(lambda: mh_table(router) == [] and snapshot(router) == before, 10)
+    assert nft(router, "-a", "list", "ruleset") == ruleset
+    assert multihome(router, "confirm").stdout.strip() == "nothing awaits confirmation"
