@@ -271,6 +271,10 @@ class Ownership:
         return self.table_max
 
     def owns_rule(self, rule: Rule) -> bool:
+        if rule.fwmark is not None and (  # gateway mode's: masked, beside the source rules
+            rule.priority != self.priorities[2] or rule.fwmask in (None, 0xFFFFFFFF)
+        ):
+            return False
         return (
             rule.protocol == self.protocol
             and not rule.other_selectors

@@ -321,9 +321,12 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"], 5)
         after = ports_by_uplink(router)
         assert placed["eth0"] | during <= after["eth0"], after
-        wait_for(lambda: "connections" in json.loads(multihome(router, "status", "--json").stdout)["uplinks"]["eth0"], 5)
-        status = json.loads(multihome(router, "status", "--json").stdout)
-        assert status["uplinks"]["eth0"]["connections"] >= len(placed["eth0"] | during)
+        def tracked_by_status() -> int:
+            uplinks = json.loads(multihome(router, "status", "--json").stdout)["uplinks"]
+            return int(uplinks["eth0"].get("connections", 0))
+
+        # status samples conntrack every 2 s
+        wait_for(lambda: tracked_by_status() >= len(placed["eth0"] | during), 8)
         report = {int(k): v for k, v in command("report").items()}
         survivors = placed["eth0"] | during
         assert not any(report[p] for p in survivors), report

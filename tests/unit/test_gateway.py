@@ -257,3 +257,14 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
     install.uninstall(root)
     assert not os.path.exists(os.path.join(root, "etc/multihome/multihome.nft"))
     assert not os.path.lexists(link)
+
+
+def test_only_multihomes_own_fwmark_rules_are_owned() -> None:
+    from multihome.model import Ownership
+
+    own = Ownership()
+    ours = Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000)
+    assert own.owns_rule(ours)
+    # proto 77 but not of gateway mode's form: an exact mark, or outside the fwmark priority
+    assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=1, fwmask=0xFFFFFFFF))
+    assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000))
