@@ -268,3 +268,28 @@ def test_only_multihomes_own_fwmark_rules_are_owned() -> None:
     # proto 77 but not of gateway mode's form: an exact mark, or outside the fwmark priority
     assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=1, fwmask=0xFFFFFFFF))
     assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000))
+
+
+def test_gateway_lab_report(tmp_path: Any) -> None:
+    import json as json_module
+
+    from multihome.lab import gateway_run
+
+    rr = gateway_run.PhaseResult(
+        "round-robin-snat", {"eth0": 900, "eth1": 100}, {"eth0": 0, "eth1": 0}, 50, 50, 5, 5
+    )
+    failover = gateway_run.PhaseResult(
+        "failover", {"eth0": 600, "eth1": 400}, {"eth0": 70, "eth1": 20}, 95, 5, 8, 2,
+        failure_at=3.0, return_at=6.0, detection_s=1.5, long_on_dead=2,
+        events=["isp1 upstream down at 3.0 s, detected in 1.50 s"],
+    )
+    assert rr.failed_share == 55 / 110 and failover.shares() == {"eth0": 0.6, "eth1": 0.4}
+    lines = gateway_run.summary([rr, failover])
+    assert lines[0].split() == ["phase", "eth0", "TX", "eth1", "TX", "ok", "failed", "failed", "%"]
+    assert lines[1].split() == ["round-robin-snat", "90.00%", "10.00%", "55", "55", "50.0%"]
+    listing = "\n".join(gateway_run.listing(failover))
+    assert "70 connections tracked" in listing and "sessions on the dead uplink: 2" in listing
+    data = json_module.loads(json_module.dumps(gateway_run.to_json(gateway_run.GatewayOptions(), [rr, failover])))
+    assert data["phases"][1]["detection_s"] == 1.5 and data["phases"][0]["failed_share"] == 0.5
+    gateway_run.write_png([rr, failover], str(tmp_path / "gw.png"))
+    assert (tmp_path / "gw.png").stat().st_size > 1000
