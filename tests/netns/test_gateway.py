@@ -327,6 +327,9 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
 
         # status samples conntrack every 2 s
         wait_for(lambda: tracked_by_status() >= len(placed["eth0"] | during), 8)
+        uplinks = json.loads(multihome(router, "status", "--json").stdout)["uplinks"]
+        assert uplinks["eth0"]["bytes"] > 0  # nf_conntrack_acct, set by apply
+        assert "connections" in uplinks["eth1"]
         report = {int(k): v for k, v in command("report").items()}
         survivors = placed["eth0"] | during
         assert not any(report[p] for p in survivors), report
