@@ -13,7 +13,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
-# gateway mode writes nftables and conntrack through their tools
+# gateway mode writes nftables and conntrack through their tools; the coexistence tests
+# build Docker's, wg-quick's and kube-proxy's nftables tables
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 if ((${#need_apt[@]})); then

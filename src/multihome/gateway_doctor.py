@@ -2,8 +2,11 @@
 state and the nftables ruleset as `nft -j list ruleset` prints it (iptables-nft rules show
 there too).
 
-forwarding-one-uplink   forwarding is on, there are several uplinks, and nothing routes
-                        forwarded traffic over them: it all leaves by main's default route
+forwarding-one-uplink   forwarding is on, there are several uplinks, port forwards (DNAT)
+                        bring connections in, and nothing routes forwarded traffic over the
+                        uplinks: it all leaves by main's default route, also the replies to
+                        port forwards on another uplink (masquerade alone is symmetric:
+                        unbalanced, not broken, and not reported)
 snat-several-addresses  SNAT picks among several addresses (round-robin, a map, a range),
                         and routing does not follow the address it picked
 mark-overlap            fwmark rules or nft rules of other software use bits of multihome's
@@ -33,6 +36,19 @@ def _devices(flowtable: dict[str, Any]) -> list[str]:
     return [dev] if isinstance(dev, str) else [str(d) for d in dev or []]
 
 
+def _dnat_tables(ruleset: Any) -> list[str]:
+    """Tables of other software with DNAT (port forwards), as `table FAMILY NAME`."""
+    found: list[str] = []
+    for rule in _items(ruleset, "rule"):
+        if rule.get("table") == gateway.TABLE:
+            continue
+        if any(isinstance(n, dict) and "dnat" in n for n in gateway.walk(rule.get("expr", []))):
+            where = f"table {rule.get('family')} {rule.get('table')}"
+            if where not in found:
+                found.append(where)
+    return found
+
+
 def _several_snat(rule: dict[str, Any]) -> str | None:
     """How a rule's SNAT picks among several addresses, or None."""
     for node in gateway.walk(rule.get("expr", [])):
@@ -55,7 +71,8 @@ def findings(
     found: list[Finding] = []
     ours = [r for r in state.rules if r.protocol == protocol and r.fwmark is not None]
     uplinks = [u.name for u in desired.uplinks]
-    if len(uplinks) >= 2 and not ours:
+    port_forwards = _dnat_tables(ruleset)
+    if len(uplinks) >= 2 and not ours and port_forwards:
         defaults = [r for r in state.routes if r.table == TABLE_MAIN and r.is_default]
         best = min(defaults, key=lambda r: r.metric, default=None)
         via = f"dev {best.devices()[0]}" if best and best.devices() else "main's default route"
@@ -69,6 +86,7 @@ def findings(
                 evidence=(
                     "net.ipv4.ip_forward=1",
                     *(f"ip route: {r.ip_args()}" for r in defaults[:4]),
+                    *(f"port forwards (DNAT) in {t}" for t in port_forwards),
                     "no fwmark rules of multihome's",
                 ),
                 consequence="the other uplinks idle for the LAN; a port forward on another"

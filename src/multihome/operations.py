@@ -239,10 +239,14 @@ def confirm_pending() -> str:
 def diagnose(config_path: str | None) -> Any:
     """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
     from multihome import doctor  # only this command needs it
+    from multihome.plan import roles, uplink_names
 
     outcome = preview(config_path)
-    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
-    report = doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+    uplinks = uplink_names(roles(outcome.config, outcome.host))
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
+    report = doctor.diagnose(
+        outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks
+    )
     return _forwarding_findings(outcome, report)
 
 
@@ -263,8 +267,9 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     )
     if not extra:
         return report
-    order = {doctor.Severity.ERROR: 0, doctor.Severity.WARNING: 1, doctor.Severity.INFO: 2}
-    merged = sorted([*report.findings, *extra], key=lambda f: order[f.severity])
+    merged = sorted(
+        [*report.findings, *extra], key=lambda f: f.severity is not doctor.Severity.ERROR
+    )
     return doctor.Report(findings=tuple(merged), notes=report.notes)
 
 

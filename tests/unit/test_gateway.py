@@ -207,10 +207,16 @@ def test_doctor_forwarding_checks() -> None:
     single_snat = _nft_rule("fixed", [{"snat": {"addr": "192.0.2.10"}}])
     flowtable = {"flowtable": {"family": "inet", "table": "f", "name": "ft", "dev": ["eth0", "eth1"]}}
     mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
-    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
+    dnat = _nft_rule("portfwd", [{"dnat": {"addr": "198.18.0.10", "port": 8080}}])
+    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle, dnat]}
     found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, None, 77)}
     assert set(found) == {"forwarding-one-uplink", "snat-several-addresses", "mark-overlap", "flowtable"}
     assert "dev eth0" in found["forwarding-one-uplink"].summary
+    assert "port forwards (DNAT) in table ip portfwd" in found["forwarding-one-uplink"].evidence
+    # masquerade alone is symmetric: not reported
+    without_dnat = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
+    checks = {f.check for f in gateway_doctor.findings(state, desired, without_dnat, None, 77)}
+    assert "forwarding-one-uplink" not in checks
     assert "table ip rrsnat" in found["snat-several-addresses"].summary
     assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
     # not forwarding: none of this applies
