@@ -357,8 +357,8 @@ def test_lab_gateway_round_robin_snat_fails_and_policy_does_not(tmp_path: Path) 
     policy = gateway_run.run_phase("policy", options, str(tmp_path))
     assert rr.failed_share >= 0.3, rr  # the reader's set-up: SNAT and the route disagree
     assert policy.short_failed == 0 and policy.long_failed == 0, policy
-    shares = policy.shares()
-    assert 0.35 <= shares["eth0"] <= 0.65, shares
+    shares = policy.connection_shares()
+    assert shares is not None and 0.35 <= shares["eth0"] <= 0.65, shares
     assert sum(policy.connections.values()) >= 250
     lines = gateway_run.summary([rr, policy])
     assert lines[0].split()[:3] == ["phase", "eth0", "TX"] and lines[2].startswith("policy")

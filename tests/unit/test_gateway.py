@@ -291,8 +291,9 @@ def test_gateway_lab_report(tmp_path: Any) -> None:
     )
     assert rr.failed_share == 55 / 110 and failover.shares() == {"eth0": 0.6, "eth1": 0.4}
     lines = gateway_run.summary([rr, failover])
-    assert lines[0].split() == ["phase", "eth0", "TX", "eth1", "TX", "ok", "failed", "failed", "%"]
-    assert lines[1].split() == ["round-robin-snat", "90.00%", "10.00%", "55", "55", "50.0%"]
+    assert lines[0].split() == ["phase", "eth0", "TX", "eth1", "TX", "eth0", "conns", "eth1", "conns", "ok", "failed", "failed", "%"]
+    assert lines[1].split() == ["round-robin-snat", "90.00%", "10.00%", "-", "-", "55", "55", "50.0%"]
+    assert lines[2].split()[3:5] == ["77.78%", "22.22%"]
     listing = "\n".join(gateway_run.listing(failover))
     assert "70 connections tracked" in listing and "sessions on the dead uplink: 2" in listing
     data = json_module.loads(json_module.dumps(gateway_run.to_json(gateway_run.GatewayOptions(), [rr, failover])))

@@ -306,7 +306,10 @@ def _gateway(args: argparse.Namespace) -> int:
     for phase in phases:
         print(f"\n== phase {phase.name}\n")
         print("\n".join(gateway_run.listing(phase)))
-    print("\n== summary (share of the router's TX packets per uplink, connections)\n")
+    print(
+        "\n== summary (share of the router's TX packets and of the tracked connections per"
+        " uplink; connections)\n"
+    )
     print("\n".join(gateway_run.summary(phases)))
     if args.plot:
         print(f"\nplot written to {args.plot}")

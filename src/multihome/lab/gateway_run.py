@@ -67,6 +67,12 @@ class PhaseResult:
         total = self.short_ok + self.short_failed + self.long_ok + self.long_failed
         return (self.short_failed + self.long_failed) / total if total else 0.0
 
+    def connection_shares(self) -> dict[str, float] | None:
+        """Each uplink's share of the connections conntrack tracked by multihome's marks
+        (None without gateway mode)."""
+        total = sum(self.connections.values())
+        return {n: v / total for n, v in self.connections.items()} if total else None
+
     def shares(self) -> dict[str, float]:
         total = sum(self.tx_packets.values())
         return {n: v / total if total else 0.0 for n, v in self.tx_packets.items()}
@@ -298,16 +304,25 @@ def listing(phase: PhaseResult) -> list[str]:
 
 def summary(phases: list[PhaseResult]) -> list[str]:
     names = list(phases[0].tx_packets)
-    head = ["phase", *(f"{n} TX" for n in names), "ok", "failed", "failed %"]
+    head = [
+        "phase",
+        *(f"{n} TX" for n in names),
+        *(f"{n} conns" for n in names),
+        "ok",
+        "failed",
+        "failed %",
+    ]
     rows = [head]
     for phase in phases:
         shares = phase.shares()
+        conns = phase.connection_shares()
         ok = phase.short_ok + phase.long_ok
         failed = phase.short_failed + phase.long_failed
         rows.append(
             [
                 phase.name,
                 *(f"{shares[n]:.2%}" for n in names),
+                *(f"{conns[n]:.2%}" if conns else "-" for n in names),
                 str(ok),
                 str(failed),
                 f"{phase.failed_share:.1%}",
@@ -327,7 +342,13 @@ def to_json(options: GatewayOptions, phases: list[PhaseResult]) -> dict[str, Any
         "rate": options.rate,
         "seconds": options.seconds,
         "phases": [
-            {**asdict(p), "shares": p.shares(), "failed_share": p.failed_share} for p in phases
+            {
+                **asdict(p),
+                "shares": p.shares(),
+                "connection_shares": p.connection_shares(),
+                "failed_share": p.failed_share,
+            }
+            for p in phases
         ],
     }
 
