@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import enum
 
-from multihome.manpage import help_text, options, subcommands
+from multihome.manpage import help_text, options, subcommands, summaries
 
 
 class Value(enum.Enum):
@@ -174,10 +174,7 @@ def _zsh_specs(parser: argparse.ArgumentParser) -> list[str]:
 
 def zsh(parser: argparse.ArgumentParser) -> str:
     commands = subcommands(parser)
-    summaries: dict[str, str] = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            summaries = {c.dest: c.help or "" for c in action._choices_actions}
+    summary_of = summaries(parser)
     out = [
         "#compdef multihome",
         "# zsh completion for multihome; generated from its argument parser by",
@@ -206,7 +203,7 @@ def zsh(parser: argparse.ArgumentParser) -> str:
         "            local -a commands",
         "            commands=(",
         *(
-            f"                '{name}:{_zsh_quote(summaries.get(name, ''))}'"
+            f"                '{name}:{_zsh_quote(summary_of.get(name, ''))}'"
             for name in commands
         ),
         "            )",
