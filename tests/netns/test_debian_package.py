@@ -1,7 +1,7 @@
 """The Debian package: built from this tree with dpkg-buildpackage (debhelper, pybuild),
 installed in a clean root made by mmdebstrap from the Debian archive the host's apt uses,
-then `multihome --version`, `multihome plan` in a lab namespace and `man multihome` run from
-the installed files. Installing and purging change neither the namespace's nor the host's
+then `multihome --version`, `multihome plan` in a lab namespace, `man multihome` and a short
+`multihome lab` (with the distribution's pyroute2) run from the installed files. Installing and purging change neither the namespace's nor the host's
 routing, and purge leaves the root exactly as it was before the install.
 
 Where no clean root can be made (mmdebstrap fails: no archive reachable), the package is
@@ -11,6 +11,7 @@ installed on this machine itself with apt and dpkg, and the same purge check is 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -160,10 +161,13 @@ class Root:
         if self.path is None:
             command = list(argv)
         else:
-            # /proc of the namespace the command runs in (multihome reads /proc/sys and
-            # /proc/self/ns/net); `ip netns exec` gives the command a mount namespace of its
-            # own, so the mount goes away with it.
-            script = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+            # /proc and /sys of the namespace the command runs in (multihome reads /proc/sys
+            # and /proc/self/ns/net); `ip netns exec` gives the command a mount namespace of
+            # its own (else unshare does), so the mounts go away with it.
+            script = (
+                'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && '
+                'exec chroot "$0" "$@"'
+            )
             command = ["unshare", "--mount", "--propagation", "private"] if ns is None else []
             command += ["sh", "-c", script, str(self.path), *argv]
         if ns is not None:
@@ -248,6 +252,16 @@ def test_package_builds_installs_runs_and_purges(
         assert "multihome apply [--netns NAME]" in page, page
         toml_page = target.run("man", "-P", "cat", "5", "multihome.toml").stdout
         assert "table_range = [100, 199]" in toml_page
+
+        if root is not None:
+            # the lab, with the distribution's pyroute2 (bookworm: 0.7.2); its namespaces are
+            # the root's own (its /run/netns, in a mount namespace that ends with the run)
+            run = target.run("multihome", "--json", "lab", "--requests", "100", "--concurrency", "4")
+            destination, policy = json.loads(run.stdout)["phases"]
+            assert destination["interfaces"]["eth0"]["tx_share"] > 0.95
+            assert policy["requests"] == {"ok": 100, "failed": 0}
+            assert 0.4 < policy["interfaces"]["eth1"]["tx_share"] < 0.6, policy
+            assert not os.listdir(target.file("/run/netns"))
 
         # the shipped config is the defaults: with it, the plan is the plan without a config
         empty = target.file(EMPTY)
