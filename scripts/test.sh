@@ -20,6 +20,8 @@ for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-
     dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
         need_apt+=("$package")
 done
+# the coexistence tests build Docker's, wg-quick's and kube-proxy's nftables tables
+command -v nft >/dev/null || need_apt+=(nftables)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

@@ -155,13 +155,15 @@ def _zsh_action(action: argparse.Action) -> str:
 
 def _zsh_specs(parser: argparse.ArgumentParser) -> list[str]:
     specs = ["'(- *)'{-h,--help}'[show help]'"]
+    position = 0
     for action in options(parser):
-        description = _zsh_quote(help_text(parser, action).split(";")[0])
+        description = _zsh_quote(help_text(parser, action))
         value = "" if action.nargs == 0 else _zsh_action(action)
         if value and action.nargs == "?":
             value = ":" + value  # an optional argument
         if not action.option_strings:
-            specs.append(f"'1{value}'")
+            position += 1
+            specs.append(f"'{position}{value}'")
             continue
         flags = action.option_strings
         if len(flags) == 1:

@@ -174,18 +174,21 @@ def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
     return _converge(config_path, remove=False, confirm_seconds=None, down=down)
 
 
-def confirm_pending() -> str:
-    """`multihome confirm`: keep the change awaiting confirmation in this namespace."""
-    return confirm.confirm(namespace.identity())
+def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
+    """`multihome confirm`: keep the change awaiting confirmation in this namespace (or
+    revert it now); the outcome, and the time of a revert."""
+    return confirm.confirm(namespace.identity(), keep=keep)
 
 
 def diagnose(config_path: str | None) -> Any:
     """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
     from multihome import doctor  # only this command needs it
+    from multihome.plan import roles, uplink_names
 
     outcome = preview(config_path)
-    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
-    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+    uplinks = uplink_names(roles(outcome.config, outcome.host))
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
+    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks)
 
 
 def export(

@@ -46,9 +46,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _executable() -> str:
+    """The multihome that is running (units written by install must run this one, not
+    another on PATH); for `python -m multihome`, the one on PATH."""
     import shutil
 
-    return shutil.which("multihome") or os.path.abspath(sys.argv[0])
+    running = os.path.abspath(sys.argv[0])
+    if os.path.basename(running) == "multihome" and os.access(running, os.X_OK):
+        return running
+    return shutil.which("multihome") or running
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -126,7 +131,9 @@ COMMANDS = (
         + "; ".join(f"{name}: {text}" for name, text in _formats().items())
         + ". Without -o the files are printed; with -o DIR they are written under DIR "
         "(ip: multihome.sh; networkd: NAME.network.d/90-multihome.conf per uplink; netplan: "
-        "90-multihome.yaml; systemd: multihome.service and 90-multihome.conf for sysctl.d).",
+        "90-multihome.yaml; networkmanager: multihome-nmcli.sh; ifupdown: multihome; systemd: "
+        "multihome.service, multihome-watch.service and, when the plan sets sysctls, "
+        "90-multihome.conf for sysctl.d). Scripts are written executable.",
         _export_arguments,
     ),
     Command(
