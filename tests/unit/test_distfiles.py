@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from multihome import completion, config, configkeys, distfiles, manpage
+from multihome import __version__, completion, config, configkeys, distfiles, manpage
 from multihome.cli import build_parser
 from multihome.manpage import help_text, options, subcommands
 
@@ -278,3 +278,9 @@ def test_distfiles_writes_every_file(tmp_path: Path) -> None:
     manpages = (REPO / "debian" / "multihome.manpages").read_text()
     for name in written:
         assert f"debian/generated/{name}" in install + manpages, name
+
+
+def test_the_package_version_is_the_code_version() -> None:
+    first = (REPO / "debian" / "changelog").read_text().splitlines()[0]
+    match = re.match(r"multihome \(([^)-]+)-\d+\) ", first)
+    assert match and match.group(1) == __version__, (first, __version__)
