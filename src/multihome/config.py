@@ -346,12 +346,8 @@ def parse(text: str, path: str = "(string)") -> Config:
 
 def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
     """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
-    lan = body.get("lan")
-    if (
-        not isinstance(lan, list)
-        or not lan
-        or not all(isinstance(n, str) and IFNAME.match(n) for n in lan)
-    ):
+    lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
+    if not isinstance(lan, list) or not all(isinstance(n, str) and IFNAME.match(n) for n in lan):
         raise read.fail(
             f"must be a list of interface names, e.g. [\"lan0\"], not {lan!r}",
             "gateway.lan",

@@ -58,6 +58,13 @@ def plan_gateway(
     """The fwmark rules, sysctls and nftables layout of gateway mode (raises ConfigError)."""
     gateway = config.gateway
     assert gateway is not None
+    if not gateway.lan:
+        raise config.error(
+            "names no LAN interface: gateway mode routes the forwarded traffic of the"
+            " interfaces listed here",
+            "gateway.lan",
+            hint='e.g. lan = ["lan0"] (bridges too: br-lan, docker0, virbr0)',
+        )
     for name in gateway.lan:
         if state.interface(name) is None:
             raise config.error(

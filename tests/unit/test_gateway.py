@@ -43,7 +43,6 @@ def test_gateway_defaults() -> None:
     [
         ('[gateway]\nlan = ["lan0"]\nsticki = "flow"\n', "m.toml:3: gateway.sticki", "did you mean 'sticky'"),
         ('[gateway]\nlan = ["lan0"]\nsticky = "host_pair"\n', "m.toml:3: gateway.sticky", "did you mean 'host-pair'"),
-        ("[gateway]\nlan = []\n", "m.toml:2: gateway.lan", "list of interface names"),
         ('[gateway]\nlan = "lan0"\n', "m.toml:2: gateway.lan", "list of interface names"),
         ('[gateway]\nlan = ["lan0"]\nmark_mask = 0x01000000\n', "m.toml:3: gateway.mark_mask", "room for 1 uplink"),
         ('[gateway]\nlan = ["lan0"]\nmark_mask = 0x05000000\n', "m.toml:3: gateway.mark_mask", "room for 0 uplink"),
@@ -57,6 +56,13 @@ def test_gateway_config_errors(text: str, located: str, fragment: str) -> None:
         parse(text, "m.toml")
     assert str(caught.value).startswith(located), str(caught.value)
     assert fragment in str(caught.value)
+
+
+def test_an_empty_lan_list_is_an_error_when_planning() -> None:
+    with pytest.raises(ConfigError, match=r"m\.toml:2: gateway\.lan: names no LAN interface"):
+        plan(parse("[gateway]\nlan = []\n", "m.toml"), router())
+    with pytest.raises(ConfigError, match=r"m\.toml:1: gateway\.lan: names no LAN interface"):
+        plan(parse("[gateway]\nmasquerade = true\n", "m.toml"), router())
 
 
 def test_forwarding_off_is_an_error_with_the_fix() -> None:
