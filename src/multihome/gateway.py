@@ -214,6 +214,41 @@ def _body(layout: GatewayLayout) -> list[str]:
     return lines
 
 
+def shape(layout: GatewayLayout) -> dict[str, int]:
+    """The table's chains with their number of rules, and its sets: what a re-apply compares
+    with the live table (`nft -j list ruleset`), so that a rule or chain someone deleted or
+    added is put right (the digest in the comment cannot see that)."""
+    found: dict[str, int] = {}
+    current = ""
+    for line in _body(layout):
+        text = line.strip()
+        if text.startswith(("chain ", "set ")):
+            current = text.split(" {")[0]
+            found[current] = 0
+        elif current.startswith("chain ") and text not in ("}",) and not text.startswith("type "):
+            found[current] += 1
+    return found
+
+
+def live_shape(ruleset: Any) -> dict[str, int]:
+    """The same, of multihome's table in a parsed `nft -j list ruleset`."""
+    found: dict[str, int] = {}
+    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
+        if not isinstance(item, dict):
+            continue
+        for kind in ("chain", "set", "rule"):
+            body = item.get(kind)
+            if isinstance(body, dict) and body.get("table") == TABLE and body.get(
+                "family"
+            ) == FAMILY:
+                if kind == "rule":
+                    key = f"chain {body.get('chain')}"
+                    found[key] = found.get(key, 0) + 1
+                else:
+                    found.setdefault(f"{kind} {body.get('name')}", 0)
+    return found
+
+
 def digest(layout: GatewayLayout) -> str:
     """A short fingerprint of the table's content, kept in the table's comment, so that a
     re-apply finds out without parsing nft's output whether the table is as planned."""

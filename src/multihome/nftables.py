@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from multihome import gateway
@@ -48,6 +48,7 @@ class Table:
 
     exists: bool
     text: str = ""
+    shape: dict[str, int] = field(default_factory=dict)  # chains' rule counts, sets
 
     @property
     def comment(self) -> str:
@@ -79,7 +80,7 @@ def current(rules: Any) -> Table:
     for item in rules.get("nftables", []):
         table = item.get("table") if isinstance(item, dict) else None
         if table and table.get("family") == gateway.FAMILY and table.get("name") == gateway.TABLE:
-            return Table(True, listing())
+            return Table(True, listing(), gateway.live_shape(rules))
     return Table(False)
 
 
@@ -119,7 +120,11 @@ def change_for(layout: GatewayLayout | None, table: Table) -> TableChange | None
     """What to do to the table, or None when it is already as planned."""
     if layout is None:
         return TableChange(None, table.text) if table.exists else None
-    if table.exists and table.comment == gateway.comment(layout):
+    if (
+        table.exists
+        and table.comment == gateway.comment(layout)
+        and table.shape == gateway.shape(layout)
+    ):
         return None
     return TableChange(layout, table.text)
 

@@ -492,3 +492,18 @@ def test_confirm_reverts_the_nftables_table_too(build: Build, config: str) -> No
     assert nft(router, "-a", "list", "ruleset") == ruleset
     late = multihome(router, "confirm", check=False)
     assert "the change was reverted" in late.stdout, late
+
+
+def test_a_damaged_table_is_put_right_by_the_next_apply(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    multihome(router, "-c", config, "apply")
+    whole = nft(router, "list", "table", "inet", "multihome")
+    rules = [c["rule"] for c in mh_table(router) if "rule" in c]
+    victim = next(r for r in rules if r["chain"] == "postrouting")  # type: ignore[index]
+    nft(router, "delete", "rule", "inet", "multihome", "postrouting", "handle", str(victim["handle"]))  # type: ignore[index]
+    assert nft(router, "list", "table", "inet", "multihome") != whole
+    out = multihome(router, "-c", config, "apply").stdout
+    assert "~ nftables table inet multihome" in out, out
+    assert nft(router, "list", "table", "inet", "multihome") == whole
+    assert multihome(router, "-c", config, "apply").stdout.startswith("apply: nothing to do")

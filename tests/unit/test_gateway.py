@@ -109,6 +109,14 @@ def test_host_pair_uses_the_layer3_hash_and_a_set_per_uplink() -> None:
     assert 'ip saddr . ip daddr @pairs2 meta mark set meta mark & 0xf0ffffff | 0x02000000' in text
     assert 'oifname "eth0" update @pairs1 { ip saddr . ip daddr }' in text
     assert gateway.pair_set(desired.gateway, "eth1") == "pairs2"
+    assert gateway.shape(desired.gateway) == {
+        "set pairs1": 0,
+        "set pairs2": 0,
+        "chain prerouting": 6,
+        "chain output": 2,
+        "chain postrouting": 4,
+        "chain nat": 2,
+    }
     flow = plan(parse(ROUTER, "m.toml"), router()).gateway
     assert flow is not None and "set pairs" not in gateway.table_text(flow)
 
