@@ -13,8 +13,17 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
-# the coexistence tests build Docker's, wg-quick's and kube-proxy's nftables tables
+# the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;
+# the man pages are checked with man, the completion with bash and zsh
+for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+    mmdebstrap man-db zsh; do
+    dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
+        need_apt+=("$package")
+done
+# gateway mode writes nftables and conntrack through their tools; the coexistence tests
+# build Docker's, wg-quick's and kube-proxy's nftables tables
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

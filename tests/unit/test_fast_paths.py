@@ -412,3 +412,18 @@ def test_the_watch_skips_exactly_the_echoes_of_its_own_changes() -> None:
     # anything else (an address, a link) is news
     address = netlink._message(20, 0, 0, bytes(8))  # RTM_NEWADDR
     assert not netlink.only_echoes(address, netlink.echoes_of([(True, rules[0])]), names)
+
+
+def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:
+    from multihome.manpage import subcommands
+
+    eager = subcommands(cli.build_parser())
+    for name, parser in eager.items():
+        lazy = cli.build_parser(lazy=True)
+        with pytest.raises(SystemExit):
+            lazy.parse_args([name, "--help"])  # builds the command's parser, prints its help
+        built = subcommands(lazy)[name]
+        assert built.format_help() == parser.format_help()
+        assert [a.option_strings for a in built._actions] == [
+            a.option_strings for a in parser._actions
+        ]

@@ -129,7 +129,9 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
         super().__call__(parser, namespace, values, option_string)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole parser; `lazy` (a run of the command) builds each command's own parser only
+    when that command is chosen."""
     common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     common.add_argument(
         "--netns",
@@ -168,13 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     assert isinstance(sub, _Commands)
     for command in commands():
         sub.add_command(command, common if command.netns else without_netns)
+    if not lazy:  # the man page, completion and tests read every command's parser
+        for name in list(sub.pending):
+            sub.build(name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from multihome import namespace
 
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
     for name, default in (("netns", None), ("json", False), ("config", None)):
         if not hasattr(args, name):

@@ -40,6 +40,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = "running" if status["running"] else "NOT running (last status below)"
     print(f"multihome watch: {state}, pid {status['pid']}")
     rows = [["UPLINK", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    gateway = any("connections" in u for u in status["uplinks"].values())
+    if gateway:  # gateway mode: the connections conntrack holds per uplink
+        rows[0] += ["CONNECTIONS", "BYTES"]
     for name, uplink in status["uplinks"].items():
         since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
         rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
@@ -53,6 +56,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 ", ".join(uplink["targets"]),
             ]
         )
+        if gateway:
+            rows[-1] += [str(uplink.get("connections", "-")), str(uplink.get("bytes", "-"))]
     print("\n".join(table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
     last = status["last_reconcile"]
     when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"

@@ -27,7 +27,8 @@ from multihome import config as config_file
 from multihome import discover, model, namespace, netlink, operations
 from multihome.errors import MultihomeError
 from multihome.health import Link, UplinkHealth, observe
-from multihome.watch import metrics
+from multihome.model import GatewayLayout
+from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
 from multihome.watch.scheduler import Action, Scheduler
@@ -68,6 +69,8 @@ class Watcher:
         # own (each would read, plan and diff everything again, to find nothing to do).
         self.echoes: netlink.Echoes = {}
         self.names: dict[int, str] = {}
+        self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
+        self.usage = gateway_usage.Sampler()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -103,6 +106,7 @@ class Watcher:
                     + (" ..." if len(changes) > 6 else "")
                 )
             self._update_probes(outcome)
+            self.layout = outcome.desired.gateway
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
         self._write_status()
@@ -153,6 +157,9 @@ class Watcher:
                 }
                 for name, h in sorted(self.health.items())
             }
+            for name, used in self.usage.sample(self.layout, time.monotonic()).items():
+                if name in self.status.uplinks:
+                    self.status.uplinks[name].update(used)
             data = asdict(self.status)
         try:
             write_status(self.netns_id, data)
@@ -209,9 +216,11 @@ class Watcher:
                     probe.receive(now)
             for action in timers.due(now, probing=bool(self.probes)):
                 if action is Action.EVALUATE_ROUND:
+                    before = self.down()
                     if self._evaluate_round(now):
                         self.reconcile("health")
                         timers.reconciled()
+                        self._flush(self.down() - before)
                 elif action is Action.SEND_ROUND:
                     for probe in self.probes.values():
                         probe.send(now)
@@ -223,6 +232,28 @@ class Watcher:
             probe.close()
         self.events.close()
         _log("stopped")
+
+    def _flush(self, died: frozenset[str]) -> None:
+        """Gateway mode with flush_on_down: delete the dead uplinks' connections (only
+        multihome's entries, by mark), after the balancing route has left them, so that
+        clients reconnect through a healthy uplink at once instead of hanging."""
+        layout = self.layout
+        if layout is None:
+            return
+        for name in sorted(died):
+            try:
+                gateway_usage.forget_pairs(layout, name)
+            except MultihomeError as error:
+                _log(f"{name}: forgetting its host pairs failed: {error.message}")
+            mark = layout.mark_of(name)
+            if mark is None or not layout.flush_on_down:
+                continue
+            try:
+                count = gateway_usage.flush(mark, layout.mask)
+            except MultihomeError as error:
+                _log(f"{name}: flushing its connections failed: {error.message}")
+            else:
+                _log(f"{name}: {count} tracked connections flushed (mark 0x{mark:08x})")
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False

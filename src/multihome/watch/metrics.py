@@ -31,6 +31,18 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
             f'multihome_probes_lost_total{{uplink="{n}"}} {u["probes_lost"]}'
             for n, u in status["uplinks"].items()
         ),
+        "# TYPE multihome_uplink_connections gauge",
+        *(
+            f'multihome_uplink_connections{{uplink="{n}"}} {u["connections"]}'
+            for n, u in status["uplinks"].items()
+            if "connections" in u
+        ),
+        "# TYPE multihome_uplink_connection_bytes gauge",
+        *(
+            f'multihome_uplink_connection_bytes{{uplink="{n}"}} {u["bytes"]}'
+            for n, u in status["uplinks"].items()
+            if "bytes" in u
+        ),
         "# TYPE multihome_reconciles_total counter",
         f"multihome_reconciles_total {status['reconciles']}",
         "# TYPE multihome_reconcile_errors_total counter",
