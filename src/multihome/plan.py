@@ -299,14 +299,15 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
                 )
             tables[uplink.name] = uplink.table
     taken = set(tables.values())
+    owned_tables: dict[str, list[int]] = {}  # by device, once (not all routes per uplink)
+    for route in state.routes:
+        if ownership.owns_route(route):
+            for dev in route.devices():
+                owned_tables.setdefault(dev, []).append(route.table)
     for uplink in chosen:  # keep the table an uplink already has (stable across re-plans)
         if uplink.name in tables:
             continue
-        existing = sorted(
-            r.table
-            for r in state.routes
-            if ownership.owns_route(r) and uplink.name in r.devices() and r.table not in taken
-        )
+        existing = sorted(t for t in owned_tables.get(uplink.name, ()) if t not in taken)
         if existing:
             tables[uplink.name] = existing[0]
             taken.add(existing[0])
