@@ -74,6 +74,7 @@ def _converge(
     remove: bool,
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
 ) -> Outcome:
     cfg = config_file.load(config_path)
     netns_id = namespace.identity()
@@ -83,7 +84,7 @@ def _converge(
         host = discover.read_state()
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
@@ -143,9 +144,12 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
     return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
 
 
-def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
-    """One round of `multihome watch`: apply the plan for the uplinks' current health."""
-    return _converge(config_path, remove=False, confirm_seconds=None, down=down)
+def reconcile(
+    config_path: str | None, down: frozenset[str], down6: frozenset[str] = frozenset()
+) -> Outcome:
+    """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
+    dead over IPv4, `down6`: over IPv6)."""
+    return _converge(config_path, remove=False, confirm_seconds=None, down=down, down6=down6)
 
 
 def confirm_pending() -> str:

@@ -39,20 +39,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
     state = "running" if status["running"] else "NOT running (last status below)"
     print(f"multihome watch: {state}, pid {status['pid']}")
-    rows = [["UPLINK", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
-    for name, uplink in status["uplinks"].items():
-        since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
-        rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
-        rows.append(
-            [
-                name,
-                uplink["state"],
-                since,
-                rtt,
-                f"{uplink['loss']:.1%}",
-                ", ".join(uplink["targets"]),
-            ]
-        )
+    rows = [["UPLINK", "FAMILY", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    for name, families in status["uplinks"].items():
+        for family, uplink in sorted(families.items()):
+            since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
+            rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
+            rows.append(
+                [
+                    name,
+                    family.replace("ipv", "IPv"),
+                    uplink["state"],
+                    since,
+                    rtt,
+                    f"{uplink['loss']:.1%}",
+                    ", ".join(uplink["targets"]),
+                ]
+            )
     print("\n".join(table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
     last = status["last_reconcile"]
     when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"

@@ -12,24 +12,24 @@ from multihome.model import Counters
 
 
 def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
-    """The status (as `Status` holds it) and the interface counters, in Prometheus' words."""
+    """The status (as `Status` holds it: uplink -> "ipv4"/"ipv6" -> probe figures) and the
+    interface counters, in Prometheus' words."""
+    probed = [
+        (f'uplink="{name}",family="{family}"', u)
+        for name, families in status["uplinks"].items()
+        for family, u in sorted(families.items())
+    ]
     lines = [
         "# TYPE multihome_uplink_up gauge",
-        *(
-            f'multihome_uplink_up{{uplink="{n}"}} {int(u["state"] == "up")}'
-            for n, u in status["uplinks"].items()
-        ),
+        *(f"multihome_uplink_up{{{labels}}} {int(u['state'] == 'up')}" for labels, u in probed),
         "# TYPE multihome_probe_rtt_seconds gauge",
         *(
-            f'multihome_probe_rtt_seconds{{uplink="{n}"}} {u["last_rtt_ms"] / 1000}'
-            for n, u in status["uplinks"].items()
+            f"multihome_probe_rtt_seconds{{{labels}}} {u['last_rtt_ms'] / 1000}"
+            for labels, u in probed
             if u["last_rtt_ms"] is not None
         ),
         "# TYPE multihome_probes_lost_total counter",
-        *(
-            f'multihome_probes_lost_total{{uplink="{n}"}} {u["probes_lost"]}'
-            for n, u in status["uplinks"].items()
-        ),
+        *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
         "# TYPE multihome_reconciles_total counter",
         f"multihome_reconciles_total {status['reconciles']}",
         "# TYPE multihome_reconcile_errors_total counter",
