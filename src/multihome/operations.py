@@ -180,6 +180,8 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
     """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
     from multihome import install as installer
 
+    if root == "/":  # NetworkManager's copies of an earlier install look like another owner's
+        installer.uninstall_networkmanager(root)  # (it has no protocol number): out first
     outcome = preview(config_path)
     if not outcome.desired.uplinks:
         raise MultihomeError(

@@ -1,0 +1,182 @@
+"""`multihome install` / `uninstall` on a host whose uplinks the real NetworkManager manages
+(the daemon runs in the test's namespace: tests/netns/networkmanager.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multihome.lab import scenarios
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
+
+from .helpers import ip_json, multihome
+from .networkmanager import NetworkManager, nm_available
+
+Build = Callable[[Topology], Network]
+
+pytestmark = pytest.mark.skipif(
+    not nm_available(), reason="needs NetworkManager, nmcli and dbus-daemon (network-manager)"
+)
+
+UPLINKS = {  # the two-ISP lab's server: connection name, device, addresses, gateways, metric
+    "up0": ("eth0", "192.0.2.10/27", "192.0.2.1", "2001:db8:0::10/64", "2001:db8:0::1", "100"),
+    "up1": ("eth1", "192.0.2.42/27", "192.0.2.33", "2001:db8:1::10/64", "2001:db8:1::1", "200"),
+}
+
+
+def policy(ns: str) -> dict[str, list[dict[str, Any]]]:
+    """multihome's rules (priorities 1000-1003) and its tables' routes, both families, as
+    `ip -j` shows them, without the protocol (NetworkManager's items carry its own)."""
+
+    def strip(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in item.items() if k not in ("protocol", "flags")}
+
+    rules = [
+        strip(r)
+        for version in ("-4", "-6")
+        for r in ip_json(ns, version, "rule")
+        if 1000 <= int(r["priority"]) <= 1003
+    ]
+    routes = [
+        strip(r)
+        for version in ("-4", "-6")
+        for table in ("100", "101")
+        for r in ip_json(ns, version, "route", "show", "table", table)
+    ]
+    key = json.dumps
+    return {"rules": sorted(rules, key=key), "routes": sorted(routes, key=key)}
+
+
+def configuration(keyfile: bytes) -> bytes:
+    """A keyfile, byte for byte, but for the time the connection was last activated, which
+    NetworkManager writes into [connection] whenever it saves an activated connection."""
+    return b"".join(
+        line for line in keyfile.splitlines(keepends=True) if not line.startswith(b"timestamp=")
+    )
+
+
+def settles(ns: str, expected: dict[str, list[dict[str, Any]]], seconds: float) -> None:
+    """Wait until multihome's part of the kernel is `expected`; show the difference if not."""
+    try:
+        NetworkManager.wait(lambda: policy(ns) == expected, seconds)
+    except AssertionError:
+        now = policy(ns)
+        for kind in ("rules", "routes"):
+            missing = [json.dumps(i) for i in expected[kind] if i not in now[kind]]
+            extra = [json.dumps(i) for i in now[kind] if i not in expected[kind]]
+            assert not missing and not extra, f"{kind}: missing {missing}, extra {extra}"
+
+
+def wipe(ns: str) -> None:
+    """What a reboot does to the kernel's side: no policy routing, no addresses."""
+    for version in ("-4", "-6"):
+        lines = [
+            f"rule del pref {r['priority']}"
+            for r in ip_json(ns, version, "rule")
+            if 1000 <= int(r["priority"]) <= 1003
+        ]
+        lines += [f"route flush table {table}" for table in ("100", "101")]
+        lines += [f"addr flush dev {dev}" for dev in ("eth0", "eth1")]
+        batch = "\n".join(lines) + "\n"
+        subprocess.run(["ip", "-n", ns, version, "-batch", "-"], input=batch, text=True, check=True)
+    assert policy(ns) == {"rules": [], "routes": []}
+
+
+def add_connections(nm: NetworkManager) -> None:
+    for name, (dev, address4, gateway4, address6, gateway6, metric) in UPLINKS.items():
+        nm.run(
+            "nmcli", "connection", "add", "type", "ethernet", "ifname", dev, "con-name", name,
+            "ipv4.method", "manual", "ipv4.addresses", address4, "ipv4.gateway", gateway4,
+            "ipv4.route-metric", metric, "ipv6.method", "manual", "ipv6.addresses", address6,
+            "ipv6.gateway", gateway6, "ipv6.route-metric", metric,
+        )  # fmt: skip
+    for _, (dev, *_) in UPLINKS.items():
+        nm.wait(lambda d=dev: nm.connected(d), 20)
+
+
+def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it_out(
+    build: Build, tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    for dev in ("eth0", "eth1"):  # NetworkManager configures the uplinks, not the lab
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+    nm = NetworkManager(server, tmp_path / "nm")
+    try:
+        nm.start()
+        add_connections(nm)
+        # what `multihome apply` builds, for comparison
+        multihome(server, "apply")
+        applied = policy(server)
+        assert len(applied["rules"]) == 10 and len(applied["routes"]) == 8
+        multihome(server, "remove")
+        assert policy(server) == {"rules": [], "routes": []}
+        keyfiles = {name: nm.keyfile(name) for name in UPLINKS}
+
+        done = json.loads(nm.multihome("install", "--json"))
+        assert done["formats"] == ["networkmanager"]
+        assert not any("multihome-nmcli.sh" in path for path in done["written"])
+        manifest = json.loads((nm.directory / "var/multihome/networkmanager.json").read_text())
+        assert {c["name"] for c in manifest["connections"]} == set(UPLINKS)
+        assert sum(len(v) for c in manifest["connections"] for v in c["added"].values()) == 18
+        settles(server, applied, 5)
+        # installing again changes nothing
+        nm.multihome("install", "--json")
+        assert policy(server) == applied
+
+        # a reboot: NetworkManager starts on a host without any policy routing
+        nm.stop()
+        wipe(server)
+        nm.start()
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 20)
+        settles(server, applied, 10)
+
+        # bringing a connection up again keeps them
+        for name in UPLINKS:
+            nm.run("nmcli", "connection", "up", name)
+        settles(server, applied, 10)
+
+        out = nm.multihome("uninstall", "--json")
+        assert len(json.loads(out)["removed"]) == 2  # one entry per connection
+        for name, before in keyfiles.items():
+            assert configuration(nm.keyfile(name)) == configuration(before), name
+        nm.wait(lambda: policy(server) == {"rules": [], "routes": []}, 5)
+        assert not (nm.directory / "var/multihome/networkmanager.json").exists()
+        # the connections' own routes are still there
+        assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
+    finally:
+        nm.stop()
+
+
+def test_uninstall_keeps_an_item_the_connection_had_before_install(
+    build: Build, tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    for dev in ("eth0", "eth1"):
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+    nm = NetworkManager(server, tmp_path / "nm")
+    try:
+        nm.start()
+        add_connections(nm)
+        # the admin had already added one of multihome's rules by hand
+        theirs = "priority 1002 from 192.0.2.42 table 101"
+        nm.run("nmcli", "connection", "modify", "up1", "+ipv4.routing-rules", theirs)
+        before = nm.keyfile("up1")
+        nm.multihome("install", "--json")
+        manifest = json.loads((nm.directory / "var/multihome/networkmanager.json").read_text())
+        up1 = next(c for c in manifest["connections"] if c["name"] == "up1")
+        assert theirs not in up1["added"]["ipv4.routing-rules"]
+        nm.multihome("uninstall")
+        assert configuration(nm.keyfile("up1")) == configuration(before)
+        rules = nm.output("nmcli", "-g", "ipv4.routing-rules", "connection", "show", "up1")
+        assert rules.strip() == theirs
+    finally:
+        nm.stop()
