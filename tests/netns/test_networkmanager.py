@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from multihome.lab.topology import Network
 
 from .helpers import ip_json, multihome
 from .networkmanager import NetworkManager, nm_available
+from .test_watch import Watch, sources, wait_for
 
 Build = Callable[[Topology], Network]
 
@@ -180,3 +182,93 @@ def test_uninstall_keeps_an_item_the_connection_had_before_install(
         assert rules.strip() == theirs
     finally:
         nm.stop()
+
+
+def test_a_renumbered_dhcp_lease_is_routed_through_its_new_gateway_within_a_second(
+    build: Build, tmp_path: Path
+) -> None:
+    """dnsmasq in ISP 1 hands out eth1's address; NetworkManager is the DHCP client and
+    `multihome watch` runs. ISP 1 renumbers (new subnet, new router): once the new lease is
+    on eth1, replies from its new address leave through the new gateway within 1 s."""
+    net = build(scenarios.two_isp(nics=2))
+    server, isp1 = net.ns("server"), net.ns("isp1")
+    for dev in ("eth0", "eth1"):
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+    leases = tmp_path / "leases"
+    dnsmasq: list[subprocess.Popen[bytes]] = []
+
+    def serve(first: str, last: str, router: str) -> None:
+        options = [
+            "--keep-in-foreground", "--port=0", "--interface=cust", "--bind-interfaces",
+            "--conf-file=/dev/null", "--user=root", "--pid-file", f"--dhcp-leasefile={leases}",
+            "--dhcp-authoritative", f"--dhcp-range={first},{last},255.255.255.0,1h",
+            f"--dhcp-option=option:router,{router}",
+        ]  # fmt: skip
+        argv = ["ip", "netns", "exec", isp1, "dnsmasq", *options]
+        dnsmasq.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    def eth1_addresses() -> set[str]:
+        return {
+            a["local"]
+            for link in ip_json(server, "-4", "addr", "show", "dev", "eth1")
+            for a in link["addr_info"]
+        }
+
+    def route_from(address: str) -> tuple[str, str, str]:
+        (route,) = ip_json(server, "route", "get", "203.0.113.100", "from", address)
+        return route.get("gateway", ""), route.get("dev", ""), str(route.get("table", "main"))
+
+    nm = NetworkManager(server, tmp_path / "nm")
+    watch = None
+    try:
+        subprocess.run(["ip", "-n", isp1, "addr", "flush", "dev", "cust"], check=True)
+        subprocess.run(
+            ["ip", "-n", isp1, "addr", "add", "198.18.1.1/24", "dev", "cust"], check=True
+        )
+        serve("198.18.1.10", "198.18.1.20", "198.18.1.1")
+        nm.start()
+        nm.run(
+            "nmcli", "connection", "add", "type", "ethernet", "ifname", "eth0", "con-name",
+            "up0", "ipv4.method", "manual", "ipv4.addresses", "192.0.2.10/27",
+            "ipv4.gateway", "192.0.2.1", "ipv4.route-metric", "100", "ipv6.method", "disabled",
+        )  # fmt: skip
+        nm.run(
+            "nmcli", "connection", "add", "type", "ethernet", "ifname", "eth1", "con-name",
+            "dhcp1", "ipv4.method", "auto", "ipv4.route-metric", "200",
+            "ipv6.method", "disabled",
+        )  # fmt: skip
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 30)
+        (old,) = eth1_addresses()
+        assert old.startswith("198.18.1.")
+        watch = Watch(server)
+        wait_for(lambda: route_from(old) == ("198.18.1.1", "eth1", "101"), 2)
+
+        # ISP 1 renumbers: a new subnet and router; the client's next request is refused
+        # (authoritative server), it asks again and gets an address in the new subnet
+        dnsmasq.pop().terminate()
+        subprocess.run(["ip", "-n", isp1, "addr", "flush", "dev", "cust"], check=True)
+        subprocess.run(
+            ["ip", "-n", isp1, "addr", "add", "198.18.2.1/24", "dev", "cust"], check=True
+        )
+        leases.unlink(missing_ok=True)
+        serve("198.18.2.10", "198.18.2.20", "198.18.2.1")
+        nm.run("nmcli", "device", "connect", "eth1")
+        wait_for(lambda: any(a.startswith("198.18.2.") for a in eth1_addresses()), 30)
+        leased = time.monotonic()  # the new lease is on eth1
+        (new,) = (a for a in eth1_addresses() if a.startswith("198.18.2."))
+        wait_for(lambda: route_from(new) == ("198.18.2.1", "eth1", "101"), 2)
+        assert time.monotonic() - leased < 1.0
+        wait_for(lambda: old not in sources(server), 2)
+        assert new in sources(server)
+        assert watch.stop() == 0
+    finally:
+        if watch is not None and watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait()
+        nm.stop()
+        for proc in dnsmasq:
+            proc.terminate()
+            proc.wait(timeout=10)
