@@ -38,6 +38,8 @@ mkdir -p /run/dbus /run/NetworkManager
 mount --bind "$1/etc" /etc/NetworkManager
 mount --bind "$1/var" /var/lib
 mount --bind "$1/sysctl.d" /etc/sysctl.d
+# no D-Bus activation: nm-dispatcher and nm-priv-helper would outlive the test's processes
+mount -t tmpfs tmpfs /usr/share/dbus-1/system-services
 mount -o remount,ro /sys
 dbus-daemon --system --fork --print-pid=1
 exec NetworkManager --debug 1>&2  # --debug: no fork, log to stderr
