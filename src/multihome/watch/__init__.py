@@ -7,8 +7,8 @@ path as `multihome apply`, touching only multihome's objects. ICMP and ICMPv6 ec
 (probes.py) leave each uplink from its own address and device to its gateway or the
 configured targets; the health state machine (health.py), kept per uplink and IP version,
 turns their results into up/down, and a change re-plans that family's balancing route at
-once. When what happens is decided by scheduler.py; the status file,
-metrics and systemd notification live in modules of their own.
+once. When what happens is decided by scheduler.py; the status file, metrics and systemd
+notification live in modules of their own.
 """
 
 from __future__ import annotations
