@@ -11,7 +11,6 @@ ran the apply dies -- which is exactly the case it is for.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from multihome import discover, kernel, state
 from multihome.diff import diff
 from multihome.errors import MultihomeError
 from multihome.model import Desired, Ownership, Route, Rule, Sysctl
+from multihome.processes import pid_alive
 
 POLL = 0.05
 
@@ -35,78 +35,71 @@ class Snapshot:
     record: state.Record
 
 
-def _paths(netns_id: int) -> tuple[str, str]:
-    return state.file_path(netns_id, "pending"), state.file_path(netns_id, "confirm")
-
-
-def _outcome_path(netns_id: int) -> str:
-    return state.file_path(netns_id, "outcome")
+# The guardian's files, beside the state file and like it marked with the namespace's
+# cookie: pending (guardian pid and deadline), confirm (the request to keep the change),
+# outcome (what the guardian did, and why a revert failed).
+PENDING, CONFIRM, OUTCOME = "pending", "confirm", "outcome"
 
 
 def pending(netns_id: int) -> dict[str, float] | None:
-    """The change awaiting confirmation in this namespace (guardian pid, deadline), if any."""
-    path, _ = _paths(netns_id)
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except (FileNotFoundError, ValueError):
+    """The change awaiting confirmation in this namespace (guardian pid, seconds left), if
+    any."""
+    data = state.read_json(netns_id, PENDING)
+    if data is None:
         return None
     pid = int(data.get("pid", 0))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:  # a guardian that died (reboot, SIGKILL): nothing pending
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    if not pid_alive(pid):  # a guardian that died (reboot, SIGKILL): nothing pending
+        with contextlib.suppress(OSError):
+            state.remove(netns_id, PENDING)
         return None
-    return {"pid": pid, "deadline": float(data["deadline"])}
+    # CLOCK_MONOTONIC is one clock for every process of the system, and never steps
+    return {"pid": pid, "left": max(0.0, float(data["deadline"]) - time.monotonic())}
 
 
 def refuse_if_pending(netns_id: int) -> None:
     waiting = pending(netns_id)
     if waiting is not None:
-        left = max(0.0, waiting["deadline"] - time.time())
         raise MultihomeError(
-            f"a change is awaiting confirmation ({left:.0f} s left, guardian pid"
+            f"a change is awaiting confirmation ({waiting['left']:.0f} s left, guardian pid"
             f" {int(waiting['pid'])})",
             hint="run `multihome confirm` to keep it, or wait for it to be reverted",
         )
 
 
 def arm(netns_id: int, snapshot: Snapshot, seconds: float) -> int:
-    """Start the guardian; returns its pid once it is watching."""
-    path, confirm_path = _paths(netns_id)
-    for stale in (confirm_path, _outcome_path(netns_id)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)
-    deadline = time.time() + seconds
-    ready_r, ready_w = os.pipe()
-    first = os.fork()
-    if first == 0:  # child: leave the session, fork the guardian, exit
-        os.close(ready_r)
-        os.setsid()
-        if os.fork() == 0:
-            _guard(netns_id, snapshot, deadline, path, confirm_path, ready_w)
-        os._exit(0)
-    os.close(ready_w)
-    os.waitpid(first, 0)
-    with os.fdopen(ready_r) as ready:
-        pid = ready.read().strip()
-    if not pid:
-        raise MultihomeError("the confirm-or-revert guardian did not start")
+    """Start the guardian; returns its pid once it is watching. The change is already made:
+    if the guardian cannot start, the error says so."""
+    try:
+        for stale in (CONFIRM, OUTCOME):
+            state.remove(netns_id, stale)
+        deadline = time.monotonic() + seconds
+        ready_r, ready_w = os.pipe()
+        first = os.fork()
+        if first == 0:  # child: leave the session, fork the guardian, exit
+            os.close(ready_r)
+            os.setsid()
+            if os.fork() == 0:
+                _guard(netns_id, snapshot, deadline, ready_w)
+            os._exit(0)
+        os.close(ready_w)
+        os.waitpid(first, 0)
+        with os.fdopen(ready_r) as ready:
+            pid = ready.read().strip()
+        if not pid:
+            raise MultihomeError("the confirm-or-revert guardian did not start")
+    except (OSError, MultihomeError) as error:
+        raise MultihomeError(
+            f"cannot start the confirm-or-revert guardian ({error}): the change is applied"
+            " and NOT guarded",
+            hint="run `multihome remove` to undo it, or `multihome confirm` to keep it",
+        ) from None
     return int(pid)
 
 
-def _guard(
-    netns_id: int,
-    snapshot: Snapshot,
-    deadline: float,
-    path: str,
-    confirm_path: str,
-    ready_w: int,
-) -> None:
+def _guard(netns_id: int, snapshot: Snapshot, deadline: float, ready_w: int) -> None:
     """The guardian's life: wait for a confirmation or the deadline, then exit."""
     code = 0
-    outcome = "reverted"
+    outcome = {"outcome": "reverted"}
     try:
         # Inherited descriptors go: the applier's lock (held on the same open file, it would
         # block this process's own revert) and its sockets.
@@ -115,27 +108,33 @@ def _guard(
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        with open(path, "w", encoding="utf-8") as file:
-            json.dump({"pid": os.getpid(), "deadline": deadline}, file)
+        state.write_json(netns_id, PENDING, {"pid": os.getpid(), "deadline": deadline})
         os.write(ready_w, str(os.getpid()).encode())
         os.close(ready_w)
-        while time.time() < deadline:
-            if os.path.exists(confirm_path):
-                outcome = "kept"
+        while time.monotonic() < deadline:
+            if state.read_json(netns_id, CONFIRM) is not None:
+                outcome = {"outcome": "kept"}
                 return
             time.sleep(POLL)
         revert(netns_id, snapshot)
-    except BaseException:
-        code, outcome = 1, "revert failed"
+    except BaseException as error:  # the guardian has no terminal: the outcome file tells
+        code = 1
+        outcome = {"outcome": "revert failed", "error": _explain(error)}
     finally:
         # The outcome is written before the pending file goes, so a confirmation that came
         # too late learns what happened.
-        with open(_outcome_path(netns_id), "w", encoding="utf-8") as file:
-            file.write(outcome)
-        for leftover in (path, confirm_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
+        with contextlib.suppress(BaseException):
+            state.write_json(netns_id, OUTCOME, outcome)
+        for leftover in (PENDING, CONFIRM):
+            with contextlib.suppress(BaseException):
+                state.remove(netns_id, leftover)
         os._exit(code)
+
+
+def _explain(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    hint = getattr(error, "hint", "")
+    return f"{text} ({hint})" if hint else text
 
 
 def revert(netns_id: int, snapshot: Snapshot) -> None:
@@ -155,18 +154,20 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
 
 
 def confirm(netns_id: int, wait: float = 5.0) -> str:
-    """Tell the guardian to keep the change. Returns "kept", "reverted" (too late) or
-    "nothing pending"."""
+    """Tell the guardian to keep the change. Returns "kept", "reverted" (too late),
+    "revert failed: WHY" or "nothing pending"."""
     if pending(netns_id) is None:
+        last = state.read_json(netns_id, OUTCOME)
+        if last is not None and "error" in last:  # the last guardian could not revert
+            return f"{last['outcome']}: {last['error']}"
         return "nothing pending"
-    path, confirm_path = _paths(netns_id)
-    with open(confirm_path, "w", encoding="utf-8") as file:
-        file.write(str(os.getpid()))
+    state.write_json(netns_id, CONFIRM, {"pid": os.getpid()})
     end = time.monotonic() + wait + POLL
-    while os.path.exists(path) and time.monotonic() < end:
+    while os.path.exists(state.file_path(netns_id, PENDING)) and time.monotonic() < end:
         time.sleep(POLL)
-    try:
-        with open(_outcome_path(netns_id), encoding="utf-8") as file:
-            return file.read().strip()
-    except FileNotFoundError:
-        raise MultihomeError("the guardian did not acknowledge the confirmation in time") from None
+    result = state.read_json(netns_id, OUTCOME)
+    if result is None:
+        raise MultihomeError("the guardian did not acknowledge the confirmation in time")
+    if "error" in result:
+        return f"{result['outcome']}: {result['error']}"
+    return str(result["outcome"])

@@ -1,4 +1,5 @@
-"""Writing rendered files: atomically, under a root directory (tests and `--root` swap it)."""
+"""Writing files atomically: rendered files under a root directory (tests and `--root` swap
+it), and multihome's own files under /run/multihome. One helper for all of them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,35 @@ import tempfile
 from multihome.errors import MultihomeError
 
 
+def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace `path` with `text`: a reader sees the old file or the new one, never half of
+    it, and after a crash the new one is on disk in full or not at all. The temporary file
+    has a unique name beside the target, so concurrent writers never share it. Raises
+    OSError."""
+    directory = os.path.dirname(path) or "."
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".multihome-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    # The rename is durable once the directory is on disk too.
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list[str]:
-    """Write each {relative path: text} under `directory`; a reader sees the old file or the
-    new one, never half of it. Returns the paths written."""
+    """Write each {relative path: text} under `directory`, each atomically (atomic_write).
+    Returns the paths written."""
     written = []
     for relative, text in sorted(files.items()):
         if os.path.isabs(relative) or ".." in relative.split("/"):
@@ -19,18 +46,7 @@ def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list
         path = os.path.join(directory, relative)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".multihome-")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as file:
-                    file.write(text)
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.chmod(temp, mode)
-                os.replace(temp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
-                raise
+            atomic_write(path, text, mode)
         except OSError as error:
             raise MultihomeError(f"cannot write {path}: {error.strerror}") from None
         written.append(path)

@@ -4,8 +4,9 @@ reads them, and take exactly those away again.
 Which stack manages the uplinks is read from the host (under --root): systemd-networkd's link
 state, NetworkManager's device state, ifupdown's interfaces files. The choice itself is a pure
 function of those facts (`choose`). Every file written is recorded in a manifest with the
-backup of anything it replaced; uninstall removes what the manifest lists and puts the
-backups back. Files multihome did not write are never edited.
+backup of anything it replaced, before any file is touched, so that an install interrupted
+at any step can be undone; uninstall removes what the manifest lists and puts the backups
+back. Files multihome did not write are never edited.
 
 NetworkManager keeps routes and rules in its connections, so on a live host (root /) install
 adds multihome's items to each uplink's connection through nmcli, reapplies it, and records
@@ -185,23 +186,36 @@ def install(
         wanted.pop(f"{TARGETS['networkmanager']}/multihome-nmcli.sh", None)
     old = _manifest(root)
     entries: dict[str, dict[str, str | None]] = {}
+    for relative in sorted(wanted):
+        path = os.path.join(root, relative)
+        backup = old.get(relative, {}).get("backup")
+        if relative not in old and os.path.lexists(path):  # someone else's: kept aside
+            backup = path + BACKUP_SUFFIX
+        entries[relative] = {"path": relative, "backup": backup}
+    link = "etc/systemd/system/multi-user.target.wants/multihome.service"
+    if "systemd" in formats:  # what `systemctl enable` does, as a file, so --root works
+        entries[link] = {"path": link, "backup": None}
+    # The intent first: until the last step, the manifest lists every file this install
+    # and the one before may have touched, so an interruption anywhere leaves a manifest
+    # from which uninstall restores everything (see _remove_entry).
+    _write_manifest(root, {**old, **entries}, formats)
     written, backups, removed = [], [], []
     for relative, (text, mode) in sorted(wanted.items()):
         path = os.path.join(root, relative)
-        backup = old.get(relative, {}).get("backup")
-        if relative not in old and os.path.exists(path):  # someone else's file: keep it aside
-            backup = path + BACKUP_SUFFIX
-            os.replace(path, backup)
+        backup = entries[relative]["backup"]
+        # also the move an interrupted install planned and did not make
+        if backup is not None and not os.path.lexists(backup) and os.path.lexists(path):
+            _move(path, backup)
             backups.append(backup)
         written += files.write_tree(root, {relative: text}, mode)
-        entries[relative] = {"path": relative, "backup": backup}
-    if "systemd" in formats:  # what `systemctl enable` does, as a file, so --root works
-        link = "etc/systemd/system/multi-user.target.wants/multihome.service"
+    if link in entries:
         link_path = os.path.join(root, link)
-        os.makedirs(os.path.dirname(link_path), exist_ok=True)
-        if not os.path.lexists(link_path):
-            os.symlink("../multihome.service", link_path)
-        entries[link] = {"path": link, "backup": None}
+        try:
+            os.makedirs(os.path.dirname(link_path), exist_ok=True)
+            if not os.path.lexists(link_path):
+                os.symlink("../multihome.service", link_path)
+        except OSError as error:
+            raise MultihomeError(f"cannot write {link_path}: {error.strerror}") from None
         written.append(link_path)
     for relative, entry in old.items():  # ours from an earlier install, no longer wanted
         if relative not in entries:
@@ -217,13 +231,29 @@ def install(
     return Installed(formats, reasons, written, backups, removed, notes)
 
 
+def _move(source: str, target: str) -> None:
+    try:
+        os.replace(source, target)
+    except OSError as error:
+        raise MultihomeError(f"cannot move {source} to {target}: {error.strerror}") from None
+
+
 def _remove_entry(root: str, entry: dict[str, str | None]) -> list[str]:
+    """Undo one entry, whatever step its install reached: a file that replaced another is
+    replaced by the backup again; while there is no backup, the file there is still the
+    original, and stays."""
     path = os.path.join(root, str(entry["path"]))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
     backup = entry.get("backup")
-    if backup and os.path.exists(backup):
-        os.replace(backup, path)
+    if backup:
+        if os.path.lexists(backup):
+            _move(backup, path)
+        return [path]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise MultihomeError(f"cannot remove {path}: {error.strerror}") from None
     return [path]
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from multihome import PROTOCOL
 from multihome.discover import SYSCTL_ROOT
@@ -61,12 +62,7 @@ def write_sysctl(sysctl: Sysctl) -> None:
 def _send(
     rtnl: RtnlSocket, changes: Sequence[Change], ifindex: dict[str, int]
 ) -> list[Refusal | None]:
-    try:
-        return rtnl.transact([_encode(c, ifindex) for c in changes])
-    except PermissionError:
-        raise PrivilegeError(
-            "changing rules and routes needs CAP_NET_ADMIN", "run as root"
-        ) from None
+    return rtnl.transact([_encode(c, ifindex) for c in changes])
 
 
 def apply(changes: Sequence[Change], state: HostState) -> None:
@@ -75,7 +71,13 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
     routing = [c for c in changes if not isinstance(c.obj, Sysctl)]
     sysctls = [c for c in changes if isinstance(c.obj, Sysctl)]
     with RtnlSocket() as rtnl:
-        verdicts = _send(rtnl, routing, ifindex) if routing else []
+        try:
+            verdicts = _send(rtnl, routing, ifindex) if routing else []
+        except OSError as error:
+            # The transport failed (ENOBUFS, EINTR, a socket error), maybe after earlier
+            # batches were made, maybe during one whose acks are lost: the kernel itself
+            # tells which changes took effect.
+            _recover(routing, ifindex, error)
         done = [c for c, v in zip(routing, verdicts, strict=True) if v is None]
         refused = [Failure(c, str(v)) for c, v in zip(routing, verdicts, strict=True) if v]
         if not refused:
@@ -87,12 +89,31 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
                     break
                 done.append(change)
         if refused:
-            _undo(rtnl, done, ifindex, refused[0])
+            cause = refused[0]
+            _undo(
+                rtnl,
+                done,
+                ifindex,
+                f"the kernel refused `{cause.change.describe()[2:]}`: {cause.reason}",
+            )
     if routing:
         register_protocol_name()
 
 
-def _undo(rtnl: RtnlSocket, done: list[Change], ifindex: dict[str, int], cause: Failure) -> None:
+def _recover(routing: list[Change], ifindex: dict[str, int], error: OSError) -> NoReturn:
+    """After a transport failure: undo the changes the kernel shows as made, and raise."""
+    from multihome import discover
+
+    now = discover.read_state()
+    present = set(now.rules) | set(now.routes)
+    done = [c for c in routing if (c.obj in present) == (c.action is Action.ADD)]
+    if isinstance(error, PermissionError) and not done:
+        raise PrivilegeError("changing rules and routes needs CAP_NET_ADMIN", "run as root")
+    with RtnlSocket() as fresh:  # the failed socket may still hold the lost batch's acks
+        _undo(fresh, done, ifindex, f"talking to the kernel failed: {error.strerror or error}")
+
+
+def _undo(rtnl: RtnlSocket, done: list[Change], ifindex: dict[str, int], cause: str) -> NoReturn:
     undo = [c.inverse() for c in reversed(done)]
     undo_routing = [c for c in undo if not isinstance(c.obj, Sysctl)]
     leftovers: list[str] = []
@@ -102,17 +123,21 @@ def _undo(rtnl: RtnlSocket, done: list[Change], ifindex: dict[str, int], cause: 
         except OSError as error:
             leftovers.append(f"{change.describe()}: {error.strerror}")
     if undo_routing:
-        for change, verdict in zip(undo_routing, _send(rtnl, undo_routing, ifindex), strict=True):
-            if verdict is not None:
-                leftovers.append(f"{change.describe()}: {verdict}")
-    message = f"the kernel refused `{cause.change.describe()[2:]}`: {cause.reason}"
+        try:
+            verdicts = _send(rtnl, undo_routing, ifindex)
+        except OSError as error:
+            leftovers.append(f"{len(undo_routing)} rules and routes: {error.strerror or error}")
+        else:
+            for change, verdict in zip(undo_routing, verdicts, strict=True):
+                if verdict is not None:
+                    leftovers.append(f"{change.describe()}: {verdict}")
     if leftovers:
         raise KernelError(
-            message + "; rolling back also failed for: " + "; ".join(leftovers),
+            cause + "; rolling back also failed for: " + "; ".join(leftovers),
             hint="the host is NOT as before; `multihome remove` deletes what multihome owns",
         )
     raise KernelError(
-        message + f"; all {len(done)} changes already made were undone",
+        cause + f"; all {len(done)} changes already made were undone",
         hint="nothing was changed; check the interfaces and addresses named above",
     )
 

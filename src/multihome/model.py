@@ -21,7 +21,6 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 # Route scopes and types, as in <linux/rtnetlink.h>.
 SCOPE_UNIVERSE = 0
 SCOPE_LINK = 253
-SCOPE_HOST = 254
 RTN_UNICAST = 1
 
 TABLE_MAIN = 254
@@ -34,6 +33,7 @@ DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
 _hosts: dict[tuple[int, int], IPNetwork] = {}
+HOSTS_CACHED = 1 << 16  # a long-running daemon sees addresses come and go: bounded
 
 
 def host_network(address: IPAddress) -> IPNetwork:
@@ -46,6 +46,8 @@ def host_network(address: IPAddress) -> IPNetwork:
             network = ipaddress.IPv4Network((key[1], 32))
         else:
             network = ipaddress.IPv6Network((key[1], 128))
+        if len(_hosts) >= HOSTS_CACHED:
+            _hosts.clear()
         _hosts[key] = network
     return network
 
@@ -223,10 +225,20 @@ class Rule:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Sysctl:
-    """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value."""
+    """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
+    the interface it belongs to (None for a namespace-wide one such as
+    net/ipv4/fib_multipath_hash_policy)."""
 
     path: str
     value: str
+    interface: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.interface is None:  # read once from the path: net/ipv{4,6}/conf/IFACE/KEY
+            parts = self.path.split("/")
+            conf = len(parts) == 5 and parts[0] == "net" and parts[2] == "conf"
+            if conf and parts[3] not in ("all", "default"):
+                object.__setattr__(self, "interface", parts[3])
 
     @property
     def name(self) -> str:
@@ -291,9 +303,6 @@ class HostState:
             for a in self.addresses
             if a.ifname == ifname and (family is None or a.family == family)
         )
-
-    def tables_with_routes(self) -> set[int]:
-        return {r.table for r in self.routes}
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,7 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
 
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
 _network_cache: dict[tuple[bytes, int], IPNetwork] = {}
+NETWORKS_CACHED = 4096  # the daemon reads dumps for as long as it runs: bounded
 
 
 def _network(raw: bytes, prefixlen: int) -> IPNetwork:
@@ -107,6 +108,8 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
     if network is None:
         network = network_from(raw, prefixlen)
         if prefixlen < len(raw) * 8:  # host routes and source rules are unique: no cache
+            if len(_network_cache) >= NETWORKS_CACHED:
+                _network_cache.clear()
             _network_cache[key] = network
     return network
 

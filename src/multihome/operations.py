@@ -1,6 +1,6 @@
 """The commands' work, without printing: observe -> plan -> diff -> apply, and remove.
 
-cli.py parses arguments and prints; the lab and tests call these the same way.
+The cli package parses arguments and prints; the lab and tests call these the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from multihome import config as config_file
 from multihome import confirm, discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.errors import MultihomeError
+from multihome.errors import KernelError, MultihomeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
@@ -91,7 +91,7 @@ def _converge(
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
             after.netns_cookie = cookie
-            state.save(netns_id, after, rules, routes)
+            _record_or_undo(netns_id, after, rules, routes, changes, host)
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
                 cfg.ownership,
@@ -110,13 +110,39 @@ def _converge(
     return Outcome(cfg, host, desired, changes, warnings)
 
 
+def _record_or_undo(
+    netns_id: int,
+    record: state.Record,
+    rules: list[Rule],
+    routes: list[Route],
+    changes: tuple[Change, ...],
+    host: HostState,
+) -> None:
+    """The change and its record succeed or fail together: without the record, `remove`
+    could not put the original sysctls back, so a change that cannot be recorded is undone."""
+    try:
+        state.save(netns_id, record, rules, routes)
+    except StateError as error:
+        try:
+            kernel.apply([c.inverse() for c in reversed(changes)], host)
+        except KernelError as undo:
+            raise StateError(
+                f"{error.message}; undoing the change also failed: {undo.message}",
+                hint="the change is in place but NOT recorded; fix the state directory, then"
+                " run `multihome apply` again",
+            ) from None
+        raise StateError(
+            f"{error.message}; the change was undone (the host is as before)", hint=error.hint
+        ) from None
+
+
 def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
     """After the ARP sysctls changed, correct the neighbours' caches at once."""
     from multihome import announce
 
     warnings: list[str] = []
     fixed = {
-        c.obj.path.split("/")[3]
+        c.obj.interface
         for c in changes
         if isinstance(c.obj, Sysctl) and c.obj.path.endswith("/arp_ignore")
     }

@@ -1,48 +1,113 @@
-"""The state file: what multihome created in one network namespace, and the sysctl values
-it replaced, so that `remove` can put them back.
+"""multihome's files under /run/multihome, per network namespace: the state file (what
+multihome created and the sysctl values it replaced, so that `remove` can put them back),
+the lock, the daemon's status and the confirm guardian's files.
 
-One file per network namespace, named by the namespace's inode, under /run/multihome: it
-lives exactly as long as the kernel state it describes (both vanish at reboot), and runs in
-different namespaces never share it, however they entered them.
+Each file is named by the namespace's inode (netns-<inode>.<suffix>): it lives exactly as
+long as the kernel state it describes (both vanish at reboot), and runs in different
+namespaces never share it, however they entered them. The kernel reuses the inode of a
+deleted namespace, so every file also carries the namespace's cookie, which is never reused:
+a file with another cookie belongs to a dead namespace, reads as absent and is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import glob
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+from multihome import files, namespace
 from multihome.errors import LockError, StateError
 from multihome.model import Route, Rule
 
-STATE_DIR = os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome")
+DEFAULT_STATE_DIR = "/run/multihome"
+
+
+def state_dir() -> str:
+    """Where the per-namespace files live; read at each use, so that a process (a test) that
+    changes MULTIHOME_STATE_DIR after importing this module still agrees with its children."""
+    return os.environ.get("MULTIHOME_STATE_DIR", DEFAULT_STATE_DIR)
 LOCK_WAIT = 5.0
 
 
 @dataclass
 class Record:
-    """What is in the state file."""
+    """What `remove` needs from the state file: the first value of each sysctl multihome
+    changed (the rules and routes it owns are recognised in the kernel by their protocol)."""
 
     sysctl_originals: dict[str, str] = field(default_factory=dict)
-    rules: list[str] = field(default_factory=list)  # `ip rule` arguments, for people
-    routes: list[str] = field(default_factory=list)
-    applied_at: float | None = None
     netns_cookie: int | None = None
 
 
 def file_path(netns_id: int, suffix: str) -> str:
     """The namespace's file of one kind: netns-<inode>.<suffix> in the state directory."""
-    return os.path.join(STATE_DIR, f"netns-{netns_id}.{suffix}")
+    return os.path.join(state_dir(), f"netns-{netns_id}.{suffix}")
+
+
+def _unwritable(path: str, error: OSError) -> StateError:
+    hint = (
+        "run as root"
+        if error.errno in (errno.EACCES, errno.EPERM)
+        else f"make {state_dir()} writable (it is on /run: check that it is mounted and not full)"
+    )
+    return StateError(f"cannot write {path}: {error.strerror or error}", hint=hint)
+
+
+def _stale(recorded: object, cookie: int | None) -> bool:
+    """Was the file written in another namespace that had the same inode?"""
+    return cookie is not None and recorded != cookie
+
+
+def _discard(path: str) -> None:
+    # Removing a dead namespace's file is housekeeping: a reader without the right to (a
+    # non-root `status`) still ignores it.
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o644) -> None:
+    """Write one of the namespace's files atomically, with the namespace's cookie in it.
+    Raises StateError."""
+    path = file_path(netns_id, suffix)
+    text = json.dumps({**data, "netns_cookie": namespace.cookie()}, indent=1) + "\n"
+    try:
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
+        files.atomic_write(path, text, mode)
+    except OSError as error:
+        raise _unwritable(path, error) from None
+
+
+def read_json(netns_id: int, suffix: str) -> dict[str, Any] | None:
+    """One of the namespace's files; None when it is missing, damaged, or another
+    namespace's (then it is removed)."""
+    path = file_path(netns_id, suffix)
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (FileNotFoundError, ValueError):
+        return None
+    except OSError as error:
+        raise StateError(f"cannot read {path}: {error.strerror}", hint="run as root") from None
+    if not isinstance(data, dict) or _stale(data.get("netns_cookie"), namespace.cookie()):
+        _discard(path)
+        return None
+    return data
+
+
+def remove(netns_id: int, suffix: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(file_path(netns_id, suffix))
 
 
 def load(netns_id: int, cookie: int | None = None) -> Record:
     """The record of this namespace. A record left by a deleted namespace whose inode was
-    reused (its cookie differs) describes nothing here, and reads as empty."""
+    reused (its cookie differs) describes nothing here: it reads as empty, and is removed."""
     path = file_path(netns_id, "json")
     try:
         with open(path, encoding="utf-8") as file:
@@ -56,24 +121,24 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
             " rule and route multihome owns, but cannot restore the sysctls it changed",
         ) from None
     recorded_cookie = data.get("netns_cookie")
-    if cookie is not None and recorded_cookie is not None and recorded_cookie != cookie:
+    if recorded_cookie is not None and _stale(recorded_cookie, cookie):
+        _discard(path)
         return Record(netns_cookie=cookie)
     return Record(
         netns_cookie=recorded_cookie,
         sysctl_originals=dict(data.get("sysctl_originals", {})),
-        rules=list(data.get("rules", [])),
-        routes=list(data.get("routes", [])),
-        applied_at=data.get("applied_at"),
     )
 
 
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
-    """Write the record atomically (a reader sees the old or the new file, never a mix)."""
-    os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+    """Write the record atomically (a reader sees the old or the new file, never a mix).
+    The rules and routes are listed for people (`ip rule` arguments). Raises StateError."""
     path = file_path(netns_id, "json")
     if not record.sysctl_originals and not rules and not routes:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        try:
+            remove(netns_id, "json")
+        except OSError as error:
+            raise _unwritable(path, error) from None
         return
     data = {
         "version": 1,
@@ -83,32 +148,29 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
-    fd, temp = tempfile.mkstemp(dir=STATE_DIR, prefix=".state-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=1)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
+        files.atomic_write(path, json.dumps(data, indent=1), 0o600)
+    except OSError as error:
+        raise _unwritable(path, error) from None
 
 
 def forget(netns_id: int) -> None:
-    """Remove the state of a namespace that is being deleted."""
-    for suffix in ("json", "lock"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(file_path(netns_id, suffix))
+    """Remove every file of a namespace that is being deleted."""
+    for path in glob.glob(glob.escape(file_path(netns_id, "")) + "*"):
+        _discard(path)
 
 
 @contextlib.contextmanager
 def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """One writer per namespace; a second waits up to `wait` seconds, then fails."""
-    os.makedirs(STATE_DIR, mode=0o755, exist_ok=True)
+    """One writer per namespace; a second waits up to `wait` seconds, then fails. The lock
+    file names the holder: its pid and its namespace's cookie."""
     path = file_path(netns_id, "lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise _unwritable(path, error) from None
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -117,14 +179,17 @@ def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").split() or ["?"]
                     raise LockError(
-                        f"another multihome (pid {holder}) is changing this namespace",
+                        f"another multihome (pid {holder[0]}) is changing this namespace",
                         hint="wait for it to finish, then run the command again",
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {namespace.cookie()}\n".encode(), 0)
+        except OSError as error:
+            raise _unwritable(path, error) from None
         yield
     finally:
         os.close(fd)

@@ -22,6 +22,30 @@ def _lab_namespaces(pid: int) -> list[str]:
     return [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{pid}")]
 
 
+def _server_tx_packets(pid: int) -> int:
+    """The packets the server of a lab run has sent so far (0 while it is being built)."""
+    servers = [n for n in _lab_namespaces(pid) if n.endswith("server")]
+    if len(servers) != 1:
+        return 0
+    out = subprocess.run(
+        ["ip", "-n", servers[0], "-j", "-s", "link"], capture_output=True, text=True
+    ).stdout
+    try:
+        links = json.loads(out) if out.strip() else []
+    except ValueError:
+        return 0
+    return sum(link["stats64"]["tx"]["packets"] for link in links if link["ifname"] != "lo")
+
+
+def _wait_for_the_workload(proc: subprocess.Popen[Any]) -> None:
+    """Until the lab's network is built and the server is answering requests."""
+    deadline = time.monotonic() + 30
+    while _server_tx_packets(proc.pid) < 1000 and time.monotonic() < deadline:
+        assert proc.poll() is None
+        time.sleep(0.05)
+    assert len(_lab_namespaces(proc.pid)) == 4 and _server_tx_packets(proc.pid) >= 1000
+
+
 def _run_lab(*args: str) -> dict[str, Any]:
     result = subprocess.run([*LAB, *args, "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -71,11 +95,7 @@ def test_signal_mid_run_removes_everything(signum: int) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while len(_lab_namespaces(proc.pid)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_lab_namespaces(proc.pid)) == 4
-        time.sleep(1.0)  # the workload is running
+        _wait_for_the_workload(proc)
         proc.send_signal(signum)
         assert proc.wait(timeout=30) == 2
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
@@ -87,12 +107,11 @@ def test_signal_mid_run_removes_everything(signum: int) -> None:
 
 def test_sigkilled_run_is_cleaned_up_by_lab_clean() -> None:
     proc = subprocess.Popen([*LAB, "--requests", "1000000"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while len(_lab_namespaces(proc.pid)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # the network is built and the workload runs
-    proc.kill()
-    proc.wait()
+    try:
+        _wait_for_the_workload(proc)
+    finally:
+        proc.kill()
+        proc.wait()
     left = _lab_namespaces(proc.pid)
     assert len(left) == 4
     out = subprocess.run([*LAB, "clean", "--json"], capture_output=True, text=True, check=True)

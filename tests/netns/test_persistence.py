@@ -1,5 +1,8 @@
 """Rendered files, run by the real tools, build the same kernel state as `multihome apply`
-(up to the protocol number): the ip script, and the real systemd-networkd."""
+(up to the protocol number): the ip script, and the real systemd-networkd.
+
+Every test runs with `balance = true`: the ip script builds the balancing route and rule
+too; the stacks leave both to multihome-watch.service, and build everything else."""
 
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def policy_state(ns: str) -> State:
         (family, r["priority"], r["src"], r["table"], r.get("suppress_prefixlen"))
         for family in ("-4", "-6")
         for r in ip_json(ns, family, "rule")
-        if 1000 <= r["priority"] <= 1002
+        if 1000 <= r["priority"] <= 1003
     }
     routes: set[tuple[object, ...]] = {
         (
@@ -57,6 +60,7 @@ def policy_state(ns: str) -> State:
             r.get("dev"),
             r.get("prefsrc"),
             r.get("scope"),
+            tuple((h.get("gateway"), h.get("dev"), h.get("weight")) for h in r.get("nexthops", [])),
         )
         for family in ("-4", "-6")
         for r in ip_json(ns, family, "route", "show", "table", "all")
@@ -65,21 +69,39 @@ def policy_state(ns: str) -> State:
     return rules, routes
 
 
-def expected_state(ns: str) -> State:
-    multihome(ns, "apply")
+BALANCE = "[multihome]\nbalance = true\n"
+
+
+def balanced(ns: str, directory: Path) -> str:
+    """The config of every test: balancing on (table 199, rule 1003)."""
+    path = directory / "multihome.toml"
+    path.write_text(BALANCE)
+    return str(path)
+
+
+def expected_state(ns: str, config: str) -> State:
+    multihome(ns, "apply", "-c", config)
     expected = policy_state(ns)
-    assert len(expected[0]) >= 10 and len(expected[1]) >= 8
-    multihome(ns, "remove")
+    assert len(expected[0]) >= 11 and len(expected[1]) >= 9
+    assert [r for r in expected[1] if r[1] == "199" and str(r[7]).count("eth") == 2]
+    multihome(ns, "remove", "-c", config)
     assert policy_state(ns) == (set(), set())
     return expected
+
+
+def without_balancing(state: State) -> State:
+    """What a stack builds: everything but the balancing rule and route (watch's job)."""
+    rules, routes = state
+    return {r for r in rules if r[3] != "199"}, {r for r in routes if r[1] != "199"}
 
 
 def test_ip_script_builds_what_apply_builds(build: Build, tmp_path: Path) -> None:
     net = build(scenarios.two_isp(nics=2))
     server = net.ns("server")
-    expected = expected_state(server)
+    config = balanced(server, tmp_path)
+    expected = expected_state(server, config)
     out = tmp_path / "export"
-    multihome(server, "export", "--format", "ip", "-o", str(out))
+    multihome(server, "export", "-c", config, "--format", "ip", "-o", str(out))
     for _ in range(2):  # the script can run again
         subprocess.run(["ip", "netns", "exec", server, "sh", str(out / "multihome.sh")], check=True)
         assert policy_state(server) == expected
@@ -135,9 +157,13 @@ def test_real_networkd_builds_what_apply_builds(build: Build, tmp_path: Path) ->
     topology = scenarios.two_isp(nics=2)
     net = build(topology)
     server = net.ns("server")
-    expected = expected_state(server)
+    config = balanced(server, tmp_path)
+    expected = without_balancing(expected_state(server, config))
     tmp_path = tmp_path / "network"  # the state directory is tmp_path itself
-    multihome(server, "export", "--format", "networkd", "-o", str(tmp_path))
+    exported = multihome(
+        server, "export", "-c", config, "--format", "networkd", "-o", str(tmp_path)
+    )
+    assert "multihome-watch.service" in exported.stderr + exported.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["10-eth0.network.d", "10-eth1.network.d"]
     for ifname in ("eth0", "eth1"):
         (tmp_path / f"10-{ifname}.network").write_text(_network_file(topology, ifname))
@@ -159,10 +185,13 @@ def test_real_netplan_generate_then_networkd(build: Build, tmp_path: Path) -> No
     topology = scenarios.two_isp(nics=2)
     net = build(topology)
     server = net.ns("server")
-    rules, routes = expected_state(server)
+    config = balanced(server, tmp_path)
+    rules, routes = without_balancing(expected_state(server, config))
     expected = ({r for r in rules if r[1] == 1002}, routes)
     root = tmp_path / "root"
-    multihome(server, "export", "--format", "netplan", "-o", str(root / "etc/netplan"))
+    multihome(
+        server, "export", "-c", config, "--format", "netplan", "-o", str(root / "etc/netplan")
+    )
     interfaces = ""
     for ifname in ("eth0", "eth1"):
         addresses = ", ".join(f'"{a}"' for a in topology.addresses_of("server", ifname))
@@ -184,9 +213,10 @@ def test_real_netplan_generate_then_networkd(build: Build, tmp_path: Path) -> No
 def test_real_ifup_runs_the_stanzas(build: Build, tmp_path: Path) -> None:
     net = build(scenarios.two_isp(nics=2))
     server = net.ns("server")
-    expected = expected_state(server)
+    config = balanced(server, tmp_path)
+    expected = expected_state(server, config)
     out = tmp_path / "interfaces.d"
-    multihome(server, "export", "--format", "ifupdown", "-o", str(out))
+    multihome(server, "export", "-c", config, "--format", "ifupdown", "-o", str(out))
     interfaces = tmp_path / "interfaces"
     interfaces.write_text(f"source {out}/multihome\n")
     state = tmp_path / "ifstate"
@@ -194,6 +224,10 @@ def test_real_ifup_runs_the_stanzas(build: Build, tmp_path: Path) -> None:
     ifupdown = ["ip", "netns", "exec", server]
     common = ["-i", str(interfaces), "--state-dir", str(state), "--force", "eth0", "eth1"]
     subprocess.run([*ifupdown, "ifup", *common], check=True, capture_output=True)
+    assert policy_state(server) == without_balancing(expected)
+    assert sysctl(server, "net.ipv4.fib_multipath_hash_policy") == "1"
+    multihome(server, "apply", "-c", config)  # what multihome-watch.service does at start
     assert policy_state(server) == expected
+    multihome(server, "remove", "-c", config)
     subprocess.run([*ifupdown, "ifdown", *common], check=True, capture_output=True)
     assert policy_state(server) == (set(), set())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from multihome.lab import scenarios
 from multihome.lab.description import Topology
@@ -25,6 +27,26 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> float:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def _file(ns: str, suffix: str) -> Path:
+    inode = os.stat(f"/run/netns/{ns}").st_ino
+    return Path(os.environ["MULTIHOME_STATE_DIR"]) / f"netns-{inode}.{suffix}"
+
+
+def _pending(ns: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(_file(ns, "pending").read_text())
+    return data
+
+
+def _outcome(ns: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(_file(ns, "outcome").read_text())
+    data.pop("netns_cookie")
+    return data
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 def test_unconfirmed_apply_is_reverted_in_time(build: Build) -> None:
@@ -52,8 +74,10 @@ def test_confirmed_apply_stays(build: Build) -> None:
     server = net.ns("server")
     multihome(server, "apply", "--confirm", "2")
     applied = snapshot(server)
+    guardian = _pending(server)["pid"]
     assert multihome(server, "confirm").stdout.strip() == "confirmed: the change is kept"
-    time.sleep(2.5)
+    _wait_for(lambda: not _alive(guardian), 3.0)  # it has left, and will revert nothing
+    assert _outcome(server) == {"outcome": "kept"}
     assert snapshot(server) == applied
     assert multihome(server, "plan", "--check").returncode == 0
 
@@ -140,3 +164,77 @@ def test_a_held_lock_fails_with_the_holders_pid(build: Build) -> None:
     assert f"another multihome (pid {os.getpid()}) is changing this namespace" in result.stderr
     assert waited >= state.LOCK_WAIT
     assert multihome(server, "apply").returncode == 0  # and once it is free, apply works
+
+
+def test_the_deadline_is_on_the_monotonic_clock(build: Build) -> None:
+    """A step of the wall clock (NTP, an admin) neither shortens nor lengthens the window."""
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    before = time.monotonic()
+    multihome(server, "apply", "--confirm", "30")
+    deadline = _pending(server)["deadline"]
+    assert before + 30 <= deadline <= time.monotonic() + 30
+    assert multihome(server, "confirm").stdout.strip() == "confirmed: the change is kept"
+
+
+def test_a_failed_revert_says_why(build: Build) -> None:
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    multihome(server, "apply", "--confirm", "1")
+    guardian = _pending(server)["pid"]
+    # the record of the revert cannot be written: a directory stands where it goes
+    _file(server, "json").unlink()
+    _file(server, "json").mkdir()
+    _wait_for(lambda: not _alive(guardian), 4.0)
+    outcome = _outcome(server)
+    assert outcome["outcome"] == "revert failed"
+    assert (
+        outcome["error"].startswith("StateError: cannot write")
+        and "Is a directory" in (outcome["error"])
+    )
+    confirmed = multihome(server, "confirm", check=False)
+    assert confirmed.returncode == 2
+    assert "the guardian reported: revert failed: StateError: cannot write" in confirmed.stdout
+    _file(server, "json").rmdir()
+
+
+def test_a_guardian_that_cannot_start_says_the_change_is_not_guarded(build: Build) -> None:
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    before = snapshot(server)
+    _file(server, "confirm").mkdir()  # the guardian cannot clear the way for its files
+    result = multihome(server, "apply", "--confirm", "5", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "the change is applied and NOT guarded" in result.stderr
+    assert "multihome remove" in result.stderr and "multihome confirm" in result.stderr
+    assert snapshot(server) != before
+    _file(server, "confirm").rmdir()
+    multihome(server, "remove")
+    assert snapshot(server) == before
+
+
+def test_a_change_that_cannot_be_recorded_is_undone(build: Build, tmp_path: Path) -> None:
+    """The state directory is full (a tmpfs of 64 KiB, in a mount namespace of the command's
+    own): the kernel change succeeds, its record cannot be written, so the change goes."""
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    before = snapshot(server)
+    inode = os.stat(f"/run/netns/{server}").st_ino
+    full = tmp_path / "full"
+    full.mkdir()
+    script = (
+        'set -e; mount -t tmpfs -o size=64k tmpfs "$1";'
+        ' echo 0 > "$1/netns-$2.lock";'  # the lock file keeps its page: locking works
+        ' dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true;'
+        ' exec "$3" -m multihome --netns "$4" apply'
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(full), str(inode), PY, server],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MULTIHOME_STATE_DIR": str(full)},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "No space left on device; the change was undone" in result.stderr
+    assert snapshot(server) == before
+    assert sysctl(server, "net.ipv4.conf.eth1.arp_ignore") == "0"

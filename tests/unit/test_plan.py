@@ -228,3 +228,14 @@ def test_balancing_route_over_healthy_uplinks_by_weight() -> None:
     assert balancing(degraded6, Family.INET) == [route4]
     assert not balancing(plan(config, TWO_ISP, frozenset({"eth0", "eth1"})), Family.INET)
     assert not balancing(plan(config, TWO_ISP, down6=frozenset({"eth0", "eth1"})), Family.INET6)
+
+
+def test_sysctls_carry_their_interface() -> None:
+    desired = plan(parse("[multihome]\nbalance = true\n", "m.toml"), ARTICLE)
+    assert {s.path: s.interface for s in desired.sysctls} == {
+        "net/ipv4/conf/eth0/arp_ignore": "eth0",
+        "net/ipv4/conf/eth0/arp_announce": "eth0",
+        "net/ipv4/conf/eth1/arp_ignore": "eth1",
+        "net/ipv4/conf/eth1/arp_announce": "eth1",
+        "net/ipv4/fib_multipath_hash_policy": None,
+    }

@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from multihome.config import Config
+from multihome.config import Config, parse
 from multihome.plan import plan
 from multihome.render import Options, registry
 
 from .test_plan import ARTICLE, TWO_ISP
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = {"article": ARTICLE, "two-isp": TWO_ISP}
+BALANCE = parse("[multihome]\nbalance = true\n[uplinks.eth0]\nweight = 3\n[uplinks.eth1]\n", "m")
+CASES = {
+    "article": (ARTICLE, Config()),
+    "two-isp": (TWO_ISP, Config()),
+    # balancing: a namespace-wide sysctl beside the ARP ones, and table 199 with its rule
+    "article-balance": (ARTICLE, parse("[multihome]\nbalance = true\n", "m")),
+    "two-isp-balance": (TWO_ISP, BALANCE),
+}
 OPTIONS = Options(executable="/usr/local/bin/multihome", network_files={"eth1": "50-dhcp.network"})
 
 
@@ -23,7 +30,8 @@ OPTIONS = Options(executable="/usr/local/bin/multihome", network_files={"eth1": 
 @pytest.mark.parametrize("format_name", sorted(registry()))
 def test_renderer_matches_golden_files(case: str, format_name: str) -> None:
     renderer, _ = registry()[format_name]
-    rendered = renderer(plan(Config(), CASES[case]), OPTIONS)
+    state, config = CASES[case]
+    rendered = renderer(plan(config, state), OPTIONS)
     directory = GOLDEN / case / format_name
     files = dict(rendered.files)
     files["NOTES"] = "".join(f"{note}\n" for note in rendered.notes)
@@ -35,6 +43,23 @@ def test_renderer_matches_golden_files(case: str, format_name: str) -> None:
         str(p.relative_to(directory)): p.read_text() for p in directory.rglob("*") if p.is_file()
     }
     assert stored == files
+
+
+@pytest.mark.parametrize("format_name", sorted(registry()))
+def test_balancing_route_and_rule_go_together_or_are_left_to_watch(format_name: str) -> None:
+    """Each format writes the balancing route wherever it writes its rule; a format that
+    writes neither says that multihome-watch.service does."""
+    renderer, _ = registry()[format_name]
+    rendered = renderer(plan(BALANCE, TWO_ISP), OPTIONS)
+    text = "".join(rendered.files.values())
+    rule = any(marker in text for marker in ("lookup 199", "Table=199", "table 199"))
+    route = any(marker in text for marker in ("table 199 ", "nexthop", "table=199"))
+    if format_name == "systemd":  # runs `multihome apply`, which builds both
+        assert not rule and not route
+        return
+    assert rule == route, text
+    if not rule:
+        assert any("multihome-watch.service" in note for note in rendered.notes)
 
 
 def test_networkd_uses_the_network_file_that_manages_the_uplink() -> None:

@@ -25,9 +25,10 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import kernel, namespace
+from multihome import files, kernel, namespace
 from multihome.lab.description import Topology
 from multihome.model import Sysctl
+from multihome.processes import pid_alive
 
 RUN_DIR = os.path.join(os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome"), "lab")
 IFA_F_NODAD = 0x02
@@ -35,18 +36,6 @@ BASELINE_SYSCTLS = [
     ("net/ipv6/conf/all/accept_dad", "0"),
     ("net/ipv6/conf/default/accept_dad", "0"),
 ]
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_namespace(name: str) -> None:
@@ -72,7 +61,7 @@ def clean_stale(include_kept: bool = False) -> list[str]:
         kept = record.get("keep") is True
         if kept and not include_kept:
             continue
-        if not kept and _pid_alive(int(record.get("pid", 0))):
+        if not kept and pid_alive(int(record.get("pid", 0))):
             continue
         for name in record.get("namespaces", []):
             if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
@@ -129,8 +118,7 @@ class Network:
         data = {"pid": os.getpid(), "namespaces": [self.ns(h) for h in self.topology.hosts]}
         if self.keep:
             data["keep"] = True
-        with open(self._record, "w", encoding="utf-8") as file:
-            json.dump(data, file)
+        files.atomic_write(self._record, json.dumps(data))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # SIGTERM unwinds like Ctrl-C, so that the `finally` of the owner removes the network.

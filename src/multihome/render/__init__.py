@@ -1,8 +1,9 @@
 """PURE renderers: the plan as files for the host's network stack.
 
 Each renderer turns a `Desired` into {relative path: text} plus notes on what its stack
-cannot express and the fallback used. Writing the files is a separate step (export.py), so
-renderers are tested against golden files with no root and no filesystem.
+cannot express and the fallback used. Writing the files is a separate step (files.py, for
+`export` and `install`), so renderers are tested against golden files with no root and no
+filesystem.
 """
 
 from __future__ import annotations
@@ -38,9 +39,34 @@ def uplink_rules(desired: Desired, uplink: Uplink) -> list[Rule]:
 
 
 def shared_rules(desired: Desired) -> list[Rule]:
-    """The rules that belong to no uplink: `lookup main suppress_prefixlength 0`."""
-    tables = {u.table for u in desired.uplinks}
+    """The rules that belong to no uplink: `lookup main suppress_prefixlength 0` (not the
+    balancing rule: see `balancing`)."""
+    tables = {u.table for u in desired.uplinks} | {desired.ownership.balance_table}
     return [r for r in desired.rules if r.table not in tables]
+
+
+def balancing(desired: Desired) -> tuple[list[Route], list[Rule]]:
+    """The balancing route and rule (`balance = true`): table 199 and `lookup 199`."""
+    table = desired.ownership.balance_table
+    if table in {u.table for u in desired.uplinks}:
+        return [], []
+    return (
+        [r for r in desired.routes if r.table == table],
+        [r for r in desired.rules if r.table == table],
+    )
+
+
+def balancing_notes(desired: Desired) -> list[str]:
+    """For stacks that leave balancing out: the route follows the uplinks' health, which only
+    the daemon knows, so the route and its rule are both left to it."""
+    routes, rules = balancing(desired)
+    if not routes and not rules:
+        return []
+    return [
+        f"balancing (table {desired.ownership.balance_table} and its rule) is not written"
+        " here: its route follows the uplinks' health, so it is left, with its rule, to"
+        " multihome-watch.service (systemd format): install and enable it too"
+    ]
 
 
 DYNAMIC_SOURCES = (GatewaySource.DHCP, GatewaySource.RA)

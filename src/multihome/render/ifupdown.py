@@ -15,6 +15,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    balancing_notes,
     dynamic_gateway_notes,
     shared_rules,
     uplink_routes,
@@ -50,10 +51,12 @@ def render(desired: Desired, options: Options) -> Rendered:
         up += [
             f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
             for s in desired.sysctls
-            if s.path.split("/")[3] == uplink.name
+            # namespace-wide ones (the balancing hash policy) go with the first uplink
+            if s.interface == uplink.name or (s.interface is None and index == 0)
         ]
         # pre-down undoes post-up in reverse: rules go before the routes they use.
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    return Rendered({"multihome": "\n".join(lines)}, tuple(dynamic_gateway_notes(desired)))
+    notes = dynamic_gateway_notes(desired) + balancing_notes(desired)
+    return Rendered({"multihome": "\n".join(lines)}, tuple(notes))

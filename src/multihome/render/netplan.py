@@ -12,6 +12,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    balancing_notes,
     dynamic_gateway_notes,
     uplink_routes,
     uplink_rules,
@@ -51,4 +52,5 @@ def render(desired: Desired, options: Options) -> Rendered:
     if desired.sysctls:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
     notes += dynamic_gateway_notes(desired)
+    notes += balancing_notes(desired)
     return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n"}, tuple(notes))

@@ -1,6 +1,6 @@
 """PURE: systemd-networkd drop-ins, one per uplink: DIR/NAME.network.d/90-multihome.conf.
 
-NAME is the .network file that manages the uplink (networkd tells it, see export.py), else
+NAME is the .network file that manages the uplink (networkd tells it: discover.network_files), else
 10-IFACE.network. A drop-in adds its [Route] and [RoutingPolicyRule] sections to that file,
 whatever other tools generated, and "90-" sorts it after the usual drop-ins. The shared rule
 (`lookup main suppress_prefixlength 0`) goes with the first uplink only, once per family.
@@ -18,7 +18,15 @@ from multihome.model import (
     Rule,
     Uplink,
 )
-from multihome.render import HEADER, Options, Rendered, shared_rules, uplink_routes, uplink_rules
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    balancing_notes,
+    shared_rules,
+    uplink_routes,
+    uplink_rules,
+)
 
 # networkd's own names for a gateway it learns itself (systemd.network(5), [Route] Gateway=)
 DYNAMIC_GATEWAY = {
@@ -73,4 +81,5 @@ def render(desired: Desired, options: Options) -> Rendered:
     if desired.sysctls:
         notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
+    notes += balancing_notes(desired)
     return Rendered(files, tuple(notes))

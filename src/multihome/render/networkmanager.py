@@ -18,6 +18,7 @@ from multihome.render import (
     HEADER,
     Options,
     Rendered,
+    balancing_notes,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -86,6 +87,7 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append(f"nmcli device reapply {shlex.quote(name)}")
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
+    notes = notes if desired.sysctls else []
     return Rendered(
-        {"multihome-nmcli.sh": "\n".join(lines)}, tuple(notes if desired.sysctls else ())
+        {"multihome-nmcli.sh": "\n".join(lines)}, tuple(notes + balancing_notes(desired))
     )

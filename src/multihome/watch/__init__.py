@@ -163,7 +163,10 @@ class Watcher:
                 }
             self.status.uplinks = uplinks
             data = asdict(self.status)
-        write_status(self.netns_id, data)
+        try:
+            write_status(self.netns_id, data)
+        except MultihomeError as error:  # the routing is kept right; only `status` lags
+            _log(f"cannot write the status file: {error.message}")
 
     def metrics_text(self) -> str:
         with self.lock:

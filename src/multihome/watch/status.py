@@ -1,15 +1,17 @@
 """The daemon's status file (what `multihome status` and the metrics show), one per network
-namespace beside the state file."""
+namespace beside the state file, with the namespace's cookie (state.write_json)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from multihome import state
+from multihome.processes import pid_alive
+
+SUFFIX = "watch.json"
 
 
 @dataclass
@@ -24,26 +26,22 @@ class Status:
 
 
 def status_path(netns_id: int) -> str:
-    return state.file_path(netns_id, "watch.json")
+    return state.file_path(netns_id, SUFFIX)
 
 
 def write_status(netns_id: int, data: dict[str, Any]) -> None:
-    os.makedirs(state.STATE_DIR, exist_ok=True)
-    path = status_path(netns_id)
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=1)
-    os.replace(path + ".tmp", path)
+    state.write_json(netns_id, SUFFIX, data)
 
 
 def read_status(netns_id: int) -> dict[str, Any] | None:
-    try:
-        with open(status_path(netns_id), encoding="utf-8") as file:
-            data: dict[str, Any] = json.load(file)
-    except (FileNotFoundError, ValueError):
+    """The status of the daemon of this namespace, with "running"; None if it never ran
+    here (a file left by a dead namespace with the same inode does not count)."""
+    data = state.read_json(netns_id, SUFFIX)
+    if data is None:
         return None
+    data.pop("netns_cookie", None)
     try:
-        os.kill(int(data.get("pid", 0)), 0)
-        data["running"] = True
-    except (ProcessLookupError, ValueError):
+        data["running"] = pid_alive(int(data.get("pid", 0)))
+    except (TypeError, ValueError):
         data["running"] = False
     return data

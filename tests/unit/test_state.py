@@ -1,0 +1,94 @@
+"""multihome's per-namespace files, without root: atomic writes, errors as StateError."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from multihome import files, namespace, state
+from multihome.errors import StateError
+from multihome.watch import status
+
+
+@pytest.fixture
+def state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_concurrent_status_writers_never_clash(state_dir: Path) -> None:
+    """Each write has its own temporary file: no writer renames another's half-written one."""
+    errors: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        try:
+            for round_ in range(150):
+                status.write_status(7, {"pid": number, "uplinks": {"x" * 2000: round_}})
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads((state_dir / "netns-7.watch.json").read_text())["pid"] in range(4)
+    assert sorted(os.listdir(state_dir)) == ["netns-7.watch.json"]  # no temporary files left
+
+
+def test_files_carry_the_cookie_and_another_namespaces_file_is_removed(state_dir: Path) -> None:
+    state.write_json(7, "pending", {"pid": 1})
+    assert state.read_json(7, "pending") == {"pid": 1, "netns_cookie": namespace.cookie()}
+    path = state_dir / "netns-7.pending"
+    path.write_text(json.dumps({"pid": 1, "netns_cookie": 12345}))
+    if namespace.cookie() is not None:  # Linux 5.14+
+        assert state.read_json(7, "pending") is None
+        assert not path.exists()
+
+
+def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("old")
+    with pytest.raises(UnicodeEncodeError):
+        files.atomic_write(str(target), "new\udcff")  # not encodable: fails mid-write
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["f"]
+
+
+@pytest.mark.parametrize("operation", ["save", "lock", "write_json"])
+def test_an_unusable_state_directory_is_a_state_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, operation: str
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(blocked / "multihome"))
+    with pytest.raises(StateError) as raised:
+        if operation == "save":
+            state.save(7, state.Record(sysctl_originals={"a": "0"}), [], [])
+        elif operation == "lock":
+            with state.lock(7):
+                pass
+        else:
+            state.write_json(7, "watch.json", {})
+    assert "not-a-directory" in raised.value.message and raised.value.hint
+
+
+def test_the_daemons_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`multihome watch` runs for months while addresses come and go."""
+    import ipaddress
+
+    from multihome import model, netlink
+
+    monkeypatch.setattr(model, "HOSTS_CACHED", 1000)
+    monkeypatch.setattr(netlink, "NETWORKS_CACHED", 1000)
+
+    for value in range(model.HOSTS_CACHED + 10):
+        model.host_network(ipaddress.IPv4Address(value))
+    assert 0 < len(model._hosts) <= model.HOSTS_CACHED
+    for value in range(netlink.NETWORKS_CACHED + 10):
+        netlink._network((value << 8).to_bytes(4, "big"), 24)
+    assert 0 < len(netlink._network_cache) <= netlink.NETWORKS_CACHED
