@@ -16,6 +16,8 @@ command -v ifup >/dev/null || need_apt+=(ifupdown)
 # ... the real NetworkManager (and dnsmasq as a DHCP server) in a namespace
 command -v NetworkManager >/dev/null || need_apt+=(network-manager)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# the coexistence tests build Docker's, wg-quick's and kube-proxy's nftables tables
+command -v nft >/dev/null || need_apt+=(nftables)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

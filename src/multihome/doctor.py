@@ -14,35 +14,45 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from multihome.model import (
     RESERVED_TABLES,
     TABLE_MAIN,
+    Action,
     Address,
     Change,
     Desired,
     Family,
     HostState,
     IPAddress,
+    IPNetwork,
     Lookup,
+    Route,
+    Rule,
+    host_network,
 )
-from multihome.plan import is_candidate
+from multihome.plan import shared_subnets
 
-# Representative destinations for "a client somewhere on the internet" (documentation
-# ranges; the first not on a local subnet is used) -- the lookup only consults the routing
-# tables, no packet is sent.
+# Representative destinations for "a client somewhere on the internet": the first that no
+# specific route on the host covers, so that main routes it by its default route (the
+# lookup only consults the routing tables; no packet is sent). When every one is covered,
+# the first gap in the covered ranges of global unicast space is taken.
 OFF_LINK = {
     Family.INET: ("203.0.113.254", "198.51.100.254", "192.0.2.254"),
     Family.INET6: ("2001:db8:ffff::1", "2001:db8:fffe::1"),
 }
+GLOBAL_UNICAST = {
+    Family.INET: (ipaddress.ip_network("1.0.0.0/8"), ipaddress.ip_network("223.0.0.0/8")),
+    Family.INET6: (ipaddress.ip_network("2000::/16"), ipaddress.ip_network("3fff::/16")),
+}
+LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
 
 
 class Severity(enum.Enum):
     ERROR = "error"  # traffic is dropped or sent the wrong way
     WARNING = "warning"  # works, but unbalanced, fragile or inconsistent
-    INFO = "info"
 
 
 @dataclass(frozen=True)
@@ -67,18 +77,56 @@ class Report:
         return sum(f.severity is Severity.ERROR for f in self.findings)
 
 
-def _uplink_addresses(state: HostState) -> list[Address]:
-    candidates = {i.name for i in state.interfaces if is_candidate(i)}
-    return [a for a in state.addresses if a.ifname in candidates]
+def _uplink_addresses(state: HostState, uplinks: Collection[str]) -> list[Address]:
+    """Only uplinks' addresses are probed: a container bridge or a VPN is not one (plan.roles)."""
+    names = set(uplinks)
+    return [a for a in state.addresses if a.ifname in names]
 
 
-def _off_link_target(state: HostState, family: Family) -> IPAddress:
-    local = [a.ip.network for a in state.addresses if a.family == family]
-    for text in OFF_LINK[family]:
-        target = ipaddress.ip_address(text)
-        if not any(target in network for network in local):
-            return target
-    return ipaddress.ip_address(OFF_LINK[family][0])
+def off_link_targets(state: HostState) -> dict[Family, IPAddress]:
+    """Per family, a destination that main routes by its default route: no route more
+    specific than a default, in any table, covers it, and it is not local. A family whose
+    main table has no default route, or whose every destination a specific route covers
+    (a VPN's 0.0.0.0/1 and 128.0.0.0/1), gets none: no off-link reply is checked there, as
+    multihome's rules would not change it (main's specific routes win over them)."""
+    targets: dict[Family, IPAddress] = {}
+    for family in Family:
+        if not any(
+            r.table == TABLE_MAIN and r.is_default and r.family == family and r.devices()
+            for r in state.routes
+        ):
+            continue
+        covered = [r.dst for r in state.routes if r.family == family and not r.is_default]
+        # local subnets too: their prefix routes are in main, unless noprefixroute
+        covered += [a.ip.network for a in state.addresses if a.family == family]
+        if family is Family.INET:
+            covered.append(LOOPBACK4)
+        target = next(
+            (
+                ip
+                for ip in map(ipaddress.ip_address, OFF_LINK[family])
+                if not any(ip in network for network in covered)
+            ),
+            None,
+        )
+        if target is None:
+            target = _first_gap(covered, *GLOBAL_UNICAST[family])
+        if target is not None:
+            targets[family] = target
+    return targets
+
+
+def _first_gap(covered: list[IPNetwork], first: IPNetwork, last: IPNetwork) -> IPAddress | None:
+    """The lowest address from `first` to the end of `last` that no network covers."""
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in covered)
+    cursor, end = int(first.network_address) + 1, int(last.broadcast_address)
+    for low, high in spans:
+        if low > cursor:
+            break
+        cursor = max(cursor, high + 1)
+    if cursor > end:
+        return None
+    return ipaddress.ip_address(cursor) if first.version == 4 else ipaddress.IPv6Address(cursor)
 
 
 def _on_link_peer(address: Address) -> IPAddress | None:
@@ -89,11 +137,14 @@ def _on_link_peer(address: Address) -> IPAddress | None:
     return first if first != address.ip.ip else first + 1
 
 
-def probes(state: HostState) -> list[tuple[IPAddress, IPAddress]]:
-    """The (dst, src) route lookups the checks need."""
+def probes(state: HostState, uplinks: Collection[str]) -> list[tuple[IPAddress, IPAddress]]:
+    """The (dst, src) route lookups the checks need, for the uplinks' addresses only."""
     wanted = []
-    for address in _uplink_addresses(state):
-        wanted.append((_off_link_target(state, address.family), address.ip.ip))
+    targets = off_link_targets(state)
+    for address in _uplink_addresses(state, uplinks):
+        target = targets.get(address.family)
+        if target is not None:
+            wanted.append((target, address.ip.ip))
         peer = _on_link_peer(address)
         if peer is not None:
             wanted.append((peer, address.ip.ip))
@@ -107,12 +158,91 @@ def _sysctl(state: HostState, ifname: str, key: str) -> int | None:
     return max(numbers) if numbers else None
 
 
-def _multi_homed(state: HostState) -> bool:
-    return len({a.ifname for a in _uplink_addresses(state)}) >= 2
+def _multi_homed(state: HostState, uplinks: Collection[str]) -> bool:
+    return len({a.ifname for a in _uplink_addresses(state, uplinks)}) >= 2
+
+
+class _Remedy:
+    """What `multihome apply` would change, so that a finding prescribes it only when it
+    changes the finding; otherwise the finding names a fix that does."""
+
+    def __init__(self, state: HostState, desired: Desired, changes: list[Change]) -> None:
+        own = desired.ownership
+        self.own = own
+        self.on_link, _, self.off_link, _ = own.priorities
+        self.planned = set(desired.rules)
+        self.present = set(state.rules)
+        self.uplinks = {u.name: u for u in desired.uplinks}
+        self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
+        self.added = {c.obj for c in changes if c.action is Action.ADD}
+        self.sysctls = {s.path: s.value for s in desired.sysctls}
+        self.foreign_first = sorted(
+            (r for r in state.rules if not own.owns_rule(r) and r.priority < self.on_link),
+            key=lambda r: r.priority,
+        )
+
+    def _rule(self, address: Address, priority: int, suppress: int | None) -> Rule | None:
+        uplink = self.uplinks.get(address.ifname)
+        if uplink is None or address not in self.addresses:
+            return None
+        src = host_network(address.ip.ip)
+        rule = Rule(address.family, priority, uplink.table, src, suppress, self.own.protocol)
+        return rule if rule in self.planned else None
+
+    def reply(self, address: Address, lookup: Lookup, on_link: bool) -> str:
+        """The fix for a reply from `address` that leaves by the wrong interface."""
+        version, name = address.family.version, address.ifname
+        rule = self._rule(
+            address, self.on_link if on_link else self.off_link, 0 if on_link else None
+        )
+        if rule is None:
+            if address in self.addresses and not on_link:
+                key = "gateway" if version == 4 else "gateway6"
+                return (
+                    f"name {name}'s IPv{version} gateway in the config ([uplinks.{name}] {key} ="
+                    ' "...") and run multihome apply: without one, apply steers only its'
+                    " on-link replies"
+                )
+            return (
+                f"enable IPv{version} for {name} in the config (ipv{version} = true in"
+                f" [multihome] and [uplinks.{name}]) and run multihome apply"
+            )
+        if rule not in self.present or any(
+            isinstance(c, Route) and c.table == rule.table for c in self.added
+        ):
+            return "multihome apply"
+        first = next(
+            (
+                r
+                for r in self.foreign_first
+                if r.family == address.family
+                and r.table == lookup.table
+                and (r.src is None or address.ip.ip in r.src)
+            ),
+            None,
+        )
+        before = (
+            f"rule `{first.ip_args()}`" if first else f"a rule that looks up table {lookup.table}"
+        )
+        return (
+            f"{before} comes before multihome's rules (priority {self.on_link}): set [multihome]"
+            " priority below it in the config and run multihome apply"
+        )
+
+    def arp(self, names: list[str]) -> bool:
+        """Would apply set the ARP sysctls of all these interfaces?"""
+        return all(
+            self.sysctls.get(f"net/ipv4/conf/{n}/arp_ignore") == "1"
+            and self.sysctls.get(f"net/ipv4/conf/{n}/arp_announce") == "2"
+            for n in names
+        )
 
 
 def _reply_checks(
-    state: HostState, lookups: Mapping[tuple[IPAddress, IPAddress], Lookup]
+    state: HostState,
+    lookups: Mapping[tuple[IPAddress, IPAddress], Lookup],
+    uplinks: Collection[str],
+    remedy: _Remedy,
 ) -> list[Finding]:
     findings = []
     defaults = {
@@ -121,12 +251,16 @@ def _reply_checks(
         if r.table == TABLE_MAIN and r.is_default
         for dev, gateway in r.gateways()
     }
-    for address in _uplink_addresses(state):
+    targets = off_link_targets(state)
+    for address in _uplink_addresses(state, uplinks):
         src = address.ip.ip
-        off = lookups.get((_off_link_target(state, address.family), src))
+        target = targets.get(address.family)
+        off = lookups.get((target, src)) if target is not None else None
         if off is not None and not off.error and off.dev != address.ifname:
             own_gateway = defaults.get((address.family, address.ifname))
             other_path = own_gateway is not None and own_gateway != off.gateway
+            through = off.gateway or off.dev
+            fix = remedy.reply(address, off, on_link=False)
             findings.append(
                 Finding(
                     Severity.ERROR,
@@ -138,12 +272,12 @@ def _reply_checks(
                     evidence=(off.describe(),),
                     consequence=(
                         f"{address.ifname} has its own gateway ({own_gateway}); replies sent"
-                        f" through {off.gateway} with the source {src} are dropped by"
+                        f" through {through} with the source {src} are dropped by"
                         " anti-spoofing filters upstream"
                         if other_path
                         else f"{off.dev} sends every reply for {src}; {address.ifname} idles"
                     ),
-                    fix="multihome apply",
+                    fix=fix,
                 )
             )
             if address.family is Family.INET and _sysctl(state, address.ifname, "rp_filter") == 1:
@@ -166,7 +300,10 @@ def _reply_checks(
                             " connections to this address get no answer"
                         ),
                         fix="multihome apply (with the source rules, strict filtering"
-                        " accepts this traffic; no need to loosen rp_filter)",
+                        " accepts this traffic; no need to loosen rp_filter)"
+                        if fix == "multihome apply"
+                        else f"{fix}; or loosen the check:"
+                        f" sysctl -w net.ipv4.conf.{address.ifname}.rp_filter=2",
                     )
                 )
         peer = _on_link_peer(address)
@@ -182,35 +319,33 @@ def _reply_checks(
                     address=str(src),
                     evidence=(near.describe(),),
                     consequence=f"{near.dev} carries the local subnet's replies for {src}",
-                    fix="multihome apply",
+                    fix=remedy.reply(address, near, on_link=True),
                 )
             )
     return findings
 
 
-def _arp_flux(state: HostState) -> list[Finding]:
-    v4 = [a for a in _uplink_addresses(state) if a.family is Family.INET]
-    shared: dict[str, set[str]] = {}
-    for a in v4:
-        for b in v4:
-            if a.ifname != b.ifname and a.ip.network.overlaps(b.ip.network):
-                shared.setdefault(str(a.ip.network), set()).update({a.ifname, b.ifname})
+def _arp_flux(state: HostState, uplinks: Collection[str], remedy: _Remedy) -> list[Finding]:
     findings = []
-    for subnet, names in sorted(shared.items()):
-        loose = sorted(
+    for subnet, names in shared_subnets(_uplink_addresses(state, uplinks)):
+        loose = [
             n
             for n in names
             if (_sysctl(state, n, "arp_ignore") or 0) == 0
             or (_sysctl(state, n, "arp_announce") or 0) == 0
-        )
+        ]
         if not loose:
             continue
+        by_hand = "; ".join(
+            f"sysctl -w net.ipv4.conf.{n}.arp_ignore=1 net.ipv4.conf.{n}.arp_announce=2"
+            for n in loose
+        )
         findings.append(
             Finding(
                 Severity.WARNING,
                 "arp-flux",
-                f"{', '.join(sorted(names))} share {subnet} and answer ARP for each other",
-                interfaces=tuple(sorted(names)),
+                f"{', '.join(names)} share {subnet} and answer ARP for each other",
+                interfaces=tuple(names),
                 evidence=tuple(
                     f"{n}: arp_ignore={_sysctl(state, n, 'arp_ignore')}"
                     f" arp_announce={_sysctl(state, n, 'arp_announce')}"
@@ -218,23 +353,32 @@ def _arp_flux(state: HostState) -> list[Finding]:
                 ),
                 consequence="neighbours may resolve every local address to one NIC's MAC,"
                 " so that NIC receives all the traffic",
-                fix="multihome apply (sets arp_ignore=1 and arp_announce=2), or: "
-                + "; ".join(
-                    f"sysctl -w net.ipv4.conf.{n}.arp_ignore=1 net.ipv4.conf.{n}.arp_announce=2"
-                    for n in loose
-                ),
+                fix=f"multihome apply (sets arp_ignore=1 and arp_announce=2), or: {by_hand}"
+                if remedy.arp(loose)
+                else by_hand,
             )
         )
     return findings
 
 
-def _table_checks(state: HostState) -> list[Finding]:
+def _table_checks(
+    state: HostState, uplinks: Collection[str], remedy: _Remedy, changes: list[Change]
+) -> list[Finding]:
     findings = []
+    own = remedy.own
     filled = {(r.family, r.table) for r in state.routes}
+    # Tables that apply would change: a rule of multihome's to an empty table is fixed by
+    # apply when apply adds routes to that table or deletes the rule.
+    touched = {(c.obj.family, c.obj.table) for c in changes if isinstance(c.obj, Route)}
+    deleted = {c.obj for c in changes if c.action is Action.DELETE}
     for rule in state.rules:
         if rule.table in RESERVED_TABLES:  # main, local, default; 0: goto/blackhole rules
             continue
         if (rule.family, rule.table) not in filled:
+            by_hand = f"ip -{rule.family.version} rule del {rule.ip_args()}"
+            fixed = own.owns_rule(rule) and (
+                rule in deleted or (rule.family, rule.table) in touched
+            )
             findings.append(
                 Finding(
                     Severity.ERROR if rule.src is not None else Severity.WARNING,
@@ -244,11 +388,17 @@ def _table_checks(state: HostState) -> list[Finding]:
                     evidence=(f"ip -{rule.family.version} route show table {rule.table}: empty",),
                     consequence="the lookup falls through to the next rule; the traffic it"
                     " was meant to steer is routed by destination again",
-                    fix="multihome apply (if the rule is multihome's), or:"
-                    f" ip -{rule.family.version} rule del {rule.ip_args()}",
+                    fix="multihome apply" if fixed else by_hand,
                 )
             )
-    local = {a.ip.ip: a for a in state.addresses}
+    # Which (family, table, interface) hold a non-default route, for the on-link check: an
+    # index, not a scan of every route per rule (a host may have thousands of each).
+    on_link: dict[tuple[Family, int, str], list[IPNetwork]] = {}
+    for route in state.routes:
+        if not route.is_default:
+            for dev in route.devices():
+                on_link.setdefault((route.family, route.table, dev), []).append(route.dst)
+    local = {a.ip.ip: a for a in _uplink_addresses(state, uplinks)}
     reported: set[tuple[int, str]] = set()
     for rule in state.rules:
         if rule.src is None or rule.src.prefixlen != rule.src.max_prefixlen:
@@ -256,66 +406,79 @@ def _table_checks(state: HostState) -> list[Finding]:
         address = local.get(rule.src.network_address)
         if address is None or (rule.family, rule.table) not in filled:
             continue
-        if (rule.table, address.ifname) in reported:
+        if (rule.table, address.ifname) in reported or address.ip.network.num_addresses <= 2:
             continue
-        covered = any(
-            r.table == rule.table
-            and r.family == rule.family
-            and not r.is_default
-            and address.ifname in r.devices()
-            and address.ip.ip in r.dst
-            for r in state.routes
+        routes = on_link.get((rule.family, rule.table, address.ifname), [])
+        if any(address.ip.ip in dst for dst in routes):
+            continue
+        reported.add((rule.table, address.ifname))
+        planned = Route(
+            address.family,
+            rule.table,
+            address.ip.network,
+            dev=address.ifname,
+            prefsrc=address.ip.ip,
         )
-        if not covered and address.ip.network.num_addresses > 2:
-            reported.add((rule.table, address.ifname))
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    "missing-on-link-route",
-                    f"table {rule.table} (used for {address.ip.ip}) has no route for"
-                    f" {address.ip.network} on {address.ifname}",
-                    interfaces=(address.ifname,),
-                    address=str(address.ip.ip),
-                    evidence=(f"ip -{rule.family.version} route show table {rule.table}",),
-                    consequence="replies to hosts on the local subnet go through the gateway",
-                    fix="multihome apply",
-                )
+        fixed = own.owns_rule(rule) and any(
+            isinstance(c, Route) and c.table == rule.table and c.dst == address.ip.network
+            for c in remedy.added
+        )
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "missing-on-link-route",
+                f"table {rule.table} (used for {address.ip.ip}) has no route for"
+                f" {address.ip.network} on {address.ifname}",
+                interfaces=(address.ifname,),
+                address=str(address.ip.ip),
+                evidence=(f"ip -{rule.family.version} route show table {rule.table}",),
+                consequence="replies to hosts on the local subnet go through the gateway",
+                fix="multihome apply"
+                if fixed
+                else f"ip -{address.family.version} route add {planned.ip_args()}",
             )
+        )
     return findings
 
 
-def _several_defaults(state: HostState) -> list[Finding]:
+def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
     findings = []
+    own = desired.ownership
     for family in Family:
-        devs = sorted(
-            {
-                dev
-                for r in state.routes
-                if r.table == TABLE_MAIN and r.is_default and r.family == family
-                for dev in r.devices()
-            }
-        )
-        covered = {r.src.network_address for r in state.rules if r.src and r.family == family}
-        uncovered = [
-            d for d in devs if any(a.ip.ip not in covered for a in state.addresses_of(d, family))
+        defaults = [
+            r for r in state.routes if r.table == TABLE_MAIN and r.is_default and r.family == family
         ]
-        if len(devs) >= 2 and len(uncovered) == len(devs):
-            findings.append(
-                Finding(
-                    Severity.WARNING,
-                    "several-defaults",
-                    f"{len(devs)} IPv{family.version} default routes in main"
-                    f" ({', '.join(devs)}) and no source rules",
-                    interfaces=tuple(devs),
-                    evidence=tuple(
-                        f"ip -{family.version} route: {r.ip_args()}"
-                        for r in state.routes
-                        if r.table == TABLE_MAIN and r.is_default and r.family == family
-                    ),
-                    consequence="only the lowest metric is used; the others are spare",
-                    fix="multihome apply",
-                )
+        devs = sorted({dev for r in defaults for dev in r.devices()})
+        if len(devs) < 2:
+            continue
+        covered = {r.src.network_address for r in state.rules if r.src and r.family == family}
+        mine: dict[str, list[IPAddress]] = {}
+        for address in state.addresses:
+            if address.family == family and address.ifname in devs:
+                mine.setdefault(address.ifname, []).append(address.ip.ip)
+        if any(all(ip in covered for ip in mine.get(d, [])) for d in devs):
+            continue
+        after = covered | {
+            r.src.network_address
+            for r in desired.rules
+            if r.src and r.family == family and r.priority == own.priorities[2]
+        }
+        fixed = any(all(ip in after for ip in mine.get(d, [])) for d in devs)
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "several-defaults",
+                f"{len(devs)} IPv{family.version} default routes in main"
+                f" ({', '.join(devs)}) and no source rules",
+                interfaces=tuple(devs),
+                evidence=tuple(f"ip -{family.version} route: {r.ip_args()}" for r in defaults),
+                consequence="only the lowest metric is used; the others are spare",
+                fix="multihome apply"
+                if fixed
+                else f"enable IPv{family.version} in the config (ipv{family.version} = true)"
+                " and run multihome apply, or delete the spare default routes",
             )
+        )
     return findings
 
 
@@ -341,15 +504,18 @@ def diagnose(
     lookups: Mapping[tuple[IPAddress, IPAddress], Lookup],
     desired: Desired,
     changes: list[Change],
+    uplinks: Collection[str],
 ) -> Report:
-    if not _multi_homed(state):
+    """The findings about the uplinks (plan.roles; the same names `probes` was given)."""
+    if not _multi_homed(state, uplinks):
         return Report(notes=("single-homed: one uplink, routing is symmetric",))
+    remedy = _Remedy(state, desired, changes)
     findings = (
-        _reply_checks(state, lookups)
-        + _arp_flux(state)
-        + _table_checks(state)
-        + _several_defaults(state)
+        _reply_checks(state, lookups, uplinks, remedy)
+        + _arp_flux(state, uplinks, remedy)
+        + _table_checks(state, uplinks, remedy, changes)
+        + _several_defaults(state, desired)
         + _drift(desired, state, changes)
     )
-    order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    order = {Severity.ERROR: 0, Severity.WARNING: 1}
     return Report(findings=tuple(sorted(findings, key=lambda f: order[f.severity])))

@@ -186,10 +186,12 @@ def confirm_pending() -> str:
 def diagnose(config_path: str | None) -> Any:
     """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
     from multihome import doctor  # only this command needs it
+    from multihome.plan import roles, uplink_names
 
     outcome = preview(config_path)
-    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host))
-    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes))
+    uplinks = uplink_names(roles(outcome.config, outcome.host))
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
+    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks)
 
 
 def export(

@@ -11,6 +11,7 @@ the last table of the range, the multipath default route over the healthy uplink
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 
 from multihome.config import Config, RpFilter, UplinkConfig
@@ -25,7 +26,6 @@ from multihome.model import (
     Family,
     GatewaySource,
     HostState,
-    Interface,
     IPAddress,
     IPNetwork,
     NextHop,
@@ -46,9 +46,127 @@ MULTIPATH_HASH = {  # 1: hash on the layer-4 flow
 }
 
 
-def is_candidate(interface: Interface) -> bool:
-    """Could this interface be an uplink? (Loopback, bridge/bond ports and down links not.)"""
-    return not interface.loopback and interface.master is None and interface.up
+class Role(enum.Enum):
+    """What an interface is to multihome; `show` prints it with the reason."""
+
+    UPLINK = "uplink"  # leads to a gateway: gets a table and source rules
+    LEFT_OUT = "left out"  # would be an uplink, but is down or has no usable address
+    LOOPBACK = "loopback"
+    PORT = "port"  # of a bridge or bond: the master carries the addresses
+    OTHER = "other"  # a container or VM bridge, a VPN or overlay: no gateway behind it
+
+
+# How `show` names an interface by its rtnetlink kind, in the reasons.
+KIND_WORDS = {
+    "": "interface",
+    "bridge": "bridge",
+    "veth": "veth",
+    "wireguard": "WireGuard tunnel",
+    "tun": "tun/tap device",
+    "vxlan": "VXLAN overlay",
+    "gre": "GRE tunnel",
+    "ipip": "IPIP tunnel",
+    "macvlan": "macvlan",
+    "ipvlan": "ipvlan",
+    "vlan": "VLAN",
+    "bond": "bond",
+    "dummy": "dummy",
+}
+
+
+def _default_gateways(state: HostState) -> dict[str, list[str]]:
+    """For each interface main holds a default route through (any family, any metric), the
+    gateways of those routes, in words ("192.0.2.1", or "no gateway" for a device route)."""
+    found: dict[str, list[str]] = {}
+    for route in state.routes:
+        if route.table != TABLE_MAIN or not route.is_default:
+            continue
+        hops = [(h.dev, h.gateway) for h in route.nexthops] or [(route.dev, route.gateway)]
+        for dev, gateway in hops:
+            if dev is None:
+                continue  # unreachable/blackhole defaults lead nowhere
+            words = str(gateway) if gateway is not None else f"{dev} (no gateway)"
+            if words not in found.setdefault(dev, []):
+                found[dev].append(words)
+    return found
+
+
+def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
+    """Every interface's role and the reason for it (DESIGN.md, "What an uplink is").
+
+    An uplink leads to a gateway: the config names it (then nothing else is one); or main
+    holds a default route through it, any family, any metric (DHCP installs one per NIC);
+    or it shares an IPv4 subnet with such an interface (two NICs on one switch, the second
+    without a route of its own). Container and VM bridges, their veth ports, VPN and overlay
+    interfaces have none of these, however they look."""
+    families = _families(config)
+    named = {u.name for u in config.uplinks}
+    defaults = _default_gateways(state)
+    by_name: dict[str, list[Address]] = {}
+    for address in state.addresses:
+        if address.family in families:
+            by_name.setdefault(address.ifname, []).append(address)
+    names = {i.index: i.name for i in state.interfaces}
+    # The IPv4 subnets of interfaces with a default route, for the shared-subnet case.
+    # (distinct networks: a host may have thousands of addresses on a few subnets)
+    routed: dict[tuple[IPNetwork, str], None] = {
+        (a.ip.network, a.ifname): None
+        for a in state.addresses
+        if a.ifname in defaults and a.family is Family.INET and a.ip.network.prefixlen < 32
+    }
+    result: dict[str, tuple[Role, str]] = {}
+    for interface in state.interfaces:
+        name = interface.name
+        if interface.loopback:
+            result[name] = (Role.LOOPBACK, "loopback")
+            continue
+        if interface.master is not None:
+            master = names.get(interface.master, f"ifindex {interface.master}")
+            result[name] = (Role.PORT, f"port of {master}")
+            continue
+        why = ""
+        if config.uplinks:
+            if name in named:
+                why = "named in the config"
+        elif name in defaults:
+            why = "default route via " + ", ".join(defaults[name])
+        else:
+            mine = {
+                a.ip.network
+                for a in by_name.get(name, ())
+                if a.family is Family.INET and a.ip.network.prefixlen < 32
+            }
+            shared = next(
+                (
+                    (subnet, other)
+                    for subnet in sorted(mine)
+                    for network, other in routed
+                    if other != name and subnet.overlaps(network)
+                ),
+                None,
+            )
+            if shared is not None:
+                why = f"shares {shared[0]} with {shared[1]}, which has a default route"
+        kind = KIND_WORDS.get(interface.kind, interface.kind)
+        if not why:
+            result[name] = (
+                Role.OTHER,
+                "not in the config's [uplinks]: not managed"
+                if config.uplinks
+                else f"{kind} with no default route: not an uplink",
+            )
+        elif not interface.up:
+            result[name] = (Role.LEFT_OUT, f"{why}, but the link is down: left out until it is up")
+        elif not by_name.get(name):
+            result[name] = (Role.LEFT_OUT, f"{why}, but it has no global address: left out")
+        else:
+            result[name] = (Role.UPLINK, why)
+    return result
+
+
+def uplink_names(detected: dict[str, tuple[Role, str]]) -> list[str]:
+    """The interfaces `roles` found to be uplinks, in interface order."""
+    return [name for name, (role, _) in detected.items() if role is Role.UPLINK]
 
 
 def _families(config: Config) -> tuple[Family, ...]:
@@ -90,33 +208,24 @@ def _foreign_tables(state: HostState, ownership: Ownership) -> set[int]:
 
 
 def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig], list[str]]:
-    """The uplinks to manage: the config's, else every candidate with a global address."""
-    notes: list[str] = []
-    families = _families(config)
+    """The uplinks to manage (see `roles`): the config's, else the detected ones."""
+    for uplink in config.uplinks:
+        if state.interface(uplink.name) is None:
+            raise config.error(
+                f"no interface named {uplink.name!r} on this host",
+                f"uplinks.{uplink.name}",
+                hint="see `multihome show` for the interfaces",
+            )
+    detected = roles(config, state)
+    chosen = set(uplink_names(detected))
+    notes = [
+        f"{uplink.name}: {detected[uplink.name][1]}"
+        for uplink in config.uplinks
+        if detected[uplink.name][0] is Role.LEFT_OUT
+    ]
     if config.uplinks:
-        chosen = []
-        for uplink in config.uplinks:
-            interface = state.interface(uplink.name)
-            if interface is None:
-                raise config.error(
-                    f"no interface named {uplink.name!r} on this host",
-                    f"uplinks.{uplink.name}",
-                    hint="see `multihome show` for the interfaces",
-                )
-            if not interface.up:
-                notes.append(f"{uplink.name}: link is down; left out until it is up")
-            elif not any(a.family in families for a in state.addresses_of(uplink.name)):
-                notes.append(f"{uplink.name}: no global address; left out")
-            else:
-                chosen.append(uplink)
-        return chosen, notes
-    detected = []
-    for interface in state.interfaces:
-        if not is_candidate(interface):
-            continue
-        if any(a.family in families for a in state.addresses_of(interface.name)):
-            detected.append(UplinkConfig(interface.name))
-    return detected, notes
+        return [u for u in config.uplinks if u.name in chosen], notes
+    return [UplinkConfig(name) for name in detected if name in chosen], notes
 
 
 def _gateways(
@@ -248,19 +357,35 @@ def _host(address: Address) -> IPNetwork:
     return host_network(address.ip.ip)
 
 
+def shared_subnets(addresses: Iterable[Address]) -> list[tuple[IPNetwork, list[str]]]:
+    """IPv4 subnets that addresses of two or more interfaces fall into (ARP flux), each as
+    its widest network and the interfaces, sorted. Prefixes nest or are disjoint, so one
+    sweep over the networks sorted by start (widest first) finds them: linear, not pairwise.
+    """
+    networks = sorted(
+        {(a.ip.network, a.ifname) for a in addresses if a.family is Family.INET},
+        key=lambda item: (int(item[0].network_address), item[0].prefixlen, item[1]),
+    )
+    groups: list[tuple[IPNetwork, set[str]]] = []
+    end = -1
+    for network, ifname in networks:
+        if int(network.network_address) > end:
+            groups.append((network, set()))
+            end = int(network.broadcast_address)
+        groups[-1][1].add(ifname)
+    return [(network, sorted(names)) for network, names in groups if len(names) >= 2]
+
+
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     sysctls: list[Sysctl] = []
     if config.manage_arp:
-        subnets = {u.name: {a.ip.network for a in u.addresses_in(Family.INET)} for u in uplinks}
+        sharing = {
+            name
+            for _, names in shared_subnets(a for u in uplinks for a in u.addresses)
+            for name in names
+        }
         for uplink in uplinks:
-            shares = any(
-                mine.overlaps(theirs)
-                for other in uplinks
-                if other is not uplink
-                for theirs in subnets[other.name]
-                for mine in subnets[uplink.name]
-            )
-            if shares:
+            if uplink.name in sharing:
                 conf = f"net/ipv4/conf/{uplink.name}"
                 sysctls += [
                     Sysctl(f"{conf}/arp_ignore", ARP_IGNORE),
@@ -301,7 +426,7 @@ def _balancing(
     notes = [f"{name}: down over IPv{v}, left out of its balancing route" for name in sorted(down)]
     if not hops:
         return [], [], [], [*notes, f"balancing: no healthy uplink with an IPv{v} gateway"]
-    metric = DEFAULT_METRIC[v] if family is Family.INET6 else 0
+    metric = DEFAULT_METRIC[v]  # what the kernel reads back (IPv6: 1024)
     if len(hops) == 1:
         route = Route(
             family,

@@ -14,6 +14,8 @@ from multihome.plan import plan
 from .hosts import host
 from .test_plan import ARTICLE, TWO_ISP
 
+UPLINKS = ("eth0", "eth1")
+
 
 def ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text)
@@ -27,7 +29,7 @@ def lookups_via(
         (dst, src): Lookup(
             dst, src, dev=dev_of[str(src)], gateway=ip(gateway) if gateway else None, table=254
         )
-        for dst, src in probes(ARTICLE)
+        for dst, src in probes(ARTICLE, UPLINKS)
     }
 
 
@@ -36,11 +38,11 @@ def run(
     lookups: dict[tuple[IPAddress, IPAddress], Lookup] | None = None,
 ) -> Report:
     desired = plan(Config(), state)
-    return diagnose(state, lookups or {}, desired, diff(desired, state))
+    return diagnose(state, lookups or {}, desired, diff(desired, state), UPLINKS)
 
 
 def test_probes_are_off_link_and_on_link_per_address() -> None:
-    wanted = probes(ARTICLE)
+    wanted = probes(ARTICLE, UPLINKS)
     assert (ip("203.0.113.254"), ip("192.0.2.11")) in wanted
     assert (ip("192.0.2.1"), ip("192.0.2.11")) in wanted
     assert (ip("192.0.2.1"), ip("192.0.2.10")) in wanted
@@ -65,7 +67,8 @@ def test_policy_routing_in_place_is_clean() -> None:
         routes=ARTICLE.routes + desired.routes,
         sysctls={**ARTICLE.sysctls, **{s.path: s.value for s in desired.sysctls}},
     )
-    report = diagnose(fixed, lookups_via({"192.0.2.10": "eth0", "192.0.2.11": "eth1"}), desired, [])
+    answers = lookups_via({"192.0.2.10": "eth0", "192.0.2.11": "eth1"})
+    report = diagnose(fixed, answers, desired, [], UPLINKS)
     assert report.findings == ()
 
 
@@ -73,7 +76,7 @@ def test_rp_filter_uses_the_max_of_all_and_the_interface() -> None:
     state = replace(TWO_ISP, sysctls={**TWO_ISP.sysctls, "net/ipv4/conf/all/rp_filter": "1"})
     answers = {
         (dst, src): Lookup(dst, src, dev="eth0", gateway=ip("192.0.2.1"), table=254)
-        for dst, src in probes(state)
+        for dst, src in probes(state, UPLINKS)
     }
     report = run(state, answers)
     drops = [f for f in report.findings if f.check == "rp-filter-drop"]

@@ -93,7 +93,8 @@ def test_uplink_without_gateway_gets_on_link_table_and_rule_1_only() -> None:
         {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"]},
         defaults=[("eth0", "192.0.2.1", 0)],
     )
-    desired = plan(Config(), state)
+    assert plan(Config(), state).uplinks == ()  # detected: eth1 leads to no gateway
+    desired = plan(parse("[uplinks.eth0]\n[uplinks.eth1]\n"), state)  # named: an uplink
     eth1_rules = [r for r in desired.rules if r.table == 101]
     assert [r.priority for r in eth1_rules] == [1000]
     assert [str(r.dst) for r in desired.routes if r.table == 101] == ["198.51.100.0/24"]

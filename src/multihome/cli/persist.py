@@ -46,9 +46,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _executable() -> str:
+    """The multihome that is running (units written by install must run this one, not
+    another on PATH); for `python -m multihome`, the one on PATH."""
     import shutil
 
-    return shutil.which("multihome") or os.path.abspath(sys.argv[0])
+    running = os.path.abspath(sys.argv[0])
+    if os.path.basename(running) == "multihome" and os.access(running, os.X_OK):
+        return running
+    return shutil.which("multihome") or running
 
 
 def cmd_install(args: argparse.Namespace) -> int:

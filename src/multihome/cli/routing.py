@@ -25,29 +25,23 @@ from multihome.errors import MultihomeError
 if TYPE_CHECKING:
     from multihome import operations
     from multihome.model import Desired, HostState
+    from multihome.plan import Role
+
+    Roles = dict[str, tuple[Role, str]]
 
 DEFAULT_CONFIRM = 30.0
 
 
-def _show_text(host: HostState, desired: Desired) -> list[str]:
+def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
     from multihome.model import TABLE_MAIN
-    from multihome.plan import is_candidate
 
     own = desired.ownership
     lines = [f"network namespace {host.netns_id}", "", "Interfaces"]
-    rows = [["NAME", "STATE", "ROLE", "ADDRESSES"]]
+    rows = [["NAME", "STATE", "ROLE", "ADDRESSES", "WHY"]]
     for i in host.interfaces:
-        role = (
-            "loopback"
-            if i.loopback
-            else f"port of ifindex {i.master}"
-            if i.master
-            else "candidate"
-            if is_candidate(i)
-            else "-"
-        )
+        role, reason = roles[i.name]
         addresses = ", ".join(str(a.ip) for a in host.addresses_of(i.name)) or "-"
-        rows.append([i.name, "up" if i.up else "down", role, addresses])
+        rows.append([i.name, "up" if i.up else "down", role.value, addresses, reason])
     lines += table(rows)
     lines += ["", "Default routes in main"]
     defaults = [r for r in host.routes if r.table == TABLE_MAIN and r.is_default]
@@ -76,16 +70,23 @@ def _show_text(host: HostState, desired: Desired) -> list[str]:
 def cmd_show(args: argparse.Namespace) -> int:
     from multihome import operations
     from multihome.model import TABLE_MAIN
+    from multihome.plan import roles
 
     outcome = operations.preview(args.config)
     host, desired = outcome.host, outcome.desired
+    detected = roles(outcome.config, host)
     own = desired.ownership
     if args.json:
         print_json(
             {
                 "netns_id": host.netns_id,
                 "interfaces": [
-                    {**plain(i), "addresses": [str(a.ip) for a in host.addresses_of(i.name)]}
+                    {
+                        **plain(i),
+                        "addresses": [str(a.ip) for a in host.addresses_of(i.name)],
+                        "role": detected[i.name][0],
+                        "reason": detected[i.name][1],
+                    }
                     for i in host.interfaces
                 ],
                 "default_routes": [
@@ -98,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print("\n".join(_show_text(host, desired)))
+        print("\n".join(_show_text(host, desired, detected)))
     return EXIT_OK
 
 
@@ -284,9 +285,11 @@ COMMANDS = (
         "show",
         cmd_show,
         "interfaces, addresses, gateways, rules and owned tables",
-        "Show the interfaces and their addresses, the default routes in main, the uplinks "
-        "multihome detects (or reads from the config), every policy rule (multihome's "
-        "marked *) and the tables multihome owns. Reads only.",
+        "Show the interfaces with their addresses, role and the reason for it (an uplink "
+        "leads to a gateway: named in the config, a default route in main through it, or "
+        "the subnet of one that has it), the default routes in main, the uplinks multihome "
+        "plans, every policy rule (multihome's marked *) and the tables multihome owns. "
+        "Reads only.",
     ),
     Command(
         "plan",
