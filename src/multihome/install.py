@@ -390,15 +390,40 @@ def install_networkmanager(desired: Desired, root: str) -> list[str]:
     return notes
 
 
-def uninstall_networkmanager(root: str) -> list[str]:
-    """Take out of the connections the items install added, as the manifest lists them."""
+def uninstall_networkmanager(root: str, settle: float = 0.0) -> list[str]:
+    """Take out of the connections the items install added, as the manifest lists them.
+    With `settle`, wait up to that many seconds until NetworkManager has taken them out of
+    the kernel too (its reapply is asynchronous), so that a plan made next sees their tables
+    free."""
     done = []
-    for record in _nm_records(root):
+    tables: set[int] = set()
+    records = _nm_records(root)
+    for record in records:
         count = _nm_take_out(record)
+        added: dict[str, list[str]] = record["added"]  # type: ignore[assignment]
+        for value in (v for values in added.values() for v in values):
+            tables |= {int(t) for t in re.findall(r"\btable[= ](\d+)", value)}
         done.append(
             f"NetworkManager connection {record.get('name', record['connection'])!r}"
             f" ({record['uplink']}): {count} items"
         )
+    tables.discard(254)  # main: the shared rule's table holds everyone's routes
+    deadline = time.monotonic() + settle
+    while records and settle and _tables_in_use(tables):
+        if time.monotonic() > deadline:
+            raise MultihomeError(
+                f"NetworkManager did not take multihome's earlier routes and rules out of"
+                f" tables {', '.join(map(str, sorted(tables)))} within {settle:.0f} s",
+                hint="see `nmcli device status`; then run the command again",
+            )
+        time.sleep(0.05)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(root, NM_MANIFEST))
     return done
+
+
+def _tables_in_use(tables: set[int]) -> bool:
+    state = discover.read_state()
+    return any(r.table in tables for r in state.routes) or any(
+        r.table in tables for r in state.rules
+    )

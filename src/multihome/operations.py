@@ -209,7 +209,7 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
     from multihome import install as installer
 
     if root == "/":  # NetworkManager's copies of an earlier install look like another owner's
-        installer.uninstall_networkmanager(root)  # (it has no protocol number): out first
+        installer.uninstall_networkmanager(root, settle=10.0)  # (no protocol): out first
     outcome = preview(config_path)
     if not outcome.desired.uplinks:
         raise MultihomeError(
