@@ -16,6 +16,13 @@ command -v ifup >/dev/null || need_apt+=(ifupdown)
 # ... the real NetworkManager (and dnsmasq as a DHCP server) in a namespace
 command -v NetworkManager >/dev/null || need_apt+=(network-manager)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;
+# the man pages are checked with man, the completion with bash and zsh
+for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+    mmdebstrap man-db zsh; do
+    dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
+        need_apt+=("$package")
+done
 # the coexistence tests build Docker's, wg-quick's and kube-proxy's nftables tables
 command -v nft >/dev/null || need_apt+=(nftables)
 if ((${#need_apt[@]})); then

@@ -22,6 +22,7 @@ from multihome.model import Desired, Ownership, Route, Rule, Sysctl
 from multihome.processes import pid_alive
 
 POLL = 0.05
+REVERT_NOW = "revert"  # the answer `no`: revert at once instead of at the deadline
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,10 @@ def _guard(netns_id: int, snapshot: Snapshot, deadline: float, ready_w: int) -> 
         os.write(ready_w, str(os.getpid()).encode())
         os.close(ready_w)
         while time.monotonic() < deadline:
-            if state.read_json(netns_id, CONFIRM) is not None:
+            answer = state.read_json(netns_id, CONFIRM)
+            if answer is not None:
+                if answer.get("revert") is True:  # `no` at the prompt: revert now
+                    break
                 outcome = {"outcome": "kept"}
                 return
             time.sleep(POLL)
@@ -153,21 +157,40 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
         state.save(netns_id, snapshot.record, list(snapshot.rules), list(snapshot.routes))
 
 
-def confirm(netns_id: int, wait: float = 5.0) -> str:
-    """Tell the guardian to keep the change. Returns "kept", "reverted" (too late),
-    "revert failed: WHY" or "nothing pending"."""
+def _take_outcome(netns_id: int) -> tuple[str, float] | None:
+    """The last guardian's outcome ("kept", "reverted", "revert failed: WHY") and when it
+    came. A revert is reported once: reading it removes it (a kept change stays on record)."""
+    data = state.read_json(netns_id, OUTCOME)
+    if data is None:
+        return None
+    try:
+        at = os.stat(state.file_path(netns_id, OUTCOME)).st_mtime
+    except FileNotFoundError:
+        at = time.time()
+    text = str(data.get("outcome"))
+    if text != "kept":
+        state.remove(netns_id, OUTCOME)
+    return (f"{text}: {data['error']}" if "error" in data else text), at
+
+
+def confirm(netns_id: int, wait: float = 5.0, keep: bool = True) -> tuple[str, float | None]:
+    """Tell the guardian to keep the change (or, with `keep=False`, to revert it now).
+    Returns the outcome, "kept", "reverted", "revert failed: WHY" or "nothing pending", and
+    when it came. A revert not yet reported is reported to the next call: a late
+    confirmation learns that it came too late."""
     if pending(netns_id) is None:
-        last = state.read_json(netns_id, OUTCOME)
-        if last is not None and "error" in last:  # the last guardian could not revert
-            return f"{last['outcome']}: {last['error']}"
-        return "nothing pending"
-    state.write_json(netns_id, CONFIRM, {"pid": os.getpid()})
+        late = _take_outcome(netns_id)
+        if late is not None and late[0] != "kept":
+            return late
+        return "nothing pending", None
+    answer: dict[str, object] = {"pid": os.getpid()}
+    if not keep:
+        answer["revert"] = True
+    state.write_json(netns_id, CONFIRM, answer)
     end = time.monotonic() + wait + POLL
     while os.path.exists(state.file_path(netns_id, PENDING)) and time.monotonic() < end:
         time.sleep(POLL)
-    result = state.read_json(netns_id, OUTCOME)
-    if result is None:
+    outcome = _take_outcome(netns_id)
+    if outcome is None:
         raise MultihomeError("the guardian did not acknowledge the confirmation in time")
-    if "error" in result:
-        return f"{result['outcome']}: {result['error']}"
-    return str(result["outcome"])
+    return outcome

@@ -3,8 +3,10 @@ over an interval, and the ifconfig-style listing (also the lab's report)."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from multihome.lab.units import human_bytes
@@ -52,9 +54,44 @@ def sample(
         taken += 1
 
 
+# ifconfig's names for the interface flags (<net/if.h>), lowest bit first; it shows the low
+# 16 bits (SIOCGIFFLAGS), so netlink's LOWER_UP and DORMANT do not appear.
+IFF_NAMES = (
+    "UP", "BROADCAST", "DEBUG", "LOOPBACK", "POINTOPOINT", "NOTRAILERS", "RUNNING", "NOARP",
+    "PROMISC", "ALLMULTI", "MASTER", "SLAVE", "MULTICAST", "PORTSEL", "AUTOMEDIA", "DYNAMIC",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Link:
+    """What ifconfig shows of an interface besides its counters."""
+
+    name: str
+    flags: int  # the kernel's IFF_* bits
+    mtu: int
+    addresses: tuple[str, ...] = ()  # global ones, with prefix: "192.0.2.10/24"
+
+
+def ifconfig(links: Iterable[tuple[Link, Counters]]) -> list[str]:
+    """Interfaces as ifconfig lists them (the article's Listings 2 and 3): the lab's report and
+    `multihome counters --format ifconfig`."""
+    lines = []
+    for link, c in links:
+        flags = link.flags & 0xFFFF
+        names = ",".join(n for bit, n in enumerate(IFF_NAMES) if flags & (1 << bit))
+        lines.append(f"{link.name}: flags={flags}<{names}>  mtu {link.mtu}")
+        for text in link.addresses:
+            address = ipaddress.ip_interface(text)
+            if address.version == 4:
+                lines.append(f"        inet {address.ip}  netmask {address.netmask}")
+            else:
+                lines.append(f"        inet6 {address.ip}  prefixlen {address.network.prefixlen}")
+        lines += [*ifconfig_counters(c), ""]
+    return lines
+
+
 def ifconfig_counters(c: Counters) -> list[str]:
-    """An interface's counters in ifconfig's words (the lab's listing and `multihome counters
-    --format ifconfig`)."""
+    """An interface's counters in ifconfig's words."""
     return [
         f"        RX packets {c.rx_packets}  bytes {c.rx_bytes} ({human_bytes(c.rx_bytes)})",
         f"        TX packets {c.tx_packets}  bytes {c.tx_bytes} ({human_bytes(c.tx_bytes)})",

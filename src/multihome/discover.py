@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from multihome import namespace
+from multihome import counters, namespace
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.model import (
     Address,
@@ -113,6 +113,27 @@ def read_counters() -> dict[str, Counters]:
             return {link.name: Counters(*link.stats) for link in rtnl.links()}
     except OSError as error:
         raise MultihomeError(f"cannot read the interface counters: {error}") from None
+
+
+def read_links() -> list[tuple[counters.Link, Counters]]:
+    """Every interface but loopback as ifconfig shows it (flags, MTU, global addresses) and
+    its counters."""
+    try:
+        with RtnlSocket() as rtnl:
+            links = [link for link in rtnl.links() if not link.flags & IFF_LOOPBACK]
+            addresses: dict[int, list[str]] = {}
+            for a in rtnl.addresses():
+                if _usable(a):
+                    addresses.setdefault(a.index, []).append(f"{a.address}/{a.prefixlen}")
+    except OSError as error:
+        raise MultihomeError(f"cannot read the interfaces: {error}") from None
+    return [
+        (
+            counters.Link(link.name, link.flags, link.mtu, tuple(addresses.get(link.index, ()))),
+            Counters(*link.stats),
+        )
+        for link in links
+    ]
 
 
 def route_lookups(

@@ -36,9 +36,10 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
-def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list[str]:
+def write_tree(directory: str, files: dict[str, str], mode: int | None = None) -> list[str]:
     """Write each {relative path: text} under `directory`, each atomically (atomic_write).
-    Returns the paths written."""
+    Without `mode`, a script (a file with a shebang) is 755 and anything else 644. Returns
+    the paths written."""
     written = []
     for relative, text in sorted(files.items()):
         if os.path.isabs(relative) or ".." in relative.split("/"):
@@ -46,7 +47,10 @@ def write_tree(directory: str, files: dict[str, str], mode: int = 0o644) -> list
         path = os.path.join(directory, relative)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_write(path, text, mode)
+            if mode is None:
+                atomic_write(path, text, 0o755 if text.startswith("#!") else 0o644)
+            else:
+                atomic_write(path, text, mode)
         except OSError as error:
             raise MultihomeError(f"cannot write {path}: {error.strerror}") from None
         written.append(path)

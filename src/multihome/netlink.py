@@ -68,6 +68,7 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 10, 18, 1
 IFLA_STATS64 = 23
+IFLA_MTU = 4
 _STATS = struct.Struct("=QQQQ")  # rtnl_link_stats64 starts: rx/tx packets, rx/tx bytes
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 
@@ -298,6 +299,7 @@ class LinkInfo:
     master: int | None
     kind: str
     stats: tuple[int, int, int, int] = (0, 0, 0, 0)  # rx/tx packets, rx/tx bytes
+    mtu: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,9 +320,12 @@ def decode_link(data: memoryview, offset: int, end: int) -> LinkInfo:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, offset)
     name, master, kind = "", None, ""
     stats = (0, 0, 0, 0)
+    mtu = 0
     for attr, value in _attrs(data, offset + _IFINFOMSG.size, end):
         if attr == IFLA_IFNAME:
             name = _string(value)
+        elif attr == IFLA_MTU:
+            mtu = _U32.unpack_from(value)[0]
         elif attr == IFLA_MASTER:
             master = _U32.unpack_from(value)[0] or None
         elif attr == IFLA_STATS64 and len(value) >= _STATS.size:
@@ -329,7 +334,7 @@ def decode_link(data: memoryview, offset: int, end: int) -> LinkInfo:
             for sub, subvalue in _attrs(value, 0, len(value)):
                 if sub == IFLA_INFO_KIND:
                     kind = _string(subvalue)
-    return LinkInfo(index, name, flags, master, kind, stats)
+    return LinkInfo(index, name, flags, master, kind, stats, mtu)
 
 
 def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | None:

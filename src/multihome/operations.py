@@ -178,9 +178,10 @@ def reconcile(
     return _converge(config_path, remove=False, confirm_seconds=None, down=down, down6=down6)
 
 
-def confirm_pending() -> str:
-    """`multihome confirm`: keep the change awaiting confirmation in this namespace."""
-    return confirm.confirm(namespace.identity())
+def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
+    """`multihome confirm`: keep the change awaiting confirmation in this namespace (or
+    revert it now); the outcome, and the time of a revert."""
+    return confirm.confirm(namespace.identity(), keep=keep)
 
 
 def diagnose(config_path: str | None) -> Any:

@@ -33,6 +33,8 @@ def state_dir() -> str:
     """Where the per-namespace files live; read at each use, so that a process (a test) that
     changes MULTIHOME_STATE_DIR after importing this module still agrees with its children."""
     return os.environ.get("MULTIHOME_STATE_DIR", DEFAULT_STATE_DIR)
+
+
 LOCK_WAIT = 5.0
 
 

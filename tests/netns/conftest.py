@@ -40,6 +40,8 @@ def build(
     global _counter
     # Each test gets its own state directory, so state files never leak between tests.
     monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path))
+    # (and so its own record of lab networks: removing dead runs' networks, as every network
+    # built does first, then only ever sees what the tests made)
     networks: list[Network] = []
 
     def make(topology: Topology) -> Network:

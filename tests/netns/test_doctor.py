@@ -124,7 +124,12 @@ def test_counters_shares_and_watch(build: Build) -> None:
     tx = {r["interface"]: r["tx_share"] for r in rows}
     assert set(tx) == {"eth0", "eth1"} and abs(tx["eth0"] - 0.5) < 0.1
     listing = multihome(server, "counters", "--format", "ifconfig").stdout
-    assert "eth1:\n        RX packets" in listing
+    # the lab's listing: ifconfig's flags, MTU and address lines, then the counters
+    assert (
+        "eth1: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500\n"
+        "        inet 192.0.2.11  netmask 255.255.255.0\n"
+        "        RX packets "
+    ) in listing
     watch = multihome(server, "counters", "--watch", "0.2", "--count", "2").stdout
     intervals = [json.loads(line) for line in watch.splitlines()]
     assert len(intervals) == 2 and "tx_pps" in intervals[0]["interfaces"][0]

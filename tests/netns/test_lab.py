@@ -1,4 +1,10 @@
-"""`multihome lab`: short runs of both scenarios, and teardown on failure and on signals."""
+"""`multihome lab`: short runs of both scenarios, a kept network with its load, teardown on
+failure and on signals, and a plot that cannot be written.
+
+Every run here records its networks in a state directory of its own (MULTIHOME_STATE_DIR), so
+that its `lab clean`, and each run's removal of dead runs' networks, only ever sees what this
+test made.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +22,14 @@ import pytest
 from multihome.lab import scenarios
 from multihome.lab.topology import Network
 
+from .helpers import ip_json, multihome
+
 LAB = [sys.executable, "-m", "multihome", "lab"]
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path / "state"))
 
 
 def _lab_namespaces(pid: int) -> list[str]:
@@ -50,6 +64,10 @@ def _run_lab(*args: str) -> dict[str, Any]:
     result = subprocess.run([*LAB, *args, "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
+
+
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_seed_reproduces_the_article_in_miniature() -> None:
@@ -114,9 +132,73 @@ def test_sigkilled_run_is_cleaned_up_by_lab_clean() -> None:
         proc.wait()
     left = _lab_namespaces(proc.pid)
     assert len(left) == 4
-    out = subprocess.run([*LAB, "clean", "--json"], capture_output=True, text=True, check=True)
-    assert set(left) <= set(json.loads(out.stdout)["removed"])
+    out = _lab("clean")
+    assert out.returncode == 0, out.stderr
+    name = f"mhlab{proc.pid}d"
+    assert f"removed lab network {name} (its run, pid {proc.pid}, is gone): " in out.stdout
+    assert set(left) <= set(out.stdout.split())
     assert _lab_namespaces(proc.pid) == []
+
+
+def test_keep_leaves_a_stock_network_by_name_with_its_load_and_clean() -> None:
+    name = f"mhk{os.getpid()}"
+    try:
+        run = _lab("two-isp", "--requests", "40", "--keep", name)
+        assert run.returncode == 0, run.stderr
+        # the commands to use it, with its name; progress and the duration went to stderr
+        assert f"multihome --netns {name}-server show" in run.stdout
+        assert f"multihome lab load {name} --requests 400" in run.stdout
+        assert "lab: two-isp: with stock routing 20 of the 40 requests fail" in run.stderr
+        assert "lab: destination: 40/40 requests done" in run.stderr
+        server = f"{name}-server"
+        assert {server, f"{name}-client", f"{name}-isp1"} <= set(os.listdir("/run/netns"))
+        # stock routing, as the README's walk-through starts: nothing of multihome's
+        rules = ip_json(server, "rule") + ip_json(server, "-6", "rule")
+        assert [r for r in rules if r.get("protocol") == "77"] == []
+        assert multihome(server, "plan", "--check", check=False).returncode == 1
+        # a second network of that name is refused before anything runs
+        again = _lab("--keep", name, "--requests", "10")
+        assert again.returncode == 2 and f"named {name!r} is up already" in again.stderr
+        # the load: with stock routing, the second ISP's address fails
+        load = _lab("load", name, "--requests", "40", "--json")
+        assert load.returncode == 0, load.stderr
+        outcome = json.loads(load.stdout)
+        assert outcome["ok"]["192.0.2.10"] == 20 and outcome["failed"]["192.0.2.42"] == 20
+        multihome(server, "apply")
+        outcome = json.loads(_lab("load", name, "--requests", "40", "--json").stdout)
+        assert outcome["ok"] == {"192.0.2.10": 20, "192.0.2.42": 20}
+        # `lab clean` leaves kept networks alone, and says so; by name it removes them
+        clean = _lab("clean")
+        assert clean.stdout.splitlines()[0] == "no lab network to remove"
+        assert f"left up (kept with --keep): {name}" in clean.stdout
+        assert server in os.listdir("/run/netns")
+        clean = _lab("clean", name)
+        assert clean.stdout.startswith(f"removed lab network {name} (kept with --keep): {server}")
+        assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{name}-")]
+    finally:
+        for ns in os.listdir("/run/netns"):
+            if ns.startswith(f"{name}-"):
+                subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_a_plot_that_cannot_be_written_costs_no_results(tmp_path: Path) -> None:
+    # a 4 KB file system: the path passes every check, then the figure does not fit
+    full = tmp_path / "full"
+    full.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=4k none {full} && exec {sys.executable} -m multihome lab "
+        f"--requests 40 --json --plot {full}/p.png"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert json.loads(result.stdout)["phases"][1]["requests"]["ok"] == 40  # results printed
+    assert f"multihome: could not write the plot {full}/p.png" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_failure_inside_a_network_removes_it() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -64,6 +65,10 @@ def test_unconfirmed_apply_is_reverted_in_time(build: Build) -> None:
     _wait_for(lambda: snapshot(server) == before, 4.0)
     assert time.monotonic() - start <= 2 + 1
     assert sysctl(server, "net.ipv4.conf.eth1.arp_ignore") == "0"
+    # a confirmation after the revert says so, once, and fails
+    late = multihome(server, "confirm", check=False)
+    assert late.returncode == 1, late.stdout + late.stderr
+    assert re.fullmatch(r"too late: the change was reverted at \d\d:\d\d:\d\d", late.stdout.strip())
     assert multihome(server, "confirm").stdout.strip() == "nothing awaits confirmation"
     # the host is as if nothing happened: a plain apply starts from scratch
     assert len(multihome(server, "apply").stdout.splitlines()) == 14
@@ -206,7 +211,9 @@ def test_a_guardian_that_cannot_start_says_the_change_is_not_guarded(build: Buil
     result = multihome(server, "apply", "--confirm", "5", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "the change is applied and NOT guarded" in result.stderr
-    assert "multihome remove" in result.stderr and "multihome confirm" in result.stderr
+    # the hint's commands carry the user's own --netns
+    assert f"multihome --netns {server} remove" in result.stderr
+    assert f"multihome --netns {server} confirm" in result.stderr
     assert snapshot(server) != before
     _file(server, "confirm").rmdir()
     multihome(server, "remove")

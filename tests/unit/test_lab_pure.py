@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from multihome.counters import Link
 from multihome.lab import scenarios
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult, listing, summary, to_json
 from multihome.lab.units import human_bytes, parse_rate, parse_size
@@ -42,7 +43,12 @@ def _result() -> LabResult:
         return PhaseResult(
             name,
             (
-                InterfaceResult("eth0", "192.0.2.10", Counters(10, tx[0], 1000, tx[0] * 1500)),
+                InterfaceResult(
+                    "eth0",
+                    "192.0.2.10",
+                    Counters(10, tx[0], 1000, tx[0] * 1500),
+                    Link("eth0", 0x11043, 1500, ("192.0.2.10/24", "2001:db8::10/64")),
+                ),
                 InterfaceResult("eth1", "192.0.2.11", Counters(10, tx[1], 1000, tx[1] * 1500)),
             ),
             ok=100 - failed,
@@ -66,8 +72,13 @@ def _result() -> LabResult:
 def test_report_formats() -> None:
     result = _result()
     lines = listing(result.phases[1])
-    assert lines[0].startswith("eth0: flags=")
-    assert "TX packets 670341  bytes 1005511500 (958.9 MB)" in lines[3]
+    # ifconfig's flags (the low 16 bits: LOWER_UP is not among them) and addresses
+    assert lines[:3] == [
+        "eth0: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500",
+        "        inet 192.0.2.10  netmask 255.255.255.0",
+        "        inet6 2001:db8::10  prefixlen 64",
+    ]
+    assert "TX packets 670341  bytes 1005511500 (958.9 MB)" in lines[4]
     table = summary(result)
     assert table[1].split()[:3] == ["destination", "100.00%", "0.00%"]
     assert table[2].split()[:3] == ["policy", "50.01%", "49.99%"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from multihome import __version__
-from multihome.cli.output import EXIT_ERROR, EXIT_OK
+from multihome.cli.output import EXIT_ERROR, EXIT_OK, with_user_options
 from multihome.errors import MultihomeError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -30,6 +30,7 @@ class Command:
     summary: str  # one line, for `multihome --help`
     description: str  # for `multihome NAME --help`
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    netns: bool = True  # takes --netns (not the lab, which builds namespaces of its own)
 
 
 def commands() -> tuple[Command, ...]:
@@ -55,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="act inside the named network namespace (as `ip netns exec NAME`)",
     )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print machine-readable JSON",
-    )
+    without_netns = argparse.ArgumentParser(add_help=False)
+    for parent in (common, without_netns):
+        parent.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print machine-readable JSON",
+        )
     common.add_argument(
         "-c",
         "--config",
@@ -80,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in commands():
         cmd = sub.add_parser(
-            command.name, parents=[common], help=command.summary, description=command.description
+            command.name,
+            parents=[common if command.netns else without_netns],
+            help=command.summary,
+            description=command.description,
         )
         cmd.set_defaults(handler=command.handler)
         if command.arguments is not None:
@@ -104,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MultihomeError as error:
         print(f"multihome: {error.message}", file=sys.stderr)
         if error.hint:
-            print(f"hint: {error.hint}", file=sys.stderr)
+            print(f"hint: {with_user_options(error.hint, args)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("multihome: interrupted", file=sys.stderr)

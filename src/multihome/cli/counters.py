@@ -44,15 +44,6 @@ def _table(rows: list[dict[str, Any]], rates: bool) -> list[str]:
     return table(cells, indent="")
 
 
-def _ifconfig(counters: dict[str, Counters]) -> list[str]:
-    from multihome.counters import ifconfig_counters
-
-    lines = []
-    for name, c in counters.items():
-        lines += [f"{name}:", *ifconfig_counters(c), ""]
-    return lines
-
-
 def cmd_counters(args: argparse.Namespace) -> int:
     from multihome import counters, discover
 
@@ -60,17 +51,27 @@ def cmd_counters(args: argparse.Namespace) -> int:
         return {n: c for n, c in discover.read_counters().items() if n != "lo"}
 
     if args.watch is None:
+        if args.count:
+            raise MultihomeError(
+                "--count goes with --watch",
+                hint=f"multihome counters --watch 1 --count {args.count}",
+            )
+        if args.format == "ifconfig" and not args.json:
+            print("\n".join(counters.ifconfig(discover.read_links())))
+            return EXIT_OK
         current = read()
         rows = counters.rows(current, None)
         if args.json:
             print_json({"interfaces": rows})
-        elif args.format == "ifconfig":
-            print("\n".join(_ifconfig(current)))
         else:
             print("\n".join(_table(rows, rates=False)))
         return EXIT_OK
     if args.watch <= 0:
         raise MultihomeError("--watch takes a positive number of seconds")
+    if args.count < 0:
+        raise MultihomeError("--count takes a positive number of intervals")
+    if args.format == "ifconfig":
+        raise MultihomeError("--format ifconfig lists totals; --watch shows rates as a table")
     live = sys.stdout.isatty() and not args.json
     printed = 0
     for delta, seconds in counters.sample(read, args.watch, args.count):

@@ -14,6 +14,19 @@ from multihome.model import Change, Desired, Route, Rule
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 
 
+def with_user_options(hint: str, args: Any) -> str:
+    """A hint's `multihome COMMAND` with the options the user gave (--netns, -c), so that it
+    works when pasted."""
+    import shlex
+
+    options = ""
+    if getattr(args, "netns", None):
+        options += f" --netns {shlex.quote(args.netns)}"
+    if getattr(args, "config", None):
+        options += f" -c {shlex.quote(args.config)}"
+    return hint.replace("`multihome ", f"`multihome{options} ") if options else hint
+
+
 def plain(value: Any) -> Any:
     """JSON-ready form of model objects."""
     if is_dataclass(value) and not isinstance(value, type):

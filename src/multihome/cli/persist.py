@@ -136,7 +136,9 @@ COMMANDS = (
         + "; ".join(f"{name}: {text}" for name, text in _formats().items())
         + ". Without -o the files are printed; with -o DIR they are written under DIR "
         "(ip: multihome.sh; networkd: NAME.network.d/90-multihome.conf per uplink; netplan: "
-        "90-multihome.yaml; systemd: multihome.service and 90-multihome.conf for sysctl.d).",
+        "90-multihome.yaml; networkmanager: multihome-nmcli.sh; ifupdown: multihome; systemd: "
+        "multihome.service, multihome-watch.service and, when the plan sets sysctls, "
+        "90-multihome.conf for sysctl.d). Scripts are written executable.",
         _export_arguments,
     ),
     Command(

@@ -159,29 +159,49 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     return EXIT_OK
 
 
-def _ask_to_keep(seconds: float) -> None:
-    """On a terminal, ask; a 'yes' confirms, anything else leaves the revert to the guardian."""
+def _ask_to_keep(seconds: float) -> int:
+    """On a terminal, ask: `yes` keeps the change, `no` reverts it now, no answer by the
+    deadline leaves the revert to the guardian."""
     import select
 
     from multihome import operations
 
     deadline = time.monotonic() + seconds
-    sys.stdout.write(f"Keep the new routing? Type 'yes' within {seconds:.0f} s: ")
-    sys.stdout.flush()
-    ready, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
-    answer = sys.stdin.readline().strip().lower() if ready else ""
-    if answer in ("y", "yes"):
-        print(_confirmation_text(operations.confirm_pending()))
-    else:
-        print("\nnot confirmed: the change is reverted at the deadline")
+    prompt = (
+        f"Keep the new routing? Type 'yes' to keep it, 'no' to revert it now ({seconds:.0f} s): "
+    )
+    while True:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        ready, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            print("\nno answer in time: the change is reverted")
+            return EXIT_OK
+        answer = sys.stdin.readline().strip().lower()
+        if answer in ("y", "yes", "n", "no"):
+            keep = answer.startswith("y")
+            outcome, at = operations.confirm_pending(keep=keep)
+            if not keep and outcome == "reverted":
+                print("reverted: the routing is as it was before")
+                return EXIT_OK
+            print(_confirmation_text(outcome, at))
+            return _confirmation_code(outcome)
+        prompt = "Please type 'yes' or 'no': "
 
 
-def _confirmation_text(outcome: str) -> str:
+def _confirmation_text(outcome: str, at: float | None) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(at)) if at else "?"
     return {
         "kept": "confirmed: the change is kept",
-        "reverted": "too late: the change was already reverted",
+        "reverted": f"too late: the change was reverted at {when}",
         "nothing pending": "nothing awaits confirmation",
     }.get(outcome, f"the guardian reported: {outcome}")
+
+
+def _confirmation_code(outcome: str) -> int:
+    return {"kept": EXIT_OK, "nothing pending": EXIT_OK, "reverted": EXIT_PENDING}.get(
+        outcome, EXIT_ERROR
+    )
 
 
 def _converge(args: argparse.Namespace, verb: str) -> int:
@@ -199,7 +219,7 @@ def _converge(args: argparse.Namespace, verb: str) -> int:
         )
         print(note, file=sys.stderr if args.json else sys.stdout)
         if sys.stdin.isatty() and not args.json:
-            _ask_to_keep(args.confirm)
+            return _ask_to_keep(args.confirm) or code
     return code
 
 
@@ -214,12 +234,15 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_confirm(args: argparse.Namespace) -> int:
     from multihome import operations
 
-    outcome = operations.confirm_pending()
+    outcome, at = operations.confirm_pending()
     if args.json:
-        print_json({"outcome": outcome})
+        data: dict[str, object] = {"outcome": outcome}
+        if at is not None:
+            data["at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
+        print_json(data)
     else:
-        print(_confirmation_text(outcome))
-    return EXIT_ERROR if outcome not in ("kept", "nothing pending") else EXIT_OK
+        print(_confirmation_text(outcome, at))
+    return _confirmation_code(outcome)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -1,9 +1,11 @@
-"""`multihome lab`: the command, its options and its progress bar."""
+"""`multihome lab`: the command, its options and its progress reports."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from multihome.cli import Command
@@ -13,6 +15,12 @@ from multihome.lab import MAX_NICS, SCENARIO_NAMES
 
 if TYPE_CHECKING:
     from multihome.lab.run import LabOptions
+
+DEFAULT_NAME = "demo"  # `--keep` alone: namespaces demo-server, demo-client, ...
+# Requests per phase by scenario: in two-isp, half of them fail, and each failure waits for
+# the connect timeout, so fewer of them make the run take about as long as the seed's.
+DEFAULT_REQUESTS = {"seed": 20000, "two-isp": 4000, "load": 400}
+PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
 class ProgressBar:
@@ -35,6 +43,42 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+class ProgressLines:
+    """Without a terminal (a log, a pipe, CI): a line every few seconds, and one at the end of
+    each phase."""
+
+    def __init__(
+        self, every: float = PROGRESS_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self.clock = clock
+        self.phase = ""
+        self.start = self.last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        if phase != self.phase:
+            self.phase, self.start, self.last = phase, now, now
+        if done >= total:
+            print(
+                f"lab: {phase}: {done}/{total} requests done in {now - self.start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.phase = ""
+        elif now - self.last >= self.every:
+            self.last = now
+            print(
+                f"lab: {phase}: {done}/{total} requests, {now - self.start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _progress() -> ProgressBar | ProgressLines:
+    return ProgressBar() if sys.stderr.isatty() else ProgressLines()
+
+
 PHASE_TITLES = {
     "destination": "phase destination: stock routing (by destination only)",
     "policy": "phase policy: after `multihome apply` in the server namespace",
@@ -52,16 +96,53 @@ def _options(args: argparse.Namespace) -> LabOptions:
         raise MultihomeError(str(error)) from None
     if not 2 <= args.nics <= MAX_NICS:
         raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
-    if args.requests < 1 or args.concurrency < 1 or size < 1:
+    requests = DEFAULT_REQUESTS[args.scenario] if args.requests is None else args.requests
+    if requests < 1 or args.concurrency < 1 or size < 1:
         raise MultihomeError("--requests, --concurrency and --size must be positive")
     return LabOptions(
         scenario=args.scenario,
         nics=args.nics,
         size=size,
-        requests=args.requests,
+        requests=requests,
         concurrency=args.concurrency,
         link_rate_bps=rate,
         keep=args.keep,
+    )
+
+
+def duration_note(options: LabOptions) -> str | None:
+    """How long the two-isp destination phase waits for its failing requests."""
+    from multihome.lab.workload import CONNECT_TIMEOUT
+
+    if options.scenario != "two-isp":
+        return None
+    failing = options.requests * (options.nics - 1) // options.nics
+    seconds = failing * CONNECT_TIMEOUT / options.concurrency
+    return (
+        f"lab: two-isp: with stock routing {failing} of the {options.requests} requests fail, "
+        f"each after a {CONNECT_TIMEOUT:g} s connect timeout, {options.concurrency} at a time: "
+        f"the destination phase takes about {seconds:.0f} s more"
+    )
+
+
+def _kept_text(name: str) -> str:
+    from multihome.lab.scenarios import CLIENT, SERVER
+
+    server = f"{name}-{SERVER}"
+    commands = [
+        (f"multihome --netns {server} show", "any multihome command, in the server"),
+        (f"ip netns exec {server} bash", "a shell in the server"),
+        (f"ip netns exec {name}-{CLIENT} bash", "a shell in the client"),
+        (f"multihome lab load {name} --requests 400", "downloads over every server address"),
+        (f"multihome lab clean {name}", "remove it"),
+    ]
+    width = max(len(c) for c, _ in commands)
+    return "\n".join(
+        [
+            f"\nlab network {name} is up (--keep): a fresh copy of the lab network with stock "
+            "routing, nothing applied, no load yet",
+            *(f"  {c.ljust(width)}  # {why}" for c, why in commands),
+        ]
     )
 
 
@@ -73,23 +154,37 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     if args.netns:
         raise MultihomeError("the lab builds its own namespaces; --netns does not apply")
+    if args.scenario in ("load", "clean"):
+        ignored = [
+            option
+            for option, value in (
+                ("--keep", args.keep),
+                ("--plot", args.plot),
+                ("--link-rate", args.link_rate),
+                ("--all", args.all and args.scenario == "load"),
+            )
+            if value
+        ]
+        if ignored:
+            raise MultihomeError(f"{', '.join(ignored)} does not go with `lab {args.scenario}`")
     if args.scenario == "clean":
-        removed = lab_run.clean()
-        if args.json:
-            print_json({"removed": removed})
-        else:
-            print(f"removed {len(removed)} lab namespaces" + (": " if removed else ""))
-            print("\n".join(f"  {name}" for name in removed)) if removed else None
-        return EXIT_OK
+        return _clean(args)
+    if args.scenario == "load":
+        return _load(args)
+    if args.name is not None:
+        raise MultihomeError(
+            f"unexpected argument {args.name!r}",
+            hint=f"to name the network left up: multihome lab {args.scenario} --keep {args.name}",
+        )
+    if args.all:
+        raise MultihomeError("--all goes with `multihome lab clean`")
     options = _options(args)
-    interactive = sys.stderr.isatty() and not args.json
-
-    def quiet(phase: str, done: int, total: int) -> None:
-        return None
-
-    result, kept = lab_run.run(options, ProgressBar() if interactive else quiet)
     if args.plot:
-        lab_plot.write_png(result, args.plot)
+        lab_plot.check(args.plot)  # before the run: a bad path must not cost the results
+    note = duration_note(options)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    result = lab_run.run(options, _progress())
     if args.json:
         print_json(lab_report.to_json(result))
     else:
@@ -105,16 +200,70 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(f"\n== {PHASE_TITLES[phase.name]}\n")
             print("\n".join(lab_report.listing(phase)))
         print("== summary (share of the server's packets per NIC)\n")
-        print("\n".join(lab_report.summary(result)))
-        if args.plot:
-            print(f"\nplot written to {args.plot}")
-    if kept is not None:
+        print("\n".join(lab_report.summary(result)), flush=True)
+    if options.keep is not None:
+        lab_run.keep(options, options.keep)
+        print(_kept_text(options.keep), file=sys.stderr if args.json else sys.stdout, flush=True)
+    if args.plot:
+        lab_plot.write_png(result, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> int:
+    from multihome.lab import run as lab_run
+    from multihome.lab.units import parse_size
+
+    name = args.name or DEFAULT_NAME
+    requests = DEFAULT_REQUESTS["load"] if args.requests is None else args.requests
+    try:
+        size = parse_size(args.size)
+    except ValueError as error:
+        raise MultihomeError(str(error)) from None
+    if requests < 1 or args.concurrency < 1 or size < 1:
+        raise MultihomeError("--requests, --concurrency and --size must be positive")
+    outcome = lab_run.load(name, requests, args.concurrency, size, _progress())
+    ok, failed = outcome["ok"], outcome["failed"]
+    assert isinstance(ok, dict) and isinstance(failed, dict)
+    if args.json:
+        print_json({"network": name, "requests": requests, "size": size, **outcome})
+        return EXIT_OK
+    seconds = outcome["seconds"]
+    assert isinstance(seconds, float)
+    print(f"lab load {name}: {requests} requests of {size} bytes in {seconds:.1f} s")
+    for address in ok:
+        print(f"  {address}: {ok[address]} ok, {failed[address]} failed")
+    return EXIT_OK
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from multihome.lab import run as lab_run
+    from multihome.lab.topology import lab_networks
+
+    names = (args.name,) if args.name else ()
+    removed = lab_run.clean(names, everything=args.all)
+    left = [r.name for r in lab_networks() if r.kept]
+    if args.json:
+        print_json(
+            {
+                "removed": [n for r in removed for n in r.namespaces],
+                "networks": [
+                    {"name": r.name, "kept": r.kept, "namespaces": list(r.namespaces)}
+                    for r in removed
+                ],
+                "kept": left,
+            }
+        )
+        return EXIT_OK
+    for record in removed:
+        why = "kept with --keep" if record.kept else f"its run, pid {record.pid}, is gone"
+        print(f"removed lab network {record.name} ({why}): {' '.join(record.namespaces)}")
+    if not removed:
+        print("no lab network to remove")
+    if left:
         print(
-            f"\nthe network is still up (--keep); enter the server with\n"
-            f"  ip netns exec {kept.ns('server')} bash\n"
-            f"namespaces: {' '.join(kept.ns(h) for h in kept.topology.hosts)}\n"
-            "remove it with: multihome lab clean",
-            file=sys.stderr if args.json else sys.stdout,
+            f"left up (kept with --keep): {', '.join(left)}; remove one with "
+            "`multihome lab clean NAME`, all with `multihome lab clean --all`"
         )
     return EXIT_OK
 
@@ -124,20 +273,40 @@ def _arguments(cmd: argparse.ArgumentParser) -> None:
         "scenario",
         nargs="?",
         default="seed",
-        choices=(*SCENARIO_NAMES, "clean"),
+        choices=(*SCENARIO_NAMES, "load", "clean"),
         help="seed (default): the article's NICs on one switch; two-isp: one ISP per NIC, "
-        "with anti-spoofing; clean: remove lab networks left behind",
+        "with anti-spoofing; load NAME: the lab's downloads on a kept network; clean [NAME]: "
+        "remove lab networks of runs that died, the kept network NAME, or with --all every "
+        "kept one",
     )
+    cmd.add_argument("name", nargs="?", help="with load and clean: a kept network's name")
     cmd.add_argument("--nics", type=int, default=2, help="server NICs, 2-8 (default 2)")
     cmd.add_argument("--size", default="90KB", help="file size (default 90KB = 92,160 bytes)")
-    cmd.add_argument("--requests", type=int, default=20000, help="per phase (default 20000)")
+    cmd.add_argument(
+        "--requests",
+        type=int,
+        help="per phase (default 20000; two-isp 4000, whose failing requests wait for a "
+        "0.25 s timeout each; load 400)",
+    )
     cmd.add_argument("--concurrency", type=int, default=40, help="in parallel (default 40)")
     cmd.add_argument(
         "--link-rate", metavar="RATE", help="rate-limit every server NIC (tc tbf), e.g. 100mbit"
     )
-    cmd.add_argument("--plot", metavar="FILE.png", help="write a figure of both phases")
     cmd.add_argument(
-        "--keep", action="store_true", help="leave the last phase's network up to explore"
+        "--plot",
+        metavar="FILE.png",
+        help="write a figure of both phases (format by extension; checked before the run)",
+    )
+    cmd.add_argument(
+        "--keep",
+        nargs="?",
+        const=DEFAULT_NAME,
+        metavar="NAME",
+        help="afterwards, leave a fresh lab network up with stock routing, as namespaces "
+        f"NAME-server, NAME-client, ... (NAME defaults to {DEFAULT_NAME})",
+    )
+    cmd.add_argument(
+        "--all", action="store_true", help="with clean: also remove every kept network"
     )
 
 
@@ -150,7 +319,9 @@ COMMANDS = (
         "documentation addresses only), serve a file many times over every server address, "
         "and compare the server's per-NIC counters with stock routing (phase destination) "
         "and after `multihome apply` (phase policy). Needs root; the host's own network is "
-        "never touched. `multihome lab clean` removes networks left behind.",
+        "never touched. `--keep NAME` leaves a network up to explore, `multihome lab load "
+        "NAME` runs the downloads on it, `multihome lab clean` removes networks left behind.",
         _arguments,
+        netns=False,
     ),
 )

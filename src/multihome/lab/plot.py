@@ -5,11 +5,14 @@ matplotlib is an optional dependency (`pip install 'multihome[lab]'`), imported 
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
+
 from multihome.errors import MultihomeError
 from multihome.lab.report import LabResult
 
 
-def write_png(result: LabResult, path: str) -> None:
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
 
@@ -19,6 +22,35 @@ def write_png(result: LabResult, path: str) -> None:
         raise MultihomeError(
             "--plot needs matplotlib", hint="pip install 'multihome[lab]' (or matplotlib)"
         ) from None
+    return plt
+
+
+def check(path: str) -> None:
+    """Before the run, so that a run is never lost to a figure that cannot be written: the
+    format (from the file name's extension, PNG without one) and a writable directory."""
+    plt = _pyplot()
+    formats = plt.gcf().canvas.get_supported_filetypes()
+    plt.close("all")
+    extension = os.path.splitext(path)[1][1:].lower()
+    if extension and extension not in formats:
+        raise MultihomeError(
+            f"--plot {path}: matplotlib cannot write .{extension} files",
+            hint=f"name the file with one of: {', '.join('.' + f for f in sorted(formats))}",
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise MultihomeError(f"--plot {path}: is a directory", hint="give a file name")
+    if not os.path.isdir(directory):
+        raise MultihomeError(
+            f"--plot {path}: the directory {directory} does not exist", hint="create it first"
+        )
+    if not os.access(directory, os.W_OK):
+        raise MultihomeError(f"--plot {path}: the directory {directory} is not writable")
+
+
+def write_png(result: LabResult, path: str) -> None:
+    """The figure, in the format the file name asks for (PNG by default)."""
+    plt = _pyplot()
     names = [i.name for i in result.phases[0].interfaces]
     figure, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 3, 2]})
     width = 0.8 / len(result.phases)
@@ -51,5 +83,9 @@ def write_png(result: LabResult, path: str) -> None:
         f"{result.concurrency} parallel, {result.nics} NICs{rate}"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=110)
+    except (OSError, ValueError) as error:
+        raise MultihomeError(f"could not write the plot {path}: {error}") from None
+    finally:
+        plt.close(figure)

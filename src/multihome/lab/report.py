@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from multihome.counters import ifconfig_counters
+from multihome.counters import Link, ifconfig
 from multihome.lab.units import human_rate
 from multihome.model import Counters
 
@@ -16,6 +16,7 @@ class InterfaceResult:
     name: str
     address: str
     counters: Counters  # during the phase
+    link: Link | None = None  # flags, MTU and addresses as read from the server at the end
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,9 @@ class LabResult:
 
 def listing(phase: PhaseResult) -> list[str]:
     """The server's interfaces as ifconfig prints them (the article's Listings 2 and 3)."""
-    lines = []
-    for interface in phase.interfaces:
-        lines += [
-            f"{interface.name}: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500",
-            f"        inet {interface.address}",
-            *ifconfig_counters(interface.counters),
-            "",
-        ]
-    return lines
+    return ifconfig(
+        (i.link or Link(i.name, 0, 0, (i.address,)), i.counters) for i in phase.interfaces
+    )
 
 
 def summary(result: LabResult) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,11 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from multihome import discover, namespace, state
+from multihome.counters import Link
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult
-from multihome.lab.topology import Network, clean_stale
+from multihome.lab.topology import LabRecord, Network, clean_stale, lab_networks, remove_network
 from multihome.lab.workload import PORT
 from multihome.model import Counters
 
@@ -38,7 +40,7 @@ class LabOptions:
     requests: int = 20000
     concurrency: int = 40
     link_rate_bps: int | None = None
-    keep: bool = False
+    keep: str | None = None  # the name of the network left up afterwards (NAME-server, ...)
     phases: tuple[str, ...] = PHASES
 
     def topology(self) -> Topology:
@@ -120,6 +122,11 @@ def _counters(ns: str) -> dict[str, Counters]:
         return discover.read_counters()
 
 
+def _listing(ns: str) -> dict[str, Link]:
+    with namespace.inside(ns):
+        return {link.name: link for link, _ in discover.read_links()}
+
+
 def _apply(ns: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "multihome", "--netns", ns, "apply", "--json"],
@@ -130,19 +137,16 @@ def _apply(ns: str) -> None:
         raise MultihomeError(f"multihome apply in the lab failed: {result.stderr.strip()}")
 
 
-def _forget_state(network: Network) -> None:
+def _forget_state(server_ns: str) -> None:
     """The namespace goes away; so must its state file (an inode can be reused later)."""
-    ns_path = os.path.join(namespace.NETNS_DIR, network.ns(scenarios.SERVER))
+    ns_path = os.path.join(namespace.NETNS_DIR, server_ns)
     with contextlib.suppress(FileNotFoundError):
         state.forget(os.stat(ns_path).st_ino)
 
 
-def run_phase(
-    options: LabOptions, phase: str, path: str, progress: Progress, keep: bool
-) -> tuple[PhaseResult, Network]:
+def run_phase(options: LabOptions, phase: str, path: str, progress: Progress) -> PhaseResult:
     topology = options.topology()
-    prefix = f"mhlab{os.getpid()}{phase[0]}-"
-    network = Network(topology, prefix=prefix, keep=keep)
+    network = Network(topology, prefix=f"mhlab{os.getpid()}{phase[0]}-")
     with network:
         server_ns = network.ns(scenarios.SERVER)
         try:
@@ -154,12 +158,12 @@ def run_phase(
                 before = _counters(server_ns)
                 outcome = _client(network.ns(scenarios.CLIENT), addresses, options, phase, progress)
                 after = _counters(server_ns)
+                listed = _listing(server_ns)
         finally:
-            if not keep:
-                _forget_state(network)
+            _forget_state(server_ns)
     names = [f"eth{i}" for i in range(options.nics)]
     interfaces = tuple(
-        InterfaceResult(name, addresses[i], after[name] - before[name])
+        InterfaceResult(name, addresses[i], after[name] - before[name], listed.get(name))
         for i, name in enumerate(names)
     )
     ok = outcome["ok"]
@@ -168,52 +172,149 @@ def run_phase(
     seconds = outcome["seconds"]
     body = outcome["bytes"]
     assert isinstance(seconds, float) and isinstance(body, int)
-    return (
-        PhaseResult(
-            name=phase,
-            interfaces=interfaces,
-            ok=sum(ok.values()),
-            failed=sum(failed.values()),
-            seconds=seconds,
-            body_bytes=body,
-            failed_by_address={a: n for a, n in failed.items() if n},
-            ok_by_address=dict(ok),
-        ),
-        network,
+    return PhaseResult(
+        name=phase,
+        interfaces=interfaces,
+        ok=sum(ok.values()),
+        failed=sum(failed.values()),
+        seconds=seconds,
+        body_bytes=body,
+        failed_by_address={a: n for a, n in failed.items() if n},
+        ok_by_address=dict(ok),
     )
 
 
-def run(options: LabOptions, progress: Progress) -> tuple[LabResult, Network | None]:
-    """Both phases; with `keep`, the last phase's network stays up and is returned."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+
+def check_name(name: str) -> None:
+    """A kept network's name must make valid namespace names and be free."""
+    if not NAME.fullmatch(name):
+        raise MultihomeError(
+            f"--keep {name!r}: a lab network's name is 1-32 letters, digits, '.', '_' or '-'",
+            hint="for example --keep demo (namespaces demo-server, demo-client, ...)",
+        )
+    taken = [r for r in lab_networks() if r.name == name]
+    taken_ns = (
+        [n for n in os.listdir(namespace.NETNS_DIR) if n.startswith(name + "-")]
+        if (os.path.isdir(namespace.NETNS_DIR))
+        else []
+    )
+    if taken or taken_ns:
+        raise MultihomeError(
+            f"a lab network named {name!r} is up already"
+            + (f" (namespaces {', '.join(sorted(taken_ns))})" if taken_ns else ""),
+            hint=f"use it, remove it with `multihome lab clean {name}`, or name this one "
+            "differently: --keep OTHER",
+        )
+
+
+def run(options: LabOptions, progress: Progress) -> LabResult:
+    """Both phases, each on a network of its own, removed at its end."""
     check_privileges()
     clean_stale()
+    if options.keep is not None:
+        check_name(options.keep)
     phases = []
-    kept = None
     with tempfile.TemporaryDirectory(prefix="multihome-lab-") as tmp:
-        path = os.path.join(tmp, "file.bin")
-        with open(path, "wb") as file:
-            file.write(os.urandom(options.size))
-        for index, phase in enumerate(options.phases):
-            last = index == len(options.phases) - 1
-            result, network = run_phase(options, phase, path, progress, options.keep and last)
-            phases.append(result)
-            if options.keep and last:
-                kept = network
-    return (
-        LabResult(
-            scenario=options.scenario,
-            nics=options.nics,
-            link_rate_bps=options.link_rate_bps,
-            size=options.size,
-            requests=options.requests,
-            concurrency=options.concurrency,
-            phases=tuple(phases),
-        ),
-        kept,
+        path = _payload(tmp, options.size)
+        for phase in options.phases:
+            phases.append(run_phase(options, phase, path, progress))
+    return LabResult(
+        scenario=options.scenario,
+        nics=options.nics,
+        link_rate_bps=options.link_rate_bps,
+        size=options.size,
+        requests=options.requests,
+        concurrency=options.concurrency,
+        phases=tuple(phases),
     )
 
 
-def clean() -> list[str]:
-    """`multihome lab clean`: remove every lab network left behind (kept ones too)."""
+def _payload(directory: str, size: int) -> str:
+    path = os.path.join(directory, "file.bin")
+    with open(path, "wb") as file:
+        file.write(os.urandom(size))
+    return path
+
+
+def keep(options: LabOptions, name: str) -> Network:
+    """Build a fresh network of the scenario and leave it up as NAME-server, NAME-client, ...:
+    stock routing, nothing applied, no load yet -- the state the destination phase starts
+    from, and the README's walk-through."""
     check_privileges()
-    return clean_stale(include_kept=True)
+    check_name(name)
+    topology = options.topology()
+    info = {
+        "scenario": options.scenario,
+        "nics": options.nics,
+        "server_addresses": list(topology.roles["server_addresses"]),
+    }
+    network = Network(topology, prefix=f"{name}-", keep=True, info=info)
+    with network:
+        pass
+    return network
+
+
+def kept_network(name: str) -> LabRecord:
+    for record in lab_networks():
+        if record.name == name and record.kept:
+            return record
+    kept = [r.name for r in lab_networks() if r.kept]
+    raise MultihomeError(
+        f"no kept lab network named {name!r}",
+        hint=(f"kept networks: {', '.join(kept)}" if kept else "none is kept")
+        + "; `multihome lab two-isp --keep NAME` (or seed) leaves one up",
+    )
+
+
+def load(
+    name: str, requests: int, concurrency: int, size: int, progress: Progress
+) -> dict[str, object]:
+    """`multihome lab load NAME`: the lab's workload on a kept network, as it is now (stock
+    routing, or whatever was applied since): the built-in web server in NAME-server, and
+    `requests` downloads from NAME-client spread over every server address."""
+    check_privileges()
+    record = kept_network(name)
+    if "server_addresses" not in record.info:
+        raise MultihomeError(
+            f"the kept lab network {name!r} was kept by an older multihome and cannot be loaded",
+            hint=f"remove it with `multihome lab clean {name}` and keep a new one",
+        )
+    server_ns = f"{name}-{scenarios.SERVER}"
+    client_ns = f"{name}-{scenarios.CLIENT}"
+    missing = [
+        n
+        for n in (server_ns, client_ns)
+        if not os.path.exists(os.path.join(namespace.NETNS_DIR, n))
+    ]
+    if missing:
+        raise MultihomeError(
+            f"the kept lab network {name!r} lacks {', '.join(missing)}",
+            hint=f"remove it with `multihome lab clean {name}` and keep a new one",
+        )
+    addresses = [str(a) for a in record.info["server_addresses"]]
+    options = LabOptions(requests=requests, concurrency=concurrency, size=size)
+    with tempfile.TemporaryDirectory(prefix="multihome-lab-") as tmp:
+        path = _payload(tmp, size)
+        with _server(server_ns, path):
+            return _client(client_ns, addresses, options, "load", progress)
+
+
+def clean(names: tuple[str, ...] = (), everything: bool = False) -> list[LabRecord]:
+    """`multihome lab clean`: the networks of dead runs always; kept ones by name, or all of
+    them with `everything`. Returns what was removed."""
+    check_privileges()
+    records = lab_networks()
+    known = {r.name for r in records if r.kept}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise MultihomeError(
+            f"no kept lab network named {', '.join(repr(n) for n in unknown)}",
+            hint=f"kept networks: {', '.join(sorted(known))}" if known else "none is kept",
+        )
+    chosen = [r for r in records if r.stale() or (r.kept and (everything or r.name in names))]
+    for record in chosen:
+        _forget_state(f"{record.name}-{scenarios.SERVER}")
+        remove_network(record)
+    return chosen

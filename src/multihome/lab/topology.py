@@ -20,17 +20,23 @@ import signal
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import files, kernel, namespace
+from multihome import files, kernel, namespace, state
 from multihome.lab.description import Topology
 from multihome.model import Sysctl
 from multihome.processes import pid_alive
 
-RUN_DIR = os.path.join(os.environ.get("MULTIHOME_STATE_DIR", "/run/multihome"), "lab")
+
+def run_dir() -> str:
+    """Where each run records its networks; read at each use, like the state directory."""
+    return os.path.join(state.state_dir(), "lab")
+
+
 IFA_F_NODAD = 0x02
 BASELINE_SYSCTLS = [
     ("net/ipv6/conf/all/accept_dad", "0"),
@@ -43,32 +49,66 @@ def _remove_namespace(name: str) -> None:
         netns.remove(name)
 
 
-def clean_stale(include_kept: bool = False) -> list[str]:
-    """Remove the namespaces of lab runs whose process is gone (and, with `include_kept`,
-    of runs left up with --keep); returns their names."""
-    removed: list[str] = []
-    if not os.path.isdir(RUN_DIR):
-        return removed
-    for entry in sorted(os.listdir(RUN_DIR)):
+@dataclass(frozen=True)
+class LabRecord:
+    """A lab network as its run recorded it (in run_dir()/NAME.json, before building it)."""
+
+    name: str  # the namespaces' prefix without its dash: "mhlab1234d", or a kept run's name
+    pid: int
+    namespaces: tuple[str, ...]
+    kept: bool  # left up with --keep: removed only on request
+    info: dict[str, Any]  # what a kept network's users need (scenario, server addresses)
+
+    def stale(self) -> bool:
+        """A network its run no longer owns: the run died without cleaning up."""
+        return not self.kept and not pid_alive(self.pid)
+
+
+def lab_networks() -> list[LabRecord]:
+    """Every lab network recorded on this machine (the runs' own records, never names)."""
+    records: list[LabRecord] = []
+    directory = run_dir()
+    if not os.path.isdir(directory):
+        return records
+    for entry in sorted(os.listdir(directory)):
         if not entry.endswith(".json"):
             continue
-        path = os.path.join(RUN_DIR, entry)
         try:
-            with open(path, encoding="utf-8") as file:
-                record = json.load(file)
-        except (OSError, ValueError):
+            with open(os.path.join(directory, entry), encoding="utf-8") as file:
+                data = json.load(file)
+            records.append(
+                LabRecord(
+                    name=entry.removesuffix(".json"),
+                    pid=int(data.get("pid", 0)),
+                    namespaces=tuple(data.get("namespaces", [])),
+                    kept=data.get("keep") is True,
+                    info=dict(data.get("info", {})),
+                )
+            )
+        except (OSError, ValueError, TypeError):
             continue
-        kept = record.get("keep") is True
-        if kept and not include_kept:
-            continue
-        if not kept and pid_alive(int(record.get("pid", 0))):
-            continue
-        for name in record.get("namespaces", []):
-            if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
-                _remove_namespace(name)
-                removed.append(name)
-        os.unlink(path)
+    return records
+
+
+def remove_network(record: LabRecord) -> list[str]:
+    """Delete a recorded network's namespaces and its record; the namespaces that existed."""
+    removed = []
+    for name in record.namespaces:
+        if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
+            _remove_namespace(name)
+            removed.append(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(run_dir(), record.name + ".json"))
     return removed
+
+
+def clean_stale() -> list[LabRecord]:
+    """Remove the networks of lab runs whose process is gone (never kept ones); returns
+    their records."""
+    stale = [record for record in lab_networks() if record.stale()]
+    for record in stale:
+        remove_network(record)
+    return stale
 
 
 SIOCETHTOOL = 0x8946
@@ -100,12 +140,19 @@ def _rtnl(ns: str) -> Iterator[Any]:
 class Network:
     """A built `Topology`. Use as a context manager; `keep=True` leaves it up on exit."""
 
-    def __init__(self, topology: Topology, prefix: str | None = None, keep: bool = False):
+    def __init__(
+        self,
+        topology: Topology,
+        prefix: str | None = None,
+        keep: bool = False,
+        info: dict[str, Any] | None = None,
+    ):
         self.topology = topology
         self.prefix = prefix or f"mhlab{os.getpid()}-"
         self.keep = keep
+        self.info = info or {}
         self.created: list[str] = []
-        self._record = os.path.join(RUN_DIR, f"{self.prefix.rstrip('-')}.json")
+        self._record = os.path.join(run_dir(), f"{self.prefix.rstrip('-')}.json")
         self._old_handlers: dict[int, Any] = {}
         self._owner = os.getpid()
 
@@ -113,11 +160,15 @@ class Network:
         """The real namespace name of a logical host."""
         return self.prefix + host
 
-    def _save_record(self) -> None:
-        os.makedirs(RUN_DIR, exist_ok=True)
-        data = {"pid": os.getpid(), "namespaces": [self.ns(h) for h in self.topology.hosts]}
-        if self.keep:
+    def _save_record(self, kept: bool = False) -> None:
+        os.makedirs(run_dir(), exist_ok=True)
+        data: dict[str, Any] = {
+            "pid": os.getpid(),
+            "namespaces": [self.ns(h) for h in self.topology.hosts],
+        }
+        if kept:  # only once built: a run killed mid-build leaves a stale network, not a kept one
             data["keep"] = True
+            data["info"] = self.info
         files.atomic_write(self._record, json.dumps(data))
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -144,6 +195,8 @@ class Network:
     ) -> None:
         if not self.keep or error is not None:
             self.destroy()
+        else:
+            self._save_record(kept=True)
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
 

@@ -101,7 +101,10 @@ def registry() -> dict[str, tuple[Renderer, str]]:
         "ip": (ip.script, "a shell script of ip/sysctl commands (idempotent, set -e)"),
         "networkd": (networkd.render, "systemd-networkd .network drop-ins, one per uplink"),
         "netplan": (netplan.render, "a netplan YAML that merges with the host's own"),
-        "systemd": (systemd.render, "multihome.service (runs apply at boot) and sysctl.d"),
+        "systemd": (
+            systemd.render,
+            "multihome.service (apply at boot), multihome-watch.service, sysctl.d",
+        ),
         "networkmanager": (networkmanager.render, "nmcli commands for the uplinks' connections"),
         "ifupdown": (ifupdown.render, "post-up/pre-down stanzas for interfaces.d"),
     }

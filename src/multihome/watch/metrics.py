@@ -24,7 +24,8 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         *(f"multihome_uplink_up{{{labels}}} {int(u['state'] == 'up')}" for labels, u in probed),
         "# TYPE multihome_probe_rtt_seconds gauge",
         *(
-            f"multihome_probe_rtt_seconds{{{labels}}} {u['last_rtt_ms'] / 1000}"
+            # six significant digits: 0.00018 s, not 0.18 / 1000 = 0.00017999999999999998
+            f"multihome_probe_rtt_seconds{{{labels}}} {u['last_rtt_ms'] / 1000:.6g}"
             for labels, u in probed
             if u["last_rtt_ms"] is not None
         ),

@@ -1,0 +1,198 @@
+"""PURE: every key of the config file, its default and its meaning, in one table.
+
+The commented example config (examples/multihome.toml, installed as
+/etc/multihome/multihome.toml by the Debian package) and the multihome.toml(5) man page are
+rendered from this table; the unit tests check the table against config.py's list of known
+keys and its defaults, so the documentation cannot drift from the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str  # "multihome", "health", "sysctls", or "uplinks.NAME"
+    name: str
+    default: str | None  # the default as a TOML value; None: computed (`default_text` says how)
+    meaning: str
+    example: str  # a TOML value, as the example config shows it
+    default_text: str = ""
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+UPLINK_SECTION = "uplinks.NAME"
+
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("multihome", "What multihome owns and what it does."),
+    ("health", "multihome watch's gateway checks (ICMP probes from each uplink's address)."),
+    ("sysctls", "The sysctls multihome sets on the uplinks (and puts back on remove)."),
+    (
+        UPLINK_SECTION,
+        "One table per uplink, named by its interface ([uplinks.eth0]). Without any, the "
+        "uplinks are detected (interfaces with a default route in main, and those sharing an "
+        "IPv4 subnet with one); with them, only those are managed.",
+    ),
+)
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "multihome",
+        "table_range",
+        "[100, 199]",
+        "The routing tables multihome may use, first and last; with balance = true the last "
+        "one holds the balancing route. Must not include the kernel's tables 253-255.",
+        "[100, 199]",
+    ),
+    Key(
+        "multihome",
+        "priority",
+        "1000",
+        "The first of its rule priorities: the source rules for on-link replies (1000), "
+        "main's specific routes (1001), the source rules (1002) and balancing (1003).",
+        "1000",
+    ),
+    Key("multihome", "ipv4", "true", "Manage IPv4 routing.", "true"),
+    Key("multihome", "ipv6", "true", "Manage IPv6 routing.", "true"),
+    Key(
+        "multihome",
+        "balance",
+        "false",
+        "multihome watch: spread new outgoing connections over the healthy uplinks by "
+        "weight (a weighted multipath default route in the last table, rule priority + 3).",
+        "false",
+    ),
+    Key("health", "interval", "0.4", "Seconds between probe rounds.", "0.4"),
+    Key("health", "timeout", "0.4", "Seconds to wait for a probe's answer.", "0.4"),
+    Key(
+        "health",
+        "down_after",
+        "3",
+        "Lost rounds in a row before an uplink is down.",
+        "3",
+    ),
+    Key(
+        "health",
+        "up_after",
+        "2",
+        "Answered rounds in a row before a down uplink is up again.",
+        "2",
+    ),
+    Key(
+        "sysctls",
+        "arp",
+        "true",
+        "Set arp_ignore=1 and arp_announce=2 on NICs that share a subnet, so each NIC "
+        "answers ARP only for its own addresses (no ARP flux).",
+        "true",
+    ),
+    Key(
+        "sysctls",
+        "rp_filter",
+        '"keep"',
+        'Reverse-path filtering on the uplinks: "keep" leaves it as it is (strict filtering '
+        'works with multihome\'s rules); "loose" sets rp_filter=2 (weakens spoofing checks).',
+        '"keep"',
+    ),
+    Key(
+        UPLINK_SECTION,
+        "gateway",
+        None,
+        "The uplink's IPv4 gateway; must be on the uplink's subnet.",
+        '"192.0.2.1"',
+        "detected from main's default route through the interface",
+    ),
+    Key(
+        UPLINK_SECTION,
+        "gateway6",
+        None,
+        "The uplink's IPv6 gateway (a link-local address is usual).",
+        '"fe80::1"',
+        "detected from main's default route through the interface",
+    ),
+    Key(
+        UPLINK_SECTION,
+        "table",
+        None,
+        "The uplink's routing table, inside table_range.",
+        "100",
+        "the lowest free table in table_range",
+    ),
+    Key(
+        UPLINK_SECTION,
+        "weight",
+        "1",
+        "The uplink's share of new outgoing connections with balance = true (1-256).",
+        "1",
+    ),
+    Key(UPLINK_SECTION, "ipv4", "true", "Manage this uplink's IPv4 routing.", "true"),
+    Key(UPLINK_SECTION, "ipv6", "true", "Manage this uplink's IPv6 routing.", "true"),
+    Key(
+        UPLINK_SECTION,
+        "probe",
+        "[]",
+        "Health-check targets behind the gateway (up to 8 IPv4 addresses), probed by "
+        "multihome watch from the uplink's address; none: the gateway itself.",
+        '["203.0.113.100"]',
+    ),
+    Key(
+        UPLINK_SECTION,
+        "probe6",
+        "[]",
+        "IPv6 health-check targets behind the gateway (up to 8 IPv6 addresses), probed by "
+        "multihome watch with ICMPv6 from the uplink's address; none: the IPv6 gateway itself.",
+        '["2001:db8:ff::100"]',
+    ),
+)
+
+EXAMPLE_UPLINK = "eth0"
+
+
+def _wrap(text: str, prefix: str, width: int = 92) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(prefix) + len(line) + 1 + len(word) > width:
+            lines.append(prefix + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(prefix + line)
+    return lines
+
+
+def default_description(key: Key) -> str:
+    return key.default if key.default is not None else key.default_text
+
+
+def example_config() -> str:
+    """The commented example config: every key with its meaning and default, commented out,
+    so that the file as shipped changes nothing (multihome behaves as without a config)."""
+    out = [
+        "# multihome's config file: /etc/multihome/multihome.toml (or -c FILE).",
+        "# Every key is optional; the values shown commented out are the defaults, or",
+        "# examples where the default is computed. See multihome.toml(5).",
+        "# The file must not be writable by group or others (multihome refuses it otherwise).",
+    ]
+    for section, about in SECTIONS:
+        out.append("")
+        keys = [k for k in KEYS if k.section == section]
+        if section == UPLINK_SECTION:
+            out += _wrap(about, "# ")
+            out.append(f"#[uplinks.{EXAMPLE_UPLINK}]")
+        else:
+            out += _wrap(about, "# ")
+            out.append(f"[{section}]")
+        for key in keys:
+            out += _wrap(key.meaning, "#   ")
+            out.append(f"#   default: {default_description(key)}")
+            value = key.default if key.default is not None else key.example
+            if section == UPLINK_SECTION:
+                value = key.example
+            out.append(f"#{key.name} = {value}")
+    return "\n".join(out) + "\n"
