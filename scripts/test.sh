@@ -23,8 +23,10 @@ for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-
     dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
         need_apt+=("$package")
 done
-# the coexistence tests build Docker's, wg-quick's and kube-proxy's nftables tables
+# gateway mode writes nftables and conntrack through their tools; the coexistence tests
+# build Docker's, wg-quick's and kube-proxy's nftables tables
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

@@ -56,6 +56,27 @@ class Health:
     up_after: int = 2
 
 
+class Sticky(enum.Enum):
+    """How a forwarded connection keeps its uplink (gateway mode)."""
+
+    FLOW = "flow"  # each connection keeps its uplink (layer-4 hash for new ones)
+    HOST_PAIR = "host-pair"  # one inner host and one remote host always share an uplink
+
+
+DEFAULT_MARK_MASK = 0x0F000000
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """[gateway]: route forwarded traffic from the LAN interfaces over the uplinks."""
+
+    lan: tuple[str, ...]
+    masquerade: bool = True
+    sticky: Sticky = Sticky.FLOW
+    mark_mask: int = DEFAULT_MARK_MASK
+    flush_on_down: bool = True
+
+
 @dataclass(frozen=True)
 class Config:
     path: str = "(defaults)"
@@ -67,6 +88,7 @@ class Config:
     uplinks: tuple[UplinkConfig, ...] = ()  # empty: detect the uplinks
     balance: bool = False  # outbound balancing: a weighted multipath default route
     health: Health = field(default_factory=Health)
+    gateway: GatewayConfig | None = None  # gateway mode (forwarded traffic), when configured
     lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     def error(self, message: str, key: str, hint: str = "") -> ConfigError:
@@ -80,6 +102,7 @@ _SECTIONS: dict[str, set[str]] = {
     "multihome": {"table_range", "priority", "ipv4", "ipv6", "balance"},
     "sysctls": {"arp", "rp_filter"},
     "health": {"interval", "timeout", "down_after", "up_after"},
+    "gateway": {"lan", "masquerade", "sticky", "mark_mask", "flush_on_down"},
 }
 _UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe", "probe6"}
 
@@ -304,6 +327,13 @@ def parse(text: str, path: str = "(string)") -> Config:
             f"table {ownership.table_max} is the balancing table (the range's last)",
             f"uplinks.{seen_tables[ownership.table_max]}.table",
         )
+    gateway = _gateway(read, data["gateway"], uplinks) if "gateway" in data else None
+    if gateway is not None and ownership.table_max in seen_tables:
+        raise read.fail(
+            f"table {ownership.table_max} is the balancing table (the range's last), which"
+            " gateway mode uses",
+            f"uplinks.{seen_tables[ownership.table_max]}.table",
+        )
     return Config(
         path,
         ownership,
@@ -314,8 +344,62 @@ def parse(text: str, path: str = "(string)") -> Config:
         tuple(uplinks),
         balance,
         health,
+        gateway,
         lines,
     )
+
+
+def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
+    """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
+    lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
+    if not isinstance(lan, list) or not all(isinstance(n, str) and IFNAME.match(n) for n in lan):
+        raise read.fail(
+            f"must be a list of interface names, e.g. [\"lan0\"], not {lan!r}",
+            "gateway.lan",
+            hint="name the interfaces (or bridges: br-lan, docker0) whose forwarded traffic"
+            " multihome routes",
+        )
+    if len(set(lan)) != len(lan):
+        raise read.fail("names an interface twice", "gateway.lan")
+    for name in lan:
+        if any(u.name == name for u in uplinks):
+            raise read.fail(
+                f"{name} is an uplink ([uplinks.{name}]); a LAN interface cannot be one",
+                "gateway.lan",
+            )
+    sticky_value = body.get("sticky", Sticky.FLOW.value)
+    try:
+        sticky = Sticky(sticky_value)
+    except ValueError:
+        close = difflib.get_close_matches(str(sticky_value), [s.value for s in Sticky], n=1)
+        suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+        raise read.fail(
+            f"must be 'flow' or 'host-pair', not {sticky_value!r}{suggestion}", "gateway.sticky"
+        ) from None
+    mask = read.integer(body.get("mark_mask", DEFAULT_MARK_MASK), "gateway.mark_mask", 1, 2**32 - 1)
+    if _mark_ids(mask) < max(2, len(uplinks)):
+        raise read.fail(
+            f"0x{mask:08X} leaves room for {_mark_ids(mask)} uplink ids; at least"
+            f" {max(2, len(uplinks))} are needed",
+            "gateway.mark_mask",
+            hint="use a mask of 4 contiguous bits or more, e.g. 0x0F000000",
+        )
+    return GatewayConfig(
+        lan=tuple(lan),
+        masquerade=read.boolean(body.get("masquerade", True), "gateway.masquerade"),
+        sticky=sticky,
+        mark_mask=mask,
+        flush_on_down=read.boolean(body.get("flush_on_down", True), "gateway.flush_on_down"),
+    )
+
+
+def _mark_ids(mask: int) -> int:
+    """How many uplink ids (1..n) fit in the contiguous bits of `mask` (0: not contiguous)."""
+    low = mask & -mask
+    shifted = mask // low
+    if shifted & (shifted + 1):
+        return 0
+    return shifted
 
 
 def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:

@@ -26,11 +26,18 @@ class Key:
 
 
 UPLINK_SECTION = "uplinks.NAME"
+OPT_IN = ("gateway",)  # sections whose presence turns a mode on
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("multihome", "What multihome owns and what it does."),
     ("health", "multihome watch's gateway checks (ICMP probes from each uplink's address)."),
     ("sysctls", "The sysctls multihome sets on the uplinks (and puts back on remove)."),
+    (
+        "gateway",
+        "Gateway mode: route the forwarded traffic of LAN interfaces over the uplinks, each "
+        "connection sticky to one uplink (fwmark rules, a multipath route and multihome's "
+        "own nftables table, inet multihome).",
+    ),
     (
         UPLINK_SECTION,
         "One table per uplink, named by its interface ([uplinks.eth0]). Without any, the "
@@ -97,6 +104,46 @@ KEYS: tuple[Key, ...] = (
         'Reverse-path filtering on the uplinks: "keep" leaves it as it is (strict filtering '
         'works with multihome\'s rules); "loose" sets rp_filter=2 (weakens spoofing checks).',
         '"keep"',
+    ),
+    Key(
+        "gateway",
+        "lan",
+        "[]",
+        "The interfaces (or bridges: br-lan, docker0, virbr0) whose forwarded traffic "
+        "multihome routes over the uplinks; gateway mode needs at least one.",
+        '["lan0"]',
+    ),
+    Key(
+        "gateway",
+        "masquerade",
+        "true",
+        "SNAT each forwarded connection to the address of the uplink it leaves by.",
+        "true",
+    ),
+    Key(
+        "gateway",
+        "sticky",
+        '"flow"',
+        '"flow": each connection keeps its uplink (layer-4 hash for new ones); "host-pair": '
+        "all connections between one inner host and one remote host use one uplink, also "
+        "after another uplink returns (for sites that tie a session to the client's address).",
+        '"flow"',
+    ),
+    Key(
+        "gateway",
+        "mark_mask",
+        "0x0F000000",
+        "The packet-mark bits multihome may use (uplink ids 1-15 in the default); apply "
+        "refuses, naming the other rule or nft table, when other software uses them.",
+        "0x0F000000",
+    ),
+    Key(
+        "gateway",
+        "flush_on_down",
+        "true",
+        "multihome watch: when an uplink dies, delete its connections' conntrack entries "
+        "(only multihome's, by mark), so clients reconnect at once through a healthy uplink.",
+        "true",
     ),
     Key(
         UPLINK_SECTION,
@@ -185,6 +232,9 @@ def example_config() -> str:
         if section == UPLINK_SECTION:
             out += _wrap(about, "# ")
             out.append(f"#[uplinks.{EXAMPLE_UPLINK}]")
+        elif section in OPT_IN:  # its presence turns a mode on: commented out as a whole
+            out += _wrap(about, "# ")
+            out.append(f"#[{section}]")
         else:
             out += _wrap(about, "# ")
             out.append(f"[{section}]")
@@ -192,7 +242,7 @@ def example_config() -> str:
             out += _wrap(key.meaning, "#   ")
             out.append(f"#   default: {default_description(key)}")
             value = key.default if key.default is not None else key.example
-            if section == UPLINK_SECTION:
+            if section == UPLINK_SECTION or section in OPT_IN:
                 value = key.example
             out.append(f"#{key.name} = {value}")
     return "\n".join(out) + "\n"

@@ -34,6 +34,8 @@ class Snapshot:
     routes: tuple[Route, ...]
     sysctls: tuple[Sysctl, ...]
     record: state.Record
+    # gateway mode: multihome's nftables table before the change ("" none), None: untouched
+    nft_previous: str | None = None
 
 
 # The guardian's files, beside the state file and like it marked with the namespace's
@@ -154,6 +156,10 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
         changes = diff(before, host)
         if changes:
             kernel.apply(changes, host)
+        if snapshot.nft_previous is not None:
+            from multihome import nftables
+
+            nftables.undo(nftables.TableChange(None, snapshot.nft_previous))
         state.save(netns_id, snapshot.record, list(snapshot.rules), list(snapshot.routes))
 
 

@@ -58,7 +58,12 @@ def read_sysctl(path: str) -> str | None:
         return None
 
 
-GLOBAL_KEYS = ("net/ipv4/fib_multipath_hash_policy",)
+GLOBAL_KEYS = (
+    "net/ipv4/fib_multipath_hash_policy",
+    "net/ipv4/ip_forward",  # gateway mode
+    "net/ipv4/conf/all/src_valid_mark",
+    "net/netfilter/nf_conntrack_acct",
+)
 
 
 def _sysctls(interfaces: list[Interface]) -> dict[str, str]:

@@ -96,7 +96,11 @@ def _placed(format_name: str, rendered: Rendered) -> dict[str, tuple[str, int]]:
     placed = {}
     for name, text in rendered.files.items():
         mode = 0o755 if name.endswith(".sh") else 0o644
-        if format_name in ("systemd", "systemd-sysctl"):
+        if name == "multihome.nft":  # gateway mode's table, loaded by the unit below
+            placed[f"etc/multihome/{name}"] = (text, mode)
+        elif name == "multihome-nftables.service":
+            placed[f"etc/systemd/system/{name}"] = (text, mode)
+        elif format_name in ("systemd", "systemd-sysctl"):
             if name.endswith(".service"):
                 if format_name == "systemd":
                     placed[f"etc/systemd/system/{name}"] = (text, mode)
@@ -192,8 +196,11 @@ def install(
         if relative not in old and os.path.lexists(path):  # someone else's: kept aside
             backup = path + BACKUP_SUFFIX
         entries[relative] = {"path": relative, "backup": backup}
-    link = "etc/systemd/system/multi-user.target.wants/multihome.service"
-    if "systemd" in formats:  # what `systemctl enable` does, as a file, so --root works
+    units = ["multihome.service"] if "systemd" in formats else []
+    if "etc/systemd/system/multihome-nftables.service" in wanted:  # gateway mode
+        units.append("multihome-nftables.service")
+    links = {f"etc/systemd/system/multi-user.target.wants/{unit}": unit for unit in units}
+    for link in links:  # what `systemctl enable` does, as a file, so --root works
         entries[link] = {"path": link, "backup": None}
     # The intent first: until the last step, the manifest lists every file this install
     # and the one before may have touched, so an interruption anywhere leaves a manifest
@@ -208,12 +215,12 @@ def install(
             _move(path, backup)
             backups.append(backup)
         written += files.write_tree(root, {relative: text}, mode)
-    if link in entries:
+    for link, unit in links.items():
         link_path = os.path.join(root, link)
         try:
             os.makedirs(os.path.dirname(link_path), exist_ok=True)
             if not os.path.lexists(link_path):
-                os.symlink("../multihome.service", link_path)
+                os.symlink(f"../{unit}", link_path)
         except OSError as error:
             raise MultihomeError(f"cannot write {link_path}: {error.strerror}") from None
         written.append(link_path)

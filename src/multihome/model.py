@@ -212,10 +212,15 @@ class Rule:
     suppress_prefixlen: int | None = None
     protocol: int = 0
     other_selectors: bool = False
+    fwmark: int | None = None  # gateway mode: `fwmark M/MASK`, the mark of an uplink
+    fwmask: int | None = None
 
     def ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
         parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
+        if self.fwmark is not None:
+            mask = f"/{self.fwmask:#x}" if self.fwmask not in (None, 0xFFFFFFFF) else ""
+            parts += ["fwmark", f"{self.fwmark:#x}{mask}"]
         parts += ["lookup", TABLE_NAMES.get(self.table, str(self.table))]
         if self.suppress_prefixlen is not None:
             parts += ["suppress_prefixlength", str(self.suppress_prefixlen)]
@@ -266,6 +271,10 @@ class Ownership:
         return self.table_max
 
     def owns_rule(self, rule: Rule) -> bool:
+        if rule.fwmark is not None and (  # gateway mode's: masked, beside the source rules
+            rule.priority != self.priorities[2] or rule.fwmask in (None, 0xFFFFFFFF)
+        ):
+            return False
         return (
             rule.protocol == self.protocol
             and not rule.other_selectors
@@ -357,6 +366,21 @@ class Uplink:
 
 
 @dataclass(frozen=True)
+class GatewayLayout:
+    """Gateway mode: what multihome's nftables table does (gateway.py renders it)."""
+
+    lan: tuple[str, ...]
+    marks: tuple[tuple[str, int], ...]  # (uplink, its mark inside the mask)
+    mask: int
+    masquerade: bool = True
+    flush_on_down: bool = True
+    host_pair: bool = False  # sticky = "host-pair": a set per uplink remembers its pairs
+
+    def mark_of(self, uplink: str) -> int | None:
+        return next((m for name, m in self.marks if name == uplink), None)
+
+
+@dataclass(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -366,6 +390,7 @@ class Desired:
     routes: tuple[Route, ...] = ()
     sysctls: tuple[Sysctl, ...] = ()
     notes: tuple[str, ...] = ()  # why something was left out, for the user
+    gateway: GatewayLayout | None = None  # gateway mode: multihome's nftables table
 
 
 class Action(enum.Enum):

@@ -50,8 +50,9 @@ RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 2, 4, 5, 
 RTA_MULTIPATH, RTA_TABLE = 9, 15
 FRA_DST, FRA_SRC, FRA_PRIORITY = 1, 2, 6
 FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_PROTOCOL = 14, 15, 21
-# Rule attributes that select on something besides the source address.
-FRA_OTHER_SELECTORS = frozenset({3, 4, 10, 11, 12, 13, 16, 17, 19, 20, 22, 23, 24})
+FRA_FWMARK, FRA_FWMASK = 10, 16
+# Rule attributes that select on something besides the source address and the fwmark.
+FRA_OTHER_SELECTORS = frozenset({3, 4, 11, 12, 13, 17, 19, 20, 22, 23, 24})
 FR_ACT_TO_TBL = 1
 FIB_RULE_INVERT = 0x2
 RT_TABLE_COMPAT = 252  # rtm_table when the real id (> 255) is in RTA_TABLE
@@ -140,6 +141,10 @@ def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
         body += _attr(FRA_SRC, rule.src.network_address.packed)
     if rule.suppress_prefixlen is not None:
         body += _u32(FRA_SUPPRESS_PREFIXLEN, rule.suppress_prefixlen)
+    if rule.fwmark is not None:
+        body += _u32(FRA_FWMARK, rule.fwmark)
+        if rule.fwmask is not None:
+            body += _u32(FRA_FWMASK, rule.fwmask)
     body += _attr(FRA_PROTOCOL, bytes((rule.protocol,)))
     flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == RTM_NEWRULE:
@@ -204,6 +209,8 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
     src = None
     suppress: int | None = None
     protocol = 0
+    fwmark: int | None = None
+    fwmask: int | None = None
     other = bool(dst_len) or action != FR_ACT_TO_TBL or bool(flags & FIB_RULE_INVERT)
     # The attribute walk is inlined: this runs for every rule on every run.
     position = offset + _RTMSG.size
@@ -224,10 +231,18 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
             suppress = None if raw == SUPPRESS_NONE else raw
         elif kind == FRA_PROTOCOL:
             protocol = data[value]
+        elif kind == FRA_FWMARK:
+            fwmark = unpack_u32(data, value)[0]
+        elif kind == FRA_FWMASK:
+            fwmask = unpack_u32(data, value)[0]
         elif kind & 0x3FFF in FRA_OTHER_SELECTORS:
             other = True
         position += (length + 3) & ~3
-    return Rule(Family(family), priority, table, src, suppress, protocol, other)
+    if fwmark is not None and fwmask is None:
+        fwmask = 0xFFFFFFFF  # an exact-value match
+    elif fwmask is not None and fwmark is None:
+        fwmark = 0  # `fwmark 0/MASK`: the masked bits are clear
+    return Rule(Family(family), priority, table, src, suppress, protocol, other, fwmark, fwmask)
 
 
 def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str]) -> Route | None:

@@ -5,8 +5,9 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multihome import config as config_file
 from multihome import confirm, discover, kernel, namespace, state
@@ -16,6 +17,9 @@ from multihome.errors import KernelError, MultihomeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
+
+if TYPE_CHECKING:
+    from multihome.nftables import TableChange
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Outcome:
     desired: Desired
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
+    table: TableChange | None = None  # gateway mode: multihome's nftables table
 
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
@@ -39,7 +44,31 @@ def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only)."""
     cfg, host, record = observe(config_path)
     desired = plan(cfg, host)
-    return Outcome(cfg, host, desired, tuple(diff(desired, host, record.sysctl_originals)))
+    changes = tuple(diff(desired, host, record.sysctl_originals))
+    return Outcome(cfg, host, desired, changes, table=_table_change(cfg, host, desired, record))
+
+
+def _table_change(
+    cfg: Config, host: HostState, desired: Desired, record: state.Record
+) -> TableChange | None:
+    """Gateway mode: what to do to multihome's nftables table (refuses when other software
+    uses the bits of the mark mask). Without [gateway] and no table applied, nothing to read."""
+    if desired.gateway is None and not record.nft_table:
+        return None
+    from multihome import gateway, nftables
+
+    ruleset = nftables.ruleset()
+    if desired.gateway is not None:
+        users = gateway.overlaps(cfg, host.rules, ruleset)
+        if users:
+            assert cfg.gateway is not None
+            raise MultihomeError(
+                f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
+                " by other software: " + "; ".join(users),
+                hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
+                " uses which)",
+            )
+    return nftables.change_for(desired.gateway, nftables.current(ruleset))
 
 
 def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Record:
@@ -86,12 +115,24 @@ def _converge(
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
+        table = _table_change(cfg, host, desired, record)
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
+        if table is not None:
+            _replace_table(table, changes, host)
+        if changes or table is not None:
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
             after.netns_cookie = cookie
-            _record_or_undo(netns_id, after, rules, routes, changes, host)
+            after.nft_table = desired.gateway is not None
+            try:
+                _record_or_undo(netns_id, after, rules, routes, changes, host)
+            except StateError:
+                if table is not None:  # the routing part was undone: the table goes back too
+                    from multihome import nftables
+
+                    nftables.undo(table)
+                raise
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
                 cfg.ownership,
@@ -103,11 +144,27 @@ def _converge(
                     if isinstance(c.obj, Sysctl) and c.previous is not None
                 ),
                 record=record,
+                nft_previous=table.previous if table is not None else None,
             )
     if confirm_seconds is not None and snapshot is not None:
         confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings)
+    return Outcome(cfg, host, desired, changes, warnings, table)
+
+
+def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
+    """Write the nftables part after the routing part; if nftables refuses, undo the routing
+    part, so that both are as before."""
+    from multihome import nftables
+
+    try:
+        nftables.apply(table)
+    except MultihomeError as error:
+        if changes:
+            kernel.apply([c.inverse() for c in reversed(changes)], host)
+            error.message += f"; the {len(changes)} routing changes made were undone"
+            error.args = (error.message,)
+        raise
 
 
 def _record_or_undo(
@@ -192,7 +249,33 @@ def diagnose(config_path: str | None) -> Any:
     outcome = preview(config_path)
     uplinks = uplink_names(roles(outcome.config, outcome.host))
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
-    return doctor.diagnose(outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks)
+    report = doctor.diagnose(
+        outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks
+    )
+    return _forwarding_findings(outcome, report)
+
+
+def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
+    """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
+    import shutil
+
+    from multihome import doctor, gateway, gateway_doctor, nftables
+
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or not (
+        shutil.which("nft") or os.path.exists("/usr/sbin/nft")
+    ):
+        return report
+    cfg = outcome.config
+    mask = cfg.gateway.mark_mask if cfg.gateway else None
+    extra = gateway_doctor.findings(
+        outcome.host, outcome.desired, nftables.ruleset(), mask, cfg.ownership.protocol
+    )
+    if not extra:
+        return report
+    merged = sorted(
+        [*report.findings, *extra], key=lambda f: f.severity is not doctor.Severity.ERROR
+    )
+    return doctor.Report(findings=tuple(merged), notes=report.notes)
 
 
 def export(

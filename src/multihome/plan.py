@@ -124,6 +124,9 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
             master = names.get(interface.master, f"ifindex {interface.master}")
             result[name] = (Role.PORT, f"port of {master}")
             continue
+        if config.gateway is not None and name in config.gateway.lan:
+            result[name] = (Role.OTHER, "LAN interface ([gateway] lan): not an uplink")
+            continue
         why = ""
         if config.uplinks:
             if name in named:
@@ -295,7 +298,8 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
         if existing:
             tables[uplink.name] = existing[0]
             taken.add(existing[0])
-    reserved = {ownership.balance_table} if config.balance else set()
+    balancing = config.balance or config.gateway is not None
+    reserved = {ownership.balance_table} if balancing else set()
     free = (
         t
         for t in range(ownership.table_min, ownership.table_max + 1)
@@ -520,7 +524,11 @@ def plan(
                 for src in sources[uplink.name]
             ]
     sysctls = _sysctls(config, uplinks)
-    for family in families if config.balance else ():
+    layout = None
+    for family in families:
+        # gateway mode balances forwarded IPv4 (it NATs); IPv6 only with balance = true
+        if not (config.balance or (config.gateway and family is Family.INET)):
+            continue
         if family is Family.INET6 and not any(u.addresses_in(family) for u in uplinks):
             continue  # an IPv4-only host: nothing to say about IPv6 balancing
         extra_routes, extra_rules, extra_sysctls, extra_notes = _balancing(
@@ -530,6 +538,16 @@ def plan(
         rules += extra_rules
         sysctls += extra_sysctls
         notes += extra_notes
+    if config.gateway is not None and Family.INET in families:
+        from multihome import gateway  # gateway mode: fwmark rules and the nftables layout
+
+        extra_rules, extra_sysctls, layout, extra_notes = gateway.plan_gateway(
+            config, state, uplinks, off_link
+        )
+        rules += extra_rules
+        replaced = {s.path for s in extra_sysctls}
+        sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
+        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
@@ -537,4 +555,5 @@ def plan(
         routes=tuple(routes),
         sysctls=tuple(sysctls),
         notes=tuple(notes),
+        gateway=layout,
     )

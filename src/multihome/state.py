@@ -45,6 +45,7 @@ class Record:
 
     sysctl_originals: dict[str, str] = field(default_factory=dict)
     netns_cookie: int | None = None
+    nft_table: bool = False  # gateway mode: multihome's nftables table exists
 
 
 def file_path(netns_id: int, suffix: str) -> str:
@@ -129,6 +130,7 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     return Record(
         netns_cookie=recorded_cookie,
         sysctl_originals=dict(data.get("sysctl_originals", {})),
+        nft_table=bool(data.get("nft_table", False)),
     )
 
 
@@ -136,7 +138,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
     """Write the record atomically (a reader sees the old or the new file, never a mix).
     The rules and routes are listed for people (`ip rule` arguments). Raises StateError."""
     path = file_path(netns_id, "json")
-    if not record.sysctl_originals and not rules and not routes:
+    if not record.sysctl_originals and not rules and not routes and not record.nft_table:
         try:
             remove(netns_id, "json")
         except OSError as error:
@@ -147,6 +149,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "applied_at": time.time(),
         "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
+        "nft_table": record.nft_table,
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }

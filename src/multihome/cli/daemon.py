@@ -40,21 +40,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = "running" if status["running"] else "NOT running (last status below)"
     print(f"multihome watch: {state}, pid {status['pid']}")
     rows = [["UPLINK", "FAMILY", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
-    for name, families in status["uplinks"].items():
-        for family, uplink in sorted(families.items()):
-            since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
-            rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
-            rows.append(
-                [
-                    name,
-                    family.replace("ipv", "IPv"),
-                    uplink["state"],
-                    since,
-                    rtt,
-                    f"{uplink['loss']:.1%}",
-                    ", ".join(uplink["targets"]),
-                ]
-            )
+    entries = [
+        (name, family, uplink)
+        for name, families in status["uplinks"].items()
+        for family, uplink in sorted(families.items())
+    ]
+    gateway = any("connections" in uplink for _, _, uplink in entries)
+    if gateway:  # gateway mode: the connections conntrack holds per uplink
+        rows[0] += ["CONNECTIONS", "BYTES"]
+    for name, family, uplink in entries:
+        since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
+        rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
+        rows.append(
+            [
+                name,
+                family.replace("ipv", "IPv"),
+                uplink["state"],
+                since,
+                rtt,
+                f"{uplink['loss']:.1%}",
+                ", ".join(uplink["targets"]),
+            ]
+        )
+        if gateway:
+            rows[-1] += [str(uplink.get("connections", "-")), str(uplink.get("bytes", "-"))]
     print("\n".join(table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
     last = status["last_reconcile"]
     when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"

@@ -109,37 +109,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     outcome = operations.preview(args.config)
     changes = list(outcome.changes)
+    nft = outcome.table  # gateway mode's nftables table, when it changes
     if args.json:
         print_json(
             {
                 "uplinks": outcome.desired.uplinks,
                 "changes": [change_json(c) for c in changes],
+                "nftables": nft.script() if nft else None,
                 "notes": outcome.desired.notes,
             }
         )
     elif args.format == "ip":
-        print("\n".join(render_ip.commands(changes)) if changes else "# no changes")
+        lines = render_ip.commands(changes)
+        if nft:
+            lines.append(f"nft -f - <<'EOF'\n{nft.script()}EOF")
+        print("\n".join(lines) if lines else "# no changes")
     else:
         if outcome.desired.uplinks:
             print("\n".join(table(uplink_rows(outcome.desired), indent="")))
             print()
         for note in outcome.desired.notes:
             print(f"note: {note}")
-        if changes:
-            print(f"{len(changes)} changes pending:")
+        if changes or nft:
+            print(f"{len(changes) + bool(nft)} changes pending:")
             print("\n".join(f"  {c.describe()}" for c in changes))
+            if nft:
+                print(f"  {nft.describe()}")
+                print("\n".join(f"    {line}" for line in nft.script().splitlines()))
         else:
             print("no changes: the kernel already matches the plan")
-    return EXIT_PENDING if args.check and changes else EXIT_OK
+    return EXIT_PENDING if args.check and (changes or nft) else EXIT_OK
 
 
 def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
     changes = list(outcome.changes)
+    nft = outcome.table
     if args.json:
         print_json(
             {
-                "changed": bool(changes),
+                "changed": bool(changes or nft),
                 "changes": [change_json(c) for c in changes],
+                "nftables": nft.describe() if nft else None,
                 "uplinks": outcome.desired.uplinks,
                 "notes": outcome.desired.notes,
                 "warnings": outcome.warnings,
@@ -150,12 +160,14 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
         print(f"note: {note}")
     for warning in outcome.warnings:
         print(f"multihome: warning: {warning}", file=sys.stderr)
-    if not changes:
+    if not changes and not nft:
         print(f"{verb}: nothing to do, the kernel already matches")
         return EXIT_OK
     for change in changes:
         print(f"  {change.describe()}")
-    print(f"{verb}: {count(len(changes), 'change')} made")
+    if nft:
+        print(f"  {nft.describe()}")
+    print(f"{verb}: {count(len(changes) + bool(nft), 'change')} made")
     return EXIT_OK
 
 

@@ -178,6 +178,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
     if args.all:
         raise MultihomeError("--all goes with `multihome lab clean`")
+    if args.scenario == "gateway":
+        return _gateway(args)
     options = _options(args)
     if args.plot:
         lab_plot.check(args.plot)  # before the run: a bad path must not cost the results
@@ -268,16 +270,63 @@ def _clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    """`multihome lab gateway`: round-robin SNAT, then gateway mode, then a failover."""
+    from multihome.lab import gateway_run
+    from multihome.lab.run import check_privileges
+
+    check_privileges()
+    if not 2 <= args.nics <= MAX_NICS:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+    ignored = [
+        option
+        for option, value in (
+            ("--keep", args.keep),
+            ("--link-rate", args.link_rate),
+            ("--all", args.all),
+            ("NAME", args.name),
+            ("--requests", args.requests),
+        )
+        if value
+    ]
+    if ignored:
+        raise MultihomeError(f"{', '.join(ignored)} does not go with `lab gateway`")
+    options = gateway_run.GatewayOptions(nics=args.nics)
+    phases = gateway_run.run(options)
+    if args.plot:
+        gateway_run.write_png(phases, args.plot)
+    if args.json:
+        print_json(gateway_run.to_json(options, phases))
+        return EXIT_OK
+    print(
+        f"multihome lab gateway: a router with {options.nics} uplinks, {options.sessions}"
+        f" long-lived sessions and {options.rate:g} new connections/s for {options.seconds:g} s"
+        " per phase"
+    )
+    for phase in phases:
+        print(f"\n== phase {phase.name}\n")
+        print("\n".join(gateway_run.listing(phase)))
+    print(
+        "\n== summary (share of the router's TX packets and of the tracked connections per"
+        " uplink; connections)\n"
+    )
+    print("\n".join(gateway_run.summary(phases)))
+    if args.plot:
+        print(f"\nplot written to {args.plot}")
+    return EXIT_OK
+
+
 def _arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "scenario",
         nargs="?",
         default="seed",
-        choices=(*SCENARIO_NAMES, "load", "clean"),
+        choices=(*SCENARIO_NAMES, "gateway", "load", "clean"),
         help="seed (default): the article's NICs on one switch; two-isp: one ISP per NIC, "
-        "with anti-spoofing; load NAME: the lab's downloads on a kept network; clean [NAME]: "
-        "remove lab networks of runs that died, the kept network NAME, or with --all every "
-        "kept one",
+        "with anti-spoofing; gateway: a router balancing a LAN over its uplinks "
+        "(round-robin SNAT, gateway mode, failover); load NAME: the lab's downloads on a kept "
+        "network; clean [NAME]: remove lab networks of runs that died, the kept network NAME, "
+        "or with --all every kept one",
     )
     cmd.add_argument("name", nargs="?", help="with load and clean: a kept network's name")
     cmd.add_argument("--nics", type=int, default=2, help="server NICs, 2-8 (default 2)")

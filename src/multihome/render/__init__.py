@@ -90,6 +90,40 @@ def dynamic_gateway_notes(desired: Desired) -> list[str]:
     return notes
 
 
+NFT_FILE = "/etc/multihome/multihome.nft"
+
+
+def gateway_files(desired: Desired, stack: str) -> tuple[dict[str, str], list[str]]:
+    """Gateway mode for stacks that cannot express nftables: the table as a file for
+    `nft -f` and a oneshot unit that loads it at boot (after nftables.service, whose
+    `flush ruleset` would remove it otherwise), and what the stack still lacks."""
+    if desired.gateway is None:
+        return {}, []
+    from multihome import gateway
+
+    unit = f"""# {HEADER}
+[Unit]
+Description=multihome: gateway mode's nftables table (connection marks, masquerade)
+After=nftables.service
+Before=network-pre.target
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f {NFT_FILE}
+ExecStop=/usr/sbin/nft delete table {gateway.FAMILY} {gateway.TABLE}
+
+[Install]
+WantedBy=multi-user.target
+"""
+    files = {
+        "multihome.nft": f"# {HEADER}\n" + gateway.replace_script(desired.gateway),
+        "multihome-nftables.service": unit,
+    }
+    return files, []
+
+
 Renderer = Callable[[Desired, Options], Rendered]
 
 

@@ -17,6 +17,7 @@ from multihome.render import (
     Rendered,
     balancing_notes,
     dynamic_gateway_notes,
+    gateway_files,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -31,6 +32,12 @@ def _rule_lines(rule: Rule) -> tuple[list[str], list[str]]:
         f"post-up ip -{v} rule add {args(rule)}",
     ]
     return up, [f"pre-down ip -{v} rule del {args(rule)} 2>/dev/null || true"]
+
+
+def _interface_of(path: str) -> str | None:
+    """net/ipv4/conf/eth0/arp_ignore -> eth0; a global sysctl (the multipath hash) -> None."""
+    parts = path.split("/")
+    return parts[3] if len(parts) > 4 and parts[2] == "conf" else None
 
 
 def render(desired: Desired, options: Options) -> Rendered:
@@ -51,12 +58,13 @@ def render(desired: Desired, options: Options) -> Rendered:
         up += [
             f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
             for s in desired.sysctls
-            # namespace-wide ones (the balancing hash policy) go with the first uplink
-            if s.interface == uplink.name or (s.interface is None and index == 0)
+            # namespace-wide ones (the balancing hash policy, conf/all) go with the first uplink
+            if s.interface == uplink.name or (s.interface in (None, "all") and index == 0)
         ]
         # pre-down undoes post-up in reverse: rules go before the routes they use.
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    notes = dynamic_gateway_notes(desired) + balancing_notes(desired)
-    return Rendered({"multihome": "\n".join(lines)}, tuple(notes))
+    extra, gateway_notes = gateway_files(desired, "ifupdown")
+    notes = dynamic_gateway_notes(desired) + balancing_notes(desired) + gateway_notes
+    return Rendered({"multihome": "\n".join(lines), **extra}, tuple(notes))

@@ -41,6 +41,10 @@ def script(desired: Desired, options: Options) -> Rendered:
         lines.append(f"ip -{v} rule add {args(rule)}")
     for sysctl in desired.sysctls:
         lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
+    if desired.gateway is not None:  # gateway mode: multihome's nftables table, replaced whole
+        from multihome import gateway
+
+        lines += ["nft -f - <<'EOF'", gateway.replace_script(desired.gateway) + "EOF"]
     return Rendered(
         {"multihome.sh": "\n".join(lines) + "\n"}, tuple(dynamic_gateway_notes(desired))
     )

@@ -23,6 +23,7 @@ from multihome.render import (
     Options,
     Rendered,
     balancing_notes,
+    gateway_files,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -59,6 +60,9 @@ def _rule(rule: Rule) -> list[str]:
         lines.append(f"Family=ipv{rule.family.version}")
     lines.append(f"Table={TABLE_NAMES.get(rule.table, str(rule.table))}")
     lines.append(f"Priority={rule.priority}")
+    if rule.fwmark is not None:
+        mask = f"/{rule.fwmask:#x}" if rule.fwmask not in (None, 0xFFFFFFFF) else ""
+        lines.append(f"FirewallMark={rule.fwmark:#x}{mask}")
     if rule.suppress_prefixlen is not None:
         lines.append(f"SuppressPrefixLength={rule.suppress_prefixlen}")
     return lines
@@ -81,5 +85,6 @@ def render(desired: Desired, options: Options) -> Rendered:
     if desired.sysctls:
         notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
-    notes += balancing_notes(desired)
-    return Rendered(files, tuple(notes))
+    extra, gateway_notes = gateway_files(desired, "networkd")
+    notes += balancing_notes(desired) + gateway_notes
+    return Rendered({**files, **extra}, tuple(notes))

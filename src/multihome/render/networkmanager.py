@@ -19,6 +19,7 @@ from multihome.render import (
     Options,
     Rendered,
     balancing_notes,
+    gateway_files,
     shared_rules,
     uplink_routes,
     uplink_rules,
@@ -43,6 +44,9 @@ def _rule(rule: Rule) -> str:
         text += f" from {rule.src}"
     else:
         text += f" from {rule.family.any}"
+    if rule.fwmark is not None:
+        mask = f"/{rule.fwmask:#x}" if rule.fwmask not in (None, 0xFFFFFFFF) else ""
+        text += f" fwmark {rule.fwmark:#x}{mask}"
     text += f" table {rule.table}"
     if rule.suppress_prefixlen is not None:
         text += f" suppress_prefixlength {rule.suppress_prefixlen}"
@@ -88,6 +92,8 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
     notes = notes if desired.sysctls else []
+    extra, gateway_notes = gateway_files(desired, "NetworkManager")
     return Rendered(
-        {"multihome-nmcli.sh": "\n".join(lines)}, tuple(notes + balancing_notes(desired))
+        {"multihome-nmcli.sh": "\n".join(lines), **extra},
+        tuple(notes + balancing_notes(desired) + gateway_notes),
     )

@@ -28,8 +28,8 @@ from multihome import config as config_file
 from multihome import discover, namespace, operations
 from multihome.errors import MultihomeError
 from multihome.health import Link, UplinkHealth, observe
-from multihome.model import Family, IPAddress
-from multihome.watch import metrics
+from multihome.model import Family, GatewayLayout, IPAddress
+from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
 from multihome.watch.scheduler import Action, Scheduler
@@ -73,6 +73,8 @@ class Watcher:
         self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
         self.events.setblocking(False)
+        self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
+        self.usage = gateway_usage.Sampler()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -104,6 +106,7 @@ class Watcher:
                     + (" ..." if len(changes) > 6 else "")
                 )
             self._update_probes(outcome)
+            self.layout = outcome.desired.gateway
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
         self._write_status()
@@ -161,6 +164,10 @@ class Watcher:
                     "loss": round(h.lost / h.sent, 4) if h.sent else 0.0,
                     "targets": [str(t) for t in probe.targets] if probe else [],
                 }
+            # gateway mode forwards (and NATs) IPv4: its connections count there
+            for name, used in self.usage.sample(self.layout, time.monotonic()).items():
+                if "ipv4" in uplinks.get(name, {}):
+                    uplinks[name]["ipv4"].update(used)
             self.status.uplinks = uplinks
             data = asdict(self.status)
         try:
@@ -215,9 +222,11 @@ class Watcher:
                     probe.receive(now)
             for action in timers.due(now, probing=bool(self.probes)):
                 if action is Action.EVALUATE_ROUND:
+                    before = self.down(4)
                     if self._evaluate_round(now):
                         self.reconcile("health")
                         timers.reconciled()
+                        self._flush(self.down(4) - before)
                 elif action is Action.SEND_ROUND:
                     for probe in self.probes.values():
                         probe.send(now)
@@ -229,6 +238,28 @@ class Watcher:
             probe.close()
         self.events.close()
         _log("stopped")
+
+    def _flush(self, died: frozenset[str]) -> None:
+        """Gateway mode with flush_on_down: delete the dead uplinks' connections (only
+        multihome's entries, by mark), after the balancing route has left them, so that
+        clients reconnect through a healthy uplink at once instead of hanging."""
+        layout = self.layout
+        if layout is None:
+            return
+        for name in sorted(died):
+            try:
+                gateway_usage.forget_pairs(layout, name)
+            except MultihomeError as error:
+                _log(f"{name}: forgetting its host pairs failed: {error.message}")
+            mark = layout.mark_of(name)
+            if mark is None or not layout.flush_on_down:
+                continue
+            try:
+                count = gateway_usage.flush(mark, layout.mask)
+            except MultihomeError as error:
+                _log(f"{name}: flushing its connections failed: {error.message}")
+            else:
+                _log(f"{name}: {count} tracked connections flushed (mark 0x{mark:08x})")
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False

@@ -19,6 +19,7 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         for name, families in status["uplinks"].items()
         for family, u in sorted(families.items())
     ]
+    gateway = [(name, f["ipv4"]) for name, f in status["uplinks"].items() if "ipv4" in f]
     lines = [
         "# TYPE multihome_uplink_up gauge",
         *(f"multihome_uplink_up{{{labels}}} {int(u['state'] == 'up')}" for labels, u in probed),
@@ -31,6 +32,19 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         ),
         "# TYPE multihome_probes_lost_total counter",
         *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
+        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes)
+        "# TYPE multihome_uplink_connections gauge",
+        *(
+            f'multihome_uplink_connections{{uplink="{n}"}} {u["connections"]}'
+            for n, u in gateway
+            if "connections" in u
+        ),
+        "# TYPE multihome_uplink_connection_bytes gauge",
+        *(
+            f'multihome_uplink_connection_bytes{{uplink="{n}"}} {u["bytes"]}'
+            for n, u in gateway
+            if "bytes" in u
+        ),
         "# TYPE multihome_reconciles_total counter",
         f"multihome_reconciles_total {status['reconciles']}",
         "# TYPE multihome_reconcile_errors_total counter",

@@ -1,0 +1,63 @@
+"""The only module that writes conntrack: delete one uplink's connections, and count them.
+
+It runs conntrack(8) with a mark filter (`--mark V/M`), so only the entries multihome marked
+for that uplink are touched -- never the whole table: port forwards and sessions on the other
+uplinks live on.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from multihome.errors import MultihomeError
+
+TIMEOUT = 30
+_BYTES = re.compile(r"\bbytes=(\d+)")
+_FLOWS = re.compile(r"(\d+) flow entries")
+
+
+def _conntrack() -> str:
+    path = shutil.which("conntrack") or next(
+        (p for p in ("/usr/sbin/conntrack", "/sbin/conntrack") if shutil.which(p)), None
+    )
+    if path is None:
+        raise MultihomeError(
+            "gateway mode needs conntrack(8) for flush_on_down and connection counts",
+            hint="apt-get install conntrack (or dnf install conntrack-tools)",
+        )
+    return path
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_conntrack(), *args], capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def flush(mark: int, mask: int) -> int:
+    """Delete the IPv4 connections that carry `mark` inside `mask`; how many went."""
+    result = _run(["-D", "-f", "ipv4", "--mark", f"{mark:#x}/{mask:#x}"])
+    # conntrack exits 1 when nothing matched; the count is on stderr either way.
+    found = _FLOWS.search(result.stderr)
+    if result.returncode not in (0, 1) or (result.returncode == 1 and found is None):
+        raise MultihomeError(f"conntrack -D failed: {result.stderr.strip()}")
+    return int(found.group(1)) if found else 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    connections: int
+    bytes: int  # both directions; 0 unless nf_conntrack_acct is on
+
+
+def usage(mark: int, mask: int) -> Usage:
+    """The connections one uplink carries now, and their bytes."""
+    result = _run(["-L", "-f", "ipv4", "--mark", f"{mark:#x}/{mask:#x}"])
+    if result.returncode != 0:
+        raise MultihomeError(f"conntrack -L failed: {result.stderr.strip()}")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    total = sum(int(b) for line in lines for b in _BYTES.findall(line))
+    return Usage(len(lines), total)

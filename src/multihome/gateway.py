@@ -1,0 +1,379 @@
+"""PURE: gateway mode -- what a router that forwards a LAN over several uplinks needs.
+
+Per uplink i a mark V_i inside the mark mask M (V_i = i * lowest bit of M) and a rule
+`fwmark V_i/M lookup T_i` after `lookup main suppress_prefixlength 0`; the weighted multipath
+route in the balancing table picks a new forwarded connection's uplink, and multihome's own
+nftables table (`table inet multihome`) makes conntrack remember it:
+
+  prerouting (mangle, before DNAT)  restore the connection's mark on every packet (LAN side,
+                                    and uplinks' replies, for strict rp_filter with
+                                    src_valid_mark); a new connection arriving on an uplink
+                                    (port forward, inbound) gets that uplink's mark
+  output (mangle)                   restore the mark on local sockets' packets
+  postrouting (mangle)              a new connection from the LAN gets the mark of the uplink
+                                    it leaves by
+  postrouting (srcnat)              masquerade per uplink, LAN connections only
+
+Marks are written only inside the mask (`meta mark set meta mark & ~M | V`): nftables cannot
+copy masked bits from ct mark to meta mark, so each uplink has its own restore rule.
+Only IPv4 is marked (no NAT66; IPv6 prefix delegation routes by source prefix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from multihome.config import Config, Sticky
+from multihome.model import (
+    Family,
+    GatewayLayout,
+    HostState,
+    Rule,
+    Sysctl,
+    Uplink,
+)
+
+TABLE = "multihome"
+FAMILY = "inet"
+FORWARDING = "net/ipv4/ip_forward"
+SRC_VALID_MARK = "net/ipv4/conf/all/src_valid_mark"
+CT_ACCOUNTING = "net/netfilter/nf_conntrack_acct"  # bytes per connection, for status
+MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"
+# flow: layer-4 hash (each new connection may take another uplink); host-pair: layer-3 hash
+# (source and destination address only: one inner host and one remote host share an uplink)
+HASH_POLICY = {Sticky.FLOW: "1", Sticky.HOST_PAIR: "0"}
+ALL = 0xFFFFFFFF
+
+
+def mark(mask: int, uplink_id: int) -> int:
+    """The mark of uplink `uplink_id` (1, 2, ...) inside `mask`."""
+    return uplink_id * (mask & -mask)
+
+
+def plan_gateway(
+    config: Config, state: HostState, uplinks: list[Uplink], priority: int
+) -> tuple[list[Rule], list[Sysctl], GatewayLayout, list[str]]:
+    """The fwmark rules, sysctls and nftables layout of gateway mode (raises ConfigError)."""
+    gateway = config.gateway
+    assert gateway is not None
+    if not gateway.lan:
+        raise config.error(
+            "names no LAN interface: gateway mode routes the forwarded traffic of the"
+            " interfaces listed here",
+            "gateway.lan",
+            hint='e.g. lan = ["lan0"] (bridges too: br-lan, docker0, virbr0)',
+        )
+    for name in gateway.lan:
+        if state.interface(name) is None:
+            raise config.error(
+                f"no interface named {name!r} on this host",
+                "gateway.lan",
+                hint="see `multihome show` for the interfaces",
+            )
+    if state.sysctls.get(FORWARDING) == "0":
+        raise config.error(
+            "forwarding is off on this host (net.ipv4.ip_forward=0): the LAN's traffic is"
+            " not routed at all, so gateway mode would do nothing",
+            "gateway",
+            hint="sysctl -w net.ipv4.ip_forward=1, and persist it in /etc/sysctl.d/;"
+            " or remove [gateway]",
+        )
+    own = config.ownership
+    members = [u for u in uplinks if u.addresses_in(Family.INET)]
+    capacity = gateway.mark_mask // (gateway.mark_mask & -gateway.mark_mask)
+    if len(members) > capacity:
+        raise config.error(
+            f"{len(members)} uplinks do not fit in mark_mask 0x{gateway.mark_mask:08X}"
+            f" ({capacity} ids)",
+            "gateway.mark_mask",
+        )
+    marks = tuple((u.name, mark(gateway.mark_mask, i)) for i, u in enumerate(members, start=1))
+    rules = [
+        Rule(
+            Family.INET,
+            priority,
+            u.table,
+            None,
+            None,
+            own.protocol,
+            fwmark=value,
+            fwmask=gateway.mark_mask,
+        )
+        for u, (_, value) in zip(members, marks, strict=True)
+    ]
+    sysctls = [
+        Sysctl(SRC_VALID_MARK, "1"),
+        Sysctl(MULTIPATH_HASH, HASH_POLICY[gateway.sticky]),
+    ]
+    if CT_ACCOUNTING in state.sysctls:
+        sysctls.append(Sysctl(CT_ACCOUNTING, "1"))
+    notes: list[str] = []
+    layout = GatewayLayout(
+        lan=gateway.lan,
+        marks=marks,
+        mask=gateway.mark_mask,
+        masquerade=gateway.masquerade,
+        flush_on_down=gateway.flush_on_down,
+        host_pair=gateway.sticky is Sticky.HOST_PAIR,
+    )
+    return rules, sysctls, layout, notes
+
+
+# -- the nftables table --------------------------------------------------------------------
+
+
+def _names(names: Iterable[str]) -> str:
+    quoted = [f'"{n}"' for n in names]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
+
+
+PAIR_TIMEOUT = "1h"  # how long an idle (inner, remote) pair keeps its uplink
+
+
+def pair_set(layout: GatewayLayout, uplink: str) -> str | None:
+    """The name of the set that remembers an uplink's (inner, remote) pairs (host-pair)."""
+    if not layout.host_pair:
+        return None
+    names = [name for name, _ in layout.marks]
+    return f"pairs{names.index(uplink) + 1}" if uplink in names else None
+
+
+def _body(layout: GatewayLayout) -> list[str]:
+    keep = ALL & ~layout.mask
+    m = f"0x{layout.mask:08x}"
+    k = f"0x{keep:08x}"
+    lan = _names(layout.lan)
+    restore = [
+        f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x{v:08x}"
+        f" meta mark set meta mark & {k} | 0x{v:08x}"
+        for _, v in layout.marks
+    ]
+    lines = []
+    for name, _ in layout.marks if layout.host_pair else ():
+        # host-pair: the pairs each uplink carries, dropped when idle for PAIR_TIMEOUT and
+        # when the uplink dies (multihome watch), so a pair keeps its uplink after another
+        # uplink returns -- a hash alone would re-spread the pairs then
+        lines += [
+            f"\tset {pair_set(layout, name)} {{",
+            "\t\ttype ipv4_addr . ipv4_addr",
+            "\t\tflags dynamic,timeout",
+            f"\t\ttimeout {PAIR_TIMEOUT}",
+            "\t\tsize 65536",
+            "\t}",
+        ]
+    lines += [
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority mangle; policy accept;",
+    ]
+    lines += restore
+    lines += [
+        f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {lan}"
+        f" ip saddr . ip daddr @{pair_set(layout, name)}"
+        f" meta mark set meta mark & {k} | 0x{v:08x}"
+        for name, v in (layout.marks if layout.host_pair else ())
+    ]
+    lines += [
+        f'\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname "{name}"'
+        f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
+        for name, v in layout.marks
+    ]
+    lines += [
+        "\t}",
+        "\tchain output {",
+        "\t\ttype route hook output priority mangle; policy accept;",
+    ]
+    lines += restore
+    lines += [
+        "\t}",
+        "\tchain postrouting {",
+        "\t\ttype filter hook postrouting priority mangle; policy accept;",
+    ]
+    lines += [
+        f'\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname "{name}"'
+        f" update @{pair_set(layout, name)} {{ ip saddr . ip daddr }}"
+        for name, _ in (layout.marks if layout.host_pair else ())
+    ]
+    lines += [
+        f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x00000000 iifname {lan}"
+        f' oifname "{name}" ct mark set ct mark & {k} | 0x{v:08x}'
+        for name, v in layout.marks
+    ]
+    lines.append("\t}")
+    if layout.masquerade:
+        lines += [
+            "\tchain nat {",
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        ]
+        lines += [
+            f'\t\tmeta nfproto ipv4 iifname {lan} oifname "{name}" masquerade'
+            for name, _ in layout.marks
+        ]
+        lines.append("\t}")
+    return lines
+
+
+def shape(layout: GatewayLayout) -> dict[str, int]:
+    """The table's chains with their number of rules, and its sets: what a re-apply compares
+    with the live table (`nft -j list ruleset`), so that a rule or chain someone deleted or
+    added is put right (the digest in the comment cannot see that)."""
+    found: dict[str, int] = {}
+    current = ""
+    for line in _body(layout):
+        text = line.strip()
+        if text.startswith(("chain ", "set ")):
+            current = text.split(" {")[0]
+            found[current] = 0
+        elif current.startswith("chain ") and text not in ("}",) and not text.startswith("type "):
+            found[current] += 1
+    return found
+
+
+def live_shape(ruleset: Any) -> dict[str, int]:
+    """The same, of multihome's table in a parsed `nft -j list ruleset`."""
+    found: dict[str, int] = {}
+    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
+        if not isinstance(item, dict):
+            continue
+        for kind in ("chain", "set", "rule"):
+            body = item.get(kind)
+            if isinstance(body, dict) and body.get("table") == TABLE and body.get(
+                "family"
+            ) == FAMILY:
+                if kind == "rule":
+                    key = f"chain {body.get('chain')}"
+                    found[key] = found.get(key, 0) + 1
+                else:
+                    found.setdefault(f"{kind} {body.get('name')}", 0)
+    return found
+
+
+def digest(layout: GatewayLayout) -> str:
+    """A short fingerprint of the table's content, kept in the table's comment, so that a
+    re-apply finds out without parsing nft's output whether the table is as planned."""
+    return hashlib.sha256("\n".join(_body(layout)).encode()).hexdigest()[:16]
+
+
+def comment(layout: GatewayLayout) -> str:
+    return f"managed by multihome {digest(layout)}"
+
+
+def table_text(layout: GatewayLayout) -> str:
+    """The table as nft(8) prints and reads it."""
+    return "\n".join(
+        [
+            f"table {FAMILY} {TABLE} {{",
+            f'\tcomment "{comment(layout)}"',
+            *_body(layout),
+            "}",
+        ]
+    )
+
+
+def replace_script(layout: GatewayLayout | None) -> str:
+    """`nft -f` input that replaces multihome's table whole in one transaction (or, with no
+    layout, deletes it). The first line creates the table if it is missing, so that the
+    delete always has something to delete; no other table is named."""
+    lines = [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}"]
+    if layout is not None:
+        lines.append(table_text(layout))
+    return "\n".join(lines) + "\n"
+
+
+# -- other software's marks ------------------------------------------------------------------
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every node of a parsed nft JSON expression, depth first."""
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def _is_mark(node: Any) -> bool:
+    return isinstance(node, dict) and any(
+        isinstance(node.get(k), dict) and node[k].get("key") == "mark" for k in ("meta", "ct")
+    )
+
+
+def _bits(left: Any, right: Any) -> int:
+    """The mark bits a match or a mangle reads or writes: a mask (`mark & 0xff00`), an OR or
+    XOR (`mark | 0x4000`, with the bits an inner `& KEEP` clears), or every bit (`mark set 1`)."""
+    if isinstance(left, dict) and "&" in left:
+        values = [v for v in left["&"] if isinstance(v, int)]
+        return values[0] if values else ALL
+    if not isinstance(right, dict):
+        return ALL
+    for op in ("|", "^"):
+        if op in right:
+            bits = 0
+            for part in right[op]:
+                if isinstance(part, int):
+                    bits |= part
+                elif isinstance(part, dict) and "&" in part:
+                    keep = [v for v in part["&"] if isinstance(v, int)]
+                    bits |= ALL & ~keep[0] if keep else ALL
+            return bits
+    if "&" in right:
+        values = [v for v in right["&"] if isinstance(v, int)]
+        return ALL & ~values[0] if values else ALL
+    return ALL
+
+
+def nft_mark_users(ruleset: Any, mask: int) -> list[str]:
+    """Tables of other software (in `nft -j list ruleset`) whose mark matches or mangles
+    touch bits of `mask`, one line each naming the table and chain."""
+    found: list[str] = []
+    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict) or rule.get("table") == TABLE:
+            continue
+        for node in walk(rule.get("expr", [])):
+            if not isinstance(node, dict):
+                continue
+            bits = 0
+            if "match" in node:
+                left, right = node["match"].get("left"), node["match"].get("right")
+                inner = left["&"][0] if isinstance(left, dict) and "&" in left else left
+                if _is_mark(inner):
+                    bits = (
+                        _bits(left, right)
+                        if isinstance(left, dict) and "&" in left
+                        else (right if isinstance(right, int) else ALL)
+                    )
+            elif "mangle" in node and _is_mark(node["mangle"].get("key")):
+                value = node["mangle"].get("value")
+                bits = _bits(None, value)
+            if bits & mask:
+                where = f"table {rule.get('family')} {rule.get('table')} chain {rule.get('chain')}"
+                line = f"{where} uses mark bits 0x{bits & mask:08x}"
+                if line not in found:
+                    found.append(line)
+    return found
+
+
+def rule_mark_users(rules: Iterable[Rule], mask: int, protocol: int) -> list[str]:
+    """fwmark rules of other software whose mark bits overlap `mask`."""
+    found = []
+    for rule in rules:
+        if rule.fwmark is None or rule.protocol == protocol:
+            continue
+        fwmask = ALL if rule.fwmask is None else rule.fwmask
+        bits = rule.fwmark if fwmask == ALL else fwmask
+        if bits & mask:
+            found.append(f"rule `ip -{rule.family.version} rule {rule.ip_args()}`")
+    return found
+
+
+def overlaps(config: Config, rules: Iterable[Rule], ruleset: Any) -> list[str]:
+    """Who else uses the bits of multihome's mark mask (empty: nobody)."""
+    assert config.gateway is not None
+    mask = config.gateway.mark_mask
+    return rule_mark_users(rules, mask, config.ownership.protocol) + nft_mark_users(
+        ruleset, mask
+    )

@@ -1,0 +1,76 @@
+"""PURE: the gateway lab network as a `Topology` (documentation ranges and 198.18.0.0/15).
+
+A router with uplinks eth0..ethN-1, each on its own customer subnet (a /27 of 192.0.2.0/24)
+behind its own ISP router that drops spoofed sources (rp_filter=1), one default route per
+uplink as DHCP installs them, strict reverse-path filtering on the router itself (as RHEL
+ships it), and forwarding on. A LAN client (198.18.0.10/24) sits behind the router's lan0; a
+server on the "internet" (203.0.113.100/24) behind all ISPs.
+"""
+
+from __future__ import annotations
+
+from multihome.lab.description import Link, Port, Topology
+
+ROUTER, CLIENT, SERVER = "router", "client", "server"
+SERVER_ADDRESS = "203.0.113.100"
+CLIENT_ADDRESS = "198.18.0.10"
+
+
+def uplink_address(i: int) -> str:
+    return f"192.0.2.{32 * i + 10}"
+
+
+def gateway(nics: int = 2) -> Topology:
+    hosts = [ROUTER, CLIENT, "internet", SERVER] + [f"isp{i}" for i in range(nics)]
+    links = [
+        Link(Port(ROUTER, "lan0"), Port(CLIENT, "eth0")),
+        Link(Port(SERVER, "eth0"), Port("internet", "sws", "br0")),
+    ]
+    addresses = [
+        (ROUTER, "lan0", "198.18.0.1/24"),
+        (CLIENT, "eth0", f"{CLIENT_ADDRESS}/24"),
+        (SERVER, "eth0", f"{SERVER_ADDRESS}/24"),
+    ]
+    routes = [(CLIENT, "0.0.0.0/0", "198.18.0.1", "eth0", 0)]
+    sysctls = [
+        (ROUTER, "net/ipv4/ip_forward", "1"),
+        (ROUTER, "net/ipv4/conf/all/rp_filter", "1"),
+        (ROUTER, "net/ipv4/conf/default/rp_filter", "1"),
+    ]
+    for i in range(nics):
+        isp = f"isp{i}"
+        base = 32 * i
+        links += [
+            Link(Port(ROUTER, f"eth{i}"), Port(isp, "cust")),
+            Link(Port(isp, "up"), Port("internet", f"sw{i}", "br0")),
+        ]
+        addresses += [
+            (ROUTER, f"eth{i}", f"{uplink_address(i)}/27"),
+            (isp, "cust", f"192.0.2.{base + 1}/27"),
+            (isp, "up", f"203.0.113.{i + 1}/24"),
+        ]
+        routes += [
+            (ROUTER, "0.0.0.0/0", f"192.0.2.{base + 1}", f"eth{i}", 100 * (i + 1)),
+            (SERVER, f"192.0.2.{base}/27", f"203.0.113.{i + 1}", "eth0", 0),
+        ]
+        sysctls += [
+            (isp, "net/ipv4/ip_forward", "1"),
+            (isp, "net/ipv4/conf/all/rp_filter", "1"),
+            (isp, "net/ipv4/conf/default/rp_filter", "1"),
+        ]
+    return Topology(
+        name="gateway",
+        hosts=tuple(hosts),
+        bridges=(("internet", "br0"),),
+        links=tuple(links),
+        addresses=tuple(addresses),
+        routes=tuple(routes),
+        sysctls=tuple(sysctls),
+        roles={"uplink_addresses": [uplink_address(i) for i in range(nics)]},
+    )
+
+
+CONFIG = """\
+[gateway]
+lan = ["lan0"]
+"""

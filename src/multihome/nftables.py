@@ -1,0 +1,157 @@
+"""The only module that writes nftables: multihome's own table, replaced whole.
+
+It runs nft(8): `nft -f -` with input from gateway.replace_script, which creates, deletes and
+re-adds `table inet multihome` in one file, and nft sends one file as one netlink batch -- the
+kernel applies all of it or none. It never flushes the ruleset and never names another table.
+Reading (`nft -j list ...`) is here too, for the plan and the overlap check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from multihome import gateway
+from multihome.errors import KernelError, MultihomeError, PrivilegeError
+from multihome.model import GatewayLayout
+
+NFT = "nft"
+TIMEOUT = 30
+
+
+def _nft() -> str:
+    path = shutil.which(NFT) or next(
+        (p for p in ("/usr/sbin/nft", "/sbin/nft") if shutil.which(p)), None
+    )
+    if path is None:
+        raise MultihomeError(
+            "gateway mode needs nft(8), which is not installed",
+            hint="apt-get install nftables (or dnf install nftables)",
+        )
+    return path
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_nft(), *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+@dataclass(frozen=True)
+class Table:
+    """multihome's table as it is now: whether it exists, and its listing."""
+
+    exists: bool
+    text: str = ""
+    shape: dict[str, int] = field(default_factory=dict)  # chains' rule counts, sets
+
+    @property
+    def comment(self) -> str:
+        # `nft -j` (1.0.6) leaves a table's comment out; the listing has it.
+        found = re.search(r'^\s*comment "([^"]*)"', self.text, re.MULTILINE)
+        return found.group(1) if found else ""
+
+
+def ruleset() -> Any:
+    """`nft -j list ruleset`, parsed (read only)."""
+    result = _run(["-j", "list", "ruleset"])
+    if result.returncode != 0:
+        if "Operation not permitted" in result.stderr:
+            raise PrivilegeError("reading the nftables ruleset was refused", "run as root")
+        raise MultihomeError(f"nft -j list ruleset failed: {result.stderr.strip()}")
+    if not result.stdout.strip():
+        return {"nftables": []}
+    try:
+        return json.loads(result.stdout)
+    except ValueError as error:  # nft 1.0.6 cuts its JSON short at a table with `flags owner`
+        raise MultihomeError(
+            f"nft -j list ruleset printed invalid JSON ({error})",
+            hint="a table with `flags owner` trips nft 1.0.6; see `nft list ruleset`",
+        ) from None
+
+
+def current(rules: Any) -> Table:
+    """multihome's table, if the parsed ruleset has it."""
+    for item in rules.get("nftables", []):
+        table = item.get("table") if isinstance(item, dict) else None
+        if table and table.get("family") == gateway.FAMILY and table.get("name") == gateway.TABLE:
+            return Table(True, listing(), gateway.live_shape(rules))
+    return Table(False)
+
+
+def listing() -> str:
+    """The table as `nft list table inet multihome` prints it ("" when there is none)."""
+    result = _run(["list", "table", gateway.FAMILY, gateway.TABLE])
+    return result.stdout if result.returncode == 0 else ""
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """Replace multihome's table with the layout's, or delete it (layout None)."""
+
+    layout: GatewayLayout | None
+    previous: str  # the table as it was (nft list), "" if there was none
+
+    def script(self) -> str:
+        return gateway.replace_script(self.layout)
+
+    def describe(self) -> str:
+        if self.layout is None:
+            return f"- nftables table {gateway.FAMILY} {gateway.TABLE}"
+        verb = "~" if self.previous else "+"
+        marks = ", ".join(f"{n} 0x{v:08x}" for n, v in self.layout.marks)
+        return f"{verb} nftables table {gateway.FAMILY} {gateway.TABLE} (marks {marks})"
+
+    def inverse(self) -> str:
+        """`nft -f` input that puts the table back as it was."""
+        lines = [f"table {gateway.FAMILY} {gateway.TABLE}"]
+        lines.append(f"delete table {gateway.FAMILY} {gateway.TABLE}")
+        if self.previous:
+            lines.append(self.previous)
+        return "\n".join(lines) + "\n"
+
+
+def change_for(layout: GatewayLayout | None, table: Table) -> TableChange | None:
+    """What to do to the table, or None when it is already as planned."""
+    if layout is None:
+        return TableChange(None, table.text) if table.exists else None
+    if (
+        table.exists
+        and table.comment == gateway.comment(layout)
+        and table.shape == gateway.shape(layout)
+    ):
+        return None
+    return TableChange(layout, table.text)
+
+
+def run_script(script: str) -> None:
+    """Hand one file to nft: one transaction, all of it or nothing."""
+    result = _run(["-f", "-"], stdin=script)
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()
+        if os.geteuid() != 0 and any("Operation not permitted" in line for line in reason):
+            raise PrivilegeError("changing nftables needs CAP_NET_ADMIN", "run as root")
+        raise KernelError(
+            "nftables refused multihome's table: " + " / ".join(reason[:4]),
+            hint="nothing was changed in nftables",
+        )
+
+
+def forget_pairs(set_name: str) -> None:
+    """host-pair: empty one uplink's set of pairs (it died: its pairs may move)."""
+    result = _run(["flush", "set", gateway.FAMILY, gateway.TABLE, set_name])
+    if result.returncode != 0:
+        raise KernelError(f"nft flush set {set_name} failed: {result.stderr.strip()}")
+
+
+def apply(change: TableChange) -> None:
+    run_script(change.script())
+
+
+def undo(change: TableChange) -> None:
+    run_script(change.inverse())

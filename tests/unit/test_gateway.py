@@ -1,0 +1,319 @@
+"""Gateway mode without a kernel: the [gateway] config, the plan (fwmark rules, balancing
+route, sysctls), the nftables table it renders, and the overlap check against other software's
+marks."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from multihome import gateway, netlink
+from multihome.config import Sticky, parse
+from multihome.errors import ConfigError
+from multihome.model import Family, Rule
+from multihome.plan import plan
+from tests.unit.hosts import host
+
+ROUTER = """\
+[gateway]
+lan = ["lan0"]
+"""
+
+
+def router(forwarding: str = "1", extra: dict[str, str] | None = None) -> Any:
+    return host(
+        {"eth0": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": ["198.18.0.1/24"]},
+        defaults=[("eth0", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+        sysctls={"net/ipv4/ip_forward": forwarding, **(extra or {})},
+    )
+
+
+def test_gateway_defaults() -> None:
+    config = parse(ROUTER, "m.toml")
+    assert config.gateway is not None
+    assert config.gateway.lan == ("lan0",)
+    assert config.gateway.masquerade is True and config.gateway.flush_on_down is True
+    assert config.gateway.sticky is Sticky.FLOW and config.gateway.mark_mask == 0x0F000000
+
+
+@pytest.mark.parametrize(
+    ("text", "located", "fragment"),
+    [
+        ('[gateway]\nlan = ["lan0"]\nsticki = "flow"\n', "m.toml:3: gateway.sticki", "did you mean 'sticky'"),
+        ('[gateway]\nlan = ["lan0"]\nsticky = "host_pair"\n', "m.toml:3: gateway.sticky", "did you mean 'host-pair'"),
+        ('[gateway]\nlan = "lan0"\n', "m.toml:2: gateway.lan", "list of interface names"),
+        ('[gateway]\nlan = ["lan0"]\nmark_mask = 0x01000000\n', "m.toml:3: gateway.mark_mask", "room for 1 uplink"),
+        ('[gateway]\nlan = ["lan0"]\nmark_mask = 0x05000000\n', "m.toml:3: gateway.mark_mask", "room for 0 uplink"),
+        ('[gateway]\nlan = ["lan0"]\nmasquerade = "yes"\n', "m.toml:3: gateway.masquerade", "true or false"),
+        ('[uplinks.eth0]\n[gateway]\nlan = ["eth0"]\n', "m.toml:3: gateway.lan", "is an uplink"),
+        ('[gatway]\nlan = ["lan0"]\n', "m.toml:1: gatway", "did you mean 'gateway'"),
+    ],
+)
+def test_gateway_config_errors(text: str, located: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "m.toml")
+    assert str(caught.value).startswith(located), str(caught.value)
+    assert fragment in str(caught.value)
+
+
+def test_an_empty_lan_list_is_an_error_when_planning() -> None:
+    with pytest.raises(ConfigError, match=r"m\.toml:2: gateway\.lan: names no LAN interface"):
+        plan(parse("[gateway]\nlan = []\n", "m.toml"), router())
+    with pytest.raises(ConfigError, match=r"m\.toml:1: gateway\.lan: names no LAN interface"):
+        plan(parse("[gateway]\nmasquerade = true\n", "m.toml"), router())
+
+
+def test_forwarding_off_is_an_error_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan(parse(ROUTER, "m.toml"), router(forwarding="0"))
+    assert "net.ipv4.ip_forward=0" in str(caught.value)
+    assert "sysctl -w net.ipv4.ip_forward=1" in caught.value.hint
+
+
+def test_missing_lan_interface_is_located() -> None:
+    with pytest.raises(ConfigError, match=r"m\.toml:2: gateway\.lan: no interface named 'lan9'"):
+        plan(parse('[gateway]\nlan = ["lan9"]\n', "m.toml"), router())
+
+
+def test_plan_gateway_layout() -> None:
+    desired = plan(parse(ROUTER, "m.toml"), router())
+    # the LAN interface is not detected as an uplink
+    assert [u.name for u in desired.uplinks] == ["eth0", "eth1"]
+    fwmark = [r for r in desired.rules if r.fwmark is not None]
+    assert [(r.priority, r.table, r.fwmark, r.fwmask) for r in fwmark] == [
+        (1002, 100, 0x01000000, 0x0F000000),
+        (1002, 101, 0x02000000, 0x0F000000),
+    ]
+    main = next(r for r in desired.rules if r.table == 254)
+    assert all(r.priority > main.priority for r in fwmark)  # main's specific routes win
+    balancing = [r for r in desired.routes if r.table == 199]
+    assert len(balancing) == 1 and len(balancing[0].nexthops) == 2
+    assert any(r.priority == 1003 and r.table == 199 for r in desired.rules)
+    sysctls = {s.path: s.value for s in desired.sysctls}
+    assert sysctls["net/ipv4/conf/all/src_valid_mark"] == "1"
+    assert sysctls["net/ipv4/fib_multipath_hash_policy"] == "1"
+    assert desired.gateway is not None
+    assert desired.gateway.marks == (("eth0", 0x01000000), ("eth1", 0x02000000))
+    assert "fwmark 0x1000000/0xf000000" in fwmark[0].ip_args()
+
+
+def test_host_pair_uses_the_layer3_hash_and_a_set_per_uplink() -> None:
+    desired = plan(parse(ROUTER + 'sticky = "host-pair"\n', "m.toml"), router())
+    sysctls = {s.path: s.value for s in desired.sysctls}
+    assert sysctls["net/ipv4/fib_multipath_hash_policy"] == "0"
+    assert desired.gateway is not None and desired.gateway.host_pair
+    text = gateway.table_text(desired.gateway)
+    assert "\tset pairs2 {\n\t\ttype ipv4_addr . ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 1h" in text
+    assert 'ip saddr . ip daddr @pairs2 meta mark set meta mark & 0xf0ffffff | 0x02000000' in text
+    assert 'oifname "eth0" update @pairs1 { ip saddr . ip daddr }' in text
+    assert gateway.pair_set(desired.gateway, "eth1") == "pairs2"
+    assert gateway.shape(desired.gateway) == {
+        "set pairs1": 0,
+        "set pairs2": 0,
+        "chain prerouting": 6,
+        "chain output": 2,
+        "chain postrouting": 4,
+        "chain nat": 2,
+    }
+    flow = plan(parse(ROUTER, "m.toml"), router()).gateway
+    assert flow is not None and "set pairs" not in gateway.table_text(flow)
+
+
+def test_down_uplink_leaves_the_multipath_route_but_keeps_its_mark() -> None:
+    desired = plan(parse(ROUTER, "m.toml"), router(), down=frozenset({"eth1"}))
+    balancing = next(r for r in desired.routes if r.table == 199)
+    assert balancing.dev == "eth0" and not balancing.nexthops
+    assert desired.gateway is not None and desired.gateway.mark_of("eth1") == 0x02000000
+    assert any(r.fwmark == 0x02000000 for r in desired.rules)
+
+
+def test_table_text_writes_only_inside_the_mask() -> None:
+    desired = plan(parse(ROUTER + "mark_mask = 0x00F00000\n", "m.toml"), router())
+    assert desired.gateway is not None
+    text = gateway.table_text(desired.gateway)
+    assert "meta mark set meta mark & 0xff0fffff | 0x00100000" in text
+    assert "ct mark set ct mark & 0xff0fffff | 0x00200000" in text
+    assert 'iifname "lan0" oifname "eth1" masquerade' in text
+    assert "priority mangle" in text and "flush" not in text
+    script = gateway.replace_script(desired.gateway)
+    assert script.startswith("table inet multihome\ndelete table inet multihome\n")
+    assert gateway.replace_script(None) == "table inet multihome\ndelete table inet multihome\n"
+    no_nat = plan(parse(ROUTER + "masquerade = false\n", "m.toml"), router()).gateway
+    assert no_nat is not None and "masquerade" not in gateway.table_text(no_nat)
+    assert gateway.digest(no_nat) != gateway.digest(desired.gateway)
+
+
+def _nft_rule(table: str, expr: list[Any]) -> dict[str, Any]:
+    return {"rule": {"family": "ip", "table": table, "chain": "c", "expr": expr}}
+
+
+MARK = {"meta": {"key": "mark"}}
+
+
+@pytest.mark.parametrize(
+    ("expr", "mask", "overlaps"),
+    [
+        # kube-proxy: meta mark set meta mark | 0x4000
+        ([{"mangle": {"key": MARK, "value": {"|": [MARK, 0x4000]}}}], 0x0F000000, False),
+        ([{"mangle": {"key": MARK, "value": {"|": [MARK, 0x4000]}}}], 0x0000F000, True),
+        # mwan3-style match: meta mark & 0x3f00 == 0x100
+        ([{"match": {"op": "==", "left": {"&": [MARK, 0x3F00]}, "right": 0x100}}], 0x0F000000, False),
+        ([{"match": {"op": "==", "left": {"&": [MARK, 0x3F00]}, "right": 0x100}}], 0x0F00, True),
+        # an exact value: wg-quick's 51820
+        ([{"match": {"op": "==", "left": MARK, "right": 51820}}], 0x0F000000, False),
+        # meta mark set 0x1: overwrites every bit, ours too
+        ([{"mangle": {"key": MARK, "value": 1}}], 0x0F000000, True),
+        ([{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}}], 0x0F000000, False),
+    ],
+)
+def test_nft_mark_users(expr: list[Any], mask: int, overlaps: bool) -> None:
+    ruleset = {"nftables": [_nft_rule("other", expr), _nft_rule("multihome", expr)]}
+    found = gateway.nft_mark_users(ruleset, mask)
+    assert bool(found) is overlaps
+    assert all("multihome" not in line for line in found)  # our own table is not a user
+
+
+def test_rule_mark_users_and_refusal_names_the_rule() -> None:
+    foreign = [
+        Rule(Family.INET, 100, 200, None, None, 4, fwmark=0x01000000, fwmask=0x0F000000),
+        Rule(Family.INET, 101, 201, None, None, 4, fwmark=51820, fwmask=0xFFFFFFFF),
+        Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000),
+    ]
+    found = gateway.rule_mark_users(foreign, 0x0F000000, 77)
+    assert found == ["rule `ip -4 rule pref 100 from all fwmark 0x1000000/0xf000000 lookup 200 proto 4`"]
+
+
+def test_fwmark_rule_round_trips_through_the_codec() -> None:
+    rule = Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x02000000, fwmask=0x0F000000)
+    message = memoryview(netlink.encode_rule(netlink.RTM_NEWRULE, rule))
+    assert netlink.decode_rule(message, 16, len(message)) == rule
+    source = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.10/32"), 0, 77)
+    message = memoryview(netlink.encode_rule(netlink.RTM_NEWRULE, source))
+    assert netlink.decode_rule(message, 16, len(message)) == source
+
+
+def test_metrics_show_connections_and_bytes_per_uplink() -> None:
+    from multihome.watch.metrics import metrics_text
+
+    uplink = {"state": "up", "last_rtt_ms": 1.0, "probes_lost": 0}
+    status = {
+        "uplinks": {
+            "eth0": {"ipv4": {**uplink, "connections": 7, "bytes": 1234}},
+            "eth1": {"ipv4": uplink},
+        },
+        "reconciles": 1,
+        "errors": 0,
+    }
+    text = metrics_text(status, {})
+    assert 'multihome_uplink_connections{uplink="eth0"} 7' in text
+    assert 'multihome_uplink_connection_bytes{uplink="eth0"} 1234' in text
+    assert 'uplink="eth1"} ' not in text.split("multihome_uplink_connections")[1].split("# TYPE")[0]
+
+
+def test_doctor_forwarding_checks() -> None:
+    from multihome import gateway_doctor
+
+    state = router()
+    desired = plan(parse("", "m.toml"), router())
+    numgen_snat = _nft_rule(
+        "rrsnat",
+        [{"snat": {"addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 2}}, "data": {"set": [[0, "192.0.2.10"], [1, "192.0.2.42"]]}}}}}],
+    )
+    single_snat = _nft_rule("fixed", [{"snat": {"addr": "192.0.2.10"}}])
+    flowtable = {"flowtable": {"family": "inet", "table": "f", "name": "ft", "dev": ["eth0", "eth1"]}}
+    mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
+    dnat = _nft_rule("portfwd", [{"dnat": {"addr": "198.18.0.10", "port": 8080}}])
+    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle, dnat]}
+    found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, None, 77)}
+    assert set(found) == {"forwarding-one-uplink", "snat-several-addresses", "mark-overlap", "flowtable"}
+    assert "dev eth0" in found["forwarding-one-uplink"].summary
+    assert "port forwards (DNAT) in table ip portfwd" in found["forwarding-one-uplink"].evidence
+    # masquerade alone is symmetric: not reported
+    without_dnat = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
+    checks = {f.check for f in gateway_doctor.findings(state, desired, without_dnat, None, 77)}
+    assert "forwarding-one-uplink" not in checks
+    assert "table ip rrsnat" in found["snat-several-addresses"].summary
+    assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
+    # not forwarding: none of this applies
+    assert gateway_doctor.findings(router(forwarding="0"), desired, ruleset, None, 77) == []
+    # gateway mode applied (multihome's fwmark rules present): forwarding is balanced
+    applied = plan(parse(ROUTER, "m.toml"), state)
+    with_rules = router()
+    object.__setattr__(with_rules, "rules", applied.rules)
+    checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, 77)}
+    assert checks == set()
+
+
+def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
+    import os
+
+    from multihome import install
+    from multihome.render import Options, registry
+
+    state = router()
+    desired = plan(parse(ROUTER, "m.toml"), state)
+    renderers = registry()
+    networkd = renderers["networkd"][0](desired, Options()).files
+    assert "FirewallMark=0x1000000/0xf000000" in networkd["10-eth0.network.d/90-multihome.conf"]
+    assert "FirewallMark=0x2000000/0xf000000" in networkd["10-eth1.network.d/90-multihome.conf"]
+    assert networkd["multihome.nft"].splitlines()[1:3] == [
+        "table inet multihome",
+        "delete table inet multihome",
+    ]
+    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in networkd["multihome-nftables.service"]
+    nm = renderers["networkmanager"][0](desired, Options()).files["multihome-nmcli.sh"]
+    assert "priority 1002 from 0.0.0.0/0 fwmark 0x1000000/0xf000000 table 100" in nm
+    script = renderers["ip"][0](desired, Options()).files["multihome.sh"]
+    assert "ip -4 rule add pref 1002 from all fwmark 0x2000000/0xf000000 lookup 101 proto 77" in script
+    assert "nft -f - <<'EOF'\ntable inet multihome\ndelete table inet multihome\n" in script
+    ifupdown = renderers["ifupdown"][0](desired, Options())
+    assert "multihome.nft" in ifupdown.files and any("balancing (table 199" in n for n in ifupdown.notes)
+
+    root = str(tmp_path)
+    done = install.install(desired, state, root, "networkd", Options())
+    assert os.path.isfile(os.path.join(root, "etc/multihome/multihome.nft"))
+    link = os.path.join(root, "etc/systemd/system/multi-user.target.wants/multihome-nftables.service")
+    assert os.readlink(link) == "../multihome-nftables.service"
+    assert link in done.written
+    install.uninstall(root)
+    assert not os.path.exists(os.path.join(root, "etc/multihome/multihome.nft"))
+    assert not os.path.lexists(link)
+
+
+def test_only_multihomes_own_fwmark_rules_are_owned() -> None:
+    from multihome.model import Ownership
+
+    own = Ownership()
+    ours = Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000)
+    assert own.owns_rule(ours)
+    # proto 77 but not of gateway mode's form: an exact mark, or outside the fwmark priority
+    assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=1, fwmask=0xFFFFFFFF))
+    assert not own.owns_rule(Rule(Family.INET, 1001, 150, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000))
+
+
+def test_gateway_lab_report(tmp_path: Any) -> None:
+    import json as json_module
+
+    from multihome.lab import gateway_run
+
+    rr = gateway_run.PhaseResult(
+        "round-robin-snat", {"eth0": 900, "eth1": 100}, {"eth0": 0, "eth1": 0}, 50, 50, 5, 5
+    )
+    failover = gateway_run.PhaseResult(
+        "failover", {"eth0": 600, "eth1": 400}, {"eth0": 70, "eth1": 20}, 95, 5, 8, 2,
+        failure_at=3.0, return_at=6.0, detection_s=1.5, long_on_dead=2,
+        events=["isp1 upstream down at 3.0 s, detected in 1.50 s"],
+    )
+    assert rr.failed_share == 55 / 110 and failover.shares() == {"eth0": 0.6, "eth1": 0.4}
+    lines = gateway_run.summary([rr, failover])
+    assert lines[0].split() == ["phase", "eth0", "TX", "eth1", "TX", "eth0", "conns", "eth1", "conns", "ok", "failed", "failed", "%"]
+    assert lines[1].split() == ["round-robin-snat", "90.00%", "10.00%", "-", "-", "55", "55", "50.0%"]
+    assert lines[2].split()[3:5] == ["77.78%", "22.22%"]
+    listing = "\n".join(gateway_run.listing(failover))
+    assert "70 connections tracked" in listing and "sessions on the dead uplink: 2" in listing
+    data = json_module.loads(json_module.dumps(gateway_run.to_json(gateway_run.GatewayOptions(), [rr, failover])))
+    assert data["phases"][1]["detection_s"] == 1.5 and data["phases"][0]["failed_share"] == 0.5
+    gateway_run.write_png([rr, failover], str(tmp_path / "gw.png"))
+    assert (tmp_path / "gw.png").stat().st_size > 1000
