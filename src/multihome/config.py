@@ -44,6 +44,7 @@ class UplinkConfig:
     ipv4: bool = True
     ipv6: bool = True
     probe: tuple[IPAddress, ...] = ()  # health-check targets; none: the gateway
+    probe6: tuple[IPAddress, ...] = ()  # IPv6 health-check targets; none: the IPv6 gateway
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ _SECTIONS: dict[str, set[str]] = {
     "health": {"interval", "timeout", "down_after", "up_after"},
     "gateway": {"lan", "masquerade", "sticky", "mark_mask", "flush_on_down"},
 }
-_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe"}
+_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe", "probe6"}
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -194,9 +195,9 @@ class _Reader:
             )
         return table
 
-    def address_list(self, value: Any, key: str) -> list[Any]:
+    def address_list(self, value: Any, key: str, version: int = 4) -> list[Any]:
         if not isinstance(value, list) or len(value) > 8:
-            raise self.fail("must be a list of up to 8 IPv4 addresses", key)
+            raise self.fail(f"must be a list of up to 8 IPv{version} addresses", key)
         return value
 
     def address(self, value: Any, key: str, version: int) -> IPAddress:
@@ -320,6 +321,10 @@ def parse(text: str, path: str = "(string)") -> Config:
                 probe=tuple(
                     read.address(v, f"{prefix}.probe", 4)
                     for v in read.address_list(body.get("probe", []), f"{prefix}.probe")
+                ),
+                probe6=tuple(
+                    read.address(v, f"{prefix}.probe6", 6)
+                    for v in read.address_list(body.get("probe6", []), f"{prefix}.probe6", 6)
                 ),
             )
         )

@@ -107,6 +107,7 @@ def _converge(
     remove: bool,
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
 ) -> Outcome:
     from multihome import confirm, kernel
 
@@ -118,7 +119,7 @@ def _converge(
         host = discover.read_state()
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         table = _table_change(cfg, host, desired, record)
         if changes:
@@ -235,9 +236,12 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
     return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
 
 
-def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
-    """One round of `multihome watch`: apply the plan for the uplinks' current health."""
-    return _converge(config_path, remove=False, confirm_seconds=None, down=down)
+def reconcile(
+    config_path: str | None, down: frozenset[str], down6: frozenset[str] = frozenset()
+) -> Outcome:
+    """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
+    dead over IPv4, `down6`: over IPv6)."""
+    return _converge(config_path, remove=False, confirm_seconds=None, down=down, down6=down6)
 
 
 def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
@@ -302,6 +306,8 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
     from multihome import install as installer
     from multihome.render import Options
 
+    if root == "/":  # NetworkManager's copies of an earlier install look like another owner's
+        installer.uninstall_networkmanager(root, settle=10.0)  # (no protocol): out first
     outcome = preview(config_path)
     if not outcome.desired.uplinks:
         raise MultihomeError(

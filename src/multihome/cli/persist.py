@@ -83,7 +83,12 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         print_json({"removed": removed})
     elif removed:
         print("\n".join(f"  removed {path}" for path in removed))
-        print(f"uninstall: {len(removed)} files removed")
+        connections = sum(1 for r in removed if r.startswith("NetworkManager connection"))
+        files = len(removed) - connections
+        parts = [f"{files} files removed"] if files else []
+        if connections:
+            parts.append(f"multihome's items taken out of {connections} NetworkManager connections")
+        print(f"uninstall: {'; '.join(parts)}")
     else:
         print("uninstall: nothing installed")
     return EXIT_OK
