@@ -55,13 +55,15 @@ def _install_methods(cls: type, order: bool, explicit_hash: bool) -> None:
         return NotImplemented
 
     cls.__eq__ = __eq__  # type: ignore[assignment]
-    if not explicit_hash:
-        hash_key = _tuple_getter(hashed)
+    hash_key = _tuple_getter(hashed)
 
-        def __hash__(self: object) -> int:
-            return hash(hash_key(self))
+    def fields_hash(self: object) -> int:  # what the dataclass's own __hash__ would compute
+        return hash(hash_key(self))
 
-        cls.__hash__ = __hash__  # type: ignore[assignment]
+    if issubclass(cls, _CachedHash):
+        cls._fields_hash = fields_hash  # type: ignore[method-assign]
+    elif not explicit_hash:
+        cls.__hash__ = fields_hash  # type: ignore[method-assign]
 
     def __repr__(self: object) -> str:
         values = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
@@ -100,6 +102,7 @@ def _comparison(
 
     method.__name__ = name
     return method
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -216,6 +219,19 @@ class _CachedHash:
     _hash: int
     _text: str  # ip_args(), made on first use: the state file lists every owned object
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", self._fields_hash())
+
+    def _fields_hash(self) -> int:
+        raise NotImplementedError  # made from the fields by _install_methods
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # a copy made without __init__ (pickle, copy)
+            object.__setattr__(self, "_hash", self._fields_hash())
+            return self._hash
+
     def ip_args(self) -> str:
         """The object as `ip` arguments (without the add/del verb)."""
         text: str | None = getattr(self, "_text", None)
@@ -295,33 +311,6 @@ class Route(_CachedHash):
     type: int = RTN_UNICAST
     nexthops: tuple[NextHop, ...] = ()
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", self._fields_hash())
-
-    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
-        return hash(
-            (
-                self.family,
-                self.table,
-                self.dst,
-                self.dev,
-                self.gateway,
-                self.prefsrc,
-                self.scope,
-                self.protocol,
-                self.metric,
-                self.type,
-                self.nexthops,
-            )
-        )
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:  # a copy made without __init__ (pickle, copy)
-            object.__setattr__(self, "_hash", self._fields_hash())
-            return self._hash
-
     @property
     def is_default(self) -> bool:
         return self.dst.prefixlen == 0
@@ -378,31 +367,6 @@ class Rule(_CachedHash):
     other_selectors: bool = False
     fwmark: int | None = None  # gateway mode: `fwmark M/MASK`, the mark of an uplink
     fwmask: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", self._fields_hash())
-
-    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
-        return hash(
-            (
-                self.family,
-                self.priority,
-                self.table,
-                self.src,
-                self.suppress_prefixlen,
-                self.protocol,
-                self.other_selectors,
-                self.fwmark,
-                self.fwmask,
-            )
-        )
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:  # a copy made without __init__ (pickle, copy)
-            object.__setattr__(self, "_hash", self._fields_hash())
-            return self._hash
 
     def _ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
