@@ -1,6 +1,7 @@
 """PURE: gateway mode -- what a router that forwards a LAN over several uplinks needs.
 
-Per uplink i a mark V_i inside the mark mask M (V_i = i * lowest bit of M) and a rule
+Per uplink i a mark V_i inside the mark mask M (V_i = i * lowest bit of M, i = the uplink's
+table - table_min + 1, so that it stays when other uplinks come and go) and a rule
 `fwmark V_i/M lookup T_i` after `lookup main suppress_prefixlength 0`; the weighted multipath
 route in the balancing table picks a new forwarded connection's uplink, and multihome's own
 nftables table (`table inet multihome`) makes conntrack remember it:
@@ -83,13 +84,20 @@ def plan_gateway(
     own = config.ownership
     members = [u for u in uplinks if u.addresses_in(Family.INET)]
     capacity = gateway.mark_mask // (gateway.mark_mask & -gateway.mark_mask)
-    if len(members) > capacity:
-        raise config.error(
-            f"{len(members)} uplinks do not fit in mark_mask 0x{gateway.mark_mask:08X}"
-            f" ({capacity} ids)",
-            "gateway.mark_mask",
-        )
-    marks = tuple((u.name, mark(gateway.mark_mask, i)) for i, u in enumerate(members, start=1))
+    # An uplink's id comes from its table, not its place in the list: when another uplink
+    # leaves (its link went down), the others keep their marks and so their connections.
+    marks = []
+    for u in members:
+        uplink_id = u.table - own.table_min + 1
+        if not 1 <= uplink_id <= capacity:
+            raise config.error(
+                f"{u.name}'s table {u.table} gives mark id {uplink_id}, which does not fit in"
+                f" mark_mask 0x{gateway.mark_mask:08X} ({capacity} ids: tables"
+                f" {own.table_min}-{own.table_min + capacity - 1})",
+                "gateway.mark_mask",
+                hint="use a wider mark_mask, or tables at the start of [multihome] table_range",
+            )
+        marks.append((u.name, mark(gateway.mark_mask, uplink_id)))
     rules = [
         Rule(
             Family.INET,
@@ -112,7 +120,7 @@ def plan_gateway(
     notes: list[str] = []
     layout = GatewayLayout(
         lan=gateway.lan,
-        marks=marks,
+        marks=tuple(marks),
         mask=gateway.mark_mask,
         masquerade=gateway.masquerade,
         flush_on_down=gateway.flush_on_down,
@@ -136,8 +144,8 @@ def pair_set(layout: GatewayLayout, uplink: str) -> str | None:
     """The name of the set that remembers an uplink's (inner, remote) pairs (host-pair)."""
     if not layout.host_pair:
         return None
-    names = [name for name, _ in layout.marks]
-    return f"pairs{names.index(uplink) + 1}" if uplink in names else None
+    value = layout.mark_of(uplink)
+    return None if value is None else f"pairs{value // (layout.mask & -layout.mask)}"
 
 
 def _body(layout: GatewayLayout) -> list[str]:

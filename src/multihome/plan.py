@@ -449,7 +449,9 @@ def plan(config: Config, state: HostState, down: frozenset[str] = frozenset()) -
     and source rules, and leave the balancing route."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
-    if not config.uplinks and len(chosen) < 2:
+    # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
+    # that is left (or the only one), and its marks must stay when another WAN goes down
+    if not config.uplinks and len(chosen) < (1 if config.gateway is not None else 2):
         names = ", ".join(u.name for u in chosen) or "none"
         notes.append(
             f"single-homed (uplinks: {names}): destination routing is already symmetric,"

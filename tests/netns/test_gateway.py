@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -80,6 +81,29 @@ def mh_table(ns: str) -> list[dict[str, object]]:
         return []
     items: list[dict[str, object]] = json.loads(result.stdout)["nftables"]
     return items
+
+
+def _readline(stream: Any, seconds: float) -> str:
+    """One line from a child's pipe, or an AssertionError after `seconds` (no hang)."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    if not ready:
+        raise AssertionError(f"no line within {seconds} s")
+    line: str = stream.readline()
+    return line
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End a child this test started (by its pid), killing it if it does not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
 
 
 @pytest.fixture
@@ -283,11 +307,11 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
     nft(router, "-f", "-", stdin=DOCKER_TABLE)
     nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
     tables = foreign_tables(router)
+    log = (tmp_path / "watch.log").open("w+")
     try:
-        log = (tmp_path / "watch.log").open("w+")
         start(PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path), stdout=log, stderr=subprocess.STDOUT)
         echo = start("ip", "netns", "exec", server, PY, script, "server", "9000", stdout=subprocess.PIPE)
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        assert echo.stdout is not None and _readline(echo.stdout, 10).strip() == "ready"
         wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
         sessions = start(
             "ip", "netns", "exec", client, PY, script, "client", lab.SERVER_ADDRESS, "9000",
@@ -299,7 +323,7 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
             assert sessions.stdin is not None and sessions.stdout is not None
             sessions.stdin.write(line + "\n")
             sessions.stdin.flush()
-            return json.loads(sessions.stdout.readline())
+            return json.loads(_readline(sessions.stdout, 20))
 
         before = set(command("open 24"))
         wait_for(lambda: set().union(*ports_by_uplink(router).values()) >= before, 5)
@@ -340,13 +364,8 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         assert foreign_tables(router) == tables  # watch's churn never touched them
     finally:
         for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop(proc)
+        log.close()
 
 
 def test_lab_gateway_round_robin_snat_fails_and_policy_does_not(tmp_path: Path) -> None:
@@ -473,8 +492,7 @@ def test_host_pair_keeps_pairs_on_their_uplink_after_another_returns(
         assert all(after[a] == {"eth0"} for a in on_eth1), after
         assert all(after[a] == before[a] for a in inner if a not in on_eth1), after
     finally:
-        watch.terminate()
-        watch.wait(timeout=10)
+        _stop(watch)
         log.close()
 
 
@@ -507,3 +525,79 @@ def test_a_damaged_table_is_put_right_by_the_next_apply(build: Build, config: st
     assert "~ nftables table inet multihome" in out, out
     assert nft(router, "list", "table", "inet", "multihome") == whole
     assert multihome(router, "-c", config, "apply").stdout.startswith("apply: nothing to do")
+
+
+def _ports(ns: str, marks: dict[str, int]) -> dict[str, set[int]]:
+    """The LAN client's established source ports per uplink mark (`conntrack -L`)."""
+    found: dict[str, set[int]] = {}
+    for name, value in marks.items():
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--mark", f"{value:#x}/{MASK:#x}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        found[name] = {
+            int(line.split("sport=")[1].split()[0])
+            for line in out.splitlines()
+            if "ESTABLISHED" in line and f"src={lab.CLIENT_ADDRESS}" in line
+        }
+    return found
+
+
+def test_a_router_link_down_keeps_the_other_uplinks_marks_table_and_connections(
+    build: Build, config: str
+) -> None:
+    # auto-detected uplinks (no [uplinks]): eth1's link goes down, then eth0's too
+    net = build(lab.gateway(nics=3))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    marks = {"eth0": 0x01000000, "eth1": 0x02000000, "eth2": 0x03000000}
+    here = os.path.dirname(__file__)
+    script = os.path.join(here, "longlived.py")
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        multihome(router, "-c", config, "apply")
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", server, PY, script, "server", "9000"], stdout=subprocess.PIPE, text=True
+        )
+        processes.append(echo)
+        assert echo.stdout is not None and _readline(echo.stdout, 10).strip() == "ready"
+        sessions = subprocess.Popen(
+            ["ip", "netns", "exec", client, PY, script, "client", lab.SERVER_ADDRESS, "9000"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        processes.append(sessions)
+
+        def command(line: str) -> Any:
+            assert sessions.stdin is not None and sessions.stdout is not None
+            sessions.stdin.write(line + "\n")
+            sessions.stdin.flush()
+            return json.loads(_readline(sessions.stdout, 20))
+
+        opened = set(command("open 30"))
+        wait_for(lambda: set().union(*_ports(router, marks).values()) >= opened, 5)
+        placed = _ports(router, marks)
+        assert placed["eth0"] and placed["eth2"], placed
+
+        subprocess.run(["ip", "-n", router, "link", "set", "eth1", "down"], check=True)
+        multihome(router, "-c", config, "apply")
+        rules = {(r["fwmark"], r["table"]) for r in _fwmark_rules(router)}
+        assert rules == {("0x1000000", "100"), ("0x3000000", "102")}, rules  # eth2 kept 3
+        assert 'oifname "eth2" masquerade' in nft(router, "list", "table", "inet", "multihome")
+        with TcpServer(server, size=1000):
+            assert fetch(client, [lab.SERVER_ADDRESS], count=20) == {lab.SERVER_ADDRESS: 20}
+        after = _ports(router, marks)
+        assert placed["eth0"] <= after["eth0"] and placed["eth2"] <= after["eth2"], after
+        report = {int(k): v for k, v in command("report").items()}
+        assert not any(report[p] for p in placed["eth0"] | placed["eth2"]), report
+
+        # one WAN left: the table and its masquerade stay (not single-homed)
+        subprocess.run(["ip", "-n", router, "link", "set", "eth0", "down"], check=True)
+        multihome(router, "-c", config, "apply")
+        assert {(r["fwmark"], r["table"]) for r in _fwmark_rules(router)} == {("0x3000000", "102")}
+        assert 'oifname "eth2" masquerade' in nft(router, "list", "table", "inet", "multihome")
+        with TcpServer(server, size=1000):
+            assert fetch(client, [lab.SERVER_ADDRESS], count=10) == {lab.SERVER_ADDRESS: 10}
+        report = {int(k): v for k, v in command("report").items()}
+        assert not any(report[p] for p in placed["eth2"]), report
+    finally:
+        for proc in reversed(processes):
+            _stop(proc)

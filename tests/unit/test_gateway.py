@@ -314,3 +314,20 @@ def test_gateway_lab_report(tmp_path: Any) -> None:
     assert data["phases"][1]["detection_s"] == 1.5 and data["phases"][0]["failed_share"] == 0.5
     gateway_run.write_png([rr, failover], str(tmp_path / "gw.png"))
     assert (tmp_path / "gw.png").stat().st_size > 1000
+
+
+def test_gateway_mode_plans_the_table_for_a_single_detected_uplink() -> None:
+    # H1: one of two WANs lost its default route (link down): the table and the masquerade
+    # on the WAN that still works stay; a router with one WAN gets them too
+    one = host(
+        {"eth0": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": ["198.18.0.1/24"]},
+        defaults=[("eth0", "192.0.2.1", 100)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    desired = plan(parse(ROUTER, "m.toml"), one)
+    assert desired.gateway is not None and desired.gateway.masquerade
+    assert [name for name, _ in desired.gateway.marks] == ["eth0"]
+    assert 'oifname "eth0" masquerade' in gateway.table_text(desired.gateway)
+    assert not any("single-homed" in n for n in desired.notes)
+    # without [gateway] a single uplink is still left alone
+    assert plan(parse("", "m.toml"), one).uplinks == ()
