@@ -92,7 +92,7 @@ def _readline(stream: Any, seconds: float) -> str:
     return line
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[Any]) -> None:
     """End a child this test started (by its pid), killing it if it does not stop."""
     if proc.poll() is None:
         proc.terminate()
