@@ -33,6 +33,11 @@ class Outcome:
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
     table: TableChange | None = None  # gateway mode: multihome's nftables table
 
+    @property
+    def changed(self) -> bool:
+        """Whether anything changes (or changed): routing, sysctls or the nftables table."""
+        return bool(self.changes) or self.table is not None
+
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
     cfg = config_file.load(config_path)

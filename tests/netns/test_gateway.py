@@ -601,3 +601,19 @@ def test_a_router_link_down_keeps_the_other_uplinks_marks_table_and_connections(
     finally:
         for proc in reversed(processes):
             _stop(proc)
+
+
+def test_a_change_of_only_the_table_counts_for_confirm_and_json(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    multihome(router, "-c", config, "apply")
+    nft(router, "delete", "table", "inet", "multihome")  # only the table differs now
+    planned = json.loads(multihome(router, "-c", config, "plan", "--json").stdout)
+    assert planned["changed"] is True and planned["changes"] == [], planned
+    assert multihome(router, "-c", config, "plan", "--check", check=False).returncode == 1
+    result = multihome(router, "-c", config, "apply", "--confirm", "30", "--json")
+    data = json.loads(result.stdout)
+    assert data["changed"] is True and data["changes"] == [] and data["nftables"], data
+    assert "confirm` within 30 s, or the change is reverted" in result.stderr, result
+    assert json.loads(multihome(router, "confirm", "--json").stdout)["outcome"] == "kept"
+    assert mh_table(router) != []
