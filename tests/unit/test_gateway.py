@@ -331,3 +331,15 @@ def test_gateway_mode_plans_the_table_for_a_single_detected_uplink() -> None:
     assert not any("single-homed" in n for n in desired.notes)
     # without [gateway] a single uplink is still left alone
     assert plan(parse("", "m.toml"), one).uplinks == ()
+
+
+def test_netplan_leaves_the_masked_fwmark_rules_out_and_carries_the_table() -> None:
+    from multihome.render import Options, registry
+
+    desired = plan(parse(ROUTER, "m.toml"), router())
+    rendered = registry()["netplan"][0](desired, Options())
+    yaml = rendered.files["90-multihome.yaml"]
+    assert "None" not in yaml and "from: 192.0.2.10" in yaml
+    assert rendered.files["multihome.nft"].splitlines()[1] == "table inet multihome"
+    assert "ExecStart=/usr/sbin/nft" in rendered.files["multihome-nftables.service"]
+    assert any("`mark` takes no mask" in n and "(2 rules)" in n for n in rendered.notes)
