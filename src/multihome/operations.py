@@ -13,7 +13,7 @@ from multihome import config as config_file
 from multihome import confirm, discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.errors import KernelError, MultihomeError, StateError
+from multihome.errors import KernelError, MultihomeError, PrivilegeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
@@ -45,34 +45,50 @@ def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
     return cfg, host, state.load(host.netns_id, namespace.cookie())
 
 
+UNREADABLE_RULESET = (
+    "the nftables ruleset is readable by root only: gateway mode's table and the forwarding"
+    " checks were skipped (run as root to see them)"
+)
+
+
 def preview(config_path: str | None) -> Outcome:
-    """What `apply` would do (reads only)."""
+    """What `apply` would do (reads only; other software's marks are the doctor's to report,
+    and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
     desired = plan(cfg, host)
     changes = tuple(diff(desired, host, record.sysctl_originals))
-    return Outcome(cfg, host, desired, changes, table=_table_change(cfg, host, desired, record))
+    try:
+        table = _table_change(cfg, host, desired, record, refuse=False)
+    except PrivilegeError:
+        return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,))
+    return Outcome(cfg, host, desired, changes, table=table)
+
+
+def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
+    assert cfg.gateway is not None
+    return MultihomeError(
+        f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
+        " by other software: " + "; ".join(users),
+        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
+        " uses which)",
+    )
 
 
 def _table_change(
-    cfg: Config, host: HostState, desired: Desired, record: state.Record
+    cfg: Config, host: HostState, desired: Desired, record: state.Record, refuse: bool = True
 ) -> TableChange | None:
-    """Gateway mode: what to do to multihome's nftables table (refuses when other software
-    uses the bits of the mark mask). Without [gateway] and no table applied, nothing to read."""
+    """Gateway mode: what to do to multihome's nftables table (with `refuse`, raises when
+    other software uses the bits of the mark mask). Without [gateway] and no table applied,
+    nothing to read."""
     if desired.gateway is None and not record.nft_table:
         return None
     from multihome import gateway, nftables
 
     ruleset = nftables.ruleset()
-    if desired.gateway is not None:
+    if desired.gateway is not None and refuse:
         users = gateway.overlaps(cfg, host.rules, ruleset)
         if users:
-            assert cfg.gateway is not None
-            raise MultihomeError(
-                f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
-                " by other software: " + "; ".join(users),
-                hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
-                " uses which)",
-            )
+            raise _overlap_error(cfg, users)
     return nftables.change_for(desired.gateway, nftables.current(ruleset))
 
 
@@ -268,8 +284,12 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
         return report
     cfg = outcome.config
     mask = cfg.gateway.mark_mask if cfg.gateway else None
+    try:
+        ruleset = nftables.ruleset()
+    except PrivilegeError:
+        return doctor.Report(findings=report.findings, notes=(*report.notes, UNREADABLE_RULESET))
     extra = gateway_doctor.findings(
-        outcome.host, outcome.desired, nftables.ruleset(), mask, cfg.ownership.protocol
+        outcome.host, outcome.desired, ruleset, mask, cfg.ownership.protocol
     )
     if not extra:
         return report

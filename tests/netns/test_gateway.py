@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -617,3 +619,37 @@ def test_a_change_of_only_the_table_counts_for_confirm_and_json(build: Build, co
     assert "confirm` within 30 s, or the change is reverted" in result.stderr, result
     assert json.loads(multihome(router, "confirm", "--json").stdout)["outcome"] == "kept"
     assert mh_table(router) != []
+
+
+def test_doctor_reports_a_mark_overlap_and_reads_as_non_root(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    subprocess.run(
+        ["ip", "-n", router, "rule", "add", "pref", "500", "fwmark", "0x2000000/0x3000000", "lookup", "300"],
+        check=True,
+    )
+    result = multihome(router, "-c", config, "doctor", "--json", check=False)
+    assert result.returncode == 1, result  # problems found, not a failure (2)
+    checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert "fwmark 0x2000000/0x3000000 lookup 300" in " ".join(checks["mark-overlap"]["evidence"])
+    assert multihome(router, "-c", config, "plan", check=False).returncode == 0
+    assert multihome(router, "-c", config, "apply", check=False).returncode == 2  # refuses
+
+    # an ordinary user cannot read the ruleset: doctor, show and plan say so and go on
+    nobody = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+    readable = Path(tempfile.mkdtemp(prefix="mh-gw-nobody-"))  # tmp_path's parents are 0700
+    try:
+        readable.chmod(0o755)
+        shared = readable / "multihome.toml"
+        shared.write_text(lab.CONFIG)
+        shared.chmod(0o644)
+        env = {**os.environ, "MULTIHOME_STATE_DIR": str(readable)}
+        for args in (["doctor", "--json"], ["show"], ["plan"]):
+            run = subprocess.run(
+                ["ip", "netns", "exec", router, *nobody, PY, "-m", "multihome", "-c", str(shared), *args],
+                capture_output=True, text=True, env=env, timeout=60,
+            )
+            assert "Traceback" not in run.stderr and run.returncode in (0, 1), (args, run)
+            assert "readable by root only" in run.stdout + run.stderr, (args, run)
+    finally:
+        shutil.rmtree(readable)

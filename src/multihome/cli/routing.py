@@ -73,6 +73,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from multihome.plan import roles
 
     outcome = operations.preview(args.config)
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     host, desired = outcome.host, outcome.desired
     detected = roles(outcome.config, host)
     own = desired.ownership
@@ -108,6 +110,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from multihome.render import ip as render_ip
 
     outcome = operations.preview(args.config)
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     changes = list(outcome.changes)
     nft = outcome.table  # gateway mode's nftables table, when it changes
     if args.json:
