@@ -8,10 +8,10 @@ uplinks live on.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 
+from multihome import tools
 from multihome.errors import MultihomeError
 
 TIMEOUT = 30
@@ -20,21 +20,15 @@ _FLOWS = re.compile(r"(\d+) flow entries")
 
 
 def _conntrack() -> str:
-    path = shutil.which("conntrack") or next(
-        (p for p in ("/usr/sbin/conntrack", "/sbin/conntrack") if shutil.which(p)), None
+    return tools.require(
+        "conntrack",
+        "gateway mode (flush_on_down and connection counts)",
+        hint="apt-get install conntrack (or dnf install conntrack-tools)",
     )
-    if path is None:
-        raise MultihomeError(
-            "gateway mode needs conntrack(8) for flush_on_down and connection counts",
-            hint="apt-get install conntrack (or dnf install conntrack-tools)",
-        )
-    return path
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_conntrack(), *args], capture_output=True, text=True, timeout=TIMEOUT
-    )
+    return tools.run(_conntrack(), args, TIMEOUT)
 
 
 def flush(mark: int, mask: int) -> int:

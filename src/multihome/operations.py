@@ -5,7 +5,6 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +12,7 @@ from multihome import config as config_file
 from multihome import confirm, discover, kernel, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.errors import KernelError, MultihomeError, PrivilegeError, StateError
+from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 from multihome.render import Options, Rendered, registry
@@ -145,14 +144,7 @@ def _converge(
             after = _record_after(record, changes)
             after.netns_cookie = cookie
             after.nft_table = desired.gateway is not None
-            try:
-                _record_or_undo(netns_id, after, rules, routes, changes, host)
-            except StateError:
-                if table is not None:  # the routing part was undone: the table goes back too
-                    from multihome import nftables
-
-                    nftables.undo(table)
-                raise
+            _record_or_undo(netns_id, after, rules, routes, changes, host, table)
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
                 cfg.ownership,
@@ -181,8 +173,18 @@ def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostSt
         nftables.apply(table)
     except MultihomeError as error:
         if changes:
-            kernel.apply([c.inverse() for c in reversed(changes)], host)
-            error.message += f"; the {len(changes)} routing changes made were undone"
+            try:
+                kernel.apply([c.inverse() for c in reversed(changes)], host)
+            except MultihomeError as undo:  # the first error stays the one reported
+                error.message += (
+                    f"; undoing the {len(changes)} routing changes also failed: {undo.message}"
+                )
+                error.hint = (
+                    "the routing changes are in place but NOT recorded, the nftables table"
+                    " is as before; run `multihome apply` again once nft works"
+                )
+            else:
+                error.message += f"; the {len(changes)} routing changes made were undone"
             error.args = (error.message,)
         raise
 
@@ -194,19 +196,36 @@ def _record_or_undo(
     routes: list[Route],
     changes: tuple[Change, ...],
     host: HostState,
+    table: TableChange | None,
 ) -> None:
     """The change and its record succeed or fail together: without the record, `remove`
-    could not put the original sysctls back, so a change that cannot be recorded is undone."""
+    could not put the original sysctls back, so a change that cannot be recorded is undone
+    (the nftables table and the routing part); an undo that fails is added to the message,
+    never raised instead of it."""
     try:
         state.save(netns_id, record, rules, routes)
     except StateError as error:
-        try:
-            kernel.apply([c.inverse() for c in reversed(changes)], host)
-        except KernelError as undo:
+        left: list[str] = []  # what is still in place
+        failures: list[str] = []
+        if table is not None:
+            from multihome import nftables
+
+            try:
+                nftables.undo(table)
+            except MultihomeError as undo:
+                left.append("the nftables table")
+                failures.append(f"undoing the nftables table failed: {undo.message}")
+        if changes:
+            try:
+                kernel.apply([c.inverse() for c in reversed(changes)], host)
+            except MultihomeError as undo:
+                left.append(f"the {len(changes)} routing changes")
+                failures.append(f"undoing the routing changes failed: {undo.message}")
+        if failures:
             raise StateError(
-                f"{error.message}; undoing the change also failed: {undo.message}",
-                hint="the change is in place but NOT recorded; fix the state directory, then"
-                " run `multihome apply` again",
+                f"{error.message}; " + "; ".join(failures),
+                hint=" and ".join(left) + " are in place but NOT recorded (the rest was"
+                " undone); fix the state directory, then run `multihome apply` again",
             ) from None
         raise StateError(
             f"{error.message}; the change was undone (the host is as before)", hint=error.hint
@@ -274,13 +293,9 @@ def diagnose(config_path: str | None) -> Any:
 
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
-    import shutil
+    from multihome import doctor, gateway, gateway_doctor, nftables, tools
 
-    from multihome import doctor, gateway, gateway_doctor, nftables
-
-    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or not (
-        shutil.which("nft") or os.path.exists("/usr/sbin/nft")
-    ):
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
         return report
     cfg = outcome.config
     mask = cfg.gateway.mark_mask if cfg.gateway else None
