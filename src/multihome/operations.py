@@ -31,6 +31,7 @@ class Outcome:
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
     table: TableChange | None = None  # gateway mode: multihome's nftables table
+    table_refused: str = ""  # reconcile: why the table was left as it was (a mark overlap)
 
     @property
     def changed(self) -> bool:
@@ -63,9 +64,13 @@ def preview(config_path: str | None) -> Outcome:
     return Outcome(cfg, host, desired, changes, table=table)
 
 
+class MarkOverlapError(MultihomeError):
+    """Other software uses bits of the mark mask: apply refuses to write the table."""
+
+
 def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
     assert cfg.gateway is not None
-    return MultihomeError(
+    return MarkOverlapError(
         f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
         " by other software: " + "; ".join(users),
         hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
@@ -123,8 +128,10 @@ def _converge(
     remove: bool,
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
+    keep_table_on_overlap: bool = False,
 ) -> Outcome:
     cfg = config_file.load(config_path)
+    refused = ""
     netns_id = namespace.identity()
     snapshot = None
     with state.lock(netns_id):
@@ -134,7 +141,14 @@ def _converge(
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
         changes = tuple(diff(desired, host, record.sysctl_originals))
-        table = _table_change(cfg, host, desired, record)
+        try:
+            table = _table_change(cfg, host, desired, record)
+        except MarkOverlapError as error:
+            if not keep_table_on_overlap:
+                raise
+            # watch: the routing part (the failover of the balancing route) still goes in;
+            # the table stays as it is until the overlap is gone
+            table, refused = None, error.message
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
         if table is not None:
@@ -143,7 +157,7 @@ def _converge(
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
             after.netns_cookie = cookie
-            after.nft_table = desired.gateway is not None
+            after.nft_table = record.nft_table if refused else desired.gateway is not None
             _record_or_undo(netns_id, after, rules, routes, changes, host, table)
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
@@ -161,7 +175,7 @@ def _converge(
     if confirm_seconds is not None and snapshot is not None:
         confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings, table)
+    return Outcome(cfg, host, desired, changes, warnings, table, refused)
 
 
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
@@ -267,8 +281,12 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
 
 
 def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
-    """One round of `multihome watch`: apply the plan for the uplinks' current health."""
-    return _converge(config_path, remove=False, confirm_seconds=None, down=down)
+    """One round of `multihome watch`: apply the plan for the uplinks' current health.
+    A mark overlap leaves the nftables table as it is (Outcome.table_refused) instead of
+    failing the round."""
+    return _converge(
+        config_path, remove=False, confirm_seconds=None, down=down, keep_table_on_overlap=True
+    )
 
 
 def confirm_pending(keep: bool = True) -> tuple[str, float | None]:

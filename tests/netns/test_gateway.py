@@ -653,3 +653,39 @@ def test_doctor_reports_a_mark_overlap_and_reads_as_non_root(build: Build, confi
             assert "readable by root only" in run.stdout + run.stderr, (args, run)
     finally:
         shutil.rmtree(readable)
+
+
+def test_watch_fails_over_despite_a_later_mark_overlap(build: Build, tmp_path: Path) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    path = tmp_path / "watch.toml"
+    path.write_text(WATCH_CONFIG)
+    path.chmod(0o600)
+    log = (tmp_path / "watch.log").open("w+")
+    watch = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        table = nft(router, "list", "table", "inet", "multihome")
+        # other software adds a rule on multihome's mark bits later
+        subprocess.run(
+            ["ip", "-n", router, "rule", "add", "pref", "500", "fwmark", "0x2000000/0x3000000", "lookup", "300"],
+            check=True,
+        )
+        subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "down"], check=True)
+        wait_for(lambda: balancing_devices(router) == ["eth0"], 8)  # the failover still happens
+        assert nft(router, "list", "table", "inet", "multihome") == table  # kept as it was
+
+        def status() -> Any:
+            return json.loads(multihome(router, "status", "--json").stdout)
+
+        wait_for(lambda: "mark_mask" in status().get("last_result", ""), 5)
+        assert status()["errors"] >= 1
+        log.seek(0)
+        text = log.read()
+        assert text.count("nftables table kept") == 1, text  # logged once, not every round
+        assert "fwmark 0x2000000/0x3000000 lookup 300" in text, text
+    finally:
+        _stop(watch)
+        log.close()

@@ -66,6 +66,7 @@ class Watcher:
         self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
         self.events.setblocking(False)
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
+        self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
         self.usage = gateway_usage.Sampler()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
@@ -87,6 +88,12 @@ class Watcher:
         else:
             changes = outcome.changes
             self.status.last_result = _changes(len(changes))
+            if outcome.table_refused:  # the routing part went in; the table was kept
+                self.status.errors += 1
+                self.status.last_result = f"error: {outcome.table_refused}"
+                if outcome.table_refused != self.refused:
+                    _log(f"reconcile ({reason}): nftables table kept: {outcome.table_refused}")
+            self.refused = outcome.table_refused
             if changes:
                 elapsed = (time.monotonic() - start) * 1000
                 _log(
