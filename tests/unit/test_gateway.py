@@ -259,7 +259,11 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
         "table inet multihome",
         "delete table inet multihome",
     ]
-    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in networkd["multihome-nftables.service"]
+    unit = networkd["multihome-nftables.service"]
+    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in unit
+    # a restart or reload of nftables.service (`flush ruleset`) loads the table again
+    assert "PartOf=nftables.service\nReloadPropagatedFrom=nftables.service\n" in unit
+    assert "WantedBy=multi-user.target nftables.service\n" in unit
     nm = renderers["networkmanager"][0](desired, Options()).files["multihome-nmcli.sh"]
     assert "priority 1002 from 0.0.0.0/0 fwmark 0x1000000/0xf000000 table 100" in nm
     script = renderers["ip"][0](desired, Options()).files["multihome.sh"]
@@ -274,9 +278,11 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
     link = os.path.join(root, "etc/systemd/system/multi-user.target.wants/multihome-nftables.service")
     assert os.readlink(link) == "../multihome-nftables.service"
     assert link in done.written
+    again = os.path.join(root, "etc/systemd/system/nftables.service.wants/multihome-nftables.service")
+    assert os.readlink(again) == "../multihome-nftables.service" and again in done.written
     install.uninstall(root)
     assert not os.path.exists(os.path.join(root, "etc/multihome/multihome.nft"))
-    assert not os.path.lexists(link)
+    assert not os.path.lexists(link) and not os.path.lexists(again)
 
 
 def test_only_multihomes_own_fwmark_rules_are_owned() -> None:

@@ -65,6 +65,6 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    extra, gateway_notes = gateway_files(desired, "ifupdown")
-    notes = dynamic_gateway_notes(desired) + balancing_notes(desired) + gateway_notes
+    extra = gateway_files(desired)
+    notes = dynamic_gateway_notes(desired) + balancing_notes(desired)
     return Rendered({"multihome": "\n".join(lines), **extra}, tuple(notes))

@@ -67,6 +67,5 @@ def render(desired: Desired, options: Options) -> Rendered:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
     notes += dynamic_gateway_notes(desired)
     notes += balancing_notes(desired)
-    extra, gateway_notes = gateway_files(desired, "netplan")
-    notes += gateway_notes
+    extra = gateway_files(desired)
     return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes))
