@@ -133,7 +133,6 @@ def _converge(
     cfg = config_file.load(config_path)
     refused = ""
     netns_id = namespace.identity()
-    snapshot = None
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
         host = discover.read_state()
@@ -172,8 +171,8 @@ def _converge(
                 record=record,
                 nft_previous=table.previous if table is not None else None,
             )
-    if confirm_seconds is not None and snapshot is not None:
-        confirm.arm(netns_id, snapshot, confirm_seconds)
+            if confirm_seconds is not None:  # inside the lock: no other apply comes between
+                confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
     return Outcome(cfg, host, desired, changes, warnings, table, refused)
 
