@@ -349,3 +349,14 @@ def test_netplan_leaves_the_masked_fwmark_rules_out_and_carries_the_table() -> N
     assert rendered.files["multihome.nft"].splitlines()[1] == "table inet multihome"
     assert "ExecStart=/usr/sbin/nft" in rendered.files["multihome-nftables.service"]
     assert any("`mark` takes no mask" in n and "(2 rules)" in n for n in rendered.notes)
+
+
+def test_the_gateway_lab_says_why_a_command_failed() -> None:
+    import sys
+
+    from multihome.errors import MultihomeError
+    from multihome.lab import gateway_run
+
+    code = "import os, sys; sys.exit('refused: ' + os.environ['WHY'])"
+    with pytest.raises(MultihomeError, match=r"failed: refused: the cause"):
+        gateway_run._run([sys.executable, "-c", code], env={"WHY": "the cause"})

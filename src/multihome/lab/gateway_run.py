@@ -82,8 +82,11 @@ def _py(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+def _run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command; when it fails, a MultihomeError that carries its stderr (the cause)."""
+    result = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=60, env=env
+    )
     if result.returncode != 0:
         raise MultihomeError(f"{' '.join(argv[:6])} failed: {result.stderr.strip()}")
     return result.stdout
@@ -186,7 +189,7 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
             if name == "round-robin-snat":
                 _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin=_rr_snat(nics))
             elif name == "policy":
-                subprocess.run([*multihome, "apply"], env=env, check=True, capture_output=True)
+                _run([*multihome, "apply"], env=env)
             else:
                 log = stack.enter_context(
                     open(os.path.join(workdir, "watch.log"), "w+", encoding="utf-8")
