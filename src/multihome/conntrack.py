@@ -47,11 +47,26 @@ class Usage:
     bytes: int  # both directions; 0 unless nf_conntrack_acct is on
 
 
-def usage(mark: int, mask: int) -> Usage:
-    """The connections one uplink carries now, and their bytes."""
-    result = _run(["-L", "-f", "ipv4", "--mark", f"{mark:#x}/{mask:#x}"])
+_MARK = re.compile(r"\bmark=(\d+)")
+
+
+def count_by_mark(listing: str, mask: int) -> dict[int, Usage]:
+    """PURE: `conntrack -L` output -> {mark & mask: its connections and bytes}."""
+    found: dict[int, tuple[int, int]] = {}
+    for line in listing.splitlines():
+        mark = _MARK.search(line)
+        if mark is None:
+            continue
+        key = int(mark.group(1)) & mask
+        connections, total = found.get(key, (0, 0))
+        found[key] = (connections + 1, total + sum(int(b) for b in _BYTES.findall(line)))
+    return {key: Usage(c, b) for key, (c, b) in found.items()}
+
+
+def usage_by_mark(mask: int) -> dict[int, Usage]:
+    """Every uplink's connections and bytes from one `conntrack -L` (one walk of the table
+    for all uplinks)."""
+    result = _run(["-L", "-f", "ipv4"])
     if result.returncode != 0:
         raise MultihomeError(f"conntrack -L failed: {result.stderr.strip()}")
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    total = sum(int(b) for line in lines for b in _BYTES.findall(line))
-    return Usage(len(lines), total)
+    return count_by_mark(result.stdout, mask)

@@ -360,3 +360,34 @@ def test_the_gateway_lab_says_why_a_command_failed() -> None:
     code = "import os, sys; sys.exit('refused: ' + os.environ['WHY'])"
     with pytest.raises(MultihomeError, match=r"failed: refused: the cause"):
         gateway_run._run([sys.executable, "-c", code], env={"WHY": "the cause"})
+
+
+CONNTRACK_L = """\
+tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=203.0.113.100 sport=40000 dport=9000 packets=3 bytes=180 src=203.0.113.100 dst=192.0.2.10 sport=9000 dport=40000 packets=2 bytes=120 [ASSURED] mark=16777216 use=1
+tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=203.0.113.100 sport=40001 dport=9000 packets=1 bytes=60 src=203.0.113.100 dst=192.0.2.42 sport=9000 dport=40001 packets=1 bytes=60 [ASSURED] mark=33554688 use=1
+udp      17 29 src=198.18.0.10 dst=203.0.113.100 sport=5353 dport=53 [UNREPLIED] src=203.0.113.100 dst=192.0.2.10 sport=53 dport=5353 mark=16777216 use=1
+tcp      6 10 TIME_WAIT src=192.0.2.10 dst=192.0.2.1 sport=1 dport=2 src=192.0.2.1 dst=192.0.2.10 sport=2 dport=1 [ASSURED] mark=0 use=1
+"""
+
+
+def test_one_conntrack_listing_counts_every_uplink() -> None:
+    from multihome import conntrack
+
+    counts = conntrack.count_by_mark(CONNTRACK_L, 0x0F000000)
+    assert counts[0x01000000] == conntrack.Usage(2, 300)
+    assert counts[0x02000000] == conntrack.Usage(1, 120)  # other bits (0x100) are not ours
+    assert counts[0] == conntrack.Usage(1, 0)
+
+
+def test_the_sampler_logs_a_conntrack_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multihome import tools
+    from multihome.watch.gateway_usage import EVERY, Sampler
+
+    monkeypatch.setattr(tools, "SBIN", ())
+    monkeypatch.setenv("PATH", "/nonexistent")  # conntrack(8) is not there
+    layout = plan(parse(ROUTER, "m.toml"), router()).gateway
+    logged: list[str] = []
+    sampler = Sampler(logged.append)
+    for round_ in range(4):
+        assert sampler.sample(layout, round_ * EVERY * 2) == {}
+    assert len(logged) == 1 and "conntrack(8)" in logged[0], logged

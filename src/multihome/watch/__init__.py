@@ -67,7 +67,7 @@ class Watcher:
         self.events.setblocking(False)
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
-        self.usage = gateway_usage.Sampler()
+        self.usage = gateway_usage.Sampler(_log)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
