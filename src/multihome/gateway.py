@@ -83,6 +83,13 @@ def plan_gateway(
         )
     own = config.ownership
     members = [u for u in uplinks if u.addresses_in(Family.INET)]
+    for name in [*gateway.lan, *(u.name for u in members)]:
+        if '"' in name or "\\" in name:
+            raise config.error(
+                f"interface {name!r} has a name nftables cannot quote (it holds \" or \\)",
+                "gateway.lan" if name in gateway.lan else "gateway",
+                hint=f"rename it: ip link set dev {name!r} name NEWNAME",
+            )
     capacity = gateway.mark_mask // (gateway.mark_mask & -gateway.mark_mask)
     # An uplink's id comes from its table, not its place in the list: when another uplink
     # leaves (its link went down), the others keep their marks and so their connections.
@@ -132,8 +139,15 @@ def plan_gateway(
 # -- the nftables table --------------------------------------------------------------------
 
 
+def quote(name: str) -> str:
+    """An interface name as an nft string: in double quotes (a name may hold characters
+    nft would read as syntax, like `$`, `{` or `;`); plan_gateway refuses names with `"`."""
+    assert '"' not in name and "\\" not in name
+    return f'"{name}"'
+
+
 def _names(names: Iterable[str]) -> str:
-    quoted = [f'"{n}"' for n in names]
+    quoted = [quote(n) for n in names]
     return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
 
@@ -183,7 +197,7 @@ def _body(layout: GatewayLayout) -> list[str]:
         for name, v in (layout.marks if layout.host_pair else ())
     ]
     lines += [
-        f'\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname "{name}"'
+        f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {quote(name)}"
         f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
         for name, v in layout.marks
     ]
@@ -199,13 +213,13 @@ def _body(layout: GatewayLayout) -> list[str]:
         "\t\ttype filter hook postrouting priority mangle; policy accept;",
     ]
     lines += [
-        f'\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname "{name}"'
+        f"\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname {quote(name)}"
         f" update @{pair_set(layout, name)} {{ ip saddr . ip daddr }}"
         for name, _ in (layout.marks if layout.host_pair else ())
     ]
     lines += [
         f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x00000000 iifname {lan}"
-        f' oifname "{name}" ct mark set ct mark & {k} | 0x{v:08x}'
+        f" oifname {quote(name)} ct mark set ct mark & {k} | 0x{v:08x}"
         for name, v in layout.marks
     ]
     lines.append("\t}")
@@ -215,7 +229,7 @@ def _body(layout: GatewayLayout) -> list[str]:
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
         lines += [
-            f'\t\tmeta nfproto ipv4 iifname {lan} oifname "{name}" masquerade'
+            f"\t\tmeta nfproto ipv4 iifname {lan} oifname {quote(name)} masquerade"
             for name, _ in layout.marks
         ]
         lines.append("\t}")

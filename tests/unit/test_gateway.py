@@ -391,3 +391,23 @@ def test_the_sampler_logs_a_conntrack_failure_once(monkeypatch: pytest.MonkeyPat
     for round_ in range(4):
         assert sampler.sample(layout, round_ * EVERY * 2) == {}
     assert len(logged) == 1 and "conntrack(8)" in logged[0], logged
+
+
+def test_interface_names_are_quoted_for_nft_and_a_quote_is_refused() -> None:
+    odd = host(
+        {"wan$1": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan{0}": ["198.18.0.1/24"]},
+        defaults=[("wan$1", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    desired = plan(parse('[gateway]\nlan = ["lan{0}"]\n', "m.toml"), odd)
+    assert desired.gateway is not None
+    text = gateway.table_text(desired.gateway)
+    assert 'iifname "lan{0}" oifname "wan$1" masquerade' in text
+    assert "wan$1" not in text.replace('"wan$1"', "")  # never unquoted
+    quoted = host(
+        {'wan"1': ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": ["198.18.0.1/24"]},
+        defaults=[('wan"1', "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    with pytest.raises(ConfigError, match=r"interface 'wan\"1' has a name nftables cannot quote"):
+        plan(parse(ROUTER, "m.toml"), quoted)
