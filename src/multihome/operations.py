@@ -303,9 +303,26 @@ def diagnose(config_path: str | None) -> Any:
     uplinks = uplink_names(roles(outcome.config, outcome.host))
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
     report = doctor.diagnose(
-        outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks
+        outcome.host,
+        lookups,
+        outcome.desired,
+        list(outcome.changes),
+        uplinks,
+        _table_drift(outcome.table),
     )
     return _forwarding_findings(outcome, report)
+
+
+def _table_drift(table: TableChange | None) -> str | None:
+    """How multihome's nftables table differs from the plan, for the doctor's drift check."""
+    if table is None:
+        return None
+    name = "nftables table inet multihome"
+    if table.layout is None:
+        return f"{name} is left over (the plan has no [gateway])"
+    if not table.previous:
+        return f"{name} is missing (deleted, or flushed by `nft flush ruleset`)"
+    return f"{name} differs from the plan (a rule or chain changed)"
 
 
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:

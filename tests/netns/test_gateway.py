@@ -689,3 +689,21 @@ def test_watch_fails_over_despite_a_later_mark_overlap(build: Build, tmp_path: P
     finally:
         _stop(watch)
         log.close()
+
+
+def test_doctor_reports_a_missing_or_damaged_table_as_drift(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    multihome(router, "-c", config, "apply")
+
+    def drift() -> list[str]:
+        result = multihome(router, "-c", config, "doctor", "--json", check=False)
+        found = [f for f in json.loads(result.stdout)["findings"] if f["check"] == "drift"]
+        return list(found[0]["evidence"]) if found else []
+
+    assert drift() == []
+    victim = next(c["rule"] for c in mh_table(router) if "rule" in c and c["rule"]["chain"] == "nat")  # type: ignore[index,operator]
+    nft(router, "delete", "rule", "inet", "multihome", "nat", "handle", str(victim["handle"]))  # type: ignore[index]
+    assert any("differs from the plan" in line for line in drift())
+    nft(router, "delete", "table", "inet", "multihome")
+    assert any("nftables table inet multihome is missing" in line for line in drift())
