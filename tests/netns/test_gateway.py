@@ -702,7 +702,7 @@ def test_doctor_reports_a_missing_or_damaged_table_as_drift(build: Build, config
         return list(found[0]["evidence"]) if found else []
 
     assert drift() == []
-    victim = next(c["rule"] for c in mh_table(router) if "rule" in c and c["rule"]["chain"] == "nat")  # type: ignore[index,operator]
+    victim = next(c["rule"] for c in mh_table(router) if "rule" in c and c["rule"]["chain"] == "nat")  # type: ignore[index]
     nft(router, "delete", "rule", "inet", "multihome", "nat", "handle", str(victim["handle"]))  # type: ignore[index]
     assert any("differs from the plan" in line for line in drift())
     nft(router, "delete", "table", "inet", "multihome")
