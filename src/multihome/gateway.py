@@ -55,7 +55,7 @@ def mark(mask: int, uplink_id: int) -> int:
 
 def plan_gateway(
     config: Config, state: HostState, uplinks: list[Uplink], priority: int
-) -> tuple[list[Rule], list[Sysctl], GatewayLayout, list[str]]:
+) -> tuple[list[Rule], list[Sysctl], GatewayLayout]:
     """The fwmark rules, sysctls and nftables layout of gateway mode (raises ConfigError)."""
     gateway = config.gateway
     assert gateway is not None
@@ -124,7 +124,6 @@ def plan_gateway(
     ]
     if CT_ACCOUNTING in state.sysctls:
         sysctls.append(Sysctl(CT_ACCOUNTING, "1"))
-    notes: list[str] = []
     layout = GatewayLayout(
         lan=gateway.lan,
         marks=tuple(marks),
@@ -133,7 +132,7 @@ def plan_gateway(
         flush_on_down=gateway.flush_on_down,
         host_pair=gateway.sticky is Sticky.HOST_PAIR,
     )
-    return rules, sysctls, layout, notes
+    return rules, sysctls, layout
 
 
 # -- the nftables table --------------------------------------------------------------------

@@ -521,13 +521,12 @@ def plan(config: Config, state: HostState, down: frozenset[str] = frozenset()) -
     if config.gateway is not None and Family.INET in families:
         from multihome import gateway  # gateway mode: fwmark rules and the nftables layout
 
-        extra_rules, extra_sysctls, layout, extra_notes = gateway.plan_gateway(
+        extra_rules, extra_sysctls, layout = gateway.plan_gateway(
             config, state, uplinks, off_link
         )
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
-        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),

@@ -292,8 +292,6 @@ def _gateway(args: argparse.Namespace) -> int:
         for option, value in (
             ("--keep", args.keep),
             ("--link-rate", args.link_rate),
-            ("--all", args.all),
-            ("NAME", args.name),
             ("--requests", args.requests),
         )
         if value

@@ -357,15 +357,9 @@ def to_json(options: GatewayOptions, phases: list[PhaseResult]) -> dict[str, Any
 
 
 def write_png(phases: list[PhaseResult], path: str) -> None:
-    try:
-        import matplotlib
+    from multihome.lab.plot import _pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MultihomeError(
-            "--plot needs matplotlib", hint="pip install 'multihome[lab]' (or matplotlib)"
-        ) from None
+    plt = _pyplot()
     names = list(phases[0].tx_packets)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(names)
