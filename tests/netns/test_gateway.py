@@ -707,3 +707,47 @@ def test_doctor_reports_a_missing_or_damaged_table_as_drift(build: Build, config
     assert any("differs from the plan" in line for line in drift())
     nft(router, "delete", "table", "inet", "multihome")
     assert any("nftables table inet multihome is missing" in line for line in drift())
+
+
+def test_watch_flushes_the_connections_of_an_uplink_that_left_the_table(
+    build: Build, config: str, tmp_path: Path
+) -> None:
+    # auto-detected uplinks: eth1 loses its default route (DHCP lease lost, link up) and
+    # leaves the table; its port-forwarded connections (not masqueraded, so the kernel keeps
+    # their entries) can no longer be answered through it: flush_on_down deletes them
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    script = os.path.join(os.path.dirname(__file__), "longlived.py")
+    log = (tmp_path / "watch.log").open("w+")
+    processes: list[subprocess.Popen[Any]] = []
+    try:
+        processes.append(subprocess.Popen(
+            [PY, "-m", "multihome", "--netns", router, "watch", "-c", config], stdout=log, stderr=subprocess.STDOUT
+        ))
+        inner = subprocess.Popen(
+            ["ip", "netns", "exec", client, PY, script, "server", "8080"], stdout=subprocess.PIPE, text=True
+        )
+        processes.append(inner)
+        assert inner.stdout is not None and _readline(inner.stdout, 10).strip() == "ready"
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        sessions = subprocess.Popen(
+            ["ip", "netns", "exec", server, PY, script, "client", lab.uplink_address(1), "8080"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        processes.append(sessions)
+        assert sessions.stdin is not None and sessions.stdout is not None
+        sessions.stdin.write("open 8\n")
+        sessions.stdin.flush()
+        assert len(json.loads(_readline(sessions.stdout, 20))) == 8
+        wait_for(lambda: tracked(router, MARKS["eth1"]) >= 8, 5)
+
+        subprocess.run(["ip", "-n", router, "route", "del", "default", "dev", "eth1"], check=True)
+        wait_for(lambda: [r["table"] for r in _fwmark_rules(router)] == ["100"], 8)
+        wait_for(lambda: tracked(router, MARKS["eth1"]) == 0, 5)
+        log.seek(0)
+        assert "eth1: left the table" in log.read()
+    finally:
+        for proc in reversed(processes):
+            _stop(proc)
+        log.close()
