@@ -13,6 +13,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
+# ... the real NetworkManager (and dnsmasq as a DHCP server) in a namespace
+command -v NetworkManager >/dev/null || need_apt+=(network-manager)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 # the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;
 # the man pages are checked with man, the completion with bash and zsh
 for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \

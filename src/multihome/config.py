@@ -7,19 +7,21 @@ its subnet, is the table free) happen in the planner, with the same locations.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import ipaddress
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
+from multihome import CONFIG_PATH
 from multihome.errors import ConfigError
 from multihome.model import RESERVED_TABLES, IPAddress, Ownership
 
-DEFAULT_PATH = "/etc/multihome/multihome.toml"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_PATH = CONFIG_PATH
 MAX_TABLE = 2**32 - 1
 MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
 IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
@@ -42,6 +44,7 @@ class UplinkConfig:
     ipv4: bool = True
     ipv6: bool = True
     probe: tuple[IPAddress, ...] = ()  # health-check targets; none: the gateway
+    probe6: tuple[IPAddress, ...] = ()  # IPv6 health-check targets; none: the IPv6 gateway
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ _SECTIONS: dict[str, set[str]] = {
     "health": {"interval", "timeout", "down_after", "up_after"},
     "gateway": {"lan", "masquerade", "sticky", "mark_mask", "flush_on_down"},
 }
-_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe"}
+_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe", "probe6"}
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -144,6 +147,8 @@ def line_of(lines: dict[str, int], key: str) -> int | None:
 
 
 def _unknown(key: str, known: set[str], where: str) -> str:
+    import difflib  # only for a mistake in the config
+
     close = difflib.get_close_matches(key, sorted(known), n=1)
     suggestion = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown key '{key}' in [{where}]{suggestion}; known: {', '.join(sorted(known))}"
@@ -190,9 +195,9 @@ class _Reader:
             )
         return table
 
-    def address_list(self, value: Any, key: str) -> list[Any]:
+    def address_list(self, value: Any, key: str, version: int = 4) -> list[Any]:
         if not isinstance(value, list) or len(value) > 8:
-            raise self.fail("must be a list of up to 8 IPv4 addresses", key)
+            raise self.fail(f"must be a list of up to 8 IPv{version} addresses", key)
         return value
 
     def address(self, value: Any, key: str, version: int) -> IPAddress:
@@ -209,6 +214,8 @@ class _Reader:
 
 def parse(text: str, path: str = "(string)") -> Config:
     """Parse and validate config text; raises ConfigError naming file, line and key."""
+    import tomllib  # only where a config file exists
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -315,6 +322,10 @@ def parse(text: str, path: str = "(string)") -> Config:
                     read.address(v, f"{prefix}.probe", 4)
                     for v in read.address_list(body.get("probe", []), f"{prefix}.probe")
                 ),
+                probe6=tuple(
+                    read.address(v, f"{prefix}.probe6", 6)
+                    for v in read.address_list(body.get("probe6", []), f"{prefix}.probe6", 6)
+                ),
             )
         )
     if balance and ownership.table_max in seen_tables:
@@ -366,6 +377,8 @@ def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -
     try:
         sticky = Sticky(sticky_value)
     except ValueError:
+        import difflib  # only for a mistake in the config
+
         close = difflib.get_close_matches(str(sticky_value), [s.value for s in Sticky], n=1)
         suggestion = f" (did you mean '{close[0]}'?)" if close else ""
         raise read.fail(

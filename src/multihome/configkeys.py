@@ -186,6 +186,14 @@ KEYS: tuple[Key, ...] = (
         "multihome watch from the uplink's address; none: the gateway itself.",
         '["203.0.113.100"]',
     ),
+    Key(
+        UPLINK_SECTION,
+        "probe6",
+        "[]",
+        "IPv6 health-check targets behind the gateway (up to 8 IPv6 addresses), probed by "
+        "multihome watch with ICMPv6 from the uplink's address; none: the IPv6 gateway itself.",
+        '["2001:db8:ff::100"]',
+    ),
 )
 
 EXAMPLE_UPLINK = "eth0"

@@ -7,10 +7,13 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from multihome.lab.units import human_bytes
 from multihome.model import Counters
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:  # discover imports this module on every command's path
+    from typing import Any
 
 
 def rows(counters: dict[str, Counters], seconds: float | None) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from multihome.model import (
     IPAddress,
     Lookup,
     Route,
-    interface_from,
+    interface_of,
+    interface_order,
 )
 from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
 
@@ -43,6 +44,24 @@ def _interface(link: LinkInfo) -> Interface:
         master=link.master,
         kind=link.kind,
     )
+
+
+_addresses: dict[tuple[str, int, int, int], Address] = {}
+ADDRESSES_CACHED = 1 << 16  # the daemon reads addresses for as long as it runs: bounded
+
+
+def _address(name: str, info: AddressInfo) -> Address:
+    """The Address of a decoded one, shared while it stays: making its IPv4Interface costs
+    more than decoding the message, and the watch reads every address on each reconcile."""
+    key = (name, info.version, info.value, info.prefixlen)
+    address = _addresses.get(key)
+    if address is None:
+        if len(_addresses) >= ADDRESSES_CACHED:
+            _addresses.clear()
+        address = _addresses[key] = Address(
+            name, interface_of(info.version, info.value, info.prefixlen)
+        )
+    return address
 
 
 def _usable(info: AddressInfo) -> bool:
@@ -87,14 +106,13 @@ def read_state() -> HostState:
         with RtnlSocket() as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
             names = {i.index: i.name for i in interfaces}
-            addresses = sorted(
-                (
-                    Address(names[a.index], interface_from(a.address, a.prefixlen))
-                    for a in rtnl.addresses()
-                    if _usable(a) and a.index in names
-                ),
-                key=lambda a: (a.ifname, a.ip.version, a.ip),
+            # sorted by interface, family and address, as comparing the objects would
+            found = sorted(
+                (names[a.index], interface_order(a.version, a.value, a.prefixlen), i, a)
+                for i, a in enumerate(rtnl.addresses())
+                if _usable(a) and a.index in names
             )
+            addresses = [_address(name, a) for name, _, _, a in found]
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:

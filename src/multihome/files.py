@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 
 from multihome.errors import MultihomeError
 
@@ -16,6 +15,8 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     has a unique name beside the target, so concurrent writers never share it. Raises
     OSError."""
     directory = os.path.dirname(path) or "."
+    import tempfile  # every command imports this module; only a change writes a file
+
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".multihome-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -12,7 +12,6 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 
 from multihome import RT_PROTOS
 from multihome.discover import SYSCTL_ROOT
@@ -28,6 +27,10 @@ from multihome.netlink import (
     encode_route,
     encode_rule,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 RT_PROTOS_DIR = "/etc/iproute2/rt_protos.d"
 

@@ -7,12 +7,99 @@ comparison that decides what to change is also the one that reports drift.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import field
 
 from multihome import PROTOCOL
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from dataclasses import dataclass as _dataclass  # what the checkers see
+else:
+
+    def _dataclass(**params: bool) -> Callable[[type], type]:
+        """`dataclasses.dataclass(**params)`, but with equality, hash, ordering and repr made
+        from an `operator.attrgetter` of the fields instead of generated source code.
+
+        Every command imports this module, and dataclass() compiles the code of each method
+        it writes (up to eleven per class): for the classes here that was most of the start-up
+        of `show` beyond the interpreter's own. The classes are real dataclasses (fields(),
+        replace() and asdict() work); their __init__ and the frozen __setattr__ are still
+        generated. The methods behave as dataclass's: same class only, fields in order.
+        """
+        order = params.pop("order", False)
+
+        def wrap(cls: type) -> type:
+            explicit_hash = "__hash__" in cls.__dict__
+            cls = dataclasses.dataclass(cls, repr=False, eq=False, **params)
+            _install_methods(cls, order, explicit_hash)
+            return cls
+
+        return wrap
+
+
+def _install_methods(cls: type, order: bool, explicit_hash: bool) -> None:
+    fields = dataclasses.fields(cls)
+    compared = [f.name for f in fields if f.compare]
+    hashed = [f.name for f in fields if (f.compare if f.hash is None else f.hash)]
+    shown = [f.name for f in fields if f.repr]
+    compare_key = _tuple_getter(compared)
+
+    def __eq__(self: object, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return bool(compare_key(self) == compare_key(other))
+        return NotImplemented
+
+    cls.__eq__ = __eq__  # type: ignore[assignment]
+    if not explicit_hash:
+        hash_key = _tuple_getter(hashed)
+
+        def __hash__(self: object) -> int:
+            return hash(hash_key(self))
+
+        cls.__hash__ = __hash__  # type: ignore[assignment]
+
+    def __repr__(self: object) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"{self.__class__.__qualname__}({values})"
+
+    cls.__repr__ = __repr__  # type: ignore[assignment]
+    if order:
+        for name, compare in (
+            ("__lt__", operator.lt),
+            ("__le__", operator.le),
+            ("__gt__", operator.gt),
+            ("__ge__", operator.ge),
+        ):
+            setattr(cls, name, _comparison(compare_key, compare, name))
+
+
+def _tuple_getter(names: list[str]) -> Callable[[object], tuple[object, ...]]:
+    """The fields' values as a tuple, in one C call (attrgetter gives a bare value for one)."""
+    if len(names) == 1:
+        single = operator.attrgetter(names[0])
+        return lambda obj: (single(obj),)
+    if not names:
+        return lambda obj: ()
+    return operator.attrgetter(*names)
+
+
+def _comparison(
+    key: Callable[[object], tuple[object, ...]],
+    compare: Callable[..., object],
+    name: str,
+) -> Callable[[object, object], object]:
+    def method(self: object, other: object) -> object:
+        if other.__class__ is self.__class__:
+            return compare(key(self), key(other))
+        return NotImplemented
+
+    method.__name__ = name
+    return method
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -39,13 +126,18 @@ HOSTS_CACHED = 1 << 16  # a long-running daemon sees addresses come and go: boun
 def host_network(address: IPAddress) -> IPNetwork:
     """192.0.2.10 -> 192.0.2.10/32, one shared object per address (a host with thousands of
     source addresses builds these for every rule it reads and plans)."""
-    key = (address.version, int(address))
+    return host_network_of(address.version, int(address))
+
+
+def host_network_of(version: int, value: int) -> IPNetwork:
+    """The host network of an address given as an integer (as netlink's codec reads it)."""
+    key = (version, value)
     network = _hosts.get(key)
     if network is None:
-        if address.version == 4:
-            network = ipaddress.IPv4Network((key[1], 32))
+        if version == 4:
+            network = ipaddress.IPv4Network((value, 32))
         else:
-            network = ipaddress.IPv6Network((key[1], 128))
+            network = ipaddress.IPv6Network((value, 128))
         if len(_hosts) >= HOSTS_CACHED:
             _hosts.clear()
         _hosts[key] = network
@@ -57,18 +149,32 @@ def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
     value = int.from_bytes(raw, "big")
     if len(raw) == 4:
         if prefixlen == 32:
-            return host_network(ipaddress.IPv4Address(value))
+            return host_network_of(4, value)
         return ipaddress.IPv4Network((value, prefixlen))
     if prefixlen == 128:
-        return host_network(ipaddress.IPv6Address(value))
+        return host_network_of(6, value)
     return ipaddress.IPv6Network((value, prefixlen))
 
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
     """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
-    if address.version == 4:
-        return ipaddress.IPv4Interface((int(address), prefixlen))
-    return ipaddress.IPv6Interface((int(address), prefixlen))
+    return interface_of(address.version, int(address), prefixlen)
+
+
+def interface_of(version: int, value: int, prefixlen: int) -> IPInterface:
+    """The interface address of an integer (as netlink's codec reads it) and a prefix length."""
+    if version == 4:
+        return ipaddress.IPv4Interface((value, prefixlen))
+    return ipaddress.IPv6Interface((value, prefixlen))
+
+
+def interface_order(version: int, value: int, prefixlen: int) -> tuple[int, int, int, int]:
+    """A sort key that orders interface addresses as comparing the IPv4Interface or
+    IPv6Interface objects does (by network, then netmask, then address) but compares plain
+    integers: sorting 1,000 addresses by their objects costs more than reading them."""
+    bits = 32 if version == 4 else 128
+    mask = ((1 << prefixlen) - 1) << (bits - prefixlen)
+    return version, value & mask, prefixlen, value
 
 
 class Family(enum.IntEnum):
@@ -77,21 +183,52 @@ class Family(enum.IntEnum):
     INET = 2
     INET6 = 10
 
+    # Enum's own hash hashes the member's name in Python code; rules and routes hash their
+    # family on every run. Equal to the int it equals, as a hash should be.
+    __hash__ = int.__hash__
+
     @property
     def version(self) -> int:
         return 4 if self is Family.INET else 6
 
     @property
     def any(self) -> IPNetwork:
-        """The default route's destination in this family."""
-        return ipaddress.ip_network("0.0.0.0/0" if self is Family.INET else "::/0")
+        """The default route's destination in this family (one object each: every uplink's
+        default route asks)."""
+        return _ANY4 if self is Family.INET else _ANY6
 
     @classmethod
     def of(cls, value: IPAddress | IPNetwork | IPInterface) -> Family:
         return cls.INET if value.version == 4 else cls.INET6
 
 
-@dataclass(frozen=True, order=True)
+_ANY4, _ANY6 = ipaddress.IPv4Network((0, 0)), ipaddress.IPv6Network((0, 0))
+FAMILIES = {2: Family.INET, 10: Family.INET6}  # netlink's family number -> Family, fast
+_INET, _INET6 = Family.INET, Family.INET6
+
+
+class _CachedHash:
+    """Slots for the hash of a frozen object, computed once when it is made (every rule and
+    route goes through at least two sets, diff and the no-op check, and hashing one means
+    hashing every field, an address's hash in Python each time), and for its `ip` text."""
+
+    __slots__ = ("_hash", "_text")
+    _hash: int
+    _text: str  # ip_args(), made on first use: the state file lists every owned object
+
+    def ip_args(self) -> str:
+        """The object as `ip` arguments (without the add/del verb)."""
+        text: str | None = getattr(self, "_text", None)
+        if text is None:
+            text = self._ip_args()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _ip_args(self) -> str:
+        raise NotImplementedError
+
+
+@_dataclass(frozen=True, order=True)
 class Interface:
     """A network link as the kernel reports it."""
 
@@ -103,7 +240,7 @@ class Interface:
     kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Counters:
     """An interface's traffic counters since it was created (as `ip -s link` shows them)."""
 
@@ -121,7 +258,7 @@ class Counters:
         )
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@_dataclass(frozen=True, slots=True, order=True)
 class Address:
     """A global address on an interface, with its prefix (192.0.2.10/24)."""
 
@@ -130,10 +267,10 @@ class Address:
 
     @property
     def family(self) -> Family:
-        return Family.of(self.ip)
+        return _INET if self.ip.version == 4 else _INET6  # Family.of, without two calls
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class NextHop:
     """One path of a multipath route."""
 
@@ -142,8 +279,8 @@ class NextHop:
     weight: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+@_dataclass(frozen=True, slots=True)
+class Route(_CachedHash):
     """A route in one table; the fields are the ones `ip route` shows."""
 
     family: Family
@@ -157,6 +294,33 @@ class Route:
     metric: int = 0
     type: int = RTN_UNICAST
     nexthops: tuple[NextHop, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", self._fields_hash())
+
+    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
+        return hash(
+            (
+                self.family,
+                self.table,
+                self.dst,
+                self.dev,
+                self.gateway,
+                self.prefsrc,
+                self.scope,
+                self.protocol,
+                self.metric,
+                self.type,
+                self.nexthops,
+            )
+        )
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # a copy made without __init__ (pickle, copy)
+            object.__setattr__(self, "_hash", self._fields_hash())
+            return self._hash
 
     @property
     def is_default(self) -> bool:
@@ -174,7 +338,7 @@ class Route:
             return tuple((nh.dev, nh.gateway) for nh in self.nexthops if nh.gateway)
         return ((self.dev, self.gateway),) if self.gateway else ()
 
-    def ip_args(self) -> str:
+    def _ip_args(self) -> str:
         """The route as `ip route` arguments (without the add/del verb)."""
         dst = "default" if self.is_default else str(self.dst)
         parts = [dst]
@@ -196,8 +360,8 @@ class Route:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+@_dataclass(frozen=True, slots=True)
+class Rule(_CachedHash):
     """A policy routing rule that looks up a table (`ip rule`).
 
     Only rules of the form multihome writes are modelled in full; `other_selectors` marks a
@@ -215,7 +379,32 @@ class Rule:
     fwmark: int | None = None  # gateway mode: `fwmark M/MASK`, the mark of an uplink
     fwmask: int | None = None
 
-    def ip_args(self) -> str:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", self._fields_hash())
+
+    def _fields_hash(self) -> int:  # what the dataclass's own __hash__ would compute
+        return hash(
+            (
+                self.family,
+                self.priority,
+                self.table,
+                self.src,
+                self.suppress_prefixlen,
+                self.protocol,
+                self.other_selectors,
+                self.fwmark,
+                self.fwmask,
+            )
+        )
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # a copy made without __init__ (pickle, copy)
+            object.__setattr__(self, "_hash", self._fields_hash())
+            return self._hash
+
+    def _ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
         parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
         if self.fwmark is not None:
@@ -228,7 +417,7 @@ class Rule:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@_dataclass(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
     the interface it belongs to (None for a namespace-wide one such as
@@ -251,7 +440,7 @@ class Sysctl:
         return ".".join(part.replace(".", "/") for part in self.path.split("/"))
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Ownership:
     """What marks an object as multihome's: its protocol number, table range, priority band."""
 
@@ -278,7 +467,7 @@ class Ownership:
         return (
             rule.protocol == self.protocol
             and not rule.other_selectors
-            and rule.priority in self.priorities
+            and self.priority <= rule.priority <= self.priority + 3  # in self.priorities
         )
 
     def owns_route(self, route: Route) -> bool:
@@ -292,7 +481,24 @@ class Ownership:
         )
 
 
-@dataclass(frozen=True)
+# The addresses of the last state asked, by interface: the planner asks for every uplink's
+# addresses several times, and scanning all of them each time grows with uplinks x
+# addresses. Keyed by the (immutable) tuple itself, which the entry keeps alive.
+_last_index: tuple[tuple[Address, ...], dict[str, tuple[Address, ...]]] = ((), {})
+
+
+def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, ...]]:
+    global _last_index
+    if _last_index[0] is not addresses:
+        _families_of.clear()  # the uplinks of the previous state are done with
+        lists: dict[str, list[Address]] = {}
+        for address in addresses:
+            lists.setdefault(address.ifname, []).append(address)
+        _last_index = (addresses, {name: tuple(found) for name, found in lists.items()})
+    return _last_index[1]
+
+
+@_dataclass(frozen=True)
 class HostState:
     """Everything multihome reads from one network namespace."""
 
@@ -307,14 +513,13 @@ class HostState:
         return next((i for i in self.interfaces if i.name == name), None)
 
     def addresses_of(self, ifname: str, family: Family | None = None) -> tuple[Address, ...]:
-        return tuple(
-            a
-            for a in self.addresses
-            if a.ifname == ifname and (family is None or a.family == family)
-        )
+        found = _address_index(self.addresses).get(ifname, ())
+        if family is None:
+            return found
+        return tuple(a for a in found if a.family == family)
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class Lookup:
     """The kernel's route lookup for a reply from `src` to `dst` (`ip route get DST from SRC`)."""
 
@@ -345,7 +550,7 @@ class GatewaySource(enum.Enum):
     NONE = "none"
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Uplink:
     """An interface that gets its own routing table and source rules."""
 
@@ -362,10 +567,29 @@ class Uplink:
         return self.gateway4 if family is Family.INET else self.gateway6
 
     def addresses_in(self, family: Family) -> tuple[Address, ...]:
-        return tuple(a for a in self.addresses if a.family == family)
+        return _by_family(self.addresses)[0 if family == Family.INET else 1]
 
 
-@dataclass(frozen=True)
+# Each uplink's addresses split by family, once: the planner asks five times per uplink.
+# Keyed by the identity of the (immutable) tuple, which the entry keeps alive; emptied when
+# a new state is indexed (below), so that a long-running watch keeps one state's worth.
+_families_of: dict[int, tuple[tuple[Address, ...], tuple[tuple[Address, ...], ...]]] = {}
+
+
+def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...]:
+    entry = _families_of.get(id(addresses))
+    if entry is None or entry[0] is not addresses:
+        split = (
+            tuple(a for a in addresses if a.ip.version == 4),
+            tuple(a for a in addresses if a.ip.version == 6),
+        )
+        if len(_families_of) >= 1024:  # uplinks made without a state (tests, renderers)
+            _families_of.clear()
+        entry = _families_of[id(addresses)] = (addresses, split)
+    return entry[1]
+
+
+@_dataclass(frozen=True)
 class GatewayLayout:
     """Gateway mode: what multihome's nftables table does (gateway.py renders it)."""
 
@@ -380,7 +604,7 @@ class GatewayLayout:
         return next((m for name, m in self.marks if name == uplink), None)
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -399,7 +623,7 @@ class Action(enum.Enum):
     SET = "set"
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Change:
     """One step that brings the kernel closer to the plan; `inverse()` undoes it."""
 

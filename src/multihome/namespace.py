@@ -95,13 +95,18 @@ SO_NETNS_COOKIE = 71
 def cookie() -> int | None:
     """The kernel's cookie of this network namespace: unlike the inode, never reused while
     the system runs (Linux 5.14+; None on older kernels)."""
-    import socket
+    import _socket  # not socket: its import costs more than the rest of a no-op apply's
 
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     except OSError:
         return None
+    try:
+        return int.from_bytes(sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    except OSError:
+        return None
+    finally:
+        sock.close()
 
 
 def is_initial() -> bool:

@@ -14,15 +14,18 @@ and only kernel.py sends changes.
 
 from __future__ import annotations
 
+# _socket, not socket: socket.py turns thousands of constants into enums at import, which
+# costs every run of every command more than reading 1,000 rules; this module needs only
+# the plain socket object and a few constants.
+import _socket
 import errno
 import ipaddress
 import os
-import socket
 import struct
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from multihome.model import (
+    FAMILIES,
     Family,
     IPAddress,
     IPNetwork,
@@ -60,6 +63,8 @@ RT_TABLE_LOCAL = 255
 SUPPRESS_NONE = 0xFFFFFFFF
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_FLAGS = struct.Struct("=H")  # nlmsghdr's flags, at offset 6
+_FLAGS_SEQ = struct.Struct("=HI")  # its flags and sequence number, at offset 6
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg and fib_rule_hdr share this layout
 _ATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
@@ -99,6 +104,10 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
         offset += (length + 3) & ~3
 
 
+_UNDECODED: Rule = Rule(Family.INET, 0, 0)  # a marker: not in the cache
+_decoded_rules: dict[bytes, Rule | None] = {}  # a rule message's payload -> its rule
+RULES_CACHED = 1 << 16  # the daemon reads dumps for as long as it runs: bounded
+
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
 _network_cache: dict[tuple[bytes, int], IPNetwork] = {}
 NETWORKS_CACHED = 4096  # the daemon reads dumps for as long as it runs: bounded
@@ -108,8 +117,8 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
     key = (raw, prefixlen)
     network = _network_cache.get(key)
     if network is None:
-        network = network_from(raw, prefixlen)
-        if prefixlen < len(raw) * 8:  # host routes and source rules are unique: no cache
+        network = network_from(raw, prefixlen)  # host networks: model's own cache
+        if prefixlen < len(raw) * 8:
             if len(_network_cache) >= NETWORKS_CACHED:
                 _network_cache.clear()
             _network_cache[key] = network
@@ -122,8 +131,26 @@ def _address(raw: bytes | memoryview) -> IPAddress:
     return ipaddress.IPv6Address(bytes(raw))
 
 
-def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
-    """RTM_NEWRULE or RTM_DELRULE for a rule of multihome's form."""
+# A rule request in one `struct` call: the layout depends only on the source address's
+# length (none, IPv4, IPv6) and on whether suppress_prefixlength is set. The attributes, in
+# this order: FRA_PRIORITY, FRA_TABLE, [FRA_SRC], [FRA_SUPPRESS_PREFIXLEN], FRA_PROTOCOL.
+_rule_layouts: dict[tuple[int, bool], struct.Struct] = {}
+
+
+def _rule_layout(src_bytes: int, suppress: bool) -> struct.Struct:
+    layout = _rule_layouts.get((src_bytes, suppress))
+    if layout is None:
+        fmt = "=IHHII" + "BBBBBBBBI" + "HHI" + "HHI"
+        if src_bytes:
+            fmt += f"HH{src_bytes}s"
+        if suppress:
+            fmt += "HHI"
+        fmt += "HHB3x"
+        layout = _rule_layouts[src_bytes, suppress] = struct.Struct(fmt)
+    return layout
+
+
+def _encode_marked_rule(kind: int, rule: Rule, seq: int) -> bytes:
     src_len = rule.src.prefixlen if rule.src is not None else 0
     body = _RTMSG.pack(
         rule.family,
@@ -150,6 +177,39 @@ def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
     if kind == RTM_NEWRULE:
         flags |= NLM_F_CREATE | NLM_F_EXCL
     return _message(kind, flags, seq, body)
+
+
+def encode_rule(kind: int, rule: Rule, seq: int = 0) -> bytes:
+    """RTM_NEWRULE or RTM_DELRULE for a rule of multihome's form."""
+    if rule.fwmark is not None:  # gateway mode's mark rules, a few: attribute by attribute
+        return _encode_marked_rule(kind, rule, seq)
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if kind == RTM_NEWRULE:
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+    src, suppress = rule.src, rule.suppress_prefixlen
+    values: list[int | bytes] = [
+        FR_ACT_TO_TBL,
+        0,
+        8,
+        FRA_PRIORITY,
+        rule.priority,
+        8,
+        FRA_TABLE,
+        rule.table,
+    ]
+    if src is None:
+        src_bytes, src_len = 0, 0
+    else:
+        src_bytes, src_len = (4, src.prefixlen) if src.version == 4 else (16, src.prefixlen)
+        values += [4 + src_bytes, FRA_SRC, src.network_address.packed]
+    if suppress is not None:
+        values += [8, FRA_SUPPRESS_PREFIXLEN, suppress]
+    values += [5, FRA_PROTOCOL, rule.protocol]
+    layout = _rule_layout(src_bytes, suppress is not None)
+    table = rule.table if rule.table < 256 else RT_TABLE_COMPAT
+    return layout.pack(
+        layout.size, kind, flags, seq, 0, rule.family, 0, src_len, 0, table, 0, 0, *values
+    )
 
 
 def _multipath(route: Route, ifindex: Mapping[str, int]) -> bytes:
@@ -203,7 +263,7 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
     family, dst_len, src_len, _tos, table, _r1, _r2, action, flags = _RTMSG.unpack_from(
         data, offset
     )
-    if family not in (Family.INET, Family.INET6):
+    if family not in FAMILIES:
         return None
     priority = 0
     src = None
@@ -242,14 +302,14 @@ def decode_rule(data: memoryview, offset: int, end: int) -> Rule | None:
         fwmask = 0xFFFFFFFF  # an exact-value match
     elif fwmask is not None and fwmark is None:
         fwmark = 0  # `fwmark 0/MASK`: the masked bits are clear
-    return Rule(Family(family), priority, table, src, suppress, protocol, other, fwmark, fwmask)
+    return Rule(FAMILIES[family], priority, table, src, suppress, protocol, other, fwmark, fwmask)
 
 
 def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str]) -> Route | None:
     family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = _RTMSG.unpack_from(
         data, offset
     )
-    if family not in (Family.INET, Family.INET6) or table == RT_TABLE_LOCAL:
+    if family not in FAMILIES or table == RT_TABLE_LOCAL:
         return None
     dst_raw = b""
     dev = None
@@ -276,7 +336,7 @@ def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str])
     if not dst_raw:
         dst_raw = bytes(4 if family == Family.INET else 16)
     return Route(
-        Family(family),
+        FAMILIES[family],
         table,
         _network(dst_raw, dst_len),
         dev,
@@ -306,25 +366,58 @@ def _decode_nexthops(data: memoryview, names: dict[int, str]) -> list[NextHop]:
     return hops
 
 
-@dataclass(frozen=True)
+# LinkInfo and AddressInfo are plain classes: they live only between the decoder and
+# discover.py, and a dataclass costs every run more to create than it saves to write.
+
+
 class LinkInfo:
-    index: int
-    name: str
-    flags: int
-    master: int | None
-    kind: str
-    stats: tuple[int, int, int, int] = (0, 0, 0, 0)  # rx/tx packets, rx/tx bytes
-    mtu: int = 0
+    """A link as RTM_NEWLINK describes it (the fields multihome reads)."""
+
+    __slots__ = ("flags", "index", "kind", "master", "mtu", "name", "stats")
+
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        flags: int,
+        master: int | None,
+        kind: str,
+        stats: tuple[int, int, int, int] = (0, 0, 0, 0),  # rx/tx packets, rx/tx bytes
+        mtu: int = 0,
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.flags = flags
+        self.master = master
+        self.kind = kind
+        self.stats = stats
+        self.mtu = mtu
 
 
-@dataclass(frozen=True)
 class AddressInfo:
-    index: int
-    family: int
-    address: IPAddress
-    prefixlen: int
-    scope: int
-    flags: int
+    """An address as RTM_NEWADDR describes it; `value` is the address as an integer."""
+
+    __slots__ = ("family", "flags", "index", "prefixlen", "scope", "value")
+
+    def __init__(
+        self, index: int, family: int, value: int, prefixlen: int, scope: int, flags: int
+    ) -> None:
+        self.index = index
+        self.family = family
+        self.value = value
+        self.prefixlen = prefixlen
+        self.scope = scope
+        self.flags = flags
+
+    @property
+    def version(self) -> int:
+        return 4 if self.family == Family.INET else 6
+
+    @property
+    def address(self) -> IPAddress:
+        if self.family == Family.INET:
+            return ipaddress.IPv4Address(self.value)
+        return ipaddress.IPv6Address(self.value)
 
 
 def _string(value: memoryview) -> str:
@@ -354,7 +447,7 @@ def decode_link(data: memoryview, offset: int, end: int) -> LinkInfo:
 
 def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | None:
     family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(data, offset)
-    if family not in (Family.INET, Family.INET6):
+    if family not in FAMILIES:
         return None
     address = local = None
     for attr, value in _attrs(data, offset + _IFADDRMSG.size, end):
@@ -367,15 +460,28 @@ def decode_address(data: memoryview, offset: int, end: int) -> AddressInfo | Non
     chosen = local if local is not None else address  # IFA_LOCAL is ours on point-to-point
     if chosen is None:
         return None
-    return AddressInfo(index, family, _address(chosen), prefixlen, scope, flags)
+    return AddressInfo(index, family, int.from_bytes(chosen, "big"), prefixlen, scope, flags)
 
 
-@dataclass(frozen=True)
 class Refusal:
     """The kernel's answer to one request that failed."""
 
-    errno: int
-    message: str  # the kernel's extended ack text, when it gave one
+    __slots__ = ("errno", "message")
+
+    def __init__(self, errno: int, message: str) -> None:
+        self.errno = errno
+        self.message = message  # the kernel's extended ack text, when it gave one
+
+    def __repr__(self) -> str:
+        return f"Refusal(errno={self.errno!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Refusal):
+            return NotImplemented
+        return (self.errno, self.message) == (other.errno, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.errno, self.message))
 
     def __str__(self) -> str:
         text = os.strerror(self.errno)
@@ -386,10 +492,10 @@ class RtnlSocket:
     """A NETLINK_ROUTE socket for dumps and batched requests with per-request acks."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
         self.sock.bind((0, 0))
-        for option, value in ((socket.SO_SNDBUF, SEND_BUFFER), (socket.SO_RCVBUF, 4 << 20)):
-            self.sock.setsockopt(socket.SOL_SOCKET, option, value)
+        for option, value in ((_socket.SO_SNDBUF, SEND_BUFFER), (_socket.SO_RCVBUF, 4 << 20)):
+            self.sock.setsockopt(_socket.SOL_SOCKET, option, value)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             self.sock.setsockopt(SOL_NETLINK, option, 1)
         self.seq = 1
@@ -441,7 +547,21 @@ class RtnlSocket:
         return [a for d, o, e in self.dump(RTM_GETADDR) if (a := decode_address(d, o, e))]
 
     def rules(self) -> list[Rule]:
-        return [r for d, o, e in self.dump(RTM_GETRULE) if (r := decode_rule(d, o, e))]
+        # A rule's message is the same bytes in every dump while the rule exists: the watch,
+        # which reads thousands of rules on every reconcile, decodes each of them once.
+        rules = []
+        cache = _decoded_rules
+        for data, offset, end in self.dump(RTM_GETRULE):
+            key = data[offset:end].tobytes()
+            rule = cache.get(key, _UNDECODED)
+            if rule is _UNDECODED:
+                rule = decode_rule(data, offset, end)
+                if len(cache) >= RULES_CACHED:
+                    cache.clear()
+                cache[key] = rule
+            if rule is not None:
+                rules.append(rule)
+        return rules
 
     def routes(self, names: dict[int, str]) -> list[Route]:
         return [r for d, o, e in self.dump(RTM_GETROUTE) if (r := decode_route(d, o, e, names))]
@@ -493,19 +613,24 @@ class RtnlSocket:
         first_seq = self.seq + 1
         buffer = bytearray(b"".join(batch))
         offset = 0
-        for message in batch:  # number the requests so that acks map back to them
-            struct.pack_into("=I", buffer, offset + 8, self.next_seq())
+        last = len(batch) - 1
+        for index, message in enumerate(batch):
+            # Number the requests so that answers map back to them. Only the last asks for
+            # an ack: the kernel answers every failed request anyway, in order, so once the
+            # last one is answered every failure before it has been reported; 2,000 acks
+            # would cost 2,000 receive calls (and the kernel as many messages).
+            flags = _FLAGS.unpack_from(buffer, offset + 6)[0]
+            flags = flags | NLM_F_ACK if index == last else flags & ~NLM_F_ACK
+            _FLAGS_SEQ.pack_into(buffer, offset + 6, flags, self.next_seq())
             offset += len(message)
         self.sock.send(buffer)
-        pending = len(batch)
         for data, offset, length, mtype, flags, mseq in self._incoming():
             index = mseq - first_seq
-            if mtype == NLMSG_ERROR and 0 <= index < len(batch):
+            if mtype == NLMSG_ERROR and 0 <= index <= last:
                 code = _error_code(data, offset)
                 if code:
                     verdicts[base + index] = Refusal(code, _ext_ack(data, offset, length, flags))
-                pending -= 1
-                if not pending:
+                if index == last:
                     return
 
 
@@ -523,3 +648,47 @@ def _ext_ack(data: memoryview, offset: int, length: int, flags: int) -> str:
         if kind == NLMSGERR_ATTR_MSG:
             return bytes(value).rstrip(b"\0").decode(errors="replace")
     return ""
+
+
+# -- the echoes of our own changes, in the events a watcher receives ------------------------
+
+Echoes = dict[tuple[int, Rule | Route], int]  # (message type, object) -> events to come
+
+
+def echoes_of(changes: Iterable[tuple[bool, Rule | Route]]) -> Echoes:
+    """The events the kernel will multicast for these changes, (added?, rule or route) each."""
+    echoes: Echoes = {}
+    for added, obj in changes:
+        if isinstance(obj, Rule):
+            kind = RTM_NEWRULE if added else RTM_DELRULE
+        else:
+            kind = RTM_NEWROUTE if added else RTM_DELROUTE
+        echoes[kind, obj] = echoes.get((kind, obj), 0) + 1
+    return echoes
+
+
+def only_echoes(data: bytes, echoes: Echoes, names: dict[int, str]) -> bool:
+    """Whether every message of this datagram of events is one of `echoes` (each of those it
+    holds is taken off): the watch need not plan again for what it did itself."""
+    view = memoryview(data)
+    offset = 0
+    mine = True
+    while offset + 16 <= len(view):
+        length, kind = _HDR.unpack_from(view, offset)[:2]
+        if length < 16:
+            return False
+        obj: Rule | Route | None = None
+        if kind in (RTM_NEWRULE, RTM_DELRULE):
+            obj = decode_rule(view, offset + 16, offset + length)
+        elif kind in (RTM_NEWROUTE, RTM_DELROUTE):
+            obj = decode_route(view, offset + 16, offset + length, names)
+        count = echoes.get((kind, obj), 0) if obj is not None else 0
+        if obj is not None and count:
+            if count == 1:
+                del echoes[kind, obj]
+            else:
+                echoes[kind, obj] = count - 1
+        else:
+            mine = False
+        offset += (length + 3) & ~3
+    return mine

@@ -6,16 +6,20 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from multihome import config as config_file
-from multihome import confirm, discover, kernel, namespace, state
+from multihome import discover, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
-from multihome.render import Options, Rendered, registry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:  # show and plan import this module; only apply and export need these
+    from typing import Any
+
+    from multihome.render import Rendered
 
 if TYPE_CHECKING:
     from multihome.nftables import TableChange
@@ -128,8 +132,11 @@ def _converge(
     remove: bool,
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
     keep_table_on_overlap: bool = False,
 ) -> Outcome:
+    from multihome import confirm, kernel
+
     cfg = config_file.load(config_path)
     refused = ""
     netns_id = namespace.identity()
@@ -138,7 +145,7 @@ def _converge(
         host = discover.read_state()
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record)
@@ -180,7 +187,7 @@ def _converge(
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
     """Write the nftables part after the routing part; if nftables refuses, undo the routing
     part, so that both are as before."""
-    from multihome import nftables
+    from multihome import kernel, nftables
 
     try:
         nftables.apply(table)
@@ -229,6 +236,8 @@ def _record_or_undo(
                 left.append("the nftables table")
                 failures.append(f"undoing the nftables table failed: {undo.message}")
         if changes:
+            from multihome import kernel
+
             try:
                 kernel.apply([c.inverse() for c in reversed(changes)], host)
             except MultihomeError as undo:
@@ -247,14 +256,15 @@ def _record_or_undo(
 
 def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
     """After the ARP sysctls changed, correct the neighbours' caches at once."""
-    from multihome import announce
-
     warnings: list[str] = []
     fixed = {
         c.obj.interface
         for c in changes
         if isinstance(c.obj, Sysctl) and c.obj.path.endswith("/arp_ignore")
     }
+    if not fixed:
+        return ()
+    from multihome import announce  # imports socket: only when there is something to say
     for uplink in desired.uplinks:
         if uplink.name in fixed:
             addresses = [a.ip.ip for a in uplink.addresses_in(Family.INET)]
@@ -279,18 +289,27 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
     return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
 
 
-def reconcile(config_path: str | None, down: frozenset[str]) -> Outcome:
-    """One round of `multihome watch`: apply the plan for the uplinks' current health.
-    A mark overlap leaves the nftables table as it is (Outcome.table_refused) instead of
-    failing the round."""
+def reconcile(
+    config_path: str | None, down: frozenset[str], down6: frozenset[str] = frozenset()
+) -> Outcome:
+    """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
+    dead over IPv4, `down6`: over IPv6). A mark overlap leaves the nftables table as it is
+    (Outcome.table_refused) instead of failing the round."""
     return _converge(
-        config_path, remove=False, confirm_seconds=None, down=down, keep_table_on_overlap=True
+        config_path,
+        remove=False,
+        confirm_seconds=None,
+        down=down,
+        down6=down6,
+        keep_table_on_overlap=True,
     )
 
 
 def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
     """`multihome confirm`: keep the change awaiting confirmation in this namespace (or
     revert it now); the outcome, and the time of a revert."""
+    from multihome import confirm
+
     return confirm.confirm(namespace.identity(), keep=keep)
 
 
@@ -352,6 +371,8 @@ def export(
     config_path: str | None, format_name: str, overrides: dict[str, str], executable: str
 ) -> Rendered:
     """`multihome export`: the plan rendered for one network stack."""
+    from multihome.render import Options, registry
+
     renderer, _ = registry()[format_name]
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
@@ -361,7 +382,10 @@ def export(
 def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
     """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
     from multihome import install as installer
+    from multihome.render import Options
 
+    if root == "/":  # NetworkManager's copies of an earlier install look like another owner's
+        installer.uninstall_networkmanager(root, settle=10.0)  # (no protocol): out first
     outcome = preview(config_path)
     if not outcome.desired.uplinks:
         raise MultihomeError(

@@ -40,7 +40,10 @@ from multihome.model import (
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
 RP_FILTER_LOOSE = "2"
-MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"  # 1: hash on the layer-4 flow
+MULTIPATH_HASH = {  # 1: hash on the layer-4 flow
+    Family.INET: "net/ipv4/fib_multipath_hash_policy",
+    Family.INET6: "net/ipv6/fib_multipath_hash_policy",
+}
 
 
 class Role(enum.Enum):
@@ -182,16 +185,31 @@ def _main_default_gateway(
 ) -> tuple[IPAddress | None, GatewaySource]:
     """The gateway of main's default route through this interface (lowest metric wins), and
     whether DHCP or a router advertisement put it there (it may change then)."""
-    best: tuple[int, IPAddress, int] | None = None
-    for route in state.routes:
-        if route.table != TABLE_MAIN or route.family != family or not route.is_default:
-            continue
-        for dev, gateway in route.gateways():
-            if dev == ifname and (best is None or route.metric < best[0]):
-                best = (route.metric, gateway, route.protocol)
+    best = _main_defaults(state.routes).get((ifname, family))
     if best is None:
         return None, GatewaySource.NONE
     return best[1], DYNAMIC.get(best[2], GatewaySource.MAIN_DEFAULT)
+
+
+# main's default routes by (device, family), for the last routes asked: every uplink asks,
+# and scanning all routes each time grows with uplinks x routes.
+_Defaults = dict[tuple[str | None, Family], tuple[int, IPAddress, int]]
+_last_defaults: tuple[tuple[Route, ...], _Defaults] = ((), {})
+
+
+def _main_defaults(routes: tuple[Route, ...]) -> _Defaults:
+    global _last_defaults
+    if _last_defaults[0] is not routes:
+        best: _Defaults = {}
+        for route in routes:
+            if route.table != TABLE_MAIN or not route.is_default:
+                continue
+            for dev, gateway in route.gateways():
+                key = (dev, route.family)
+                if key not in best or route.metric < best[key][0]:
+                    best[key] = (route.metric, gateway, route.protocol)
+        _last_defaults = (routes, best)
+    return _last_defaults[1]
 
 
 def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
@@ -284,14 +302,15 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
                 )
             tables[uplink.name] = uplink.table
     taken = set(tables.values())
+    owned_tables: dict[str, list[int]] = {}  # by device, once (not all routes per uplink)
+    for route in state.routes:
+        if ownership.owns_route(route):
+            for dev in route.devices():
+                owned_tables.setdefault(dev, []).append(route.table)
     for uplink in chosen:  # keep the table an uplink already has (stable across re-plans)
         if uplink.name in tables:
             continue
-        existing = sorted(
-            r.table
-            for r in state.routes
-            if ownership.owns_route(r) and uplink.name in r.devices() and r.table not in taken
-        )
+        existing = sorted(t for t in owned_tables.get(uplink.name, ()) if t not in taken)
         if existing:
             tables[uplink.name] = existing[0]
             taken.add(existing[0])
@@ -402,12 +421,12 @@ def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
 
 
 def _balancing(
-    config: Config, state: HostState, uplinks: list[Uplink], down: frozenset[str]
+    config: Config, state: HostState, uplinks: list[Uplink], down: frozenset[str], family: Family
 ) -> tuple[list[Route], list[Rule], list[Sysctl], list[str]]:
     """Outbound balancing: new connections that no source rule claims spread over the
     healthy uplinks by weight (a multipath default route in multihome's last table, looked
-    up after the source rules and main's specific routes). Layer-4 hashing keeps each
-    connection on one path, and the source rules keep its replies there."""
+    up after the source rules and main's specific routes), per IP version. Layer-4 hashing
+    keeps each connection on one path, and the source rules keep its replies there."""
     own = config.ownership
     if own.balance_table in _foreign_tables(state, own):
         raise config.error(
@@ -416,37 +435,51 @@ def _balancing(
             "multihome.balance",
             hint="change [multihome] table_range",
         )
+    v = family.version
     hops = [
-        NextHop(u.name, u.gateway4, u.weight)
+        NextHop(u.name, gateway, u.weight)
         for u in uplinks
-        if u.gateway4 is not None and u.name not in down
+        if (gateway := u.gateway(family)) is not None
+        and u.addresses_in(family)
+        and u.name not in down
     ]
-    notes = [f"{name}: down, left out of the balancing route" for name in sorted(down)]
+    notes = [f"{name}: down over IPv{v}, left out of its balancing route" for name in sorted(down)]
     if not hops:
-        return [], [], [], [*notes, "balancing: no healthy uplink with an IPv4 gateway"]
-    any4 = Family.INET.any
+        return [], [], [], [*notes, f"balancing: no healthy uplink with an IPv{v} gateway"]
+    metric = DEFAULT_METRIC[v]  # what the kernel reads back (IPv6: 1024)
     if len(hops) == 1:
         route = Route(
-            Family.INET,
+            family,
             own.balance_table,
-            any4,
+            family.any,
             dev=hops[0].dev,
             gateway=hops[0].gateway,
             protocol=own.protocol,
+            metric=metric,
         )
     else:
         route = Route(
-            Family.INET, own.balance_table, any4, protocol=own.protocol, nexthops=tuple(hops)
+            family,
+            own.balance_table,
+            family.any,
+            protocol=own.protocol,
+            metric=metric,
+            nexthops=tuple(hops),
         )
-    rule = Rule(Family.INET, own.priorities[3], own.balance_table, None, None, own.protocol)
-    return [route], [rule], [Sysctl(MULTIPATH_HASH, "1")], notes
+    rule = Rule(family, own.priorities[3], own.balance_table, None, None, own.protocol)
+    return [route], [rule], [Sysctl(MULTIPATH_HASH[family], "1")], notes
 
 
-def plan(config: Config, state: HostState, down: frozenset[str] = frozenset()) -> Desired:
+def plan(
+    config: Config,
+    state: HostState,
+    down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
+) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
-    `down`: uplinks the health checks found dead (multihome watch); they keep their tables
-    and source rules, and leave the balancing route."""
+    `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
+    keep their tables and source rules, and leave that family's balancing route."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
@@ -510,9 +543,14 @@ def plan(config: Config, state: HostState, down: frozenset[str] = frozenset()) -
             ]
     sysctls = _sysctls(config, uplinks)
     layout = None
-    if (config.balance or config.gateway) and Family.INET in families:
+    for family in families:
+        # gateway mode balances forwarded IPv4 (it NATs); IPv6 only with balance = true
+        if not (config.balance or (config.gateway and family is Family.INET)):
+            continue
+        if family is Family.INET6 and not any(u.addresses_in(family) for u in uplinks):
+            continue  # an IPv4-only host: nothing to say about IPv6 balancing
         extra_routes, extra_rules, extra_sysctls, extra_notes = _balancing(
-            config, state, uplinks, down
+            config, state, uplinks, down if family is Family.INET else down6, family
         )
         routes += extra_routes
         rules += extra_rules

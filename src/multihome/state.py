@@ -20,11 +20,14 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from multihome import files, namespace
 from multihome.errors import LockError, StateError
 from multihome.model import Route, Rule
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_STATE_DIR = "/run/multihome"
 

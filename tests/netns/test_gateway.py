@@ -349,20 +349,20 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         assert placed["eth0"] | during <= after["eth0"], after
         def tracked_by_status() -> int:
             uplinks = json.loads(multihome(router, "status", "--json").stdout)["uplinks"]
-            return int(uplinks["eth0"].get("connections", 0))
+            return int(uplinks["eth0"]["ipv4"].get("connections", 0))
 
         # status samples conntrack every 2 s
         wait_for(lambda: tracked_by_status() >= len(placed["eth0"] | during), 8)
         uplinks = json.loads(multihome(router, "status", "--json").stdout)["uplinks"]
-        assert uplinks["eth0"]["bytes"] > 0  # nf_conntrack_acct, set by apply
-        assert "connections" in uplinks["eth1"]
+        assert uplinks["eth0"]["ipv4"]["bytes"] > 0  # nf_conntrack_acct, set by apply
+        assert "connections" in uplinks["eth1"]["ipv4"]
         report = {int(k): v for k, v in command("report").items()}
         survivors = placed["eth0"] | during
         assert not any(report[p] for p in survivors), report
         print(f"detection {detection:.2f} s; placed {len(placed['eth0'])}/{len(placed['eth1'])}")
         log.seek(0)
         text = log.read()
-        assert "eth1: up -> down" in text and "tracked connections flushed" in text, text
+        assert "eth1 IPv4: up -> down" in text and "tracked connections flushed" in text, text
         assert foreign_tables(router) == tables  # watch's churn never touched them
     finally:
         for proc in reversed(processes):

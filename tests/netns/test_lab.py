@@ -91,9 +91,17 @@ def test_seed_reproduces_the_article_in_miniature() -> None:
 def test_two_isp_fails_with_stock_routing_only() -> None:
     report = _run_lab("two-isp", "--requests", "120")
     destination, policy = report["phases"]
-    assert destination["requests"]["failed"] >= 50
-    assert destination["failed_by_address"] == {"192.0.2.42": destination["requests"]["failed"]}
+    # dual stack: 30 requests to each of 192.0.2.10, 192.0.2.42, 2001:db8::10, 2001:db8:1::10
+    assert destination["failed_by_address"] == {"192.0.2.42": 30, "2001:db8:1::10": 30}
+    assert destination["requests_by_family"] == {
+        "ipv4": {"ok": 30, "failed": 30},
+        "ipv6": {"ok": 30, "failed": 30},
+    }
     assert policy["requests"] == {"ok": 120, "failed": 0}
+    assert policy["requests_by_family"] == {
+        "ipv4": {"ok": 60, "failed": 0},
+        "ipv6": {"ok": 60, "failed": 0},
+    }
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -84,8 +84,19 @@ def sources(ns: str) -> set[str]:
     return {r["src"] for r in ip_json(ns, "rule") if r.get("priority") == 1002}
 
 
-def table(ns: str, number: int) -> list[dict[str, object]]:
-    return list(ip_json(ns, "route", "show", "table", str(number)))
+def table(ns: str, number: int, version: int = 4) -> list[dict[str, object]]:
+    return list(ip_json(ns, f"-{version}", "route", "show", "table", str(number)))
+
+
+def balancing_devices(ns: str, version: int) -> set[str]:
+    """The devices of the balancing table's default route (one, or each nexthop's)."""
+    routes = table(ns, 199, version)
+    if not routes:
+        return set()
+    nexthops = routes[0].get("nexthops")
+    if isinstance(nexthops, list):
+        return {h["dev"] for h in nexthops}
+    return {str(routes[0]["dev"])}
 
 
 # The lab's default routes are static: the kernel deletes them with the link, and nothing
@@ -164,32 +175,29 @@ def test_failover_when_the_path_behind_a_gateway_dies(
     server, isp1 = net.ns("server"), net.ns("isp1")
     watching.append(Watch(server, "-c", config(tmp_path, BALANCE.format(weight0=""))))
 
-    def hops() -> set[str]:
-        route = table(server, 199)
-        if not route:
-            return set()
-        nexthops = route[0].get("nexthops")
-        return (
-            {h["dev"] for h in nexthops} if isinstance(nexthops, list) else {str(route[0]["dev"])}
-        )
+    def hops(version: int = 4) -> set[str]:
+        return balancing_devices(server, version)
 
     wait_for(lambda: hops() == {"eth0", "eth1"}, 2)
     # one lost probe round changes nothing
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
     time.sleep(0.45)  # the outage itself: about one probe round (interval 0.4 s)
     subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
-    sent = status(server)["uplinks"]["eth1"]["probes_sent"]
-    wait_for(lambda: status(server)["uplinks"]["eth1"]["probes_sent"] >= sent + 3, 5)
+    sent = status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"]
+    wait_for(lambda: status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"] >= sent + 3, 5)
     assert hops() == {"eth0", "eth1"} and "down" not in watching[0].text()
     # a dead path: withdrawn within 2 s, its source table stays
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
     assert wait_for(lambda: hops() == {"eth0"}, 10) < 2.0
     assert len(table(server, 101)) == 2
     seen = status(server)
-    assert seen["uplinks"]["eth1"]["state"] == "down" and seen["running"]
+    assert seen["uplinks"]["eth1"]["ipv4"]["state"] == "down" and seen["running"]
+    assert seen["uplinks"]["eth1"]["ipv6"]["state"] == "up"  # its IPv6 path still works
+    assert hops(6) == {"eth0", "eth1"}
     subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
     wait_for(lambda: hops() == {"eth0", "eth1"}, 2.0)
-    assert "eth1: up -> down" in watching[0].text() and "eth1: down -> up" in watching[0].text()
+    assert "eth1 IPv4: up -> down" in watching[0].text()
+    assert "eth1 IPv4: down -> up" in watching[0].text()
 
 
 CONNECT = """
@@ -290,9 +298,89 @@ def test_systemd_notify_and_metrics(build: Build, watching: list[Watch], tmp_pat
     text = subprocess.run(
         ["ip", "netns", "exec", server, PY, "-c", fetch], capture_output=True, text=True, check=True
     ).stdout
-    assert 'multihome_uplink_up{uplink="eth0"} 1' in text
+    assert 'multihome_uplink_up{uplink="eth0",family="ipv4"} 1' in text
+    assert 'multihome_uplink_up{uplink="eth0",family="ipv6"} 1' in text
     assert "multihome_reconciles_total" in text
     assert 'multihome_interface_tx_packets_total{interface="eth1"}' in text
+
+
+BALANCE6 = """[multihome]
+balance = true
+[uplinks.eth0]
+probe = ["203.0.113.100"]
+probe6 = ["2001:db8:ff::100"]
+[uplinks.eth1]
+probe = ["203.0.113.100"]
+probe6 = ["2001:db8:ff::100"]
+"""
+
+
+def test_ipv6_failover_when_the_path_behind_a_gateway_dies(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server, isp1 = net.ns("server"), net.ns("isp1")
+    watch = Watch(server, "-c", config(tmp_path, BALANCE6))
+    watching.append(watch)
+    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 2)
+    wait_for(lambda: balancing_devices(server, 4) == {"eth0", "eth1"}, 2)
+    assert [r["priority"] for r in ip_json(server, "-6", "rule") if r.get("table") == "199"] == [
+        1003
+    ]
+    blackhole = ["ip", "-n", isp1, "-6", "route", "{}", "blackhole", "2001:db8:ff::100/128"]
+    subprocess.run([w.format("add") for w in blackhole], check=True)
+    assert wait_for(lambda: balancing_devices(server, 6) == {"eth0"}, 2.0) < 2.0
+    assert balancing_devices(server, 4) == {"eth0", "eth1"}  # IPv4 still works through ISP 1
+    assert len(table(server, 101, 6)) == 2  # its own table stays, for replies
+    seen = status(server)
+    assert seen["uplinks"]["eth1"]["ipv6"]["state"] == "down"
+    assert seen["uplinks"]["eth1"]["ipv4"]["state"] == "up"
+    assert seen["uplinks"]["eth1"]["ipv6"]["targets"] == ["2001:db8:ff::100"]
+    text = multihome(server, "status").stdout
+    assert any(line.split()[:3] == ["eth1", "IPv6", "down"] for line in text.splitlines()), text
+    subprocess.run([w.format("del") for w in blackhole], check=True)
+    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 2.0)
+    assert "eth1 IPv6: up -> down" in watch.text() and "eth1 IPv6: down -> up" in watch.text()
+    assert "eth1 IPv4: up -> down" not in watch.text()
+    assert watch.stop() == 0
+
+
+def test_ipv6_link_local_gateway_from_a_router_advertisement(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    """The gateways are link-local, as a router advertisement gives them: the probes go to
+    fe80::1 on each uplink's own link (scope id), and the balancing route uses them."""
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    for i in range(2):
+        isp = net.ns(f"isp{i}")
+        subprocess.run(["ip", "-n", isp, "addr", "add", "fe80::1/64", "dev", "cust"], check=True)
+        metric = str(100 * (i + 1))
+        subprocess.run(
+            ["ip", "-n", server, "-6", "route", "del", "default", "dev", f"eth{i}"], check=True
+        )
+        route = ["default", "via", "fe80::1", "dev", f"eth{i}", "proto", "ra", "metric", metric]
+        subprocess.run(["ip", "-n", server, "-6", "route", "add", *route], check=True)
+    watch = Watch(server, "-c", config(tmp_path, "[multihome]\nbalance = true\n"))
+    watching.append(watch)
+    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 2)
+    (balancing,) = ip_json(server, "-6", "route", "show", "table", "199")
+    assert {(h["gateway"], h["dev"]) for h in balancing["nexthops"]} == {
+        ("fe80::1", "eth0"),
+        ("fe80::1", "eth1"),
+    }
+
+    def probe6(uplink: str) -> dict[str, object]:
+        return dict(status(server)["uplinks"][uplink]["ipv6"])
+
+    wait_for(lambda: probe6("eth1")["last_rtt_ms"] is not None, 3)  # answered
+    assert probe6("eth1")["targets"] == ["fe80::1"]
+    isp1 = net.ns("isp1")
+    subprocess.run(["ip", "-n", isp1, "addr", "del", "fe80::1/64", "dev", "cust"], check=True)
+    assert wait_for(lambda: balancing_devices(server, 6) == {"eth0"}, 2.0) < 2.0
+    subprocess.run(["ip", "-n", isp1, "addr", "add", "fe80::1/64", "dev", "cust"], check=True)
+    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 2.0)
+    assert watch.stop() == 0
 
 
 def test_a_new_namespace_never_shows_a_dead_namespaces_files(

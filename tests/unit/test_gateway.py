@@ -199,7 +199,10 @@ def test_metrics_show_connections_and_bytes_per_uplink() -> None:
 
     uplink = {"state": "up", "last_rtt_ms": 1.0, "probes_lost": 0}
     status = {
-        "uplinks": {"eth0": {**uplink, "connections": 7, "bytes": 1234}, "eth1": uplink},
+        "uplinks": {
+            "eth0": {"ipv4": {**uplink, "connections": 7, "bytes": 1234}},
+            "eth1": {"ipv4": uplink},
+        },
         "reconciles": 1,
         "errors": 0,
     }

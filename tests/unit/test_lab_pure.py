@@ -90,6 +90,33 @@ def test_report_formats() -> None:
     assert data["phases"][0]["goodput_bps"] == 4e8 and data["link_rate_bps"] == 10**8
 
 
+def test_report_counts_requests_per_family_when_dual_stack() -> None:
+    result = _result()
+    counters = Counters(10, 10, 1000, 15000)
+    interfaces = (
+        InterfaceResult("eth0", "192.0.2.10", counters),
+        InterfaceResult("eth1", "192.0.2.42", counters),
+    )
+    stock = PhaseResult(
+        "destination",
+        interfaces,
+        ok=60,
+        failed=60,
+        seconds=2.0,
+        body_bytes=10**6,
+        failed_by_address={"192.0.2.42": 30, "2001:db8:1::10": 30},
+        ok_by_address={"192.0.2.10": 30, "192.0.2.42": 0, "2001:db8::10": 30, "2001:db8:1::10": 0},
+    )
+    assert stock.by_family() == {"ipv4": {"ok": 30, "failed": 30}, "ipv6": {"ok": 30, "failed": 30}}
+    dual = LabResult("two-isp", 2, None, 92160, 120, 40, (stock,))
+    header, row = summary(dual)
+    assert header.split()[-6:] == ["IPv4", "ok/failed", "IPv6", "ok/failed", "seconds", "goodput"]
+    assert row.split()[5:9] == ["60", "60", "30/30", "30/30"]
+    assert to_json(dual)["phases"][0]["requests_by_family"]["ipv6"] == {"ok": 30, "failed": 30}
+    # a single family: no extra columns
+    assert "ok/failed" not in summary(result)[0]
+
+
 def test_lab_without_root_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

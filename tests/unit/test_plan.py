@@ -6,7 +6,7 @@ import pytest
 
 from multihome.config import Config, parse
 from multihome.errors import ConfigError
-from multihome.model import TABLE_MAIN, Family, GatewaySource, Route, Rule
+from multihome.model import TABLE_MAIN, Desired, Family, GatewaySource, Route, Rule
 from multihome.plan import plan
 
 from .hosts import host
@@ -192,24 +192,43 @@ def test_balancing_route_over_healthy_uplinks_by_weight() -> None:
         "[multihome]\nbalance = true\n[uplinks.eth0]\nweight = 3\n[uplinks.eth1]\n", "m.toml"
     )
     desired = plan(config, TWO_ISP)
-    balance = [r for r in desired.routes if r.table == 199]
-    assert len(balance) == 1 and balance[0].is_default
-    assert [(h.dev, str(h.gateway), h.weight) for h in balance[0].nexthops] == [
+
+    def balancing(d: Desired, family: Family) -> list[Route]:
+        return [r for r in d.routes if r.table == 199 and r.family is family]
+
+    (route4,) = balancing(desired, Family.INET)
+    (route6,) = balancing(desired, Family.INET6)
+    assert route4.is_default and route6.is_default
+    assert [(h.dev, str(h.gateway), h.weight) for h in route4.nexthops] == [
         ("eth0", "192.0.2.1", 3),
         ("eth1", "192.0.2.33", 1),
     ]
+    assert [(h.dev, str(h.gateway), h.weight) for h in route6.nexthops] == [
+        ("eth0", "fe80::1", 3),
+        ("eth1", "fe80::1", 1),
+    ]
+    assert route6.metric == 1024  # what the kernel reads back for an IPv6 route
     assert Rule(Family.INET, 1003, 199, None, None, 77) in desired.rules
-    assert {s.path: s.value for s in desired.sysctls} == {"net/ipv4/fib_multipath_hash_policy": "1"}
+    assert Rule(Family.INET6, 1003, 199, None, None, 77) in desired.rules
+    assert {s.path: s.value for s in desired.sysctls} == {
+        "net/ipv4/fib_multipath_hash_policy": "1",
+        "net/ipv6/fib_multipath_hash_policy": "1",
+    }
     # a dead uplink leaves the balancing route; its table and source rules stay
     degraded = plan(config, TWO_ISP, down=frozenset({"eth0"}))
-    route = next(r for r in degraded.routes if r.table == 199)
+    (route,) = balancing(degraded, Family.INET)
     assert route.nexthops == () and route.dev == "eth1"
+    assert balancing(degraded, Family.INET6) == [route6]  # IPv6 health is its own
     assert [r for r in degraded.rules if r.table == 100] == [
         r for r in desired.rules if r.table == 100
     ]
-    assert not [
-        r for r in plan(config, TWO_ISP, frozenset({"eth0", "eth1"})).routes if r.table == 199
-    ]
+    # ... and the same per IPv6
+    degraded6 = plan(config, TWO_ISP, down6=frozenset({"eth1"}))
+    (route,) = balancing(degraded6, Family.INET6)
+    assert route.nexthops == () and (route.dev, str(route.gateway)) == ("eth0", "fe80::1")
+    assert balancing(degraded6, Family.INET) == [route4]
+    assert not balancing(plan(config, TWO_ISP, frozenset({"eth0", "eth1"})), Family.INET)
+    assert not balancing(plan(config, TWO_ISP, down6=frozenset({"eth0", "eth1"})), Family.INET6)
 
 
 def test_sysctls_carry_their_interface() -> None:

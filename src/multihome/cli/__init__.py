@@ -14,23 +14,42 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from multihome import __version__
+from multihome import CONFIG_PATH, __version__
 from multihome.cli.output import EXIT_ERROR, EXIT_OK, with_user_options
 from multihome.errors import MultihomeError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    handler: Handler
-    summary: str  # one line, for `multihome --help`
-    description: str  # for `multihome NAME --help`
-    arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    netns: bool = True  # takes --netns (not the lab, which builds namespaces of its own)
+    """A subcommand: its name, handler, help texts and arguments.
+
+    A plain class, not a dataclass: the parser is built on every run, `--version` and
+    `--help` included, and creating a dataclass costs more than the whole of this module.
+    """
+
+    __slots__ = ("arguments", "description", "handler", "name", "netns", "summary")
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        summary: str,  # one line, for `multihome --help`
+        description: str,  # for `multihome NAME --help`
+        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+        netns: bool = True,  # takes --netns (not the lab, which builds namespaces of its own)
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.summary = summary
+        self.description = description
+        self.arguments = arguments
+        self.netns = netns
 
 
 def commands() -> tuple[Command, ...]:
@@ -46,17 +65,81 @@ def commands() -> tuple[Command, ...]:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from multihome.config import DEFAULT_PATH
+def terminal_columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size()` finds it (COLUMNS, else the
+    terminal of stdout, else 80), without importing shutil, which argparse would import for
+    this on every run."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
-    common = argparse.ArgumentParser(add_help=False)
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24) -> None:
+        # argparse's own default width: the terminal's, less 2
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2)
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """The subcommands, each one's parser built only when it is chosen: `--help` and
+    `--version` need just the names and summaries, and building every parser costs more than
+    the rest of the start-up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[str, tuple[Command, argparse.ArgumentParser]] = {}
+
+    def add_command(self, command: Command, common: argparse.ArgumentParser) -> None:
+        self._choices_actions.append(
+            self._ChoicesPseudoAction(command.name, (), command.summary)
+        )
+        self._name_parser_map[command.name] = None  # built in __call__
+        self.pending[command.name] = (command, common)
+
+    def build(self, name: str) -> argparse.ArgumentParser:
+        command, common = self.pending.pop(name)
+        cmd = argparse.ArgumentParser(
+            prog=f"{self._prog_prefix} {name}",
+            parents=[common],
+            description=command.description,
+            formatter_class=_Formatter,
+        )
+        cmd.set_defaults(handler=command.handler)
+        if command.arguments is not None:
+            command.arguments(cmd)
+        self._name_parser_map[name] = cmd
+        return cmd
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values and values[0] in self.pending:
+            self.build(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole parser; `lazy` (a run of the command) builds each command's own parser only
+    when that command is chosen."""
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     common.add_argument(
         "--netns",
         metavar="NAME",
         default=argparse.SUPPRESS,
         help="act inside the named network namespace (as `ip netns exec NAME`)",
     )
-    without_netns = argparse.ArgumentParser(add_help=False)
+    without_netns = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     for parent in (common, without_netns):
         parent.add_argument(
             "--json",
@@ -69,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help=f"config file (default {DEFAULT_PATH} if it exists, else autodetect)",
+        help=f"config file (default {CONFIG_PATH} if it exists, else autodetect)",
     )
     parser = argparse.ArgumentParser(
         prog="multihome",
@@ -78,26 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
         "through the interface that owns their source address (source-based policy routing).",
         epilog="Exit codes: 0 ok; 1 changes pending (plan --check) or errors found (doctor); "
         "2 bad input or failure; 3 (status) multihome watch is not running.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"multihome {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, action=_Commands
+    )
+    assert isinstance(sub, _Commands)
     for command in commands():
-        cmd = sub.add_parser(
-            command.name,
-            parents=[common if command.netns else without_netns],
-            help=command.summary,
-            description=command.description,
-        )
-        cmd.set_defaults(handler=command.handler)
-        if command.arguments is not None:
-            command.arguments(cmd)
+        sub.add_command(command, common if command.netns else without_netns)
+    if not lazy:  # the man page, completion and tests read every command's parser
+        for name in list(sub.pending):
+            sub.build(name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from multihome import namespace
 
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
     for name, default in (("netns", None), ("json", False), ("config", None)):
         if not hasattr(args, name):

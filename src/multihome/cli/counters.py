@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from multihome.cli import Command
 from multihome.cli.output import EXIT_OK, print_json, table
 from multihome.errors import MultihomeError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from multihome.model import Counters
 
 
@@ -45,6 +47,8 @@ def _table(rows: list[dict[str, Any]], rates: bool) -> list[str]:
 
 
 def cmd_counters(args: argparse.Namespace) -> int:
+    import json
+
     from multihome import counters, discover
 
     def read() -> dict[str, Counters]:

@@ -39,16 +39,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
     state = "running" if status["running"] else "NOT running (last status below)"
     print(f"multihome watch: {state}, pid {status['pid']}")
-    rows = [["UPLINK", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
-    gateway = any("connections" in u for u in status["uplinks"].values())
+    rows = [["UPLINK", "FAMILY", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    entries = [
+        (name, family, uplink)
+        for name, families in status["uplinks"].items()
+        for family, uplink in sorted(families.items())
+    ]
+    gateway = any("connections" in uplink for _, _, uplink in entries)
     if gateway:  # gateway mode: the connections conntrack holds per uplink
         rows[0] += ["CONNECTIONS", "BYTES"]
-    for name, uplink in status["uplinks"].items():
+    for name, family, uplink in entries:
         since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
         rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
         rows.append(
             [
                 name,
+                family.replace("ipv", "IPv"),
                 uplink["state"],
                 since,
                 rtt,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import enum
-import ipaddress
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, is_dataclass
-from typing import Any
 
-from multihome.model import Change, Desired, Route, Rule
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+
+if TYPE_CHECKING:  # every command imports this module; only some need the model
+    from typing import Any
+
+    from multihome.model import Change, Desired
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 
@@ -29,6 +29,10 @@ def with_user_options(hint: str, args: Any) -> str:
 
 def plain(value: Any) -> Any:
     """JSON-ready form of model objects."""
+    import enum
+    import ipaddress
+    from dataclasses import asdict, is_dataclass
+
     if is_dataclass(value) and not isinstance(value, type):
         return {k: plain(v) for k, v in asdict(value).items()}
     if isinstance(value, dict):
@@ -53,10 +57,13 @@ def plain(value: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
+    import json
+
     print(json.dumps(plain(data), indent=2))
 
 
 def change_json(change: Change) -> dict[str, Any]:
+    from multihome.model import Route, Rule
     from multihome.render import ip as render_ip
 
     obj = change.obj

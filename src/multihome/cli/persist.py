@@ -83,16 +83,31 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         print_json({"removed": removed})
     elif removed:
         print("\n".join(f"  removed {path}" for path in removed))
-        print(f"uninstall: {len(removed)} files removed")
+        connections = sum(1 for r in removed if r.startswith("NetworkManager connection"))
+        files = len(removed) - connections
+        parts = [f"{files} files removed"] if files else []
+        if connections:
+            parts.append(f"multihome's items taken out of {connections} NetworkManager connections")
+        print(f"uninstall: {'; '.join(parts)}")
     else:
         print("uninstall: nothing installed")
     return EXIT_OK
 
 
-def _formats() -> dict[str, str]:
-    from multihome.render import registry
+# render.registry()'s formats and what each is for, spelled out so that building the parser
+# does not import every renderer (a unit test checks that the two agree).
+FORMATS = {
+    "ip": "a shell script of ip/sysctl commands (idempotent, set -e)",
+    "networkd": "systemd-networkd .network drop-ins, one per uplink",
+    "netplan": "a netplan YAML that merges with the host's own",
+    "systemd": "multihome.service (apply at boot), multihome-watch.service, sysctl.d",
+    "networkmanager": "nmcli commands for the uplinks' connections",
+    "ifupdown": "post-up/pre-down stanzas for interfaces.d",
+}
 
-    return {name: text for name, (_, text) in registry().items()}
+
+def _formats() -> dict[str, str]:
+    return FORMATS
 
 
 def _export_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from multihome import PROTOCOL
 from multihome.cli import Command
@@ -21,6 +20,8 @@ from multihome.cli.output import (
     uplink_rows,
 )
 from multihome.errors import MultihomeError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
     from multihome import operations

@@ -6,12 +6,13 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from multihome.cli import Command
 from multihome.cli.output import EXIT_OK, print_json
 from multihome.errors import MultihomeError
 from multihome.lab import MAX_NICS, SCENARIO_NAMES
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
     from multihome.lab.run import LabOptions

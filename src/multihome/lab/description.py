@@ -35,6 +35,9 @@ class Topology:
     routes: tuple[tuple[str, str, str, str, int], ...] = ()  # (host, dst, via, dev, metric)
     sysctls: tuple[tuple[str, str, str], ...] = ()  # (host, path under /proc/sys, value)
     rate_limits: tuple[tuple[str, str, int], ...] = ()  # (host, ifname, bits per second)
+    # IPv6 has no rp_filter: (host, ifname, prefix) drops what arrives on ifname to be
+    # forwarded from a source outside prefix (an ISP's anti-spoofing filter)
+    source_filters6: tuple[tuple[str, str, str], ...] = ()
     # Interfaces that segment like a physical NIC: TSO/GSO off, so a TX packet is at most
     # one MTU and the counters compare with a real server's (veth would send 64 KB skbs).
     no_offload: tuple[tuple[str, str], ...] = ()

@@ -3,7 +3,7 @@ the summary table, and the JSON object."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from multihome.counters import Link, ifconfig
@@ -28,6 +28,19 @@ class PhaseResult:
     seconds: float
     body_bytes: int
     failed_by_address: dict[str, int]
+    ok_by_address: dict[str, int] = field(default_factory=dict)
+
+    def by_family(self) -> dict[str, dict[str, int]]:
+        """Requests that succeeded and failed per IP version ("ipv4", "ipv6"), for the
+        families the phase fetched from."""
+        counts: dict[str, dict[str, int]] = {}
+        for kind, by_address in (("ok", self.ok_by_address), ("failed", self.failed_by_address)):
+            for address, number in by_address.items():
+                family = counts.setdefault("ipv6" if ":" in address else "ipv4", {})
+                family["ok"] = family.get("ok", 0)
+                family["failed"] = family.get("failed", 0)
+                family[kind] += number
+        return dict(sorted(counts.items()))
 
     @property
     def goodput_bps(self) -> float:
@@ -63,7 +76,11 @@ def listing(phase: PhaseResult) -> list[str]:
 def summary(result: LabResult) -> list[str]:
     names = [i.name for i in result.phases[0].interfaces]
     header = ["phase"] + [f"{n} TX" for n in names] + [f"{n} RX" for n in names]
-    header += ["ok", "failed", "seconds", "goodput"]
+    families = sorted({f for phase in result.phases for f in phase.by_family()})
+    dual = len(families) > 1  # then the requests per family too: "ok/failed"
+    header += ["ok", "failed"]
+    header += [f"{f.replace('ipv', 'IPv')} ok/failed" for f in families if dual]
+    header += ["seconds", "goodput"]
     if result.link_rate_bps:
         header.append("of link sum")
     rows = [header]
@@ -71,12 +88,12 @@ def summary(result: LabResult) -> list[str]:
         row = [phase.name]
         row += [f"{phase.share(n, 'tx'):.2%}" for n in names]
         row += [f"{phase.share(n, 'rx'):.2%}" for n in names]
-        row += [
-            str(phase.ok),
-            str(phase.failed),
-            f"{phase.seconds:.1f}",
-            human_rate(phase.goodput_bps),
-        ]
+        row += [str(phase.ok), str(phase.failed)]
+        counts = phase.by_family()
+        for family in families if dual else ():
+            got = counts.get(family, {"ok": 0, "failed": 0})
+            row.append(f"{got['ok']}/{got['failed']}")
+        row += [f"{phase.seconds:.1f}", human_rate(phase.goodput_bps)]
         if result.link_rate_bps:
             row.append(f"{phase.goodput_bps / (result.link_rate_bps * result.nics):.1%}")
         rows.append(row)
@@ -119,6 +136,7 @@ def to_json(result: LabResult) -> dict[str, Any]:
                 },
                 "requests": {"ok": phase.ok, "failed": phase.failed},
                 "failed_by_address": phase.failed_by_address,
+                "requests_by_family": phase.by_family(),
                 "seconds": round(phase.seconds, 3),
                 "goodput_bps": round(phase.goodput_bps, 1),
             }

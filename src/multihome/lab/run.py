@@ -152,7 +152,8 @@ def run_phase(options: LabOptions, phase: str, path: str, progress: Progress) ->
         try:
             if phase == "policy":
                 _apply(server_ns)
-            addresses = list(topology.roles["server_addresses"])
+            roles = topology.roles  # IPv4 first: eth i's address below is addresses[i]
+            addresses = [*roles["server_addresses"], *roles.get("server_addresses6", [])]
             with _server(server_ns, path):
                 before = _counters(server_ns)
                 outcome = _client(network.ns(scenarios.CLIENT), addresses, options, phase, progress)
@@ -179,6 +180,7 @@ def run_phase(options: LabOptions, phase: str, path: str, progress: Progress) ->
         seconds=seconds,
         body_bytes=body,
         failed_by_address={a: n for a, n in failed.items() if n},
+        ok_by_address=dict(ok),
     )
 
 

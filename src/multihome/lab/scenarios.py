@@ -2,11 +2,13 @@
 
 seed     the article's set-up: the server's NICs eth0..ethN-1 on one subnet (192.0.2.0/24)
          behind one switch, a router, and the client on another network (198.51.100.0/24).
-two-isp  each server NIC on its own customer subnet (a /27 of 192.0.2.0/24, and
+two-isp  dual stack: each server NIC on its own customer subnet (a /27 of 192.0.2.0/24, and
          2001:db8:i::/64) behind its own ISP router; the routers filter spoofed sources
-         (rp_filter=1), as real ISPs do. The client sits on the "internet" (203.0.113.0/24)
-         behind both. The server has one default route per NIC, with rising metrics, as DHCP
-         clients install them.
+         (rp_filter=1 for IPv4, a source rule for IPv6), as real ISPs do. The client sits on
+         the "internet" (203.0.113.0/24, 2001:db8:ff::/64) behind both and fetches from
+         every server address of both families. The server has one default route per NIC
+         and family, with rising metrics, as DHCP clients and router advertisements install
+         them.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
     addresses = [(CLIENT, "eth0", "203.0.113.100/24"), (CLIENT, "eth0", "2001:db8:ff::100/64")]
     routes = []
     sysctls = []
+    filters = []
     server_addresses = []
     for i in range(nics):
         isp = f"isp{i}"
@@ -93,6 +96,7 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
             (CLIENT, f"2001:db8:{i}::/64", f"2001:db8:ff::{i + 1}", "eth0", 0),
         ]
         sysctls += _router_sysctls(isp, strict=True)
+        filters.append((isp, "cust", f"2001:db8:{i}::/64"))
         server_addresses.append(f"192.0.2.{base + 10}")
     return Topology(
         name="two-isp",
@@ -104,7 +108,8 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
         sysctls=tuple(sysctls),
         rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
         no_offload=tuple((SERVER, f"eth{i}") for i in range(nics)),
-        roles={
+        source_filters6=tuple(filters),
+        roles={  # the lab's client fetches from both lists
             "server_addresses": server_addresses,
             "server_addresses6": [f"2001:db8:{i}::10" for i in range(nics)],
         },

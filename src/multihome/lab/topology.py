@@ -284,6 +284,15 @@ class Network:
                 if dev:
                     spec["oif"] = ipr.link_lookup(ifname=dev)[0]
                 ipr.route("add", **spec)
+        for priority, (host, ifname, prefix) in enumerate(topo.source_filters6, 100):
+            # from the prefix: the routes as usual; from anywhere else: dropped. Packets to
+            # the router itself (neighbour discovery) match the local table's rule first.
+            network = ipaddress.ip_network(prefix)
+            with _rtnl(self.ns(host)) as ipr:
+                common = {"family": socket.AF_INET6, "iifname": ifname}
+                source = {"src": str(network.network_address), "src_len": network.prefixlen}
+                ipr.rule("add", priority=2 * priority, table=254, **source, **common)
+                ipr.rule("add", priority=2 * priority + 1, action="blackhole", **common)
         for host, ifname in topo.no_offload:
             with namespace.inside(self.ns(host)):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -1,16 +1,19 @@
-"""PURE: nmcli commands (DIR/multihome-nmcli.sh) that add multihome's routes and routing rules
-to the connection NetworkManager uses for each uplink, then reapply it.
+"""PURE: multihome's routes and routing rules as items of the NetworkManager connection of
+each uplink (`items`: property, value in nmcli's syntax), and nmcli commands
+(DIR/multihome-nmcli.sh) that add them and reapply the connection. `multihome install` adds the
+same items itself (install.py) and records which ones it added.
 
 Items are removed before they are added, so the script can run again, and only multihome's
-items are touched: the connection's other routes and rules stay. Needs NetworkManager 1.20 or
-newer (suppress_prefixlength in routing rules).
+items are touched: the connection's other routes and rules stay. Routes carry the metric
+`multihome apply` gives them (NetworkManager would give them the connection's). Needs
+NetworkManager 1.20 or newer (suppress_prefixlength in routing rules).
 """
 
 from __future__ import annotations
 
 import shlex
 
-from multihome.model import SCOPE_LINK, Desired, Route, Rule
+from multihome.model import DEFAULT_METRIC, SCOPE_LINK, Desired, Route, Rule
 from multihome.render import (
     HEADER,
     Options,
@@ -27,7 +30,7 @@ def _route(route: Route) -> str:
     text = f"{route.dst}"
     if route.gateway is not None:
         text += f" {route.gateway}"
-    text += f" table={route.table}"
+    text += f" {route.metric or DEFAULT_METRIC[route.family.version]} table={route.table}"
     if route.prefsrc is not None:
         text += f" src={route.prefsrc}"
     if route.scope == SCOPE_LINK:
@@ -50,6 +53,22 @@ def _rule(rule: Rule) -> str:
     return text
 
 
+Item = tuple[str, str]  # (connection property, value), e.g. ("ipv4.routes", "...")
+
+
+def items(desired: Desired) -> dict[str, tuple[Item, ...]]:
+    """Per uplink, the routes and routing rules its connection gets; the rules every uplink
+    shares (lookup main) go to the first uplink's connection."""
+    found: dict[str, tuple[Item, ...]] = {}
+    for index, uplink in enumerate(desired.uplinks):
+        routes = uplink_routes(desired, uplink)
+        listed = [(f"ipv{r.family.version}.routes", _route(r)) for r in routes]
+        rules = uplink_rules(desired, uplink) + (shared_rules(desired) if index == 0 else [])
+        listed += [(f"ipv{r.family.version}.routing-rules", _rule(r)) for r in rules]
+        found[uplink.name] = tuple(listed)
+    return found
+
+
 def render(desired: Desired, options: Options) -> Rendered:
     lines = [
         "#!/bin/sh",
@@ -62,20 +81,14 @@ def render(desired: Desired, options: Options) -> Rendered:
         "}",
         "",
     ]
-    for index, uplink in enumerate(desired.uplinks):
+    for index, (name, listed) in enumerate(items(desired).items()):
         var = f"c_{index}"
-        lines.append(f"{var}=$(connection {shlex.quote(uplink.name)})")
-        items: list[tuple[str, str]] = []
-        for route in uplink_routes(desired, uplink):
-            items.append((f"ipv{route.family.version}.routes", _route(route)))
-        rules = uplink_rules(desired, uplink) + (shared_rules(desired) if index == 0 else [])
-        for rule in rules:
-            items.append((f"ipv{rule.family.version}.routing-rules", _rule(rule)))
-        for prop, value in items:
+        lines.append(f"{var}=$(connection {shlex.quote(name)})")
+        for prop, value in listed:
             quoted = shlex.quote(value)
             lines.append(f'nmcli connection modify "${var}" -{prop} {quoted} 2>/dev/null || true')
             lines.append(f'nmcli connection modify "${var}" +{prop} {quoted}')
-        lines.append(f"nmcli device reapply {shlex.quote(uplink.name)}")
+        lines.append(f"nmcli device reapply {shlex.quote(name)}")
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
     notes = notes if desired.sysctls else []

@@ -3,16 +3,16 @@ gateways, and balance outgoing connections over the healthy ones.
 
 One loop, one thread: rtnetlink multicast events (links, addresses, routes, rules) are
 debounced and answered with a reconcile -- read, plan, diff, apply, through the same code
-path as `multihome apply`, touching only multihome's objects. ICMP echo probes (probes.py)
-leave each uplink from its own address and device to its gateway or the configured targets;
-the health state machine (health.py) turns their results into up/down, and a change re-plans
-the balancing route at once. When what happens is decided by scheduler.py; the status file,
-metrics and systemd notification live in modules of their own.
+path as `multihome apply`, touching only multihome's objects. ICMP and ICMPv6 echo probes
+(probes.py) leave each uplink from its own address and device to its gateway or the
+configured targets; the health state machine (health.py), kept per uplink and IP version,
+turns their results into up/down, and a change re-plans that family's balancing route at
+once. When what happens is decided by scheduler.py; the status file, metrics and systemd
+notification live in modules of their own.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import select
 import signal
@@ -22,12 +22,13 @@ import threading
 import time
 from dataclasses import asdict
 from types import FrameType
+from typing import Any
 
 from multihome import config as config_file
-from multihome import discover, namespace, operations
+from multihome import discover, model, namespace, netlink, operations
 from multihome.errors import MultihomeError
 from multihome.health import Link, UplinkHealth, observe
-from multihome.model import GatewayLayout
+from multihome.model import Family, GatewayLayout, IPAddress
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
@@ -45,6 +46,13 @@ def _log(message: str) -> None:
     print(f"{stamp} multihome watch: {message}", flush=True)
 
 
+ProbeKey = tuple[str, int]  # (uplink, IP version)
+
+
+def _label(key: ProbeKey) -> str:
+    return f"{key[0]} IPv{key[1]}"
+
+
 def _changes(number: int) -> str:
     return f"{number} change" + ("" if number == 1 else "s")
 
@@ -54,8 +62,8 @@ class Watcher:
         self.config_path = config_path
         self.health_config = config_file.load(config_path).health
         self.netns_id = namespace.identity()
-        self.health: dict[str, UplinkHealth] = {}
-        self.probes: dict[str, Probe] = {}
+        self.health: dict[ProbeKey, UplinkHealth] = {}
+        self.probes: dict[ProbeKey, Probe] = {}
         self.status = Status()
         self.lock = threading.Lock()
         self.running = True
@@ -65,6 +73,10 @@ class Watcher:
         self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
         self.events.setblocking(False)
+        # The events of the last reconcile's own changes: they need no reconcile of their
+        # own (each would read, plan and diff everything again, to find nothing to do).
+        self.echoes: netlink.Echoes = {}
+        self.names: dict[int, str] = {}
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
         self.usage = gateway_usage.Sampler(_log)
@@ -74,19 +86,29 @@ class Watcher:
 
     # -- reconcile ------------------------------------------------------------------------
 
-    def down(self) -> frozenset[str]:
-        return frozenset(n for n, h in self.health.items() if h.state is Link.DOWN)
+    def down(self, version: int) -> frozenset[str]:
+        """The uplinks whose probes in this IP version found them dead."""
+        return frozenset(
+            name for (name, v), h in self.health.items() if v == version and h.state is Link.DOWN
+        )
 
     def reconcile(self, reason: str) -> None:
         start = time.monotonic()
         try:
-            outcome = operations.reconcile(self.config_path, self.down())
+            outcome = operations.reconcile(self.config_path, self.down(4), self.down(6))
         except MultihomeError as error:
+            self.echoes = {}
             self.status.errors += 1
             self.status.last_result = f"error: {error.message}"
             _log(f"reconcile ({reason}) failed: {error.message}")
         else:
             changes = outcome.changes
+            self.names = {i.index: i.name for i in outcome.host.interfaces}
+            self.echoes = netlink.echoes_of(
+                (c.action is model.Action.ADD, c.obj)
+                for c in changes
+                if not isinstance(c.obj, model.Sysctl)
+            )
             self.status.last_result = _changes(len(changes))
             if outcome.table_refused:  # the routing part went in; the table was kept
                 self.status.errors += 1
@@ -110,54 +132,63 @@ class Watcher:
         self._write_status()
 
     def _update_probes(self, outcome: operations.Outcome) -> None:
-        targets: dict[str, tuple[ipaddress.IPv4Address, tuple[ipaddress.IPv4Address, ...]]] = {}
-        configured = {u.name: u.probe for u in outcome.config.uplinks}
+        """One probe per uplink and IP version: from the uplink's first global address of
+        that version to the configured targets (`probe`, `probe6`), else to its gateway."""
+        targets: dict[ProbeKey, tuple[IPAddress, tuple[IPAddress, ...]]] = {}
+        configured = {u.name: {4: u.probe, 6: u.probe6} for u in outcome.config.uplinks}
         for uplink in outcome.desired.uplinks:
-            sources = [a.ip.ip for a in uplink.addresses if a.ip.version == 4]
-            probe_to = configured.get(uplink.name) or (
-                (uplink.gateway4,) if uplink.gateway4 is not None else ()
-            )
-            if sources and probe_to:
-                targets[uplink.name] = (sources[0], tuple(probe_to))  # type: ignore[arg-type]
-        for name in list(self.probes):
-            probe = self.probes[name]
-            if targets.get(name) != (probe.source, probe.targets):
+            for family in (Family.INET, Family.INET6):
+                version = family.version
+                sources = [
+                    a.ip.ip
+                    for a in uplink.addresses_in(family)
+                    if not (version == 6 and a.ip.ip.is_link_local)
+                ]
+                gateway = uplink.gateway(family)
+                probe_to = configured.get(uplink.name, {}).get(version) or (
+                    (gateway,) if gateway is not None else ()
+                )
+                if sources and probe_to:
+                    targets[uplink.name, version] = (sources[0], tuple(probe_to))
+        for key in list(self.probes):
+            probe = self.probes[key]
+            if targets.get(key) != (probe.source, probe.targets):
                 probe.close()
-                del self.probes[name]
-        for index, (name, (source, to)) in enumerate(sorted(targets.items())):
-            if name not in self.probes:
+                del self.probes[key]
+        for index, (key, (source, to)) in enumerate(sorted(targets.items())):
+            if key not in self.probes:
                 ident = (os.getpid() * 31 + index) & 0xFFFF
                 try:
-                    self.probes[name] = Probe.open(name, source, to, ident)
+                    self.probes[key] = Probe.open(key[0], source, to, ident)
                 except OSError as error:
-                    _log(f"{name}: cannot probe from {source}: {error.strerror}")
+                    _log(f"{_label(key)}: cannot probe from {source}: {error.strerror}")
                     continue
-                self.health.setdefault(name, UplinkHealth(since=time.time()))
-        for name in list(self.health):
-            if name not in targets:
-                del self.health[name]
+                self.health.setdefault(key, UplinkHealth(since=time.time()))
+        for key in list(self.health):
+            if key not in targets:
+                del self.health[key]
 
     # -- status ---------------------------------------------------------------------------
 
     def _write_status(self) -> None:
         with self.lock:
-            self.status.uplinks = {
-                name: {
+            uplinks: dict[str, dict[str, Any]] = {}
+            for (name, version), h in sorted(self.health.items()):
+                probe = self.probes.get((name, version))
+                uplinks.setdefault(name, {})[f"ipv{version}"] = {
                     "state": h.state.value,
                     "since": h.since,
                     "last_rtt_ms": round(h.last_rtt * 1000, 3) if h.last_rtt is not None else None,
                     "probes_sent": h.sent,
                     "probes_lost": h.lost,
                     "loss": round(h.lost / h.sent, 4) if h.sent else 0.0,
-                    "targets": [str(t) for t in self.probes[name].targets]
-                    if name in self.probes
-                    else [],
+                    "targets": [str(t) for t in probe.targets] if probe else [],
                 }
-                for name, h in sorted(self.health.items())
-            }
+            # gateway mode forwards (and NATs) IPv4: its connections count there
             for name, used in self.usage.sample(self.layout, time.monotonic()).items():
-                if name in self.status.uplinks:
-                    self.status.uplinks[name].update(used)
+                if "ipv4" in uplinks.get(name, {}):
+                    uplinks[name]["ipv4"].update(used)
+            self.status.uplinks = uplinks
             data = asdict(self.status)
         try:
             write_status(self.netns_id, data)
@@ -172,16 +203,19 @@ class Watcher:
     # -- the loop -------------------------------------------------------------------------
 
     def _drain_events(self) -> bool:
-        got = False
+        """Whether events came that are not the echoes of the last reconcile's changes."""
+        news = False
         while True:
             try:
-                if not self.events.recv(1 << 16):
-                    return got
-                got = True
+                data = self.events.recv(1 << 16)
             except BlockingIOError:
-                return got
+                return news
             except OSError:  # ENOBUFS: events were lost; a reconcile catches up
                 return True
+            if not data:
+                return news
+            if not netlink.only_echoes(data, self.echoes, self.names):
+                news = True
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -192,7 +226,7 @@ class Watcher:
         self.notify.send("READY=1")
         _log(
             f"watching (pid {os.getpid()}); uplinks probed: "
-            + (", ".join(sorted(self.probes)) or "none")
+            + (", ".join(_label(key) for key in sorted(self.probes)) or "none")
         )
         cfg = self.health_config
         timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.timeout)
@@ -211,11 +245,11 @@ class Watcher:
                     probe.receive(now)
             for action in timers.due(now, probing=bool(self.probes)):
                 if action is Action.EVALUATE_ROUND:
-                    before = self.down()
+                    before = self.down(4)
                     if self._evaluate_round(now):
                         self.reconcile("health")
                         timers.reconciled()
-                        self._flush(self.down() - before)
+                        self._flush(self.down(4) - before)
                 elif action is Action.SEND_ROUND:
                     for probe in self.probes.values():
                         probe.send(now)
@@ -272,16 +306,16 @@ class Watcher:
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False
-        for name, probe in self.probes.items():
-            before = self.health.get(name, UplinkHealth(since=time.time()))
+        for key, probe in self.probes.items():
+            before = self.health.get(key, UplinkHealth(since=time.time()))
             after = observe(
                 before, probe.answered is not None, probe.answered, time.time(), self.health_config
             )
-            self.health[name] = after
+            self.health[key] = after
             if after.state is not before.state:
                 changed = True
                 _log(
-                    f"{name}: {before.state.value} -> {after.state.value} "
+                    f"{_label(key)}: {before.state.value} -> {after.state.value} "
                     f"(probes to {', '.join(map(str, probe.targets))})"
                 )
         if changed or int(now) % 2 == 0:

@@ -12,35 +12,37 @@ from multihome.model import Counters
 
 
 def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
-    """The status (as `Status` holds it) and the interface counters, in Prometheus' words."""
+    """The status (as `Status` holds it: uplink -> "ipv4"/"ipv6" -> probe figures) and the
+    interface counters, in Prometheus' words."""
+    probed = [
+        (f'uplink="{name}",family="{family}"', u)
+        for name, families in status["uplinks"].items()
+        for family, u in sorted(families.items())
+    ]
+    gateway = [(name, f["ipv4"]) for name, f in status["uplinks"].items() if "ipv4" in f]
     lines = [
         "# TYPE multihome_uplink_up gauge",
-        *(
-            f'multihome_uplink_up{{uplink="{n}"}} {int(u["state"] == "up")}'
-            for n, u in status["uplinks"].items()
-        ),
+        *(f"multihome_uplink_up{{{labels}}} {int(u['state'] == 'up')}" for labels, u in probed),
         "# TYPE multihome_probe_rtt_seconds gauge",
         *(
             # six significant digits: 0.00018 s, not 0.18 / 1000 = 0.00017999999999999998
-            f'multihome_probe_rtt_seconds{{uplink="{n}"}} {u["last_rtt_ms"] / 1000:.6g}'
-            for n, u in status["uplinks"].items()
+            f"multihome_probe_rtt_seconds{{{labels}}} {u['last_rtt_ms'] / 1000:.6g}"
+            for labels, u in probed
             if u["last_rtt_ms"] is not None
         ),
         "# TYPE multihome_probes_lost_total counter",
-        *(
-            f'multihome_probes_lost_total{{uplink="{n}"}} {u["probes_lost"]}'
-            for n, u in status["uplinks"].items()
-        ),
+        *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
+        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes)
         "# TYPE multihome_uplink_connections gauge",
         *(
             f'multihome_uplink_connections{{uplink="{n}"}} {u["connections"]}'
-            for n, u in status["uplinks"].items()
+            for n, u in gateway
             if "connections" in u
         ),
         "# TYPE multihome_uplink_connection_bytes gauge",
         *(
             f'multihome_uplink_connection_bytes{{uplink="{n}"}} {u["bytes"]}'
-            for n, u in status["uplinks"].items()
+            for n, u in gateway
             if "bytes" in u
         ),
         "# TYPE multihome_reconciles_total counter",

@@ -18,7 +18,7 @@ SUFFIX = "watch.json"
 class Status:
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
-    uplinks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uplinks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # name, family
     reconciles: int = 0
     errors: int = 0
     last_reconcile: float | None = None

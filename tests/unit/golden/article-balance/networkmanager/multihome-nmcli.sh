@@ -8,10 +8,10 @@ connection() {
 }
 
 c_0=$(connection eth0)
-nmcli connection modify "$c_0" -ipv4.routes '192.0.2.0/24 table=100 src=192.0.2.10 scope=253' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv4.routes '192.0.2.0/24 table=100 src=192.0.2.10 scope=253'
-nmcli connection modify "$c_0" -ipv4.routes '0.0.0.0/0 192.0.2.1 table=100' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv4.routes '0.0.0.0/0 192.0.2.1 table=100'
+nmcli connection modify "$c_0" -ipv4.routes '192.0.2.0/24 0 table=100 src=192.0.2.10 scope=253' 2>/dev/null || true
+nmcli connection modify "$c_0" +ipv4.routes '192.0.2.0/24 0 table=100 src=192.0.2.10 scope=253'
+nmcli connection modify "$c_0" -ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=100' 2>/dev/null || true
+nmcli connection modify "$c_0" +ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=100'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1000 from 192.0.2.10/32 table 100 suppress_prefixlength 0' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1000 from 192.0.2.10/32 table 100 suppress_prefixlength 0'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1002 from 192.0.2.10/32 table 100' 2>/dev/null || true
@@ -21,10 +21,10 @@ nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1001 from 0.0.0.0/0
 nmcli device reapply eth0
 
 c_1=$(connection eth1)
-nmcli connection modify "$c_1" -ipv4.routes '192.0.2.0/24 table=101 src=192.0.2.11 scope=253' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv4.routes '192.0.2.0/24 table=101 src=192.0.2.11 scope=253'
-nmcli connection modify "$c_1" -ipv4.routes '0.0.0.0/0 192.0.2.1 table=101' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv4.routes '0.0.0.0/0 192.0.2.1 table=101'
+nmcli connection modify "$c_1" -ipv4.routes '192.0.2.0/24 0 table=101 src=192.0.2.11 scope=253' 2>/dev/null || true
+nmcli connection modify "$c_1" +ipv4.routes '192.0.2.0/24 0 table=101 src=192.0.2.11 scope=253'
+nmcli connection modify "$c_1" -ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=101' 2>/dev/null || true
+nmcli connection modify "$c_1" +ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=101'
 nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1000 from 192.0.2.11/32 table 101 suppress_prefixlength 0' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv4.routing-rules 'priority 1000 from 192.0.2.11/32 table 101 suppress_prefixlength 0'
 nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1002 from 192.0.2.11/32 table 101' 2>/dev/null || true

@@ -1,0 +1,595 @@
+"""Benchmark: the command line as whole processes, side by side with `ip -batch` (needs root).
+
+Every figure is the median wall-clock time of whole processes (a warm-up run first, then
+--runs runs), with the median CPU time (user + system, from the kernel's accounting of the
+child) beside it; the reference runs in the same round, so that the ratios hold on a shared
+machine whose absolute times drift.
+
+1. Start-up: `multihome --version` and `--help` against the venv's `python -c pass` (3x);
+   `show` and `plan` on a 2-uplink host (two NICs, IPv4 and IPv6, a default route each) (4x).
+2. 1,000 source addresses (4 uplinks x 250: three IPv4 /20s of 198.18.0.0/15 and one IPv6
+   /64): `apply` (from nothing), the no-op `apply`, `remove`, against `ip -batch` running the
+   commands `multihome plan --format ip` prints (one `ip -4 -batch` and one `ip -6 -batch`
+   process; their times are added), and their removal. Targets: no-op within 2x of the
+   ip -batch apply; apply and remove within 1.5x of ip -batch.
+3. 10,000 addresses (4 x 2,500): apply and remove within 11x of the 1,000-address figures.
+4. `multihome watch` at 1,000 addresses: CPU time of the daemon per address event (an
+   address added or removed, each awaited until its source rules are in or out), 20 ms;
+   then 10,000 more address events (5,000 distinct addresses, in batches of 100) and the
+   daemon's resident memory after them, 40 MB.
+
+Usage: python bench/bench_cli.py [--runs N] [--big N] [--watch-events N] [--only PART...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import multihome
+from multihome import namespace
+from multihome.config import Config
+from multihome.model import TABLE_MAIN, Address, Family, HostState, Interface, Route
+from multihome.netlink import RTM_DELRULE, decode_rule
+from multihome.plan import plan
+
+PID = os.getpid()
+BIN = os.path.dirname(sys.executable)
+PYTHON = os.path.join(BIN, "python")
+if not os.path.exists(PYTHON):
+    PYTHON = sys.executable
+MULTIHOME = (
+    [os.path.join(BIN, "multihome")]
+    if os.path.exists(os.path.join(BIN, "multihome"))
+    else [sys.executable, "-m", "multihome"]
+)
+results: list[tuple[str, float, float, bool]] = []  # label, value, limit, met
+PARTS = ("startup", "small", "1k", "big", "plan", "watch")
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def run_timed(argv: Sequence[str], stdin: str | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of one whole process (its output discarded; it must succeed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, input=stdin, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+class Series:
+    """Wall and CPU times of repeated runs of one measure."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def add(self, wall_cpu: tuple[float, float]) -> None:
+        self.wall.append(wall_cpu[0])
+        self.cpu.append(wall_cpu[1])
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    def line(self) -> str:
+        return (
+            f"  {self.label:46}{self.median * 1000:9.1f} ms"
+            f"{statistics.median(self.cpu) * 1000:9.1f} ms cpu"
+        )
+
+
+def header() -> None:
+    print(f"  {'(median of whole processes)':46}{'wall':>12}")
+
+
+def target(label: str, value: float, limit: float, unit: str = "x", note: str = "") -> None:
+    met = value <= limit
+    results.append((label, value, limit, met))
+    shown = f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
+    bound = f"{limit:g}{unit}" if unit == "x" else f"{limit:g} {unit}"
+    print(f"  {label:46} {shown:>8} (target <= {bound}) {'MET' if met else 'NOT MET'}{note}")
+
+
+def ratio(label: str, mine: Series, reference: Series, limit: float) -> None:
+    """The target is judged on wall clock; the CPU ratio is beside it."""
+    cpu = statistics.median(mine.cpu) / statistics.median(reference.cpu)
+    target(label, mine.median / reference.median, limit, note=f"  [cpu {cpu:.2f}x]")
+
+
+def rounds(runs: int, measures: Sequence[tuple[Series, Callable[[], tuple[float, float]]]]) -> None:
+    """A warm-up of every measure, then `runs` rounds of all of them, interleaved."""
+    for _, measure in measures:
+        measure()
+    for _ in range(runs):
+        for series, measure in measures:
+            series.add(measure())
+
+
+# -- network namespaces ---------------------------------------------------------------------
+
+
+def ip(*args: str, stdin: str | None = None) -> None:
+    subprocess.run(["ip", *args], input=stdin, text=True, check=True)
+
+
+@contextmanager
+def netns(name: str) -> Iterator[str]:
+    ip("netns", "add", name)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def two_uplinks(ns: str) -> None:
+    """The README's two-ISP server: eth0 and eth1, IPv4 and IPv6, a default route each."""
+    lines = []
+    for k in range(2):
+        name = f"eth{k}"
+        lines += [
+            f"link add {name} type veth peer name p{name}",
+            f"link set {name} up",
+            f"link set p{name} up",
+            f"-4 addr add 192.0.2.{10 + 32 * k}/27 dev {name}",
+            f"-6 addr add 2001:db8:{k:x}::10/64 dev {name} nodad",
+            f"-4 route add default via 192.0.2.{1 + 32 * k} dev {name} metric {100 * (k + 1)}",
+            f"-6 route add default via 2001:db8:{k:x}::1 dev {name} metric {100 * (k + 1)}",
+        ]
+    batch(ns, lines)
+
+
+def batch(ns: str, lines: list[str]) -> None:
+    """`ip -batch` lines that may start with -4/-6 (one ip process per family)."""
+    for family in ("", "-4", "-6"):
+        chosen = [
+            line.removeprefix(f"{family} ")
+            for line in lines
+            if (line.startswith(f"{family} ") if family else not line.startswith("-"))
+        ]
+        if chosen:
+            ip("-n", ns, *([family] if family else []), "-batch", "-", stdin="\n".join(chosen))
+
+
+def many_addresses(ns: str, total: int) -> None:
+    """`total` addresses on 4 uplinks: three IPv4 /20s of 198.18.0.0/15 and one IPv6 /64."""
+    per = total // 4
+    lines = []
+    for k in range(4):
+        name = f"eth{k}"
+        lines += [
+            f"link add {name} type veth peer name p{name}",
+            f"link set {name} up",
+            f"link set p{name} up",
+        ]
+        for i in range(1, per + 1):
+            if k < 3:
+                third, fourth = divmod(i, 256)
+                lines.append(f"-4 addr add 198.18.{16 * k + third}.{fourth}/20 dev {name}")
+            else:
+                lines.append(f"-6 addr add 2001:db8:3::{i:x}/64 dev {name} nodad")
+        gateway = (
+            f"-4 route add default via 198.18.{16 * k + 15}.254"
+            if k < 3
+            else ("-6 route add default via 2001:db8:3::ffff")
+        )
+        lines.append(f"{gateway} dev {name} metric {100 * (k + 1)}")
+    batch(ns, lines)
+
+
+def mh(*args: str) -> list[str]:
+    """multihome as on a host: the benchmark runs its children inside the namespace (without
+    --netns, which on Python 3.11 imports ctypes to call setns, and `ip -n` does not pay)."""
+    return [*MULTIHOME, *args]
+
+
+def ip_files(ns: str, directory: str, name: str, commands: list[str]) -> list[list[str]]:
+    """The rendered `ip -4 ...`/`ip -6 ...` commands as one `ip -batch` file per family."""
+    argvs = []
+    for family in ("-4", "-6"):
+        lines = [c.removeprefix(f"ip {family} ") for c in commands if c.startswith(f"ip {family} ")]
+        if lines:
+            path = os.path.join(directory, f"{name}{family}.batch")
+            with open(path, "w", encoding="ascii") as file:
+                file.write("\n".join(lines) + "\n")
+            argvs.append(["ip", family, "-batch", path])
+    return argvs
+
+
+def run_all(argvs: list[list[str]]) -> tuple[float, float]:
+    wall = cpu = 0.0
+    for argv in argvs:
+        w, c = run_timed(argv)
+        wall, cpu = wall + w, cpu + c
+    return wall, cpu
+
+
+def plan_commands(ns: str) -> tuple[list[str], list[str]]:
+    """The plan as ip commands, and the commands that take it away again (reversed, del)."""
+    out = subprocess.run(mh("plan", "--format", "ip"), capture_output=True, text=True, check=True)
+    return _commands(out.stdout)
+
+
+def _commands(out: str) -> tuple[list[str], list[str]]:
+    adds = [line for line in out.splitlines() if line.startswith("ip ")]
+    dels = [line.replace(" add ", " del ", 1) for line in reversed(adds)]
+    return adds, dels
+
+
+def count_rules(ns: str) -> int:
+    out = subprocess.run(
+        ["ip", "-n", ns, "-j", "rule"], capture_output=True, text=True, check=True
+    ).stdout
+    out6 = subprocess.run(
+        ["ip", "-n", ns, "-6", "-j", "rule"], capture_output=True, text=True, check=True
+    ).stdout
+    return len(json.loads(out)) + len(json.loads(out6))
+
+
+def address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Series]:
+    """apply, no-op apply and remove against ip -batch, in a namespace with `total` addresses."""
+    many_addresses(ns, total)
+    with namespace.inside(ns):
+        return _address_run(ns, directory, runs, total)
+
+
+def _address_run(ns: str, directory: str, runs: int, total: int) -> dict[str, Series]:
+    adds, dels = plan_commands(ns)
+    add_batch = ip_files(ns, directory, f"add{total}", adds)
+    del_batch = ip_files(ns, directory, f"del{total}", dels)
+    empty = count_rules(ns)
+    series = {
+        name: Series(label)
+        for name, label in (
+            ("ip_add", f"ip -batch: the plan ({len(adds)} commands)"),
+            ("ip_del", "ip -batch: its removal"),
+            ("apply", "multihome apply"),
+            ("noop", "multihome apply (no-op)"),
+            ("remove", "multihome remove"),
+        )
+    }
+
+    def one_round() -> list[tuple[Series, tuple[float, float]]]:
+        got = [(series["ip_add"], run_all(add_batch))]
+        assert count_rules(ns) == empty + len([c for c in adds if " rule " in c])
+        got.append((series["ip_del"], run_all(del_batch)))
+        got.append((series["apply"], run_timed(mh("apply"))))
+        got.append((series["noop"], run_timed(mh("apply"))))
+        got.append((series["remove"], run_timed(mh("remove"))))
+        assert count_rules(ns) == empty
+        return got
+
+    one_round()  # warm-up
+    for _ in range(runs):
+        for s, value in one_round():
+            s.add(value)
+    print(f"{total} source addresses: {len(adds)} ip commands")
+    header()
+    for s in series.values():
+        print(s.line())
+    if total == 1000:
+        run_all(add_batch)  # applied, for a no-op
+        phases()
+        run_all(del_batch)
+    return series
+
+
+# Where a no-op apply's time goes: one fresh interpreter, CPU time at each step (its own
+# start-up is `python -c pass`). The netlink dumps are timed apart from decoding them.
+PHASES = r"""
+import time
+clock = time.process_time
+marks = [("", 0.0), ("interpreter start-up (site, encodings)", clock())]
+import argparse
+marks.append(("import argparse (the parser)", clock()))
+import dataclasses
+marks.append(("import dataclasses (inspect, ast, dis, ...)", clock()))
+import multihome.model
+marks.append(("import multihome.model (its dataclasses)", clock()))
+import multihome.cli, multihome.operations, multihome.kernel, multihome.confirm
+marks.append(("import the rest (config, cli, operations, ...)", clock()))
+from multihome import discover, netlink
+from multihome.config import Config
+from multihome.diff import diff
+from multihome.plan import plan
+rtnl = netlink.RtnlSocket()
+for kind in (netlink.RTM_GETLINK, netlink.RTM_GETADDR, netlink.RTM_GETRULE, netlink.RTM_GETROUTE):
+    for _ in rtnl.dump(kind):
+        pass
+marks.append(("netlink dumps, not decoded (the kernel's part)", clock()))
+host = discover.read_state()
+marks.append(("read_state: the same dumps, decoded into objects", clock()))
+desired = plan(Config(), host)
+marks.append(("plan", clock()))
+changes = diff(desired, host)
+marks.append(("diff", clock()))
+assert not changes, changes
+for (_, before), (label, after) in zip(marks, marks[1:]):
+    print(f"    {label:48}{(after - before) * 1000:7.1f} ms")
+"""
+
+
+def phases() -> None:
+    """The median of each phase of a no-op apply over several fresh processes."""
+    samples: dict[str, list[float]] = {}
+    for _ in range(7):
+        out = subprocess.run(
+            [PYTHON, "-c", PHASES], capture_output=True, text=True, check=True
+        ).stdout
+        for line in out.splitlines():
+            label, value = line.rsplit(None, 2)[0].strip(), float(line.split()[-2])
+            samples.setdefault(label, []).append(value)
+    print("  where a no-op apply's CPU time goes (median of 7 fresh processes):")
+    for label, values in samples.items():
+        print(f"    {label:48}{statistics.median(values):7.1f} ms")
+
+
+# -- watch ----------------------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> tuple[float, float]:
+    values = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as file:
+        for line in file:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+class RuleEvents:
+    """Rule events of a namespace (RTNLGRP_IPV4_RULE, RTNLGRP_IPV6_RULE), to wait on."""
+
+    def __init__(self, ns: str) -> None:
+        with namespace.inside(ns):
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((0, (1 << 7) | (1 << 18)))
+
+    def wait(self, added: set[str], removed: set[str], limit: float = 60.0) -> None:
+        """Until every address in `added` has its two source rules, and none of `removed`."""
+        need = {(a, False): 2 for a in added} | {(a, True): 2 for a in removed}
+        deadline = time.monotonic() + limit
+        while need:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = memoryview(self.sock.recv(1 << 20))
+            except TimeoutError:
+                missing = f"{len(need)} rule changes missing"
+                raise SystemExit(f"the watch did not react: {missing}") from None
+            offset = 0
+            while offset + 16 <= len(data):
+                length = int.from_bytes(data[offset : offset + 4], "little")
+                kind = int.from_bytes(data[offset + 4 : offset + 6], "little")
+                rule = decode_rule(data, offset + 16, offset + length)
+                if rule is not None and rule.src is not None:
+                    key = (str(rule.src.network_address), kind == RTM_DELRULE)
+                    if key in need:
+                        need[key] -= 1
+                        if not need[key]:
+                            del need[key]
+                offset += (length + 3) & ~3
+
+
+def settle(pid: int) -> None:
+    """Until the daemon has been idle for 0.3 s (its own rule events cause one more pass)."""
+    last, still = proc_cpu(pid), 0
+    while still < 6:
+        time.sleep(0.05)
+        now = proc_cpu(pid)
+        still = still + 1 if now == last else 0
+        last = now
+
+
+def watch_run(ns: str, state_dir: str, events: int) -> None:
+    many_addresses(ns, 1000)
+    rules = RuleEvents(ns)
+    with namespace.inside(ns):
+        daemon = subprocess.Popen(mh("watch"), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while count_rules(ns) < 2000:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("multihome watch did not apply the plan")
+            time.sleep(0.1)
+        settle(daemon.pid)
+        start_rss = proc_rss_mb(daemon.pid)[0]
+        # single events, each awaited
+        singles = 100
+        cpu0, wall0 = proc_cpu(daemon.pid), time.monotonic()
+        for i in range(singles // 2):
+            address = f"198.18.47.{1 + i % 200}"
+            ip("-n", ns, "addr", "add", f"{address}/20", "dev", "eth2")
+            rules.wait({address}, set())
+            ip("-n", ns, "addr", "del", f"{address}/20", "dev", "eth2")
+            rules.wait(set(), {address})
+        settle(daemon.pid)
+        per_event = (proc_cpu(daemon.pid) - cpu0) / singles
+        wall = (time.monotonic() - wall0) / singles
+        # many events: distinct addresses, 50 added then removed per batch
+        done = 0
+        n = 0
+        while done < events:
+            chunk = [f"2001:db8:3::1:{n + j:x}" for j in range(50)]
+            n += 50
+            batch(ns, [f"-6 addr add {a}/64 dev eth3 nodad" for a in chunk])
+            rules.wait(set(chunk), set())
+            batch(ns, [f"-6 addr del {a}/64 dev eth3" for a in chunk])
+            rules.wait(set(), set(chunk))
+            done += 100
+        settle(daemon.pid)
+        rss, hwm = proc_rss_mb(daemon.pid)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    print(f"watch at 1000 addresses ({singles} single address events, each awaited):")
+    print(
+        f"  daemon CPU per event {per_event * 1000:.1f} ms (its reconcile; the events of its"
+        f" own changes start none); wall per event {wall * 1000:.1f} ms"
+    )
+    print(
+        f"  RSS {start_rss:.1f} MB after start, {rss:.1f} MB after {events} more events"
+        f" (peak {hwm:.1f} MB)"
+    )
+    target("watch: CPU per address event, 1,000 addresses", per_event * 1000, 20, "ms")
+    target(f"watch: RSS after {events} events", rss, 40, "MB")
+
+
+# -- plan at many uplinks (in process, pure) --------------------------------------------------
+
+
+def planned_host(uplinks: int, total: int = 1000) -> HostState:
+    """`total` IPv4 addresses spread over `uplinks` NICs, each on its own subnet of
+    198.18.0.0/15 with a default route in main (as DHCP installs one per NIC)."""
+    per = total // uplinks
+    bits = (per + 2).bit_length()  # room for the addresses and the gateway
+    interfaces = [Interface(1, "lo", loopback=True)]
+    addresses, routes = [], []
+    for k in range(uplinks):
+        name = f"eth{k}"
+        interfaces.append(Interface(k + 2, name))
+        base = int(ipaddress.IPv4Address("198.18.0.0")) + (k << bits)
+        for i in range(per):
+            addresses.append(Address(name, ipaddress.IPv4Interface((base + 1 + i, 32 - bits))))
+        gateway = ipaddress.IPv4Address(base + (1 << bits) - 2)
+        default = ipaddress.ip_network("0.0.0.0/0")
+        routes.append(Route(Family.INET, TABLE_MAIN, default, name, gateway, metric=100 + k))
+    return HostState(tuple(interfaces), tuple(addresses), tuple(routes))
+
+
+def plan_run(runs: int) -> None:
+    times = {}
+    for uplinks in (4, 100):
+        host = planned_host(uplinks)
+        plan(Config(), host)  # warm-up
+        samples = []
+        for _ in range(max(3 * runs, 15)):  # in process and short: more samples
+            start = time.process_time()
+            desired = plan(Config(), host)
+            samples.append(time.process_time() - start)
+        times[uplinks] = statistics.median(samples)
+        print(
+            f"  plan, 1,000 addresses on {uplinks:3} uplinks: {times[uplinks] * 1000:6.1f} ms cpu"
+            f" ({len(desired.rules)} rules)"
+        )
+    target("plan: 100 uplinks / 4 uplinks (1,000 addresses)", times[100] / times[4], 2)
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--big", type=int, default=10000, help="addresses of the linear test")
+    parser.add_argument("--watch-events", type=int, default=10000)
+    parser.add_argument(
+        "--only", nargs="*", choices=PARTS, default=None, help="measure only these parts"
+    )
+    args = parser.parse_args()
+    parts = set(args.only or PARTS)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # remove the namespaces on kill
+    directory = tempfile.mkdtemp(prefix="mhbench-cli-")
+    # Measured as installed: pip compiles the package's bytecode at install time; an
+    # environment that forbids writing it would make every run compile every module.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", os.path.dirname(multihome.__file__)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    os.environ["MULTIHOME_STATE_DIR"] = directory
+    print(f"{' '.join(MULTIHOME)}; {args.runs} runs after a warm-up; {os.cpu_count()} cores")
+    try:
+        base = Series("python -c pass (the venv's interpreter)")
+        if "startup" in parts or "small" in parts:
+            version, help_ = Series("multihome --version"), Series("multihome --help")
+            measures = [
+                (base, lambda: run_timed([PYTHON, "-c", "pass"])),
+                (version, lambda: run_timed([*MULTIHOME, "--version"])),
+                (help_, lambda: run_timed([*MULTIHOME, "--help"])),
+            ]
+            with netns(f"mhbc{PID}s") as ns:
+                two_uplinks(ns)
+                show = Series("multihome show (2 uplinks)")
+                plan = Series("multihome plan (2 uplinks)")
+                if "small" in parts:
+                    measures += [
+                        (show, lambda: run_timed(mh("show"))),
+                        (plan, lambda: run_timed(mh("plan"))),
+                    ]
+                with namespace.inside(ns):
+                    rounds(args.runs, measures)
+            print("start-up")
+            header()
+            for s, _ in measures:
+                print(s.line())
+            if "startup" in parts:
+                ratio("--version / python -c pass", version, base, 3)
+                ratio("--help / python -c pass", help_, base, 3)
+            if "small" in parts:
+                ratio("show (2 uplinks) / python -c pass", show, base, 4)
+                ratio("plan (2 uplinks) / python -c pass", plan, base, 4)
+        small: dict[str, Series] = {}
+        if "1k" in parts or "big" in parts:
+            with netns(f"mhbc{PID}k") as ns:
+                small = address_run(ns, directory, args.runs, 1000)
+            ratio("1,000: no-op apply / ip -batch apply", small["noop"], small["ip_add"], 2)
+            ratio("1,000: apply / ip -batch apply", small["apply"], small["ip_add"], 1.5)
+            ratio("1,000: remove / ip -batch removal", small["remove"], small["ip_del"], 1.5)
+        if "big" in parts and args.big:
+            with netns(f"mhbc{PID}b") as ns:
+                big = address_run(ns, directory, max(3, args.runs // 2), args.big)
+            scale = args.big // 1000
+            for key, label in (("apply", "apply"), ("remove", "remove"), ("noop", "no-op apply")):
+                ratio(f"{args.big:,} / 1,000 addresses: {label}", big[key], small[key], 1.1 * scale)
+            print(
+                f"  (ip -batch, the kernel's own cost: {args.big:,} / 1,000 = "
+                f"{big['ip_add'].median / small['ip_add'].median:.1f}x apply, "
+                f"{big['ip_del'].median / small['ip_del'].median:.1f}x removal; multihome /"
+                f" ip -batch at {args.big:,}: apply "
+                f"{big['apply'].median / big['ip_add'].median:.2f}x, remove "
+                f"{big['remove'].median / big['ip_del'].median:.2f}x)"
+            )
+        if "plan" in parts:
+            print("plan (in process)")
+            plan_run(args.runs)
+        if "watch" in parts:
+            with netns(f"mhbc{PID}w") as ns:
+                watch_run(ns, directory, args.watch_events)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    met = sum(1 for r in results if r[3])
+    print(f"targets: {met} of {len(results)} met")
+
+
+if __name__ == "__main__":
+    main()
