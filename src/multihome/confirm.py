@@ -50,13 +50,16 @@ def pending(netns_id: int) -> dict[str, float] | None:
     data = state.read_json(netns_id, PENDING)
     if data is None:
         return None
-    pid = int(data.get("pid", 0))
+    try:
+        pid, deadline = int(data["pid"]), float(data["deadline"])
+    except (KeyError, TypeError, ValueError):
+        pid, deadline = 0, 0.0  # damaged, like a file read_json cannot parse: discarded
     if not pid_alive(pid):  # a guardian that died (reboot, SIGKILL): nothing pending
         with contextlib.suppress(OSError):
             state.remove(netns_id, PENDING)
         return None
     # CLOCK_MONOTONIC is one clock for every process of the system, and never steps
-    return {"pid": pid, "left": max(0.0, float(data["deadline"]) - time.monotonic())}
+    return {"pid": pid, "left": max(0.0, deadline - time.monotonic())}
 
 
 def refuse_if_pending(netns_id: int) -> None:

@@ -8,10 +8,10 @@ uplinks live on.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 
+from multihome import tools
 from multihome.errors import MultihomeError
 
 TIMEOUT = 30
@@ -20,21 +20,15 @@ _FLOWS = re.compile(r"(\d+) flow entries")
 
 
 def _conntrack() -> str:
-    path = shutil.which("conntrack") or next(
-        (p for p in ("/usr/sbin/conntrack", "/sbin/conntrack") if shutil.which(p)), None
+    return tools.require(
+        "conntrack",
+        "gateway mode (flush_on_down and connection counts)",
+        hint="apt-get install conntrack (or dnf install conntrack-tools)",
     )
-    if path is None:
-        raise MultihomeError(
-            "gateway mode needs conntrack(8) for flush_on_down and connection counts",
-            hint="apt-get install conntrack (or dnf install conntrack-tools)",
-        )
-    return path
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_conntrack(), *args], capture_output=True, text=True, timeout=TIMEOUT
-    )
+    return tools.run(_conntrack(), args, TIMEOUT)
 
 
 def flush(mark: int, mask: int) -> int:
@@ -53,11 +47,26 @@ class Usage:
     bytes: int  # both directions; 0 unless nf_conntrack_acct is on
 
 
-def usage(mark: int, mask: int) -> Usage:
-    """The connections one uplink carries now, and their bytes."""
-    result = _run(["-L", "-f", "ipv4", "--mark", f"{mark:#x}/{mask:#x}"])
+_MARK = re.compile(r"\bmark=(\d+)")
+
+
+def count_by_mark(listing: str, mask: int) -> dict[int, Usage]:
+    """PURE: `conntrack -L` output -> {mark & mask: its connections and bytes}."""
+    found: dict[int, tuple[int, int]] = {}
+    for line in listing.splitlines():
+        mark = _MARK.search(line)
+        if mark is None:
+            continue
+        key = int(mark.group(1)) & mask
+        connections, total = found.get(key, (0, 0))
+        found[key] = (connections + 1, total + sum(int(b) for b in _BYTES.findall(line)))
+    return {key: Usage(c, b) for key, (c, b) in found.items()}
+
+
+def usage_by_mark(mask: int) -> dict[int, Usage]:
+    """Every uplink's connections and bytes from one `conntrack -L` (one walk of the table
+    for all uplinks)."""
+    result = _run(["-L", "-f", "ipv4"])
     if result.returncode != 0:
         raise MultihomeError(f"conntrack -L failed: {result.stderr.strip()}")
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    total = sum(int(b) for line in lines for b in _BYTES.findall(line))
-    return Usage(len(lines), total)
+    return count_by_mark(result.stdout, mask)

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from multihome import PROTOCOL, completion, configkeys, manpage
+from multihome import RT_PROTOS, completion, configkeys, manpage
 from multihome.model import Desired, Ownership
 from multihome.render import HEADER, Options
 from multihome.render import systemd as render_systemd
@@ -25,9 +25,6 @@ UNIT_HEADER = (
     "shipped by the multihome package (disabled); `systemctl enable --now` it, "
     "and override with `systemctl edit`"
 )
-
-RT_PROTOS = f"# rules and routes created by multihome\n{PROTOCOL}\tmultihome\n"
-
 
 def units(executable: str) -> dict[str, str]:
     """multihome.service and multihome-watch.service, the text `multihome export --format

@@ -482,16 +482,20 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
     return findings
 
 
-def _drift(desired: Desired, state: HostState, changes: list[Change]) -> list[Finding]:
+def _drift(
+    desired: Desired, state: HostState, changes: list[Change], table: str | None
+) -> list[Finding]:
     rules, routes = desired.ownership.owned(state)
-    if not (rules or routes) or not changes:
+    if not (rules or routes) or not (changes or table):
         return []
+    count = len(changes) + (table is not None)
+    what = "rules and routes" + (" and nftables table" if table is not None else "")
     return [
         Finding(
             Severity.WARNING,
             "drift",
-            f"multihome's rules and routes differ from its plan ({len(changes)} changes)",
-            evidence=tuple(c.describe() for c in changes[:20]),
+            f"multihome's {what} differ from its plan ({count} changes)",
+            evidence=tuple(c.describe() for c in changes[:20]) + ((table,) if table else ()),
             consequence="something changed the routing since the last apply (DHCP, a"
             " link flap, another tool), or the config changed",
             fix="multihome apply",
@@ -505,8 +509,10 @@ def diagnose(
     desired: Desired,
     changes: list[Change],
     uplinks: Collection[str],
+    table: str | None = None,
 ) -> Report:
-    """The findings about the uplinks (plan.roles; the same names `probes` was given)."""
+    """The findings about the uplinks (plan.roles; the same names `probes` was given).
+    `table`: gateway mode, how multihome's nftables table differs from the plan, if it does."""
     if not _multi_homed(state, uplinks):
         return Report(notes=("single-homed: one uplink, routing is symmetric",))
     remedy = _Remedy(state, desired, changes)
@@ -515,7 +521,7 @@ def diagnose(
         + _arp_flux(state, uplinks, remedy)
         + _table_checks(state, uplinks, remedy, changes)
         + _several_defaults(state, desired)
-        + _drift(desired, state, changes)
+        + _drift(desired, state, changes, table)
     )
     order = {Severity.ERROR: 0, Severity.WARNING: 1}
     return Report(findings=tuple(sorted(findings, key=lambda f: order[f.severity])))

@@ -1,6 +1,7 @@
 """PURE: gateway mode -- what a router that forwards a LAN over several uplinks needs.
 
-Per uplink i a mark V_i inside the mark mask M (V_i = i * lowest bit of M) and a rule
+Per uplink i a mark V_i inside the mark mask M (V_i = i * lowest bit of M, i = the uplink's
+table - table_min + 1, so that it stays when other uplinks come and go) and a rule
 `fwmark V_i/M lookup T_i` after `lookup main suppress_prefixlength 0`; the weighted multipath
 route in the balancing table picks a new forwarded connection's uplink, and multihome's own
 nftables table (`table inet multihome`) makes conntrack remember it:
@@ -54,7 +55,7 @@ def mark(mask: int, uplink_id: int) -> int:
 
 def plan_gateway(
     config: Config, state: HostState, uplinks: list[Uplink], priority: int
-) -> tuple[list[Rule], list[Sysctl], GatewayLayout, list[str]]:
+) -> tuple[list[Rule], list[Sysctl], GatewayLayout]:
     """The fwmark rules, sysctls and nftables layout of gateway mode (raises ConfigError)."""
     gateway = config.gateway
     assert gateway is not None
@@ -82,14 +83,28 @@ def plan_gateway(
         )
     own = config.ownership
     members = [u for u in uplinks if u.addresses_in(Family.INET)]
+    for name in [*gateway.lan, *(u.name for u in members)]:
+        if '"' in name or "\\" in name:
+            raise config.error(
+                f"interface {name!r} has a name nftables cannot quote (it holds \" or \\)",
+                "gateway.lan" if name in gateway.lan else "gateway",
+                hint=f"rename it: ip link set dev {name!r} name NEWNAME",
+            )
     capacity = gateway.mark_mask // (gateway.mark_mask & -gateway.mark_mask)
-    if len(members) > capacity:
-        raise config.error(
-            f"{len(members)} uplinks do not fit in mark_mask 0x{gateway.mark_mask:08X}"
-            f" ({capacity} ids)",
-            "gateway.mark_mask",
-        )
-    marks = tuple((u.name, mark(gateway.mark_mask, i)) for i, u in enumerate(members, start=1))
+    # An uplink's id comes from its table, not its place in the list: when another uplink
+    # leaves (its link went down), the others keep their marks and so their connections.
+    marks = []
+    for u in members:
+        uplink_id = u.table - own.table_min + 1
+        if not 1 <= uplink_id <= capacity:
+            raise config.error(
+                f"{u.name}'s table {u.table} gives mark id {uplink_id}, which does not fit in"
+                f" mark_mask 0x{gateway.mark_mask:08X} ({capacity} ids: tables"
+                f" {own.table_min}-{own.table_min + capacity - 1})",
+                "gateway.mark_mask",
+                hint="use a wider mark_mask, or tables at the start of [multihome] table_range",
+            )
+        marks.append((u.name, mark(gateway.mark_mask, uplink_id)))
     rules = [
         Rule(
             Family.INET,
@@ -109,23 +124,29 @@ def plan_gateway(
     ]
     if CT_ACCOUNTING in state.sysctls:
         sysctls.append(Sysctl(CT_ACCOUNTING, "1"))
-    notes: list[str] = []
     layout = GatewayLayout(
         lan=gateway.lan,
-        marks=marks,
+        marks=tuple(marks),
         mask=gateway.mark_mask,
         masquerade=gateway.masquerade,
         flush_on_down=gateway.flush_on_down,
         host_pair=gateway.sticky is Sticky.HOST_PAIR,
     )
-    return rules, sysctls, layout, notes
+    return rules, sysctls, layout
 
 
 # -- the nftables table --------------------------------------------------------------------
 
 
+def quote(name: str) -> str:
+    """An interface name as an nft string: in double quotes (a name may hold characters
+    nft would read as syntax, like `$`, `{` or `;`); plan_gateway refuses names with `"`."""
+    assert '"' not in name and "\\" not in name
+    return f'"{name}"'
+
+
 def _names(names: Iterable[str]) -> str:
-    quoted = [f'"{n}"' for n in names]
+    quoted = [quote(n) for n in names]
     return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
 
@@ -136,8 +157,8 @@ def pair_set(layout: GatewayLayout, uplink: str) -> str | None:
     """The name of the set that remembers an uplink's (inner, remote) pairs (host-pair)."""
     if not layout.host_pair:
         return None
-    names = [name for name, _ in layout.marks]
-    return f"pairs{names.index(uplink) + 1}" if uplink in names else None
+    value = layout.mark_of(uplink)
+    return None if value is None else f"pairs{value // (layout.mask & -layout.mask)}"
 
 
 def _body(layout: GatewayLayout) -> list[str]:
@@ -175,7 +196,7 @@ def _body(layout: GatewayLayout) -> list[str]:
         for name, v in (layout.marks if layout.host_pair else ())
     ]
     lines += [
-        f'\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname "{name}"'
+        f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {quote(name)}"
         f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
         for name, v in layout.marks
     ]
@@ -191,13 +212,13 @@ def _body(layout: GatewayLayout) -> list[str]:
         "\t\ttype filter hook postrouting priority mangle; policy accept;",
     ]
     lines += [
-        f'\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname "{name}"'
+        f"\t\tmeta nfproto ipv4 ct state new iifname {lan} oifname {quote(name)}"
         f" update @{pair_set(layout, name)} {{ ip saddr . ip daddr }}"
         for name, _ in (layout.marks if layout.host_pair else ())
     ]
     lines += [
         f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x00000000 iifname {lan}"
-        f' oifname "{name}" ct mark set ct mark & {k} | 0x{v:08x}'
+        f" oifname {quote(name)} ct mark set ct mark & {k} | 0x{v:08x}"
         for name, v in layout.marks
     ]
     lines.append("\t}")
@@ -207,7 +228,7 @@ def _body(layout: GatewayLayout) -> list[str]:
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
         ]
         lines += [
-            f'\t\tmeta nfproto ipv4 iifname {lan} oifname "{name}" masquerade'
+            f"\t\tmeta nfproto ipv4 iifname {lan} oifname {quote(name)} masquerade"
             for name, _ in layout.marks
         ]
         lines.append("\t}")

@@ -200,6 +200,11 @@ def install(
     if "etc/systemd/system/multihome-nftables.service" in wanted:  # gateway mode
         units.append("multihome-nftables.service")
     links = {f"etc/systemd/system/multi-user.target.wants/{unit}": unit for unit in units}
+    if "multihome-nftables.service" in units:  # WantedBy=nftables.service too: a restart
+        # of nftables (whose `flush ruleset` removes the table) loads it again
+        links["etc/systemd/system/nftables.service.wants/multihome-nftables.service"] = (
+            "multihome-nftables.service"
+        )
     for link in links:  # what `systemctl enable` does, as a file, so --root works
         entries[link] = {"path": link, "backup": None}
     # The intent first: until the last step, the manifest lists every file this install

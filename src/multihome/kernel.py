@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from multihome import PROTOCOL
+from multihome import RT_PROTOS
 from multihome.discover import SYSCTL_ROOT
 from multihome.errors import KernelError, PrivilegeError
 from multihome.model import Action, Change, HostState, Route, Rule, Sysctl
@@ -154,4 +154,4 @@ def register_protocol_name() -> None:
         return
     # Only cosmetics: where /etc is read-only, `ip` shows the number instead of the name.
     with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as file:
-        file.write(f"# rules and routes created by multihome\n{PROTOCOL}\tmultihome\n")
+        file.write(RT_PROTOS)

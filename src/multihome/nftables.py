@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-from multihome import gateway
+from multihome import gateway, tools
 from multihome.errors import KernelError, MultihomeError, PrivilegeError
 from multihome.model import GatewayLayout
 
@@ -25,21 +24,13 @@ TIMEOUT = 30
 
 
 def _nft() -> str:
-    path = shutil.which(NFT) or next(
-        (p for p in ("/usr/sbin/nft", "/sbin/nft") if shutil.which(p)), None
+    return tools.require(
+        NFT, "gateway mode", hint="apt-get install nftables (or dnf install nftables)"
     )
-    if path is None:
-        raise MultihomeError(
-            "gateway mode needs nft(8), which is not installed",
-            hint="apt-get install nftables (or dnf install nftables)",
-        )
-    return path
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_nft(), *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT
-    )
+    return tools.run(_nft(), args, TIMEOUT, stdin)
 
 
 @dataclass(frozen=True)

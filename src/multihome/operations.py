@@ -5,14 +5,13 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from multihome import config as config_file
 from multihome import discover, namespace, state
 from multihome.config import Config
 from multihome.diff import diff
-from multihome.errors import KernelError, MultihomeError, StateError
+from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
 
@@ -36,6 +35,12 @@ class Outcome:
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
     table: TableChange | None = None  # gateway mode: multihome's nftables table
+    table_refused: str = ""  # reconcile: why the table was left as it was (a mark overlap)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything changes (or changed): routing, sysctls or the nftables table."""
+        return bool(self.changes) or self.table is not None
 
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
@@ -44,34 +49,54 @@ def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
     return cfg, host, state.load(host.netns_id, namespace.cookie())
 
 
+UNREADABLE_RULESET = (
+    "the nftables ruleset is readable by root only: gateway mode's table and the forwarding"
+    " checks were skipped (run as root to see them)"
+)
+
+
 def preview(config_path: str | None) -> Outcome:
-    """What `apply` would do (reads only)."""
+    """What `apply` would do (reads only; other software's marks are the doctor's to report,
+    and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
     desired = plan(cfg, host)
     changes = tuple(diff(desired, host, record.sysctl_originals))
-    return Outcome(cfg, host, desired, changes, table=_table_change(cfg, host, desired, record))
+    try:
+        table = _table_change(cfg, host, desired, record, refuse=False)
+    except PrivilegeError:
+        return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,))
+    return Outcome(cfg, host, desired, changes, table=table)
+
+
+class MarkOverlapError(MultihomeError):
+    """Other software uses bits of the mark mask: apply refuses to write the table."""
+
+
+def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
+    assert cfg.gateway is not None
+    return MarkOverlapError(
+        f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
+        " by other software: " + "; ".join(users),
+        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
+        " uses which)",
+    )
 
 
 def _table_change(
-    cfg: Config, host: HostState, desired: Desired, record: state.Record
+    cfg: Config, host: HostState, desired: Desired, record: state.Record, refuse: bool = True
 ) -> TableChange | None:
-    """Gateway mode: what to do to multihome's nftables table (refuses when other software
-    uses the bits of the mark mask). Without [gateway] and no table applied, nothing to read."""
+    """Gateway mode: what to do to multihome's nftables table (with `refuse`, raises when
+    other software uses the bits of the mark mask). Without [gateway] and no table applied,
+    nothing to read."""
     if desired.gateway is None and not record.nft_table:
         return None
     from multihome import gateway, nftables
 
     ruleset = nftables.ruleset()
-    if desired.gateway is not None:
+    if desired.gateway is not None and refuse:
         users = gateway.overlaps(cfg, host.rules, ruleset)
         if users:
-            assert cfg.gateway is not None
-            raise MultihomeError(
-                f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
-                " by other software: " + "; ".join(users),
-                hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
-                " uses which)",
-            )
+            raise _overlap_error(cfg, users)
     return nftables.change_for(desired.gateway, nftables.current(ruleset))
 
 
@@ -108,12 +133,13 @@ def _converge(
     confirm_seconds: float | None,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    keep_table_on_overlap: bool = False,
 ) -> Outcome:
     from multihome import confirm, kernel
 
     cfg = config_file.load(config_path)
+    refused = ""
     netns_id = namespace.identity()
-    snapshot = None
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
         host = discover.read_state()
@@ -121,7 +147,14 @@ def _converge(
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
-        table = _table_change(cfg, host, desired, record)
+        try:
+            table = _table_change(cfg, host, desired, record)
+        except MarkOverlapError as error:
+            if not keep_table_on_overlap:
+                raise
+            # watch: the routing part (the failover of the balancing route) still goes in;
+            # the table stays as it is until the overlap is gone
+            table, refused = None, error.message
         if changes:
             kernel.apply(changes, host)  # all or nothing: from here on, every change is made
         if table is not None:
@@ -130,15 +163,8 @@ def _converge(
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
             after.netns_cookie = cookie
-            after.nft_table = desired.gateway is not None
-            try:
-                _record_or_undo(netns_id, after, rules, routes, changes, host)
-            except StateError:
-                if table is not None:  # the routing part was undone: the table goes back too
-                    from multihome import nftables
-
-                    nftables.undo(table)
-                raise
+            after.nft_table = record.nft_table if refused else desired.gateway is not None
+            _record_or_undo(netns_id, after, rules, routes, changes, host, table)
             owned_rules, owned_routes = cfg.ownership.owned(host)
             snapshot = confirm.Snapshot(
                 cfg.ownership,
@@ -152,10 +178,10 @@ def _converge(
                 record=record,
                 nft_previous=table.previous if table is not None else None,
             )
-    if confirm_seconds is not None and snapshot is not None:
-        confirm.arm(netns_id, snapshot, confirm_seconds)
+            if confirm_seconds is not None:  # inside the lock: no other apply comes between
+                confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings, table)
+    return Outcome(cfg, host, desired, changes, warnings, table, refused)
 
 
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
@@ -167,8 +193,18 @@ def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostSt
         nftables.apply(table)
     except MultihomeError as error:
         if changes:
-            kernel.apply([c.inverse() for c in reversed(changes)], host)
-            error.message += f"; the {len(changes)} routing changes made were undone"
+            try:
+                kernel.apply([c.inverse() for c in reversed(changes)], host)
+            except MultihomeError as undo:  # the first error stays the one reported
+                error.message += (
+                    f"; undoing the {len(changes)} routing changes also failed: {undo.message}"
+                )
+                error.hint = (
+                    "the routing changes are in place but NOT recorded, the nftables table"
+                    " is as before; run `multihome apply` again once nft works"
+                )
+            else:
+                error.message += f"; the {len(changes)} routing changes made were undone"
             error.args = (error.message,)
         raise
 
@@ -180,21 +216,38 @@ def _record_or_undo(
     routes: list[Route],
     changes: tuple[Change, ...],
     host: HostState,
+    table: TableChange | None,
 ) -> None:
     """The change and its record succeed or fail together: without the record, `remove`
-    could not put the original sysctls back, so a change that cannot be recorded is undone."""
+    could not put the original sysctls back, so a change that cannot be recorded is undone
+    (the nftables table and the routing part); an undo that fails is added to the message,
+    never raised instead of it."""
     try:
         state.save(netns_id, record, rules, routes)
     except StateError as error:
-        from multihome import kernel
+        left: list[str] = []  # what is still in place
+        failures: list[str] = []
+        if table is not None:
+            from multihome import nftables
 
-        try:
-            kernel.apply([c.inverse() for c in reversed(changes)], host)
-        except KernelError as undo:
+            try:
+                nftables.undo(table)
+            except MultihomeError as undo:
+                left.append("the nftables table")
+                failures.append(f"undoing the nftables table failed: {undo.message}")
+        if changes:
+            from multihome import kernel
+
+            try:
+                kernel.apply([c.inverse() for c in reversed(changes)], host)
+            except MultihomeError as undo:
+                left.append(f"the {len(changes)} routing changes")
+                failures.append(f"undoing the routing changes failed: {undo.message}")
+        if failures:
             raise StateError(
-                f"{error.message}; undoing the change also failed: {undo.message}",
-                hint="the change is in place but NOT recorded; fix the state directory, then"
-                " run `multihome apply` again",
+                f"{error.message}; " + "; ".join(failures),
+                hint=" and ".join(left) + " are in place but NOT recorded (the rest was"
+                " undone); fix the state directory, then run `multihome apply` again",
             ) from None
         raise StateError(
             f"{error.message}; the change was undone (the host is as before)", hint=error.hint
@@ -240,8 +293,16 @@ def reconcile(
     config_path: str | None, down: frozenset[str], down6: frozenset[str] = frozenset()
 ) -> Outcome:
     """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
-    dead over IPv4, `down6`: over IPv6)."""
-    return _converge(config_path, remove=False, confirm_seconds=None, down=down, down6=down6)
+    dead over IPv4, `down6`: over IPv6). A mark overlap leaves the nftables table as it is
+    (Outcome.table_refused) instead of failing the round."""
+    return _converge(
+        config_path,
+        remove=False,
+        confirm_seconds=None,
+        down=down,
+        down6=down6,
+        keep_table_on_overlap=True,
+    )
 
 
 def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
@@ -261,25 +322,42 @@ def diagnose(config_path: str | None) -> Any:
     uplinks = uplink_names(roles(outcome.config, outcome.host))
     lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
     report = doctor.diagnose(
-        outcome.host, lookups, outcome.desired, list(outcome.changes), uplinks
+        outcome.host,
+        lookups,
+        outcome.desired,
+        list(outcome.changes),
+        uplinks,
+        _table_drift(outcome.table),
     )
     return _forwarding_findings(outcome, report)
 
 
+def _table_drift(table: TableChange | None) -> str | None:
+    """How multihome's nftables table differs from the plan, for the doctor's drift check."""
+    if table is None:
+        return None
+    name = "nftables table inet multihome"
+    if table.layout is None:
+        return f"{name} is left over (the plan has no [gateway])"
+    if not table.previous:
+        return f"{name} is missing (deleted, or flushed by `nft flush ruleset`)"
+    return f"{name} differs from the plan (a rule or chain changed)"
+
+
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
-    import shutil
+    from multihome import doctor, gateway, gateway_doctor, nftables, tools
 
-    from multihome import doctor, gateway, gateway_doctor, nftables
-
-    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or not (
-        shutil.which("nft") or os.path.exists("/usr/sbin/nft")
-    ):
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
         return report
     cfg = outcome.config
     mask = cfg.gateway.mark_mask if cfg.gateway else None
+    try:
+        ruleset = nftables.ruleset()
+    except PrivilegeError:
+        return doctor.Report(findings=report.findings, notes=(*report.notes, UNREADABLE_RULESET))
     extra = gateway_doctor.findings(
-        outcome.host, outcome.desired, nftables.ruleset(), mask, cfg.ownership.protocol
+        outcome.host, outcome.desired, ruleset, mask, cfg.ownership.protocol
     )
     if not extra:
         return report

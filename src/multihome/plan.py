@@ -482,7 +482,9 @@ def plan(
     keep their tables and source rules, and leave that family's balancing route."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
-    if not config.uplinks and len(chosen) < 2:
+    # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
+    # that is left (or the only one), and its marks must stay when another WAN goes down
+    if not config.uplinks and len(chosen) < (1 if config.gateway is not None else 2):
         names = ", ".join(u.name for u in chosen) or "none"
         notes.append(
             f"single-homed (uplinks: {names}): destination routing is already symmetric,"
@@ -557,13 +559,12 @@ def plan(
     if config.gateway is not None and Family.INET in families:
         from multihome import gateway  # gateway mode: fwmark rules and the nftables layout
 
-        extra_rules, extra_sysctls, layout, extra_notes = gateway.plan_gateway(
+        extra_rules, extra_sysctls, layout = gateway.plan_gateway(
             config, state, uplinks, off_link
         )
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
-        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),

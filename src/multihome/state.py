@@ -111,6 +111,14 @@ def remove(netns_id: int, suffix: str) -> None:
         os.unlink(file_path(netns_id, suffix))
 
 
+def _damaged(path: str, why: str) -> StateError:
+    return StateError(
+        f"cannot read the state file {path}: {why}",
+        hint="if it is damaged, move it away; `multihome remove` still removes every"
+        " rule and route multihome owns, but cannot restore the sysctls it changed",
+    )
+
+
 def load(netns_id: int, cookie: int | None = None) -> Record:
     """The record of this namespace. A record left by a deleted namespace whose inode was
     reused (its cookie differs) describes nothing here: it reads as empty, and is removed."""
@@ -121,11 +129,9 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     except FileNotFoundError:
         return Record()
     except (OSError, ValueError) as error:
-        raise StateError(
-            f"cannot read the state file {path}: {error}",
-            hint="if it is damaged, move it away; `multihome remove` still removes every"
-            " rule and route multihome owns, but cannot restore the sysctls it changed",
-        ) from None
+        raise _damaged(path, str(error)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("sysctl_originals", {}), dict):
+        raise _damaged(path, "not a multihome record (valid JSON of another shape)")
     recorded_cookie = data.get("netns_cookie")
     if recorded_cookie is not None and _stale(recorded_cookie, cookie):
         _discard(path)

@@ -539,3 +539,58 @@ def test_toml_writer_refuses_null_and_writes_multihome_config() -> None:
         assert str(error).startswith("config: uplinks.eth0.gateway is null")
     else:
         raise AssertionError("a null value was written")
+
+
+GATEWAY_ONLY = """
+- name: Gateway routing
+  hosts: fleet
+  gather_facts: false
+  tasks:
+    - name: Apply
+      multihome.routing.policy:
+        netns: "{{ netns }}"
+        config_file: "{{ mh_config_file }}"
+        confirm: "{{ confirm_seconds | default(omit) }}"
+        executable: "{{ multihome_bin }}"
+      register: routing
+    - name: Show
+      ansible.builtin.debug:
+        msg: "RESULT {{ routing | to_json }}"
+"""
+
+
+def test_a_change_of_only_the_nftables_table_is_changed_and_awaits_confirmation(
+    build: Build, tmp_path: Path
+) -> None:
+    from multihome.lab import gateway
+
+    router = build(gateway.gateway(nics=2)).ns("router")
+    config = tmp_path / "multihome.toml"
+    config.write_text(gateway.CONFIG)
+    config.chmod(0o600)
+    multihome(router, "-c", str(config), "apply")
+    subprocess.run(
+        ["ip", "netns", "exec", router, "nft", "delete", "table", "inet", "multihome"], check=True
+    )
+    ansible = Ansible(tmp_path)
+    ansible.inventory({"gw": {"netns": router, "mh_config_file": str(config)}})
+    site = ansible.playbook(GATEWAY_ONLY)
+
+    def result(output: str) -> dict[str, Any]:
+        found = re.search(r'"msg": "RESULT (\{.*\})"', output)
+        assert found, output
+        data: dict[str, Any] = json.loads(found[1].encode().decode("unicode_escape"))
+        return data
+
+    try:
+        checked = ansible.run(site, "--check").stdout
+        assert recap(checked)["gw"]["changed"] == 1, checked
+        assert "table inet multihome" in result(checked)["nftables"]
+        applied = ansible.run(site, "-e", "confirm_seconds=30").stdout
+        data = result(applied)
+        assert data["changed"] is True and data["pending_confirmation"] is True, data
+        assert data["changes"] == [], data
+        confirm = multihome(router, "confirm", "--json")
+        assert json.loads(confirm.stdout)["outcome"] == "kept"
+    finally:
+        multihome(router, "confirm", check=False)

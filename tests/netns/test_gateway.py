@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +83,29 @@ def mh_table(ns: str) -> list[dict[str, object]]:
         return []
     items: list[dict[str, object]] = json.loads(result.stdout)["nftables"]
     return items
+
+
+def _readline(stream: Any, seconds: float) -> str:
+    """One line from a child's pipe, or an AssertionError after `seconds` (no hang)."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    if not ready:
+        raise AssertionError(f"no line within {seconds} s")
+    line: str = stream.readline()
+    return line
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """End a child this test started (by its pid), killing it if it does not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
 
 
 @pytest.fixture
@@ -283,11 +309,11 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
     nft(router, "-f", "-", stdin=DOCKER_TABLE)
     nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
     tables = foreign_tables(router)
+    log = (tmp_path / "watch.log").open("w+")
     try:
-        log = (tmp_path / "watch.log").open("w+")
         start(PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path), stdout=log, stderr=subprocess.STDOUT)
         echo = start("ip", "netns", "exec", server, PY, script, "server", "9000", stdout=subprocess.PIPE)
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        assert echo.stdout is not None and _readline(echo.stdout, 10).strip() == "ready"
         wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
         sessions = start(
             "ip", "netns", "exec", client, PY, script, "client", lab.SERVER_ADDRESS, "9000",
@@ -299,7 +325,7 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
             assert sessions.stdin is not None and sessions.stdout is not None
             sessions.stdin.write(line + "\n")
             sessions.stdin.flush()
-            return json.loads(sessions.stdout.readline())
+            return json.loads(_readline(sessions.stdout, 20))
 
         before = set(command("open 24"))
         wait_for(lambda: set().union(*ports_by_uplink(router).values()) >= before, 5)
@@ -340,13 +366,8 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
         assert foreign_tables(router) == tables  # watch's churn never touched them
     finally:
         for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop(proc)
+        log.close()
 
 
 def test_lab_gateway_round_robin_snat_fails_and_policy_does_not(tmp_path: Path) -> None:
@@ -473,8 +494,7 @@ def test_host_pair_keeps_pairs_on_their_uplink_after_another_returns(
         assert all(after[a] == {"eth0"} for a in on_eth1), after
         assert all(after[a] == before[a] for a in inner if a not in on_eth1), after
     finally:
-        watch.terminate()
-        watch.wait(timeout=10)
+        _stop(watch)
         log.close()
 
 
@@ -507,3 +527,227 @@ def test_a_damaged_table_is_put_right_by_the_next_apply(build: Build, config: st
     assert "~ nftables table inet multihome" in out, out
     assert nft(router, "list", "table", "inet", "multihome") == whole
     assert multihome(router, "-c", config, "apply").stdout.startswith("apply: nothing to do")
+
+
+def _ports(ns: str, marks: dict[str, int]) -> dict[str, set[int]]:
+    """The LAN client's established source ports per uplink mark (`conntrack -L`)."""
+    found: dict[str, set[int]] = {}
+    for name, value in marks.items():
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--mark", f"{value:#x}/{MASK:#x}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        found[name] = {
+            int(line.split("sport=")[1].split()[0])
+            for line in out.splitlines()
+            if "ESTABLISHED" in line and f"src={lab.CLIENT_ADDRESS}" in line
+        }
+    return found
+
+
+def test_a_router_link_down_keeps_the_other_uplinks_marks_table_and_connections(
+    build: Build, config: str
+) -> None:
+    # auto-detected uplinks (no [uplinks]): eth1's link goes down, then eth0's too
+    net = build(lab.gateway(nics=3))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    marks = {"eth0": 0x01000000, "eth1": 0x02000000, "eth2": 0x03000000}
+    here = os.path.dirname(__file__)
+    script = os.path.join(here, "longlived.py")
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        multihome(router, "-c", config, "apply")
+        echo = subprocess.Popen(
+            ["ip", "netns", "exec", server, PY, script, "server", "9000"], stdout=subprocess.PIPE, text=True
+        )
+        processes.append(echo)
+        assert echo.stdout is not None and _readline(echo.stdout, 10).strip() == "ready"
+        sessions = subprocess.Popen(
+            ["ip", "netns", "exec", client, PY, script, "client", lab.SERVER_ADDRESS, "9000"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        processes.append(sessions)
+
+        def command(line: str) -> Any:
+            assert sessions.stdin is not None and sessions.stdout is not None
+            sessions.stdin.write(line + "\n")
+            sessions.stdin.flush()
+            return json.loads(_readline(sessions.stdout, 20))
+
+        opened = set(command("open 30"))
+        wait_for(lambda: set().union(*_ports(router, marks).values()) >= opened, 5)
+        placed = _ports(router, marks)
+        assert placed["eth0"] and placed["eth2"], placed
+
+        subprocess.run(["ip", "-n", router, "link", "set", "eth1", "down"], check=True)
+        multihome(router, "-c", config, "apply")
+        rules = {(r["fwmark"], r["table"]) for r in _fwmark_rules(router)}
+        assert rules == {("0x1000000", "100"), ("0x3000000", "102")}, rules  # eth2 kept 3
+        assert 'oifname "eth2" masquerade' in nft(router, "list", "table", "inet", "multihome")
+        with TcpServer(server, size=1000):
+            assert fetch(client, [lab.SERVER_ADDRESS], count=20) == {lab.SERVER_ADDRESS: 20}
+        after = _ports(router, marks)
+        assert placed["eth0"] <= after["eth0"] and placed["eth2"] <= after["eth2"], after
+        report = {int(k): v for k, v in command("report").items()}
+        assert not any(report[p] for p in placed["eth0"] | placed["eth2"]), report
+
+        # one WAN left: the table and its masquerade stay (not single-homed)
+        subprocess.run(["ip", "-n", router, "link", "set", "eth0", "down"], check=True)
+        multihome(router, "-c", config, "apply")
+        assert {(r["fwmark"], r["table"]) for r in _fwmark_rules(router)} == {("0x3000000", "102")}
+        assert 'oifname "eth2" masquerade' in nft(router, "list", "table", "inet", "multihome")
+        with TcpServer(server, size=1000):
+            assert fetch(client, [lab.SERVER_ADDRESS], count=10) == {lab.SERVER_ADDRESS: 10}
+        report = {int(k): v for k, v in command("report").items()}
+        assert not any(report[p] for p in placed["eth2"]), report
+    finally:
+        for proc in reversed(processes):
+            _stop(proc)
+
+
+def test_a_change_of_only_the_table_counts_for_confirm_and_json(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    multihome(router, "-c", config, "apply")
+    nft(router, "delete", "table", "inet", "multihome")  # only the table differs now
+    planned = json.loads(multihome(router, "-c", config, "plan", "--json").stdout)
+    assert planned["changed"] is True and planned["changes"] == [], planned
+    assert multihome(router, "-c", config, "plan", "--check", check=False).returncode == 1
+    result = multihome(router, "-c", config, "apply", "--confirm", "30", "--json")
+    data = json.loads(result.stdout)
+    assert data["changed"] is True and data["changes"] == [] and data["nftables"], data
+    assert "confirm` within 30 s, or the change is reverted" in result.stderr, result
+    assert json.loads(multihome(router, "confirm", "--json").stdout)["outcome"] == "kept"
+    assert mh_table(router) != []
+
+
+def test_doctor_reports_a_mark_overlap_and_reads_as_non_root(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    subprocess.run(
+        ["ip", "-n", router, "rule", "add", "pref", "500", "fwmark", "0x2000000/0x3000000", "lookup", "300"],
+        check=True,
+    )
+    result = multihome(router, "-c", config, "doctor", "--json", check=False)
+    assert result.returncode == 1, result  # problems found, not a failure (2)
+    checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert "fwmark 0x2000000/0x3000000 lookup 300" in " ".join(checks["mark-overlap"]["evidence"])
+    assert multihome(router, "-c", config, "plan", check=False).returncode == 0
+    assert multihome(router, "-c", config, "apply", check=False).returncode == 2  # refuses
+
+    # an ordinary user cannot read the ruleset: doctor, show and plan say so and go on
+    nobody = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+    readable = Path(tempfile.mkdtemp(prefix="mh-gw-nobody-"))  # tmp_path's parents are 0700
+    try:
+        readable.chmod(0o755)
+        shared = readable / "multihome.toml"
+        shared.write_text(lab.CONFIG)
+        shared.chmod(0o644)
+        env = {**os.environ, "MULTIHOME_STATE_DIR": str(readable)}
+        for args in (["doctor", "--json"], ["show"], ["plan"]):
+            run = subprocess.run(
+                ["ip", "netns", "exec", router, *nobody, PY, "-m", "multihome", "-c", str(shared), *args],
+                capture_output=True, text=True, env=env, timeout=60,
+            )
+            assert "Traceback" not in run.stderr and run.returncode in (0, 1), (args, run)
+            assert "readable by root only" in run.stdout + run.stderr, (args, run)
+    finally:
+        shutil.rmtree(readable)
+
+
+def test_watch_fails_over_despite_a_later_mark_overlap(build: Build, tmp_path: Path) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    path = tmp_path / "watch.toml"
+    path.write_text(WATCH_CONFIG)
+    path.chmod(0o600)
+    log = (tmp_path / "watch.log").open("w+")
+    watch = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        table = nft(router, "list", "table", "inet", "multihome")
+        # other software adds a rule on multihome's mark bits later
+        subprocess.run(
+            ["ip", "-n", router, "rule", "add", "pref", "500", "fwmark", "0x2000000/0x3000000", "lookup", "300"],
+            check=True,
+        )
+        subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "down"], check=True)
+        wait_for(lambda: balancing_devices(router) == ["eth0"], 8)  # the failover still happens
+        assert nft(router, "list", "table", "inet", "multihome") == table  # kept as it was
+
+        def status() -> Any:
+            return json.loads(multihome(router, "status", "--json").stdout)
+
+        wait_for(lambda: "mark_mask" in status().get("last_result", ""), 5)
+        assert status()["errors"] >= 1
+        log.seek(0)
+        text = log.read()
+        assert text.count("nftables table kept") == 1, text  # logged once, not every round
+        assert "fwmark 0x2000000/0x3000000 lookup 300" in text, text
+    finally:
+        _stop(watch)
+        log.close()
+
+
+def test_doctor_reports_a_missing_or_damaged_table_as_drift(build: Build, config: str) -> None:
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    multihome(router, "-c", config, "apply")
+
+    def drift() -> list[str]:
+        result = multihome(router, "-c", config, "doctor", "--json", check=False)
+        found = [f for f in json.loads(result.stdout)["findings"] if f["check"] == "drift"]
+        return list(found[0]["evidence"]) if found else []
+
+    assert drift() == []
+    victim = next(c["rule"] for c in mh_table(router) if "rule" in c and c["rule"]["chain"] == "nat")  # type: ignore[index]
+    nft(router, "delete", "rule", "inet", "multihome", "nat", "handle", str(victim["handle"]))  # type: ignore[index]
+    assert any("differs from the plan" in line for line in drift())
+    nft(router, "delete", "table", "inet", "multihome")
+    assert any("nftables table inet multihome is missing" in line for line in drift())
+
+
+def test_watch_flushes_the_connections_of_an_uplink_that_left_the_table(
+    build: Build, config: str, tmp_path: Path
+) -> None:
+    # auto-detected uplinks: eth1 loses its default route (DHCP lease lost, link up) and
+    # leaves the table; its port-forwarded connections (not masqueraded, so the kernel keeps
+    # their entries) can no longer be answered through it: flush_on_down deletes them
+    net = build(lab.gateway(nics=2))
+    router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
+    nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
+    script = os.path.join(os.path.dirname(__file__), "longlived.py")
+    log = (tmp_path / "watch.log").open("w+")
+    processes: list[subprocess.Popen[Any]] = []
+    try:
+        processes.append(subprocess.Popen(
+            [PY, "-m", "multihome", "--netns", router, "watch", "-c", config], stdout=log, stderr=subprocess.STDOUT
+        ))
+        inner = subprocess.Popen(
+            ["ip", "netns", "exec", client, PY, script, "server", "8080"], stdout=subprocess.PIPE, text=True
+        )
+        processes.append(inner)
+        assert inner.stdout is not None and _readline(inner.stdout, 10).strip() == "ready"
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"] and mh_table(router) != [], 10)
+        sessions = subprocess.Popen(
+            ["ip", "netns", "exec", server, PY, script, "client", lab.uplink_address(1), "8080"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        processes.append(sessions)
+        assert sessions.stdin is not None and sessions.stdout is not None
+        sessions.stdin.write("open 8\n")
+        sessions.stdin.flush()
+        assert len(json.loads(_readline(sessions.stdout, 20))) == 8
+        wait_for(lambda: tracked(router, MARKS["eth1"]) >= 8, 5)
+
+        subprocess.run(["ip", "-n", router, "route", "del", "default", "dev", "eth1"], check=True)
+        wait_for(lambda: [r["table"] for r in _fwmark_rules(router)] == ["100"], 8)
+        wait_for(lambda: tracked(router, MARKS["eth1"]) == 0, 5)
+        log.seek(0)
+        assert "eth1: left the table" in log.read()
+    finally:
+        for proc in reversed(processes):
+            _stop(proc)
+        log.close()

@@ -262,7 +262,11 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
         "table inet multihome",
         "delete table inet multihome",
     ]
-    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in networkd["multihome-nftables.service"]
+    unit = networkd["multihome-nftables.service"]
+    assert "ExecStart=/usr/sbin/nft -f /etc/multihome/multihome.nft" in unit
+    # a restart or reload of nftables.service (`flush ruleset`) loads the table again
+    assert "PartOf=nftables.service\nReloadPropagatedFrom=nftables.service\n" in unit
+    assert "WantedBy=multi-user.target nftables.service\n" in unit
     nm = renderers["networkmanager"][0](desired, Options()).files["multihome-nmcli.sh"]
     assert "priority 1002 from 0.0.0.0/0 fwmark 0x1000000/0xf000000 table 100" in nm
     script = renderers["ip"][0](desired, Options()).files["multihome.sh"]
@@ -277,9 +281,11 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
     link = os.path.join(root, "etc/systemd/system/multi-user.target.wants/multihome-nftables.service")
     assert os.readlink(link) == "../multihome-nftables.service"
     assert link in done.written
+    again = os.path.join(root, "etc/systemd/system/nftables.service.wants/multihome-nftables.service")
+    assert os.readlink(again) == "../multihome-nftables.service" and again in done.written
     install.uninstall(root)
     assert not os.path.exists(os.path.join(root, "etc/multihome/multihome.nft"))
-    assert not os.path.lexists(link)
+    assert not os.path.lexists(link) and not os.path.lexists(again)
 
 
 def test_only_multihomes_own_fwmark_rules_are_owned() -> None:
@@ -317,3 +323,94 @@ def test_gateway_lab_report(tmp_path: Any) -> None:
     assert data["phases"][1]["detection_s"] == 1.5 and data["phases"][0]["failed_share"] == 0.5
     gateway_run.write_png([rr, failover], str(tmp_path / "gw.png"))
     assert (tmp_path / "gw.png").stat().st_size > 1000
+
+
+def test_gateway_mode_plans_the_table_for_a_single_detected_uplink() -> None:
+    # H1: one of two WANs lost its default route (link down): the table and the masquerade
+    # on the WAN that still works stay; a router with one WAN gets them too
+    one = host(
+        {"eth0": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": ["198.18.0.1/24"]},
+        defaults=[("eth0", "192.0.2.1", 100)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    desired = plan(parse(ROUTER, "m.toml"), one)
+    assert desired.gateway is not None and desired.gateway.masquerade
+    assert [name for name, _ in desired.gateway.marks] == ["eth0"]
+    assert 'oifname "eth0" masquerade' in gateway.table_text(desired.gateway)
+    assert not any("single-homed" in n for n in desired.notes)
+    # without [gateway] a single uplink is still left alone
+    assert plan(parse("", "m.toml"), one).uplinks == ()
+
+
+def test_netplan_leaves_the_masked_fwmark_rules_out_and_carries_the_table() -> None:
+    from multihome.render import Options, registry
+
+    desired = plan(parse(ROUTER, "m.toml"), router())
+    rendered = registry()["netplan"][0](desired, Options())
+    yaml = rendered.files["90-multihome.yaml"]
+    assert "None" not in yaml and "from: 192.0.2.10" in yaml
+    assert rendered.files["multihome.nft"].splitlines()[1] == "table inet multihome"
+    assert "ExecStart=/usr/sbin/nft" in rendered.files["multihome-nftables.service"]
+    assert any("`mark` takes no mask" in n and "(2 rules)" in n for n in rendered.notes)
+
+
+def test_the_gateway_lab_says_why_a_command_failed() -> None:
+    import sys
+
+    from multihome.errors import MultihomeError
+    from multihome.lab import gateway_run
+
+    code = "import os, sys; sys.exit('refused: ' + os.environ['WHY'])"
+    with pytest.raises(MultihomeError, match=r"failed: refused: the cause"):
+        gateway_run._run([sys.executable, "-c", code], env={"WHY": "the cause"})
+
+
+CONNTRACK_L = """\
+tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=203.0.113.100 sport=40000 dport=9000 packets=3 bytes=180 src=203.0.113.100 dst=192.0.2.10 sport=9000 dport=40000 packets=2 bytes=120 [ASSURED] mark=16777216 use=1
+tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=203.0.113.100 sport=40001 dport=9000 packets=1 bytes=60 src=203.0.113.100 dst=192.0.2.42 sport=9000 dport=40001 packets=1 bytes=60 [ASSURED] mark=33554688 use=1
+udp      17 29 src=198.18.0.10 dst=203.0.113.100 sport=5353 dport=53 [UNREPLIED] src=203.0.113.100 dst=192.0.2.10 sport=53 dport=5353 mark=16777216 use=1
+tcp      6 10 TIME_WAIT src=192.0.2.10 dst=192.0.2.1 sport=1 dport=2 src=192.0.2.1 dst=192.0.2.10 sport=2 dport=1 [ASSURED] mark=0 use=1
+"""
+
+
+def test_one_conntrack_listing_counts_every_uplink() -> None:
+    from multihome import conntrack
+
+    counts = conntrack.count_by_mark(CONNTRACK_L, 0x0F000000)
+    assert counts[0x01000000] == conntrack.Usage(2, 300)
+    assert counts[0x02000000] == conntrack.Usage(1, 120)  # other bits (0x100) are not ours
+    assert counts[0] == conntrack.Usage(1, 0)
+
+
+def test_the_sampler_logs_a_conntrack_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multihome import tools
+    from multihome.watch.gateway_usage import EVERY, Sampler
+
+    monkeypatch.setattr(tools, "SBIN", ())
+    monkeypatch.setenv("PATH", "/nonexistent")  # conntrack(8) is not there
+    layout = plan(parse(ROUTER, "m.toml"), router()).gateway
+    logged: list[str] = []
+    sampler = Sampler(logged.append)
+    for round_ in range(4):
+        assert sampler.sample(layout, round_ * EVERY * 2) == {}
+    assert len(logged) == 1 and "conntrack(8)" in logged[0], logged
+
+
+def test_interface_names_are_quoted_for_nft_and_a_quote_is_refused() -> None:
+    odd = host(
+        {"wan$1": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan{0}": ["198.18.0.1/24"]},
+        defaults=[("wan$1", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    desired = plan(parse('[gateway]\nlan = ["lan{0}"]\n', "m.toml"), odd)
+    assert desired.gateway is not None
+    text = gateway.table_text(desired.gateway)
+    assert 'iifname "lan{0}" oifname "wan$1" masquerade' in text
+    assert "wan$1" not in text.replace('"wan$1"', "")  # never unquoted
+    quoted = host(
+        {'wan"1': ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": ["198.18.0.1/24"]},
+        defaults=[('wan"1', "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+        sysctls={"net/ipv4/ip_forward": "1"},
+    )
+    with pytest.raises(ConfigError, match=r"interface 'wan\"1' has a name nftables cannot quote"):
+        plan(parse(ROUTER, "m.toml"), quoted)

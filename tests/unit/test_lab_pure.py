@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from multihome.counters import Link
@@ -137,3 +139,21 @@ def test_gratuitous_arp_frame() -> None:
     assert data[:6] == b"\xff" * 6 and data[6:12] == mac and data[12:14] == b"\x08\x06"
     assert data[14:22] == bytes.fromhex("0001080006040001")  # Ethernet/IPv4, request
     assert data[22:28] == mac and data[28:32] == data[38:42] == bytes([192, 0, 2, 11])
+
+
+def test_damaged_lab_records_are_reported_with_their_namespaces(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from multihome.lab import topology
+
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(tmp_path))
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "good.json").write_text('{"pid": 1, "namespaces": ["mhg-a"]}')
+    (lab / "cut.json").write_text('{"pid": 12, "namespaces": ["mhc-server", "mhc-router"], "in')
+    (lab / "junk.json").write_text("\x00\x01")
+    assert [r.name for r in topology.lab_networks()] == ["good"]
+    assert topology.damaged_records() == [
+        (str(lab / "cut.json"), ("mhc-server", "mhc-router")),
+        (str(lab / "junk.json"), ()),
+    ]

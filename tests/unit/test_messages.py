@@ -14,9 +14,8 @@ from multihome import cli
 from multihome.cli.output import with_user_options
 from multihome.lab.command import ProgressLines, duration_note
 
-# multihome.lab.run is imported in the tests only: importing it imports multihome.state, which
-# fixes its directory from MULTIHOME_STATE_DIR at import, and collection must not do that
-# before the netns tests set it.
+# multihome.lab.run is imported in the tests that need it (state reads MULTIHOME_STATE_DIR
+# at each use, so the place of the import does not matter for the state directory).
 
 
 def test_lab_help_does_not_offer_netns(capsys: pytest.CaptureFixture[str]) -> None:

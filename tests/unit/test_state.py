@@ -92,3 +92,25 @@ def test_the_daemons_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     for value in range(netlink.NETWORKS_CACHED + 10):
         netlink._network((value << 8).to_bytes(4, "big"), 24)
     assert 0 < len(netlink._network_cache) <= netlink.NETWORKS_CACHED
+
+
+@pytest.mark.parametrize("text", ["[]", "3", '"x"', '{"sysctl_originals": []}'])
+def test_a_record_of_another_shape_is_a_damaged_file(state_dir: Path, text: str) -> None:
+    (state_dir / "netns-7.json").write_text(text)
+    with pytest.raises(StateError, match=r"cannot read the state file .*netns-7\.json") as caught:
+        state.load(7)
+    assert "move it away" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "data", [{"pid": os.getpid()}, {"pid": "abc", "deadline": 1.0}, {"deadline": None}]
+)
+def test_a_damaged_pending_file_reads_as_nothing_pending(
+    state_dir: Path, data: dict[str, object]
+) -> None:
+    from multihome import confirm
+
+    netns_id = namespace.identity()
+    state.write_json(netns_id, confirm.PENDING, data)
+    assert confirm.pending(netns_id) is None
+    assert state.read_json(netns_id, confirm.PENDING) is None  # discarded

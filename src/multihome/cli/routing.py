@@ -74,6 +74,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from multihome.plan import roles
 
     outcome = operations.preview(args.config)
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     host, desired = outcome.host, outcome.desired
     detected = roles(outcome.config, host)
     own = desired.ownership
@@ -109,11 +111,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from multihome.render import ip as render_ip
 
     outcome = operations.preview(args.config)
+    for warning in outcome.warnings:
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     changes = list(outcome.changes)
     nft = outcome.table  # gateway mode's nftables table, when it changes
     if args.json:
         print_json(
             {
+                "changed": outcome.changed,
                 "uplinks": outcome.desired.uplinks,
                 "changes": [change_json(c) for c in changes],
                 "nftables": nft.script() if nft else None,
@@ -139,7 +144,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 print("\n".join(f"    {line}" for line in nft.script().splitlines()))
         else:
             print("no changes: the kernel already matches the plan")
-    return EXIT_PENDING if args.check and (changes or nft) else EXIT_OK
+    return EXIT_PENDING if args.check and outcome.changed else EXIT_OK
 
 
 def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
@@ -148,7 +153,7 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     if args.json:
         print_json(
             {
-                "changed": bool(changes or nft),
+                "changed": outcome.changed,
                 "changes": [change_json(c) for c in changes],
                 "nftables": nft.describe() if nft else None,
                 "uplinks": outcome.desired.uplinks,
@@ -161,7 +166,7 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
         print(f"note: {note}")
     for warning in outcome.warnings:
         print(f"multihome: warning: {warning}", file=sys.stderr)
-    if not changes and not nft:
+    if not outcome.changed:
         print(f"{verb}: nothing to do, the kernel already matches")
         return EXIT_OK
     for change in changes:
@@ -225,7 +230,7 @@ def _converge(args: argparse.Namespace, verb: str) -> int:
     handler = operations.apply if verb == "apply" else operations.remove
     outcome = handler(args.config, args.confirm)
     code = _report(outcome, args, verb)
-    if args.confirm is not None and outcome.changes:
+    if args.confirm is not None and outcome.changed:  # the guardian was armed
         note = (
             f"run `multihome{' --netns ' + args.netns if args.netns else ''} confirm` within"
             f" {args.confirm:g} s, or the change is reverted"

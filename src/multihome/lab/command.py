@@ -241,11 +241,12 @@ def _load(args: argparse.Namespace) -> int:
 
 def _clean(args: argparse.Namespace) -> int:
     from multihome.lab import run as lab_run
-    from multihome.lab.topology import lab_networks
+    from multihome.lab.topology import damaged_records, lab_networks
 
     names = (args.name,) if args.name else ()
     removed = lab_run.clean(names, everything=args.all)
     left = [r.name for r in lab_networks() if r.kept]
+    damaged = damaged_records()
     if args.json:
         print_json(
             {
@@ -255,9 +256,17 @@ def _clean(args: argparse.Namespace) -> int:
                     for r in removed
                 ],
                 "kept": left,
+                "damaged": [{"path": p, "namespaces": list(n)} for p, n in damaged],
             }
         )
         return EXIT_OK
+    for path, namespaces in damaged:
+        shown = " ".join(namespaces) if namespaces else "none can be read from it"
+        print(
+            f"damaged lab record {path} (left alone): its namespaces: {shown}; remove them"
+            " with `ip netns del NAME` if no run uses them, then the file",
+            file=sys.stderr,
+        )
     for record in removed:
         why = "kept with --keep" if record.kept else f"its run, pid {record.pid}, is gone"
         print(f"removed lab network {record.name} ({why}): {' '.join(record.namespaces)}")
@@ -284,8 +293,6 @@ def _gateway(args: argparse.Namespace) -> int:
         for option, value in (
             ("--keep", args.keep),
             ("--link-rate", args.link_rate),
-            ("--all", args.all),
-            ("NAME", args.name),
             ("--requests", args.requests),
         )
         if value

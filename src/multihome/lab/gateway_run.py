@@ -82,8 +82,11 @@ def _py(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+def _run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command; when it fails, a MultihomeError that carries its stderr (the cause)."""
+    result = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=60, env=env
+    )
     if result.returncode != 0:
         raise MultihomeError(f"{' '.join(argv[:6])} failed: {result.stderr.strip()}")
     return result.stdout
@@ -186,7 +189,7 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
             if name == "round-robin-snat":
                 _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin=_rr_snat(nics))
             elif name == "policy":
-                subprocess.run([*multihome, "apply"], env=env, check=True, capture_output=True)
+                _run([*multihome, "apply"], env=env)
             else:
                 log = stack.enter_context(
                     open(os.path.join(workdir, "watch.log"), "w+", encoding="utf-8")
@@ -354,15 +357,9 @@ def to_json(options: GatewayOptions, phases: list[PhaseResult]) -> dict[str, Any
 
 
 def write_png(phases: list[PhaseResult], path: str) -> None:
-    try:
-        import matplotlib
+    from multihome.lab.plot import _pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MultihomeError(
-            "--plot needs matplotlib", hint="pip install 'multihome[lab]' (or matplotlib)"
-        ) from None
+    plt = _pyplot()
     names = list(phases[0].tx_packets)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(names)

@@ -16,6 +16,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -88,6 +89,30 @@ def lab_networks() -> list[LabRecord]:
         except (OSError, ValueError, TypeError):
             continue
     return records
+
+
+def damaged_records() -> list[tuple[str, tuple[str, ...]]]:
+    """Records lab_networks cannot read (their namespaces may be left up): each file's path
+    and the namespace names it still shows, if any can be made out. Never removed by a
+    guess: the user decides (`ip netns del NAME`, then the file)."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+    directory = run_dir()
+    if not os.path.isdir(directory):
+        return found
+    readable = {r.name for r in lab_networks()}
+    for entry in sorted(os.listdir(directory)):
+        if not entry.endswith(".json") or entry.removesuffix(".json") in readable:
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:
+            text = ""
+        listed = re.search(r'"namespaces"\s*:\s*\[([^\]]*)', text)
+        names = tuple(re.findall(r'"([^"\\/]+)"', listed.group(1))) if listed else ()
+        found.append((path, names))
+    return found
 
 
 def remove_network(record: LabRecord) -> list[str]:

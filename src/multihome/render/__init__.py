@@ -93,18 +93,21 @@ def dynamic_gateway_notes(desired: Desired) -> list[str]:
 NFT_FILE = "/etc/multihome/multihome.nft"
 
 
-def gateway_files(desired: Desired, stack: str) -> tuple[dict[str, str], list[str]]:
+def gateway_files(desired: Desired) -> dict[str, str]:
     """Gateway mode for stacks that cannot express nftables: the table as a file for
-    `nft -f` and a oneshot unit that loads it at boot (after nftables.service, whose
-    `flush ruleset` would remove it otherwise), and what the stack still lacks."""
+    `nft -f` and a oneshot unit that loads it at boot, after nftables.service, and again
+    whenever nftables.service is (re)started or reloaded: its `flush ruleset` removes
+    multihome's table too (PartOf= and WantedBy=nftables.service)."""
     if desired.gateway is None:
-        return {}, []
+        return {}
     from multihome import gateway
 
     unit = f"""# {HEADER}
 [Unit]
 Description=multihome: gateway mode's nftables table (connection marks, masquerade)
 After=nftables.service
+PartOf=nftables.service
+ReloadPropagatedFrom=nftables.service
 Before=network-pre.target
 Wants=network-pre.target
 
@@ -112,16 +115,16 @@ Wants=network-pre.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/sbin/nft -f {NFT_FILE}
+ExecReload=/usr/sbin/nft -f {NFT_FILE}
 ExecStop=/usr/sbin/nft delete table {gateway.FAMILY} {gateway.TABLE}
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=multi-user.target nftables.service
 """
-    files = {
+    return {
         "multihome.nft": f"# {HEADER}\n" + gateway.replace_script(desired.gateway),
         "multihome-nftables.service": unit,
     }
-    return files, []
 
 
 Renderer = Callable[[Desired, Options], Rendered]

@@ -34,12 +34,6 @@ def _rule_lines(rule: Rule) -> tuple[list[str], list[str]]:
     return up, [f"pre-down ip -{v} rule del {args(rule)} 2>/dev/null || true"]
 
 
-def _interface_of(path: str) -> str | None:
-    """net/ipv4/conf/eth0/arp_ignore -> eth0; a global sysctl (the multipath hash) -> None."""
-    parts = path.split("/")
-    return parts[3] if len(parts) > 4 and parts[2] == "conf" else None
-
-
 def render(desired: Desired, options: Options) -> Rendered:
     lines = [f"# {HEADER}", "# merged with the host's own stanzas for these interfaces", ""]
     for index, uplink in enumerate(desired.uplinks):
@@ -65,6 +59,6 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines += [f"iface {uplink.name} inet manual"]
         lines += [f"    {line}" for line in up + list(reversed(down))]
         lines.append("")
-    extra, gateway_notes = gateway_files(desired, "ifupdown")
-    notes = dynamic_gateway_notes(desired) + balancing_notes(desired) + gateway_notes
+    extra = gateway_files(desired)
+    notes = dynamic_gateway_notes(desired) + balancing_notes(desired)
     return Rendered({"multihome": "\n".join(lines), **extra}, tuple(notes))

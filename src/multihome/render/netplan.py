@@ -2,7 +2,9 @@
 
 netplan's routing-policy cannot express suppress_prefixlength, so the first two rule bands
 (on-link replies, and main's specific routes first) are left to multihome.service (the
-systemd format); the tables and the off-link source rules are netplan's.
+systemd format); the tables and the off-link source rules are netplan's. Its `mark` key takes
+no mask, so gateway mode's `fwmark V/M` rules are left to multihome.service too; the nftables
+table goes in multihome.nft with its own unit, as for the other stacks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from multihome.render import (
     Rendered,
     balancing_notes,
     dynamic_gateway_notes,
+    gateway_files,
     uplink_routes,
     uplink_rules,
 )
@@ -32,7 +35,11 @@ def render(desired: Desired, options: Options) -> Rendered:
             if route.prefsrc is not None:
                 lines.append(f"          from: {route.prefsrc}")
             lines.append(f"          table: {route.table}")
-        policy = [r for r in uplink_rules(desired, uplink) if r.suppress_prefixlen is None]
+        policy = [
+            r
+            for r in uplink_rules(desired, uplink)
+            if r.suppress_prefixlen is None and r.fwmark is None
+        ]
         if policy:
             lines.append("      routing-policy:")
             for rule in policy:
@@ -49,8 +56,16 @@ def render(desired: Desired, options: Options) -> Rendered:
             f" ({len(unexpressed)} rules) are left to multihome.service -- export the"
             " systemd format too"
         )
+    marked = [r for r in desired.rules if r.fwmark is not None]
+    if marked:
+        notes.append(
+            "netplan's routing-policy `mark` takes no mask: gateway mode's fwmark rules"
+            f" ({len(marked)} rules) are left to multihome.service -- export the systemd"
+            " format too"
+        )
     if desired.sysctls:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
     notes += dynamic_gateway_notes(desired)
     notes += balancing_notes(desired)
-    return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n"}, tuple(notes))
+    extra = gateway_files(desired)
+    return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes))

@@ -85,6 +85,6 @@ def render(desired: Desired, options: Options) -> Rendered:
     if desired.sysctls:
         notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
-    extra, gateway_notes = gateway_files(desired, "networkd")
-    notes += balancing_notes(desired) + gateway_notes
+    extra = gateway_files(desired)
+    notes += balancing_notes(desired)
     return Rendered({**files, **extra}, tuple(notes))

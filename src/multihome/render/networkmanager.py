@@ -92,8 +92,8 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
     notes = notes if desired.sysctls else []
-    extra, gateway_notes = gateway_files(desired, "NetworkManager")
+    extra = gateway_files(desired)
     return Rendered(
         {"multihome-nmcli.sh": "\n".join(lines), **extra},
-        tuple(notes + balancing_notes(desired) + gateway_notes),
+        tuple(notes + balancing_notes(desired)),
     )

@@ -78,7 +78,8 @@ class Watcher:
         self.echoes: netlink.Echoes = {}
         self.names: dict[int, str] = {}
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
-        self.usage = gateway_usage.Sampler()
+        self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
+        self.usage = gateway_usage.Sampler(_log)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -109,6 +110,12 @@ class Watcher:
                 if not isinstance(c.obj, model.Sysctl)
             )
             self.status.last_result = _changes(len(changes))
+            if outcome.table_refused:  # the routing part went in; the table was kept
+                self.status.errors += 1
+                self.status.last_result = f"error: {outcome.table_refused}"
+                if outcome.table_refused != self.refused:
+                    _log(f"reconcile ({reason}): nftables table kept: {outcome.table_refused}")
+            self.refused = outcome.table_refused
             if changes:
                 elapsed = (time.monotonic() - start) * 1000
                 _log(
@@ -117,6 +124,8 @@ class Watcher:
                     + (" ..." if len(changes) > 6 else "")
                 )
             self._update_probes(outcome)
+            if outcome.table is not None:
+                self._flush_left(self.layout, outcome.desired.gateway)
             self.layout = outcome.desired.gateway
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
@@ -252,6 +261,26 @@ class Watcher:
             probe.close()
         self.events.close()
         _log("stopped")
+
+    def _flush_left(self, before: GatewayLayout | None, after: GatewayLayout | None) -> None:
+        """Uplinks that left the table (their link or default route went away): their marks
+        have no restore rule and no fwmark rule any more, so with flush_on_down their
+        connections go at once, and clients reconnect through the uplinks that are left."""
+        if before is None or after is None or not before.flush_on_down:
+            return  # no table any more ([gateway] removed): nothing is flushed by surprise
+        kept = {name for name, _ in after.marks}
+        for name, mark in before.marks:
+            if name in kept:
+                continue
+            try:
+                count = gateway_usage.flush(mark, before.mask)
+            except MultihomeError as error:
+                _log(f"{name}: flushing its connections failed: {error.message}")
+            else:
+                _log(
+                    f"{name}: left the table, {count} tracked connections flushed"
+                    f" (mark 0x{mark:08x})"
+                )
 
     def _flush(self, died: frozenset[str]) -> None:
         """Gateway mode with flush_on_down: delete the dead uplinks' connections (only

@@ -4,6 +4,7 @@ flush of a dead uplink's connections."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from multihome import conntrack, gateway, nftables
@@ -26,11 +27,15 @@ def forget_pairs(layout: GatewayLayout, uplink: str) -> None:
 
 
 class Sampler:
-    """The last sample of per-uplink usage, refreshed when it is older than EVERY."""
+    """The last sample of per-uplink usage, refreshed when it is older than EVERY: one
+    `conntrack -L` for all uplinks. A failure is logged once (and again only when it
+    changes or after a sample worked), not every EVERY seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: Callable[[str], None] = lambda _: None) -> None:
         self.at: float | None = None
         self.last: dict[str, dict[str, Any]] = {}
+        self.log = log
+        self.failure = ""
 
     def sample(self, layout: GatewayLayout | None, now: float) -> dict[str, dict[str, Any]]:
         if layout is None:
@@ -39,12 +44,18 @@ class Sampler:
         if self.at is not None and now - self.at < EVERY:
             return self.last
         self.at = now
+        try:
+            counts = conntrack.usage_by_mark(layout.mask)
+        except MultihomeError as error:
+            if error.message != self.failure:
+                self.log(f"cannot count the uplinks' connections: {error.message}")
+            self.failure = error.message
+            self.last = {}  # status shows no counts, not stale ones
+            return self.last
+        self.failure = ""
         fresh: dict[str, dict[str, Any]] = {}
         for name, mark in layout.marks:
-            try:
-                used = conntrack.usage(mark, layout.mask)
-            except MultihomeError:
-                continue  # conntrack missing or refused: status shows no counts, not stale ones
+            used = counts.get(mark, conntrack.Usage(0, 0))
             fresh[name] = {"connections": used.connections, "bytes": used.bytes}
         self.last = fresh
         return fresh

@@ -214,8 +214,16 @@ warnings_multihome:
   returned: always
   type: list
   elements: str
+nftables:
+  description:
+    - Gateway mode, when multihome's nftables table changes (it counts as a change, also for
+      O(confirm)) - a one-line summary; in check mode, the C(nft -f) script.
+  returned: when the nftables table changes
+  type: str
 pending_confirmation:
-  description: Whether the change now awaits confirmation (O(confirm) and something changed).
+  description:
+    - Whether the change now awaits confirmation (O(confirm) and something changed, the
+      nftables table included).
   returned: always
   type: bool
 outcome:
@@ -376,7 +384,10 @@ class Multihome(object):
             self.module.warn("multihome: %s" % warning)
         if "uplinks" in data:
             self.result["uplinks"] = data["uplinks"]
-        if changes:
+        if data.get("nftables"):
+            self.result["nftables"] = data["nftables"]
+        # multihome's own `changed` counts its nftables table (gateway mode) too
+        if data.get("changed", bool(changes)):
             self.result["changed"] = True
             if self.module._diff:
                 netns = self.module.params["netns"]
@@ -404,7 +415,9 @@ class Multihome(object):
         args = self.confirm_args()
         data = self.run("apply", *args)
         self.report(data)
-        self.result["pending_confirmation"] = bool(args and data.get("changes"))
+        self.result["pending_confirmation"] = bool(
+            args and data.get("changed", bool(data.get("changes")))
+        )
 
     def absent(self):
         if self.module.check_mode:
@@ -426,7 +439,9 @@ class Multihome(object):
         args = self.confirm_args()
         data = self.run("remove", *args)
         self.report(data)
-        self.result["pending_confirmation"] = bool(args and data.get("changes"))
+        self.result["pending_confirmation"] = bool(
+            args and data.get("changed", bool(data.get("changes")))
+        )
 
     def confirmed(self):
         if self.module.check_mode:  # nothing was applied in check mode, so nothing waits
