@@ -79,6 +79,7 @@ def read_sysctl(path: str) -> str | None:
 
 GLOBAL_KEYS = (
     "net/ipv4/fib_multipath_hash_policy",
+    "net/ipv6/fib_multipath_hash_policy",  # balancing, both families
     "net/ipv4/ip_forward",  # gateway mode
     "net/ipv4/conf/all/src_valid_mark",
     "net/netfilter/nf_conntrack_acct",

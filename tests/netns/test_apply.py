@@ -362,3 +362,25 @@ def test_a_transport_error_in_a_later_batch_undoes_the_earlier_ones(build: Build
     assert "No buffer space available" in result.stdout
     assert "changes already made were undone" in result.stdout
     assert snapshot(server) == pristine
+
+
+def test_balancing_sets_layer4_hashing_for_both_families_and_remove_restores_it(
+    build: Build, tmp_path: object
+) -> None:
+    """The planner asks for both families' hash policy; apply must set both (it once read
+    only the IPv4 one, and the diff passed over a sysctl it had not read)."""
+    import pathlib
+
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    config = pathlib.Path(str(tmp_path)) / "multihome.toml"
+    config.write_text("[multihome]\nbalance = true\n")
+    config.chmod(0o600)
+    names = ("net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy")
+    assert [sysctl(server, n) for n in names] == ["0", "0"]
+    out = multihome(server, "apply", "-c", str(config)).stdout
+    assert "net.ipv6.fib_multipath_hash_policy: 0 -> 1" in out
+    assert [sysctl(server, n) for n in names] == ["1", "1"]
+    assert "nothing to do" in multihome(server, "apply", "-c", str(config)).stdout
+    multihome(server, "remove", "-c", str(config))
+    assert [sysctl(server, n) for n in names] == ["0", "0"]

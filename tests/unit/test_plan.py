@@ -240,3 +240,13 @@ def test_sysctls_carry_their_interface() -> None:
         "net/ipv4/conf/eth1/arp_announce": "eth1",
         "net/ipv4/fib_multipath_hash_policy": None,
     }
+
+
+def test_every_namespace_wide_sysctl_the_plan_sets_is_read_by_discover() -> None:
+    """diff compares a wanted sysctl with the value discover read: one that discover does not
+    read would be passed over without a word (the IPv6 hash policy once was)."""
+    from multihome import discover, gateway
+    from multihome.plan import MULTIPATH_HASH
+
+    wanted = {*MULTIPATH_HASH.values(), gateway.SRC_VALID_MARK, gateway.CT_ACCOUNTING}
+    assert wanted <= set(discover.GLOBAL_KEYS)
