@@ -15,8 +15,8 @@ EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 
 
 def with_user_options(hint: str, args: Any) -> str:
-    """A hint's `multihome COMMAND` with the options the user gave (--netns, -c), so that it
-    works when pasted."""
+    """A hint's or a fix's `multihome COMMAND` with the options the user gave (--netns, -c),
+    so that it works when pasted."""
     import shlex
 
     options = ""
@@ -24,7 +24,29 @@ def with_user_options(hint: str, args: Any) -> str:
         options += f" --netns {shlex.quote(args.netns)}"
     if getattr(args, "config", None):
         options += f" -c {shlex.quote(args.config)}"
-    return hint.replace("`multihome ", f"`multihome{options} ") if options else hint
+    if not options:
+        return hint
+    import re
+
+    commands = "|".join(_COMMAND_WORDS)
+    return re.sub(rf"\bmultihome (?=(?:{commands})\b)", f"multihome{options} ", hint)
+
+
+# the commands a hint or a doctor's fix may name (not "[multihome] priority" or a unit name)
+_COMMAND_WORDS = (
+    "apply",
+    "remove",
+    "confirm",
+    "plan",
+    "show",
+    "doctor",
+    "install",
+    "uninstall",
+    "status",
+    "export",
+    "watch",
+    "counters",
+)
 
 
 def plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from multihome.cli.output import (
     print_json,
     table,
     uplink_rows,
+    with_user_options,
 )
 from multihome.errors import MultihomeError
 
@@ -287,7 +288,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if finding.consequence:
             print(f"{'':8}consequence: {finding.consequence}")
         if finding.fix:
-            print(f"{'':8}fix: {finding.fix}")
+            print(f"{'':8}fix: {with_user_options(finding.fix, args)}")
         print()
     if report.findings:
         warnings = len(report.findings) - report.errors
