@@ -300,7 +300,9 @@ def _gateway(args: argparse.Namespace) -> int:
     if ignored:
         raise MultihomeError(f"{', '.join(ignored)} does not go with `lab gateway`")
     options = gateway_run.GatewayOptions(nics=args.nics)
-    phases = gateway_run.run(options)
+    phases = gateway_run.run(
+        options, lambda text: print(f"lab gateway: {text}", file=sys.stderr, flush=True)
+    )
     if args.plot:
         gateway_run.write_png(phases, args.plot)
     if args.json:

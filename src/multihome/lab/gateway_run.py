@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,9 +84,7 @@ def _py(module: str, *args: str) -> list[str]:
 
 def _run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
     """Run a command; when it fails, a MultihomeError that carries its stderr (the cause)."""
-    result = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, timeout=60, env=env
-    )
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, env=env)
     if result.returncode != 0:
         raise MultihomeError(f"{' '.join(argv[:6])} failed: {result.stderr.strip()}")
     return result.stdout
@@ -274,10 +272,22 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
         return result
 
 
-def run(options: GatewayOptions) -> list[PhaseResult]:
+def run(
+    options: GatewayOptions, report: Callable[[str], None] = lambda text: None
+) -> list[PhaseResult]:
+    """Every phase on a fresh network; `report` hears one line as each starts and ends."""
     clean_stale()
+    phases = []
     with tempfile.TemporaryDirectory(prefix="multihome-gw-") as workdir:
-        return [run_phase(name, options, workdir) for name in options.phases]
+        for number, name in enumerate(options.phases, 1):
+            report(
+                f"phase {number}/{len(options.phases)} {name}: running"
+                f" ({options.seconds:g} s of load)"
+            )
+            started = time.monotonic()
+            phases.append(run_phase(name, options, workdir))
+            report(f"phase {name}: done in {time.monotonic() - started:.0f} s")
+    return phases
 
 
 # -- report (pure) ---------------------------------------------------------------------------
