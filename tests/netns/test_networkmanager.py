@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -77,6 +78,29 @@ def settles(
             assert not missing and not extra, f"{step}: {kind}: missing {missing}, extra {extra}"
 
 
+NM_SRC_RACE = re.compile(
+    r"route-sync: failure to add IPv6 route: .* pref-src \S+: Invalid argument"
+)
+
+
+def settles_or_reapply(
+    nm: NetworkManager, ns: str, expected: dict[str, list[dict[str, Any]]], step: str, since: int
+) -> None:
+    """`settles`, allowing for one race of NetworkManager 1.42's own: when it activates a
+    connection it may add an IPv6 route with `src` in the instant before the address is
+    usable, get EINVAL and not retry (its log says so). Only then, and only once, a
+    `nmcli device reapply` (what an admin would do) must complete the layout."""
+    try:
+        settles(ns, expected, 30, step)
+    except AssertionError:
+        new = nm.log.read_bytes()[since:].decode(errors="replace")
+        if not NM_SRC_RACE.search(new):
+            raise
+        for dev in ("eth0", "eth1"):
+            nm.run("nmcli", "device", "reapply", dev)
+        settles(ns, expected, 30, f"{step}, after NetworkManager's IPv6 src race and a reapply")
+
+
 def wipe(ns: str) -> None:
     """What a reboot does to the kernel's side: no policy routing, no addresses."""
     for version in ("-4", "-6"):
@@ -123,21 +147,22 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         assert policy(server) == {"rules": [], "routes": []}
         keyfiles = {name: nm.keyfile(name) for name in UPLINKS}
 
+        since = nm.log.stat().st_size
         done = json.loads(nm.multihome("install", "--json"))
         assert done["formats"] == ["networkmanager"]
         assert not any("multihome-nmcli.sh" in path for path in done["written"])
         manifest = json.loads((nm.directory / "var/multihome/networkmanager.json").read_text())
         assert {c["name"] for c in manifest["connections"]} == set(UPLINKS)
         assert sum(len(v) for c in manifest["connections"] for v in c["added"].values()) == 18
-        # NetworkManager retries a route whose IPv6 `src` is not usable yet for up to 20 s
-        # (see the restart below): a reapply can hit that too under load
-        settles(server, applied, 30, "install")
+        settles_or_reapply(nm, server, applied, "install", since)
         # installing again ends in the same state (it takes its items out and adds them
         # again: its earlier items look like another owner's to the planner)
+        since = nm.log.stat().st_size
         nm.multihome("install", "--json")
-        settles(server, applied, 30, "install again")
+        settles_or_reapply(nm, server, applied, "install again", since)
 
         # a reboot: NetworkManager starts on a host without any policy routing
+        since = nm.log.stat().st_size  # NetworkManager's log from here on
         nm.stop()
         wipe(server)
         nm.start()
@@ -145,12 +170,13 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
             nm.wait(lambda d=dev: nm.connected(d), 20)
         # NetworkManager retries a route whose source address is not usable yet (IPv6 `src`,
         # the address just added) for up to 20 s: under load, that is how long it may take
-        settles(server, applied, 30, "restart")
+        settles_or_reapply(nm, server, applied, "restart", since)
 
         # bringing a connection up again keeps them
+        since = nm.log.stat().st_size
         for name in UPLINKS:
             nm.run("nmcli", "connection", "up", name)
-        settles(server, applied, 30, "connection up")
+        settles_or_reapply(nm, server, applied, "connection up", since)
 
         out = nm.multihome("uninstall", "--json")
         assert len(json.loads(out)["removed"]) == 2  # one entry per connection
@@ -212,9 +238,7 @@ def test_a_renumbered_dhcp_lease_is_routed_through_its_new_gateway_within_a_seco
             f"--dhcp-option=option:router,{router}",
         ]  # fmt: skip
         argv = ["ip", "netns", "exec", isp1, "dnsmasq", *options]
-        dnsmasq.append(
-            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+        dnsmasq.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def eth1_addresses() -> set[str]:
         return {
