@@ -8,11 +8,13 @@ test made.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -132,12 +134,15 @@ def test_sigkilled_run_is_cleaned_up_by_lab_clean() -> None:
         proc.wait()
     left = _lab_namespaces(proc.pid)
     assert len(left) == 4
+    payload = os.path.join(tempfile.gettempdir(), f"multihome-lab-{proc.pid}-*")
+    assert len(glob.glob(payload)) == 1  # the served file's directory, left by the kill
     out = _lab("clean")
     assert out.returncode == 0, out.stderr
     name = f"mhlab{proc.pid}d"
     assert f"removed lab network {name} (its run, pid {proc.pid}, is gone): " in out.stdout
     assert set(left) <= set(out.stdout.split())
     assert _lab_namespaces(proc.pid) == []
+    assert not glob.glob(payload)
 
 
 def test_keep_leaves_a_stock_network_by_name_with_its_load_and_clean() -> None:

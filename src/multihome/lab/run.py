@@ -209,14 +209,43 @@ def check_name(name: str) -> None:
         )
 
 
+PAYLOAD_PREFIX = "multihome-lab-"
+
+
+@contextlib.contextmanager
+def _payload_directory() -> Iterator[str]:
+    """A temporary directory for the served file, named with this process's pid: a run that
+    is SIGKILLed cannot remove it, so the next run or `lab clean` does (_remove_stale_payloads)."""
+    with tempfile.TemporaryDirectory(prefix=f"{PAYLOAD_PREFIX}{os.getpid()}-") as tmp:
+        yield tmp
+
+
+def _remove_stale_payloads() -> list[str]:
+    """The payload directories of lab runs whose process is gone; returns their paths."""
+    import shutil
+
+    from multihome.processes import pid_alive
+
+    removed = []
+    top = tempfile.gettempdir()
+    for entry in os.listdir(top):
+        match = re.fullmatch(rf"{PAYLOAD_PREFIX}(\d+)-\w+", entry)
+        path = os.path.join(top, entry)
+        if match and not pid_alive(int(match[1])) and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def run(options: LabOptions, progress: Progress) -> LabResult:
     """Both phases, each on a network of its own, removed at its end."""
     check_privileges()
     clean_stale()
+    _remove_stale_payloads()
     if options.keep is not None:
         check_name(options.keep)
     phases = []
-    with tempfile.TemporaryDirectory(prefix="multihome-lab-") as tmp:
+    with _payload_directory() as tmp:
         path = _payload(tmp, options.size)
         for phase in options.phases:
             phases.append(run_phase(options, phase, path, progress))
@@ -295,7 +324,7 @@ def load(
         )
     addresses = [str(a) for a in record.info["server_addresses"]]
     options = LabOptions(requests=requests, concurrency=concurrency, size=size)
-    with tempfile.TemporaryDirectory(prefix="multihome-lab-") as tmp:
+    with _payload_directory() as tmp:
         path = _payload(tmp, size)
         with _server(server_ns, path):
             return _client(client_ns, addresses, options, "load", progress)
@@ -314,6 +343,7 @@ def clean(names: tuple[str, ...] = (), everything: bool = False) -> list[LabReco
             hint=f"kept networks: {', '.join(sorted(known))}" if known else "none is kept",
         )
     chosen = [r for r in records if r.stale() or (r.kept and (everything or r.name in names))]
+    _remove_stale_payloads()
     for record in chosen:
         _forget_state(f"{record.name}-{scenarios.SERVER}")
         remove_network(record)
