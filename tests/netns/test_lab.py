@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,17 +133,23 @@ def test_sigkilled_run_is_cleaned_up_by_lab_clean() -> None:
     finally:
         proc.kill()
         proc.wait()
-    left = _lab_namespaces(proc.pid)
-    assert len(left) == 4
     payload = os.path.join(tempfile.gettempdir(), f"multihome-lab-{proc.pid}-*")
-    assert len(glob.glob(payload)) == 1  # the served file's directory, left by the kill
-    out = _lab("clean")
-    assert out.returncode == 0, out.stderr
-    name = f"mhlab{proc.pid}d"
-    assert f"removed lab network {name} (its run, pid {proc.pid}, is gone): " in out.stdout
-    assert set(left) <= set(out.stdout.split())
-    assert _lab_namespaces(proc.pid) == []
-    assert not glob.glob(payload)
+    try:
+        left = _lab_namespaces(proc.pid)
+        assert len(left) == 4
+        assert len(glob.glob(payload)) == 1  # the served file's directory, left by the kill
+        out = _lab("clean")
+        assert out.returncode == 0, out.stderr
+        name = f"mhlab{proc.pid}d"
+        assert f"removed lab network {name} (its run, pid {proc.pid}, is gone): " in out.stdout
+        assert set(left) <= set(out.stdout.split())
+        assert _lab_namespaces(proc.pid) == []
+        assert not glob.glob(payload)
+    finally:  # what the killed run made, also when an assertion above failed
+        for ns in _lab_namespaces(proc.pid):
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+        for path in glob.glob(payload):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def test_keep_leaves_a_stock_network_by_name_with_its_load_and_clean() -> None:
