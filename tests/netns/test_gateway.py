@@ -20,6 +20,7 @@ import pytest
 from multihome.lab import gateway as lab
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
+from multihome.processes import stop
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome, snapshot, sysctl
 
@@ -96,13 +97,7 @@ def _readline(stream: Any, seconds: float) -> str:
 
 def _stop(proc: subprocess.Popen[Any]) -> None:
     """End a child this test started (by its pid), killing it if it does not stop."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc)
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             stream.close()

@@ -30,6 +30,7 @@ from multihome.errors import MultihomeError
 from multihome.lab import gateway as topology
 from multihome.lab.topology import Network, clean_stale
 from multihome.model import Counters
+from multihome.processes import stop
 
 PHASES = ("round-robin-snat", "policy", "failover")
 MASK = 0x0F000000
@@ -133,13 +134,7 @@ def _process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def _balancing_devices(ns: str) -> int:

@@ -27,6 +27,7 @@ from multihome.lab.report import InterfaceResult, LabResult, PhaseResult
 from multihome.lab.topology import LabRecord, Network, clean_stale, lab_networks, remove_network
 from multihome.lab.workload import PORT
 from multihome.model import Counters
+from multihome.processes import pid_alive, stop
 
 PHASES = ("destination", "policy")
 Progress = Callable[[str, int, int], None]  # phase, requests done, requests in all
@@ -75,12 +76,7 @@ def _server(ns: str, path: str) -> Iterator[None]:
                 raise MultihomeError(f"the lab's web server did not start (port {PORT})")
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _client(
@@ -223,8 +219,6 @@ def _payload_directory() -> Iterator[str]:
 def _remove_stale_payloads() -> list[str]:
     """The payload directories of lab runs whose process is gone; returns their paths."""
     import shutil
-
-    from multihome.processes import pid_alive
 
     removed = []
     top = tempfile.gettempdir()
