@@ -57,6 +57,16 @@ def _changes(number: int) -> str:
     return f"{number} change" + ("" if number == 1 else "s")
 
 
+def _flush_uplink(name: str, mark: int, mask: int, why: str = "") -> None:
+    """Delete one uplink's tracked connections (multihome's entries, by its mark) and log it."""
+    try:
+        count = gateway_usage.flush(mark, mask)
+    except MultihomeError as error:
+        _log(f"{name}: flushing its connections failed: {error.message}")
+    else:
+        _log(f"{name}: {why}{count} tracked connections flushed (mark 0x{mark:08x})")
+
+
 class Watcher:
     def __init__(self, config_path: str | None, metrics_address: str | None = None) -> None:
         self.config_path = config_path
@@ -272,15 +282,7 @@ class Watcher:
         for name, mark in before.marks:
             if name in kept:
                 continue
-            try:
-                count = gateway_usage.flush(mark, before.mask)
-            except MultihomeError as error:
-                _log(f"{name}: flushing its connections failed: {error.message}")
-            else:
-                _log(
-                    f"{name}: left the table, {count} tracked connections flushed"
-                    f" (mark 0x{mark:08x})"
-                )
+            _flush_uplink(name, mark, before.mask, "left the table, ")
 
     def _flush(self, died: frozenset[str]) -> None:
         """Gateway mode with flush_on_down: delete the dead uplinks' connections (only
@@ -297,12 +299,7 @@ class Watcher:
             mark = layout.mark_of(name)
             if mark is None or not layout.flush_on_down:
                 continue
-            try:
-                count = gateway_usage.flush(mark, layout.mask)
-            except MultihomeError as error:
-                _log(f"{name}: flushing its connections failed: {error.message}")
-            else:
-                _log(f"{name}: {count} tracked connections flushed (mark 0x{mark:08x})")
+            _flush_uplink(name, mark, layout.mask)
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False
