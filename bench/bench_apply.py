@@ -156,7 +156,7 @@ def run(rounds: int) -> None:
 
 
 def _applied(desired: Desired, host: HostState) -> HostState:
-    from dataclasses import replace
+    from multihome.records import replace
 
     return replace(host, rules=host.rules + desired.rules, routes=host.routes + desired.routes)
 

@@ -304,10 +304,8 @@ clock = time.process_time
 marks = [("", 0.0), ("interpreter start-up (site, encodings)", clock())]
 import argparse
 marks.append(("import argparse (the parser)", clock()))
-import dataclasses
-marks.append(("import dataclasses (inspect, ast, dis, ...)", clock()))
 import multihome.model
-marks.append(("import multihome.model (its dataclasses)", clock()))
+marks.append(("import multihome.model (its records)", clock()))
 import multihome.cli, multihome.operations, multihome.kernel, multihome.confirm
 marks.append(("import the rest (config, cli, operations, ...)", clock()))
 from multihome import discover, netlink

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 from multihome.config import Config
@@ -43,6 +42,7 @@ from multihome.model import (
     Route,
 )
 from multihome.plan import plan
+from multihome.records import replace
 
 UPLINKS = 4
 SIZES = (250, 500, 1000, 2000)

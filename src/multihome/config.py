@@ -11,11 +11,11 @@ import enum
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
 
 from multihome import CONFIG_PATH
 from multihome.errors import ConfigError
 from multihome.model import RESERVED_TABLES, IPAddress, Ownership
+from multihome.records import field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class RpFilter(enum.Enum):
     LOOSE = "loose"  # set rp_filter=2 on the uplinks (only when asked: it weakens spoof checks)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UplinkConfig:
     name: str
     gateway4: IPAddress | None = None
@@ -47,7 +47,7 @@ class UplinkConfig:
     probe6: tuple[IPAddress, ...] = ()  # IPv6 health-check targets; none: the IPv6 gateway
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Health:
     """Gateway health checks (multihome watch). Defaults find a dead uplink in about 1.5 s
     and need three lost probes in a row, so one lost probe changes nothing."""
@@ -68,7 +68,7 @@ class Sticky(enum.Enum):
 DEFAULT_MARK_MASK = 0x0F000000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GatewayConfig:
     """[gateway]: route forwarded traffic from the LAN interfaces over the uplinks."""
 
@@ -79,7 +79,7 @@ class GatewayConfig:
     flush_on_down: bool = True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     path: str = "(defaults)"
     ownership: Ownership = field(default_factory=Ownership)

@@ -8,10 +8,10 @@ keys and its defaults, so the documentation cannot drift from the loader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from multihome.records import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Key:
     section: str  # "multihome", "health", "sysctls", or "uplinks.NAME"
     name: str

@@ -13,19 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
 
 from multihome import discover, kernel, state
 from multihome.diff import diff
 from multihome.errors import MultihomeError
 from multihome.model import Desired, Ownership, Route, Rule, Sysctl
 from multihome.processes import pid_alive
+from multihome.records import record
 
 POLL = 0.05
 REVERT_NOW = "revert"  # the answer `no`: revert at once instead of at the deadline
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     """What multihome owned, and the values of the sysctls the apply changes, before it."""
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
 
 from multihome import tools
 from multihome.errors import MultihomeError
+from multihome.records import record
 
 TIMEOUT = 30
 _BYTES = re.compile(r"\bbytes=(\d+)")
@@ -41,7 +41,7 @@ def flush(mark: int, mask: int) -> int:
     return int(found.group(1)) if found else 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Usage:
     connections: int
     bytes: int  # both directions; 0 unless nf_conntrack_acct is on

@@ -6,10 +6,10 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 from multihome.lab.units import human_bytes
 from multihome.model import Counters
+from multihome.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:  # discover imports this module on every command's path
@@ -65,7 +65,7 @@ IFF_NAMES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Link:
     """What ifconfig shows of an interface besides its counters."""
 

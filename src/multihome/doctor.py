@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 
 from multihome.model import (
     RESERVED_TABLES,
@@ -34,6 +33,7 @@ from multihome.model import (
     host_network,
 )
 from multihome.plan import shared_subnets
+from multihome.records import field, record
 
 # Representative destinations for "a client somewhere on the internet": the first that no
 # specific route on the host covers, so that main routes it by its default route (the
@@ -55,7 +55,7 @@ class Severity(enum.Enum):
     WARNING = "warning"  # works, but unbalanced, fragile or inconsistent
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     severity: Severity
     check: str  # a stable name: asymmetric-reply, rp-filter-drop, arp-flux, ...
@@ -67,7 +67,7 @@ class Finding:
     fix: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Report:
     findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)

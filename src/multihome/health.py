@@ -8,9 +8,9 @@ one lost probe never changes anything.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
 
 from multihome.config import Health
+from multihome.records import record, replace
 
 
 class Link(enum.Enum):
@@ -18,7 +18,7 @@ class Link(enum.Enum):
     DOWN = "down"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UplinkHealth:
     state: Link = Link.UP
     since: float = 0.0

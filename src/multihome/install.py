@@ -26,11 +26,11 @@ import socket
 import struct
 import subprocess
 import time
-from dataclasses import dataclass
 
 from multihome import discover, files, namespace
 from multihome.errors import MultihomeError
 from multihome.model import Desired, HostState
+from multihome.records import record
 from multihome.render import Options, Rendered, registry
 
 MANIFEST = "var/lib/multihome/installed.json"
@@ -46,7 +46,7 @@ class Stack(enum.Enum):
     NONE = "none"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Facts:
     """What manages each uplink, as read from the host."""
 
@@ -155,7 +155,7 @@ def _write_manifest(
     files.write_tree(root, {MANIFEST: json.dumps(data, indent=1) + "\n"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Installed:
     formats: list[str]
     reasons: list[str]
@@ -397,8 +397,8 @@ def install_networkmanager(desired: Desired, root: str) -> list[str]:
         _nmcli("device", "reapply", uplink)
         count = sum(len(v) for v in added.values())
         notes.append(f"NetworkManager connection {name!r} ({uplink}): {count} items added")
-    for record in old.values():  # from an earlier install, for a connection no longer used
-        _nm_take_out(record)
+    for entry in old.values():  # from an earlier install, for a connection no longer used
+        _nm_take_out(entry)
     return notes
 
 
@@ -410,14 +410,14 @@ def uninstall_networkmanager(root: str, settle: float = 0.0) -> list[str]:
     done = []
     tables: set[int] = set()
     records = _nm_records(root)
-    for record in records:
-        count = _nm_take_out(record)
-        added: dict[str, list[str]] = record["added"]  # type: ignore[assignment]
+    for entry in records:
+        count = _nm_take_out(entry)
+        added: dict[str, list[str]] = entry["added"]  # type: ignore[assignment]
         for value in (v for values in added.values() for v in values):
             tables |= {int(t) for t in re.findall(r"\btable[= ](\d+)", value)}
         done.append(
-            f"NetworkManager connection {record.get('name', record['connection'])!r}"
-            f" ({record['uplink']}): {count} items"
+            f"NetworkManager connection {entry.get('name', entry['connection'])!r}"
+            f" ({entry['uplink']}): {count} items"
         )
     tables.discard(254)  # main: the shared rule's table holds everyone's routes
     deadline = time.monotonic() + settle

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from multihome import RT_PROTOS
 from multihome.discover import SYSCTL_ROOT
@@ -27,6 +26,7 @@ from multihome.netlink import (
     encode_route,
     encode_rule,
 )
+from multihome.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 RT_PROTOS_DIR = "/etc/iproute2/rt_protos.d"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Failure:
     change: Change
     reason: str

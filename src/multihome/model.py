@@ -1,108 +1,18 @@
 """The vocabulary of multihome: what the host has and what it should have.
 
-Every other module speaks in these frozen dataclasses. A `Rule` or `Route` is the same
+Every other module speaks in these frozen records (records.py). A `Rule` or `Route` is the same
 object whether it was read from the kernel, planned, diffed, written or printed, so the
 comparison that decides what to change is also the one that reports drift.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import ipaddress
-import operator
-from collections.abc import Callable, Mapping
-from dataclasses import field
+from collections.abc import Mapping
 
 from multihome import PROTOCOL
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from dataclasses import dataclass as _dataclass  # what the checkers see
-else:
-
-    def _dataclass(**params: bool) -> Callable[[type], type]:
-        """`dataclasses.dataclass(**params)`, but with equality, hash, ordering and repr made
-        from an `operator.attrgetter` of the fields instead of generated source code.
-
-        Every command imports this module, and dataclass() compiles the code of each method
-        it writes (up to eleven per class): for the classes here that was most of the start-up
-        of `show` beyond the interpreter's own. The classes are real dataclasses (fields(),
-        replace() and asdict() work); their __init__ and the frozen __setattr__ are still
-        generated. The methods behave as dataclass's: same class only, fields in order.
-        """
-        order = params.pop("order", False)
-
-        def wrap(cls: type) -> type:
-            explicit_hash = "__hash__" in cls.__dict__
-            cls = dataclasses.dataclass(cls, repr=False, eq=False, **params)
-            _install_methods(cls, order, explicit_hash)
-            return cls
-
-        return wrap
-
-
-def _install_methods(cls: type, order: bool, explicit_hash: bool) -> None:
-    fields = dataclasses.fields(cls)
-    compared = [f.name for f in fields if f.compare]
-    hashed = [f.name for f in fields if (f.compare if f.hash is None else f.hash)]
-    shown = [f.name for f in fields if f.repr]
-    compare_key = _tuple_getter(compared)
-
-    def __eq__(self: object, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return bool(compare_key(self) == compare_key(other))
-        return NotImplemented
-
-    cls.__eq__ = __eq__  # type: ignore[assignment]
-    hash_key = _tuple_getter(hashed)
-
-    def fields_hash(self: object) -> int:  # what the dataclass's own __hash__ would compute
-        return hash(hash_key(self))
-
-    if issubclass(cls, _CachedHash):
-        cls._fields_hash = fields_hash  # type: ignore[method-assign]
-    elif not explicit_hash:
-        cls.__hash__ = fields_hash  # type: ignore[method-assign]
-
-    def __repr__(self: object) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
-        return f"{self.__class__.__qualname__}({values})"
-
-    cls.__repr__ = __repr__  # type: ignore[assignment]
-    if order:
-        for name, compare in (
-            ("__lt__", operator.lt),
-            ("__le__", operator.le),
-            ("__gt__", operator.gt),
-            ("__ge__", operator.ge),
-        ):
-            setattr(cls, name, _comparison(compare_key, compare, name))
-
-
-def _tuple_getter(names: list[str]) -> Callable[[object], tuple[object, ...]]:
-    """The fields' values as a tuple, in one C call (attrgetter gives a bare value for one)."""
-    if len(names) == 1:
-        single = operator.attrgetter(names[0])
-        return lambda obj: (single(obj),)
-    if not names:
-        return lambda obj: ()
-    return operator.attrgetter(*names)
-
-
-def _comparison(
-    key: Callable[[object], tuple[object, ...]],
-    compare: Callable[..., object],
-    name: str,
-) -> Callable[[object, object], object]:
-    def method(self: object, other: object) -> object:
-        if other.__class__ is self.__class__:
-            return compare(key(self), key(other))
-        return NotImplemented
-
-    method.__name__ = name
-    return method
-
+from multihome.records import CachedHash, field, record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -210,27 +120,11 @@ FAMILIES = {2: Family.INET, 10: Family.INET6}  # netlink's family number -> Fami
 _INET, _INET6 = Family.INET, Family.INET6
 
 
-class _CachedHash:
-    """Slots for the hash of a frozen object, computed once when it is made (every rule and
-    route goes through at least two sets, diff and the no-op check, and hashing one means
-    hashing every field, an address's hash in Python each time), and for its `ip` text."""
+class _CachedHash(CachedHash):
+    """A rule or route: its hash made once (records.CachedHash), and its `ip` text once."""
 
-    __slots__ = ("_hash", "_text")
-    _hash: int
+    __slots__ = ("_text",)
     _text: str  # ip_args(), made on first use: the state file lists every owned object
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", self._fields_hash())
-
-    def _fields_hash(self) -> int:
-        raise NotImplementedError  # made from the fields by _install_methods
-
-    def __hash__(self) -> int:
-        try:
-            return self._hash
-        except AttributeError:  # a copy made without __init__ (pickle, copy)
-            object.__setattr__(self, "_hash", self._fields_hash())
-            return self._hash
 
     def ip_args(self) -> str:
         """The object as `ip` arguments (without the add/del verb)."""
@@ -244,7 +138,7 @@ class _CachedHash:
         raise NotImplementedError
 
 
-@_dataclass(frozen=True, order=True)
+@record(frozen=True, order=True)
 class Interface:
     """A network link as the kernel reports it."""
 
@@ -256,7 +150,7 @@ class Interface:
     kind: str = ""  # rtnetlink link kind: veth, bridge, vlan, ... ("" for physical NICs)
 
 
-@_dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Counters:
     """An interface's traffic counters since it was created (as `ip -s link` shows them)."""
 
@@ -274,7 +168,7 @@ class Counters:
         )
 
 
-@_dataclass(frozen=True, slots=True, order=True)
+@record(frozen=True, slots=True, order=True)
 class Address:
     """A global address on an interface, with its prefix (192.0.2.10/24)."""
 
@@ -286,7 +180,7 @@ class Address:
         return _INET if self.ip.version == 4 else _INET6  # Family.of, without two calls
 
 
-@_dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class NextHop:
     """One path of a multipath route."""
 
@@ -295,7 +189,7 @@ class NextHop:
     weight: int = 1
 
 
-@_dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Route(_CachedHash):
     """A route in one table; the fields are the ones `ip route` shows."""
 
@@ -349,7 +243,7 @@ class Route(_CachedHash):
         return " ".join(parts)
 
 
-@_dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rule(_CachedHash):
     """A policy routing rule that looks up a table (`ip rule`).
 
@@ -381,7 +275,7 @@ class Rule(_CachedHash):
         return " ".join(parts)
 
 
-@_dataclass(frozen=True, slots=True, order=True)
+@record(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
     the interface it belongs to (None for a namespace-wide one such as
@@ -404,7 +298,7 @@ class Sysctl:
         return ".".join(part.replace(".", "/") for part in self.path.split("/"))
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class Ownership:
     """What marks an object as multihome's: its protocol number, table range, priority band."""
 
@@ -462,7 +356,7 @@ def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, .
     return _last_index[1]
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class HostState:
     """Everything multihome reads from one network namespace."""
 
@@ -483,7 +377,7 @@ class HostState:
         return tuple(a for a in found if a.family == family)
 
 
-@_dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Lookup:
     """The kernel's route lookup for a reply from `src` to `dst` (`ip route get DST from SRC`)."""
 
@@ -514,7 +408,7 @@ class GatewaySource(enum.Enum):
     NONE = "none"
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class Uplink:
     """An interface that gets its own routing table and source rules."""
 
@@ -553,7 +447,7 @@ def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...
     return entry[1]
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class GatewayLayout:
     """Gateway mode: what multihome's nftables table does (gateway.py renders it)."""
 
@@ -568,7 +462,7 @@ class GatewayLayout:
         return next((m for name, m in self.marks if name == uplink), None)
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -587,7 +481,7 @@ class Action(enum.Enum):
     SET = "set"
 
 
-@_dataclass(frozen=True)
+@record(frozen=True)
 class Change:
     """One step that brings the kernel closer to the plan; `inverse()` undoes it."""
 

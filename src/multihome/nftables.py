@@ -12,12 +12,12 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass, field
 from typing import Any
 
 from multihome import gateway, tools
 from multihome.errors import KernelError, MultihomeError, PrivilegeError
 from multihome.model import GatewayLayout
+from multihome.records import field, record
 
 NFT = "nft"
 TIMEOUT = 30
@@ -33,7 +33,7 @@ def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProce
     return tools.run(_nft(), args, TIMEOUT, stdin)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Table:
     """multihome's table as it is now: whether it exists, and its listing."""
 
@@ -81,7 +81,7 @@ def listing() -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TableChange:
     """Replace multihome's table with the layout's, or delete it (layout None)."""
 

@@ -5,8 +5,6 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from multihome import config as config_file
 from multihome import discover, namespace, state
 from multihome.config import Config
@@ -14,6 +12,7 @@ from multihome.diff import diff
 from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.plan import plan
+from multihome.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:  # show and plan import this module; only apply and export need these
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from multihome.nftables import TableChange
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outcome:
     """What a command found or did."""
 

@@ -19,11 +19,11 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from multihome import files, namespace
 from multihome.errors import LockError, StateError
 from multihome.model import Route, Rule
+from multihome.records import field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def state_dir() -> str:
 LOCK_WAIT = 5.0
 
 
-@dataclass
+@record
 class Record:
     """What `remove` needs from the state file: the first value of each sysctl multihome
     changed (the rules and routes it owns are recognised in the kernel by their protocol)."""

@@ -14,12 +14,12 @@ import socket
 import struct
 import subprocess
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from multihome.lab import scenarios
 from multihome.lab.description import Link, Port, Topology
 from multihome.lab.topology import Network
+from multihome.records import replace
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome
 from .test_watch import Watch, wait_for

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.model import Action, Desired, Family, HostState, Ownership, Route, Rule, Sysctl
 from multihome.plan import plan
+from multihome.records import replace
 
 from .test_plan import ARTICLE
 

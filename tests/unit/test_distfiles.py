@@ -5,7 +5,6 @@ config loader, the systemd units against `multihome export --format systemd`."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from multihome import __version__, completion, config, configkeys, distfiles, manpage
+from multihome import __version__, completion, config, configkeys, distfiles, manpage, records
 from multihome.cli import build_parser
 from multihome.manpage import help_text, options, subcommands
 
@@ -29,7 +28,7 @@ REGENERATE = (
 
 def settings(cfg: config.Config) -> config.Config:
     """A config without where it came from, to compare what it says."""
-    return dataclasses.replace(cfg, path="", lines={})
+    return records.replace(cfg, path="", lines={})
 
 
 def man(text: str, tmp_path: Path) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 
 from multihome.config import Config
 from multihome.diff import diff
 from multihome.doctor import Report, Severity, diagnose, probes
 from multihome.model import HostState, IPAddress, Lookup
 from multihome.plan import plan
+from multihome.records import replace
 
 from .hosts import host
 from .test_plan import ARTICLE, TWO_ISP

@@ -108,7 +108,7 @@ def test_single_homed_host_needs_nothing() -> None:
 
 
 def test_loopback_down_links_and_bridge_ports_are_not_uplinks() -> None:
-    from dataclasses import replace
+    from multihome.records import replace
 
     state = host({"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
     interfaces = tuple(

@@ -177,7 +177,7 @@ def test_plans_satisfy_the_layout_and_converge(case: tuple[Any, str]) -> None:
         return
     _check_layout(desired)
     # applying the diff gives a state whose diff is empty (idempotence, on paper)
-    from dataclasses import replace
+    from multihome.records import replace
 
     changes = diff(desired, state)
     after = replace(

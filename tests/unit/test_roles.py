@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 
 from multihome.config import Config, parse
 from multihome.diff import diff
@@ -19,6 +18,7 @@ from multihome.model import (
     Rule,
 )
 from multihome.plan import Role, plan, roles, uplink_names
+from multihome.records import replace
 
 from .hosts import host
 from .test_plan import TWO_ISP

@@ -53,9 +53,10 @@ def plain(value: Any) -> Any:
     """JSON-ready form of model objects."""
     import enum
     import ipaddress
-    from dataclasses import asdict, is_dataclass
 
-    if is_dataclass(value) and not isinstance(value, type):
+    from multihome.records import asdict, is_record
+
+    if is_record(value) and not isinstance(value, type):
         return {k: plain(v) for k, v in asdict(value).items()}
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}

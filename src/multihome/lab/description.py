@@ -4,11 +4,12 @@ costs no netlink library."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from multihome.records import field, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class Port:
     """One end of a link: an interface name in a host (or a port of a bridge there)."""
 
@@ -17,13 +18,13 @@ class Port:
     bridge: str | None = None  # enslave this end to the named bridge in `host`
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Link:
     a: Port
     b: Port
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Topology:
     """A test network, by logical host names."""
 

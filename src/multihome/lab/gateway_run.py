@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from multihome import discover, namespace
@@ -31,13 +30,14 @@ from multihome.lab import gateway as topology
 from multihome.lab.topology import Network, clean_stale
 from multihome.model import Counters
 from multihome.processes import stop
+from multihome.records import asdict, field, record
 
 PHASES = ("round-robin-snat", "policy", "failover")
 MASK = 0x0F000000
 DETECTION_GRACE = 2.0  # seconds after the failure from which new connections must succeed
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GatewayOptions:
     nics: int = 2
     sessions: int = 20
@@ -46,7 +46,7 @@ class GatewayOptions:
     phases: tuple[str, ...] = PHASES
 
 
-@dataclass
+@record
 class PhaseResult:
     name: str
     tx_packets: dict[str, int]  # per uplink, the router's TX

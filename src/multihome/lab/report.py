@@ -3,15 +3,15 @@ the summary table, and the JSON object."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from multihome.counters import Link, ifconfig
 from multihome.lab.units import human_rate
 from multihome.model import Counters
+from multihome.records import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InterfaceResult:
     name: str
     address: str
@@ -19,7 +19,7 @@ class InterfaceResult:
     link: Link | None = None  # flags, MTU and addresses as read from the server at the end
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PhaseResult:
     name: str  # "destination" (stock routing) or "policy" (after multihome apply)
     interfaces: tuple[InterfaceResult, ...]
@@ -55,7 +55,7 @@ class PhaseResult:
         return mine / total if total else 0.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LabResult:
     scenario: str
     nics: int

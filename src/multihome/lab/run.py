@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from multihome import discover, namespace, state
 from multihome.counters import Link
@@ -28,12 +27,13 @@ from multihome.lab.topology import LabRecord, Network, clean_stale, lab_networks
 from multihome.lab.workload import PORT
 from multihome.model import Counters
 from multihome.processes import pid_alive, stop
+from multihome.records import record
 
 PHASES = ("destination", "policy")
 Progress = Callable[[str, int, int], None]  # phase, requests done, requests in all
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LabOptions:
     scenario: str = "seed"
     nics: int = 2
@@ -280,9 +280,9 @@ def keep(options: LabOptions, name: str) -> Network:
 
 
 def kept_network(name: str) -> LabRecord:
-    for record in lab_networks():
-        if record.name == name and record.kept:
-            return record
+    for network in lab_networks():
+        if network.name == name and network.kept:
+            return network
     kept = [r.name for r in lab_networks() if r.kept]
     raise MultihomeError(
         f"no kept lab network named {name!r}",
@@ -338,7 +338,7 @@ def clean(names: tuple[str, ...] = (), everything: bool = False) -> list[LabReco
         )
     chosen = [r for r in records if r.stale() or (r.kept and (everything or r.name in names))]
     _remove_stale_payloads()
-    for record in chosen:
-        _forget_state(f"{record.name}-{scenarios.SERVER}")
-        remove_network(record)
+    for network in chosen:
+        _forget_state(f"{network.name}-{scenarios.SERVER}")
+        remove_network(network)
     return chosen

@@ -21,7 +21,6 @@ import signal
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -31,6 +30,7 @@ from multihome import files, kernel, namespace, state
 from multihome.lab.description import Topology
 from multihome.model import Sysctl
 from multihome.processes import pid_alive
+from multihome.records import record
 
 
 def run_dir() -> str:
@@ -50,7 +50,7 @@ def _remove_namespace(name: str) -> None:
         netns.remove(name)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LabRecord:
     """A lab network as its run recorded it (in run_dir()/NAME.json, before building it)."""
 
@@ -130,9 +130,9 @@ def remove_network(record: LabRecord) -> list[str]:
 def clean_stale() -> list[LabRecord]:
     """Remove the networks of lab runs whose process is gone (never kept ones); returns
     their records."""
-    stale = [record for record in lab_networks() if record.stale()]
-    for record in stale:
-        remove_network(record)
+    stale = [network for network in lab_networks() if network.stale()]
+    for network in stale:
+        remove_network(network)
     return stale
 
 

@@ -20,7 +20,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict
 from types import FrameType
 from typing import Any
 
@@ -29,6 +28,7 @@ from multihome import discover, model, namespace, netlink, operations
 from multihome.errors import MultihomeError
 from multihome.health import Link, UplinkHealth, observe
 from multihome.model import Family, GatewayLayout, IPAddress
+from multihome.records import asdict
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe

@@ -12,9 +12,9 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
 
 from multihome.model import IPAddress
+from multihome.records import record
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 ICMPV6_ECHO, ICMPV6_ECHOREPLY = 128, 129
@@ -45,7 +45,7 @@ def _only_echo_replies() -> bytes:
     return struct.pack("=8I", *words)
 
 
-@dataclass
+@record
 class Probe:
     """Echo requests from one uplink in one family: its socket, source, targets and the
     round in flight."""

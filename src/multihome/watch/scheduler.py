@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from multihome.records import record
 
 DEBOUNCE = 0.03  # quiet time after the last event before reconciling
 MAX_DELAY = 0.2  # ... but never later than this after the first one
@@ -19,7 +20,7 @@ class Action(enum.Enum):
     RECONCILE_PERIODIC = "periodic reconcile"
 
 
-@dataclass
+@record
 class Scheduler:
     interval: float  # between probe rounds
     timeout: float  # a probe round's answers count until then

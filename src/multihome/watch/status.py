@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from multihome import state
 from multihome.processes import pid_alive
+from multihome.records import field, record
 
 SUFFIX = "watch.json"
 
 
-@dataclass
+@record
 class Status:
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
