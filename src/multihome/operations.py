@@ -164,20 +164,20 @@ def _converge(
             after.netns_cookie = cookie
             after.nft_table = record.nft_table if refused else desired.gateway is not None
             _record_or_undo(netns_id, after, rules, routes, changes, host, table)
-            owned_rules, owned_routes = cfg.ownership.owned(host)
-            snapshot = confirm.Snapshot(
-                cfg.ownership,
-                rules=tuple(owned_rules),
-                routes=tuple(owned_routes),
-                sysctls=tuple(
-                    Sysctl(c.obj.path, c.previous)
-                    for c in changes
-                    if isinstance(c.obj, Sysctl) and c.previous is not None
-                ),
-                record=record,
-                nft_previous=table.previous if table is not None else None,
-            )
             if confirm_seconds is not None:  # inside the lock: no other apply comes between
+                owned_rules, owned_routes = cfg.ownership.owned(host)
+                snapshot = confirm.Snapshot(
+                    cfg.ownership,
+                    rules=tuple(owned_rules),
+                    routes=tuple(owned_routes),
+                    sysctls=tuple(
+                        Sysctl(c.obj.path, c.previous)
+                        for c in changes
+                        if isinstance(c.obj, Sysctl) and c.previous is not None
+                    ),
+                    record=record,
+                    nft_previous=table.previous if table is not None else None,
+                )
                 confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
     return Outcome(cfg, host, desired, changes, warnings, table, refused)
