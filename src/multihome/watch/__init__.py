@@ -149,17 +149,21 @@ class Watcher:
         for uplink in outcome.desired.uplinks:
             for family in (Family.INET, Family.INET6):
                 version = family.version
-                sources = [
-                    a.ip.ip
-                    for a in uplink.addresses_in(family)
-                    if not (version == 6 and a.ip.ip.is_link_local)
-                ]
+                # the first one only: an uplink may have thousands (not a list of them all)
+                source = next(
+                    (
+                        a.ip.ip
+                        for a in uplink.addresses_in(family)
+                        if not (version == 6 and a.ip.ip.is_link_local)
+                    ),
+                    None,
+                )
                 gateway = uplink.gateway(family)
                 probe_to = configured.get(uplink.name, {}).get(version) or (
                     (gateway,) if gateway is not None else ()
                 )
-                if sources and probe_to:
-                    targets[uplink.name, version] = (sources[0], tuple(probe_to))
+                if source is not None and probe_to:
+                    targets[uplink.name, version] = (source, tuple(probe_to))
         for key in list(self.probes):
             probe = self.probes[key]
             if targets.get(key) != (probe.source, probe.targets):
