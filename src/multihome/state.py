@@ -143,6 +143,29 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     )
 
 
+# The lines of the last save, by object: `multihome watch` saves after each change, and a
+# reconcile at 1,000 addresses read 2,000 rules it had listed the time before (as new
+# objects: equal ones, which print the same). Only the last save's objects are kept.
+_listed: dict[Rule | Route, str] = {}
+
+
+def _listing(rules: list[Rule], routes: list[Route]) -> list[str]:
+    """The rules, then the routes, as `ip` arguments with the family (-4 / -6)."""
+    global _listed
+    known = _listed
+    fresh: dict[Rule | Route, str] = {}
+    lines: list[str] = []
+    objects: list[Rule | Route] = [*rules, *routes]
+    for obj in objects:
+        line = known.get(obj)
+        if line is None:
+            line = f"-{obj.family.version} {obj.ip_args()}"
+        fresh[obj] = line
+        lines.append(line)
+    _listed = fresh
+    return lines
+
+
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
     """Write the record atomically (a reader sees the old or the new file, never a mix).
     The rules and routes are listed for people (`ip rule` arguments). Raises StateError."""
@@ -153,14 +176,15 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         except OSError as error:
             raise _unwritable(path, error) from None
         return
+    listed = _listing(rules, routes)
     data = {
         "version": 1,
         "applied_at": time.time(),
         "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
         "nft_table": record.nft_table,
-        "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
-        "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
+        "rules": listed[: len(rules)],
+        "routes": listed[len(rules) :],
     }
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)

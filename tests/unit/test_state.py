@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import threading
@@ -11,6 +12,7 @@ import pytest
 
 from multihome import files, namespace, state
 from multihome.errors import StateError
+from multihome.model import Family, Route, Rule
 from multihome.watch import status
 
 
@@ -114,3 +116,34 @@ def test_a_damaged_pending_file_reads_as_nothing_pending(
     state.write_json(netns_id, confirm.PENDING, data)
     assert confirm.pending(netns_id) is None
     assert state.read_json(netns_id, confirm.PENDING) is None  # discarded
+
+
+def _rule(source: str, table: int = 100) -> Rule:
+    return Rule(Family.INET, 1000, table, ipaddress.ip_network(source), 0, 77)
+
+
+def test_the_listing_of_each_save_is_the_objects_of_that_save(state_dir: Path) -> None:
+    """The lines of the last save are reused for equal objects only: a rule that changed
+    (its table), one that went and one that came are listed as they are now; the file is
+    json.dumps(..., indent=1) of the record, as before."""
+    route = Route(Family.INET, 100, ipaddress.ip_network("198.18.0.0/20"), dev="eth0", protocol=77)
+    first = [_rule("198.18.0.1/32"), _rule("198.18.0.2/32"), _rule("198.18.0.3/32")]
+    state.save(7, state.Record(), first, [route])
+    later = [_rule("198.18.0.1/32"), _rule("198.18.0.2/32", table=101), _rule("198.18.0.4/32")]
+    state.save(7, state.Record(sysctl_originals={"net/ipv4/conf/eth0/rp_filter": "1"}), later, [])
+    text = (state_dir / "netns-7.json").read_text()
+    data = json.loads(text)
+    assert text == json.dumps(data, indent=1)
+    assert (
+        data["rules"]
+        == [f"-4 {r._ip_args()}" for r in later]
+        == [
+            "-4 pref 1000 from 198.18.0.1/32 lookup 100 suppress_prefixlength 0 proto 77",
+            "-4 pref 1000 from 198.18.0.2/32 lookup 101 suppress_prefixlength 0 proto 77",
+            "-4 pref 1000 from 198.18.0.4/32 lookup 100 suppress_prefixlength 0 proto 77",
+        ]
+    )
+    assert data["routes"] == [] and data["sysctl_originals"] == {
+        "net/ipv4/conf/eth0/rp_filter": "1"
+    }
+    assert set(state._listed) == set(later)  # only the last save's objects are kept
