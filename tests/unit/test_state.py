@@ -147,3 +147,28 @@ def test_the_listing_of_each_save_is_the_objects_of_that_save(state_dir: Path) -
         "net/ipv4/conf/eth0/rp_filter": "1"
     }
     assert set(state._listed) == set(later)  # only the last save's objects are kept
+
+
+def test_a_record_read_back_is_the_files_also_after_another_writer(state_dir: Path) -> None:
+    """load parses only text it has not seen: after its own save it reads what it wrote;
+    another writer's file of the same length, or a damaged one, is read as it is now."""
+    rules = [_rule("198.18.0.1/32")]
+    saved = state.Record(sysctl_originals={"net/ipv4/conf/eth0/rp_filter": "1"})
+    state.save(7, saved, rules, [])
+    saved.sysctl_originals.clear()  # the caller's record, changed after the save
+    first = state.load(7)
+    assert first.sysctl_originals == {"net/ipv4/conf/eth0/rp_filter": "1"}
+    first.sysctl_originals["net/ipv4/conf/eth0/rp_filter"] = "changed by the caller"
+    assert state.load(7).sysctl_originals == {"net/ipv4/conf/eth0/rp_filter": "1"}
+    path = state_dir / "netns-7.json"
+    text = path.read_text()
+    other = text.replace('rp_filter": "1"', 'rp_filter": "0"').replace('": false', '": true ')
+    assert len(other) == len(text) and other != text
+    files.atomic_write(str(path), other)
+    again = state.load(7)
+    assert again.sysctl_originals == {"net/ipv4/conf/eth0/rp_filter": "0"} and again.nft_table
+    path.write_text(text[:-1])
+    with pytest.raises(StateError, match="cannot read the state file"):
+        state.load(7)
+    path.write_text(text)
+    assert state.load(7).sysctl_originals == {"net/ipv4/conf/eth0/rp_filter": "1"}
