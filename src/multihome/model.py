@@ -11,12 +11,13 @@ import enum
 import ipaddress
 from collections.abc import Mapping
 
-from multihome import PROTOCOL
+from multihome import PROTOCOL, addresses
 from multihome.records import CachedHash, field, record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+address_of, interface_of = addresses.address_of, addresses.interface_of  # from integers
 
 # Route scopes and types, as in <linux/rtnetlink.h>.
 SCOPE_UNIVERSE = 0
@@ -47,10 +48,7 @@ def host_network_of(version: int, value: int) -> IPNetwork:
     key = (version, value)
     network = _hosts.get(key)
     if network is None:
-        if version == 4:
-            network = ipaddress.IPv4Network((value, 32))
-        else:
-            network = ipaddress.IPv6Network((value, 128))
+        network = addresses.network_of(version, value, 32 if version == 4 else 128)
         if len(_hosts) >= HOSTS_CACHED:
             _hosts.clear()
         _hosts[key] = network
@@ -58,27 +56,19 @@ def host_network_of(version: int, value: int) -> IPNetwork:
 
 
 def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
-    """The network of packed address bytes (as netlink carries them) and a prefix length."""
+    """The network of packed address bytes (as netlink carries them) and a prefix length.
+    Host bits are cleared: the kernel keeps a rule's source as given (`from 10.0.0.1/8`)
+    and matches it as its network."""
     value = int.from_bytes(raw, "big")
-    if len(raw) == 4:
-        if prefixlen == 32:
-            return host_network_of(4, value)
-        return ipaddress.IPv4Network((value, prefixlen))
-    if prefixlen == 128:
-        return host_network_of(6, value)
-    return ipaddress.IPv6Network((value, prefixlen))
+    version = 4 if len(raw) == 4 else 6
+    if prefixlen == len(raw) * 8:
+        return host_network_of(version, value)
+    return addresses.network_of(version, value, prefixlen)
 
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
     """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
     return interface_of(address.version, int(address), prefixlen)
-
-
-def interface_of(version: int, value: int, prefixlen: int) -> IPInterface:
-    """The interface address of an integer (as netlink's codec reads it) and a prefix length."""
-    if version == 4:
-        return ipaddress.IPv4Interface((value, prefixlen))
-    return ipaddress.IPv6Interface((value, prefixlen))
 
 
 def interface_order(version: int, value: int, prefixlen: int) -> tuple[int, int, int, int]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 # the plain socket object and a few constants.
 import _socket
 import errno
-import ipaddress
 import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from multihome.model import (
     NextHop,
     Route,
     Rule,
+    address_of,
     network_from,
 )
 
@@ -126,9 +126,7 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
 
 
 def _address(raw: bytes | memoryview) -> IPAddress:
-    if len(raw) == 4:
-        return ipaddress.IPv4Address(bytes(raw))
-    return ipaddress.IPv6Address(bytes(raw))
+    return address_of(4 if len(raw) == 4 else 6, int.from_bytes(raw, "big"))
 
 
 # A rule request in one `struct` call: the layout depends only on the source address's
@@ -415,9 +413,7 @@ class AddressInfo:
 
     @property
     def address(self) -> IPAddress:
-        if self.family == Family.INET:
-            return ipaddress.IPv4Address(self.value)
-        return ipaddress.IPv6Address(self.value)
+        return address_of(self.version, self.value)
 
 
 def _string(value: memoryview) -> str:
