@@ -86,7 +86,12 @@ def _network(version: int, value: int, prefixlen: int) -> IPNetwork:
     return result
 
 
+_networks: dict[tuple[int, int, int], IPNetwork] = {}  # an interface's, by its masked key
+NETWORKS_CACHED = 1 << 14  # a daemon sees addresses come and go: bounded
+
+
 def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
+    """The interface address, its network shared with every other address in it."""
     interface: Any
     if version == 4:
         interface = _new(IPv4Interface)
@@ -95,7 +100,13 @@ def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
         interface = _new(IPv6Interface)
         interface._ip = value
         interface._scope_id = None
-    interface.network = _network(version, value, prefixlen)
+    key = (version, value & _prefix(version, prefixlen)[0], prefixlen)
+    network = _networks.get(key)
+    if network is None:
+        if len(_networks) >= NETWORKS_CACHED:
+            _networks.clear()
+        network = _networks[key] = _network(version, value, prefixlen)
+    interface.network = network
     interface.netmask = interface.network.netmask
     interface._prefixlen = prefixlen
     result: IPInterface = interface

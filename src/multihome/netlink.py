@@ -34,6 +34,7 @@ from multihome.model import (
     Rule,
     address_of,
     network_from,
+    source_rule,
 )
 
 # Message types and flags, from <linux/netlink.h> and <linux/rtnetlink.h>.
@@ -283,7 +284,7 @@ class _RuleShape:
     length, value), which header fields and attribute headers a message must repeat, and
     where the values of the rule's fields are."""
 
-    __slots__ = ("check", "expected", "family", "layout", "other", "src_len", "values")
+    __slots__ = ("check", "expected", "family", "host", "layout", "other", "src_len", "values")
 
     def __init__(
         self,
@@ -304,6 +305,8 @@ class _RuleShape:
         self.family = family
         self.src_len = src_len
         self.other = other
+        # a host source and nothing else: the rules model.source_rule() makes
+        self.host = not other and src_len == (32 if family == Family.INET else 128)
 
     def decode(self, data: memoryview, offset: int) -> Rule | None:
         values = self.layout.unpack_from(data, offset)
@@ -314,6 +317,9 @@ class _RuleShape:
         )
         if suppress == SUPPRESS_NONE:
             suppress = None
+        if self.host and src is not None and fwmark is None and fwmask is None:  # shared
+            value = int.from_bytes(src, "big")
+            return source_rule(self.family, priority, table, value, suppress, protocol)
         if fwmark is not None and fwmask is None:
             fwmask = 0xFFFFFFFF
         elif fwmask is not None and fwmark is None:
