@@ -1,5 +1,5 @@
 """`python -m multihome` is the `multihome` command."""
 
-from multihome.cli import main
+from multihome.cli import run
 
-raise SystemExit(main())
+run()

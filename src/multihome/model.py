@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from multihome import PROTOCOL
+from multihome import PROTOCOL, addresses
 from multihome.records import CachedHash, field, record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+address_of, interface_of = addresses.address_of, addresses.interface_of  # from integers
 
 # Route scopes and types, as in <linux/rtnetlink.h>.
 SCOPE_UNIVERSE = 0
@@ -47,10 +48,7 @@ def host_network_of(version: int, value: int) -> IPNetwork:
     key = (version, value)
     network = _hosts.get(key)
     if network is None:
-        if version == 4:
-            network = ipaddress.IPv4Network((value, 32))
-        else:
-            network = ipaddress.IPv6Network((value, 128))
+        network = addresses.network_of(version, value, 32 if version == 4 else 128)
         if len(_hosts) >= HOSTS_CACHED:
             _hosts.clear()
         _hosts[key] = network
@@ -58,27 +56,19 @@ def host_network_of(version: int, value: int) -> IPNetwork:
 
 
 def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
-    """The network of packed address bytes (as netlink carries them) and a prefix length."""
+    """The network of packed address bytes (as netlink carries them) and a prefix length.
+    Host bits are cleared: the kernel keeps a rule's source as given (`from 10.0.0.1/8`)
+    and matches it as its network."""
     value = int.from_bytes(raw, "big")
-    if len(raw) == 4:
-        if prefixlen == 32:
-            return host_network_of(4, value)
-        return ipaddress.IPv4Network((value, prefixlen))
-    if prefixlen == 128:
-        return host_network_of(6, value)
-    return ipaddress.IPv6Network((value, prefixlen))
+    version = 4 if len(raw) == 4 else 6
+    if prefixlen == len(raw) * 8:
+        return host_network_of(version, value)
+    return addresses.network_of(version, value, prefixlen)
 
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
     """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
     return interface_of(address.version, int(address), prefixlen)
-
-
-def interface_of(version: int, value: int, prefixlen: int) -> IPInterface:
-    """The interface address of an integer (as netlink's codec reads it) and a prefix length."""
-    if version == 4:
-        return ipaddress.IPv4Interface((value, prefixlen))
-    return ipaddress.IPv6Interface((value, prefixlen))
 
 
 def interface_order(version: int, value: int, prefixlen: int) -> tuple[int, int, int, int]:
@@ -275,6 +265,28 @@ class Rule(_CachedHash):
         return " ".join(parts)
 
 
+_source_rules: dict[tuple[int, int, int, int, int | None, int], Rule] = {}
+SOURCE_RULES_CACHED = 1 << 17  # a daemon sees addresses come and go: bounded
+
+
+def source_rule(
+    family: Family, priority: int, table: int, value: int, suppress: int | None, protocol: int
+) -> Rule:
+    """`from ADDRESS lookup TABLE` (ADDRESS a host: /32 or /128, as an integer), one shared
+    object per distinct rule: the 2,000 rules of 1,000 source addresses are each read from
+    the kernel and planned on every run, and sharing them makes the second a dict lookup
+    and comparing the two an identity check."""
+    key = (family, priority, table, value, suppress, protocol)
+    rule = _source_rules.get(key)
+    if rule is None:
+        src = host_network_of(4 if family == 2 else 6, value)
+        rule = Rule(family, priority, table, src, suppress, protocol)
+        if len(_source_rules) >= SOURCE_RULES_CACHED:
+            _source_rules.clear()
+        _source_rules[key] = rule
+    return rule
+
+
 @record(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
@@ -337,6 +349,27 @@ class Ownership:
             [r for r in state.rules if self.owns_rule(r)],
             [r for r in state.routes if self.owns_route(r)],
         )
+
+
+def distinct_networks(addresses: Iterable[Address]) -> list[tuple[Address, IPNetwork]]:
+    """The first address of each distinct (interface, network) pair, in order, with its
+    network. Thousands of addresses fall into a few subnets, and the kernel's addresses
+    share one network object per subnet (addresses.py): pairs are told apart by identity
+    first, which costs no hashing of networks (in Python code), and then by value."""
+    by_identity: dict[tuple[int, str], None] = {}
+    by_value: set[tuple[IPNetwork, str]] = set()
+    found = []
+    for address in addresses:
+        network = address.ip.network
+        key = (id(network), address.ifname)
+        if key in by_identity:
+            continue
+        by_identity[key] = None
+        pair = (network, address.ifname)
+        if pair not in by_value:
+            by_value.add(pair)
+            found.append((address, network))
+    return found
 
 
 # The addresses of the last state asked, by interface: the planner asks for every uplink's

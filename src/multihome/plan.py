@@ -34,7 +34,8 @@ from multihome.model import (
     Rule,
     Sysctl,
     Uplink,
-    host_network,
+    distinct_networks,
+    source_rule,
 )
 
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
@@ -110,9 +111,9 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
     # The IPv4 subnets of interfaces with a default route, for the shared-subnet case.
     # (distinct networks: a host may have thousands of addresses on a few subnets)
     routed: dict[tuple[IPNetwork, str], None] = {
-        (a.ip.network, a.ifname): None
-        for a in state.addresses
-        if a.ifname in defaults and a.family is Family.INET and a.ip.network.prefixlen < 32
+        (network, a.ifname): None
+        for a, network in distinct_networks(state.addresses)
+        if a.ifname in defaults and network.version == 4 and network.prefixlen < 32
     }
     result: dict[str, tuple[Role, str]] = {}
     for interface in state.interfaces:
@@ -339,12 +340,9 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
 def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]:
     routes = []
     metric = DEFAULT_METRIC[family.version]
-    seen = set()
-    for address in uplink.addresses_in(family):
-        network = address.ip.network
-        if network.prefixlen == network.max_prefixlen or network in seen:
+    for address, network in distinct_networks(uplink.addresses_in(family)):
+        if network.prefixlen == network.max_prefixlen:
             continue  # a /32 or /128 has no on-link neighbours
-        seen.add(network)
         routes.append(
             Route(
                 family,
@@ -373,17 +371,14 @@ def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]
     return routes
 
 
-def _host(address: Address) -> IPNetwork:
-    return host_network(address.ip.ip)
-
-
 def shared_subnets(addresses: Iterable[Address]) -> list[tuple[IPNetwork, list[str]]]:
     """IPv4 subnets that addresses of two or more interfaces fall into (ARP flux), each as
     its widest network and the interfaces, sorted. Prefixes nest or are disjoint, so one
     sweep over the networks sorted by start (widest first) finds them: linear, not pairwise.
     """
+    pairs = distinct_networks(addresses)
     networks = sorted(
-        {(a.ip.network, a.ifname) for a in addresses if a.family is Family.INET},
+        {(network, a.ifname) for a, network in pairs if network.version == 4},
         key=lambda item: (int(item[0].network_address), item[0].prefixlen, item[1]),
     )
     groups: list[tuple[IPNetwork, set[str]]] = []
@@ -523,10 +518,13 @@ def plan(
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
-        sources = {u.name: [_host(a) for a in u.addresses_in(family)] for u in members}
+        # the addresses as integers: source_rule() shares each rule with the one read
+        sources = {u.name: [int(a.ip) for a in u.addresses_in(family)] for u in members}
+        protocol = ownership.protocol
         for uplink in members:
+            table = uplink.table
             rules += [
-                Rule(family, on_link, uplink.table, src, 0, ownership.protocol)
+                source_rule(family, on_link, table, src, 0, protocol)
                 for src in sources[uplink.name]
             ]
         rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
@@ -537,8 +535,9 @@ def plan(
                     " are steered"
                 )
                 continue
+            table = uplink.table
             rules += [
-                Rule(family, off_link, uplink.table, src, None, ownership.protocol)
+                source_rule(family, off_link, table, src, None, protocol)
                 for src in sources[uplink.name]
             ]
     sysctls = _sysctls(config, uplinks)

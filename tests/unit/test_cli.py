@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from multihome import cli
@@ -25,3 +29,23 @@ def test_every_command_has_help_and_a_handler() -> None:
         )
         assert args.handler is command.handler
         assert command.summary and command.description
+
+
+def test_the_command_exits_without_teardown_and_loses_no_output(tmp_path: Path) -> None:
+    # run() ends the process with os._exit after main(): its output, more than a pipe holds,
+    # must still all arrive, on both streams, with main()'s exit code
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from multihome import cli\n"
+        "def main():\n"
+        "    print('o' * 200000)\n"
+        "    print('e' * 100000, file=sys.stderr)\n"
+        "    return 3\n"
+        "cli.main = main\n"
+        "cli.run()\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 3
+    assert done.stdout == "o" * 200000 + "\n" and done.stderr == "e" * 100000 + "\n"
