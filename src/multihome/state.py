@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from json.encoder import encode_basestring_ascii
 
 from multihome import files, namespace
 from multihome.errors import LockError, StateError
@@ -156,27 +157,34 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     )
 
 
-# The lines of the last save, by object: `multihome watch` saves after each change, and a
-# reconcile at 1,000 addresses read 2,000 rules it had listed the time before (as new
-# objects: equal ones, which print the same). Only the last save's objects are kept.
-_listed: dict[Rule | Route, str] = {}
+# The lines of the last save, by object, as text and as JSON: `multihome watch` saves after
+# each change, and a reconcile at 1,000 addresses lists 2,000 rules it listed the time
+# before (equal objects print the same). Only the last save's objects are kept.
+_listed: dict[Rule | Route, tuple[str, str]] = {}
 
 
-def _listing(rules: list[Rule], routes: list[Route]) -> list[str]:
-    """The rules, then the routes, as `ip` arguments with the family (-4 / -6)."""
+def _listing(objects: list[Rule | Route]) -> tuple[list[str], list[str]]:
+    """The objects as `ip` arguments with the family (-4 / -6), and those as JSON strings."""
     global _listed
     known = _listed
-    fresh: dict[Rule | Route, str] = {}
+    fresh: dict[Rule | Route, tuple[str, str]] = {}
     lines: list[str] = []
-    objects: list[Rule | Route] = [*rules, *routes]
+    encoded: list[str] = []
     for obj in objects:
-        line = known.get(obj)
-        if line is None:
+        pair = known.get(obj)
+        if pair is None:
             line = f"-{obj.family.version} {obj.ip_args()}"
-        fresh[obj] = line
-        lines.append(line)
+            pair = (line, encode_basestring_ascii(line))  # as json.dumps writes a string
+        fresh[obj] = pair
+        lines.append(pair[0])
+        encoded.append(pair[1])
     _listed = fresh
-    return lines
+    return lines, encoded
+
+
+def _json_list(encoded: list[str]) -> str:
+    """A list of JSON strings as json.dumps(..., indent=1) writes it as a key's value."""
+    return "[\n  " + ",\n  ".join(encoded) + "\n ]" if encoded else "[]"
 
 
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
@@ -190,17 +198,23 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         except OSError as error:
             raise _unwritable(path, error) from None
         return
-    listed = _listing(rules, routes)
-    data = {
+    lines, encoded = _listing([*rules, *routes])
+    data: dict[str, Any] = {
         "version": 1,
         "applied_at": time.time(),
         "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
         "nft_table": record.nft_table,
-        "rules": listed[: len(rules)],
-        "routes": listed[len(rules) :],
     }
-    text = json.dumps(data, indent=1)
+    # json.dumps(data | {"rules": ..., "routes": ...}, indent=1), with the lists' strings
+    # encoded once per object (json's indenting encoder spent 0.7 ms on 2,000 of them)
+    text = (
+        json.dumps(data, indent=1)[: -len("\n}")]
+        + f',\n "rules": {_json_list(encoded[: len(rules)])}'
+        + f',\n "routes": {_json_list(encoded[len(rules) :])}'
+        + "\n}"
+    )
+    data["rules"], data["routes"] = lines[: len(rules)], lines[len(rules) :]
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(path, text, 0o600)

@@ -126,8 +126,17 @@ def test_the_listing_of_each_save_is_the_objects_of_that_save(state_dir: Path) -
     """The lines of the last save are reused for equal objects only: a rule that changed
     (its table), one that went and one that came are listed as they are now; the file is
     json.dumps(..., indent=1) of the record, as before."""
-    route = Route(Family.INET, 100, ipaddress.ip_network("198.18.0.0/20"), dev="eth0", protocol=77)
+    route = Route(
+        Family.INET, 100, ipaddress.ip_network("198.18.0.0/20"), dev="wan\u00e9", protocol=77
+    )
     first = [_rule("198.18.0.1/32"), _rule("198.18.0.2/32"), _rule("198.18.0.3/32")]
+    state.save(7, state.Record(), first, [route])
+    text = (state_dir / "netns-7.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=1) and "wan\\u00e9" in text
+    assert json.loads(text)["routes"] == ["-4 198.18.0.0/20 dev wan\u00e9 table 100 proto 77"]
+    state.save(7, state.Record(), [], [route])
+    text = (state_dir / "netns-7.json").read_text()
+    assert text == json.dumps(json.loads(text), indent=1) and '"rules": []' in text
     state.save(7, state.Record(), first, [route])
     later = [_rule("198.18.0.1/32"), _rule("198.18.0.2/32", table=101), _rule("198.18.0.4/32")]
     state.save(7, state.Record(sysctl_originals={"net/ipv4/conf/eth0/rp_filter": "1"}), later, [])
