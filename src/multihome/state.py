@@ -158,28 +158,27 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
 
 
 # The lines of the last save, by object, as text and as JSON: `multihome watch` saves after
-# each change, and a reconcile at 1,000 addresses lists 2,000 rules it listed the time
-# before (equal objects print the same). Only the last save's objects are kept.
-_listed: dict[Rule | Route, tuple[str, str]] = {}
+# each change, and at 1,000 addresses lists 2,000 rules each time, nearly all the very
+# objects it listed the time before (netlink's reader keeps the rules it decoded). Keyed by
+# id(), the entry keeping its object alive (so no other object has that id while it is
+# here), and used for that same object only. Only the last save's objects are kept.
+_listed: dict[int, tuple[Rule | Route, str, str]] = {}
+
+
+def _entry(obj: Rule | Route) -> tuple[Rule | Route, str, str]:
+    line = f"-{obj.family.version} {obj.ip_args()}"
+    return obj, line, encode_basestring_ascii(line)  # as json.dumps writes a string
 
 
 def _listing(objects: list[Rule | Route]) -> tuple[list[str], list[str]]:
     """The objects as `ip` arguments with the family (-4 / -6), and those as JSON strings."""
     global _listed
-    known = _listed
-    fresh: dict[Rule | Route, tuple[str, str]] = {}
-    lines: list[str] = []
-    encoded: list[str] = []
-    for obj in objects:
-        pair = known.get(obj)
-        if pair is None:
-            line = f"-{obj.family.version} {obj.ip_args()}"
-            pair = (line, encode_basestring_ascii(line))  # as json.dumps writes a string
-        fresh[obj] = pair
-        lines.append(pair[0])
-        encoded.append(pair[1])
-    _listed = fresh
-    return lines, encoded
+    get = _listed.get
+    entries = [
+        e if (e := get(id(obj))) is not None and e[0] is obj else _entry(obj) for obj in objects
+    ]
+    _listed = {id(e[0]): e for e in entries}
+    return [e[1] for e in entries], [e[2] for e in entries]
 
 
 def _json_list(encoded: list[str]) -> str:
