@@ -119,8 +119,10 @@ def owned_after(
     deleted = {c.obj for c in changes if c.action is Action.DELETE}
     added = [c.obj for c in changes if c.action is Action.ADD]
     owned_rules, owned_routes = cfg.ownership.owned(host)
-    rules = [r for r in owned_rules if r not in deleted]
-    routes = [r for r in owned_routes if r not in deleted]
+    if deleted:  # (a watch reconcile that only adds need not look up 2,000 rules)
+        owned_rules = [r for r in owned_rules if r not in deleted]
+        owned_routes = [r for r in owned_routes if r not in deleted]
+    rules, routes = owned_rules, owned_routes
     rules += [r for r in added if isinstance(r, Rule)]
     routes += [r for r in added if isinstance(r, Route)]
     return rules, routes

@@ -84,3 +84,23 @@ def test_changed_gateway_replaces_only_the_default_route() -> None:
         "- route -4 default via 192.0.2.254 dev eth1 table 101 proto 77",
         "+ route -4 default via 192.0.2.1 dev eth1 table 101 proto 77",
     ]
+
+
+def test_what_is_owned_after_the_changes_is_what_a_second_read_would_find() -> None:
+    """The state file's listing without reading the kernel again: from a fresh host (only
+    additions), for a remove (only deletions), and a stale rule of ours among the rest."""
+    from multihome.operations import owned_after
+
+    config = Config()
+    desired, applied = _applied()
+    adding = tuple(diff(desired, ARTICLE))
+    rules, routes = owned_after(config, ARTICLE, adding)
+    owned_rules, owned_routes = config.ownership.owned(applied)
+    assert (set(rules), set(routes)) == (set(owned_rules), set(owned_routes))
+    assert len(rules) == len(set(rules)) and len(routes) == len(set(routes))
+    assert owned_after(config, applied, tuple(diff(Desired(Ownership()), applied))) == ([], [])
+    stale = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.99/32"), 0, 77)
+    drifted = replace(applied, rules=(*applied.rules, stale))
+    cleanup = tuple(diff(desired, drifted))
+    assert [c.action for c in cleanup] == [Action.DELETE] and cleanup[0].obj == stale
+    assert owned_after(config, drifted, cleanup) == (owned_rules, owned_routes)
