@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from multihome import counters, namespace
+from multihome import namespace
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.model import (
     Address,
@@ -22,6 +22,10 @@ from multihome.model import (
     interface_order,
 )
 from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome import counters
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -142,6 +146,8 @@ def read_counters() -> dict[str, Counters]:
 def read_links() -> list[tuple[counters.Link, Counters]]:
     """Every interface but loopback as ifconfig shows it (flags, MTU, global addresses) and
     its counters."""
+    from multihome import counters  # `multihome counters` only
+
     try:
         with RtnlSocket() as rtnl:
             links = [link for link in rtnl.links() if not link.flags & IFF_LOOPBACK]

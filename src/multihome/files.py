@@ -15,9 +15,7 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     has a unique name beside the target, so concurrent writers never share it. Raises
     OSError."""
     directory = os.path.dirname(path) or "."
-    import tempfile  # every command imports this module; only a change writes a file
-
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".multihome-")
+    fd, temp = _create_beside(directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
@@ -35,6 +33,25 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+_made = 0  # temporary files this process made (with its pid, a unique name)
+
+
+def _create_beside(directory: str) -> tuple[int, str]:
+    """A new, empty, private file in `directory`, as tempfile.mkstemp makes it, without
+    importing tempfile (and random, shutil, weakref with it: more than a no-op apply's diff)
+    for the one file an apply writes. O_EXCL makes the name this process's alone; a name
+    left by a dead process with the same pid is skipped."""
+    global _made
+    while True:
+        _made += 1
+        temp = os.path.join(directory, f".multihome-{os.getpid()}-{_made}")
+        try:
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        return fd, temp
 
 
 def write_tree(directory: str, files: dict[str, str], mode: int | None = None) -> list[str]:

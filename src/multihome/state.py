@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import glob
 import json
 import os
 import time
@@ -225,6 +224,8 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
 
 def forget(netns_id: int) -> None:
     """Remove every file of a namespace that is being deleted."""
+    import glob  # only when files are forgotten
+
     for path in glob.glob(glob.escape(file_path(netns_id, "")) + "*"):
         _discard(path)
 

@@ -61,6 +61,18 @@ def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path: Path) -> None:
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["f"]
 
 
+def test_atomic_write_skips_a_temporary_name_a_dead_process_left(tmp_path: Path) -> None:
+    # the temporary file's name is this pid and a counter; one with the same pid (reused)
+    # left by a crash is not written to, and stays
+    stale = tmp_path / f".multihome-{os.getpid()}-{files._made + 1}"
+    stale.write_text("someone else's")
+    files.atomic_write(str(tmp_path / "f"), "new", 0o640)
+    assert (tmp_path / "f").read_text() == "new"
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640
+    assert stale.read_text() == "someone else's"
+    assert sorted(os.listdir(tmp_path)) == sorted(["f", stale.name])
+
+
 @pytest.mark.parametrize("operation", ["save", "lock", "write_json"])
 def test_an_unusable_state_directory_is_a_state_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, operation: str

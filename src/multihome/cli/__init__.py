@@ -186,8 +186,11 @@ def run() -> None:
     its files are closed by their `with` blocks, children are waited for or detached, the
     only thread (watch's metrics server) is a daemon, and multihome registers no atexit
     handler. Its output is flushed here. An exception main() does not handle still ends
-    the ordinary way, with its traceback."""
+    the ordinary way, with its traceback; so does a run under a profiler or a coverage
+    tracer, which write their results at exit."""
     code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        raise SystemExit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
