@@ -19,7 +19,6 @@ from multihome.model import (
     Lookup,
     Route,
     interface_of,
-    interface_order,
 )
 from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
 
@@ -113,7 +112,7 @@ def read_state() -> HostState:
             names = {i.index: i.name for i in interfaces}
             # sorted by interface, family and address, as comparing the objects would
             found = sorted(
-                (names[a.index], interface_order(a.version, a.value, a.prefixlen), i, a)
+                (names[a.index], a.order, i, a)
                 for i, a in enumerate(rtnl.addresses())
                 if _usable(a) and a.index in names
             )

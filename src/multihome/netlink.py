@@ -33,6 +33,7 @@ from multihome.model import (
     Route,
     Rule,
     address_of,
+    interface_order,
     network_from,
     source_rule,
 )
@@ -109,6 +110,8 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
 _UNDECODED: Rule = Rule(Family.INET, 0, 0)  # a marker: not in the cache
 _decoded_rules: dict[bytes, Rule | None] = {}  # a rule message's payload -> its rule
 RULES_CACHED = 1 << 16  # the daemon reads dumps for as long as it runs: bounded
+_decoded_addresses: dict[bytes, AddressInfo | None] = {}  # the same for addresses
+ADDRESSES_CACHED = 1 << 15
 
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
 _network_cache: dict[tuple[bytes, int], IPNetwork] = {}
@@ -547,9 +550,11 @@ class LinkInfo:
 
 
 class AddressInfo:
-    """An address as RTM_NEWADDR describes it; `value` is the address as an integer."""
+    """An address as RTM_NEWADDR describes it; `value` is the address as an integer. Shared
+    by every dump that reports the same message (RtnlSocket.addresses): never changed."""
 
-    __slots__ = ("family", "flags", "index", "prefixlen", "scope", "value")
+    __slots__ = ("_order", "family", "flags", "index", "prefixlen", "scope", "value")
+    _order: tuple[int, int, int, int]
 
     def __init__(
         self, index: int, family: int, value: int, prefixlen: int, scope: int, flags: int
@@ -568,6 +573,18 @@ class AddressInfo:
     @property
     def address(self) -> IPAddress:
         return address_of(self.version, self.value)
+
+    @property
+    def order(self) -> tuple[int, int, int, int]:
+        """model.interface_order() of the address, made once."""
+        try:
+            return self._order
+        except AttributeError:
+            self._order = interface_order(self.version, self.value, self.prefixlen)
+            return self._order
+
+
+_UNDECODED_ADDRESS = AddressInfo(0, 0, 0, 0, 0, 0)  # a marker: not in the cache
 
 
 def _string(value: memoryview) -> str:
@@ -709,7 +726,21 @@ class RtnlSocket:
         return [decode_link(d, o, e) for d, o, e in self.dump(RTM_GETLINK)]
 
     def addresses(self) -> list[AddressInfo]:
-        return [a for d, o, e in self.dump(RTM_GETADDR) if (a := decode_address(d, o, e))]
+        # As rules(): a permanent address's message is the same bytes in every dump (its
+        # lifetimes are infinite; a DHCP address's count down, and are decoded anew).
+        found = []
+        cache = _decoded_addresses
+        for data, offset, end in self.dump(RTM_GETADDR):
+            key = data[offset:end].tobytes()
+            info = cache.get(key, _UNDECODED_ADDRESS)
+            if info is _UNDECODED_ADDRESS:
+                info = decode_address(data, offset, end)
+                if len(cache) >= ADDRESSES_CACHED:
+                    cache.clear()
+                cache[key] = info
+            if info is not None:
+                found.append(info)
+        return found
 
     def rules(self) -> list[Rule]:
         # A rule's message is the same bytes in every dump while the rule exists: the watch,

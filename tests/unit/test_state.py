@@ -107,6 +107,17 @@ def test_the_daemons_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         netlink._network((value << 8).to_bytes(4, "big"), 24)
     assert 0 < len(netlink._network_cache) <= netlink.NETWORKS_CACHED
 
+    from multihome import addresses
+
+    monkeypatch.setattr(model, "SOURCE_RULES_CACHED", 1000)
+    monkeypatch.setattr(addresses, "NETWORKS_CACHED", 1000)
+    for value in range(1010):
+        model.source_rule(model.Family.INET, 1000, 100, value, 0, 77)
+        addresses.interface_of(4, value << 8, 24)
+    assert 0 < len(model._source_rules) <= 1000 and 0 < len(addresses._networks) <= 1000
+    # each layout of rule messages is learnt once, and a few per message length at most
+    assert all(len(shapes) <= netlink.SHAPES_PER_LENGTH for shapes in netlink._rule_shapes.values())
+
 
 @pytest.mark.parametrize("text", ["[]", "3", '"x"', '{"sysctl_originals": []}'])
 def test_a_record_of_another_shape_is_a_damaged_file(state_dir: Path, text: str) -> None:
