@@ -760,7 +760,13 @@ class RtnlSocket:
         return rules
 
     def routes(self, names: dict[int, str]) -> list[Route]:
-        return [r for d, o, e in self.dump(RTM_GETROUTE) if (r := decode_route(d, o, e, names))]
+        # rtm_table, the header's fifth byte, picks out the local table's routes (one or two
+        # per address: a host with 1,000 addresses has more of them than of all others)
+        return [
+            r
+            for d, o, e in self.dump(RTM_GETROUTE)
+            if d[o + 4] != RT_TABLE_LOCAL and (r := decode_route(d, o, e, names))
+        ]
 
     def route_get(
         self, dst: IPAddress, src: IPAddress | None, names: dict[int, str]
