@@ -25,6 +25,8 @@ from ipaddress import (
     IPv6Network,
 )
 
+from multihome.recent import Recent
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any  # the objects' private attributes are not in the stubs
@@ -86,8 +88,7 @@ def _network(version: int, value: int, prefixlen: int) -> IPNetwork:
     return result
 
 
-_networks: dict[tuple[int, int, int], IPNetwork] = {}  # an interface's, by its masked key
-NETWORKS_CACHED = 1 << 14  # a daemon sees addresses come and go: bounded
+_networks: Recent[tuple[int, int, int], IPNetwork] = Recent()  # by version, network, length
 
 
 def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
@@ -103,9 +104,7 @@ def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
     key = (version, value & _prefix(version, prefixlen)[0], prefixlen)
     network = _networks.get(key)
     if network is None:
-        if len(_networks) >= NETWORKS_CACHED:
-            _networks.clear()
-        network = _networks[key] = _network(version, value, prefixlen)
+        network = _networks.put(key, _network(version, value, prefixlen))
     interface.network = network
     interface.netmask = interface.network.netmask
     interface._prefixlen = prefixlen

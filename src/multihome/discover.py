@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from multihome import namespace
+from multihome import namespace, recent
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.model import (
     Address,
@@ -21,6 +21,7 @@ from multihome.model import (
     interface_of,
 )
 from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
+from multihome.recent import Recent
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -49,8 +50,7 @@ def _interface(link: LinkInfo) -> Interface:
     )
 
 
-_addresses: dict[tuple[str, int, int, int], Address] = {}
-ADDRESSES_CACHED = 1 << 16  # the daemon reads addresses for as long as it runs: bounded
+_addresses: Recent[tuple[str, int, int, int], Address] = Recent()
 
 
 def _address(name: str, info: AddressInfo) -> Address:
@@ -59,11 +59,8 @@ def _address(name: str, info: AddressInfo) -> Address:
     key = (name, info.version, info.value, info.prefixlen)
     address = _addresses.get(key)
     if address is None:
-        if len(_addresses) >= ADDRESSES_CACHED:
-            _addresses.clear()
-        address = _addresses[key] = Address(
-            name, interface_of(info.version, info.value, info.prefixlen)
-        )
+        made = Address(name, interface_of(info.version, info.value, info.prefixlen))
+        address = _addresses.put(key, made)
     return address
 
 
@@ -106,6 +103,7 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
 
 def read_state() -> HostState:
     """Everything multihome needs to know about this network namespace."""
+    recent.advance()  # the shared objects of what is gone since the read before go
     try:
         with RtnlSocket() as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())

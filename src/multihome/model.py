@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from multihome import PROTOCOL, addresses
+from multihome.recent import Recent
 from multihome.records import CachedHash, field, record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -33,8 +34,7 @@ TABLE_NAMES = {253: "default", 254: "main", 255: "local"}  # as `ip` names them
 DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
-_hosts: dict[tuple[int, int], IPNetwork] = {}
-HOSTS_CACHED = 1 << 16  # a long-running daemon sees addresses come and go: bounded
+_hosts: Recent[tuple[int, int], IPNetwork] = Recent()  # one shared object per address
 
 
 def host_network(address: IPAddress) -> IPNetwork:
@@ -48,10 +48,8 @@ def host_network_of(version: int, value: int) -> IPNetwork:
     key = (version, value)
     network = _hosts.get(key)
     if network is None:
-        network = addresses.network_of(version, value, 32 if version == 4 else 128)
-        if len(_hosts) >= HOSTS_CACHED:
-            _hosts.clear()
-        _hosts[key] = network
+        full = 32 if version == 4 else 128
+        network = _hosts.put(key, addresses.network_of(version, value, full))
     return network
 
 
@@ -265,8 +263,7 @@ class Rule(_CachedHash):
         return " ".join(parts)
 
 
-_source_rules: dict[tuple[int, int, int, int, int | None, int], Rule] = {}
-SOURCE_RULES_CACHED = 1 << 17  # a daemon sees addresses come and go: bounded
+_source_rules: Recent[tuple[int, int, int, int, int | None, int], Rule] = Recent()
 
 
 def source_rule(
@@ -280,10 +277,7 @@ def source_rule(
     rule = _source_rules.get(key)
     if rule is None:
         src = host_network_of(4 if family == 2 else 6, value)
-        rule = Rule(family, priority, table, src, suppress, protocol)
-        if len(_source_rules) >= SOURCE_RULES_CACHED:
-            _source_rules.clear()
-        _source_rules[key] = rule
+        rule = _source_rules.put(key, Rule(family, priority, table, src, suppress, protocol))
     return rule
 
 
@@ -356,7 +350,7 @@ def distinct_networks(addresses: Iterable[Address]) -> list[tuple[Address, IPNet
     network. Thousands of addresses fall into a few subnets, and the kernel's addresses
     share one network object per subnet (addresses.py): pairs are told apart by identity
     first, which costs no hashing of networks (in Python code), and then by value."""
-    by_identity: dict[tuple[int, str], None] = {}
+    by_identity: dict[tuple[int, str], IPNetwork] = {}  # keeps each alive: ids stay unique
     by_value: set[tuple[IPNetwork, str]] = set()
     found = []
     for address in addresses:
@@ -364,7 +358,7 @@ def distinct_networks(addresses: Iterable[Address]) -> list[tuple[Address, IPNet
         key = (id(network), address.ifname)
         if key in by_identity:
             continue
-        by_identity[key] = None
+        by_identity[key] = network
         pair = (network, address.ifname)
         if pair not in by_value:
             by_value.add(pair)

@@ -37,6 +37,7 @@ from multihome.model import (
     network_from,
     source_rule,
 )
+from multihome.recent import Recent
 
 # Message types and flags, from <linux/netlink.h> and <linux/rtnetlink.h>.
 NLMSG_ERROR = 2
@@ -107,15 +108,12 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
         offset += (length + 3) & ~3
 
 
-_UNDECODED: Rule = Rule(Family.INET, 0, 0)  # a marker: not in the cache
-_decoded_rules: dict[bytes, Rule | None] = {}  # a rule message's payload -> its rule
-RULES_CACHED = 1 << 16  # the daemon reads dumps for as long as it runs: bounded
-_decoded_addresses: dict[bytes, AddressInfo | None] = {}  # the same for addresses
-ADDRESSES_CACHED = 1 << 15
+# A message's payload -> what it decodes to (recent.py: while the kernel reports it).
+_decoded_rules: Recent[bytes, Rule] = Recent()
+_decoded_addresses: Recent[bytes, AddressInfo] = Recent()
 
 # A dump repeats the same few prefixes (on-link routes, default routes) many times.
-_network_cache: dict[tuple[bytes, int], IPNetwork] = {}
-NETWORKS_CACHED = 4096  # the daemon reads dumps for as long as it runs: bounded
+_network_cache: Recent[tuple[bytes, int], IPNetwork] = Recent()
 
 
 def _network(raw: bytes, prefixlen: int) -> IPNetwork:
@@ -124,9 +122,7 @@ def _network(raw: bytes, prefixlen: int) -> IPNetwork:
     if network is None:
         network = network_from(raw, prefixlen)  # host networks: model's own cache
         if prefixlen < len(raw) * 8:
-            if len(_network_cache) >= NETWORKS_CACHED:
-                _network_cache.clear()
-            _network_cache[key] = network
+            _network_cache.put(key, network)
     return network
 
 
@@ -323,6 +319,8 @@ class _RuleShape:
         if self.host and src is not None and fwmark is None and fwmask is None:  # shared
             value = int.from_bytes(src, "big")
             return source_rule(self.family, priority, table, value, suppress, protocol)
+        if src is not None and _host_bits(src, self.src_len):
+            return None  # a source with host bits: decoded by walking (_walk_rule)
         if fwmark is not None and fwmask is None:
             fwmask = 0xFFFFFFFF
         elif fwmask is not None and fwmark is None:
@@ -396,6 +394,9 @@ def _learn_rule_shape(data: memoryview, offset: int, end: int) -> None:
         fields[1] = 4  # the header's table
     walked = _walk_rule(data, offset, end)
     assert walked is not None
+    src = where.get(FRA_SRC)
+    if src is not None and _host_bits(values[src], values[2]):
+        return  # its other_selectors is this message's, not the layout's
     shape = _RuleShape(
         layout,
         check,
@@ -440,7 +441,12 @@ def _walk_rule(data: memoryview, offset: int, end: int) -> Rule | None:
         elif kind == FRA_TABLE:
             table = unpack_u32(data, value)[0]
         elif kind == FRA_SRC:
-            src = _network(bytes(data[value : position + length]), src_len)
+            raw_src = bytes(data[value : position + length])
+            src = _network(raw_src, src_len)
+            if _host_bits(raw_src, src_len):
+                # `from 10.0.0.1/8`: the kernel keeps the source as given, and a delete must
+                # name it so; src is its network, so the rule is a foreign one, never ours
+                other = True
         elif kind == FRA_SUPPRESS_PREFIXLEN:
             raw = unpack_u32(data, value)[0]
             suppress = None if raw == SUPPRESS_NONE else raw
@@ -458,6 +464,11 @@ def _walk_rule(data: memoryview, offset: int, end: int) -> Rule | None:
     elif fwmask is not None and fwmark is None:
         fwmark = 0  # `fwmark 0/MASK`: the masked bits are clear
     return Rule(FAMILIES[family], priority, table, src, suppress, protocol, other, fwmark, fwmask)
+
+
+def _host_bits(raw: bytes, prefixlen: int) -> int:
+    """The bits of a packed address beyond its prefix (0: a network address)."""
+    return int.from_bytes(raw, "big") & ((1 << (len(raw) * 8 - prefixlen)) - 1)
 
 
 def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str]) -> Route | None:
@@ -582,9 +593,6 @@ class AddressInfo:
         except AttributeError:
             self._order = interface_order(self.version, self.value, self.prefixlen)
             return self._order
-
-
-_UNDECODED_ADDRESS = AddressInfo(0, 0, 0, 0, 0, 0)  # a marker: not in the cache
 
 
 def _string(value: memoryview) -> str:
@@ -729,34 +737,32 @@ class RtnlSocket:
         # As rules(): a permanent address's message is the same bytes in every dump (its
         # lifetimes are infinite; a DHCP address's count down, and are decoded anew).
         found = []
-        cache = _decoded_addresses
+        now, before = _decoded_addresses.now, _decoded_addresses.before
         for data, offset, end in self.dump(RTM_GETADDR):
             key = data[offset:end].tobytes()
-            info = cache.get(key, _UNDECODED_ADDRESS)
-            if info is _UNDECODED_ADDRESS:
-                info = decode_address(data, offset, end)
-                if len(cache) >= ADDRESSES_CACHED:
-                    cache.clear()
-                cache[key] = info
-            if info is not None:
-                found.append(info)
+            info = now.get(key)
+            if info is None:
+                info = before.get(key) or decode_address(data, offset, end)
+                if info is None:
+                    continue
+                now[key] = info
+            found.append(info)
         return found
 
     def rules(self) -> list[Rule]:
         # A rule's message is the same bytes in every dump while the rule exists: the watch,
         # which reads thousands of rules on every reconcile, decodes each of them once.
         rules = []
-        cache = _decoded_rules
+        now, before = _decoded_rules.now, _decoded_rules.before
         for data, offset, end in self.dump(RTM_GETRULE):
             key = data[offset:end].tobytes()
-            rule = cache.get(key, _UNDECODED)
-            if rule is _UNDECODED:
-                rule = decode_rule(data, offset, end)
-                if len(cache) >= RULES_CACHED:
-                    cache.clear()
-                cache[key] = rule
-            if rule is not None:
-                rules.append(rule)
+            rule = now.get(key)
+            if rule is None:
+                rule = before.get(key) or decode_rule(data, offset, end)
+                if rule is None:  # not IPv4 or IPv6
+                    continue
+                now[key] = rule
+            rules.append(rule)
         return rules
 
     def routes(self, names: dict[int, str]) -> list[Route]:

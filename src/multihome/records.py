@@ -169,8 +169,8 @@ else:
                 else:
                     setattr(cls, name, f.default)
             own.append(f)
-            inherited.pop(name, None)
-        all_fields = (*inherited.values(), *own)
+            inherited[name] = f  # a base's field redefined keeps its place, as in dataclasses
+        all_fields = tuple(inherited.values())
         seen_default = False
         for f in all_fields:
             has_default = f.default is not MISSING or f.default_factory is not MISSING

@@ -50,7 +50,10 @@ def _check(version: int, value: int, prefixlen: int) -> None:
     else:
         assert "hosts" not in vars(network)
     if_cls = ipaddress.IPv4Interface if version == 4 else ipaddress.IPv6Interface
-    interface, expected = addresses.interface_of(version, value, prefixlen), if_cls((value, prefixlen))
+    interface, expected = (
+        addresses.interface_of(version, value, prefixlen),
+        if_cls((value, prefixlen)),
+    )
     _alike(interface, expected)
     assert interface.ip == expected.ip and type(interface.ip) is type(expected.ip)
     _alike(interface.network, expected.network)
@@ -89,13 +92,20 @@ def test_sorting_mixed_objects_matches_ipaddress() -> None:
     assert [str(n) for n in nets] == [str(n) for n in reference]
 
 
-def test_a_rule_source_with_host_bits_is_read_as_its_network() -> None:
+def test_a_rule_source_with_host_bits_is_a_foreign_rule() -> None:
     # `ip rule add from 10.0.0.1/8` is kept by the kernel as given; reading it used to raise
-    # ValueError ("has host bits set") and stop every command on such a host
-    rule = Rule(Family.INET, 500, 100, ipaddress.ip_network("10.0.0.0/8"))
-    message = bytearray(netlink.encode_rule(netlink.RTM_NEWRULE, rule))
+    # ValueError ("has host bits set") and stop every command on such a host. Read as its
+    # network it could not be deleted (the kernel compares the source as given): it is
+    # foreign, also when a rule of the same layout without host bits was read first.
+    netlink._rule_shapes.clear()
+    rule = Rule(Family.INET, 1000, 100, ipaddress.ip_network("10.0.0.0/8"), None, 77)
+    plain = netlink.encode_rule(netlink.RTM_NEWRULE, rule)
+    message = bytearray(plain)
     at = bytes(message).index(bytes([10, 0, 0, 0]))
     message[at + 3] = 1
-    decoded = netlink.decode_rule(memoryview(bytes(message)), 16, len(message))
-    assert decoded is not None and decoded.src == ipaddress.ip_network("10.0.0.0/8")
+    for _ in range(2):  # walked, then through the layout learnt from the plain one
+        assert netlink.decode_rule(memoryview(plain), 16, len(plain)) == rule
+        decoded = netlink.decode_rule(memoryview(bytes(message)), 16, len(message))
+        assert decoded is not None and decoded.src == ipaddress.ip_network("10.0.0.0/8")
+        assert decoded.other_selectors and not model.Ownership().owns_rule(decoded)
     assert model.network_from(bytes([10, 0, 0, 1]), 8) == ipaddress.ip_network("10.0.0.0/8")

@@ -49,3 +49,21 @@ def test_the_command_exits_without_teardown_and_loses_no_output(tmp_path: Path) 
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert done.returncode == 3
     assert done.stdout == "o" * 200000 + "\n" and done.stderr == "e" * 100000 + "\n"
+
+
+def test_the_command_runs_with_its_output_closed(tmp_path: Path) -> None:
+    # cron jobs and units may start it with stdout or stderr closed (`>&-`)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "from multihome import cli\n"
+        "def main():\n"
+        "    print('lost')\n"
+        "    return 0\n"
+        "cli.main = main\n"
+        "cli.run()\n"
+    )
+    for closed in (">&-", "2>&-", ">&- 2>&-"):
+        done = subprocess.run(
+            f"{sys.executable} {script} {closed}", shell=True, capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, closed

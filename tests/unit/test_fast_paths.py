@@ -443,3 +443,17 @@ def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:
         assert [a.option_strings for a in built._actions] == [
             a.option_strings for a in parser._actions
         ]
+
+
+def test_distinct_networks_also_of_objects_made_as_it_goes() -> None:
+    # an id() is unique only while its object lives: a network dropped as a duplicate must
+    # not lend its id to the next one (a generator of fresh objects)
+    from multihome.model import distinct_networks
+
+    # subnets A, A, B, B, C, D: D's network may be made where A's second one was
+    nets = [f"10.{n // 256}.{n % 256}" for n in range(400)]
+    texts = []
+    for a, b, c, d in zip(nets[0::4], nets[1::4], nets[2::4], nets[3::4], strict=True):
+        texts += [f"{a}.1/24", f"{a}.2/24", f"{b}.1/24", f"{b}.2/24", f"{c}.1/24", f"{d}.1/24"]
+    found = distinct_networks(Address("eth0", ipaddress.ip_interface(text)) for text in texts)
+    assert [str(n) for _, n in found] == [f"{net}.0/24" for net in nets]

@@ -143,6 +143,33 @@ def test_post_init_explicit_methods_and_inheritance() -> None:
     assert child != Base(1, 2)
 
 
+def test_a_redefined_field_keeps_its_place() -> None:
+    @records.record
+    class Base:
+        a: int = 1
+        b: int = 2
+
+    @records.record
+    class Child(Base):
+        a: int = 5
+        c: int = 3
+
+    @dataclasses.dataclass
+    class ReferenceBase:
+        a: int = 1
+        b: int = 2
+
+    @dataclasses.dataclass
+    class Reference(ReferenceBase):
+        a: int = 5
+        c: int = 3
+
+    names = [f.name for f in records.fields(Child)]
+    assert names == [f.name for f in dataclasses.fields(Reference)] == ["a", "b", "c"]
+    child, reference = Child(10, 20), Reference(10, 20)
+    assert (child.a, child.b, child.c) == (reference.a, reference.b, reference.c) == (10, 20, 3)
+
+
 def test_declaration_errors_are_dataclass_errors() -> None:
     with pytest.raises(ValueError, match="mutable default"):
 

@@ -91,32 +91,34 @@ def test_an_unusable_state_directory_is_a_state_error(
     assert "not-a-directory" in raised.value.message and raised.value.hint
 
 
-def test_the_daemons_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`multihome watch` runs for months while addresses come and go."""
-    import ipaddress
+def test_the_daemons_caches_keep_what_the_recent_reads_met() -> None:
+    """`multihome watch` runs for months while addresses come and go: the shared objects of
+    what the kernel stopped reporting are dropped after two reads (recent.py)."""
+    from multihome import addresses, model, recent
 
-    from multihome import model, netlink
-
-    monkeypatch.setattr(model, "HOSTS_CACHED", 1000)
-    monkeypatch.setattr(netlink, "NETWORKS_CACHED", 1000)
-
-    for value in range(model.HOSTS_CACHED + 10):
-        model.host_network(ipaddress.IPv4Address(value))
-    assert 0 < len(model._hosts) <= model.HOSTS_CACHED
-    for value in range(netlink.NETWORKS_CACHED + 10):
-        netlink._network((value << 8).to_bytes(4, "big"), 24)
-    assert 0 < len(netlink._network_cache) <= netlink.NETWORKS_CACHED
-
-    from multihome import addresses
-
-    monkeypatch.setattr(model, "SOURCE_RULES_CACHED", 1000)
-    monkeypatch.setattr(addresses, "NETWORKS_CACHED", 1000)
-    for value in range(1010):
-        model.source_rule(model.Family.INET, 1000, 100, value, 0, 77)
-        addresses.interface_of(4, value << 8, 24)
-    assert 0 < len(model._source_rules) <= 1000 and 0 < len(addresses._networks) <= 1000
-    # each layout of rule messages is learnt once, and a few per message length at most
-    assert all(len(shapes) <= netlink.SHAPES_PER_LENGTH for shapes in netlink._rule_shapes.values())
+    recent.advance()
+    gone = model.source_rule(model.Family.INET, 1000, 100, 1, 0, 77)
+    kept = model.source_rule(model.Family.INET, 1000, 100, 2, 0, 77)
+    net = addresses.interface_of(4, 0xC0000201, 24).network
+    assert addresses.interface_of(4, 0xC0000202, 24).network is net  # one per subnet
+    for _ in range(3):
+        recent.advance()  # a read begins
+        assert model.source_rule(model.Family.INET, 1000, 100, 2, 0, 77) is kept
+    assert model.source_rule(model.Family.INET, 1000, 100, 1, 0, 77) is not gone  # made anew
+    assert addresses.interface_of(4, 0xC0000201, 24).network is not net
+    recent.advance()
+    recent.advance()
+    assert all(len(cache) == 0 for cache in recent._caches)
+    # a value that is met again moves to the current read, and stays
+    cache: recent.Recent[str, str] = recent.Recent()
+    cache.put("a", "1")
+    recent.advance()
+    assert cache.get("a") == "1" and "a" in cache.now
+    recent.advance()
+    assert cache.get("a") == "1"
+    recent.advance()
+    recent.advance()
+    assert cache.get("a") is None and len(cache) == 0
 
 
 @pytest.mark.parametrize("text", ["[]", "3", '"x"', '{"sysctl_originals": []}'])

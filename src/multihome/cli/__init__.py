@@ -189,14 +189,26 @@ def run() -> None:
     the ordinary way, with its traceback; so does a run under a profiler or a coverage
     tracer, which write their results at exit."""
     code = main()
-    if sys.getprofile() is not None or sys.gettrace() is not None:
+    if _observed():
         raise SystemExit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # the reader left (`| head`), or it was closed
+            if stream is not None:  # None: started with that descriptor closed (`>&-`)
+                stream.flush()
+        except (OSError, ValueError):  # the reader left (`| head`), or it was closed
             continue
     os._exit(code)
+
+
+def _observed() -> bool:
+    """Whether a profiler or a coverage tracer runs: they write their results at exit. From
+    Python 3.12 they may use sys.monitoring instead of a profile or trace function."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(
+        monitoring.get_tool(tool) is not None for tool in range(6)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
