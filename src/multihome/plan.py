@@ -268,21 +268,27 @@ def _gateways(
                 found[uplink.name, family] = (configured, GatewaySource.CONFIG)
                 continue
             found[uplink.name, family] = _main_default_gateway(state, uplink.name, family)
-    # Several NICs on one subnet (the article's set-up): the others share the gateway.
-    for uplink in chosen:
-        addresses = state.addresses_of(uplink.name)
-        for family in _families(config):
+    # Several NICs on one subnet (the article's set-up): the others share the gateway. Only
+    # an uplink's own gateway is shared (not one shared in turn), so the candidates are
+    # known before the loop: an uplink without a gateway looks only at them (a family
+    # without any gateway costs nothing, however many uplinks there are).
+    for family in _families(config):
+        candidates = [
+            (other.name, gateway)
+            for other in chosen
+            for gateway, source in (found[other.name, family],)
+            if gateway is not None
+            and source is not GatewaySource.SHARED_SUBNET
+            and not (gateway.version == 6 and gateway.is_link_local)
+        ]
+        if not candidates:
+            continue
+        for uplink in chosen:
             if found[uplink.name, family][0] is not None:
                 continue
-            for other in chosen:
-                gateway, source = found[other.name, family]
-                if (
-                    other is not uplink
-                    and gateway is not None
-                    and source is not GatewaySource.SHARED_SUBNET
-                    and not (gateway.version == 6 and gateway.is_link_local)
-                    and _on_subnet(gateway, addresses)
-                ):
+            addresses = state.addresses_of(uplink.name)
+            for name, gateway in candidates:
+                if name != uplink.name and _on_subnet(gateway, addresses):
                     found[uplink.name, family] = (gateway, GatewaySource.SHARED_SUBNET)
                     break
     return found
