@@ -197,3 +197,41 @@ def test_the_commands_do_not_import_dataclasses() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    (("a",), {}),
+    (("a", 4, ("t",)), {"note": "n"}),
+    ((), {"name": "a", "hidden": 1}),
+    (("a",), {"extra": {"k": 1}, "size": 2}),
+    ((), {}),  # missing name
+    (("a", 1, (), "", 0, {}, "too many"), {}),
+    (("a",), {"name": "twice"}),
+    (("a",), {"nonsense": 1}),
+]
+
+
+@pytest.mark.parametrize("frozen,slots", [(True, True), (True, False), (False, False)])
+def test_arguments_bind_as_a_dataclass_before_and_after_compiling(
+    frozen: bool, slots: bool
+) -> None:
+    # the first COMPILE_AFTER objects of a class are made by a generic __init__, the rest by
+    # a compiled one: both bind (and refuse) arguments as the dataclass's own __init__
+    mine = _declare(records.record, records.field, frozen, slots, False)
+    theirs = _declare(dataclasses.dataclass, dataclasses.field, frozen, slots, False)
+    for _round in range(3):  # COMPILE_AFTER is 8: the third round is compiled
+        for args, kwargs in CALLS:
+            try:
+                expected: object = theirs(*args, **kwargs)
+            except TypeError as error:
+                with pytest.raises(TypeError) as raised:
+                    mine(*args, **kwargs)
+                assert (
+                    str(raised.value).split("__init__() ")[1] == str(error).split("__init__() ")[1]
+                )
+            else:
+                made = mine(*args, **kwargs)
+                assert repr(made) == repr(expected)
+                if frozen:
+                    assert hash(made) == hash(expected)
+    assert vars(mine)["__init__"].__code__.co_varnames[0] == "__self"  # compiled
