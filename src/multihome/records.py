@@ -4,8 +4,9 @@ Every command imports a few dozen such classes (the model, the config, the state
 `import dataclasses` alone imports `inspect` (with ast, dis, tokenize, ...), while
 `dataclass()` then writes and compiles up to eleven methods per class: together more than a
 third of the start-up of `multihome show` beyond the interpreter's own. A record is made
-from closures over its fields instead, and only its `__init__` is compiled, on the first
-object made, so that a command pays only for the classes it uses.
+from closures over its fields instead; its first objects are made by a generic `__init__`,
+and one is compiled for it only when it has made a few (rules and routes are made by the
+thousand, most classes a few times a run).
 
 The subset of dataclasses multihome uses, with the same behaviour: `record(frozen=,
 slots=, order=)` for `dataclass(...)`, `field(default=, default_factory=, compare=, hash=,
