@@ -46,10 +46,12 @@ def host_network(address: IPAddress) -> IPNetwork:
 def host_network_of(version: int, value: int) -> IPNetwork:
     """The host network of an address given as an integer (as netlink's codec reads it)."""
     key = (version, value)
-    network = _hosts.get(key)
+    network = _hosts.now.get(key)  # Recent.get(), inlined: 2,000 rules a read ask
     if network is None:
-        full = 32 if version == 4 else 128
-        network = _hosts.put(key, addresses.network_of(version, value, full))
+        network = _hosts.before.get(key)
+        if network is None:
+            network = addresses.network_of(version, value, 32 if version == 4 else 128)
+        _hosts.now[key] = network
     return network
 
 
@@ -274,10 +276,13 @@ def source_rule(
     the kernel and planned on every run, and sharing them makes the second a dict lookup
     and comparing the two an identity check."""
     key = (family, priority, table, value, suppress, protocol)
-    rule = _source_rules.get(key)
+    rule = _source_rules.now.get(key)  # Recent.get(), inlined: 2,000 rules a read and a plan
     if rule is None:
-        src = host_network_of(4 if family == 2 else 6, value)
-        rule = _source_rules.put(key, Rule(family, priority, table, src, suppress, protocol))
+        rule = _source_rules.before.get(key)
+        if rule is None:
+            src = host_network_of(4 if family == 2 else 6, value)
+            rule = Rule(family, priority, table, src, suppress, protocol)
+        _source_rules.now[key] = rule
     return rule
 
 
