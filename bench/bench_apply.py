@@ -15,7 +15,9 @@ Prints medians over the rounds. Needs root. Usage: python bench/bench_apply.py [
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,7 +84,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("MULTIHOME_STATE_DIR", tempfile.mkdtemp(prefix="mhbench-state-"))
+    if "MULTIHOME_STATE_DIR" not in os.environ:
+        state_dir = tempfile.mkdtemp(prefix="mhbench-state-")
+        atexit.register(shutil.rmtree, state_dir, True)
+        os.environ["MULTIHOME_STATE_DIR"] = state_dir
     setup()
     try:
         namespace.enter(NS)

@@ -15,9 +15,11 @@ Usage: python bench/bench_doctor.py [--rounds N]
 from __future__ import annotations
 
 import argparse
+import atexit
 import ipaddress
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,7 +168,9 @@ def whole_command(rounds: int) -> None:
             file.write("\n".join(lines) + "\n")
             file.flush()
             subprocess.run(["ip", "-n", NS, "-batch", file.name], check=True)
-        env = {**os.environ, "MULTIHOME_STATE_DIR": tempfile.mkdtemp(prefix="mhbenchdoc-")}
+        state_dir = tempfile.mkdtemp(prefix="mhbenchdoc-")
+        atexit.register(shutil.rmtree, state_dir, True)
+        env = {**os.environ, "MULTIHOME_STATE_DIR": state_dir}
         command = [sys.executable, "-m", "multihome", "--netns", NS, "doctor"]
         for label, setup in (("stock", None), ("applied", "apply")):
             if setup:

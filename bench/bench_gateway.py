@@ -17,8 +17,10 @@ Usage: python bench/bench_gateway.py [--rounds N] [--connections N] [--seconds S
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,6 +144,7 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("needs root")
     workdir = tempfile.mkdtemp(prefix="bench-gw-")
+    atexit.register(shutil.rmtree, workdir, True)
     os.environ["MULTIHOME_STATE_DIR"] = workdir
     config = os.path.join(workdir, "multihome.toml")
     with open(config, "w", encoding="utf-8") as file:

@@ -14,7 +14,9 @@ Usage: python bench/bench_watch.py [--changes N] [--failures N]
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=20)
     args = parser.parse_args()
     state_dir = tempfile.mkdtemp(prefix="mhbench-watch-")
+    atexit.register(shutil.rmtree, state_dir, True)
     os.environ["MULTIHOME_STATE_DIR"] = state_dir
     config = os.path.join(state_dir, "watch.toml")
     with open(config, "w") as file:
