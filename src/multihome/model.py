@@ -15,10 +15,11 @@ from multihome import PROTOCOL, addresses
 from multihome.recent import Recent
 from multihome.records import CachedHash, field, record
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-address_of, interface_of = addresses.address_of, addresses.interface_of  # from integers
+# The address types, and making them from the kernel's integers: addresses.py's
+IPAddress = addresses.IPAddress
+IPNetwork = addresses.IPNetwork
+IPInterface = addresses.IPInterface
+address_of, interface_of = addresses.address_of, addresses.interface_of
 
 # Route scopes and types, as in <linux/rtnetlink.h>.
 SCOPE_UNIVERSE = 0
@@ -46,12 +47,10 @@ def host_network(address: IPAddress) -> IPNetwork:
 def host_network_of(version: int, value: int) -> IPNetwork:
     """The host network of an address given as an integer (as netlink's codec reads it)."""
     key = (version, value)
-    network = _hosts.now.get(key)  # Recent.get(), inlined: 2,000 rules a read ask
+    network = _hosts.get(key)
     if network is None:
-        network = _hosts.before.get(key)
-        if network is None:
-            network = addresses.network_of(version, value, 32 if version == 4 else 128)
-        _hosts.now[key] = network
+        full = 32 if version == 4 else 128
+        network = _hosts.put(key, addresses.network_of(version, value, full))
     return network
 
 
@@ -276,13 +275,10 @@ def source_rule(
     the kernel and planned on every run, and sharing them makes the second a dict lookup
     and comparing the two an identity check."""
     key = (family, priority, table, value, suppress, protocol)
-    rule = _source_rules.now.get(key)  # Recent.get(), inlined: 2,000 rules a read and a plan
+    rule = _source_rules.get(key)
     if rule is None:
-        rule = _source_rules.before.get(key)
-        if rule is None:
-            src = host_network_of(4 if family == 2 else 6, value)
-            rule = Rule(family, priority, table, src, suppress, protocol)
-        _source_rules.now[key] = rule
+        src = host_network_of(4 if family == 2 else 6, value)
+        rule = _source_rules.put(key, Rule(family, priority, table, src, suppress, protocol))
     return rule
 
 

@@ -22,7 +22,7 @@ import errno
 import operator
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from multihome.model import (
     FAMILIES,
@@ -38,6 +38,12 @@ from multihome.model import (
     source_rule,
 )
 from multihome.recent import Recent
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 # Message types and flags, from <linux/netlink.h> and <linux/rtnetlink.h>.
 NLMSG_ERROR = 2
@@ -734,36 +740,34 @@ class RtnlSocket:
         return [decode_link(d, o, e) for d, o, e in self.dump(RTM_GETLINK)]
 
     def addresses(self) -> list[AddressInfo]:
-        # As rules(): a permanent address's message is the same bytes in every dump (its
-        # lifetimes are infinite; a DHCP address's count down, and are decoded anew).
-        found = []
-        now, before = _decoded_addresses.now, _decoded_addresses.before
-        for data, offset, end in self.dump(RTM_GETADDR):
-            key = data[offset:end].tobytes()
-            info = now.get(key)
-            if info is None:
-                info = before.get(key) or decode_address(data, offset, end)
-                if info is None:
-                    continue
-                now[key] = info
-            found.append(info)
-        return found
+        # A permanent address's message is the same bytes in every dump (its lifetimes are
+        # infinite; a DHCP address's count down, and are decoded anew).
+        return self._shared(RTM_GETADDR, _decoded_addresses, decode_address)
 
     def rules(self) -> list[Rule]:
-        # A rule's message is the same bytes in every dump while the rule exists: the watch,
-        # which reads thousands of rules on every reconcile, decodes each of them once.
-        rules = []
-        now, before = _decoded_rules.now, _decoded_rules.before
-        for data, offset, end in self.dump(RTM_GETRULE):
+        # A rule's message is the same bytes in every dump while the rule exists.
+        return self._shared(RTM_GETRULE, _decoded_rules, decode_rule)
+
+    def _shared(
+        self,
+        kind: int,
+        cache: Recent[bytes, T],
+        decode: Callable[[memoryview, int, int], T | None],
+    ) -> list[T]:
+        """A dump's messages decoded, each message's object shared with the reads before
+        (recent.py): the watch, which reads thousands of rules and addresses on every
+        reconcile, decodes each of them once."""
+        found = []
+        for data, offset, end in self.dump(kind):
             key = data[offset:end].tobytes()
-            rule = now.get(key)
-            if rule is None:
-                rule = before.get(key) or decode_rule(data, offset, end)
-                if rule is None:  # not IPv4 or IPv6
+            item = cache.get(key)
+            if item is None:
+                item = decode(data, offset, end)
+                if item is None:  # not IPv4 or IPv6
                     continue
-                now[key] = rule
-            rules.append(rule)
-        return rules
+                cache.put(key, item)
+            found.append(item)
+        return found
 
     def routes(self, names: dict[int, str]) -> list[Route]:
         # rtm_table, the header's fifth byte, picks out the local table's routes (one or two
