@@ -538,8 +538,9 @@ def _decode_nexthops(data: memoryview, names: dict[int, str]) -> list[NextHop]:
     return hops
 
 
-# LinkInfo and AddressInfo are plain classes: they live only between the decoder and
-# discover.py, and a dataclass costs every run more to create than it saves to write.
+# LinkInfo and AddressInfo are plain classes with a hand-written __init__: they live only
+# between the decoder and discover.py, need no equality or hashing, and are made by the
+# thousand.
 
 
 class LinkInfo:

@@ -29,8 +29,8 @@ Handler = Callable[[argparse.Namespace], int]
 class Command:
     """A subcommand: its name, handler, help texts and arguments.
 
-    A plain class, not a dataclass: the parser is built on every run, `--version` and
-    `--help` included, and creating a dataclass costs more than the whole of this module.
+    A plain class, not a record: the parser is built on every run, `--version` and `--help`
+    included, which import nothing of records.py or the model.
     """
 
     __slots__ = ("arguments", "description", "handler", "name", "netns", "summary")
