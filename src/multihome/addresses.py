@@ -55,22 +55,31 @@ def _address6(value: int) -> IPv6Address:
     return made
 
 
-_prefixes: dict[tuple[int, int], tuple[int, object]] = {}  # (version, length): mask, netmask
+_masks: dict[tuple[int, int], int] = {}  # (version, length): the network's bits
 
 
-def _prefix(version: int, prefixlen: int) -> tuple[int, object]:
-    found = _prefixes.get((version, prefixlen))
-    if found is None:
+def _mask(version: int, prefixlen: int) -> int:
+    mask = _masks.get((version, prefixlen))
+    if mask is None:
         bits = 32 if version == 4 else 128
-        mask = ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1)
-        netmask = (_V4 if version == 4 else _V6)._make_netmask(prefixlen)[0]
-        found = _prefixes[version, prefixlen] = (mask, netmask)
-    return found
+        mask = _masks[version, prefixlen] = ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1)
+    return mask
+
+
+_netmasks: dict[tuple[int, int], object] = {}  # (version, length): the netmask's object
+
+
+def _netmask(version: int, prefixlen: int) -> object:
+    netmask = _netmasks.get((version, prefixlen))
+    if netmask is None:
+        made = (_V4 if version == 4 else _V6)._make_netmask(prefixlen)[0]
+        netmask = _netmasks[version, prefixlen] = made
+    return netmask
 
 
 def _network(version: int, value: int, prefixlen: int) -> IPNetwork:
     """The network of `value` (its host bits cleared) with this prefix length."""
-    mask, netmask = _prefix(version, prefixlen)
+    mask = _mask(version, prefixlen)
     network: Any
     if version == 4:
         network = _new(IPv4Network)
@@ -82,17 +91,14 @@ def _network(version: int, value: int, prefixlen: int) -> IPNetwork:
         network.network_address = _address6(value & mask)
         if prefixlen >= 127:
             network.hosts = network.__iter__ if prefixlen == 127 else lambda: [IPv6Address(value)]
-    network.netmask = netmask
+    network.netmask = _netmask(version, prefixlen)
     network._prefixlen = prefixlen
     result: IPNetwork = network
     return result
 
 
-_networks: Recent[tuple[int, int, int], IPNetwork] = Recent()  # by version, network, length
-
-
-def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
-    """The interface address, its network shared with every other address in it."""
+def _interface(version: int, value: int, prefixlen: int, network: IPNetwork) -> IPInterface:
+    """The interface address, in `network`."""
     interface: Any
     if version == 4:
         interface = _new(IPv4Interface)
@@ -101,10 +107,6 @@ def _interface(version: int, value: int, prefixlen: int) -> IPInterface:
         interface = _new(IPv6Interface)
         interface._ip = value
         interface._scope_id = None
-    key = (version, value & _prefix(version, prefixlen)[0], prefixlen)
-    network = _networks.get(key)
-    if network is None:
-        network = _networks.put(key, _network(version, value, prefixlen))
     interface.network = network
     interface.netmask = interface.network.netmask
     interface._prefixlen = prefixlen
@@ -155,8 +157,8 @@ def _matches() -> bool:
             (_network(4, v4, 24), IPv4Network((v4, 24), False)),
             (_network(4, v4, 32), IPv4Network((v4, 32))),
             (_network(6, v6, 128), IPv6Network((v6, 128))),
-            (_interface(4, v4, 24), IPv4Interface((v4, 24))),
-            (_interface(6, v6, 64), IPv6Interface((v6, 64))),
+            (_interface(4, v4, 24, _network(4, v4, 24)), IPv4Interface((v4, 24))),
+            (_interface(6, v6, 64, _network(6, v6, 64)), IPv6Interface((v6, 64))),
         ]
         return all(_same(mine, theirs) for mine, theirs in samples)
     except (AttributeError, TypeError, ValueError):
@@ -182,10 +184,26 @@ def network_of(version: int, value: int, prefixlen: int) -> IPNetwork:
     return _network(version, value, prefixlen)
 
 
+# by version, network address and prefix length
+_networks: Recent[tuple[int, int, int], IPNetwork] = Recent()
+
+
+def shared_network(version: int, value: int, prefixlen: int) -> IPNetwork:
+    """network_of(), one object per distinct network while the kernel reports it
+    (recent.py): thousands of addresses, rules and routes name a few subnets, and each
+    source address's host network twice (its two rules)."""
+    key = (version, value & _mask(version, prefixlen), prefixlen)
+    network = _networks.get(key)
+    if network is None:
+        network = _networks.put(key, network_of(version, value, prefixlen))
+    return network
+
+
 def interface_of(version: int, value: int, prefixlen: int) -> IPInterface:
     """192.0.2.10/24 from the address's integer and the prefix length."""
     if not FAST:
         if version == 4:
             return IPv4Interface((value, prefixlen))
         return IPv6Interface((value, prefixlen))
-    return _interface(version, value, prefixlen)
+    # its network shared with every other address in it
+    return _interface(version, value, prefixlen, shared_network(version, value, prefixlen))

@@ -35,9 +35,6 @@ TABLE_NAMES = {253: "default", 254: "main", 255: "local"}  # as `ip` names them
 DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
-_hosts: Recent[tuple[int, int], IPNetwork] = Recent()  # one shared object per address
-
-
 def host_network(address: IPAddress) -> IPNetwork:
     """192.0.2.10 -> 192.0.2.10/32, one shared object per address (a host with thousands of
     source addresses builds these for every rule it reads and plans)."""
@@ -46,23 +43,15 @@ def host_network(address: IPAddress) -> IPNetwork:
 
 def host_network_of(version: int, value: int) -> IPNetwork:
     """The host network of an address given as an integer (as netlink's codec reads it)."""
-    key = (version, value)
-    network = _hosts.get(key)
-    if network is None:
-        full = 32 if version == 4 else 128
-        network = _hosts.put(key, addresses.network_of(version, value, full))
-    return network
+    return addresses.shared_network(version, value, 32 if version == 4 else 128)
 
 
 def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
-    """The network of packed address bytes (as netlink carries them) and a prefix length.
-    Host bits are cleared: the kernel keeps a rule's source as given (`from 10.0.0.1/8`)
-    and matches it as its network."""
-    value = int.from_bytes(raw, "big")
+    """The network of packed address bytes (as netlink carries them) and a prefix length,
+    shared (addresses.shared_network). Host bits are cleared: the kernel keeps a rule's
+    source as given (`from 10.0.0.1/8`) and matches it as its network."""
     version = 4 if len(raw) == 4 else 6
-    if prefixlen == len(raw) * 8:
-        return host_network_of(version, value)
-    return addresses.network_of(version, value, prefixlen)
+    return addresses.shared_network(version, int.from_bytes(raw, "big"), prefixlen)
 
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:

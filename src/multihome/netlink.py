@@ -28,7 +28,6 @@ from multihome.model import (
     FAMILIES,
     Family,
     IPAddress,
-    IPNetwork,
     NextHop,
     Route,
     Rule,
@@ -117,20 +116,6 @@ def _attrs(data: memoryview, offset: int, end: int) -> Iterator[tuple[int, memor
 # A message's payload -> what it decodes to (recent.py: while the kernel reports it).
 _decoded_rules: Recent[bytes, Rule] = Recent()
 _decoded_addresses: Recent[bytes, AddressInfo] = Recent()
-
-# A dump repeats the same few prefixes (on-link routes, default routes) many times.
-_network_cache: Recent[tuple[bytes, int], IPNetwork] = Recent()
-
-
-def _network(raw: bytes, prefixlen: int) -> IPNetwork:
-    key = (raw, prefixlen)
-    network = _network_cache.get(key)
-    if network is None:
-        network = network_from(raw, prefixlen)  # host networks: model's own cache
-        if prefixlen < len(raw) * 8:
-            _network_cache.put(key, network)
-    return network
-
 
 def _address(raw: bytes | memoryview) -> IPAddress:
     return address_of(4 if len(raw) == 4 else 6, int.from_bytes(raw, "big"))
@@ -335,7 +320,7 @@ class _RuleShape:
             self.family,
             priority,
             table,
-            None if src is None else _network(src, self.src_len),
+            None if src is None else network_from(src, self.src_len),
             suppress,
             protocol,
             self.other,
@@ -448,7 +433,7 @@ def _walk_rule(data: memoryview, offset: int, end: int) -> Rule | None:
             table = unpack_u32(data, value)[0]
         elif kind == FRA_SRC:
             raw_src = bytes(data[value : position + length])
-            src = _network(raw_src, src_len)
+            src = network_from(raw_src, src_len)
             if _host_bits(raw_src, src_len):
                 # `from 10.0.0.1/8`: the kernel keeps the source as given, and a delete must
                 # name it so; src is its network, so the rule is a foreign one, never ours
@@ -510,7 +495,7 @@ def decode_route(data: memoryview, offset: int, end: int, names: dict[int, str])
     return Route(
         FAMILIES[family],
         table,
-        _network(dst_raw, dst_len),
+        network_from(dst_raw, dst_len),  # shared: a dump repeats a few prefixes
         dev,
         gateway,
         prefsrc,
