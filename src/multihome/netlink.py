@@ -312,10 +312,6 @@ class _RuleShape:
             return source_rule(self.family, priority, table, value, suppress, protocol)
         if src is not None and _host_bits(src, self.src_len):
             return None  # a source with host bits: decoded by walking (_walk_rule)
-        if fwmark is not None and fwmask is None:
-            fwmask = 0xFFFFFFFF
-        elif fwmask is not None and fwmark is None:
-            fwmark = 0
         return Rule(
             self.family,
             priority,
@@ -324,8 +320,7 @@ class _RuleShape:
             suppress,
             protocol,
             self.other,
-            fwmark,
-            fwmask,
+            *_mark(fwmark, fwmask),
         )
 
 
@@ -450,11 +445,18 @@ def _walk_rule(data: memoryview, offset: int, end: int) -> Rule | None:
         elif kind & 0x3FFF in FRA_OTHER_SELECTORS:
             other = True
         position += (length + 3) & ~3
+    return Rule(
+        FAMILIES[family], priority, table, src, suppress, protocol, other, *_mark(fwmark, fwmask)
+    )
+
+
+def _mark(fwmark: int | None, fwmask: int | None) -> tuple[int | None, int | None]:
+    """A rule's fwmark and mask as `ip rule` means them, from the attributes it has."""
     if fwmark is not None and fwmask is None:
-        fwmask = 0xFFFFFFFF  # an exact-value match
-    elif fwmask is not None and fwmark is None:
-        fwmark = 0  # `fwmark 0/MASK`: the masked bits are clear
-    return Rule(FAMILIES[family], priority, table, src, suppress, protocol, other, fwmark, fwmask)
+        return fwmark, 0xFFFFFFFF  # an exact-value match
+    if fwmask is not None and fwmark is None:
+        return 0, fwmask  # `fwmark 0/MASK`: the masked bits are clear
+    return fwmark, fwmask
 
 
 def _host_bits(raw: bytes, prefixlen: int) -> int:
