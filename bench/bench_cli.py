@@ -157,15 +157,22 @@ def netns(name: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+def veth(name: str) -> list[str]:
+    """`ip -batch` lines for a veth pair NAME and pNAME, both up (the peer stays beside it)."""
+    return [
+        f"link add {name} type veth peer name p{name}",
+        f"link set {name} up",
+        f"link set p{name} up",
+    ]
+
+
 def two_uplinks(ns: str) -> None:
     """The README's two-ISP server: eth0 and eth1, IPv4 and IPv6, a default route each."""
     lines = []
     for k in range(2):
         name = f"eth{k}"
+        lines += veth(name)
         lines += [
-            f"link add {name} type veth peer name p{name}",
-            f"link set {name} up",
-            f"link set p{name} up",
             f"-4 addr add 192.0.2.{10 + 32 * k}/27 dev {name}",
             f"-6 addr add 2001:db8:{k:x}::10/64 dev {name} nodad",
             f"-4 route add default via 192.0.2.{1 + 32 * k} dev {name} metric {100 * (k + 1)}",
@@ -192,11 +199,7 @@ def many_addresses(ns: str, total: int) -> None:
     lines = []
     for k in range(4):
         name = f"eth{k}"
-        lines += [
-            f"link add {name} type veth peer name p{name}",
-            f"link set {name} up",
-            f"link set p{name} up",
-        ]
+        lines += veth(name)
         for i in range(1, per + 1):
             if k < 3:
                 third, fourth = divmod(i, 256)
