@@ -10,6 +10,7 @@ server on the "internet" (203.0.113.100/24) behind all ISPs.
 from __future__ import annotations
 
 from multihome.lab.description import Link, Port, Topology
+from multihome.lab.scenarios import router_sysctls
 
 ROUTER, CLIENT, SERVER = "router", "client", "server"
 SERVER_ADDRESS = "203.0.113.100"
@@ -32,11 +33,7 @@ def gateway(nics: int = 2) -> Topology:
         (SERVER, "eth0", f"{SERVER_ADDRESS}/24"),
     ]
     routes = [(CLIENT, "0.0.0.0/0", "198.18.0.1", "eth0", 0)]
-    sysctls = [
-        (ROUTER, "net/ipv4/ip_forward", "1"),
-        (ROUTER, "net/ipv4/conf/all/rp_filter", "1"),
-        (ROUTER, "net/ipv4/conf/default/rp_filter", "1"),
-    ]
+    sysctls = router_sysctls(ROUTER, strict=True, ipv6=False)  # gateway mode is IPv4
     for i in range(nics):
         isp = f"isp{i}"
         base = 32 * i
@@ -53,11 +50,7 @@ def gateway(nics: int = 2) -> Topology:
             (ROUTER, "0.0.0.0/0", f"192.0.2.{base + 1}", f"eth{i}", 100 * (i + 1)),
             (SERVER, f"192.0.2.{base}/27", f"203.0.113.{i + 1}", "eth0", 0),
         ]
-        sysctls += [
-            (isp, "net/ipv4/ip_forward", "1"),
-            (isp, "net/ipv4/conf/all/rp_filter", "1"),
-            (isp, "net/ipv4/conf/default/rp_filter", "1"),
-        ]
+        sysctls += router_sysctls(isp, strict=True, ipv6=False)
     return Topology(
         name="gateway",
         hosts=tuple(hosts),

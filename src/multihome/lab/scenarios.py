@@ -19,11 +19,11 @@ from multihome.lab.description import Link, Port, Topology
 SERVER, CLIENT = "server", "client"
 
 
-def _router_sysctls(host: str, strict: bool) -> list[tuple[str, str, str]]:
-    items = [
-        (host, "net/ipv4/ip_forward", "1"),
-        (host, "net/ipv6/conf/all/forwarding", "1"),
-    ]
+def router_sysctls(host: str, strict: bool, ipv6: bool = True) -> list[tuple[str, str, str]]:
+    """A lab host that forwards (for IPv6 too, unless `ipv6` is False)."""
+    items = [(host, "net/ipv4/ip_forward", "1")]
+    if ipv6:
+        items.append((host, "net/ipv6/conf/all/forwarding", "1"))
     if strict:  # anti-spoofing: drop what arrives from a source not routed back that way
         items += [
             (host, "net/ipv4/conf/all/rp_filter", "1"),
@@ -56,7 +56,7 @@ def seed(nics: int = 2, rate_bps: int | None = None) -> Topology:
             (SERVER, "0.0.0.0/0", "192.0.2.1", "eth0", 0),
             (CLIENT, "0.0.0.0/0", "198.51.100.1", "eth0", 0),
         ),
-        sysctls=tuple(_router_sysctls("router", strict=False)),
+        sysctls=tuple(router_sysctls("router", strict=False)),
         rate_limits=tuple((SERVER, f"eth{i}", rate_bps) for i in range(nics) if rate_bps),
         no_offload=tuple((SERVER, f"eth{i}") for i in range(nics)),
         roles={"server_addresses": [f"192.0.2.{10 + i}" for i in range(nics)]},
@@ -95,7 +95,7 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
             (CLIENT, f"192.0.2.{base}/27", f"203.0.113.{i + 1}", "eth0", 0),
             (CLIENT, f"2001:db8:{i}::/64", f"2001:db8:ff::{i + 1}", "eth0", 0),
         ]
-        sysctls += _router_sysctls(isp, strict=True)
+        sysctls += router_sysctls(isp, strict=True)
         filters.append((isp, "cust", f"2001:db8:{i}::/64"))
         server_addresses.append(f"192.0.2.{base + 10}")
     return Topology(
