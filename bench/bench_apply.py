@@ -4,7 +4,7 @@ A namespace gets four uplinks (veth) with 250 addresses each (three IPv4 documen
 /24s and one IPv6 /64): 1,000 rules of band 1, 1,000 of band 3, the main rules and the
 tables' routes. Each round:
   multihome   apply (read, plan, diff, batched netlink write, re-read, state file), then
-              the write alone (kernel.apply of the same changes), then remove;
+              the write alone (writer.apply of the same changes), then remove;
   ip -batch   the same changes as `ip -batch` commands (rendered by multihome's own ip
               renderer), then their removal;
   no-op       a second apply on the applied state: in-process, and the whole CLI minus
@@ -24,11 +24,12 @@ import sys
 import tempfile
 import time
 
-from multihome import discover, kernel, namespace, operations
-from multihome.config import Config
-from multihome.diff import diff
-from multihome.model import Desired, HostState
-from multihome.plan import plan
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.model import Desired, HostState
+from multihome.core.plan import plan
+from multihome.host import operations
+from multihome.kernel import discover, namespace, writer
 from multihome.render import ip as render_ip
 
 NS = f"mhbench{os.getpid()}"
@@ -125,9 +126,9 @@ def run(rounds: int) -> None:
             c for c in diff(plan(Config(), fresh), fresh) if c.obj.__class__.__name__ != "Sysctl"
         ]
         start = time.perf_counter()
-        kernel.apply(todo, fresh)
+        writer.apply(todo, fresh)
         write.append(time.perf_counter() - start)
-        kernel.apply([c.inverse() for c in reversed(todo)], fresh)
+        writer.apply([c.inverse() for c in reversed(todo)], fresh)
 
         ipb.append(ip_batch_commands(add_cmds))
         ipb_remove.append(ip_batch_commands(removal_cmds))
@@ -142,7 +143,7 @@ def run(rounds: int) -> None:
     print(f"{'':34}{'median':>10}{'per op':>10}")
     rows = [
         ("ip -batch (add)", med(ipb)),
-        ("multihome write (kernel.apply)", med(write)),
+        ("multihome write (writer.apply)", med(write)),
         ("multihome apply (read+plan+write)", med(full)),
         ("ip -batch (remove)", med(ipb_remove)),
         ("multihome remove", med(remove_full)),
@@ -161,7 +162,7 @@ def run(rounds: int) -> None:
 
 
 def _applied(desired: Desired, host: HostState) -> HostState:
-    from multihome.records import replace
+    from multihome.core.records import replace
 
     return replace(host, rules=host.rules + desired.rules, routes=host.routes + desired.routes)
 

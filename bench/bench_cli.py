@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import multihome
-from multihome import namespace
-from multihome.config import Config
-from multihome.model import TABLE_MAIN, Address, Family, HostState, Interface, Route
-from multihome.netlink import RTM_DELRULE, decode_rule
-from multihome.plan import plan
+from multihome.core.config import Config
+from multihome.core.model import TABLE_MAIN, Address, Family, HostState, Interface, Route
+from multihome.core.plan import plan
+from multihome.kernel import namespace
+from multihome.kernel.netlink import RTM_DELRULE, decode_rule
 
 PID = os.getpid()
 BIN = os.path.dirname(sys.executable)
@@ -321,13 +321,14 @@ clock = time.process_time
 marks = [("", 0.0), ("interpreter start-up (site, encodings)", clock())]
 import argparse
 marks.append(("import argparse (the parser; re, enum, gettext)", clock()))
-import multihome.model
-marks.append(("import multihome.model (its records, ipaddress)", clock()))
-import multihome.cli, multihome.operations, multihome.kernel, multihome.confirm
+import multihome.core.model
+marks.append(("import multihome.core.model (its records, ipaddress)", clock()))
+import multihome.cli, multihome.host.operations, multihome.kernel.writer, multihome.host.confirm
 import multihome.cli.routing
 marks.append(("import the rest (config, cli, operations, json, ...)", clock()))
 import io, contextlib
-from multihome import netlink, operations
+from multihome.kernel import netlink
+from multihome.host import operations
 rtnl = netlink.RtnlSocket()
 for kind in (netlink.RTM_GETLINK, netlink.RTM_GETADDR, netlink.RTM_GETRULE, netlink.RTM_GETROUTE):
     for _ in rtnl.dump(kind):

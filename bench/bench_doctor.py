@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from multihome.config import Config
-from multihome.diff import diff
-from multihome.doctor import diagnose, probes
-from multihome.model import (
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.doctor import diagnose, probes
+from multihome.core.model import (
     TABLE_MAIN,
     Address,
     Change,
@@ -43,8 +43,8 @@ from multihome.model import (
     Lookup,
     Route,
 )
-from multihome.plan import plan
-from multihome.records import replace
+from multihome.core.plan import plan
+from multihome.core.records import replace
 
 UPLINKS = 4
 SIZES = (250, 500, 1000, 2000)

@@ -25,10 +25,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from multihome import namespace
+from multihome.kernel import namespace
+from multihome.kernel.netlink import RtnlSocket
 from multihome.lab import scenarios
 from multihome.lab.topology import Network
-from multihome.netlink import RtnlSocket
 
 CONFIG = """[multihome]
 balance = true

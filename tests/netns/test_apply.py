@@ -188,12 +188,12 @@ def test_foreign_rules_and_routes_survive_apply_and_remove(build: Build) -> None
 
 FAULT = """
 import sys
-from multihome import discover, kernel, namespace
-from multihome.config import Config
-from multihome.diff import diff
+from multihome.kernel import discover, writer, namespace
+from multihome.core.config import Config
+from multihome.core.diff import diff
 from multihome.errors import KernelError
-from multihome.model import Action, Change, Family, Route
-from multihome.plan import plan
+from multihome.core.model import Action, Change, Family, Route
+from multihome.core.plan import plan
 import ipaddress
 namespace.enter(sys.argv[1])
 position = int(sys.argv[2])
@@ -207,7 +207,7 @@ host = host.__class__(**{**host.__dict__, "interfaces": tuple(
     for i in host.interfaces)})
 changes.insert(min(position, len(changes)), bad)
 try:
-    kernel.apply(changes, host)
+    writer.apply(changes, host)
 except KernelError as error:
     print("refused:", error)
     sys.exit(3)
@@ -234,10 +234,10 @@ def test_a_failing_sysctl_rolls_back_the_routes(build: Build) -> None:
     server = net.ns("server")
     pristine = snapshot(server)
     code = FAULT.split("# A route")[0] + (
-        "from multihome.model import Sysctl\n"
+        "from multihome.core.model import Sysctl\n"
         "changes.append(Change(Action.SET, Sysctl('net/ipv4/conf/nosuchdev/arp_ignore', '1'),"
         " '0'))\n"
-        "try:\n    kernel.apply(changes, host)\n"
+        "try:\n    writer.apply(changes, host)\n"
         "except KernelError as error:\n    print('refused:', error); sys.exit(3)\n"
     )
     result = subprocess.run([PY, "-c", code, server, "0"], capture_output=True, text=True)
@@ -312,11 +312,11 @@ def test_apply_corrects_the_neighbours_arp_caches_at_once(build: Build) -> None:
 
 TRANSPORT_FAULT = """
 import errno, sys
-from multihome import discover, kernel, namespace, netlink
-from multihome.config import Config
-from multihome.diff import diff
+from multihome.kernel import discover, writer, namespace, netlink
+from multihome.core.config import Config
+from multihome.core.diff import diff
 from multihome.errors import KernelError
-from multihome.plan import plan
+from multihome.core.plan import plan
 
 namespace.enter(sys.argv[1])
 
@@ -336,12 +336,12 @@ class LostSecondBatch(netlink.RtnlSocket):
         raise OSError(errno.ENOBUFS, "No buffer space available")
 
 
-kernel.RtnlSocket = LostSecondBatch
+writer.RtnlSocket = LostSecondBatch
 host = discover.read_state()
 changes = diff(plan(Config(), host), host)
 assert len(changes) >= 2000, len(changes)
 try:
-    kernel.apply(changes, host)
+    writer.apply(changes, host)
 except KernelError as error:
     print("refused:", error, "|", error.hint)
     sys.exit(3)

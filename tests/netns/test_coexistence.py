@@ -16,10 +16,10 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from multihome.core.records import replace
 from multihome.lab import scenarios
 from multihome.lab.description import Link, Port, Topology
 from multihome.lab.topology import Network
-from multihome.records import replace
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome
 from .test_watch import Watch, wait_for

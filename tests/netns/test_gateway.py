@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from multihome.kernel.processes import stop
 from multihome.lab import gateway as lab
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
-from multihome.processes import stop
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome, snapshot, sysctl
 

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from multihome import namespace, netlink
-from multihome.model import Family, Rule
+from multihome.core.model import Family, Rule
+from multihome.kernel import namespace, netlink
 
 
 @pytest.fixture

@@ -156,7 +156,7 @@ def test_config_writable_by_others_is_refused(build: Build, tmp_path: Path) -> N
 
 
 def test_a_held_lock_fails_with_the_holders_pid(build: Build) -> None:
-    from multihome import state
+    from multihome.host import state
 
     net = build(scenarios.seed(nics=2))
     server = net.ns("server")

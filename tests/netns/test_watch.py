@@ -418,7 +418,7 @@ def test_a_new_namespace_never_shows_a_dead_namespaces_files(
 def test_status_as_an_ordinary_user_while_root_runs_the_daemon(tmp_path: Path) -> None:
     """Signalling a root process is not allowed to others (EPERM): it is alive all the
     same, and `multihome status` says so instead of a traceback."""
-    from multihome import namespace
+    from multihome.kernel import namespace
 
     nobody = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
     state_dir = tempfile.mkdtemp(prefix="mh-status-")  # readable by all, unlike tmp_path
@@ -429,7 +429,7 @@ def test_status_as_an_ordinary_user_while_root_runs_the_daemon(tmp_path: Path) -
         if probe.returncode != 0:
             pytest.skip("the user nobody cannot import multihome from this checkout")
         code = (
-            "import os, sys; from multihome import namespace;"
+            "import os, sys; from multihome.kernel import namespace;"
             "from multihome.watch import status;"
             "status.write_status(namespace.identity(), {'pid': 1, 'started': 0, 'uplinks': {},"
             " 'reconciles': 4, 'errors': 0, 'last_reconcile': None, 'last_result': 'x'})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from multihome.model import (
+from multihome.core.model import (
     TABLE_MAIN,
     Address,
     Family,

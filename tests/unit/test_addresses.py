@@ -9,8 +9,9 @@ import pickle
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multihome import addresses, model, netlink
-from multihome.model import Family, Rule
+from multihome.core import addresses, model
+from multihome.core.model import Family, Rule
+from multihome.kernel import netlink
 
 V4 = st.integers(0, (1 << 32) - 1)
 V6 = st.one_of(

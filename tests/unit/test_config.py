@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from multihome.config import RpFilter, load, parse
+from multihome.core.config import RpFilter, load, parse
 from multihome.errors import ConfigError
 
 FULL = """\
@@ -94,7 +94,7 @@ def test_invalid_configs_name_file_line_and_key(text: str, located: str, fragmen
 def test_load_missing_default_file_is_autodetect(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import multihome.config as config_module
+    import multihome.core.config as config_module
 
     monkeypatch.setattr(config_module, "DEFAULT_PATH", f"{tmp_path}/none.toml")
     assert load(None).uplinks == ()

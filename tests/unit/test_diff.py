@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from multihome.config import Config
-from multihome.diff import diff
-from multihome.model import Action, Desired, Family, HostState, Ownership, Route, Rule, Sysctl
-from multihome.plan import plan
-from multihome.records import replace
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.model import Action, Desired, Family, HostState, Ownership, Route, Rule, Sysctl
+from multihome.core.plan import plan
+from multihome.core.records import replace
 
 from .test_plan import ARTICLE
 
@@ -89,7 +89,7 @@ def test_changed_gateway_replaces_only_the_default_route() -> None:
 def test_what_is_owned_after_the_changes_is_what_a_second_read_would_find() -> None:
     """The state file's listing without reading the kernel again: from a fresh host (only
     additions), for a remove (only deletions), and a stale rule of ours among the rest."""
-    from multihome.operations import owned_after
+    from multihome.host.operations import owned_after
 
     config = Config()
     desired, applied = _applied()

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from multihome import __version__, completion, config, configkeys, distfiles, manpage, records
-from multihome.cli import build_parser
-from multihome.manpage import help_text, options, subcommands
+from multihome import __version__
+from multihome.cli import build_parser, completion, distfiles, manpage
+from multihome.cli.manpage import help_text, options, subcommands
+from multihome.core import config, configkeys, records
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 EXAMPLE = REPO / "examples" / "multihome.toml"
 REGENERATE = (
-    "python3 -c 'from multihome.configkeys import example_config; "
+    "python3 -c 'from multihome.core.configkeys import example_config; "
     "print(example_config(), end=\"\")' > examples/multihome.toml"
 )
 

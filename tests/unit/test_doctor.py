@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from multihome.config import Config
-from multihome.diff import diff
-from multihome.doctor import Report, Severity, diagnose, probes
-from multihome.model import HostState, IPAddress, Lookup
-from multihome.plan import plan
-from multihome.records import replace
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.doctor import Report, Severity, diagnose, probes
+from multihome.core.model import HostState, IPAddress, Lookup
+from multihome.core.plan import plan
+from multihome.core.records import replace
 
 from .hosts import host
 from .test_plan import ARTICLE, TWO_ISP

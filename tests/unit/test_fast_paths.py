@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multihome import cli, netlink, plan
+from multihome import cli
 from multihome.cli import persist
-from multihome.model import (
+from multihome.core import plan
+from multihome.core.model import (
     TABLE_MAIN,
     Address,
     Family,
@@ -32,6 +33,7 @@ from multihome.model import (
     interface_of,
     interface_order,
 )
+from multihome.kernel import netlink
 from multihome.render import registry
 
 v4 = st.integers(0, 2**32 - 1)
@@ -168,7 +170,7 @@ def _routes() -> list[Route]:
 def test_cached_hashes_are_the_dataclass_hashes_also_for_copies(
     objects: list[Rule] | list[Route],
 ) -> None:
-    from multihome.records import fields, replace
+    from multihome.core.records import fields, replace
 
     for obj in objects:
         values = tuple(getattr(obj, f.name) for f in fields(obj))
@@ -300,7 +302,7 @@ def test_an_uplinks_addresses_by_family_are_its_addresses_of_that_family() -> No
 
 def _samples() -> list[list[object]]:
     """Two or three objects of every model class, some equal, some not."""
-    from multihome import model
+    from multihome.core import model
 
     addr, iface = ipaddress.ip_address, ipaddress.ip_interface
     a, b = iface("192.0.2.10/24"), iface("192.0.2.9/25")
@@ -334,7 +336,7 @@ def _samples() -> list[list[object]]:
 
 
 def _records_as_dicts(value: object) -> object:
-    from multihome import records
+    from multihome.core import records
 
     if records.is_record(value) and not isinstance(value, type):
         return records.asdict(value)
@@ -350,7 +352,7 @@ def test_model_classes_behave_as_the_dataclasses_they_were(objects: list[object]
     import dataclasses
     import operator
 
-    from multihome import records
+    from multihome.core import records
 
     cls = type(objects[0])
     assert records.is_record(cls)
@@ -431,7 +433,7 @@ def test_the_watch_skips_exactly_the_echoes_of_its_own_changes() -> None:
 
 
 def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:
-    from multihome.manpage import subcommands
+    from multihome.cli.manpage import subcommands
 
     eager = subcommands(cli.build_parser())
     for name, parser in eager.items():
@@ -448,7 +450,7 @@ def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:
 def test_distinct_networks_also_of_objects_made_as_it_goes() -> None:
     # an id() is unique only while its object lives: a network dropped as a duplicate must
     # not lend its id to the next one (a generator of fresh objects)
-    from multihome.model import distinct_networks
+    from multihome.core.model import distinct_networks
 
     # subnets A, A, B, B, C, D: D's network may be made where A's second one was
     nets = [f"10.{n // 256}.{n % 256}" for n in range(400)]

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from multihome import gateway, netlink
-from multihome.config import Sticky, parse
+from multihome.core import gateway
+from multihome.core.config import Sticky, parse
+from multihome.core.model import Family, Rule
+from multihome.core.plan import plan
 from multihome.errors import ConfigError
-from multihome.model import Family, Rule
-from multihome.plan import plan
+from multihome.kernel import netlink
 from tests.unit.hosts import host
 
 ROUTER = """\
@@ -213,7 +214,7 @@ def test_metrics_show_connections_and_bytes_per_uplink() -> None:
 
 
 def test_doctor_forwarding_checks() -> None:
-    from multihome import gateway_doctor
+    from multihome.core import gateway_doctor
 
     state = router()
     desired = plan(parse("", "m.toml"), router())
@@ -249,7 +250,7 @@ def test_doctor_forwarding_checks() -> None:
 def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
     import os
 
-    from multihome import install
+    from multihome.host import install
     from multihome.render import Options, registry
 
     state = router()
@@ -289,7 +290,7 @@ def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:
 
 
 def test_only_multihomes_own_fwmark_rules_are_owned() -> None:
-    from multihome.model import Ownership
+    from multihome.core.model import Ownership
 
     own = Ownership()
     ours = Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000)
@@ -374,7 +375,7 @@ tcp      6 10 TIME_WAIT src=192.0.2.10 dst=192.0.2.1 sport=1 dport=2 src=192.0.2
 
 
 def test_one_conntrack_listing_counts_every_uplink() -> None:
-    from multihome import conntrack
+    from multihome.kernel import conntrack
 
     counts = conntrack.count_by_mark(CONNTRACK_L, 0x0F000000)
     assert counts[0x01000000] == conntrack.Usage(2, 300)
@@ -383,7 +384,7 @@ def test_one_conntrack_listing_counts_every_uplink() -> None:
 
 
 def test_the_sampler_logs_a_conntrack_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from multihome import tools
+    from multihome.kernel import tools
     from multihome.watch.gateway_usage import EVERY, Sampler
 
     monkeypatch.setattr(tools, "SBIN", ())

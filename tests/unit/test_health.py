@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from multihome.config import Health
-from multihome.health import Link, UplinkHealth, observe
+from multihome.core.config import Health
+from multihome.core.health import Link, UplinkHealth, observe
 
 CONFIG = Health(interval=0.4, timeout=0.4, down_after=3, up_after=2)
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from multihome.config import Config
-from multihome.install import Facts, choose
-from multihome.plan import plan
+from multihome.core.config import Config
+from multihome.core.plan import plan
+from multihome.host.install import Facts, choose
 
 from .test_plan import ARTICLE, TWO_ISP
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from multihome import install
-from multihome.config import Config
+from multihome.core.config import Config
+from multihome.core.plan import plan
 from multihome.errors import MultihomeError
-from multihome.plan import plan
+from multihome.host import install
 from multihome.render import Options
 
 from .test_plan import ARTICLE

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from multihome.counters import Link
+from multihome.core.counters import Link
+from multihome.core.model import Counters
+from multihome.core.units import human_bytes, parse_rate, parse_size
 from multihome.lab import scenarios
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult, listing, summary, to_json
-from multihome.lab.units import human_bytes, parse_rate, parse_size
-from multihome.model import Counters
 
 
 def test_units() -> None:
@@ -132,7 +132,7 @@ def test_lab_without_root_is_a_clear_error(
 def test_gratuitous_arp_frame() -> None:
     import ipaddress
 
-    from multihome.announce import frame
+    from multihome.kernel.announce import frame
 
     mac = bytes.fromhex("020000000001")
     data = frame(mac, ipaddress.IPv4Address("192.0.2.11"))

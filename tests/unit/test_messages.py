@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from multihome import cli
+from multihome.cli.lab import ProgressLines, duration_note
 from multihome.cli.output import with_user_options
-from multihome.lab.command import ProgressLines, duration_note
 
 # multihome.lab.run is imported in the tests that need it (state reads MULTIHOME_STATE_DIR
 # at each use, so the place of the import does not matter for the state directory).
@@ -76,7 +76,7 @@ def test_two_isp_says_how_long_its_failing_phase_takes() -> None:
 
 
 def test_lab_defaults_fewer_requests_for_two_isp() -> None:
-    from multihome.lab.command import _options
+    from multihome.cli.lab import _options
 
     parser = cli.build_parser()
     assert _options(parser.parse_args(["lab", "two-isp"])).requests == 4000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multihome.model import Counters
+from multihome.core.model import Counters
 from multihome.watch.metrics import metrics_text
 
 

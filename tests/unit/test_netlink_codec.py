@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multihome import netlink
-from multihome.model import Family, Route, Rule
+from multihome.core.model import Family, Route, Rule
+from multihome.kernel import netlink
 
 
 def _roundtrip_rule(rule: Rule) -> Rule | None:

@@ -4,10 +4,10 @@ import ipaddress
 
 import pytest
 
-from multihome.config import Config, parse
+from multihome.core.config import Config, parse
+from multihome.core.model import TABLE_MAIN, Desired, Family, GatewaySource, Route, Rule
+from multihome.core.plan import plan
 from multihome.errors import ConfigError
-from multihome.model import TABLE_MAIN, Desired, Family, GatewaySource, Route, Rule
-from multihome.plan import plan
 
 from .hosts import host
 
@@ -108,7 +108,7 @@ def test_single_homed_host_needs_nothing() -> None:
 
 
 def test_loopback_down_links_and_bridge_ports_are_not_uplinks() -> None:
-    from multihome.records import replace
+    from multihome.core.records import replace
 
     state = host({"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
     interfaces = tuple(
@@ -245,8 +245,9 @@ def test_sysctls_carry_their_interface() -> None:
 def test_every_namespace_wide_sysctl_the_plan_sets_is_read_by_discover() -> None:
     """diff compares a wanted sysctl with the value discover read: one that discover does not
     read would be passed over without a word (the IPv6 hash policy once was)."""
-    from multihome import discover, gateway
-    from multihome.plan import MULTIPATH_HASH
+    from multihome.core import gateway
+    from multihome.core.plan import MULTIPATH_HASH
+    from multihome.kernel import discover
 
     wanted = {*MULTIPATH_HASH.values(), gateway.SRC_VALID_MARK, gateway.CT_ACCOUNTING}
     assert wanted <= set(discover.GLOBAL_KEYS)

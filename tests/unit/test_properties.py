@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from multihome.config import parse
-from multihome.diff import diff
+from multihome.core.config import parse
+from multihome.core.diff import diff
+from multihome.core.model import TABLE_MAIN, Desired, Route, Rule
+from multihome.core.plan import plan
 from multihome.errors import ConfigError
-from multihome.model import TABLE_MAIN, Desired, Route, Rule
-from multihome.plan import plan
 
 from .hosts import host
 
@@ -177,7 +177,7 @@ def test_plans_satisfy_the_layout_and_converge(case: tuple[Any, str]) -> None:
         return
     _check_layout(desired)
     # applying the diff gives a state whose diff is empty (idempotence, on paper)
-    from multihome.records import replace
+    from multihome.core.records import replace
 
     changes = diff(desired, state)
     after = replace(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from multihome import records
+from multihome.core import records
 
 
 def _declare(decorator: Any, field: Any, frozen: bool, slots: bool, order: bool) -> type:
@@ -191,7 +191,7 @@ def test_declaration_errors_are_dataclass_errors() -> None:
 def test_the_commands_do_not_import_dataclasses() -> None:
     # the point of records.py: `import dataclasses` imports inspect, ast, dis, tokenize...
     code = (
-        "import sys, multihome.cli, multihome.operations, multihome.kernel, multihome.confirm;"
+        "import sys, multihome.cli, multihome.host.operations, multihome.kernel.writer, multihome.host.confirm;"
         "import multihome.cli.routing, multihome.cli.persist, multihome.cli.daemon;"
         "print(sorted(m for m in ('dataclasses', 'inspect', 'typing') if m in sys.modules))"
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from multihome.config import Config, parse
-from multihome.plan import plan
+from multihome.core.config import Config, parse
+from multihome.core.plan import plan
 from multihome.render import Options, registry
 
 from .test_plan import ARTICLE, TWO_ISP

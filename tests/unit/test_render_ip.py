@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from multihome.config import Config
-from multihome.diff import diff
-from multihome.plan import plan
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.plan import plan
 from multihome.render import ip
 
 from .test_plan import ARTICLE

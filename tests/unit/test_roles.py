@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from multihome.config import Config, parse
-from multihome.diff import diff
-from multihome.doctor import diagnose, off_link_targets, probes
-from multihome.model import (
+from multihome.core.config import Config, parse
+from multihome.core.diff import diff
+from multihome.core.doctor import diagnose, off_link_targets, probes
+from multihome.core.model import (
     TABLE_MAIN,
     Family,
     HostState,
@@ -17,8 +17,8 @@ from multihome.model import (
     Route,
     Rule,
 )
-from multihome.plan import Role, plan, roles, uplink_names
-from multihome.records import replace
+from multihome.core.plan import Role, plan, roles, uplink_names
+from multihome.core.records import replace
 
 from .hosts import host
 from .test_plan import TWO_ISP

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from multihome import files, namespace, state
+from multihome.core.model import Family, Route, Rule
 from multihome.errors import StateError
-from multihome.model import Family, Route, Rule
+from multihome.host import files, state
+from multihome.kernel import namespace
 from multihome.watch import status
 
 
@@ -94,7 +95,7 @@ def test_an_unusable_state_directory_is_a_state_error(
 def test_the_daemons_caches_keep_what_the_recent_reads_met() -> None:
     """`multihome watch` runs for months while addresses come and go: the shared objects of
     what the kernel stopped reporting are dropped after two reads (recent.py)."""
-    from multihome import addresses, model, recent
+    from multihome.core import addresses, model, recent
 
     recent.advance()
     gone = model.source_rule(model.Family.INET, 1000, 100, 1, 0, 77)
@@ -135,7 +136,7 @@ def test_a_record_of_another_shape_is_a_damaged_file(state_dir: Path, text: str)
 def test_a_damaged_pending_file_reads_as_nothing_pending(
     state_dir: Path, data: dict[str, object]
 ) -> None:
-    from multihome import confirm
+    from multihome.host import confirm
 
     netns_id = namespace.identity()
     state.write_json(netns_id, confirm.PENDING, data)

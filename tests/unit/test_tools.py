@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from multihome import tools
 from multihome.errors import KernelError, MultihomeError
+from multihome.kernel import tools
 
 
 def test_a_tool_that_hangs_is_a_kernel_error_in_time() -> None:

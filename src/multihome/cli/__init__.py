@@ -53,8 +53,7 @@ class Command:
 
 
 def commands() -> tuple[Command, ...]:
-    from multihome.cli import counters, daemon, persist, routing
-    from multihome.lab import command as lab
+    from multihome.cli import counters, daemon, lab, persist, routing
 
     return (
         *routing.COMMANDS,
@@ -212,7 +211,7 @@ def _observed() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from multihome import namespace
+    from multihome.kernel import namespace
 
     parser = build_parser(lazy=True)
     args = parser.parse_args(argv)

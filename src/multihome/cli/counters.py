@@ -15,7 +15,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import Any
 
-    from multihome.model import Counters
+    from multihome.core.model import Counters
 
 
 def _table(rows: list[dict[str, Any]], rates: bool) -> list[str]:
@@ -49,7 +49,8 @@ def _table(rows: list[dict[str, Any]], rates: bool) -> list[str]:
 def cmd_counters(args: argparse.Namespace) -> int:
     import json
 
-    from multihome import counters, discover
+    from multihome.core import counters
+    from multihome.kernel import discover
 
     def read() -> dict[str, Counters]:
         return {n: c for n, c in discover.read_counters().items() if n != "lo"}

@@ -25,8 +25,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from multihome import namespace
     from multihome import watch as watch_module
+    from multihome.kernel import namespace
 
     status = watch_module.read_status(namespace.identity())
     if status is None:

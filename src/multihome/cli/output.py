@@ -9,7 +9,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:  # every command imports this module; only some need the model
     from typing import Any
 
-    from multihome.model import Change, Desired
+    from multihome.core.model import Change, Desired
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 
@@ -54,7 +54,7 @@ def plain(value: Any) -> Any:
     import enum
     import ipaddress
 
-    from multihome.records import asdict, is_record
+    from multihome.core.records import asdict, is_record
 
     if is_record(value) and not isinstance(value, type):
         return {k: plain(v) for k, v in asdict(value).items()}
@@ -86,7 +86,7 @@ def print_json(data: Any) -> None:
 
 
 def change_json(change: Change) -> dict[str, Any]:
-    from multihome.model import Route, Rule
+    from multihome.core.model import Route, Rule
     from multihome.render import ip as render_ip
 
     obj = change.obj

@@ -12,7 +12,7 @@ from multihome.errors import MultihomeError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from multihome import files, operations
+    from multihome.host import files, operations
 
     overrides = {}
     for item in args.network_file:
@@ -57,7 +57,7 @@ def _executable() -> str:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from multihome import operations
+    from multihome.host import operations
 
     done = operations.install_files(args.config, args.format, args.root, _executable())
     if args.json:
@@ -76,7 +76,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    from multihome import install as install_module
+    from multihome.host import install as install_module
 
     removed = install_module.uninstall(args.root)
     if args.json:

@@ -25,9 +25,9 @@ from multihome.errors import MultihomeError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
 if TYPE_CHECKING:
-    from multihome import operations
-    from multihome.model import Desired, HostState
-    from multihome.plan import Role
+    from multihome.core.model import Desired, HostState
+    from multihome.core.plan import Role
+    from multihome.host import operations
 
     Roles = dict[str, tuple[Role, str]]
 
@@ -35,7 +35,7 @@ DEFAULT_CONFIRM = 30.0
 
 
 def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
-    from multihome.model import TABLE_MAIN
+    from multihome.core.model import TABLE_MAIN
 
     own = desired.ownership
     lines = [f"network namespace {host.netns_id}", "", "Interfaces"]
@@ -70,9 +70,9 @@ def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from multihome import operations
-    from multihome.model import TABLE_MAIN
-    from multihome.plan import roles
+    from multihome.core.model import TABLE_MAIN
+    from multihome.core.plan import roles
+    from multihome.host import operations
 
     outcome = operations.preview(args.config)
     for warning in outcome.warnings:
@@ -108,7 +108,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from multihome import operations
+    from multihome.host import operations
     from multihome.render import ip as render_ip
 
     outcome = operations.preview(args.config)
@@ -183,7 +183,7 @@ def _ask_to_keep(seconds: float) -> int:
     deadline leaves the revert to the guardian."""
     import select
 
-    from multihome import operations
+    from multihome.host import operations
 
     deadline = time.monotonic() + seconds
     prompt = (
@@ -224,7 +224,7 @@ def _confirmation_code(outcome: str) -> int:
 
 
 def _converge(args: argparse.Namespace, verb: str) -> int:
-    from multihome import operations
+    from multihome.host import operations
 
     if args.confirm is not None and not 1 <= args.confirm <= 86400:
         raise MultihomeError(f"--confirm takes 1-86400 seconds, not {args.confirm:g}")
@@ -251,7 +251,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from multihome import operations
+    from multihome.host import operations
 
     outcome, at = operations.confirm_pending()
     if args.json:
@@ -265,7 +265,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from multihome import operations
+    from multihome.host import operations
 
     report = operations.diagnose(args.config)
     if args.json:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multihome.records import field, record
+from multihome.core.records import field, record
 
 
 @record(frozen=True)

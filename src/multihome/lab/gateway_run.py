@@ -24,13 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from multihome import discover, namespace
+from multihome.core.model import Counters
+from multihome.core.records import asdict, field, record
 from multihome.errors import MultihomeError
+from multihome.kernel import discover, namespace
+from multihome.kernel.processes import stop
 from multihome.lab import gateway as topology
 from multihome.lab.topology import Network, clean_stale
-from multihome.model import Counters
-from multihome.processes import stop
-from multihome.records import asdict, field, record
 
 PHASES = ("round-robin-snat", "policy", "failover")
 MASK = 0x0F000000

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from multihome import namespace
+from multihome.kernel import namespace
 
 PORT = 8081
 TIMEOUT = 1.0  # a short connection or an echo that takes longer counts as failed

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from multihome.counters import Link, ifconfig
-from multihome.lab.units import human_rate
-from multihome.model import Counters
-from multihome.records import field, record
+from multihome.core.counters import Link, ifconfig
+from multihome.core.model import Counters
+from multihome.core.records import field, record
+from multihome.core.units import human_rate
 
 
 @record(frozen=True)

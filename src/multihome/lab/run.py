@@ -17,17 +17,18 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 
-from multihome import discover, namespace, state
-from multihome.counters import Link
+from multihome.core.counters import Link
+from multihome.core.model import Counters
+from multihome.core.records import record
 from multihome.errors import MultihomeError, PrivilegeError
+from multihome.host import state
+from multihome.kernel import discover, namespace
+from multihome.kernel.processes import pid_alive, stop
 from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult
 from multihome.lab.topology import LabRecord, Network, clean_stale, lab_networks, remove_network
 from multihome.lab.workload import PORT
-from multihome.model import Counters
-from multihome.processes import pid_alive, stop
-from multihome.records import record
 
 PHASES = ("destination", "policy")
 Progress = Callable[[str, int, int], None]  # phase, requests done, requests in all

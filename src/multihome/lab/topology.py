@@ -26,11 +26,12 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from multihome import files, kernel, namespace, state
+from multihome.core.model import Sysctl
+from multihome.core.records import record
+from multihome.host import files, state
+from multihome.kernel import namespace, writer
+from multihome.kernel.processes import pid_alive
 from multihome.lab.description import Topology
-from multihome.model import Sysctl
-from multihome.processes import pid_alive
-from multihome.records import record
 
 
 def run_dir() -> str:
@@ -148,7 +149,7 @@ def _ethtool_set(sock: socket.socket, ifname: str, command: int, value: int) -> 
 
 def _write_sysctls(items: list[tuple[str, str]]) -> None:
     for path, value in items:
-        kernel.write_sysctl(Sysctl(path, value))
+        writer.write_sysctl(Sysctl(path, value))
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from multihome import namespace
+from multihome.kernel import namespace
 
 PORT = 8080
 CONNECT_TIMEOUT = 0.25  # the lab's links answer a SYN in microseconds; this means "dropped"

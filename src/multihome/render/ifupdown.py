@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 
-from multihome.model import Desired, Rule
+from multihome.core.model import Desired, Rule
 from multihome.render import (
     HEADER,
     Options,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from multihome.model import Action, Change, Desired, Route, Rule, Sysctl
+from multihome.core.model import Action, Change, Desired, Route, Rule, Sysctl
 from multihome.render import HEADER, Options, Rendered, dynamic_gateway_notes
 
 
@@ -42,7 +42,7 @@ def script(desired: Desired, options: Options) -> Rendered:
     for sysctl in desired.sysctls:
         lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
     if desired.gateway is not None:  # gateway mode: multihome's nftables table, replaced whole
-        from multihome import gateway
+        from multihome.core import gateway
 
         lines += ["nft -f - <<'EOF'", gateway.replace_script(desired.gateway) + "EOF"]
     return Rendered(

@@ -9,7 +9,7 @@ table goes in multihome.nft with its own unit, as for the other stacks.
 
 from __future__ import annotations
 
-from multihome.model import SCOPE_LINK, Desired
+from multihome.core.model import SCOPE_LINK, Desired
 from multihome.render import (
     HEADER,
     Options,

@@ -8,7 +8,7 @@ whatever other tools generated, and "90-" sorts it after the usual drop-ins. The
 
 from __future__ import annotations
 
-from multihome.model import (
+from multihome.core.model import (
     SCOPE_LINK,
     TABLE_NAMES,
     Desired,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 
-from multihome.model import DEFAULT_METRIC, SCOPE_LINK, Desired, Route, Rule
+from multihome.core.model import DEFAULT_METRIC, SCOPE_LINK, Desired, Route, Rule
 from multihome.render import (
     HEADER,
     Options,

@@ -5,7 +5,7 @@ instead where the host changes; and a sysctl.d file for the sysctls."""
 
 from __future__ import annotations
 
-from multihome.model import Desired
+from multihome.core.model import Desired
 from multihome.render import HEADER, Options, Rendered
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from multihome import conntrack, gateway, nftables
+from multihome.core import gateway
+from multihome.core.model import GatewayLayout
 from multihome.errors import MultihomeError
-from multihome.model import GatewayLayout
+from multihome.kernel import conntrack, nftables
 
 EVERY = 2.0  # seconds between samples
 

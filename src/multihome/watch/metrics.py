@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from multihome.core.model import Counters
 from multihome.errors import MultihomeError
-from multihome.model import Counters
 
 
 def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:

@@ -13,8 +13,8 @@ import ipaddress
 import socket
 import struct
 
-from multihome.model import IPAddress
-from multihome.records import record
+from multihome.core.model import IPAddress
+from multihome.core.records import record
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 ICMPV6_ECHO, ICMPV6_ECHOREPLY = 128, 129

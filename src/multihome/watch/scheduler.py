@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 
-from multihome.records import record
+from multihome.core.records import record
 
 DEBOUNCE = 0.03  # quiet time after the last event before reconciling
 MAX_DELAY = 0.2  # ... but never later than this after the first one

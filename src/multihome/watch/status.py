@@ -7,9 +7,9 @@ import os
 import time
 from typing import Any
 
-from multihome import state
-from multihome.processes import pid_alive
-from multihome.records import field, record
+from multihome.core.records import field, record
+from multihome.host import state
+from multihome.kernel.processes import pid_alive
 
 SUFFIX = "watch.json"
 

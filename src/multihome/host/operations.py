@@ -5,14 +5,15 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
-from multihome import config as config_file
-from multihome import discover, namespace, state
-from multihome.config import Config
-from multihome.diff import diff
+from multihome.core import config as config_file
+from multihome.core.config import Config
+from multihome.core.diff import diff
+from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
+from multihome.core.plan import plan
+from multihome.core.records import record
 from multihome.errors import MultihomeError, PrivilegeError, StateError
-from multihome.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
-from multihome.plan import plan
-from multihome.records import record
+from multihome.host import state
+from multihome.kernel import discover, namespace
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:  # show and plan import this module; only apply and export need these
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # show and plan import this module; only apply and export nee
     from multihome.render import Rendered
 
 if TYPE_CHECKING:
-    from multihome.nftables import TableChange
+    from multihome.kernel.nftables import TableChange
 
 
 @record(frozen=True)
@@ -89,7 +90,8 @@ def _table_change(
     nothing to read."""
     if desired.gateway is None and not record.nft_table:
         return None
-    from multihome import gateway, nftables
+    from multihome.core import gateway
+    from multihome.kernel import nftables
 
     ruleset = nftables.ruleset()
     if desired.gateway is not None and refuse:
@@ -136,7 +138,8 @@ def _converge(
     down6: frozenset[str] = frozenset(),
     keep_table_on_overlap: bool = False,
 ) -> Outcome:
-    from multihome import confirm, kernel
+    from multihome.host import confirm
+    from multihome.kernel import writer
 
     cfg = config_file.load(config_path)
     refused = ""
@@ -157,7 +160,7 @@ def _converge(
             # the table stays as it is until the overlap is gone
             table, refused = None, error.message
         if changes:
-            kernel.apply(changes, host)  # all or nothing: from here on, every change is made
+            writer.apply(changes, host)  # all or nothing: from here on, every change is made
         if table is not None:
             _replace_table(table, changes, host)
         if changes or table is not None:
@@ -188,14 +191,14 @@ def _converge(
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
     """Write the nftables part after the routing part; if nftables refuses, undo the routing
     part, so that both are as before."""
-    from multihome import kernel, nftables
+    from multihome.kernel import nftables, writer
 
     try:
         nftables.apply(table)
     except MultihomeError as error:
         if changes:
             try:
-                kernel.apply([c.inverse() for c in reversed(changes)], host)
+                writer.apply([c.inverse() for c in reversed(changes)], host)
             except MultihomeError as undo:  # the first error stays the one reported
                 error.message += (
                     f"; undoing the {len(changes)} routing changes also failed: {undo.message}"
@@ -229,7 +232,7 @@ def _record_or_undo(
         left: list[str] = []  # what is still in place
         failures: list[str] = []
         if table is not None:
-            from multihome import nftables
+            from multihome.kernel import nftables
 
             try:
                 nftables.undo(table)
@@ -237,10 +240,10 @@ def _record_or_undo(
                 left.append("the nftables table")
                 failures.append(f"undoing the nftables table failed: {undo.message}")
         if changes:
-            from multihome import kernel
+            from multihome.kernel import writer
 
             try:
-                kernel.apply([c.inverse() for c in reversed(changes)], host)
+                writer.apply([c.inverse() for c in reversed(changes)], host)
             except MultihomeError as undo:
                 left.append(f"the {len(changes)} routing changes")
                 failures.append(f"undoing the routing changes failed: {undo.message}")
@@ -265,7 +268,7 @@ def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
     }
     if not fixed:
         return ()
-    from multihome import announce  # imports socket: only when there is something to say
+    from multihome.kernel import announce  # imports socket: only when there is something to say
     for uplink in desired.uplinks:
         if uplink.name in fixed:
             addresses = [a.ip.ip for a in uplink.addresses_in(Family.INET)]
@@ -309,15 +312,15 @@ def reconcile(
 def confirm_pending(keep: bool = True) -> tuple[str, float | None]:
     """`multihome confirm`: keep the change awaiting confirmation in this namespace (or
     revert it now); the outcome, and the time of a revert."""
-    from multihome import confirm
+    from multihome.host import confirm
 
     return confirm.confirm(namespace.identity(), keep=keep)
 
 
 def diagnose(config_path: str | None) -> Any:
     """`multihome doctor`: findings from the live state and the kernel's own route lookups."""
-    from multihome import doctor  # only this command needs it
-    from multihome.plan import roles, uplink_names
+    from multihome.core import doctor  # only this command needs it
+    from multihome.core.plan import roles, uplink_names
 
     outcome = preview(config_path)
     uplinks = uplink_names(roles(outcome.config, outcome.host))
@@ -347,7 +350,8 @@ def _table_drift(table: TableChange | None) -> str | None:
 
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
-    from multihome import doctor, gateway, gateway_doctor, nftables, tools
+    from multihome.core import doctor, gateway, gateway_doctor
+    from multihome.kernel import nftables, tools
 
     if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
         return report
@@ -382,7 +386,7 @@ def export(
 
 def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
     """`multihome install`: the plan, in the files of the stack that manages the uplinks."""
-    from multihome import install as installer
+    from multihome.host import install as installer
     from multihome.render import Options
 
     if root == "/":  # NetworkManager's copies of an earlier install look like another owner's

@@ -27,10 +27,11 @@ import struct
 import subprocess
 import time
 
-from multihome import discover, files, namespace
+from multihome.core.model import Desired, HostState
+from multihome.core.records import record
 from multihome.errors import MultihomeError
-from multihome.model import Desired, HostState
-from multihome.records import record
+from multihome.host import files
+from multihome.kernel import discover, namespace
 from multihome.render import Options, Rendered, registry
 
 MANIFEST = "var/lib/multihome/installed.json"

@@ -11,9 +11,10 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from multihome import PROTOCOL, addresses
-from multihome.recent import Recent
-from multihome.records import CachedHash, field, record
+from multihome import PROTOCOL
+from multihome.core import addresses
+from multihome.core.recent import Recent
+from multihome.core.records import CachedHash, field, record
 
 # The address types, and making them from the kernel's integers: addresses.py's
 IPAddress = addresses.IPAddress

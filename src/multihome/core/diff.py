@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from multihome.model import Action, Change, Desired, HostState, Route, Sysctl
+from multihome.core.model import Action, Change, Desired, HostState, Route, Sysctl
 
 
 def diff(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import subprocess
 
-from multihome import tools
+from multihome.core.records import record
 from multihome.errors import MultihomeError
-from multihome.records import record
+from multihome.kernel import tools
 
 TIMEOUT = 30
 _BYTES = re.compile(r"\bbytes=(\d+)")

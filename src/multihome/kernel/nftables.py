@@ -14,10 +14,11 @@ import re
 import subprocess
 from typing import Any
 
-from multihome import gateway, tools
+from multihome.core import gateway
+from multihome.core.model import GatewayLayout
+from multihome.core.records import field, record
 from multihome.errors import KernelError, MultihomeError, PrivilegeError
-from multihome.model import GatewayLayout
-from multihome.records import field, record
+from multihome.kernel import tools
 
 NFT = "nft"
 TIMEOUT = 30

@@ -13,9 +13,9 @@ import os
 import re
 
 from multihome import CONFIG_PATH
+from multihome.core.model import RESERVED_TABLES, IPAddress, Ownership
+from multihome.core.records import field, record
 from multihome.errors import ConfigError
-from multihome.model import RESERVED_TABLES, IPAddress, Ownership
-from multihome.records import field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from ipaddress import (
     IPv6Network,
 )
 
-from multihome.recent import Recent
+from multihome.core.recent import Recent
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

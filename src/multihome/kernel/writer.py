@@ -13,10 +13,11 @@ import os
 from collections.abc import Sequence
 
 from multihome import RT_PROTOS
-from multihome.discover import SYSCTL_ROOT
+from multihome.core.model import Action, Change, HostState, Route, Rule, Sysctl
+from multihome.core.records import record
 from multihome.errors import KernelError, PrivilegeError
-from multihome.model import Action, Change, HostState, Route, Rule, Sysctl
-from multihome.netlink import (
+from multihome.kernel.discover import SYSCTL_ROOT
+from multihome.kernel.netlink import (
     RTM_DELROUTE,
     RTM_DELRULE,
     RTM_NEWROUTE,
@@ -26,7 +27,6 @@ from multihome.netlink import (
     encode_route,
     encode_rule,
 )
-from multihome.records import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
 
 def _recover(routing: list[Change], ifindex: dict[str, int], error: OSError) -> NoReturn:
     """After a transport failure: undo the changes the kernel shows as made, and raise."""
-    from multihome import discover
+    from multihome.kernel import discover
 
     now = discover.read_state()
     present = set(now.rules) | set(now.routes)

@@ -14,12 +14,13 @@ import contextlib
 import os
 import time
 
-from multihome import discover, kernel, state
-from multihome.diff import diff
+from multihome.core.diff import diff
+from multihome.core.model import Desired, Ownership, Route, Rule, Sysctl
+from multihome.core.records import record
 from multihome.errors import MultihomeError
-from multihome.model import Desired, Ownership, Route, Rule, Sysctl
-from multihome.processes import pid_alive
-from multihome.records import record
+from multihome.host import state
+from multihome.kernel import discover, writer
+from multihome.kernel.processes import pid_alive
 
 POLL = 0.05
 REVERT_NOW = "revert"  # the answer `no`: revert at once instead of at the deadline
@@ -158,9 +159,9 @@ def revert(netns_id: int, snapshot: Snapshot) -> None:
         )
         changes = diff(before, host)
         if changes:
-            kernel.apply(changes, host)
+            writer.apply(changes, host)
         if snapshot.nft_previous is not None:
-            from multihome import nftables
+            from multihome.kernel import nftables
 
             nftables.undo(nftables.TableChange(None, snapshot.nft_previous))
         state.save(netns_id, snapshot.record, list(snapshot.rules), list(snapshot.routes))

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from multihome import gateway
-from multihome.config import DEFAULT_MARK_MASK
-from multihome.doctor import Finding, Severity
-from multihome.model import TABLE_MAIN, Desired, HostState
+from multihome.core import gateway
+from multihome.core.config import DEFAULT_MARK_MASK
+from multihome.core.doctor import Finding, Severity
+from multihome.core.model import TABLE_MAIN, Desired, HostState
 
 
 def _items(ruleset: Any, kind: str) -> Iterator[dict[str, Any]]:

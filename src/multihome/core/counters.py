@@ -7,9 +7,9 @@ import ipaddress
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from multihome.lab.units import human_bytes
-from multihome.model import Counters
-from multihome.records import record
+from multihome.core.model import Counters
+from multihome.core.records import record
+from multihome.core.units import human_bytes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:  # discover imports this module on every command's path

@@ -16,7 +16,7 @@ import enum
 import ipaddress
 from collections.abc import Collection, Mapping
 
-from multihome.model import (
+from multihome.core.model import (
     RESERVED_TABLES,
     TABLE_MAIN,
     Action,
@@ -32,8 +32,8 @@ from multihome.model import (
     Rule,
     host_network,
 )
-from multihome.plan import shared_subnets
-from multihome.records import field, record
+from multihome.core.plan import shared_subnets
+from multihome.core.records import field, record
 
 # Representative destinations for "a client somewhere on the internet": the first that no
 # specific route on the host covers, so that main routes it by its default route (the

@@ -8,7 +8,7 @@ keys and its defaults, so the documentation cannot drift from the loader.
 
 from __future__ import annotations
 
-from multihome.records import record
+from multihome.core.records import record
 
 
 @record(frozen=True)

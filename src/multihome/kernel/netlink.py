@@ -24,7 +24,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-from multihome.model import (
+from multihome.core.model import (
     FAMILIES,
     Family,
     IPAddress,
@@ -36,7 +36,7 @@ from multihome.model import (
     network_from,
     source_rule,
 )
-from multihome.recent import Recent
+from multihome.core.recent import Recent
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

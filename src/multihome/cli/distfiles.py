@@ -2,7 +2,7 @@
 man pages, the bash and zsh completion, the systemd units (as `multihome export --format
 systemd` writes them) and the commented example config.
 
-    python3 -m multihome.distfiles DIR [--executable /usr/bin/multihome]
+    python3 -m multihome.cli.distfiles DIR [--executable /usr/bin/multihome]
 
 writes DIR/multihome.8, DIR/multihome.toml.5, DIR/bash-completion/multihome,
 DIR/zsh/_multihome, DIR/multihome.service, DIR/multihome-watch.service and
@@ -16,8 +16,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from multihome import RT_PROTOS, completion, configkeys, manpage
-from multihome.model import Desired, Ownership
+from multihome import RT_PROTOS
+from multihome.cli import completion, manpage
+from multihome.core import configkeys
+from multihome.core.model import Desired, Ownership
 from multihome.render import HEADER, Options
 from multihome.render import systemd as render_systemd
 
@@ -55,7 +57,7 @@ def render(executable: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m multihome.distfiles")
+    parser = argparse.ArgumentParser(prog="python3 -m multihome.cli.distfiles")
     parser.add_argument("directory")
     parser.add_argument("--executable", default="/usr/bin/multihome")
     args = parser.parse_args(argv)

@@ -87,8 +87,8 @@ PHASE_TITLES = {
 
 
 def _options(args: argparse.Namespace) -> LabOptions:
+    from multihome.core.units import parse_rate, parse_size
     from multihome.lab.run import LabOptions
-    from multihome.lab.units import parse_rate, parse_size
 
     try:
         size = parse_size(args.size)
@@ -214,8 +214,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    from multihome.core.units import parse_size
     from multihome.lab import run as lab_run
-    from multihome.lab.units import parse_size
 
     name = args.name or DEFAULT_NAME
     requests = DEFAULT_REQUESTS["load"] if args.requests is None else args.requests

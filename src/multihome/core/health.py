@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 
-from multihome.config import Health
-from multihome.records import record, replace
+from multihome.core.config import Health
+from multihome.core.records import record, replace
 
 
 class Link(enum.Enum):

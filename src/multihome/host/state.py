@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
 
-from multihome import files, namespace
+from multihome.core.model import Route, Rule
+from multihome.core.records import field, record
 from multihome.errors import LockError, StateError
-from multihome.model import Route, Rule
-from multihome.records import field, record
+from multihome.host import files
+from multihome.kernel import namespace
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

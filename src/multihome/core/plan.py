@@ -14,9 +14,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 
-from multihome.config import Config, RpFilter, UplinkConfig
-from multihome.errors import ConfigError
-from multihome.model import (
+from multihome.core.config import Config, RpFilter, UplinkConfig
+from multihome.core.model import (
     DEFAULT_METRIC,
     SCOPE_LINK,
     SCOPE_UNIVERSE,
@@ -37,6 +36,7 @@ from multihome.model import (
     distinct_networks,
     source_rule,
 )
+from multihome.errors import ConfigError
 
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
@@ -562,7 +562,7 @@ def plan(
         sysctls += extra_sysctls
         notes += extra_notes
     if config.gateway is not None and Family.INET in families:
-        from multihome import gateway  # gateway mode: fwmark rules and the nftables layout
+        from multihome.core import gateway  # gateway mode: fwmark rules and the nftables layout
 
         extra_rules, extra_sysctls, layout = gateway.plan_gateway(
             config, state, uplinks, off_link

@@ -1,7 +1,7 @@
 """Shell completion for bash and zsh, generated from the argument parser: the commands, each
 command's options, the values of options with choices (formats, scenarios), network
 namespaces for --netns, interface names for --network-file, files and directories.
-The Debian package renders them at build time (`python3 -m multihome.distfiles`).
+The Debian package renders them at build time (`python3 -m multihome.cli.distfiles`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import enum
 
-from multihome.manpage import help_text, options, subcommands, summaries
+from multihome.cli.manpage import help_text, options, subcommands, summaries
 
 
 class Value(enum.Enum):
@@ -77,7 +77,7 @@ def bash(parser: argparse.ArgumentParser) -> str:
     )
     out = [
         "# bash completion for multihome; generated from its argument parser by",
-        "# multihome.completion, do not edit",
+        "# multihome.cli.completion, do not edit",
         "",
         "_multihome_ls() {",
         "    local path",
@@ -180,7 +180,7 @@ def zsh(parser: argparse.ArgumentParser) -> str:
     out = [
         "#compdef multihome",
         "# zsh completion for multihome; generated from its argument parser by",
-        "# multihome.completion, do not edit",
+        "# multihome.cli.completion, do not edit",
         "",
         "_multihome_netns() {",
         "    local -a names; names=(/run/netns/*(N:t))",

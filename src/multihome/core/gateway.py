@@ -26,8 +26,8 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from multihome.config import Config, Sticky
-from multihome.model import (
+from multihome.core.config import Config, Sticky
+from multihome.core.model import (
     Family,
     GatewayLayout,
     HostState,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 
-from multihome import namespace, recent
-from multihome.errors import MultihomeError, PrivilegeError
-from multihome.model import (
+from multihome.core import recent
+from multihome.core.model import (
     Address,
     Counters,
     HostState,
@@ -20,12 +19,14 @@ from multihome.model import (
     Route,
     interface_of,
 )
-from multihome.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
-from multihome.recent import Recent
+from multihome.core.recent import Recent
+from multihome.errors import MultihomeError, PrivilegeError
+from multihome.kernel import namespace
+from multihome.kernel.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from multihome import counters
+    from multihome.core import counters
 
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
@@ -149,7 +150,7 @@ def read_counters() -> dict[str, Counters]:
 def read_links() -> list[tuple[counters.Link, Counters]]:
     """Every interface but loopback as ifconfig shows it (flags, MTU, global addresses) and
     its counters."""
-    from multihome import counters  # `multihome counters` only
+    from multihome.core import counters  # `multihome counters` only
 
     try:
         with RtnlSocket() as rtnl:
