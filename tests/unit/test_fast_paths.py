@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from multihome import cli
 from multihome.cli import persist
 from multihome.core import plan
+from multihome.core.config import Config, UplinkConfig
 from multihome.core.model import (
     TABLE_MAIN,
     Address,
@@ -232,19 +233,19 @@ def test_main_default_gateway_lowest_metric_first_seen_on_a_tie() -> None:
             Family.INET6, TABLE_MAIN, net("::/0"), dev="eth0", gateway=addr("fe80::1"), protocol=9
         ),
     )
-    state = HostState(routes=routes)
-    assert plan._main_default_gateway(state, "eth0", Family.INET) == (
-        addr("192.0.2.2"),
-        GatewaySource.MAIN_DEFAULT,
+    state = HostState(
+        interfaces=(Interface(2, "eth0"), Interface(3, "eth1")),
+        addresses=(
+            Address("eth0", ipaddress.ip_interface("192.0.2.10/24")),
+            Address("eth0", ipaddress.ip_interface("2001:db8::10/64")),
+            Address("eth1", ipaddress.ip_interface("198.51.100.10/24")),
+        ),
+        routes=routes,
     )
-    assert plan._main_default_gateway(state, "eth1", Family.INET) == (
-        None,
-        GatewaySource.NONE,
-    )
-    assert plan._main_default_gateway(state, "eth0", Family.INET6) == (
-        addr("fe80::1"),
-        GatewaySource.RA,
-    )
+    uplinks = {u.name: u for u in plan.plan(Config(uplinks=(UplinkConfig("eth0"),)), state).uplinks}
+    eth0 = uplinks["eth0"]
+    assert (eth0.gateway4, eth0.source4) == (addr("192.0.2.2"), GatewaySource.MAIN_DEFAULT)
+    assert (eth0.gateway6, eth0.source6) == (addr("fe80::1"), GatewaySource.RA)
 
 
 subnet = st.builds(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 
 from multihome import PROTOCOL
 from multihome.core import addresses
-from multihome.core.recent import Recent
 from multihome.core.records import CachedHash, field, record
 
 # The address types, and making them from the kernel's integers: addresses.py's
@@ -37,22 +37,21 @@ DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
 def host_network(address: IPAddress) -> IPNetwork:
-    """192.0.2.10 -> 192.0.2.10/32, one shared object per address (a host with thousands of
-    source addresses builds these for every rule it reads and plans)."""
+    """192.0.2.10 -> 192.0.2.10/32."""
     return host_network_of(address.version, int(address))
 
 
 def host_network_of(version: int, value: int) -> IPNetwork:
     """The host network of an address given as an integer (as netlink's codec reads it)."""
-    return addresses.shared_network(version, value, 32 if version == 4 else 128)
+    return addresses.network_of(version, value, 32 if version == 4 else 128)
 
 
 def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
-    """The network of packed address bytes (as netlink carries them) and a prefix length,
-    shared (addresses.shared_network). Host bits are cleared: the kernel keeps a rule's
-    source as given (`from 10.0.0.1/8`) and matches it as its network."""
+    """The network of packed address bytes (as netlink carries them) and a prefix length.
+    Host bits are cleared: the kernel keeps a rule's source as given (`from 10.0.0.1/8`)
+    and matches it as its network."""
     version = 4 if len(raw) == 4 else 6
-    return addresses.shared_network(version, int.from_bytes(raw, "big"), prefixlen)
+    return addresses.network_of(version, int.from_bytes(raw, "big"), prefixlen)
 
 
 def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
@@ -254,22 +253,12 @@ class Rule(_CachedHash):
         return " ".join(parts)
 
 
-_source_rules: Recent[tuple[int, int, int, int, int | None, int], Rule] = Recent()
-
-
 def source_rule(
     family: Family, priority: int, table: int, value: int, suppress: int | None, protocol: int
 ) -> Rule:
-    """`from ADDRESS lookup TABLE` (ADDRESS a host: /32 or /128, as an integer), one shared
-    object per distinct rule: the 2,000 rules of 1,000 source addresses are each read from
-    the kernel and planned on every run, and sharing them makes the second a dict lookup
-    and comparing the two an identity check."""
-    key = (family, priority, table, value, suppress, protocol)
-    rule = _source_rules.get(key)
-    if rule is None:
-        src = host_network_of(4 if family == 2 else 6, value)
-        rule = _source_rules.put(key, Rule(family, priority, table, src, suppress, protocol))
-    return rule
+    """`from ADDRESS lookup TABLE`, ADDRESS a host (/32 or /128) given as an integer."""
+    src = host_network_of(family.version, value)
+    return Rule(family, priority, table, src, suppress, protocol)
 
 
 @record(frozen=True, slots=True, order=True)
@@ -338,40 +327,16 @@ class Ownership:
 
 def distinct_networks(addresses: Iterable[Address]) -> list[tuple[Address, IPNetwork]]:
     """The first address of each distinct (interface, network) pair, in order, with its
-    network. Thousands of addresses fall into a few subnets, and the kernel's addresses
-    share one network object per subnet (addresses.py): pairs are told apart by identity
-    first, which costs no hashing of networks (in Python code), and then by value."""
-    by_identity: dict[tuple[int, str], IPNetwork] = {}  # keeps each alive: ids stay unique
-    by_value: set[tuple[IPNetwork, str]] = set()
+    network: thousands of addresses fall into a few subnets."""
+    seen: set[tuple[IPNetwork, str]] = set()
     found = []
     for address in addresses:
         network = address.ip.network
-        key = (id(network), address.ifname)
-        if key in by_identity:
-            continue
-        by_identity[key] = network
         pair = (network, address.ifname)
-        if pair not in by_value:
-            by_value.add(pair)
+        if pair not in seen:
+            seen.add(pair)
             found.append((address, network))
     return found
-
-
-# The addresses of the last state asked, by interface: the planner asks for every uplink's
-# addresses several times, and scanning all of them each time grows with uplinks x
-# addresses. Keyed by the (immutable) tuple itself, which the entry keeps alive.
-_last_index: tuple[tuple[Address, ...], dict[str, tuple[Address, ...]]] = ((), {})
-
-
-def _address_index(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, ...]]:
-    global _last_index
-    if _last_index[0] is not addresses:
-        _families_of.clear()  # the uplinks of the previous state are done with
-        lists: dict[str, list[Address]] = {}
-        for address in addresses:
-            lists.setdefault(address.ifname, []).append(address)
-        _last_index = (addresses, {name: tuple(found) for name, found in lists.items()})
-    return _last_index[1]
 
 
 @record(frozen=True)
@@ -389,10 +354,19 @@ class HostState:
         return next((i for i in self.interfaces if i.name == name), None)
 
     def addresses_of(self, ifname: str, family: Family | None = None) -> tuple[Address, ...]:
-        found = _address_index(self.addresses).get(ifname, ())
+        found = self.addresses_by_interface.get(ifname, ())
         if family is None:
             return found
         return tuple(a for a in found if a.family == family)
+
+    @cached_property
+    def addresses_by_interface(self) -> dict[str, tuple[Address, ...]]:
+        """The addresses by interface, indexed once per state: the planner asks for every
+        uplink's addresses several times (a scan each time grows with uplinks x addresses)."""
+        lists: dict[str, list[Address]] = {}
+        for address in self.addresses:
+            lists.setdefault(address.ifname, []).append(address)
+        return {name: tuple(found) for name, found in lists.items()}
 
 
 @record(frozen=True, slots=True)
@@ -443,26 +417,15 @@ class Uplink:
         return self.gateway4 if family is Family.INET else self.gateway6
 
     def addresses_in(self, family: Family) -> tuple[Address, ...]:
-        return _by_family(self.addresses)[0 if family == Family.INET else 1]
+        return self.addresses_by_family[0 if family == Family.INET else 1]
 
-
-# Each uplink's addresses split by family, once: the planner asks five times per uplink.
-# Keyed by the identity of the (immutable) tuple, which the entry keeps alive; emptied when
-# a new state is indexed (below), so that a long-running watch keeps one state's worth.
-_families_of: dict[int, tuple[tuple[Address, ...], tuple[tuple[Address, ...], ...]]] = {}
-
-
-def _by_family(addresses: tuple[Address, ...]) -> tuple[tuple[Address, ...], ...]:
-    entry = _families_of.get(id(addresses))
-    if entry is None or entry[0] is not addresses:
-        split = (
-            tuple(a for a in addresses if a.ip.version == 4),
-            tuple(a for a in addresses if a.ip.version == 6),
+    @cached_property
+    def addresses_by_family(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+        """The IPv4 and the IPv6 addresses, split once: the planner asks five times."""
+        return (
+            tuple(a for a in self.addresses if a.ip.version == 4),
+            tuple(a for a in self.addresses if a.ip.version == 6),
         )
-        if len(_families_of) >= 1024:  # uplinks made without a state (tests, renderers)
-            _families_of.clear()
-        entry = _families_of[id(addresses)] = (addresses, split)
-    return entry[1]
 
 
 @record(frozen=True)

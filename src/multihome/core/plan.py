@@ -34,7 +34,7 @@ from multihome.core.model import (
     Sysctl,
     Uplink,
     distinct_networks,
-    source_rule,
+    host_network,
 )
 from multihome.errors import ConfigError
 
@@ -181,36 +181,32 @@ RTPROT_RA, RTPROT_DHCP = 9, 16
 DYNAMIC = {RTPROT_DHCP: GatewaySource.DHCP, RTPROT_RA: GatewaySource.RA}
 
 
-def _main_default_gateway(
-    state: HostState, ifname: str, family: Family
-) -> tuple[IPAddress | None, GatewaySource]:
-    """The gateway of main's default route through this interface (lowest metric wins), and
-    whether DHCP or a router advertisement put it there (it may change then)."""
-    best = _main_defaults(state.routes).get((ifname, family))
-    if best is None:
-        return None, GatewaySource.NONE
-    return best[1], DYNAMIC.get(best[2], GatewaySource.MAIN_DEFAULT)
-
-
-# main's default routes by (device, family), for the last routes asked: every uplink asks,
-# and scanning all routes each time grows with uplinks x routes.
 _Defaults = dict[tuple[str | None, Family], tuple[int, IPAddress, int]]
-_last_defaults: tuple[tuple[Route, ...], _Defaults] = ((), {})
 
 
 def _main_defaults(routes: tuple[Route, ...]) -> _Defaults:
-    global _last_defaults
-    if _last_defaults[0] is not routes:
-        best: _Defaults = {}
-        for route in routes:
-            if route.table != TABLE_MAIN or not route.is_default:
-                continue
-            for dev, gateway in route.gateways():
-                key = (dev, route.family)
-                if key not in best or route.metric < best[key][0]:
-                    best[key] = (route.metric, gateway, route.protocol)
-        _last_defaults = (routes, best)
-    return _last_defaults[1]
+    """main's default routes by (device, family): (metric, gateway, protocol) of the lowest
+    metric. Made once per plan: every uplink asks."""
+    best: _Defaults = {}
+    for route in routes:
+        if route.table != TABLE_MAIN or not route.is_default:
+            continue
+        for dev, gateway in route.gateways():
+            key = (dev, route.family)
+            if key not in best or route.metric < best[key][0]:
+                best[key] = (route.metric, gateway, route.protocol)
+    return best
+
+
+def _main_default_gateway(
+    defaults: _Defaults, ifname: str, family: Family
+) -> tuple[IPAddress | None, GatewaySource]:
+    """The gateway of main's default route through this interface (lowest metric wins), and
+    whether DHCP or a router advertisement put it there (it may change then)."""
+    best = defaults.get((ifname, family))
+    if best is None:
+        return None, GatewaySource.NONE
+    return best[1], DYNAMIC.get(best[2], GatewaySource.MAIN_DEFAULT)
 
 
 def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
@@ -252,6 +248,7 @@ def _gateways(
 ) -> dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]]:
     """Each uplink's gateway per family, in the order: config, main's default, shared subnet."""
     found: dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]] = {}
+    defaults = _main_defaults(state.routes)
     for uplink in chosen:
         addresses = state.addresses_of(uplink.name)
         for family in _families(config):
@@ -267,7 +264,7 @@ def _gateways(
                     )
                 found[uplink.name, family] = (configured, GatewaySource.CONFIG)
                 continue
-            found[uplink.name, family] = _main_default_gateway(state, uplink.name, family)
+            found[uplink.name, family] = _main_default_gateway(defaults, uplink.name, family)
     # Several NICs on one subnet (the article's set-up): the others share the gateway. Only
     # an uplink's own gateway is shared (not one shared in turn), so the candidates are
     # known before the loop: an uplink without a gateway looks only at them (a family
@@ -524,15 +521,12 @@ def plan(
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
-        # the addresses as integers: source_rule() shares each rule with the one read
-        sources = {u.name: [int(a.ip) for a in u.addresses_in(family)] for u in members}
+        # each address's host network, made once for its two rules
+        sources = {u.name: [host_network(a.ip.ip) for a in u.addresses_in(family)] for u in members}
         protocol = ownership.protocol
         for uplink in members:
             table = uplink.table
-            rules += [
-                source_rule(family, on_link, table, src, 0, protocol)
-                for src in sources[uplink.name]
-            ]
+            rules += [Rule(family, on_link, table, s, 0, protocol) for s in sources[uplink.name]]
         rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
         for uplink in members:
             if uplink.gateway(family) is None:
@@ -543,8 +537,7 @@ def plan(
                 continue
             table = uplink.table
             rules += [
-                source_rule(family, off_link, table, src, None, protocol)
-                for src in sources[uplink.name]
+                Rule(family, off_link, table, src, None, protocol) for src in sources[uplink.name]
             ]
     sysctls = _sysctls(config, uplinks)
     layout = None

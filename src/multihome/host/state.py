@@ -18,7 +18,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from json.encoder import encode_basestring_ascii
 
 from multihome.core.model import Route, Rule
 from multihome.core.records import field, record
@@ -120,26 +119,13 @@ def _damaged(path: str, why: str) -> StateError:
     )
 
 
-# The text of the record this process last saved or read, and its data: `multihome watch`
-# reads back, at each reconcile, the file it saved at the last one (100 kB of JSON at
-# 1,000 addresses). Text that differs in any byte is parsed anew.
-_known: tuple[str, Any] = ("", None)
-
-
-def _parsed(text: str) -> Any:
-    global _known
-    if not text or text != _known[0]:
-        _known = (text, json.loads(text))
-    return _known[1]
-
-
 def load(netns_id: int, cookie: int | None = None) -> Record:
     """The record of this namespace. A record left by a deleted namespace whose inode was
     reused (its cookie differs) describes nothing here: it reads as empty, and is removed."""
     path = file_path(netns_id, "json")
     try:
         with open(path, encoding="utf-8") as file:
-            data = _parsed(file.read())
+            data = json.loads(file.read())
     except FileNotFoundError:
         return Record()
     except (OSError, ValueError) as error:
@@ -157,39 +143,9 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     )
 
 
-# The lines of the last save, by object, as text and as JSON: `multihome watch` saves after
-# each change, and at 1,000 addresses lists 2,000 rules each time, nearly all the very
-# objects it listed the time before (netlink's reader keeps the rules it decoded). Keyed by
-# id(), the entry keeping its object alive (so no other object has that id while it is
-# here), and used for that same object only. Only the last save's objects are kept.
-_listed: dict[int, tuple[Rule | Route, str, str]] = {}
-
-
-def _entry(obj: Rule | Route) -> tuple[Rule | Route, str, str]:
-    line = f"-{obj.family.version} {obj.ip_args()}"
-    return obj, line, encode_basestring_ascii(line)  # as json.dumps writes a string
-
-
-def _listing(objects: list[Rule | Route]) -> tuple[list[str], list[str]]:
-    """The objects as `ip` arguments with the family (-4 / -6), and those as JSON strings."""
-    global _listed
-    get = _listed.get
-    entries = [
-        e if (e := get(id(obj))) is not None and e[0] is obj else _entry(obj) for obj in objects
-    ]
-    _listed = {id(e[0]): e for e in entries}
-    return [e[1] for e in entries], [e[2] for e in entries]
-
-
-def _json_list(encoded: list[str]) -> str:
-    """A list of JSON strings as json.dumps(..., indent=1) writes it as a key's value."""
-    return "[\n  " + ",\n  ".join(encoded) + "\n ]" if encoded else "[]"
-
-
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
     """Write the record atomically (a reader sees the old or the new file, never a mix).
     The rules and routes are listed for people (`ip rule` arguments). Raises StateError."""
-    global _known
     path = file_path(netns_id, "json")
     if not record.sysctl_originals and not rules and not routes and not record.nft_table:
         try:
@@ -197,30 +153,22 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         except OSError as error:
             raise _unwritable(path, error) from None
         return
-    lines, encoded = _listing([*rules, *routes])
     data: dict[str, Any] = {
         "version": 1,
         "applied_at": time.time(),
         "netns_cookie": record.netns_cookie,
         "sysctl_originals": record.sysctl_originals,
         "nft_table": record.nft_table,
+        # for people: `ip rule` / `ip route` arguments, with the family
+        "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
+        "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
-    # json.dumps(data | {"rules": ..., "routes": ...}, indent=1), with the lists' strings
-    # encoded once per object (json's indenting encoder spent 0.7 ms on 2,000 of them)
-    text = (
-        json.dumps(data, indent=1)[: -len("\n}")]
-        + f',\n "rules": {_json_list(encoded[: len(rules)])}'
-        + f',\n "routes": {_json_list(encoded[len(rules) :])}'
-        + "\n}"
-    )
-    data["rules"], data["routes"] = lines[: len(rules)], lines[len(rules) :]
+    text = json.dumps(data, indent=1)
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(path, text, 0o600)
     except OSError as error:
         raise _unwritable(path, error) from None
-    # what json.loads(text) returns, without parsing it (load does not change it)
-    _known = (text, {**data, "sysctl_originals": dict(record.sysctl_originals)})
 
 
 def forget(netns_id: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from multihome.core import recent
 from multihome.core.model import (
     Address,
     Counters,
@@ -19,7 +18,6 @@ from multihome.core.model import (
     Route,
     interface_of,
 )
-from multihome.core.recent import Recent
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.kernel import namespace
 from multihome.kernel.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
@@ -51,18 +49,8 @@ def _interface(link: LinkInfo) -> Interface:
     )
 
 
-_addresses: Recent[tuple[str, int, int, int], Address] = Recent()
-
-
 def _address(name: str, info: AddressInfo) -> Address:
-    """The Address of a decoded one, shared while it stays: making its IPv4Interface costs
-    more than decoding the message, and the watch reads every address on each reconcile."""
-    key = (name, info.version, info.value, info.prefixlen)
-    address = _addresses.get(key)
-    if address is None:
-        made = Address(name, interface_of(info.version, info.value, info.prefixlen))
-        address = _addresses.put(key, made)
-    return address
+    return Address(name, interface_of(info.version, info.value, info.prefixlen))
 
 
 def _usable(info: AddressInfo) -> bool:
@@ -110,7 +98,6 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
 
 def read_state() -> HostState:
     """Everything multihome needs to know about this network namespace."""
-    recent.advance()  # the shared objects of what is gone since the read before go
     try:
         with RtnlSocket() as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
