@@ -34,7 +34,6 @@ from multihome.core.model import (
     Sysctl,
     Uplink,
     distinct_networks,
-    host_network,
 )
 from multihome.errors import ConfigError
 
@@ -521,12 +520,13 @@ def plan(
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
-        # each address's host network, made once for its two rules
-        sources = {u.name: [host_network(a.ip.ip) for a in u.addresses_in(family)] for u in members}
+        # the addresses as integers: state.source_rule() finds the rule read, if any
+        sources = {u.name: [int(a.ip) for a in u.addresses_in(family)] for u in members}
         protocol = ownership.protocol
+        rule_of = state.source_rule
         for uplink in members:
             table = uplink.table
-            rules += [Rule(family, on_link, table, s, 0, protocol) for s in sources[uplink.name]]
+            rules += [rule_of(family, on_link, table, s, 0, protocol) for s in sources[uplink.name]]
         rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
         for uplink in members:
             if uplink.gateway(family) is None:
@@ -537,7 +537,7 @@ def plan(
                 continue
             table = uplink.table
             rules += [
-                Rule(family, off_link, table, src, None, protocol) for src in sources[uplink.name]
+                rule_of(family, off_link, table, s, None, protocol) for s in sources[uplink.name]
             ]
     sysctls = _sysctls(config, uplinks)
     layout = None
