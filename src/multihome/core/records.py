@@ -4,9 +4,8 @@ Every command imports a few dozen such classes (the model, the config, the state
 `import dataclasses` alone imports `inspect` (with ast, dis, tokenize, ...), while
 `dataclass()` then writes and compiles up to eleven methods per class: together more than a
 third of the start-up of `multihome show` beyond the interpreter's own. A record is made
-from closures over its fields instead; its first objects are made by a generic `__init__`,
-and one is compiled for it only when it has made a few (rules and routes are made by the
-thousand, most classes a few times a run).
+from closures over its fields instead, and its `__init__` is compiled when its first object
+is made.
 
 The subset of dataclasses multihome uses, with the same behaviour: `record(frozen=,
 slots=, order=)` for `dataclass(...)`, `field(default=, default_factory=, compare=, hash=,
@@ -281,95 +280,16 @@ else:
         method.__name__ = name
         return method
 
-    COMPILE_AFTER = 8  # objects of a class made before its __init__ is compiled
-
     def _lazy_init(cls, frozen):
-        """The class's first objects are made by a generic __init__ (no code to compile:
-        compiling one costs ~0.2 ms, and most classes have a few objects a run); from the
-        ninth on, by one compiled for the class (rules and routes are made by the
-        thousand)."""
-        generic = _generic_init(cls, frozen)
-        made = 0
+        """An __init__ that compiles the class's own on the first object made (compiling
+        costs ~0.2 ms a class, and a run makes objects of only some of its classes)."""
 
         def __init__(self, *args, **kwargs):
-            nonlocal made
-            made += 1
-            if made <= COMPILE_AFTER:
-                generic(self, args, kwargs)
-                return
             real = _make_init(cls, frozen)
             type.__setattr__(cls, "__init__", real)
             real(self, *args, **kwargs)
 
         return __init__
-
-    def _generic_init(cls, frozen):
-        """Bind the arguments as the compiled __init__'s signature would, and set the fields."""
-        fields = cls.__record_fields__
-        names = {f.name for f in fields}
-        setters = []
-        for f in fields:
-            slot = _slot(cls, f.name)
-            if slot is not None:
-                setters.append(slot.__set__)
-            elif frozen:
-                setters.append(lambda obj, value, name=f.name: object.__setattr__(obj, name, value))
-            else:
-                setters.append(lambda obj, value, name=f.name: setattr(obj, name, value))
-        post_init = hasattr(cls, "__post_init__")
-        cached = issubclass(cls, CachedHash)
-        prefix = f"{cls.__qualname__}.__init__()"
-        required = sum(f.default is MISSING and f.default_factory is MISSING for f in fields)
-
-        def init(self, args, kwargs):
-            if len(args) > len(fields):
-                takes = (
-                    f"{len(fields) + 1}"
-                    if required == len(fields)
-                    else (f"from {required + 1} to {len(fields) + 1}")
-                )
-                raise TypeError(
-                    f"{prefix} takes {takes} positional arguments but {len(args) + 1} were given"
-                )
-            for f in fields[: len(args)]:  # given by position: not by keyword too
-                if f.name in kwargs:
-                    raise TypeError(f"{prefix} got multiple values for argument {f.name!r}")
-            unexpected = [name for name in kwargs if name not in names]
-            if unexpected:
-                raise TypeError(f"{prefix} got an unexpected keyword argument {unexpected[0]!r}")
-            values = list(args)
-            missing = []
-            for f in fields[len(args) :]:
-                if f.name in kwargs:
-                    values.append(kwargs[f.name])
-                elif f.default is not MISSING:
-                    values.append(f.default)
-                elif f.default_factory is not MISSING:
-                    values.append(f.default_factory())
-                else:
-                    missing.append(f.name)
-            if missing:  # in Python's own words
-                quoted = [repr(name) for name in missing]
-                listed = (
-                    quoted[0]
-                    if len(quoted) == 1
-                    else f"{quoted[0]} and {quoted[1]}"
-                    if len(quoted) == 2
-                    else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
-                )
-                plural = "s" if len(missing) > 1 else ""
-                raise TypeError(
-                    f"{prefix} missing {len(missing)} required positional argument{plural}:"
-                    f" {listed}"
-                )
-            for setter, value in zip(setters, values, strict=True):
-                setter(self, value)
-            if post_init:
-                self.__post_init__()
-            if cached:
-                object.__setattr__(self, "_hash", hash(cls.__record_hash_key__(self)))
-
-        return init
 
     def _make_init(cls, frozen):
         """The class's __init__, compiled: one assignment per field, then __post_init__ and
