@@ -2,8 +2,10 @@
 
 Only objects multihome owns (its protocol number inside its table range or priority band)
 are ever deleted; everything else is invisible to the diff. The order keeps traffic flowing
-while it runs: stale rules go first (nothing points to a table about to change), routes
-before the rules that use them, sysctls last.
+while it runs: stale rules that point to a table about to change go first, routes before
+the rules that use them, then the new rules, and only then the stale rules of tables that
+keep their routes (a host moving from rules per address to rules per prefix always has one
+or the other for each address); sysctls last.
 """
 
 from __future__ import annotations
@@ -27,20 +29,25 @@ def diff(
     present_rules = set(state.rules)
     present_routes = set(state.routes)
 
-    changes: list[Change] = []
-    changes += [
-        Change(Action.DELETE, r)
-        for r in state.rules
-        if ownership.owns_rule(r) and r not in wanted_rules
-    ]
     # Default routes leave before on-link routes, so nothing depends on a route while it goes.
     stale_routes: list[Route] = sorted(
         (r for r in state.routes if ownership.owns_route(r) and r not in wanted_routes),
         key=lambda r: (not r.is_default, r.table),
     )
+    new_routes = [r for r in desired.routes if r not in present_routes]
+    changing = {(r.family, r.table) for r in (*stale_routes, *new_routes)}
+    kept_tables = {(r.family, r.table) for r in desired.rules} - changing
+    stale_first: list[Change] = []
+    stale_last: list[Change] = []
+    for rule in state.rules:
+        if ownership.owns_rule(rule) and rule not in wanted_rules:
+            kept = (rule.family, rule.table) in kept_tables
+            (stale_last if kept else stale_first).append(Change(Action.DELETE, rule))
+    changes: list[Change] = stale_first
     changes += [Change(Action.DELETE, r) for r in stale_routes]
-    changes += [Change(Action.ADD, r) for r in desired.routes if r not in present_routes]
+    changes += [Change(Action.ADD, r) for r in new_routes]
     changes += [Change(Action.ADD, r) for r in desired.rules if r not in present_rules]
+    changes += stale_last
     changes += _sysctl_changes(desired.sysctls, state, originals or {})
     return changes
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Collection, Mapping
+from bisect import bisect_left
+from collections.abc import Collection, Iterable, Mapping
 
 from multihome.core.model import (
     RESERVED_TABLES,
@@ -30,7 +31,6 @@ from multihome.core.model import (
     Lookup,
     Route,
     Rule,
-    host_network,
 )
 from multihome.core.plan import shared_subnets
 from multihome.core.records import field, record
@@ -158,6 +158,25 @@ def _sysctl(state: HostState, ifname: str, key: str) -> int | None:
     return max(numbers) if numbers else None
 
 
+def _inside(prefix: IPNetwork, ordered: list[tuple[int, Address]]) -> list[Address]:
+    """The addresses (sorted by integer, one IP version) that lie in `prefix`: found by
+    bisecting, since a host may hold thousands and a layout select them by a few prefixes."""
+    first = bisect_left(ordered, (int(prefix.network_address),))
+    last = int(prefix.broadcast_address)
+    found = []
+    for value, address in ordered[first:]:
+        if value > last:
+            break
+        found.append(address)
+    return found
+
+
+def _by_integer(addresses: Iterable[Address], family: Family) -> list[tuple[int, Address]]:
+    return sorted(
+        ((int(a.ip), a) for a in addresses if a.family == family), key=lambda pair: pair[0]
+    )
+
+
 def _multi_homed(state: HostState, uplinks: Collection[str]) -> bool:
     return len({a.ifname for a in _uplink_addresses(state, uplinks)}) >= 2
 
@@ -170,7 +189,7 @@ class _Remedy:
         own = desired.ownership
         self.own = own
         self.on_link, _, self.off_link, _ = own.priorities
-        self.planned = set(desired.rules)
+        self.planned_rules = desired.rules
         self.present = set(state.rules)
         self.uplinks = {u.name: u for u in desired.uplinks}
         self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
@@ -185,9 +204,21 @@ class _Remedy:
         uplink = self.uplinks.get(address.ifname)
         if uplink is None or address not in self.addresses:
             return None
-        src = host_network(address.ip.ip)
-        rule = Rule(address.family, priority, uplink.table, src, suppress, self.own.protocol)
-        return rule if rule in self.planned else None
+        ip = address.ip.ip
+        return next(
+            (
+                r
+                for r in self.planned_rules
+                if r.priority == priority
+                and r.table == uplink.table
+                and r.suppress_prefixlen == suppress
+                and r.fwmark is None
+                and r.src is not None
+                and r.family == address.family
+                and ip in r.src
+            ),
+            None,
+        )
 
     def reply(self, address: Address, lookup: Lookup, on_link: bool) -> str:
         """The fix for a reply from `address` that leaves by the wrong interface."""
@@ -398,14 +429,16 @@ def _table_checks(
         if not route.is_default:
             for dev in route.devices():
                 on_link.setdefault((route.family, route.table, dev), []).append(route.dst)
-    local = {a.ip.ip: a for a in _uplink_addresses(state, uplinks)}
+    local = _uplink_addresses(state, uplinks)
+    ordered = {family: _by_integer(local, family) for family in Family}
     reported: set[tuple[int, str]] = set()
-    for rule in state.rules:
-        if rule.src is None or rule.src.prefixlen != rule.src.max_prefixlen:
-            continue
-        address = local.get(rule.src.network_address)
-        if address is None or (rule.family, rule.table) not in filled:
-            continue
+    selected = (
+        (r, a)
+        for r in state.rules
+        if r.src is not None and (r.family, r.table) in filled
+        for a in _inside(r.src, ordered[r.family])
+    )
+    for rule, address in selected:
         if (rule.table, address.ifname) in reported or address.ip.network.num_addresses <= 2:
             continue
         routes = on_link.get((rule.family, rule.table, address.ifname), [])
@@ -451,7 +484,13 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
         devs = sorted({dev for r in defaults for dev in r.devices()})
         if len(devs) < 2:
             continue
-        covered = {r.src.network_address for r in state.rules if r.src and r.family == family}
+        ordered = _by_integer((a for a in state.addresses if a.ifname in devs), family)
+        covered = {
+            a.ip.ip
+            for r in state.rules
+            if r.src and r.family == family
+            for a in _inside(r.src, ordered)
+        }
         mine: dict[str, list[IPAddress]] = {}
         for address in state.addresses:
             if address.family == family and address.ifname in devs:
@@ -459,9 +498,10 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
         if any(all(ip in covered for ip in mine.get(d, [])) for d in devs):
             continue
         after = covered | {
-            r.src.network_address
+            a.ip.ip
             for r in desired.rules
             if r.src and r.family == family and r.priority == own.priorities[2]
+            for a in _inside(r.src, ordered)
         }
         fixed = any(all(ip in after for ip in mine.get(d, [])) for d in devs)
         findings.append(

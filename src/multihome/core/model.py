@@ -261,11 +261,6 @@ def source_rule(
     return Rule(family, priority, table, src, suppress, protocol)
 
 
-# A source rule by what it is: family, priority, table, the source host's integer, the
-# suppress_prefixlength and the protocol.
-SourceKey = tuple[Family, int, int, int, int | None, int]
-
-
 @record(frozen=True, slots=True, order=True)
 class Sysctl:
     """A sysctl under /proc/sys, by path ("net/ipv4/conf/eth0/arp_ignore") and value, and
@@ -363,46 +358,6 @@ class HostState:
         if family is None:
             return found
         return tuple(a for a in found if a.family == family)
-
-    def source_rule(
-        self,
-        family: Family,
-        priority: int,
-        table: int,
-        value: int,
-        suppress: int | None,
-        protocol: int,
-    ) -> Rule:
-        """The source rule of these fields: the very one read, when this state holds it (a
-        host with 1,000 addresses plans 2,000 of them on every run, and the diff then
-        compares each with the one read by identity), else a new one."""
-        rule = self.source_rules.get((family, priority, table, value, suppress, protocol))
-        if rule is None:
-            rule = source_rule(family, priority, table, value, suppress, protocol)
-        return rule
-
-    @cached_property
-    def source_rules(self) -> dict[SourceKey, Rule]:
-        """The rules read that select by one source host and nothing else, by SourceKey."""
-        found: dict[SourceKey, Rule] = {}
-        for rule in self.rules:
-            src = rule.src
-            if (
-                src is not None
-                and src.prefixlen == src.max_prefixlen
-                and rule.fwmark is None
-                and not rule.other_selectors
-            ):
-                key = (
-                    rule.family,
-                    rule.priority,
-                    rule.table,
-                    int(src.network_address),
-                    rule.suppress_prefixlen,
-                    rule.protocol,
-                )
-                found[key] = rule
-        return found
 
     @cached_property
     def addresses_by_interface(self) -> dict[str, tuple[Address, ...]]:

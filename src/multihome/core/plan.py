@@ -35,6 +35,7 @@ from multihome.core.model import (
     Uplink,
     distinct_networks,
 )
+from multihome.core.sources import covering_prefixes
 from multihome.errors import ConfigError
 
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
@@ -393,6 +394,44 @@ def shared_subnets(addresses: Iterable[Address]) -> list[tuple[IPNetwork, list[s
     return [(network, sorted(names)) for network, names in groups if len(names) >= 2]
 
 
+def _source_prefixes(
+    state: HostState, members: list[Uplink], family: Family
+) -> dict[str, list[IPNetwork]]:
+    """Each uplink's source selectors in this family: the fewest prefixes inside its on-link
+    networks that hold its addresses and no address of another interface (sources.py)."""
+    everyone = [(a.ifname, int(a.ip)) for a in state.addresses if a.family == family]
+    found = {}
+    for uplink in members:
+        own = uplink.addresses_in(family)
+        found[uplink.name] = covering_prefixes(
+            (n for _, n in distinct_networks(own)),
+            (int(a.ip) for a in own),
+            (value for name, value in everyone if name != uplink.name),
+        )
+    return found
+
+
+def _selection_note(uplink: Uplink, family: Family, prefixes: list[IPNetwork]) -> str:
+    """Which selectors an uplink got and why, for `show` and `plan`."""
+    own = uplink.addresses_in(family)
+    networks = [n for _, n in distinct_networks(own)]
+    count = len(own)
+    held = f"{count} address" + ("" if count == 1 else "es")
+    shown = ", ".join(str(p) for p in prefixes[:3]) + (", ..." if len(prefixes) > 3 else "")
+    if prefixes == sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
+        why = "its subnet holds no other interface's address" if len(networks) == 1 else (
+            "its subnets hold no other interface's address"
+        )
+    elif not prefixes:
+        why = "each of its addresses is also another interface's"
+    else:
+        why = "other interfaces' addresses share its subnet"
+    return (
+        f"{uplink.name}: IPv{family.version} rules select {held} by {len(prefixes)}"
+        f" prefix{'' if len(prefixes) == 1 else 'es'} ({shown or 'none'}): {why}"
+    )
+
+
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     sysctls: list[Sysctl] = []
     if config.manage_arp:
@@ -520,14 +559,15 @@ def plan(
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
-        # the addresses as integers: state.source_rule() finds the rule read, if any
-        sources = {u.name: [int(a.ip) for a in u.addresses_in(family)] for u in members}
-        protocol = ownership.protocol
-        rule_of = state.source_rule
+        prefixes = _source_prefixes(state, members, family)
         for uplink in members:
-            table = uplink.table
-            rules += [rule_of(family, on_link, table, s, 0, protocol) for s in sources[uplink.name]]
-        rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, ownership.protocol))
+            notes.append(_selection_note(uplink, family, prefixes[uplink.name]))
+        protocol = ownership.protocol
+        for uplink in members:
+            rules += [
+                Rule(family, on_link, uplink.table, p, 0, protocol) for p in prefixes[uplink.name]
+            ]
+        rules.append(Rule(family, main_rule, TABLE_MAIN, None, 0, protocol))
         for uplink in members:
             if uplink.gateway(family) is None:
                 notes.append(
@@ -535,9 +575,9 @@ def plan(
                     " are steered"
                 )
                 continue
-            table = uplink.table
             rules += [
-                rule_of(family, off_link, table, s, None, protocol) for s in sources[uplink.name]
+                Rule(family, off_link, uplink.table, p, None, protocol)
+                for p in prefixes[uplink.name]
             ]
     sysctls = _sysctls(config, uplinks)
     layout = None
