@@ -108,11 +108,11 @@ def test_two_isps_with_strict_rp_filter_everywhere(build: Build) -> None:
         route = ip_json(server, "route", "get", "203.0.113.100", "from", address)[0]
         assert route["dev"] == f"eth{i}"
         assert route["gateway"] == f"192.0.2.{32 * i + 1}"
-    rules6 = _owned_rules(server, "-6")
-    assert {r["src"] for r in rules6 if r["priority"] == 1002} == {
-        "2001:db8::10",
-        "2001:db8:1::10",
-        "2001:db8:2::10",
+    rules6 = _owned_rules(server, "-6")  # each uplink's own /64: one rule selects it
+    assert {(r["src"], r["srclen"]) for r in rules6 if r["priority"] == 1002} == {
+        ("2001:db8::", 64),
+        ("2001:db8:1::", 64),
+        ("2001:db8:2::", 64),
     }
 
 
@@ -202,9 +202,9 @@ changes = diff(plan(Config(), host), host)
 # A route through an interface index that does not exist: the kernel refuses it (ENODEV).
 bad = Change(Action.ADD, Route(Family.INET, 150, ipaddress.ip_network("203.0.113.0/24"),
              dev="lo", protocol=77))
-host = host.__class__(**{**host.__dict__, "interfaces": tuple(
-    i.__class__(**{**i.__dict__, "index": 999999}) if i.name == "lo" else i
-    for i in host.interfaces)})
+from multihome.core.records import replace
+host = replace(host, interfaces=tuple(
+    replace(i, index=999999) if i.name == "lo" else i for i in host.interfaces))
 changes.insert(min(position, len(changes)), bad)
 try:
     writer.apply(changes, host)
