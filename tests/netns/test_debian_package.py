@@ -245,7 +245,7 @@ def test_package_builds_installs_runs_and_purges(
         version = target.run("multihome", "--version").stdout
         assert version.strip() == f"multihome {__version__}"
         plan = target.run("multihome", "plan", "--format", "ip", ns=server).stdout
-        assert "ip -4 rule add pref 1002 from 192.0.2.10/32 lookup 100 proto 77" in plan, plan
+        assert "ip -4 rule add pref 1002 from 192.0.2.0/27 lookup 100 proto 77" in plan, plan
         assert "ip -4 route add default via 192.0.2.33 dev eth1 table 101 proto 77" in plan
         page = target.run("man", "-P", "cat", "multihome").stdout
         assert "multihome - source-based policy routing" in page

@@ -131,7 +131,9 @@ def test_400_addresses_on_two_nics_with_their_own_subnets_need_5_rules() -> None
         (1002, "198.18.0.0/24", 100),
         (1002, "198.18.1.0/24", 101),
     }
-    assert any("eth0: IPv4 rules select 200 addresses by 1 prefix (198.18.0.0/24)" in n for n in desired.notes)
+    eth0 = desired.uplinks[0]
+    assert eth0.sources == (net("198.18.0.0/24"),)
+    assert eth0.sources_why == "IPv4: 200 addresses, its subnet"
 
 
 def test_a_host_with_rules_per_address_moves_to_prefixes_without_a_gap() -> None:

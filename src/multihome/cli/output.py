@@ -109,18 +109,27 @@ def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
 
 
 def uplink_rows(desired: Desired) -> list[list[str]]:
-    rows = [["UPLINK", "TABLE", "ADDRESSES", "IPv4 GATEWAY", "IPv6 GATEWAY"]]
+    rows = [["UPLINK", "TABLE", "ADDRESSES", "RULES SELECT", "IPv4 GATEWAY", "IPv6 GATEWAY"]]
     for u in desired.uplinks:
         rows.append(
             [
                 u.name,
                 str(u.table),
                 ", ".join(str(a.ip) for a in u.addresses),
+                _sources(u.sources, u.sources_why),
                 f"{u.gateway4} ({u.source4.value})" if u.gateway4 else "-",
                 f"{u.gateway6} ({u.source6.value})" if u.gateway6 else "-",
             ]
         )
     return rows
+
+
+def _sources(prefixes: tuple[object, ...], why: str) -> str:
+    """An uplink's source selectors, the first few and how many more, and why."""
+    shown = ", ".join(str(p) for p in prefixes[:3])
+    if len(prefixes) > 3:
+        shown += f" and {len(prefixes) - 3} more"
+    return f"{shown or '-'} ({why})" if why else shown or "-"
 
 
 def count(number: int, noun: str) -> str:

@@ -412,6 +412,9 @@ class Uplink:
     source4: GatewaySource = GatewaySource.NONE
     source6: GatewaySource = GatewaySource.NONE
     weight: int = 1
+    # the prefixes its source rules select (both families), and why those: the planner's
+    sources: tuple[IPNetwork, ...] = ()
+    sources_why: str = ""
 
     def gateway(self, family: Family) -> IPAddress | None:
         return self.gateway4 if family is Family.INET else self.gateway6

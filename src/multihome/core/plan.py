@@ -35,6 +35,7 @@ from multihome.core.model import (
     Uplink,
     distinct_networks,
 )
+from multihome.core.records import replace
 from multihome.core.sources import covering_prefixes
 from multihome.errors import ConfigError
 
@@ -411,25 +412,20 @@ def _source_prefixes(
     return found
 
 
-def _selection_note(uplink: Uplink, family: Family, prefixes: list[IPNetwork]) -> str:
-    """Which selectors an uplink got and why, for `show` and `plan`."""
-    own = uplink.addresses_in(family)
-    networks = [n for _, n in distinct_networks(own)]
-    count = len(own)
-    held = f"{count} address" + ("" if count == 1 else "es")
-    shown = ", ".join(str(p) for p in prefixes[:3]) + (", ..." if len(prefixes) > 3 else "")
-    if prefixes == sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
-        why = "its subnet holds no other interface's address" if len(networks) == 1 else (
-            "its subnets hold no other interface's address"
-        )
-    elif not prefixes:
-        why = "each of its addresses is also another interface's"
-    else:
-        why = "other interfaces' addresses share its subnet"
-    return (
-        f"{uplink.name}: IPv{family.version} rules select {held} by {len(prefixes)}"
-        f" prefix{'' if len(prefixes) == 1 else 'es'} ({shown or 'none'}): {why}"
+def _selection_why(uplink: Uplink, family: Family, prefixes: list[IPNetwork]) -> str:
+    """Why an uplink's rules select these prefixes, for `show` and `plan`."""
+    networks = sorted(
+        (n for _, n in distinct_networks(uplink.addresses_in(family))),
+        key=lambda n: (n.network_address, n.prefixlen),
     )
+    if prefixes == networks:
+        why = "its subnet" if len(networks) == 1 else "its subnets"
+    elif not prefixes:
+        why = "every address is also another interface's"
+    else:
+        why = "subnet shared with other interfaces"
+    count = len(uplink.addresses_in(family))
+    return f"IPv{family.version}: {count} address{'' if count == 1 else 'es'}, {why}"
 
 
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
@@ -553,6 +549,8 @@ def plan(
     on_link, main_rule, off_link, _ = ownership.priorities
     routes: list[Route] = []
     rules: list[Rule] = []
+    selected: dict[str, list[IPNetwork]] = {u.name: [] for u in uplinks}
+    reasons: dict[str, list[str]] = {u.name: [] for u in uplinks}
     for family in families:
         members = [u for u in uplinks if u.addresses_in(family)]
         if not members:
@@ -561,7 +559,8 @@ def plan(
             routes += _uplink_routes(uplink, family, ownership.protocol)
         prefixes = _source_prefixes(state, members, family)
         for uplink in members:
-            notes.append(_selection_note(uplink, family, prefixes[uplink.name]))
+            selected[uplink.name] += prefixes[uplink.name]
+            reasons[uplink.name].append(_selection_why(uplink, family, prefixes[uplink.name]))
         protocol = ownership.protocol
         for uplink in members:
             rules += [
@@ -579,6 +578,10 @@ def plan(
                 Rule(family, off_link, uplink.table, p, None, protocol)
                 for p in prefixes[uplink.name]
             ]
+    uplinks = [
+        replace(u, sources=tuple(selected[u.name]), sources_why="; ".join(reasons[u.name]))
+        for u in uplinks
+    ]
     sysctls = _sysctls(config, uplinks)
     layout = None
     for family in families:
