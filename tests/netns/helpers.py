@@ -3,6 +3,7 @@ and move real TCP traffic between namespaces."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -28,6 +29,25 @@ def multihome(ns: str, *args: str, check: bool = True) -> subprocess.CompletedPr
             f"{result.stderr}"
         )
     return result
+
+
+def selectors(ns: str, priority: int = 1002) -> set[str]:
+    """The source prefixes multihome's rules of this priority select (PREFIX/LENGTH), as
+    `ip -j rule` reports them (it leaves out the length of a single address)."""
+    found = set()
+    for family in ("-4", "-6"):
+        for rule in ip_json(ns, family, "rule"):
+            ours = rule.get("protocol") in (77, "77", "multihome")
+            if ours and rule.get("priority") == priority and rule.get("src", "all") != "all":
+                full = 32 if family == "-4" else 128
+                found.add(f"{rule['src']}/{rule.get('srclen', full)}")
+    return found
+
+
+def selects(ns: str, address: str, priority: int = 1002) -> bool:
+    """Does one of multihome's source rules of this priority select `address`?"""
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(prefix) for prefix in selectors(ns, priority))
 
 
 def ip_json(ns: str, *args: str) -> Any:

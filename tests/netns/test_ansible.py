@@ -423,7 +423,7 @@ def test_readme_playbook_installs_converges_and_changes_nothing_the_second_time(
         "multihome": {"table_range": [100, 199]},
         "sysctls": {"arp": True},
     }
-    assert ("-4", 1002, "192.0.2.42", "101") in owned_rules(ns)
+    assert ("-4", 1002, "192.0.2.32", "101") in owned_rules(ns)
     assert multihome(ns, "-c", str(config), "plan", "--check").returncode == 0
     assert json.loads(multihome(ns, "confirm", "--json").stdout)["outcome"] == "nothing pending"
     manifest = json.loads((root / "var/lib/multihome/installed.json").read_text())

@@ -17,9 +17,9 @@ from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
-from .helpers import ip_json, multihome
+from .helpers import ip_json, multihome, selects
 from .networkmanager import NetworkManager, nm_available
-from .test_watch import Watch, sources, wait_for
+from .test_watch import Watch, wait_for
 
 Build = Callable[[Topology], Network]
 
@@ -292,8 +292,8 @@ def test_a_renumbered_dhcp_lease_is_routed_through_its_new_gateway_within_a_seco
         (new,) = (a for a in eth1_addresses() if a.startswith("198.18.2."))
         wait_for(lambda: route_from(new) == ("198.18.2.1", "eth1", "101"), 2)
         assert time.monotonic() - leased < 1.0
-        wait_for(lambda: old not in sources(server), 2)
-        assert new in sources(server)
+        wait_for(lambda: not selects(server, old), 2)
+        assert selects(server, new)
         assert watch.stop() == 0
     finally:
         if watch is not None and watch.proc.poll() is None:

@@ -21,7 +21,7 @@ from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
-from .helpers import PY, ip_json, multihome
+from .helpers import PY, ip_json, multihome, selectors, selects
 
 Build = Callable[[Topology], Network]
 
@@ -80,10 +80,6 @@ def status(ns: str) -> dict[str, Any]:
     return data
 
 
-def sources(ns: str) -> set[str]:
-    return {r["src"] for r in ip_json(ns, "rule") if r.get("priority") == 1002}
-
-
 def table(ns: str, number: int, version: int = 4) -> list[dict[str, object]]:
     return list(ip_json(ns, f"-{version}", "route", "show", "table", str(number)))
 
@@ -114,12 +110,18 @@ def test_events_are_answered_within_half_a_second(
     net = build(scenarios.two_isp(nics=2))
     server = net.ns("server")
     watching.append(Watch(server, "-c", config(tmp_path, GATEWAYS)))
-    assert sources(server) == {"192.0.2.10", "192.0.2.42"}
+    assert selectors(server) == {"192.0.2.0/27", "192.0.2.32/27", "2001:db8::/64", "2001:db8:1::/64"}
+    # an address inside an uplink's subnet is selected already: no rule changes
     subprocess.run(["ip", "-n", server, "addr", "add", "192.0.2.43/27", "dev", "eth1"], check=True)
-    # measured with room to spare, so that a slow answer fails the assertion, not the wait
-    assert wait_for(lambda: "192.0.2.43" in sources(server), 5) < 0.5
+    assert selects(server, "192.0.2.43")
+    # an address in a new subnet gets its prefix's rules; measured with room to spare, so
+    # that a slow answer fails the assertion, not the wait
+    subprocess.run(["ip", "-n", server, "addr", "add", "198.18.5.1/24", "dev", "eth1"], check=True)
+    assert wait_for(lambda: "198.18.5.0/24" in selectors(server), 5) < 0.5
+    subprocess.run(["ip", "-n", server, "addr", "del", "198.18.5.1/24", "dev", "eth1"], check=True)
+    wait_for(lambda: "198.18.5.0/24" not in selectors(server), 0.5)
     subprocess.run(["ip", "-n", server, "addr", "del", "192.0.2.43/27", "dev", "eth1"], check=True)
-    wait_for(lambda: "192.0.2.43" not in sources(server), 0.5)
+    assert selectors(server) == {"192.0.2.0/27", "192.0.2.32/27", "2001:db8::/64", "2001:db8:1::/64"}
     # a link flap: the kernel deletes the table's routes; they come back with the link
     subprocess.run(["ip", "-n", server, "link", "set", "eth1", "down"], check=True)
     wait_for(lambda: table(server, 101) == [], 1)
@@ -142,7 +144,7 @@ def test_events_are_answered_within_half_a_second(
             "pref",
             "1002",
             "from",
-            "192.0.2.10",
+            "192.0.2.0/27",
             "lookup",
             "100",
             "proto",
@@ -150,7 +152,7 @@ def test_events_are_answered_within_half_a_second(
         ],
         check=True,
     )
-    wait_for(lambda: "192.0.2.10" in sources(server), 0.5)
+    wait_for(lambda: "192.0.2.0/27" in selectors(server), 0.5)
     wait_for(lambda: status(server)["reconciles"] > reconciles, 2)  # that reconcile is over
     assert any(r.get("fwmark") == "0x7" for r in ip_json(server, "rule"))
     assert multihome(server, "plan", "--check", "-c", str(tmp_path / "watch.toml")).returncode == 0
@@ -260,7 +262,7 @@ def test_churn_ends_in_the_right_state_without_leaks(
     subprocess.run(["ip", "-n", server, "-batch", str(batch)], check=True)
     wait_for(
         lambda: (
-            sources(server) == {"192.0.2.10", "192.0.2.42"}
+            {p for p in selectors(server) if ":" not in p} == {"192.0.2.0/27", "192.0.2.32/27"}
             and multihome(
                 server, "plan", "--check", "-c", str(tmp_path / "watch.toml"), check=False
             ).returncode

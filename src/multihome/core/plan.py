@@ -412,20 +412,21 @@ def _source_prefixes(
     return found
 
 
-def _selection_why(uplink: Uplink, family: Family, prefixes: list[IPNetwork]) -> str:
-    """Why an uplink's rules select these prefixes, for `show` and `plan`."""
-    networks = sorted(
-        (n for _, n in distinct_networks(uplink.addresses_in(family))),
-        key=lambda n: (n.network_address, n.prefixlen),
+def _selection_why(
+    state: HostState, uplink: Uplink, family: Family, prefixes: list[IPNetwork]
+) -> str:
+    """Why an uplink's rules select these prefixes in this family, in a few words."""
+    networks = [n for _, n in distinct_networks(uplink.addresses_in(family))]
+    if prefixes == sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
+        return "its subnet" if len(networks) == 1 else "its subnets"
+    sharing = sorted(
+        {
+            a.ifname
+            for a in state.addresses
+            if a.ifname != uplink.name and any(a.ip.ip in n for n in networks)
+        }
     )
-    if prefixes == networks:
-        why = "its subnet" if len(networks) == 1 else "its subnets"
-    elif not prefixes:
-        why = "every address is also another interface's"
-    else:
-        why = "subnet shared with other interfaces"
-    count = len(uplink.addresses_in(family))
-    return f"IPv{family.version}: {count} address{'' if count == 1 else 'es'}, {why}"
+    return f"subnet shared with {', '.join(sharing)}"
 
 
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
@@ -560,7 +561,9 @@ def plan(
         prefixes = _source_prefixes(state, members, family)
         for uplink in members:
             selected[uplink.name] += prefixes[uplink.name]
-            reasons[uplink.name].append(_selection_why(uplink, family, prefixes[uplink.name]))
+            why = _selection_why(state, uplink, family, prefixes[uplink.name])
+            if why not in reasons[uplink.name]:
+                reasons[uplink.name].append(why)
         protocol = ownership.protocol
         for uplink in members:
             rules += [
