@@ -87,3 +87,39 @@ def test_rp_filter_uses_the_max_of_all_and_the_interface() -> None:
 def test_single_homed() -> None:
     report = run(host({"eth0": ["192.0.2.10/24"]}, [("eth0", "192.0.2.1", 0)]))
     assert report.findings == () and "single-homed" in report.notes[0]
+
+
+def test_a_long_rule_list_is_reported_with_what_the_layout_needs() -> None:
+    """200 addresses on each of two NICs with their own /24s, applied with the old layout
+    (two rules per address): the doctor counts them and says apply needs 5."""
+    from multihome.core.model import Family, Rule
+
+    state = host(
+        {
+            "eth0": [f"198.18.0.{n}/24" for n in range(1, 201)],
+            "eth1": [f"198.18.1.{n}/24" for n in range(1, 201)],
+        },
+        [("eth0", "198.18.0.254", 100), ("eth1", "198.18.1.254", 200)],
+    )
+    desired = plan(Config(), state)
+    per_address = tuple(
+        Rule(Family.INET, priority, 100 + (a.ifname == "eth1"), ipaddress.ip_network(a.ip.ip), s, 77)
+        for a in state.addresses
+        for priority, s in ((1000, 0), (1002, None))
+    )
+    main_rule = next(r for r in desired.rules if r.src is None)
+    old = replace(state, rules=(*per_address, main_rule), routes=state.routes + desired.routes)
+    report = diagnose(old, {}, desired, diff(desired, old), ["eth0", "eth1"])
+    (many,) = [f for f in report.findings if f.check == "many-rules"]
+    assert many.summary == "801 IPv4 rules: each route lookup walks them; multihome's layout needs 5"
+    assert many.fix.startswith("multihome apply")
+    # the same count of someone else's rules: apply cannot fix it
+    foreign = tuple(replace(r, protocol=4) for r in per_address)
+    theirs = replace(old, rules=(*foreign, *desired.rules))
+    (many,) = [
+        f for f in diagnose(theirs, {}, desired, [], ["eth0", "eth1"]).findings if f.check == "many-rules"
+    ]
+    assert "805 IPv4 rules" in many.summary and many.fix.startswith("select by prefixes")
+    # applied with the new layout: nothing to report
+    new = replace(old, rules=desired.rules)
+    assert not [f for f in diagnose(new, {}, desired, [], ["eth0", "eth1"]).findings if f.check == "many-rules"]
