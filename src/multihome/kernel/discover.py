@@ -22,7 +22,9 @@ from multihome.core.model import (
 from multihome.core.recent import Recent
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.kernel import namespace
-from multihome.kernel.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
+from multihome.kernel.objects import AddressInfo, LinkInfo
+from multihome.kernel.reader import Reader
+from multihome.kernel.transport import Refusal
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ def read_state() -> HostState:
     """Everything multihome needs to know about this network namespace."""
     recent.advance()  # the shared objects of what is gone since the read before go
     try:
-        with RtnlSocket() as rtnl:
+        with Reader() as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
             names = {i.index: i.name for i in interfaces}
             # sorted by interface, family and address, as comparing the objects would
@@ -141,7 +143,7 @@ def read_state() -> HostState:
 def read_counters() -> dict[str, Counters]:
     """Every interface's traffic counters, by name."""
     try:
-        with RtnlSocket() as rtnl:
+        with Reader() as rtnl:
             return {link.name: Counters(*link.stats) for link in rtnl.links()}
     except OSError as error:
         raise MultihomeError(f"cannot read the interface counters: {error}") from None
@@ -153,7 +155,7 @@ def read_links() -> list[tuple[counters.Link, Counters]]:
     from multihome.core import counters  # `multihome counters` only
 
     try:
-        with RtnlSocket() as rtnl:
+        with Reader() as rtnl:
             links = [link for link in rtnl.links() if not link.flags & IFF_LOOPBACK]
             addresses: dict[int, list[str]] = {}
             for a in rtnl.addresses():
@@ -176,7 +178,7 @@ def route_lookups(
     """The kernel's answer to `ip route get DST from SRC` for each (dst, src)."""
     names = {i.index: i.name for i in state.interfaces}
     results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
-    with RtnlSocket() as rtnl:
+    with Reader() as rtnl:
         for dst, src in probes:
             answer: Route | Refusal = rtnl.route_get(dst, src, names)
             if isinstance(answer, Refusal):
