@@ -50,6 +50,14 @@ def _encode(change: Change, ifindex: dict[str, int]) -> bytes:
     return route_request(kind, obj, ifindex)
 
 
+def _command(change: Change) -> str:
+    """A change of a rule or route as the `ip` command that makes it."""
+    obj = change.obj
+    assert isinstance(obj, Rule | Route)
+    kind = "rule" if isinstance(obj, Rule) else "route"
+    return f"ip -{obj.family.version} {kind} {change.action.value} {obj.ip_args()}"
+
+
 def write_sysctl(sysctl: Sysctl) -> None:
     with open(f"{SYSCTL_ROOT}/{sysctl.path}", "w", encoding="ascii") as file:
         file.write(sysctl.value)
@@ -110,17 +118,18 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
             )
             _undo(done, state, ifindex, cause, lost)
         done = [c for c, v in zip(routing, verdicts, strict=True) if v is None]
-        refused = next(((n, v) for n, v in enumerate(verdicts) if v is not None), None)
-        if refused is not None:
-            number, refusal = refused
+        refused = [(n, v) for n, v in enumerate(verdicts) if v is not None]
+        if refused:
+            number, refusal = refused[0]
             if refusal.errno == errno.EPERM and not done:
                 raise PrivilegeError("changing rules and routes needs CAP_NET_ADMIN", "run as root")
+            more = f", and {len(refused) - 1} more were refused" if len(refused) > 1 else ""
             _undo(
                 done,
                 state,
                 ifindex,
-                f"the kernel refused `{routing[number].describe()[2:]}` (request {number + 1} of"
-                f" {len(routing)}): {refusal}",
+                f"the kernel refused `{_command(routing[number])}` (request {number + 1} of"
+                f" {len(routing)}{more}): {refusal}",
             )
         for change in sysctls:
             try:
