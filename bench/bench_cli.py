@@ -44,7 +44,8 @@ from multihome.core.config import Config
 from multihome.core.model import TABLE_MAIN, Address, Family, HostState, Interface, Route
 from multihome.core.plan import plan
 from multihome.kernel import namespace
-from multihome.kernel.netlink import RTM_DELRULE, decode_rule
+from multihome.kernel.codec import RTM_DELRULE, decode_rule
+from multihome.kernel.objects import rule_of
 
 PID = os.getpid()
 BIN = os.path.dirname(sys.executable)
@@ -347,10 +348,10 @@ import multihome.cli, multihome.host.operations, multihome.kernel.writer, multih
 import multihome.cli.routing
 marks.append(("import the rest (config, cli, operations, json, ...)", clock()))
 import io, contextlib
-from multihome.kernel import netlink
+from multihome.kernel import codec, transport
 from multihome.host import operations
-rtnl = netlink.RtnlSocket()
-for kind in (netlink.RTM_GETLINK, netlink.RTM_GETADDR, netlink.RTM_GETRULE, netlink.RTM_GETROUTE):
+rtnl = transport.RtnlSocket()
+for kind in (codec.RTM_GETLINK, codec.RTM_GETADDR, codec.RTM_GETRULE, codec.RTM_GETROUTE):
     for _ in rtnl.dump(kind):
         pass
 marks.append(("netlink dumps, not decoded (the kernel's part)", clock()))
@@ -435,7 +436,7 @@ class RuleEvents:
         while need:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
-                data = memoryview(self.sock.recv(1 << 20))
+                data = self.sock.recv(1 << 20)
             except TimeoutError:
                 missing = f"{len(need)} rule changes missing"
                 raise SystemExit(f"the watch did not react: {missing}") from None
@@ -443,7 +444,7 @@ class RuleEvents:
             while offset + 16 <= len(data):
                 length = int.from_bytes(data[offset : offset + 4], "little")
                 kind = int.from_bytes(data[offset + 4 : offset + 6], "little")
-                rule = decode_rule(data, offset + 16, offset + length)
+                rule = rule_of(decode_rule(data, offset + 16, offset + length))
                 if rule is not None and rule.src is not None:
                     key = (str(rule.src.network_address), kind == RTM_DELRULE)
                     if key in need:

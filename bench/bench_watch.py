@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from multihome.kernel import namespace
-from multihome.kernel.netlink import RtnlSocket
+from multihome.kernel.reader import Reader
 from multihome.lab import scenarios
 from multihome.lab.topology import Network
 
@@ -78,7 +78,7 @@ def main() -> None:
         )
         try:
             with namespace.inside(server):
-                rtnl = RtnlSocket()
+                rtnl = Reader()
 
             def has_rule(address: str) -> bool:
                 return any(str(r.src) == f"{address}/32" for r in rtnl.rules())

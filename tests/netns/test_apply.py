@@ -310,60 +310,6 @@ def test_apply_corrects_the_neighbours_arp_caches_at_once(build: Build) -> None:
     assert router_sees() == {"192.0.2.10": macs["eth0"], "192.0.2.11": macs["eth1"]}
 
 
-TRANSPORT_FAULT = """
-import errno, sys
-from multihome.kernel import discover, writer, namespace, netlink
-from multihome.core.config import Config
-from multihome.core.diff import diff
-from multihome.errors import KernelError
-from multihome.core.plan import plan
-
-namespace.enter(sys.argv[1])
-
-
-class LostSecondBatch(netlink.RtnlSocket):
-    # The first socket apply opens sends the first half of the requests, then the start of
-    # the second half (made by the kernel, its acks lost), then the transport fails.
-    failed = False
-
-    def transact(self, messages):
-        if LostSecondBatch.failed or len(messages) < 2000:
-            return super().transact(messages)
-        LostSecondBatch.failed = True
-        half = len(messages) // 2
-        super().transact(messages[:half])
-        super().transact(messages[half:half + 50])
-        raise OSError(errno.ENOBUFS, "No buffer space available")
-
-
-writer.RtnlSocket = LostSecondBatch
-host = discover.read_state()
-changes = diff(plan(Config(), host), host)
-assert len(changes) >= 2000, len(changes)
-try:
-    writer.apply(changes, host)
-except KernelError as error:
-    print("refused:", error, "|", error.hint)
-    sys.exit(3)
-"""
-
-
-def test_a_transport_error_in_a_later_batch_undoes_the_earlier_ones(build: Build) -> None:
-    net = build(scenarios.seed(nics=2))
-    server = net.ns("server")
-    # 1,000 more addresses on eth1: over 2,000 rules, several netlink batches
-    lines = [f"addr add 198.18.{i // 250}.{i % 250 + 1}/16 dev eth1" for i in range(1000)]
-    subprocess.run(
-        ["ip", "-n", server, "-batch", "-"], input="\n".join(lines), text=True, check=True
-    )
-    pristine = snapshot(server)
-    result = subprocess.run([PY, "-c", TRANSPORT_FAULT, server], capture_output=True, text=True)
-    assert result.returncode == 3, result.stdout + result.stderr
-    assert "No buffer space available" in result.stdout
-    assert "changes already made were undone" in result.stdout
-    assert snapshot(server) == pristine
-
-
 def test_balancing_sets_layer4_hashing_for_both_families_and_remove_restores_it(
     build: Build, tmp_path: object
 ) -> None:

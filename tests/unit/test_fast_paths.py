@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from multihome import cli
@@ -34,7 +34,8 @@ from multihome.core.model import (
     interface_of,
     interface_order,
 )
-from multihome.kernel import netlink
+from multihome.kernel import codec, objects
+from multihome.kernel.echoes import echoes_of, only_echoes
 from multihome.render import registry
 
 v4 = st.integers(0, 2**32 - 1)
@@ -75,9 +76,9 @@ def test_address_order_by_integers_is_the_order_of_the_objects(
 def test_addresses_decoded_from_netlink_print_as_ip_prints_them(text: str) -> None:
     expected = ipaddress.ip_interface(text)
     family = 2 if expected.version == 4 else 10
-    attr = netlink._attr(netlink.IFA_LOCAL, expected.ip.packed)
-    body = netlink._IFADDRMSG.pack(family, expected.network.prefixlen, 0, 0, 7) + attr
-    info = netlink.decode_address(memoryview(body), 0, len(body))
+    attr = codec.attr(codec.IFA_LOCAL, expected.ip.packed)
+    body = codec.IFADDRMSG.pack(family, expected.network.prefixlen, 0, 0, 7) + attr
+    info = objects.address_info(body, 0, len(body))
     assert info is not None
     decoded = interface_of(info.version, info.value, info.prefixlen)
     assert decoded == expected and str(decoded) == str(expected)
@@ -93,57 +94,6 @@ def test_an_address_with_a_scope_id_is_the_address_netlink_carries() -> None:
     decoded = interface_of(6, int(scoped.ip), 64)
     assert str(decoded) == "fe80::1/64" and int(decoded.ip) == int(scoped.ip)
     assert isinstance(decoded, ipaddress.IPv6Interface) and decoded.ip.scope_id is None
-
-
-def _encode_rule_attribute_by_attribute(kind: int, rule: Rule, seq: int) -> bytes:
-    """The codec's rule request, built the plain way, one attribute at a time."""
-    src_len = rule.src.prefixlen if rule.src is not None else 0
-    table = rule.table if rule.table < 256 else netlink.RT_TABLE_COMPAT
-    body = netlink._RTMSG.pack(rule.family, 0, src_len, 0, table, 0, 0, netlink.FR_ACT_TO_TBL, 0)
-    body += netlink._u32(netlink.FRA_PRIORITY, rule.priority)
-    body += netlink._u32(netlink.FRA_TABLE, rule.table)
-    if rule.src is not None:
-        body += netlink._attr(netlink.FRA_SRC, rule.src.network_address.packed)
-    if rule.suppress_prefixlen is not None:
-        body += netlink._u32(netlink.FRA_SUPPRESS_PREFIXLEN, rule.suppress_prefixlen)
-    body += netlink._attr(netlink.FRA_PROTOCOL, bytes((rule.protocol,)))
-    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
-    if kind == netlink.RTM_NEWRULE:
-        flags |= netlink.NLM_F_CREATE | netlink.NLM_F_EXCL
-    return netlink._message(kind, flags, seq, body)
-
-
-sources = st.one_of(
-    st.none(),
-    st.builds(lambda v, n: ipaddress.IPv4Network((v, n), strict=False), v4, st.integers(0, 32)),
-    st.builds(lambda v, n: ipaddress.IPv6Network((v, n), strict=False), v6, st.integers(0, 128)),
-)
-
-
-@settings(max_examples=300)
-@given(
-    sources,
-    st.integers(0, 32765),
-    st.integers(1, 2**32 - 1),
-    st.one_of(st.none(), st.integers(0, 128)),
-    st.integers(0, 255),
-    st.sampled_from([netlink.RTM_NEWRULE, netlink.RTM_DELRULE]),
-    st.integers(0, 2**32 - 1),
-)
-def test_rule_requests_in_one_pack_are_the_attribute_by_attribute_bytes(
-    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
-    priority: int,
-    table: int,
-    suppress: int | None,
-    protocol: int,
-    kind: int,
-    seq: int,
-) -> None:
-    family = Family.INET6 if src is not None and src.version == 6 else Family.INET
-    rule = Rule(family, priority, table, src, suppress, protocol)
-    encoded = netlink.encode_rule(kind, rule, seq)
-    assert encoded == _encode_rule_attribute_by_attribute(kind, rule, seq)
-    assert netlink.decode_rule(memoryview(encoded), 16, len(encoded)) == rule
 
 
 def _rules() -> list[Rule]:
@@ -413,24 +363,24 @@ def test_the_watch_skips_exactly_the_echoes_of_its_own_changes() -> None:
 
     def event(kind: int, obj: Rule | Route) -> bytes:
         if isinstance(obj, Rule):
-            return netlink.encode_rule(kind, obj)
-        return netlink.encode_route(kind, obj, 7 if obj.dev == "eth0" else 8)
+            return objects.rule_request(kind, obj)
+        return objects.route_request(kind, obj, {"eth0": 7, "eth1": 8})
 
-    echoes = netlink.echoes_of([(True, rules[0]), (False, rules[1]), (True, routes[0])])
+    echoes = echoes_of([(True, rules[0]), (False, rules[1]), (True, routes[0])])
     # the echo of an addition, in a datagram of its own: skipped, and expected no more
-    assert netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[0]), echoes, names)
-    assert not netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[0]), echoes, names)
+    assert only_echoes(event(codec.RTM_NEWRULE, rules[0]), echoes, names)
+    assert not only_echoes(event(codec.RTM_NEWRULE, rules[0]), echoes, names)
     # the same rule deleted is not the echo of its addition
-    assert not netlink.only_echoes(event(netlink.RTM_DELRULE, rules[2]), echoes, names)
-    assert not netlink.only_echoes(event(netlink.RTM_NEWRULE, rules[1]), echoes, names)
+    assert not only_echoes(event(codec.RTM_DELRULE, rules[2]), echoes, names)
+    assert not only_echoes(event(codec.RTM_NEWRULE, rules[1]), echoes, names)
     # a datagram with an echo and something else: not only echoes (the echo is used up)
-    mixed = event(netlink.RTM_DELRULE, rules[1]) + event(netlink.RTM_NEWROUTE, routes[1])
-    assert not netlink.only_echoes(mixed, echoes, names)
-    assert netlink.only_echoes(event(netlink.RTM_NEWROUTE, routes[0]), echoes, names)
+    mixed = event(codec.RTM_DELRULE, rules[1]) + event(codec.RTM_NEWROUTE, routes[1])
+    assert not only_echoes(mixed, echoes, names)
+    assert only_echoes(event(codec.RTM_NEWROUTE, routes[0]), echoes, names)
     assert echoes == {}
     # anything else (an address, a link) is news
-    address = netlink._message(20, 0, 0, bytes(8))  # RTM_NEWADDR
-    assert not netlink.only_echoes(address, netlink.echoes_of([(True, rules[0])]), names)
+    address = codec.message(codec.RTM_NEWADDR, 0, bytes(8))
+    assert not only_echoes(address, echoes_of([(True, rules[0])]), names)
 
 
 def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:

@@ -14,7 +14,7 @@ from multihome.core.config import Sticky, parse
 from multihome.core.model import Family, Rule
 from multihome.core.plan import plan
 from multihome.errors import ConfigError
-from multihome.kernel import netlink
+from multihome.kernel import codec, objects
 from tests.unit.hosts import host
 
 ROUTER = """\
@@ -188,11 +188,11 @@ def test_rule_mark_users_and_refusal_names_the_rule() -> None:
 
 def test_fwmark_rule_round_trips_through_the_codec() -> None:
     rule = Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x02000000, fwmask=0x0F000000)
-    message = memoryview(netlink.encode_rule(netlink.RTM_NEWRULE, rule))
-    assert netlink.decode_rule(message, 16, len(message)) == rule
+    message = objects.rule_request(codec.RTM_NEWRULE, rule)
+    assert objects.rule_of(codec.decode_rule(message, 16, len(message))) == rule
     source = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.10/32"), 0, 77)
-    message = memoryview(netlink.encode_rule(netlink.RTM_NEWRULE, source))
-    assert netlink.decode_rule(message, 16, len(message)) == source
+    message = objects.rule_request(codec.RTM_NEWRULE, source)
+    assert objects.rule_of(codec.decode_rule(message, 16, len(message))) == source
 
 
 def test_metrics_show_connections_and_bytes_per_uplink() -> None:

@@ -239,10 +239,12 @@ class Rule(_CachedHash):
     other_selectors: bool = False
     fwmark: int | None = None  # gateway mode: `fwmark M/MASK`, the mark of an uplink
     fwmask: int | None = None
+    invert: bool = False  # `not`: the rule matches what its selectors do not
 
     def _ip_args(self) -> str:
         """The rule as `ip rule` arguments (without the add/del verb)."""
-        parts = ["pref", str(self.priority), "from", str(self.src) if self.src else "all"]
+        parts = ["pref", str(self.priority), *(["not"] if self.invert else [])]
+        parts += ["from", str(self.src) if self.src else "all"]
         if self.fwmark is not None:
             mask = f"/{self.fwmask:#x}" if self.fwmask not in (None, 0xFFFFFFFF) else ""
             parts += ["fwmark", f"{self.fwmark:#x}{mask}"]

@@ -1,6 +1,6 @@
 """Read the live state of this network namespace into a `HostState` (read only).
 
-Links, addresses, rules and routes come from one rtnetlink socket (netlink.py); sysctls
+Links, addresses, rules and routes come from one rtnetlink socket (reader.py); sysctls
 from /proc/sys, which shows the values of the namespace the process is in.
 """
 
@@ -20,7 +20,9 @@ from multihome.core.model import (
 )
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.kernel import namespace
-from multihome.kernel.netlink import AddressInfo, LinkInfo, Refusal, RtnlSocket
+from multihome.kernel.objects import AddressInfo, LinkInfo
+from multihome.kernel.reader import Decoded, Reader
+from multihome.kernel.transport import Refusal
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -96,10 +98,11 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
     return values
 
 
-def read_state() -> HostState:
-    """Everything multihome needs to know about this network namespace."""
+def read_state(decoded: Decoded | None = None) -> HostState:
+    """Everything multihome needs to know about this network namespace (`decoded`: what the
+    reads before decoded, for a caller that reads again and again: reader.Decoded)."""
     try:
-        with RtnlSocket() as rtnl:
+        with Reader(decoded) as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
             names = {i.index: i.name for i in interfaces}
             # sorted by interface, family and address, as comparing the objects would
@@ -128,7 +131,7 @@ def read_state() -> HostState:
 def read_counters() -> dict[str, Counters]:
     """Every interface's traffic counters, by name."""
     try:
-        with RtnlSocket() as rtnl:
+        with Reader() as rtnl:
             return {link.name: Counters(*link.stats) for link in rtnl.links()}
     except OSError as error:
         raise MultihomeError(f"cannot read the interface counters: {error}") from None
@@ -140,7 +143,7 @@ def read_links() -> list[tuple[counters.Link, Counters]]:
     from multihome.core import counters  # `multihome counters` only
 
     try:
-        with RtnlSocket() as rtnl:
+        with Reader() as rtnl:
             links = [link for link in rtnl.links() if not link.flags & IFF_LOOPBACK]
             addresses: dict[int, list[str]] = {}
             for a in rtnl.addresses():
@@ -163,7 +166,7 @@ def route_lookups(
     """The kernel's answer to `ip route get DST from SRC` for each (dst, src)."""
     names = {i.index: i.name for i in state.interfaces}
     results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
-    with RtnlSocket() as rtnl:
+    with Reader() as rtnl:
         for dst, src in probes:
             answer: Route | Refusal = rtnl.route_get(dst, src, names)
             if isinstance(answer, Refusal):

@@ -1,32 +1,32 @@
-"""The only module that writes to the kernel: apply a list of changes, all or nothing.
+"""The only module that writes rules, routes and sysctls: a list of changes, all or nothing.
 
-Rules and routes go to the kernel in batches (netlink.py); the kernel answers every request,
-so after a refusal exactly the changes that took effect are known, and they are undone in
-reverse order before the error is reported. Sysctls are written last, one by one, under the
-same journal. A failed apply leaves the kernel as it was.
+Rules and routes go to the kernel in batches, each request answered on its own
+(transport.py). After a refusal, the changes that took effect are known from the answers,
+and exactly those are undone, in reverse order, before the error is reported: what to undo
+is decided from what this write did (the state read before it, the answers), never from a
+later read, which would also show what others changed meanwhile. Sysctls are written last,
+one by one, under the same rule. A failed write leaves the kernel as it was.
+
+A rule delete is sent only where the kernel can take it for no other rule (rulelist.py):
+one that would remove a foreign rule ahead of multihome's is refused before anything is
+written, and an undo that would is left undone and reported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Sequence
 
 from multihome import RT_PROTOS
 from multihome.core.model import Action, Change, HostState, Route, Rule, Sysctl
-from multihome.core.records import record
 from multihome.errors import KernelError, PrivilegeError
+from multihome.kernel.codec import RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE
 from multihome.kernel.discover import SYSCTL_ROOT
-from multihome.kernel.netlink import (
-    RTM_DELROUTE,
-    RTM_DELRULE,
-    RTM_NEWROUTE,
-    RTM_NEWRULE,
-    Refusal,
-    RtnlSocket,
-    encode_route,
-    encode_rule,
-)
+from multihome.kernel.objects import route_request, rule_request
+from multihome.kernel.rulelist import RuleList
+from multihome.kernel.transport import RtnlSocket, TransportError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -35,16 +35,10 @@ if TYPE_CHECKING:
 RT_PROTOS_DIR = "/etc/iproute2/rt_protos.d"
 
 
-@record(frozen=True)
-class Failure:
-    change: Change
-    reason: str
-
-
 def _encode(change: Change, ifindex: dict[str, int]) -> bytes:
     obj = change.obj
     if isinstance(obj, Rule):
-        return encode_rule(RTM_NEWRULE if change.action is Action.ADD else RTM_DELRULE, obj)
+        return rule_request(RTM_NEWRULE if change.action is Action.ADD else RTM_DELRULE, obj)
     assert isinstance(obj, Route)
     for dev in obj.devices():  # the route's own device, or each nexthop's
         if dev not in ifindex:
@@ -52,9 +46,16 @@ def _encode(change: Change, ifindex: dict[str, int]) -> bytes:
                 f"cannot {change.action.value} route {obj.ip_args()}: interface {dev} is gone",
                 hint="the interfaces changed while multihome ran; run the command again",
             )
-    index = ifindex.get(obj.dev) if obj.dev is not None else None
     kind = RTM_NEWROUTE if change.action is Action.ADD else RTM_DELROUTE
-    return encode_route(kind, obj, index, 0, ifindex)
+    return route_request(kind, obj, ifindex)
+
+
+def _command(change: Change) -> str:
+    """A change of a rule or route as the `ip` command that makes it."""
+    obj = change.obj
+    assert isinstance(obj, Rule | Route)
+    kind = "rule" if isinstance(obj, Rule) else "route"
+    return f"ip -{obj.family.version} {kind} {change.action.value} {obj.ip_args()}"
 
 
 def write_sysctl(sysctl: Sysctl) -> None:
@@ -62,78 +63,141 @@ def write_sysctl(sysctl: Sysctl) -> None:
         file.write(sysctl.value)
 
 
-def _send(
-    rtnl: RtnlSocket, changes: Sequence[Change], ifindex: dict[str, int]
-) -> list[Refusal | None]:
-    return rtnl.transact([_encode(c, ifindex) for c in changes])
+def _follow(rules: RuleList, change: Change) -> None:
+    """Follow one change of a rule in the list (routes and sysctls: nothing to follow)."""
+    if isinstance(change.obj, Rule):
+        if change.action is Action.ADD:
+            rules.add(change.obj)
+        else:
+            rules.delete(change.obj)
+
+
+def _check_deletes(routing: Sequence[Change], state: HostState) -> None:
+    """Refuse the write, before any of it, if a rule delete would remove a rule that this
+    write does not delete."""
+    deleted = {c.obj for c in routing if c.action is Action.DELETE and isinstance(c.obj, Rule)}
+    if not deleted:
+        return
+    touched = {(r.family, r.priority) for r in deleted}  # a request names the priority
+    if all(r in deleted for r in state.rules if (r.family, r.priority) in touched):
+        return  # every rule a delete could take is one this write deletes
+    rules = RuleList(r for r in state.rules if (r.family, r.priority) in touched)
+    for change in routing:
+        rule = change.obj
+        if not isinstance(rule, Rule):
+            continue
+        target = rules.target(rule)
+        if change.action is Action.DELETE and target is not None and target not in deleted:
+            raise KernelError(
+                f"cannot delete rule `{rule.ip_args()}`: the kernel deletes the first"
+                f" rule that matches a delete request, and that is `{_foreign(target)}`,"
+                " ahead of it, which a request cannot tell apart (it does not name the"
+                " selectors a rule lacks); nothing was changed",
+                hint="that rule is not multihome's: delete it and add it again (it then comes"
+                " after multihome's rules of its priority), or give it another priority",
+            )
+        _follow(rules, change)
+
+
+def _foreign(rule: Rule) -> str:
+    text = rule.ip_args()
+    return text + " and selectors multihome does not write" if rule.other_selectors else text
 
 
 def apply(changes: Sequence[Change], state: HostState) -> None:
-    """Make every change, or none: on the first failure, undo what was done and raise."""
+    """Make every change, or none: on the first failure, undo what was done and raise.
+    `state` is what was read before the changes were planned, in the kernel's order."""
     ifindex = {i.name: i.index for i in state.interfaces}
     routing = [c for c in changes if not isinstance(c.obj, Sysctl)]
     sysctls = [c for c in changes if isinstance(c.obj, Sysctl)]
+    requests = [_encode(c, ifindex) for c in routing]
+    _check_deletes(routing, state)
     with RtnlSocket() as rtnl:
         try:
-            verdicts = _send(rtnl, routing, ifindex) if routing else []
-        except OSError as error:
-            # The transport failed (ENOBUFS, EINTR, a socket error), maybe after earlier
-            # batches were made, maybe during one whose acks are lost: the kernel itself
-            # tells which changes took effect.
-            _recover(routing, ifindex, error)
-        done = [c for c, v in zip(routing, verdicts, strict=True) if v is None]
-        refused = [Failure(c, str(v)) for c, v in zip(routing, verdicts, strict=True) if v]
-        if not refused:
-            for change in sysctls:
-                try:
-                    write_sysctl(change.obj)  # type: ignore[arg-type]
-                except OSError as error:
-                    refused.append(Failure(change, error.strerror or str(error)))
-                    break
-                done.append(change)
-        if refused:
-            cause = refused[0]
-            _undo(
-                rtnl,
-                done,
-                ifindex,
-                f"the kernel refused `{cause.change.describe()[2:]}`: {cause.reason}",
+            verdicts = rtnl.transact(requests) if requests else []
+        except TransportError as error:
+            done = [c for c, v in zip(routing, error.verdicts, strict=False) if v is None]
+            lost = routing[error.answered : error.sent]
+            cause = (
+                f"talking to the kernel failed after {error.answered} of {len(routing)}"
+                f" rule and route changes: {error.strerror or error}"
             )
+            _undo(done, state, ifindex, cause, lost)
+        done = [c for c, v in zip(routing, verdicts, strict=True) if v is None]
+        refused = [(n, v) for n, v in enumerate(verdicts) if v is not None]
+        if refused:
+            number, refusal = refused[0]
+            if refusal.errno == errno.EPERM and not done:
+                raise PrivilegeError("changing rules and routes needs CAP_NET_ADMIN", "run as root")
+            more = f", and {len(refused) - 1} more were refused" if len(refused) > 1 else ""
+            _undo(
+                done,
+                state,
+                ifindex,
+                f"the kernel refused `{_command(routing[number])}` (request {number + 1} of"
+                f" {len(routing)}{more}): {refusal}",
+            )
+        for change in sysctls:
+            try:
+                write_sysctl(change.obj)  # type: ignore[arg-type]
+            except OSError as error:
+                _undo(
+                    done,
+                    state,
+                    ifindex,
+                    f"writing `{change.describe()[2:]}` failed: {error.strerror or error}",
+                )
+            done.append(change)
     if routing:
         register_protocol_name()
 
 
-def _recover(routing: list[Change], ifindex: dict[str, int], error: OSError) -> NoReturn:
-    """After a transport failure: undo the changes the kernel shows as made, and raise."""
-    from multihome.kernel import discover
-
-    now = discover.read_state()
-    present = set(now.rules) | set(now.routes)
-    done = [c for c in routing if (c.obj in present) == (c.action is Action.ADD)]
-    if isinstance(error, PermissionError) and not done:
-        raise PrivilegeError("changing rules and routes needs CAP_NET_ADMIN", "run as root")
-    with RtnlSocket() as fresh:  # the failed socket may still hold the lost batch's acks
-        _undo(fresh, done, ifindex, f"talking to the kernel failed: {error.strerror or error}")
-
-
-def _undo(rtnl: RtnlSocket, done: list[Change], ifindex: dict[str, int], cause: str) -> NoReturn:
-    undo = [c.inverse() for c in reversed(done)]
-    undo_routing = [c for c in undo if not isinstance(c.obj, Sysctl)]
+def _undo(
+    done: list[Change],
+    state: HostState,
+    ifindex: dict[str, int],
+    cause: str,
+    lost: Sequence[Change] = (),
+) -> NoReturn:
+    """Undo `done`, the changes this write made (in order), and raise what happened."""
+    rules = RuleList(state.rules)
+    for change in done:
+        _follow(rules, change)
     leftovers: list[str] = []
-    for change in (c for c in undo if isinstance(c.obj, Sysctl)):
-        try:
-            write_sysctl(change.obj)  # type: ignore[arg-type]
-        except OSError as error:
-            leftovers.append(f"{change.describe()}: {error.strerror}")
+    undo_routing: list[Change] = []
+    for change in (c.inverse() for c in reversed(done)):
+        if isinstance(change.obj, Sysctl):
+            try:
+                write_sysctl(change.obj)
+            except OSError as error:
+                leftovers.append(f"{change.describe()}: {error.strerror}")
+            continue
+        if isinstance(change.obj, Rule) and change.action is Action.DELETE:
+            target = rules.target(change.obj)
+            if target is not None and target != change.obj:
+                leftovers.append(
+                    f"{change.describe()}: not sent, the kernel would delete"
+                    f" `{_foreign(target)}` ahead of it instead"
+                )
+                continue
+        _follow(rules, change)
+        undo_routing.append(change)
     if undo_routing:
         try:
-            verdicts = _send(rtnl, undo_routing, ifindex)
+            with RtnlSocket() as rtnl:  # a new socket: the one that failed may be broken
+                verdicts = rtnl.transact([_encode(c, ifindex) for c in undo_routing])
         except OSError as error:
             leftovers.append(f"{len(undo_routing)} rules and routes: {error.strerror or error}")
         else:
             for change, verdict in zip(undo_routing, verdicts, strict=True):
                 if verdict is not None:
                     leftovers.append(f"{change.describe()}: {verdict}")
+    if lost:
+        leftovers.append(
+            f"{len(lost)} changes whose answers were lost, so it is not known whether the kernel"
+            f" made them: {'; '.join(c.describe() for c in lost[:10])}"
+            + (" ..." if len(lost) > 10 else "")
+        )
     if leftovers:
         raise KernelError(
             cause + "; rolling back also failed for: " + "; ".join(leftovers),

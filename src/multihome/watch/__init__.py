@@ -31,7 +31,8 @@ from multihome.core.model import Family, GatewayLayout, IPAddress
 from multihome.core.records import asdict
 from multihome.errors import MultihomeError
 from multihome.host import operations
-from multihome.kernel import discover, namespace, netlink
+from multihome.kernel import discover, echoes, namespace
+from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
@@ -88,11 +89,13 @@ class Watcher:
         self.events.setblocking(False)
         # The events of the last reconcile's own changes: they need no reconcile of their
         # own (each would read, plan and diff everything again, to find nothing to do).
-        self.echoes: netlink.Echoes = {}
+        self.echoes: echoes.Echoes = {}
         self.names: dict[int, str] = {}
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
         self.usage = gateway_usage.Sampler(_log)
+        # what the last reconcile's read decoded: the next decodes only what changed
+        self.decoded = Decoded()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -108,7 +111,9 @@ class Watcher:
     def reconcile(self, reason: str) -> None:
         start = time.monotonic()
         try:
-            outcome = operations.reconcile(self.config_path, self.down(4), self.down(6))
+            outcome = operations.reconcile(
+                self.config_path, self.down(4), self.down(6), self.decoded
+            )
         except MultihomeError as error:
             self.echoes = {}
             self.status.errors += 1
@@ -117,7 +122,7 @@ class Watcher:
         else:
             changes = outcome.changes
             self.names = {i.index: i.name for i in outcome.host.interfaces}
-            self.echoes = netlink.echoes_of(
+            self.echoes = echoes.echoes_of(
                 (c.action is model.Action.ADD, c.obj)
                 for c in changes
                 if not isinstance(c.obj, model.Sysctl)
@@ -231,7 +236,7 @@ class Watcher:
                 return True
             if not data:
                 return news
-            if not netlink.only_echoes(data, self.echoes, self.names):
+            if not echoes.only_echoes(data, self.echoes, self.names):
                 news = True
 
     def run(self) -> None:
