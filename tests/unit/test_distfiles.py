@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from multihome import __version__
+from multihome import __version__, cli
 from multihome.cli import build_parser, completion, distfiles, manpage
 from multihome.cli.manpage import help_text, options, subcommands
 from multihome.core import config, configkeys, records
@@ -125,7 +125,7 @@ def test_the_config_page_documents_every_key_with_its_default_and_an_example(
 # -- multihome(8) and the completion: from the parser
 
 
-def parser_items() -> list[tuple[str, argparse.ArgumentParser, argparse.Action]]:
+def parser_items() -> list[tuple[str, cli.Parser, argparse.Action]]:
     parser = build_parser()
     items = [("", parser, a) for a in options(parser)]
     for name, sub in subcommands(parser).items():

@@ -388,14 +388,17 @@ def test_a_lazily_built_command_parser_is_the_eagerly_built_one() -> None:
 
     eager = subcommands(cli.build_parser())
     for name, parser in eager.items():
-        lazy = cli.build_parser(lazy=True)
-        with pytest.raises(SystemExit):
-            lazy.parse_args([name, "--help"])  # builds the command's parser, prints its help
-        built = subcommands(lazy)[name]
+        argv = ["--netns", "x", name, "--help"]
+        assert cli.chosen_command(argv) == name
+        built = subcommands(cli.build_parser(only=cli.chosen_command(argv), lazy=True))[name]
         assert built.format_help() == parser.format_help()
-        assert [a.option_strings for a in built._actions] == [
-            a.option_strings for a in parser._actions
+        assert [a.option_strings for a in built.arguments] == [
+            a.option_strings for a in parser.arguments
         ]
+        with pytest.raises(SystemExit):
+            cli.build_parser(only=name, lazy=True).parse_args(argv)  # prints its help
+    assert cli.chosen_command(["-c", "apply", "show"]) == "show"  # -c's value is no command
+    assert cli.chosen_command(["--version"]) is None
 
 
 def test_distinct_networks_also_of_objects_made_as_it_goes() -> None:

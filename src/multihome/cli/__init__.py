@@ -86,92 +86,96 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2)
 
 
-class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """The subcommands, each one's parser built only when it is chosen: `--help` and
-    `--version` need just the names and summaries, and building every parser costs more than
-    the rest of the start-up."""
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, which also keeps what it was given: its arguments (`arguments`,
+    without -h), its commands (`commands`) and their one-line summaries (`summaries`), for
+    the man page and the completion (argparse keeps those only in private attributes)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[argparse.Action] = []
+        self.commands: dict[str, Parser] = {}
+        self.summaries: dict[str, str] = {}
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
-        self.pending: dict[str, tuple[Command, argparse.ArgumentParser]] = {}
 
-    def add_command(self, command: Command, common: argparse.ArgumentParser) -> None:
-        self._choices_actions.append(
-            self._ChoicesPseudoAction(command.name, (), command.summary)
-        )
-        self._name_parser_map[command.name] = None  # built in __call__
-        self.pending[command.name] = (command, common)
-
-    def build(self, name: str) -> argparse.ArgumentParser:
-        command, common = self.pending.pop(name)
-        cmd = argparse.ArgumentParser(
-            prog=f"{self._prog_prefix} {name}",
-            parents=[common],
-            description=command.description,
-            formatter_class=_Formatter,
-        )
-        cmd.set_defaults(handler=command.handler)
-        if command.arguments is not None:
-            command.arguments(cmd)
-        self._name_parser_map[name] = cmd
-        return cmd
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        if values and values[0] in self.pending:
-            self.build(values[0])
-        super().__call__(parser, namespace, values, option_string)
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if kwargs.get("action") != "help":
+            self.arguments.append(action)
+        return action
 
 
-def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
-    """The whole parser; `lazy` (a run of the command) builds each command's own parser only
-    when that command is chosen."""
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
-    common.add_argument(
-        "--netns",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="act inside the named network namespace (as `ip netns exec NAME`)",
-    )
-    without_netns = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
-    for parent in (common, without_netns):
-        parent.add_argument(
-            "--json",
-            action="store_true",
+def _common(parser: Parser, netns: bool) -> None:
+    """The options every command takes (--netns and --config only where it acts on a
+    namespace)."""
+    if netns:
+        parser.add_argument(
+            "--netns",
+            metavar="NAME",
             default=argparse.SUPPRESS,
-            help="print machine-readable JSON",
+            help="act inside the named network namespace (as `ip netns exec NAME`)",
         )
-    common.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
+    parser.add_argument(
+        "--json",
+        action="store_true",
         default=argparse.SUPPRESS,
-        help=f"config file (default {CONFIG_PATH} if it exists, else autodetect)",
+        help="print machine-readable JSON",
     )
-    parser = argparse.ArgumentParser(
+    if netns:
+        parser.add_argument(
+            "-c",
+            "--config",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help=f"config file (default {CONFIG_PATH} if it exists, else autodetect)",
+        )
+
+
+# The options before the command that take a value: the command is the first word after
+# the options and their values.
+_VALUED = frozenset({"--netns", "-c", "--config"})
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command a command line names (its first word that is not an option or an
+    option's value), or None."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif word == "--":
+            return next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(only: str | None = None, lazy: bool = False) -> Parser:
+    """The whole parser. `lazy` (a run of the command): only the command `only` gets its
+    arguments; the others just their names and summaries, which is all `--help` shows, and
+    building every command's arguments costs more than the rest of the start-up."""
+    parser = Parser(
         prog="multihome",
-        parents=[common],
         description="Make a multi-homed Linux host route symmetrically: replies leave "
         "through the interface that owns their source address (source-based policy routing).",
         epilog="Exit codes: 0 ok; 1 changes pending (plan --check) or errors found (doctor); "
         "2 bad input or failure; 3 (status) multihome watch is not running.",
-        formatter_class=_Formatter,
     )
+    _common(parser, netns=True)
     parser.add_argument("--version", action="version", version=f"multihome {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, action=_Commands
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
-    assert isinstance(sub, _Commands)
     for command in commands():
-        sub.add_command(command, common if command.netns else without_netns)
-    if not lazy:  # the man page, completion and tests read every command's parser
-        for name in list(sub.pending):
-            sub.build(name)
+        cmd = sub.add_parser(command.name, help=command.summary, description=command.description)
+        assert isinstance(cmd, Parser)
+        cmd.set_defaults(handler=command.handler)
+        parser.commands[command.name] = cmd
+        parser.summaries[command.name] = command.summary
+        if not lazy or command.name == only:
+            _common(cmd, command.netns)
+            if command.arguments is not None:
+                command.arguments(cmd)
     return parser
 
 
@@ -213,8 +217,9 @@ def _observed() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     from multihome.kernel import namespace
 
-    parser = build_parser(lazy=True)
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=chosen_command(words), lazy=True)
+    args = parser.parse_args(words)
     for name, default in (("netns", None), ("json", False), ("config", None)):
         if not hasattr(args, name):
             setattr(args, name, default)

@@ -11,6 +11,10 @@ import enum
 
 from multihome.cli.manpage import help_text, options, subcommands, summaries
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome.cli import Parser
+
 
 class Value(enum.Enum):
     """What an option's value is, for completing it."""
@@ -63,7 +67,7 @@ def _bash_value(action: argparse.Action) -> str:
     return "COMPREPLY=()"
 
 
-def bash(parser: argparse.ArgumentParser) -> str:
+def bash(parser: Parser) -> str:
     commands = subcommands(parser)
     global_opts = [s for a in options(parser) for s in a.option_strings]
     takes_value = sorted(
@@ -153,7 +157,7 @@ def _zsh_action(action: argparse.Action) -> str:
     return f":{name}: "
 
 
-def _zsh_specs(parser: argparse.ArgumentParser) -> list[str]:
+def _zsh_specs(parser: Parser) -> list[str]:
     specs = ["'(- *)'{-h,--help}'[show help]'"]
     position = 0
     for action in options(parser):
@@ -174,7 +178,7 @@ def _zsh_specs(parser: argparse.ArgumentParser) -> list[str]:
     return specs
 
 
-def zsh(parser: argparse.ArgumentParser) -> str:
+def zsh(parser: Parser) -> str:
     commands = subcommands(parser)
     summary_of = summaries(parser)
     out = [

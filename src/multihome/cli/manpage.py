@@ -13,6 +13,10 @@ from multihome import __version__
 from multihome.core import configkeys
 from multihome.core.config import DEFAULT_PATH
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome.cli import Parser
+
 
 def escape(text: str) -> str:
     """Text for a roff line: backslashes and hyphens escaped, no control character first."""
@@ -23,28 +27,18 @@ def escape(text: str) -> str:
     return text
 
 
-def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+def subcommands(parser: Parser) -> dict[str, Parser]:
+    return dict(parser.commands)
 
 
-def summaries(parser: argparse.ArgumentParser) -> dict[str, str]:
+def summaries(parser: Parser) -> dict[str, str]:
     """Each command's one-line summary, as `multihome --help` lists it."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return {c.dest: c.help or "" for c in action._choices_actions}
-    return {}
+    return dict(parser.summaries)
 
 
-def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The parser's arguments that the page documents (not --help, not the subcommands)."""
-    return [
-        a
-        for a in parser._actions
-        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
-    ]
+def options(parser: Parser) -> list[argparse.Action]:
+    """The parser's arguments that the page documents (not --help, not the commands)."""
+    return list(parser.arguments)
 
 
 def value_name(action: argparse.Action) -> str:
@@ -60,13 +54,22 @@ def value_name(action: argparse.Action) -> str:
     return f"[{name}]" if action.nargs == "?" else name
 
 
-def help_text(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+def help_text(parser: Parser, action: argparse.Action) -> str:
+    """An argument's help with its %(default)s, %(prog)s, ... filled in, as --help shows it
+    (argparse's own HelpFormatter does the same with the same values)."""
     if not action.help or action.help == argparse.SUPPRESS:
         return ""
-    return parser._get_formatter()._expand_help(action)
+    values: dict[str, object] = {
+        name: getattr(value, "__name__", value)  # type=int shows as int
+        for name, value in {**vars(action), "prog": parser.prog}.items()
+        if value is not argparse.SUPPRESS
+    }
+    if action.choices is not None:
+        values["choices"] = ", ".join(str(c) for c in action.choices)
+    return action.help % values
 
 
-def _synopsis(prog: str, parser: argparse.ArgumentParser) -> list[str]:
+def _synopsis(prog: str, parser: Parser) -> list[str]:
     """`.B prog` and one line per argument, as --help's usage line shows them."""
     parts = [f".B {prog}"]
     for action in options(parser):
@@ -80,7 +83,7 @@ def _synopsis(prog: str, parser: argparse.ArgumentParser) -> list[str]:
     return parts
 
 
-def _option_items(parser: argparse.ArgumentParser) -> list[str]:
+def _option_items(parser: Parser) -> list[str]:
     out: list[str] = []
     for action in options(parser):
         value = value_name(action)
@@ -93,7 +96,7 @@ def _option_items(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
-def multihome_8(parser: argparse.ArgumentParser) -> str:
+def multihome_8(parser: Parser) -> str:
     """multihome(8): the synopsis, every command with its options, exit status, files."""
     commands = subcommands(parser)
     summary_of = summaries(parser)
