@@ -20,8 +20,12 @@ the received traffic below, for which the server's main has a route via that upl
 gateway: stock strict rp_filter accepts it only so (an off-link source arriving on the
 second uplink is exactly what stock drops), and both hosts then count the same packets.
 
-Measures, each a rate over a fixed time (--seconds), the measuring process pinned to one CPU
-(--cpu), in rounds that measure stock and multihome back to back (the order alternating):
+Measures, each a rate over a fixed time (--seconds), in rounds that measure stock and
+multihome back to back (the order alternating). The measuring process is pinned to one CPU
+(--cpu), and a rate is per second of its CPU time (--wall: of the wall clock): its system
+calls and the softirq work they set off, which runs in its context (the peer's and the
+server's packet processing, rp_filter's lookup included), so that the other load of a shared
+machine does not count.
   UDP sendto/s from the first / the last address: a socket bound to the address sends 64
       bytes to 203.0.113.10:9, beyond the gateway; successful sendto calls per second;
   TCP connects/s from the last address: connect to 203.0.113.10:8080 and close (RST, so no
@@ -36,8 +40,8 @@ interleaved >= 0.90 at 20 addresses and >= 0.75 at 2,000 and more; the `ip -j ru
 (both families) of each host; and the path the last address's UDP took on each host (from the
 interfaces' TX counters: stock leaves by eth0, multihome must leave by eth1).
 
-Default: 3 rounds of 1 s per measure (a warm-up first), about 5 minutes on 2 cores; --long
-runs 7 rounds of 2 s.
+Default: 5 rounds of 1 s per measure (after a warm-up), about 5 minutes on 2 cores; --long
+runs 9 rounds of 2 s (about 15 minutes).
 
 Usage: python bench/bench_datapath.py [--sizes N...] [--layouts own interleaved]
        [--rounds N] [--seconds S] [--connects N] [--cpu N] [--long]
@@ -268,7 +272,6 @@ class Host:
     server: str
     isps: tuple[str, str]
     receiver: Helper | None = None
-    listeners: list[Helper] = field(default_factory=list)
 
 
 def sysctl(ns: str, values: dict[str, str]) -> None:
@@ -418,18 +421,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 2000, 10000])
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="per measure")
     parser.add_argument("--connects", type=int, default=20000, help="at most, per measure")
     cpus = sorted(os.sched_getaffinity(0))
     parser.add_argument(
         "--cpu", type=int, default=cpus[-1], help="pin the measuring processes (-1: do not)"
     )
-    parser.add_argument("--long", action="store_true", help="7 rounds of 2 s")
+    parser.add_argument("--long", action="store_true", help="9 rounds of 2 s")
     parser.add_argument("--wall", action="store_true", help="rates per wall-clock second")
     args = parser.parse_args()
     if args.long:
-        args.rounds, args.seconds = 7, 2.0
+        args.rounds, args.seconds = 9, 2.0
     settings = Settings(args.cpu, args.seconds, args.connects, args.wall)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # remove the namespaces on kill
     if shutil.which("nft") is None:
@@ -437,9 +440,11 @@ def main() -> None:
     began = time.perf_counter()
     state_dir = tempfile.mkdtemp(prefix="mhbench-datapath-")
     pinned = f"pinned to CPU {args.cpu}" if args.cpu >= 0 else "not pinned"
+    clock = "wall-clock second" if args.wall else "CPU second of the measuring process"
     print(
         f"{' '.join(MULTIHOME)}; {args.rounds} rounds of {args.seconds:g} s per measure after a"
-        f" warm-up, medians; measuring processes {pinned}; {os.cpu_count()} cores"
+        f" warm-up, medians; measuring processes {pinned}; {os.cpu_count()} cores\n"
+        f"rates per {clock}; ratio: multihome / stock, the median of the rounds' ratios"
     )
     header = f"  {'':31}{'stock':>11}{'multihome':>11}{'ratio':>7}  target"
     met = total = 0
