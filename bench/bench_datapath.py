@@ -44,7 +44,7 @@ Default: 5 rounds of 1 s per measure (after a warm-up), about 5 minutes on 2 cor
 runs 9 rounds of 2 s (about 15 minutes).
 
 Usage: python bench/bench_datapath.py [--sizes N...] [--layouts own interleaved]
-       [--rounds N] [--seconds S] [--connects N] [--cpu N] [--long]
+       [--rounds N] [--seconds S] [--connects N] [--cpu N] [--wall] [--long]
 """
 
 from __future__ import annotations
