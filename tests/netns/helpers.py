@@ -58,6 +58,12 @@ def ip_json(ns: str, *args: str) -> Any:
     return json.loads(out) if out.strip() else []
 
 
+def owned_rules(ns: str, family: str = "-4") -> list[dict[str, Any]]:
+    """The rules multihome made: its routing-protocol number, 77 (`ip` prints the name once
+    rt_protos.d knows it)."""
+    return [r for r in ip_json(ns, family, "rule") if r.get("protocol") in ("77", "multihome")]
+
+
 def ip_text(ns: str, *args: str) -> str:
     return subprocess.run(
         ["ip", "-n", ns, *args], capture_output=True, text=True, check=True

@@ -1,0 +1,171 @@
+"""Property: whatever the host, after `multihome apply` every local address routes by its own
+uplink (its device and its table), checked on the real kernel with `ip -j route get DST from
+SRC`, and multihome's rules stay within the bound of its layout (`rule_bound`).
+
+Hosts are generated: IPv4, IPv6 or both; 1-4 uplinks, each a veth to a gateway namespace with
+a default route in main per family (as DHCP and router advertisements install them); per
+family the uplinks' addresses on subnets of their own, in blocks of one shared subnet, or
+interleaved over one shared subnet, at random offsets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multihome.lab.description import Link, Port, Topology
+from multihome.lab.topology import Network
+
+from .helpers import ip_json, multihome, owned_rules
+
+KINDS = ("own", "shared", "interleaved")
+OFF_LINK = {4: "203.0.113.99", 6: "2001:db8:ffff::99"}
+
+
+@dataclass(frozen=True)
+class Subnets:
+    """One family's addresses: (uplink index, address with prefix) and each uplink's gateway."""
+
+    version: int
+    kind: str
+    addresses: tuple[tuple[int, str], ...]
+    gateways: tuple[str, ...]
+
+    def neighbour(self, uplink: int) -> str:
+        """An on-link address of the uplink's subnet that is no one's."""
+        network = ipaddress.ip_interface(self.gateways[uplink] + self.prefix).network
+        return str(network.network_address + (253 if self.version == 4 else 0xFFFD))
+
+    @property
+    def prefix(self) -> str:
+        return "/24" if self.version == 4 else "/64"
+
+
+@dataclass(frozen=True)
+class Host:
+    uplinks: int
+    families: tuple[Subnets, ...]
+
+
+def rule_bound(host: Host) -> int:
+    """The most rules multihome's layout may write for the host. Today's layout: two per
+    address (`from A lookup T suppress_prefixlength 0`, `from A lookup T`), and main's
+    `suppress_prefixlength 0` rule once per family."""
+    return sum(2 * len(family.addresses) + 1 for family in host.families)
+
+
+def _subnet(version: int, index: int) -> str:
+    """The index-th test subnet of a family (index 100: the shared one)."""
+    return f"198.18.{index}.0/24" if version == 4 else f"2001:db8:{index:x}::/64"
+
+
+@st.composite
+def subnets(draw: st.DrawFn, version: int, uplinks: int) -> Subnets:
+    kind = draw(st.sampled_from(KINDS))
+    extra = draw(st.lists(st.integers(0, uplinks - 1), max_size=5))
+    owners = [*range(uplinks), *extra]  # every uplink holds one address at least
+    if kind == "shared":
+        owners.sort()
+    top = 250 if version == 4 else 0xFFF0
+    offsets = draw(
+        st.lists(st.integers(2, top), min_size=len(owners), max_size=len(owners), unique=True)
+    )
+    networks = [
+        ipaddress.ip_network(_subnet(version, k if kind == "own" else 100)) for k in range(uplinks)
+    ]
+    prefix = f"/{networks[0].prefixlen}"
+    addresses = tuple(
+        (k, str(networks[k].network_address + offset) + prefix)
+        for k, offset in zip(owners, offsets, strict=True)
+    )
+    gateways = tuple(str(network.network_address + 1) for network in networks)
+    return Subnets(version, kind, addresses, gateways)
+
+
+@st.composite
+def hosts(draw: st.DrawFn) -> Host:
+    uplinks = draw(st.integers(1, 4))
+    versions = draw(st.sampled_from([(4,), (6,), (4, 6)]))
+    return Host(uplinks, tuple(draw(subnets(version, uplinks)) for version in versions))
+
+
+def topology(host: Host) -> Topology:
+    """The server with one veth per uplink to a gateway namespace, a default route each."""
+    gateways = tuple(f"gw{k}" for k in range(host.uplinks))
+    addresses, routes = [], []
+    for family in host.families:
+        addresses += [("server", f"eth{k}", a) for k, a in family.addresses]
+        default = "0.0.0.0/0" if family.version == 4 else "::/0"
+        for k, gateway in enumerate(family.gateways):
+            addresses.append((f"gw{k}", "lan", gateway + family.prefix))
+            routes.append(("server", default, gateway, f"eth{k}", 100 * (k + 1)))
+    return Topology(
+        name="layout-property",
+        hosts=("server", *gateways),
+        links=tuple(
+            Link(Port("server", f"eth{k}"), Port(f"gw{k}", "lan")) for k in range(host.uplinks)
+        ),
+        addresses=tuple(addresses),
+        routes=tuple(routes),
+    )
+
+
+_built = 0
+
+
+@contextmanager
+def built(host: Host) -> Iterator[str]:
+    """The host in throwaway namespaces, with a state directory of its own; the server's
+    namespace. Everything is removed at the end, also when a check fails."""
+    global _built
+    _built += 1
+    saved = os.environ.get("MULTIHOME_STATE_DIR")
+    with tempfile.TemporaryDirectory(prefix="mhprop-") as state:
+        os.environ["MULTIHOME_STATE_DIR"] = state
+        network = Network(topology(host), prefix=f"mhp{os.getpid() % 10000}x{_built}-")
+        try:
+            with network:  # removes the namespaces on the way out
+                yield network.ns("server")
+        finally:
+            if saved is None:
+                del os.environ["MULTIHOME_STATE_DIR"]
+            else:
+                os.environ["MULTIHOME_STATE_DIR"] = saved
+
+
+def own_tables(ns: str, version: int) -> dict[str, str]:
+    """The table of each uplink's device: where multihome's own default route by it lives."""
+    routes = ip_json(ns, f"-{version}", "route", "show", "table", "all", "proto", "77")
+    return {r["dev"]: str(r.get("table", "main")) for r in routes if r["dst"] == "default"}
+
+
+@settings(max_examples=20, deadline=None)
+@given(hosts())
+def test_every_address_routes_by_its_own_uplink(host: Host) -> None:
+    with built(host) as server:
+        multihome(server, "apply")
+        rules = len(owned_rules(server, "-4")) + len(owned_rules(server, "-6"))
+        assert rules <= rule_bound(host), (rules, rule_bound(host))
+        for family in host.families:
+            tables = own_tables(server, family.version)
+            if host.uplinks > 1:  # one uplink needs no policy: main routes it already
+                assert set(tables) == {f"eth{k}" for k in range(host.uplinks)}, tables
+            for k, address in family.addresses:
+                source = address.split("/")[0]
+                dev = f"eth{k}"
+                for dst in (OFF_LINK[family.version], family.gateways[k], family.neighbour(k)):
+                    route = ip_json(server, "route", "get", dst, "from", source)[0]
+                    where = (family.kind, source, dst, route)
+                    assert route["dev"] == dev, where
+                    assert str(route.get("table", "main")) == tables.get(dev, "main"), where
+                    if dst == OFF_LINK[family.version]:
+                        assert route.get("gateway") == family.gateways[k], where
+                    else:
+                        assert "gateway" not in route, where
