@@ -55,10 +55,25 @@ class Host:
 
 
 def rule_bound(host: Host) -> int:
-    """The most rules multihome's layout may write for the host. Today's layout: two per
-    address (`from A lookup T suppress_prefixlength 0`, `from A lookup T`), and main's
-    `suppress_prefixlength 0` rule once per family."""
-    return sum(2 * len(family.addresses) + 1 for family in host.families)
+    """The most rules multihome's layout may write for the host: per family main's
+    `suppress_prefixlength 0` rule, and two rules (on-link, off-link) per prefix that selects
+    an uplink's addresses. An uplink with a subnet of its own needs one prefix; a block of
+    addresses in a shared subnet at most two per bit of the subnet's host part (the aligned
+    prefixes that cover a range); interleaved addresses at most one each."""
+    total = 0
+    for family in host.families:
+        counts = [
+            sum(1 for owner, _ in family.addresses if owner == u) for u in range(host.uplinks)
+        ]
+        if family.kind == "own":
+            prefixes = sum(1 for n in counts if n)
+        elif family.kind == "shared":
+            bits = 8 if family.version == 4 else 16
+            prefixes = sum(min(n, 2 * bits) for n in counts)
+        else:
+            prefixes = sum(counts)
+        total += 1 + 2 * prefixes
+    return total
 
 
 def _subnet(version: int, index: int) -> str:
