@@ -13,6 +13,7 @@ import os
 import re
 
 from multihome import CONFIG_PATH
+from multihome.core import names
 from multihome.core.model import RESERVED_TABLES, IPAddress, Ownership
 from multihome.core.records import field, record
 from multihome.errors import ConfigError
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 DEFAULT_PATH = CONFIG_PATH
 MAX_TABLE = 2**32 - 1
 MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
-IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
 
 
 class RpFilter(enum.Enum):
@@ -282,8 +282,9 @@ def parse(text: str, path: str = "(string)") -> Config:
     seen_tables: dict[int, str] = {}
     for name, body in uplink_tables.items():
         prefix = f"uplinks.{name}"
-        if not IFNAME.match(name):
-            raise read.fail(f"{name!r} is not a valid interface name", prefix)
+        why = names.problem(name)
+        if why is not None:
+            raise read.fail(f"{name!r} is not a valid interface name: it {why}", prefix)
         if not isinstance(body, dict):
             raise read.fail("must be a table: [uplinks." + name + "]", prefix)
         for key in body:
@@ -358,13 +359,17 @@ def parse(text: str, path: str = "(string)") -> Config:
 def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
     """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
     lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
-    if not isinstance(lan, list) or not all(isinstance(n, str) and IFNAME.match(n) for n in lan):
+    if not isinstance(lan, list) or not all(isinstance(n, str) for n in lan):
         raise read.fail(
             f"must be a list of interface names, e.g. [\"lan0\"], not {lan!r}",
             "gateway.lan",
             hint="name the interfaces (or bridges: br-lan, docker0) whose forwarded traffic"
             " multihome routes",
         )
+    for name in lan:
+        why = names.problem(name)
+        if why is not None:
+            raise read.fail(f"{name!r} is not a valid interface name: it {why}", "gateway.lan")
     if len(set(lan)) != len(lan):
         raise read.fail("names an interface twice", "gateway.lan")
     for name in lan:

@@ -11,11 +11,18 @@ from multihome.core.model import Counters
 from multihome.errors import MultihomeError
 
 
+def label(value: object) -> str:
+    """A label value as the exposition format quotes it: backslash, double quote and line
+    feed escaped, so a name cannot end its label or forge a line."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
 def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
     """The status (as `Status` holds it: uplink -> "ipv4"/"ipv6" -> probe figures) and the
     interface counters, in Prometheus' words."""
     probed = [
-        (f'uplink="{name}",family="{family}"', u)
+        (f"uplink={label(name)},family={label(family)}", u)
         for name, families in status["uplinks"].items()
         for family, u in sorted(families.items())
     ]
@@ -35,13 +42,13 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes)
         "# TYPE multihome_uplink_connections gauge",
         *(
-            f'multihome_uplink_connections{{uplink="{n}"}} {u["connections"]}'
+            f'multihome_uplink_connections{{uplink={label(n)}}} {u["connections"]}'
             for n, u in gateway
             if "connections" in u
         ),
         "# TYPE multihome_uplink_connection_bytes gauge",
         *(
-            f'multihome_uplink_connection_bytes{{uplink="{n}"}} {u["bytes"]}'
+            f'multihome_uplink_connection_bytes{{uplink={label(n)}}} {u["bytes"]}'
             for n, u in gateway
             if "bytes" in u
         ),
@@ -53,7 +60,7 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
     for kind in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes"):
         lines.append(f"# TYPE multihome_interface_{kind}_total counter")
         lines += [
-            f'multihome_interface_{kind}_total{{interface="{n}"}} {getattr(c, kind)}'
+            f"multihome_interface_{kind}_total{{interface={label(n)}}} {getattr(c, kind)}"
             for n, c in sorted(counters.items())
             if n != "lo"
         ]
