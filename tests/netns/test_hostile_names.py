@@ -51,8 +51,11 @@ def netns() -> Iterator[str]:
 
 
 def decoy(name: str) -> str:
-    """A name a glob made from `name` would also match: up* -> upQ."""
-    return (name.rstrip("*?[") + "Q")[:15] if any(c in name for c in "*?[") else name + "Q"
+    """A name a glob made from `name` would also match (up* -> upQ), of at most 15 bytes."""
+    stem = name.rstrip("*?[") if any(c in name for c in "*?[") else name
+    while len((stem + "Q").encode()) > names.MAX_BYTES:
+        stem = stem[:-1]
+    return stem + "Q"
 
 
 def linked(ns: str, first: str, second: str) -> list[str]:
@@ -111,8 +114,8 @@ def check_sysctl_d(ns: str, desired: Desired, tmp_path: Path, made: list[str]) -
         wanted = {s.interface for s in desired.sysctls} - left_out
         assert {n for n, v in ignore.items() if v == "1"} == wanted, (loader, made)
         assert {n for n, v in announce.items() if v == "2"} == wanted, (loader, made)
-    for name in left_out:
-        assert any(name in note for note in rendered.notes)
+    for missing in left_out:
+        assert missing is not None and any(missing in note for note in rendered.notes)
 
 
 def check_ip_script(ns: str, desired: Desired, tmp_path: Path, made: list[str]) -> None:
