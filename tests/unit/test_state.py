@@ -63,9 +63,8 @@ def test_atomic_write_leaves_the_old_file_when_it_fails(tmp_path: Path) -> None:
 
 
 def test_atomic_write_skips_a_temporary_name_a_dead_process_left(tmp_path: Path) -> None:
-    # the temporary file's name is this pid and a counter; one with the same pid (reused)
-    # left by a crash is not written to, and stays
-    stale = tmp_path / f".multihome-{os.getpid()}-{files._made + 1}"
+    # a temporary file left by a crash (same pid, reused) is not written to, and stays
+    stale = tmp_path / f".multihome-{os.getpid()}-000000000000"
     stale.write_text("someone else's")
     files.atomic_write(str(tmp_path / "f"), "new", 0o640)
     assert (tmp_path / "f").read_text() == "new"

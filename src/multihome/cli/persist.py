@@ -78,10 +78,14 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from multihome.host import install as install_module
 
-    removed = install_module.uninstall(args.root)
+    done = install_module.uninstall(args.root)
+    removed = done.removed
     if args.json:
-        print_json({"removed": removed})
-    elif removed:
+        print_json({"removed": removed, "kept": done.kept})
+        return EXIT_OK
+    for path in done.kept:
+        print(f"  kept {path}")
+    if removed:
         print("\n".join(f"  removed {path}" for path in removed))
         connections = sum(1 for r in removed if r.startswith("NetworkManager connection"))
         files = len(removed) - connections
@@ -89,7 +93,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         if connections:
             parts.append(f"multihome's items taken out of {connections} NetworkManager connections")
         print(f"uninstall: {'; '.join(parts)}")
-    else:
+    elif not done.kept:
         print("uninstall: nothing installed")
     return EXIT_OK
 

@@ -1,4 +1,5 @@
-"""Read and validate the config file (TOML) into a `Config`.
+"""PURE: validate the config file's text (TOML) into a `Config`; the caller reads the file
+(host/configfile.py, with its trust checks).
 
 Everything that can be checked without the host is checked here, and every error names the
 file, line and key. Checks that need the host (does the interface exist, is the gateway on
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
 import re
 
 from multihome import CONFIG_PATH
+from multihome.core import names
 from multihome.core.model import RESERVED_TABLES, IPAddress, Ownership
 from multihome.core.records import field, record
 from multihome.errors import ConfigError
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 DEFAULT_PATH = CONFIG_PATH
 MAX_TABLE = 2**32 - 1
 MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
-IFNAME = re.compile(r"^[^\s/:]{1,15}$")  # what the kernel accepts as an interface name
 
 
 class RpFilter(enum.Enum):
@@ -111,8 +111,21 @@ _UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe
 
 def _split_dotted(text: str) -> list[str]:
     """Split a TOML dotted key (`uplinks."eth0.100"`) into its parts."""
-    pattern = r"\"([^\"]*)\"|'([^']*)'|([^.\s\"']+)"
-    return [dq or sq or bare for dq, sq, bare in re.findall(pattern, text)]
+    pattern = r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([^.\s\"']+)"
+    return [_unescape(dq) or sq or bare for dq, sq, bare in re.findall(pattern, text)]
+
+
+def _unescape(basic: str) -> str:
+    """A TOML basic string's escapes (\\uXXXX, \\", ...), as tomllib reads the key, so its
+    line is found; JSON's escapes are TOML's but \\UXXXXXXXX and \\e, kept as written."""
+    import json  # only for a quoted key with an escape
+
+    if "\\" not in basic:
+        return basic
+    try:
+        return str(json.loads(f'"{basic}"'))
+    except ValueError:
+        return basic
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -222,6 +235,10 @@ def parse(text: str, path: str = "(string)") -> Config:
         match = re.search(r"line (\d+)", str(error))
         line = int(match.group(1)) if match else None
         raise ConfigError(f"not valid TOML: {error}", path=path, line=line) from None
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise ConfigError(
+            "arrays or tables nested too deeply to be a multihome config", path=path
+        ) from None
     lines = key_lines(text)
     read = _Reader(path, lines)
     known = {*_SECTIONS, "uplinks"}
@@ -282,8 +299,14 @@ def parse(text: str, path: str = "(string)") -> Config:
     seen_tables: dict[int, str] = {}
     for name, body in uplink_tables.items():
         prefix = f"uplinks.{name}"
-        if not IFNAME.match(name):
-            raise read.fail(f"{name!r} is not a valid interface name", prefix)
+        why = names.problem(name)
+        if why is not None:  # the key shown as repr: it may hold what would forge a line
+            raise ConfigError(
+                f"{name!r} is not a valid interface name: it {why}",
+                path=path,
+                line=line_of(lines, prefix),
+                key=f"uplinks.{name!r}",
+            )
         if not isinstance(body, dict):
             raise read.fail("must be a table: [uplinks." + name + "]", prefix)
         for key in body:
@@ -358,13 +381,17 @@ def parse(text: str, path: str = "(string)") -> Config:
 def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
     """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
     lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
-    if not isinstance(lan, list) or not all(isinstance(n, str) and IFNAME.match(n) for n in lan):
+    if not isinstance(lan, list) or not all(isinstance(n, str) for n in lan):
         raise read.fail(
             f"must be a list of interface names, e.g. [\"lan0\"], not {lan!r}",
             "gateway.lan",
             hint="name the interfaces (or bridges: br-lan, docker0) whose forwarded traffic"
             " multihome routes",
         )
+    for name in lan:
+        why = names.problem(name)
+        if why is not None:
+            raise read.fail(f"{name!r} is not a valid interface name: it {why}", "gateway.lan")
     if len(set(lan)) != len(lan):
         raise read.fail("names an interface twice", "gateway.lan")
     for name in lan:
@@ -408,39 +435,3 @@ def _mark_ids(mask: int) -> int:
     if shifted & (shifted + 1):
         return 0
     return shifted
-
-
-def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
-    """Refuse a config that someone other than root (or the user running multihome) could
-    have changed: it decides the routing of the host (as sshd's StrictModes does)."""
-    if owner not in (0, euid):
-        raise ConfigError(
-            f"owned by uid {owner}, not by root",
-            path=path,
-            hint=f"chown root: {path}",
-        )
-    writers = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
-    if writers:
-        raise ConfigError(
-            f"writable by {' and '.join(writers)} (mode {mode & 0o777:o})",
-            path=path,
-            hint=f"chmod go-w {path}",
-        )
-
-
-def load(path: str | None) -> Config:
-    """Read the config file; with no path, the default file if it exists, else defaults."""
-    explicit = path is not None
-    path = path or DEFAULT_PATH
-    try:
-        with open(path, encoding="utf-8") as file:
-            info = os.fstat(file.fileno())
-            check_permissions(path, info.st_mode, info.st_uid, os.geteuid())
-            text = file.read()
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError("no such file", path=path) from None
-        return Config()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read: {error}", path=path) from None
-    return parse(text, path)

@@ -140,8 +140,13 @@ def plan_gateway(
 
 def quote(name: str) -> str:
     """An interface name as an nft string: in double quotes (a name may hold characters
-    nft would read as syntax, like `$`, `{` or `;`); plan_gateway refuses names with `"`."""
+    nft would read as syntax, like `$`, `{` or `;`), and a trailing `*` escaped: nft reads
+    `"up*"` as a wildcard that also matches upA, and `"up\\*"` as the name up* (only a
+    trailing star is a wildcard; one inside stays itself). plan_gateway refuses names with
+    `"` or `\\`, which nft strings cannot hold."""
     assert '"' not in name and "\\" not in name
+    if name.endswith("*"):
+        name = name[:-1] + "\\*"
     return f'"{name}"'
 
 

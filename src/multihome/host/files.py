@@ -1,75 +1,255 @@
-"""Writing files atomically: rendered files under a root directory (tests and `--root` swap
-it), and multihome's own files under /run/multihome. One helper for all of them."""
+"""Writing and removing files as root, safely: rendered files under a root directory (tests,
+`--root` and `export -o` swap it), and multihome's own files under /run/multihome.
+
+The one rule for a file under a root: its path is relative and has no `..`; it is resolved
+one component at a time from a descriptor of the root, never following a symbolic link
+(O_NOFOLLOW at each step, as systemd's chase() does); the root and every directory on the way
+must be owned by root (or the user running multihome) and writable by no one else, so no
+other user can swap a component under us; directories and files get explicit modes whatever
+the umask; a file is written atomically (a temporary file beside it, renamed over it) and a
+file is removed or replaced only when its content is what multihome's record says it wrote
+(`digest`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import pwd
+import stat
+from collections.abc import Iterator
 
 from multihome.errors import MultihomeError
 
+DIRECTORY_MODE = 0o755
+_OPEN_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text`: a reader sees the old file or the new one, never half of
-    it, and after a crash the new one is on disk in full or not at all. The temporary file
-    has a unique name beside the target, so concurrent writers never share it. Raises
-    OSError."""
-    directory = os.path.dirname(path) or "."
-    fd, temp = _create_beside(directory)
+
+class UnsafePath(MultihomeError):
+    """A path that would leave its root, pass a symbolic link, or a directory someone else
+    could change."""
+
+
+def _owner(uid: int) -> str:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_directory(fd: int, path: str) -> None:
+    """Refuse a directory that another user owns or may write to: they could put a link or
+    their own file where multihome writes as root."""
+    info = os.fstat(fd)
+    if info.st_uid not in (0, os.geteuid()):
+        raise UnsafePath(
+            f"{path} is owned by {_owner(info.st_uid)}, not by root: another user could"
+            " redirect what multihome writes there",
+            hint=f"use a directory of root's own (mkdir or mktemp -d), or chown root: {path}",
+        )
+    writers = [
+        who
+        for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH))
+        if info.st_mode & bit
+    ]
+    if writers:
+        raise UnsafePath(
+            f"{path} is writable by {' and '.join(writers)} (mode {info.st_mode & 0o7777:o}):"
+            " another user could redirect what multihome writes there",
+            hint=f"chmod go-w {path}, or use a directory of root's own (mktemp -d)",
+        )
+
+
+def parts(relative: str) -> list[str]:
+    """The components of a path relative to a root; refuses an absolute path, `..`, `.` and
+    empty components (a path from a manifest is data)."""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        raise UnsafePath(f"not a relative path: {relative!r}")
+    split = relative.split("/")
+    if relative.startswith("/") or any(p in ("", ".", "..") for p in split):
+        raise UnsafePath(f"refusing a path that could leave its root: {relative!r}")
+    return split
+
+
+def strerror(error: OSError) -> str:
+    if error.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+        return "it is a symbolic link, which multihome does not follow"
+    if error.errno == errno.ENOTDIR:
+        return "a component is not a directory (or is a symbolic link)"
+    return error.strerror or str(error)
+
+
+def _check_ancestor(fd: int, path: str) -> None:
+    """A directory above the root: another user must not be able to swap what is in it
+    (root's own, and writable by others only if sticky, as /tmp: then only an entry's
+    owner may rename it, and the next directory must be root's too)."""
+    info = os.fstat(fd)
+    open_to_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if info.st_uid not in (0, os.geteuid()) or (open_to_others and not info.st_mode & stat.S_ISVTX):
+        check_directory(fd, path)  # raises, naming the owner or the mode
+
+
+def open_root(root: str, create: bool = False) -> int:
+    """A descriptor of the directory `root`, checked (check_directory), reached from / one
+    component at a time through no link, each directory above it checked too; with
+    `create`, missing directories are made (mode 755)."""
+    path = os.path.abspath(root)
+    fd = os.open("/", _OPEN_DIRECTORY)
+    walked = "/"
+    try:
+        for name in [p for p in path.split("/") if p]:
+            _check_ancestor(fd, walked)
+            walked = os.path.join(walked, name)
+            try:
+                next_fd = _open_directory(fd, name, create)
+            except OSError as error:
+                raise UnsafePath(
+                    f"cannot use {root} as a root directory: {walked}: {strerror(error)}",
+                    hint="give a path with no symbolic link in it (see realpath)"
+                    if error.errno in (errno.ELOOP, errno.ENOTDIR)
+                    else "",
+                ) from None
+            os.close(fd)
+            fd = next_fd
+        check_directory(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_directory(dir_fd: int, name: str, create: bool) -> int:
+    """The directory `name` in `dir_fd`, not through a link; with `create`, made when it is
+    missing: private until it is open, then 755 whatever the umask."""
+    try:
+        return os.open(name, _OPEN_DIRECTORY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    made = False
+    with contextlib.suppress(FileExistsError):  # made meanwhile: checked like any other
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        made = True
+    fd = os.open(name, _OPEN_DIRECTORY, dir_fd=dir_fd)
+    if made:
+        os.fchmod(fd, DIRECTORY_MODE)
+    return fd
+
+
+@contextlib.contextmanager
+def directory_of(root_fd: int, root: str, relative: str, create: bool) -> Iterator[tuple[int, str]]:
+    """The directory holding `relative` (as a descriptor) and the file's name, walked from the
+    root without following links, each directory checked; with `create`, missing ones are
+    made with mode 755. Raises FileNotFoundError when one is missing and not `create`."""
+    components = parts(relative)
+    fd = os.dup(root_fd)
+    try:
+        walked = root
+        for name in components[:-1]:
+            walked = os.path.join(walked, name)
+            try:
+                next_fd = _open_directory(fd, name, create)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafePath(f"refusing {walked}: {strerror(error)}") from None
+                raise
+            os.close(fd)
+            fd = next_fd
+            check_directory(fd, walked)
+        yield fd, components[-1]
+    finally:
+        os.close(fd)
+
+
+def digest(data: bytes) -> str:
+    """What multihome records of a file it wrote: its content's SHA-256."""
+    import hashlib  # only where a record is kept (install), not for every apply
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _temporary(dir_fd: int) -> tuple[int, str]:
+    """A new, empty, private file in the directory: a random name (O_EXCL makes it this
+    call's alone; a name taken, by a crashed writer or anyone, is skipped)."""
+    while True:
+        name = f".multihome-{os.getpid()}-{os.urandom(6).hex()}"
+        try:
+            fd = os.open(
+                name,
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dir_fd,
+            )
+        except FileExistsError:
+            continue
+        return fd, name
+
+
+def write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Replace the file `name` in the directory atomically with `data`, mode `mode`: a
+    reader sees the old file or the new one, and after a crash the new one is on disk in
+    full or not at all. A symbolic link at `name` is replaced, never written through."""
+    fd, temp = _temporary(dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
             file.flush()
+            os.fchmod(file.fileno(), mode)
             os.fsync(file.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=dir_fd)
         raise
-    # The rename is durable once the directory is on disk too.
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.fsync(dir_fd)  # the rename is durable once the directory is on disk too
+
+
+def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace `path` (in a directory multihome owns, like /run/multihome) with `text`,
+    atomically (write_at). Raises OSError."""
+    data = text.encode("utf-8")
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dir_fd)
+        write_at(dir_fd, os.path.basename(path), data, mode)
     finally:
         os.close(dir_fd)
 
 
-_made = 0  # temporary files this process made (with its pid, a unique name)
+def read_at(dir_fd: int, name: str) -> str | None:
+    """What is at `name` as multihome records it: "sha256:HEX" of a regular file's content,
+    "link:TARGET" for a symbolic link, "other" for anything else, None when nothing is."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "link:" + os.readlink(name, dir_fd=dir_fd)
+    if not stat.S_ISREG(info.st_mode):
+        return "other"
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as file:
+        return "sha256:" + digest(file.read())
 
 
-def _create_beside(directory: str) -> tuple[int, str]:
-    """A new, empty, private file in `directory`, as tempfile.mkstemp makes it, without
-    importing tempfile (and random, shutil, weakref with it: more than a no-op apply's diff)
-    for the one file an apply writes. O_EXCL makes the name this process's alone; a name
-    left by a dead process with the same pid is skipped."""
-    global _made
-    while True:
-        _made += 1
-        temp = os.path.join(directory, f".multihome-{os.getpid()}-{_made}")
-        try:
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        return fd, temp
-
-
-def write_tree(directory: str, files: dict[str, str], mode: int | None = None) -> list[str]:
-    """Write each {relative path: text} under `directory`, each atomically (atomic_write).
-    Without `mode`, a script (a file with a shebang) is 755 and anything else 644. Returns
-    the paths written."""
+def write_tree(
+    directory: str, files: dict[str, str], mode: int | None = None, create: bool = True
+) -> list[str]:
+    """Write each {relative path: text} under `directory` by the rule above (atomically,
+    through no link, into no one else's directory). Without `mode`, a script (a file with a
+    shebang) is 755 and anything else 644. Returns the paths written."""
+    root_fd = open_root(directory, create=create)
     written = []
-    for relative, text in sorted(files.items()):
-        if os.path.isabs(relative) or ".." in relative.split("/"):
-            raise MultihomeError(f"refusing to write outside {directory}: {relative}")
-        path = os.path.join(directory, relative)
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if mode is None:
-                atomic_write(path, text, 0o755 if text.startswith("#!") else 0o644)
-            else:
-                atomic_write(path, text, mode)
-        except OSError as error:
-            raise MultihomeError(f"cannot write {path}: {error.strerror}") from None
-        written.append(path)
+    try:
+        for relative, text in sorted(files.items()):
+            path = os.path.join(directory, relative)
+            chosen = mode if mode is not None else (0o755 if text.startswith("#!") else 0o644)
+            try:
+                with directory_of(root_fd, directory, relative, create=True) as (fd, name):
+                    write_at(fd, name, text.encode("utf-8"), chosen)
+            except OSError as error:
+                raise MultihomeError(f"cannot write {path}: {strerror(error)}") from None
+            written.append(path)
+    finally:
+        os.close(root_fd)
     return written

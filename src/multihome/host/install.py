@@ -16,13 +16,13 @@ removes those items and nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import fcntl
 import json
 import os
 import re
 import socket
+import stat
 import struct
 import subprocess
 import time
@@ -137,23 +137,106 @@ def read_facts(state: HostState, root: str) -> Facts:
     return Facts(networkd, nm, ifupdown)
 
 
-def _manifest(root: str) -> dict[str, dict[str, str | None]]:
-    path = os.path.join(root, MANIFEST)
+Entry = dict[str, str | None]  # {"path", "backup", "content"} of one file install wrote
+
+
+def _read(root: str, relative: str) -> str | None:
+    """The text of a file under the root, read without following links (files' rule); None
+    when it is missing."""
+    root_fd = files.open_root(root)
     try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
+        with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
+            opened = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd
+            )
+            with os.fdopen(opened, "rb") as file:
+                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                    raise MultihomeError(f"{os.path.join(root, relative)} is not a regular file")
+                data = file.read(4 << 20)
     except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise MultihomeError(
+            f"cannot read {os.path.join(root, relative)}: {files.strerror(error)}"
+        ) from None
+    finally:
+        os.close(root_fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MultihomeError(f"{os.path.join(root, relative)} is not UTF-8 text") from None
+
+
+CONTENT = re.compile(r"^(sha256:[0-9a-f]{64}|link:\.\./[A-Za-z0-9_.@-]+\.service)$")
+
+
+def validate_manifest(root: str, data: object, where: str) -> dict[str, Entry]:
+    """The manifest's entries, each field checked: it comes from a directory that may not be
+    trustworthy, and uninstall deletes and moves what it lists. A path is relative, with no
+    `..`; a backup is the path with the backup suffix, beside it (an older manifest spelled
+    it absolute under the root); a content is a digest or the target of a link."""
+
+    def damaged(problem: str) -> MultihomeError:
+        return MultihomeError(
+            f"the install manifest {where} is damaged: {problem}",
+            hint="nothing was changed; remove the files by hand, or the manifest to start over",
+        )
+
+    if not isinstance(data, dict) or not isinstance(data.get("files", []), list):
+        raise damaged("not an object with a list of files")
+    entries: dict[str, Entry] = {}
+    for number, entry in enumerate(data.get("files", []), start=1):
+        if not isinstance(entry, dict):
+            raise damaged(f"entry {number} is not an object")
+        relative = entry.get("path")
+        try:
+            files.parts(relative)  # type: ignore[arg-type]
+        except MultihomeError as error:
+            raise damaged(f"entry {number}: {error}") from None
+        assert isinstance(relative, str)
+        backup = entry.get("backup")
+        if backup is not None and backup not in (
+            relative + BACKUP_SUFFIX,
+            os.path.join(root, relative) + BACKUP_SUFFIX,
+        ):
+            raise damaged(f"entry {number}: backup {backup!r} is not {relative}{BACKUP_SUFFIX}")
+        contents = [entry.get(key) for key in ("content", "previous") if entry.get(key) is not None]
+        for content in contents:
+            if not isinstance(content, str) or not CONTENT.match(content):
+                raise damaged(f"entry {number}: content {content!r} is not a digest or a unit link")
+        entries[relative] = {
+            "path": relative,
+            "backup": None if backup is None else relative + BACKUP_SUFFIX,
+            "content": entry.get("content"),
+            "previous": entry.get("previous"),
+        }
+    return entries
+
+
+def _manifest(root: str) -> dict[str, Entry]:
+    text = _read(root, MANIFEST)
+    if text is None:
         return {}
+    where = os.path.join(root, MANIFEST)
+    try:
+        data = json.loads(text)
     except ValueError as error:
-        raise MultihomeError(f"the install manifest {path} is damaged: {error}") from None
-    return {entry["path"]: entry for entry in data.get("files", [])}
+        raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
+    return validate_manifest(root, data, where)
 
 
-def _write_manifest(
-    root: str, entries: dict[str, dict[str, str | None]], formats: list[str]
-) -> None:
-    data = {"installed_at": time.time(), "formats": formats, "files": list(entries.values())}
-    files.write_tree(root, {MANIFEST: json.dumps(data, indent=1) + "\n"})
+def _write_manifest(root: str, entries: dict[str, Entry], formats: list[str]) -> None:
+    listed = [
+        {k: v for k, v in e.items() if v is not None or k == "backup"} for e in entries.values()
+    ]
+    data = {"installed_at": time.time(), "formats": formats, "files": listed}
+    files.write_tree(root, {MANIFEST: json.dumps(data, indent=1) + "\n"}, create=False)
+
+
+def _owned(entry: Entry, found: str | None) -> bool:
+    """Is what is there now exactly what multihome wrote (or, for an install interrupted
+    before it wrote this file, what the install before it wrote)?"""
+    return found is not None and found in (entry.get("content"), entry.get("previous"))
 
 
 @record(frozen=True)
@@ -166,9 +249,27 @@ class Installed:
     notes: list[str]
 
 
+def _at(root: str, relative: str) -> str | None:
+    """What is at the path now (files.read_at), walked without following links."""
+    root_fd = files.open_root(root)
+    try:
+        with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
+            return files.read_at(fd, name)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise MultihomeError(
+            f"cannot read {os.path.join(root, relative)}: {files.strerror(error)}"
+        ) from None
+    finally:
+        os.close(root_fd)
+
+
 def install(
     desired: Desired, state: HostState, root: str, format_name: str, options: Options
 ) -> Installed:
+    # refuse someone else's root before reading anything; a missing one is made (755)
+    os.close(files.open_root(root, create=True))
     facts = read_facts(state, root)
     if format_name == "auto":
         formats, reasons = choose(facts, desired)
@@ -190,13 +291,30 @@ def install(
     if live_nm:  # install adds the items itself (below): no script to run
         wanted.pop(f"{TARGETS['networkmanager']}/multihome-nmcli.sh", None)
     old = _manifest(root)
-    entries: dict[str, dict[str, str | None]] = {}
+    entries: dict[str, Entry] = {}
     for relative in sorted(wanted):
-        path = os.path.join(root, relative)
-        backup = old.get(relative, {}).get("backup")
-        if relative not in old and os.path.lexists(path):  # someone else's: kept aside
-            backup = path + BACKUP_SUFFIX
-        entries[relative] = {"path": relative, "backup": backup}
+        found = _at(root, relative)
+        content = "sha256:" + files.digest(wanted[relative][0].encode("utf-8"))
+        earlier = old.get(relative)
+        backup = earlier.get("backup") if earlier else None
+        if earlier is None and found is not None:  # someone else's: kept aside
+            backup = relative + BACKUP_SUFFIX
+        elif earlier is not None and found is not None and not _owned(earlier, found):
+            # an interrupted install may not have moved the original aside yet
+            planned = backup is not None and _at(root, backup) is None
+            if found != content and not planned:
+                raise MultihomeError(
+                    f"{os.path.join(root, relative)} was changed since multihome installed it;"
+                    " it is left as it is",
+                    hint="move it away (or put back what multihome wrote), then install again",
+                )
+        previous = earlier.get("content") if earlier else None
+        entries[relative] = {
+            "path": relative,
+            "backup": backup,
+            "content": content,
+            "previous": previous if previous != content else None,
+        }
     units = ["multihome.service"] if "systemd" in formats else []
     if "etc/systemd/system/multihome-nftables.service" in wanted:  # gateway mode
         units.append("multihome-nftables.service")
@@ -206,34 +324,44 @@ def install(
         links["etc/systemd/system/nftables.service.wants/multihome-nftables.service"] = (
             "multihome-nftables.service"
         )
-    for link in links:  # what `systemctl enable` does, as a file, so --root works
-        entries[link] = {"path": link, "backup": None}
+    for link, unit in list(links.items()):  # what `systemctl enable` does, as a file
+        content = f"link:../{unit}"
+        found = _at(root, link)
+        if found is not None and not (link in old and _owned(old[link], found)):
+            del links[link]  # someone enabled it already: their link, which stays theirs
+            continue
+        entries[link] = {"path": link, "backup": None, "content": content, "previous": None}
     # The intent first: until the last step, the manifest lists every file this install
     # and the one before may have touched, so an interruption anywhere leaves a manifest
     # from which uninstall restores everything (see _remove_entry).
     _write_manifest(root, {**old, **entries}, formats)
     written, backups, removed = [], [], []
     for relative, (text, mode) in sorted(wanted.items()):
-        path = os.path.join(root, relative)
         backup = entries[relative]["backup"]
         # also the move an interrupted install planned and did not make
-        if backup is not None and not os.path.lexists(backup) and os.path.lexists(path):
-            _move(path, backup)
-            backups.append(backup)
-        written += files.write_tree(root, {relative: text}, mode)
+        if backup is not None and _at(root, backup) is None:
+            found = _at(root, relative)
+            if found is not None and not _owned(entries[relative], found):
+                _move(root, relative, backup)
+                backups.append(os.path.join(root, backup))
+        written += files.write_tree(root, {relative: text}, mode, create=False)
     for link, unit in links.items():
         link_path = os.path.join(root, link)
+        root_fd = files.open_root(root)
         try:
-            os.makedirs(os.path.dirname(link_path), exist_ok=True)
-            if not os.path.lexists(link_path):
-                os.symlink(f"../{unit}", link_path)
+            with files.directory_of(root_fd, root, link, create=True) as (fd, name):
+                if files.read_at(fd, name) is None:
+                    os.symlink(f"../{unit}", name, dir_fd=fd)
         except OSError as error:
             raise MultihomeError(f"cannot write {link_path}: {error.strerror}") from None
+        finally:
+            os.close(root_fd)
         written.append(link_path)
     for relative, entry in old.items():  # ours from an earlier install, no longer wanted
         if relative not in entries:
-            removed += _remove_entry(root, entry)
-    _write_manifest(root, entries, formats)
+            gone, _ = _remove_entry(root, entry)
+            removed += gone
+    _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats)
     if live_nm:
         notes += install_networkmanager(desired, root)
     elif "networkmanager" in formats:
@@ -244,41 +372,75 @@ def install(
     return Installed(formats, reasons, written, backups, removed, notes)
 
 
-def _move(source: str, target: str) -> None:
+def _move(root: str, source: str, target: str) -> None:
+    """Rename one file to another in the same directory under the root (a backup and its
+    file), by the files' rule."""
+    root_fd = files.open_root(root)
     try:
-        os.replace(source, target)
+        with files.directory_of(root_fd, root, source, create=False) as (fd, name):
+            if os.path.dirname(source) != os.path.dirname(target):
+                raise MultihomeError(f"refusing to move {source} out of its directory")
+            os.replace(name, os.path.basename(target), src_dir_fd=fd, dst_dir_fd=fd)
     except OSError as error:
-        raise MultihomeError(f"cannot move {source} to {target}: {error.strerror}") from None
+        raise MultihomeError(
+            f"cannot move {os.path.join(root, source)} to {os.path.join(root, target)}:"
+            f" {error.strerror}"
+        ) from None
+    finally:
+        os.close(root_fd)
 
 
-def _remove_entry(root: str, entry: dict[str, str | None]) -> list[str]:
+def _remove_entry(root: str, entry: Entry) -> tuple[list[str], list[str]]:
     """Undo one entry, whatever step its install reached: a file that replaced another is
     replaced by the backup again; while there is no backup, the file there is still the
-    original, and stays."""
-    path = os.path.join(root, str(entry["path"]))
+    original, and stays. A file that is not what multihome wrote (changed since, or
+    someone else's) is kept. Returns (removed, kept)."""
+    relative = str(entry["path"])
+    path = os.path.join(root, relative)
+    found = _at(root, relative)
     backup = entry.get("backup")
-    if backup:
-        if os.path.lexists(backup):
-            _move(backup, path)
-        return [path]
+    if backup and _at(root, backup) is not None:
+        if found is None or _owned(entry, found):
+            _move(root, backup, relative)
+            return [path], []
+        return [], [f"{path} (changed since multihome wrote it; the original is {backup})"]
+    if found is None:
+        return [path], []
+    if not _owned(entry, found):
+        return [], [f"{path} (not what multihome wrote)"]
+    root_fd = files.open_root(root)
     try:
-        os.unlink(path)
+        with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
+            os.unlink(name, dir_fd=fd)
     except FileNotFoundError:
         pass
     except OSError as error:
         raise MultihomeError(f"cannot remove {path}: {error.strerror}") from None
-    return [path]
+    finally:
+        os.close(root_fd)
+    return [path], []
 
 
-def uninstall(root: str) -> list[str]:
-    """Remove exactly the files the manifest lists; put back what they replaced; take out of
-    NetworkManager's connections exactly the items install added to them."""
+@record(frozen=True)
+class Uninstalled:
+    removed: list[str]
+    kept: list[str]  # listed in the manifest, but not (or no longer) what multihome wrote
+
+
+def uninstall(root: str) -> Uninstalled:
+    """Remove exactly the files the manifest lists, each only if it is what install wrote;
+    put back what they replaced; take out of NetworkManager's connections exactly the items
+    install added to them."""
+    os.close(files.open_root(root))  # refuse someone else's root before reading anything
+    entries = _manifest(root)
     removed = uninstall_networkmanager(root)
-    for entry in _manifest(root).values():
-        removed += _remove_entry(root, entry)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(root, MANIFEST))
-    return removed
+    kept: list[str] = []
+    for entry in entries.values():
+        gone, stays = _remove_entry(root, entry)
+        removed += gone
+        kept += stays
+    _remove_entry(root, {"path": MANIFEST, "backup": None, "content": _at(root, MANIFEST)})
+    return Uninstalled(removed, kept)
 
 
 # -- NetworkManager, live ----------------------------------------------------------------------
@@ -344,14 +506,36 @@ def _nm_values(uuid: str) -> dict[str, list[str]]:
 
 
 def _nm_records(root: str) -> list[dict[str, object]]:
-    try:
-        with open(os.path.join(root, NM_MANIFEST), encoding="utf-8") as file:
-            data = json.load(file)
-    except FileNotFoundError:
+    """The NetworkManager manifest's records, each field checked (see validate_manifest)."""
+    where = os.path.join(root, NM_MANIFEST)
+    text = _read(root, NM_MANIFEST)
+    if text is None:
         return []
+    try:
+        data = json.loads(text)
     except ValueError as error:
-        raise MultihomeError(f"the install manifest {NM_MANIFEST} is damaged: {error}") from None
-    return list(data.get("connections", []))
+        raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
+    records = data.get("connections", []) if isinstance(data, dict) else None
+    if not isinstance(records, list) or not all(_nm_record_ok(r) for r in records):
+        raise MultihomeError(
+            f"the install manifest {where} is damaged: not a list of connection records",
+            hint="nothing was changed; take the items out with nmcli by hand",
+        )
+    return records
+
+
+def _nm_record_ok(record: object) -> bool:
+    if not isinstance(record, dict):
+        return False
+    added = record.get("added")
+    return (
+        all(isinstance(record.get(k), str) for k in ("uplink", "connection"))
+        and isinstance(added, dict)
+        and all(
+            p in NM_PROPERTIES and isinstance(vs, list) and all(isinstance(v, str) for v in vs)
+            for p, vs in added.items()
+        )
+    )
 
 
 def _nm_take_out(record: dict[str, object]) -> int:
@@ -394,7 +578,9 @@ def install_networkmanager(desired: Desired, root: str) -> list[str]:
         added = {p: [v for v in after[p] if v not in before[p]] for p in NM_PROPERTIES}
         records.append({"uplink": uplink, "connection": uuid, "name": name, "added": added})
         # record before reapplying: a failed reapply must still be undone by uninstall
-        files.write_tree(root, {NM_MANIFEST: json.dumps({"connections": records}, indent=1)})
+        files.write_tree(
+            root, {NM_MANIFEST: json.dumps({"connections": records}, indent=1)}, create=False
+        )
         _nmcli("device", "reapply", uplink)
         count = sum(len(v) for v in added.values())
         notes.append(f"NetworkManager connection {name!r} ({uplink}): {count} items added")
@@ -430,8 +616,10 @@ def uninstall_networkmanager(root: str, settle: float = 0.0) -> list[str]:
                 hint="see `nmcli device status`; then run the command again",
             )
         time.sleep(0.05)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(root, NM_MANIFEST))
+    if records:
+        _remove_entry(
+            root, {"path": NM_MANIFEST, "backup": None, "content": _at(root, NM_MANIFEST)}
+        )
     return done
 
 

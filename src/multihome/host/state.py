@@ -186,7 +186,8 @@ def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
     path = file_path(netns_id, "lock")
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # not through a link: one planted there would make root create or lock its target
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as error:
         raise _unwritable(path, error) from None
     try:

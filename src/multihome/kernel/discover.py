@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from multihome.core import names
 from multihome.core.model import (
     Address,
     Counters,
@@ -43,7 +44,7 @@ CONF_KEYS = ("arp_ignore", "arp_announce", "rp_filter")
 def _interface(link: LinkInfo) -> Interface:
     return Interface(
         index=link.index,
-        name=link.name,
+        name=names.detected(link.index, link.name),
         up=bool(link.flags & IFF_UP and link.flags & IFF_LOWER_UP),
         loopback=bool(link.flags & IFF_LOOPBACK),
         master=link.master,

@@ -8,9 +8,10 @@ them. The shared rule goes with the first uplink.
 
 from __future__ import annotations
 
-import shlex
+import re
 
 from multihome.core.model import Desired, Rule
+from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
     Options,
@@ -22,7 +23,22 @@ from multihome.render import (
     uplink_routes,
     uplink_rules,
 )
-from multihome.render.ip import args
+from multihome.render.ip import args, sysctl_command
+
+# ifupdown puts the name into shell commands of its own unquoted (`ip link set dev %iface%
+# up` for `inet manual`), and reads `ifup A=B` as interface A, logical name B: only names of
+# these characters pass through it unchanged.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.@+%,^~-]+")
+
+
+def _check(name: str) -> str:
+    if not SAFE_NAME.fullmatch(name):
+        raise MultihomeError(
+            f"ifupdown cannot carry the interface name {name!r}: it writes names into shell"
+            " commands of its own unquoted (and reads `=` as a mapping)",
+            hint="rename the interface, or export/install the systemd or networkd format",
+        )
+    return name
 
 
 def _rule_lines(rule: Rule) -> tuple[list[str], list[str]]:
@@ -49,8 +65,9 @@ def render(desired: Desired, options: Options) -> Rendered:
             rule_up, rule_down = _rule_lines(rule)
             up += rule_up
             down += rule_down
+        _check(uplink.name)
         up += [
-            f"post-up sysctl -qw {shlex.quote(f'{s.name}={s.value}')}"
+            f"post-up {sysctl_command(s, '-qw')}"
             for s in desired.sysctls
             # namespace-wide ones (the balancing hash policy, conf/all) go with the first uplink
             if s.interface == uplink.name or (s.interface in (None, "all") and index == 0)

@@ -13,7 +13,7 @@ def command(change: Change) -> str:
     """One shell command that makes this change."""
     obj = change.obj
     if isinstance(obj, Sysctl):
-        return f"sysctl -w {shlex.quote(f'{obj.name}={obj.value}')}"
+        return sysctl_command(obj, "-w")
     verb = "add" if change.action is Action.ADD else "del"
     kind = "rule" if isinstance(obj, Rule) else "route"
     assert isinstance(obj, Rule | Route)
@@ -23,6 +23,15 @@ def command(change: Change) -> str:
 def args(obj: Rule | Route) -> str:
     """The object's `ip` arguments, quoted for a shell."""
     return " ".join(shlex.quote(word) for word in obj.ip_args().split())
+
+
+def sysctl_command(sysctl: Sysctl, flags: str) -> str:
+    """A shell command that sets the sysctl: `sysctl -w KEY=VALUE`, which takes the key
+    literally (no glob); for an interface whose name holds `=`, which `sysctl` would split
+    the key at, the file under /proc/sys is written instead."""
+    if "=" in sysctl.path:
+        return f"echo {shlex.quote(sysctl.value)} > {shlex.quote('/proc/sys/' + sysctl.path)}"
+    return f"sysctl {flags} {shlex.quote(f'{sysctl.name}={sysctl.value}')}"
 
 
 def commands(changes: list[Change]) -> list[str]:
@@ -40,7 +49,7 @@ def script(desired: Desired, options: Options) -> Rendered:
         lines.append(f"ip -{v} rule del {args(rule)} 2>/dev/null || true")
         lines.append(f"ip -{v} rule add {args(rule)}")
     for sysctl in desired.sysctls:
-        lines.append(f"sysctl -qw {shlex.quote(f'{sysctl.name}={sysctl.value}')}")
+        lines.append(sysctl_command(sysctl, "-qw"))
     if desired.gateway is not None:  # gateway mode: multihome's nftables table, replaced whole
         from multihome.core import gateway
 

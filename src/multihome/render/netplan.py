@@ -9,7 +9,11 @@ table goes in multihome.nft with its own unit, as for the other stacks.
 
 from __future__ import annotations
 
+import json
+import re
+
 from multihome.core.model import SCOPE_LINK, Desired
+from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
     Options,
@@ -21,11 +25,27 @@ from multihome.render import (
     uplink_rules,
 )
 
+# netplan refuses IDs with glob characters or outside ASCII, and networkd (which it writes
+# them into as `Name=`) would read a backslash as an escape.
+UNSAFE = re.compile(r"[*?\[\]\\]|[^\x21-\x7e]")
+
+
+def key(name: str) -> str:
+    """An interface name as a YAML key: double-quoted, so `&a`, `*x`, `#x` or `a: b` are the
+    name and not an anchor, alias, comment or mapping (a JSON string is a YAML one)."""
+    if UNSAFE.search(name):
+        raise MultihomeError(
+            f"netplan cannot express the interface name {name!r} (it refuses glob characters"
+            " and non-ASCII names, and networkd would read a backslash as an escape)",
+            hint="rename the interface, or export/install the networkd or systemd format",
+        )
+    return json.dumps(name)
+
 
 def render(desired: Desired, options: Options) -> Rendered:
     lines = [f"# {HEADER}", "network:", "  version: 2", "  ethernets:"]
     for uplink in desired.uplinks:
-        lines += [f"    {uplink.name}:", "      routes:"]
+        lines += [f"    {key(uplink.name)}:", "      routes:"]
         for route in uplink_routes(desired, uplink):
             lines.append(f"        - to: {'default' if route.is_default else route.dst}")
             if route.gateway is not None:
