@@ -484,7 +484,7 @@ class RuleEvents:
             try:
                 data = self.sock.recv(1 << 20)
             except TimeoutError:
-                missing = f"{len(need)} rule changes missing"
+                missing = f"{len(need)} rule changes missing: {sorted(need)}"
                 raise SystemExit(f"the watch did not react: {missing}") from None
             offset = 0
             while offset + 16 <= len(data):
@@ -540,7 +540,7 @@ def watch_run(ns: str, state_dir: str, events: int) -> None:
         done = 0
         n = 0
         while done < events:
-            chunk = [f"2001:db8:4:{n + j:x}::" for j in range(50)]
+            chunk = [str(ipaddress.IPv6Address(f"2001:db8:4:{n + j:x}::")) for j in range(50)]
             n += 50
             batch(ns, [f"-6 addr add {a}1/64 dev eth3 nodad" for a in chunk])
             rules.wait(set(chunk), set())

@@ -329,14 +329,22 @@ class Ownership:
 
 def distinct_networks(addresses: Iterable[Address]) -> list[tuple[Address, IPNetwork]]:
     """The first address of each distinct (interface, network) pair, in order, with its
-    network: thousands of addresses fall into a few subnets."""
-    seen: set[tuple[IPNetwork, str]] = set()
+    network: thousands of addresses fall into a few subnets. Pairs are told apart by plain
+    integers (hashing a network object runs Python code; these are asked about every
+    address of a host several times a plan)."""
+    seen: set[tuple[str, int, int, int]] = set()
     found = []
     for address in addresses:
         network = address.ip.network
-        pair = (network, address.ifname)
-        if pair not in seen:
-            seen.add(pair)
+        prefixlen = network.prefixlen
+        key = (
+            address.ifname,
+            network.version,
+            int(address.ip) >> (network.max_prefixlen - prefixlen),
+            prefixlen,
+        )
+        if key not in seen:
+            seen.add(key)
             found.append((address, network))
     return found
 
@@ -423,6 +431,20 @@ class Uplink:
 
     def addresses_in(self, family: Family) -> tuple[Address, ...]:
         return self.addresses_by_family[0 if family == Family.INET else 1]
+
+    def networks_in(self, family: Family) -> list[tuple[Address, IPNetwork]]:
+        """distinct_networks() of its addresses in this family (the planner asks for each
+        several times)."""
+        return self.distinct_networks_by_family[0 if family == Family.INET else 1]
+
+    @cached_property
+    def distinct_networks_by_family(
+        self,
+    ) -> tuple[list[tuple[Address, IPNetwork]], list[tuple[Address, IPNetwork]]]:
+        return (
+            distinct_networks(self.addresses_in(Family.INET)),
+            distinct_networks(self.addresses_in(Family.INET6)),
+        )
 
     @cached_property
     def addresses_by_family(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:

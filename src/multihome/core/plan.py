@@ -358,7 +358,7 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
 def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]:
     routes = []
     metric = DEFAULT_METRIC[family.version]
-    for address, network in distinct_networks(uplink.addresses_in(family)):
+    for address, network in uplink.networks_in(family):
         if network.prefixlen == network.max_prefixlen:
             continue  # a /32 or /128 has no on-link neighbours
         routes.append(
@@ -419,7 +419,7 @@ def _source_prefixes(
     for uplink in members:
         own = uplink.addresses_in(family)
         found[uplink.name] = covering_prefixes(
-            (n for _, n in distinct_networks(own)),
+            (n for _, n in uplink.networks_in(family)),
             (int(a.ip) for a in own),
             (value for name, value in everyone if name != uplink.name),
         )
@@ -430,7 +430,7 @@ def _selection_why(
     state: HostState, uplink: Uplink, family: Family, prefixes: list[IPNetwork]
 ) -> str:
     """Why an uplink's rules select these prefixes in this family, in a few words."""
-    networks = [n for _, n in distinct_networks(uplink.addresses_in(family))]
+    networks = [n for _, n in uplink.networks_in(family)]
     if prefixes == sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
         return "its subnet" if len(networks) == 1 else "its subnets"
     sharing = sorted(
