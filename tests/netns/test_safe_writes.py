@@ -29,10 +29,20 @@ def _ip(ns: str, command: str) -> None:
     subprocess.run(["ip", "-n", ns, *command.split()], check=True)
 
 
+def _eth1_address(i: int) -> str:
+    """eth1's i-th extra address: the odd ones of 198.18.0.0/16 (eth0 holds the even ones)."""
+    return f"198.18.{i // 125}.{2 * (i % 125) + 1}"
+
+
 def _with_more_addresses(build: Build, count: int) -> tuple[Network, str]:
+    """The seed network with `count` more addresses on each NIC, interleaved in one /16 (two
+    NICs on one switch): every address of eth1 is selected by a rule of its own."""
     net = build(scenarios.seed(nics=2))
     server = net.ns("server")
-    lines = [f"addr add 198.18.{i // 250}.{i % 250 + 1}/16 dev eth1" for i in range(count)]
+    lines = [f"addr add {_eth1_address(i)}/16 dev eth1" for i in range(count)]
+    lines += [
+        f"addr add 198.18.{i // 125}.{2 * (i % 125) + 2}/16 dev eth0" for i in range(count)
+    ]
     subprocess.run(
         ["ip", "-n", server, "-batch", "-"], input="\n".join(lines), text=True, check=True
     )
@@ -91,7 +101,7 @@ def test_a_mass_refusal_with_other_writers_undoes_exactly_what_it_made(
     before_write = tmp_path / "before-write"
     before_write.write_text(
         "\n".join(
-            f"rule add pref 1002 from 198.18.{i // 250}.{i % 250 + 1} tos 0x10 lookup 101 proto 77"
+            f"rule add pref 1002 from {_eth1_address(i)} tos 0x10 lookup 101 proto 77"
             for i in range(600)
         )
     )
@@ -111,9 +121,11 @@ def test_a_mass_refusal_with_other_writers_undoes_exactly_what_it_made(
         text=True,
     )
     assert result.returncode == 3, result.stdout + result.stderr
-    first = "ip -4 rule add pref 1002 from 198.18.0.1/32 lookup 101 proto 77"
+    # each .1 is selected with the unused .0 beside it (198.18.X.0/31), whose rule no tos
+    # rule takes for a duplicate: 595 of the 600 are refused, the first at 198.18.0.3
+    first = "ip -4 rule add pref 1002 from 198.18.0.3/32 lookup 101 proto 77"
     assert f"the kernel refused `{first}` (request " in result.stdout, result.stdout
-    assert ", and 599 more were refused): File exists; all " in result.stdout
+    assert ", and 594 more were refused): File exists; all " in result.stdout
     assert "changes already made were undone | nothing was changed" in result.stdout
     after = _rules(server)
     # what was there is there, byte for byte and in its order; the other writers' rules too
