@@ -1,6 +1,6 @@
 """Read the live state of this network namespace into a `HostState` (read only).
 
-Links, addresses, rules and routes come from one rtnetlink socket (netlink.py); sysctls
+Links, addresses, rules and routes come from one rtnetlink socket (reader.py); sysctls
 from /proc/sys, which shows the values of the namespace the process is in.
 """
 

@@ -1,5 +1,6 @@
-"""The events the kernel multicasts for changes the watch made itself, recognised as such:
-they need no reconcile of their own (it would read, plan and diff everything again, to find
+"""The watch's own changes recognised in the events the kernel multicasts for them.
+
+They need no reconcile of their own (it would read, plan and diff everything again, to find
 nothing to do)."""
 
 from __future__ import annotations

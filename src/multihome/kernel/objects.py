@@ -128,23 +128,21 @@ def route_of(message: RouteMessage, names: Mapping[int, str]) -> Route | None:
     if family is None or table == codec.RT_TABLE_LOCAL:
         return None
     dst = attrs.get(codec.RTA_DST) or bytes(4 if family == Family.INET else 16)
-    value = attrs.get(codec.RTA_OIF)
-    value_gw = attrs.get(codec.RTA_GATEWAY)
-    value_src = attrs.get(codec.RTA_PREFSRC)
-    value_metric = attrs.get(codec.RTA_PRIORITY)
-    value_hops = attrs.get(codec.RTA_MULTIPATH)
+    oif, gateway = attrs.get(codec.RTA_OIF), attrs.get(codec.RTA_GATEWAY)
+    prefsrc, metric = attrs.get(codec.RTA_PREFSRC), attrs.get(codec.RTA_PRIORITY)
+    hops = attrs.get(codec.RTA_MULTIPATH)
     return Route(
         family,
         table,
         network_from(dst, message.dst_len),
-        names.get(codec.u32(value)) if value is not None else None,
-        _address(value_gw) if value_gw is not None else None,
-        _address(value_src) if value_src is not None else None,
+        names.get(codec.u32(oif)) if oif is not None else None,
+        _address(gateway) if gateway is not None else None,
+        _address(prefsrc) if prefsrc is not None else None,
         message.scope,
         message.protocol,
-        codec.u32(value_metric) if value_metric is not None else 0,
+        codec.u32(metric) if metric is not None else 0,
         message.type,
-        _nexthops(value_hops, names) if value_hops is not None else (),
+        _nexthops(hops, names) if hops is not None else (),
     )
 
 

@@ -1,5 +1,6 @@
-"""Read this network namespace's links, addresses, rules and routes as objects, and ask it
-for route lookups: one socket's dumps (transport.py), decoded (codec.py, objects.py)."""
+"""Read this network namespace's links, addresses, rules, routes and route lookups as objects.
+
+One socket's dumps (transport.py), decoded (codec.py, objects.py)."""
 
 from __future__ import annotations
 

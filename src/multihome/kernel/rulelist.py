@@ -1,4 +1,4 @@
-"""Which rule the kernel deletes for a delete request, followed through the changes of a write.
+"""Which rule the kernel deletes for a rule delete request, through the changes of a write.
 
 The kernel deletes the first rule, in list order, that matches every field the request
 names; a field the request leaves out, or leaves 0, matches anything, and the `not` flag is
