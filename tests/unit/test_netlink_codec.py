@@ -7,9 +7,12 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from multihome.core.model import Family, NextHop, Ownership, Route, Rule
 from multihome.kernel import codec, objects
+from multihome.kernel.rulelist import RuleList
 
 from .kernel_captures import CAPTURE, check_addresses, check_routes, check_rules, load
 
@@ -206,3 +209,52 @@ def test_routes_the_kernel_sent_decode_as_ip_shows_them() -> None:
 
 def test_addresses_the_kernel_sent_decode_as_ip_shows_them() -> None:
     check_addresses(load(CAPTURE))
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from([Family.INET, Family.INET6]),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 2**32 - 1),
+    st.one_of(st.none(), st.integers(0, 128)),
+    st.integers(0, 255),
+    st.one_of(st.none(), st.integers(0, 2**128 - 1)),
+    st.sampled_from([codec.RTM_NEWRULE, codec.RTM_DELRULE]),
+)
+def test_a_source_rule_request_is_the_message_of_every_field(
+    family: Family,
+    priority: int,
+    table: int,
+    suppress: int | None,
+    protocol: int,
+    value: int | None,
+    kind: int,
+) -> None:
+    src = None
+    if value is not None:
+        bits = 32 if family == Family.INET else 128
+        src = ipaddress.ip_network((value % 2**bits, bits))
+    rule = Rule(family, priority, table, src, suppress, protocol)
+    encoded = objects.rule_request(kind, rule)
+    assert encoded == codec.encode_rule(kind, objects.rule_message(rule))
+    assert objects.rule_of(codec.decode_rule(*_payload(encoded))) == rule
+
+
+def test_a_delete_takes_the_first_rule_that_matches_what_it_names() -> None:
+    ours = RULES[0]  # pref 1000 from 192.0.2.10/32 lookup 100 suppress_prefixlength 0 proto 77
+    family, src = ours.family, ours.src
+    ipproto = Rule(family, 1000, 100, src, 0, 77, other_selectors=True)
+    inverted = Rule(family, 1000, 100, src, 0, 77, other_selectors=True, invert=True)
+    other_table = Rule(family, 1000, 101, src, 0, 77)
+    no_suppress = Rule(family, 1000, 100, src, None, 77, other_selectors=True)
+    for ahead in (ipproto, inverted):  # matches every field the request names
+        assert RuleList([ahead, ours]).target(ours) is ahead
+        assert RuleList([ours, ahead]).target(ours) is ours
+    for ahead in (other_table, no_suppress):  # differs in a field the request names
+        assert RuleList([ahead, ours]).target(ours) is ours
+    rules = RuleList([ipproto])
+    rules.add(ours)  # an added rule goes behind the rules of its priority
+    assert rules.delete(ours) is ipproto and rules.target(ours) is ours
+    # a request without a source matches a rule of any source
+    main = Rule(Family.INET, 1000, 100, None, 0, 77)
+    assert RuleList([ours, main]).target(main) is ours

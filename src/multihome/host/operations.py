@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # show and plan import this module; only apply and export nee
 
 if TYPE_CHECKING:
     from multihome.kernel.nftables import TableChange
+    from multihome.kernel.reader import Decoded
 
 
 @record(frozen=True)
@@ -137,6 +138,7 @@ def _converge(
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
     keep_table_on_overlap: bool = False,
+    decoded: Decoded | None = None,
 ) -> Outcome:
     from multihome.host import confirm
     from multihome.kernel import writer
@@ -146,7 +148,7 @@ def _converge(
     netns_id = namespace.identity()
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
-        host = discover.read_state()
+        host = discover.read_state(decoded)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
@@ -294,11 +296,14 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
 
 
 def reconcile(
-    config_path: str | None, down: frozenset[str], down6: frozenset[str] = frozenset()
+    config_path: str | None,
+    down: frozenset[str],
+    down6: frozenset[str] = frozenset(),
+    decoded: Decoded | None = None,
 ) -> Outcome:
     """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
     dead over IPv4, `down6`: over IPv6). A mark overlap leaves the nftables table as it is
-    (Outcome.table_refused) instead of failing the round."""
+    (Outcome.table_refused) instead of failing the round. `decoded`: the watch's own."""
     return _converge(
         config_path,
         remove=False,
@@ -306,6 +311,7 @@ def reconcile(
         down=down,
         down6=down6,
         keep_table_on_overlap=True,
+        decoded=decoded,
     )
 
 

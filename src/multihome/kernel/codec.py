@@ -85,7 +85,15 @@ def walk(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
 
 def attributes(data: bytes, offset: int, end: int) -> Attributes:
     """The attributes between offset and end, every one kept (a type seen twice: the last)."""
-    return dict(walk(data, offset, end))
+    found = {}
+    unpack = _ATTR.unpack_from
+    while offset + 4 <= end:  # walk(), inlined: this runs for every message of every dump
+        length, kind = unpack(data, offset)
+        if length < 4 or offset + length > end:
+            raise ValueError(f"malformed netlink attribute at byte {offset}")
+        found[kind & NLA_TYPE_MASK] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    return found
 
 
 def u32(value: bytes) -> int:
@@ -217,6 +225,39 @@ def encode_rule(kind: int, rule: RuleMessage, seq: int = 0) -> bytes:
         rule.flags,
     )  # fmt: skip
     return message(kind, request_flags(kind), header + _encode_attrs(rule.attrs), seq)
+
+
+# A request for a rule of the form multihome writes most (a source or none, no mark), in one
+# `struct` call: its header, FRA_PRIORITY, FRA_TABLE, FRA_SUPPRESS_PREFIXLEN, FRA_PROTOCOL,
+# then FRA_SRC of 0, 4 or 16 bytes. The same bytes as encode_rule makes of its RuleMessage.
+_SOURCE_RULES = {
+    size: struct.Struct("=IHHII BBBBBBBBI HHI HHI HHI HHB3x" + (f" HH{size}s" if size else ""))
+    for size in (0, 4, 16)
+}
+
+
+def encode_source_rule(
+    kind: int,
+    family: int,
+    priority: int,
+    table: int,
+    suppress: int,
+    protocol: int,
+    src: bytes,
+    src_len: int,
+) -> bytes:
+    """The request encode_rule makes of a rule with these fields (src: b"" for none)."""
+    layout = _SOURCE_RULES[len(src)]
+    header_table = table if table < 256 else RT_TABLE_COMPAT
+    values: list[int | bytes] = [
+        *(layout.size, kind, request_flags(kind), 0, 0),
+        *(family, 0, src_len, 0, header_table, 0, 0, FR_ACT_TO_TBL, 0),
+        *(8, FRA_PRIORITY, priority, 8, FRA_TABLE, table, 8, FRA_SUPPRESS_PREFIXLEN, suppress),
+        *(5, FRA_PROTOCOL, protocol),
+    ]
+    if src:
+        values += [4 + len(src), FRA_SRC, src]
+    return layout.pack(*values)
 
 
 def encode_route(kind: int, route: RouteMessage, seq: int = 0, flags: int = 0) -> bytes:

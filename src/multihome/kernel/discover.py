@@ -23,7 +23,7 @@ from multihome.core.recent import Recent
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.kernel import namespace
 from multihome.kernel.objects import AddressInfo, LinkInfo
-from multihome.kernel.reader import Reader
+from multihome.kernel.reader import Decoded, Reader
 from multihome.kernel.transport import Refusal
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -110,11 +110,12 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
     return values
 
 
-def read_state() -> HostState:
-    """Everything multihome needs to know about this network namespace."""
+def read_state(decoded: Decoded | None = None) -> HostState:
+    """Everything multihome needs to know about this network namespace (`decoded`: what the
+    reads before decoded, for a caller that reads again and again: reader.Decoded)."""
     recent.advance()  # the shared objects of what is gone since the read before go
     try:
-        with Reader() as rtnl:
+        with Reader(decoded) as rtnl:
             interfaces = sorted(_interface(link) for link in rtnl.links())
             names = {i.index: i.name for i in interfaces}
             # sorted by interface, family and address, as comparing the objects would

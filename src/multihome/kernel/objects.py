@@ -8,6 +8,7 @@ Ownership.owns_rule never takes such a rule for its own, whatever its protocol a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 from multihome.core.model import (
@@ -40,26 +41,31 @@ WRITTEN = frozenset(
 _u32 = codec.U32.pack
 
 
+def _int(value: bytes) -> int:
+    """A u32 attribute's value (host byte order, as netlink carries it)."""
+    return int.from_bytes(value, sys.byteorder)
+
+
 def rule_of(message: RuleMessage) -> Rule | None:
     """The rule a message describes (None: not IPv4 or IPv6)."""
     family = FAMILIES.get(message.family)
     if family is None:
         return None
-    attrs = message.attrs
-    value = attrs.get(codec.FRA_PRIORITY)
-    priority = codec.u32(value) if value is not None else 0
-    value = attrs.get(codec.FRA_TABLE)
-    table = codec.u32(value) if value is not None else message.table
-    value = attrs.get(codec.FRA_SUPPRESS_PREFIXLEN)
-    suppress = codec.u32(value) if value is not None else None
+    attrs, get = message.attrs, message.attrs.get
+    value = get(codec.FRA_PRIORITY)
+    priority = _int(value) if value is not None else 0
+    value = get(codec.FRA_TABLE)
+    table = _int(value) if value is not None else message.table
+    value = get(codec.FRA_SUPPRESS_PREFIXLEN)
+    suppress = _int(value) if value is not None else None
     if suppress == codec.SUPPRESS_NONE:
         suppress = None
-    value = attrs.get(codec.FRA_PROTOCOL)
+    value = get(codec.FRA_PROTOCOL)
     protocol = value[0] if value else 0
-    value = attrs.get(codec.FRA_FWMARK)
-    fwmark = codec.u32(value) if value is not None else None
-    value = attrs.get(codec.FRA_FWMASK)
-    fwmask = codec.u32(value) if value is not None else None
+    value = get(codec.FRA_FWMARK)
+    fwmark = _int(value) if value is not None else None
+    value = get(codec.FRA_FWMASK)
+    fwmask = _int(value) if value is not None else None
     other = bool(
         message.dst_len
         or message.tos
@@ -116,7 +122,19 @@ def rule_message(rule: Rule) -> RuleMessage:
 
 def rule_request(kind: int, rule: Rule) -> bytes:
     """RTM_NEWRULE or RTM_DELRULE for one of multihome's rules."""
-    return codec.encode_rule(kind, rule_message(rule))
+    if rule.fwmark is not None or rule.fwmask is not None or rule.other_selectors or rule.invert:
+        return codec.encode_rule(kind, rule_message(rule))
+    src = rule.src  # the rules of source addresses: thousands per write
+    return codec.encode_source_rule(
+        kind,
+        rule.family,
+        rule.priority,
+        rule.table,
+        codec.SUPPRESS_NONE if rule.suppress_prefixlen is None else rule.suppress_prefixlen,
+        rule.protocol,
+        src.network_address.packed if src is not None else b"",
+        src.prefixlen if src is not None else 0,
+    )
 
 
 def route_of(message: RouteMessage, names: Mapping[int, str]) -> Route | None:

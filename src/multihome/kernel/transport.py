@@ -176,11 +176,19 @@ class RtnlSocket:
 
     def _answers(self, first: int, verdicts: list[Refusal | None]) -> None:
         """Read the answers to the requests numbered first..self.seq into verdicts."""
-        expected = first
-        while expected <= self.seq:
+        expected, last = first, self.seq
+        unpack = codec.HEADER.unpack_from
+        while expected <= last:
             data = self._receive()
-            for offset, length, mtype, flags, mseq in codec.messages(data):
-                if mtype != codec.NLMSG_ERROR or mseq < first or mseq > self.seq:
+            # an answer is a datagram of its own (netlink_ack): its header is read directly
+            length, mtype, flags, mseq, _port = unpack(data)
+            found = (
+                [(0, length, mtype, flags, mseq)]
+                if length == len(data)
+                else list(codec.messages(data))
+            )
+            for offset, length, mtype, flags, mseq in found:
+                if mtype != codec.NLMSG_ERROR or mseq < first or mseq > last:
                     continue  # an answer to an earlier request of a transaction that failed
                 if mseq != expected:  # the kernel answers in order: a gap is a lost answer
                     raise OSError(errno.EPROTO, f"answer {mseq} came before {expected}")

@@ -73,15 +73,21 @@ def _follow(rules: RuleList, change: Change) -> None:
 
 
 def _check_deletes(routing: Sequence[Change], state: HostState) -> None:
-    """Refuse the write, before any of it, if a rule delete would remove another rule."""
-    if not any(c.action is Action.DELETE and isinstance(c.obj, Rule) for c in routing):
+    """Refuse the write, before any of it, if a rule delete would remove a rule that this
+    write does not delete."""
+    deleted = {c.obj for c in routing if c.action is Action.DELETE and isinstance(c.obj, Rule)}
+    if not deleted:
         return
-    rules = RuleList(state.rules)
+    touched = {(r.family, r.priority) for r in deleted}  # a request names the priority
+    if all(r in deleted for r in state.rules if (r.family, r.priority) in touched):
+        return  # every rule a delete could take is one this write deletes
+    rules = RuleList(r for r in state.rules if (r.family, r.priority) in touched)
     for change in routing:
         rule = change.obj
-        target = rules.target(rule) if isinstance(rule, Rule) else None
-        if change.action is Action.DELETE and target is not None and target != rule:
-            assert isinstance(rule, Rule)
+        if not isinstance(rule, Rule):
+            continue
+        target = rules.target(rule)
+        if change.action is Action.DELETE and target is not None and target not in deleted:
             raise KernelError(
                 f"cannot delete rule `{rule.ip_args()}`: the kernel deletes the first"
                 f" rule that matches a delete request, and that is `{_foreign(target)}`,"

@@ -32,6 +32,7 @@ from multihome.core.records import asdict
 from multihome.errors import MultihomeError
 from multihome.host import operations
 from multihome.kernel import discover, echoes, namespace
+from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
@@ -93,6 +94,8 @@ class Watcher:
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
         self.usage = gateway_usage.Sampler(_log)
+        # what the last reconcile's read decoded: the next decodes only what changed
+        self.decoded = Decoded()
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -108,7 +111,9 @@ class Watcher:
     def reconcile(self, reason: str) -> None:
         start = time.monotonic()
         try:
-            outcome = operations.reconcile(self.config_path, self.down(4), self.down(6))
+            outcome = operations.reconcile(
+                self.config_path, self.down(4), self.down(6), self.decoded
+            )
         except MultihomeError as error:
             self.echoes = {}
             self.status.errors += 1
