@@ -3,11 +3,11 @@ and however many requests a write makes, their answers never overflow the socket
 
 from __future__ import annotations
 
-import _socket
 import errno
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -65,18 +65,18 @@ def test_thousands_of_refusals_do_not_overflow_a_small_receive_buffer(netns: str
     # every refusal is a message queued on the socket, acked or not.
     requests = [rule_request(codec.RTM_DELRULE, _rule(i)) for i in range(3000)]
     with namespace.inside(netns):
-        raw = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+        raw = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         rtnl = RtnlSocket(receive_buffer=SMALL)
     # As the transport before sent them: as many requests in one datagram as fit 96 KiB,
     # acked or not, the answers read after the send. The socket overflows: answers are lost.
     try:
         raw.bind((0, 0))
-        raw.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, SMALL)
-        raw.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 1 << 20)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         raw.send(b"".join(requests[: 96 * 1024 // len(requests[0])]))
         with pytest.raises(OSError) as lost:
             while True:
-                raw.recv(1 << 16, _socket.MSG_DONTWAIT)
+                raw.recv(1 << 16, socket.MSG_DONTWAIT)
         assert lost.value.errno == errno.ENOBUFS
     finally:
         raw.close()

@@ -52,7 +52,8 @@ def _with_more_addresses(build: Build, count: int) -> tuple[Network, str]:
 # A write with other writers at work: `ip -batch` from another process, with the first file
 # just before the write (after multihome read the rules and planned), with the second
 # between the write and its undo. The hook is the sockets the writer opens: the first for
-# the write, the second for the undo; what the kernel answers is not touched.
+# the write, the second for the undo; what the kernel answers is not touched. Their receive
+# buffers are small (a few dozen answers), so the write's answers cross many batches.
 CONCURRENT = """
 import subprocess, sys
 from multihome.core.config import Config
@@ -72,7 +73,7 @@ class Socket(writer.RtnlSocket):
         if Socket.opened < len(batches):
             subprocess.run(["ip", "-batch", batches[Socket.opened]], check=True)
         Socket.opened += 1
-        super().__init__()
+        super().__init__(receive_buffer=16384)
 
 
 writer.RtnlSocket = Socket

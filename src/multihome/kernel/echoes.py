@@ -28,12 +28,15 @@ def echoes_of(changes: Iterable[tuple[bool, Rule | Route]]) -> Echoes:
 def only_echoes(data: bytes, echoes: Echoes, names: dict[int, str]) -> bool:
     """Whether every message of this datagram of events is one of `echoes` (each of those it
     holds is taken off)."""
-    mine = True
     try:
-        found = list(codec.messages(data))
-    except ValueError:
+        return _only_echoes(data, echoes, names)
+    except ValueError:  # a malformed message: news, which a reconcile reads for itself
         return False
-    for offset, length, kind, _flags, _seq in found:
+
+
+def _only_echoes(data: bytes, echoes: Echoes, names: dict[int, str]) -> bool:
+    mine = True
+    for offset, length, kind, _flags, _seq in codec.messages(data):
         start, end = offset + codec.HEADER.size, offset + length
         obj: Rule | Route | None = None
         if kind in (codec.RTM_NEWRULE, codec.RTM_DELRULE):

@@ -4,8 +4,9 @@ One socket's dumps (transport.py), decoded (codec.py, objects.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from multihome.core.model import IPAddress, Route, Rule
 from multihome.kernel import codec, objects
@@ -37,6 +38,15 @@ def _rule(data: bytes, offset: int, end: int) -> Rule | None:
     return objects.rule_of(codec.decode_rule(data, offset, end))
 
 
+@contextlib.contextmanager
+def _malformed() -> Iterator[None]:
+    """A message the codec cannot walk is the kernel's fault, reported as the socket's are."""
+    try:
+        yield
+    except ValueError as error:
+        raise OSError(errno.EPROTO, f"the kernel sent a malformed message: {error}") from None
+
+
 class Reader:
     """Dumps and lookups through one NETLINK_ROUTE socket."""
 
@@ -54,7 +64,7 @@ class Reader:
         self.close()
 
     def links(self) -> list[LinkInfo]:
-        return [objects.link_of(d, o, e) for _, d, o, e in self.socket.dump(codec.RTM_GETLINK)]
+        return self._decode(codec.RTM_GETLINK, objects.link_of)
 
     def addresses(self) -> list[AddressInfo]:
         if self.decoded is None:
@@ -71,22 +81,22 @@ class Reader:
         return found
 
     def routes(self, names: dict[int, str]) -> list[Route]:
-        found = []
-        for _, data, offset, end in self.socket.dump(codec.RTM_GETROUTE):
+        def route(data: bytes, offset: int, end: int) -> Route | None:
             # rtm_table, the header's fifth byte, picks out the local table's routes (one or
             # two per address: a host with 1,000 addresses has more of them than of all others)
-            if data[offset + 4] != codec.RT_TABLE_LOCAL:
-                route = objects.route_of(codec.decode_route(data, offset, end), names)
-                if route is not None:
-                    found.append(route)
-        return found
+            if data[offset + 4] == codec.RT_TABLE_LOCAL:
+                return None
+            return objects.route_of(codec.decode_route(data, offset, end), names)
+
+        return self._decode(codec.RTM_GETROUTE, route)
 
     def _decode(self, kind: int, decode: Callable[[bytes, int, int], T | None]) -> list[T]:
         found = []
-        for _, data, offset, end in self.socket.dump(kind):
-            item = decode(data, offset, end)
-            if item is not None:  # IPv4 or IPv6
-                found.append(item)
+        with _malformed():
+            for _, data, offset, end in self.socket.dump(kind):
+                item = decode(data, offset, end)
+                if item is not None:  # IPv4 or IPv6
+                    found.append(item)
         return found
 
     def _reuse(
@@ -95,15 +105,16 @@ class Reader:
         """A dump's objects, those of messages `before` has taken from it; and what this dump
         decoded to, for the next."""
         found, now = [], {}
-        for _, data, offset, end in self.socket.dump(kind):
-            key = data[offset:end]
-            item = before.get(key)
-            if item is None:
-                item = decode(data, offset, end)
+        with _malformed():
+            for _, data, offset, end in self.socket.dump(kind):
+                key = data[offset:end]
+                item = before.get(key)
                 if item is None:
-                    continue
-            now[key] = item
-            found.append(item)
+                    item = decode(data, offset, end)
+                    if item is None:
+                        continue
+                now[key] = item
+                found.append(item)
         return found, now
 
     def route_get(
@@ -115,7 +126,8 @@ class Reader:
         if isinstance(answer, Refusal):
             return answer
         _, data, offset, end = answer
-        route = objects.route_of(codec.decode_route(data, offset, end), names)
+        with _malformed():
+            route = objects.route_of(codec.decode_route(data, offset, end), names)
         if route is None:
             return Refusal(errno.EADDRNOTAVAIL, "local address")  # the local table answered
         return route

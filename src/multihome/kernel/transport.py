@@ -106,17 +106,24 @@ class RtnlSocket:
         self.seq += 1
         seq = self.seq
         self.sock.send(codec.dump_request(kind, seq))
+        unpack = codec.HEADER.unpack_from
         while True:
             data = self._receive()
-            for offset, length, mtype, flags, mseq in codec.messages(data):
-                if mseq != seq:
-                    continue  # an answer to an earlier request of a transaction that failed
+            offset, size = 0, len(data)
+            while offset + 16 <= size:  # codec.messages(), inlined: a message per object
+                length, mtype, flags, mseq, _port = unpack(data, offset)
+                if length < 16 or offset + length > size:
+                    raise OSError(errno.EPROTO, f"a malformed netlink message at byte {offset}")
+                if mseq != seq:  # an answer to a request of a transaction that failed
+                    offset += (length + 3) & ~3
+                    continue
                 if mtype == codec.NLMSG_DONE:
                     return
                 if mtype == codec.NLMSG_ERROR:
                     code, text = codec.error_of(data, offset, length, flags)
                     raise OSError(code, text or os.strerror(code))
                 yield mtype, data, offset + codec.HEADER.size, offset + length
+                offset += (length + 3) & ~3
 
     def query(self, request: bytes) -> tuple[int, bytes, int, int] | Refusal:
         """Send one request that has one answer (a route lookup): (type, datagram, payload
@@ -180,12 +187,14 @@ class RtnlSocket:
         unpack = codec.HEADER.unpack_from
         while expected <= last:
             data = self._receive()
+            if len(data) < codec.HEADER.size:
+                raise OSError(errno.EPROTO, f"an answer of {len(data)} bytes")
             # an answer is a datagram of its own (netlink_ack): its header is read directly
             length, mtype, flags, mseq, _port = unpack(data)
             found = (
                 [(0, length, mtype, flags, mseq)]
                 if length == len(data)
-                else list(codec.messages(data))
+                else _messages(data)
             )
             for offset, length, mtype, flags, mseq in found:
                 if mtype != codec.NLMSG_ERROR or mseq < first or mseq > last:
@@ -195,3 +204,10 @@ class RtnlSocket:
                 code, text = codec.error_of(data, offset, length, flags)
                 verdicts.append(Refusal(code, text) if code else None)
                 expected += 1
+
+
+def _messages(data: bytes) -> list[tuple[int, int, int, int, int]]:
+    try:
+        return list(codec.messages(data))
+    except ValueError as error:
+        raise OSError(errno.EPROTO, str(error)) from None

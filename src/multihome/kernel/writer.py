@@ -72,16 +72,27 @@ def _follow(rules: RuleList, change: Change) -> None:
             rules.delete(change.obj)
 
 
+def _deleted_rules(changes: Sequence[Change]) -> set[Rule]:
+    return {c.obj for c in changes if c.action is Action.DELETE and isinstance(c.obj, Rule)}
+
+
+def _rule_list(state: HostState, deleted: set[Rule]) -> RuleList | None:
+    """The rules a delete of `deleted` could take, in the kernel's order; None where every
+    one of them is a rule that is deleted too (then which goes first changes nothing)."""
+    touched = {(r.family, r.priority) for r in deleted}  # a request names the priority
+    rules = [r for r in state.rules if (r.family, r.priority) in touched]
+    if all(r in deleted for r in rules):
+        return None
+    return RuleList(rules)
+
+
 def _check_deletes(routing: Sequence[Change], state: HostState) -> None:
     """Refuse the write, before any of it, if a rule delete would remove a rule that this
     write does not delete."""
-    deleted = {c.obj for c in routing if c.action is Action.DELETE and isinstance(c.obj, Rule)}
-    if not deleted:
+    deleted = _deleted_rules(routing)
+    rules = _rule_list(state, deleted) if deleted else None
+    if rules is None:
         return
-    touched = {(r.family, r.priority) for r in deleted}  # a request names the priority
-    if all(r in deleted for r in state.rules if (r.family, r.priority) in touched):
-        return  # every rule a delete could take is one this write deletes
-    rules = RuleList(r for r in state.rules if (r.family, r.priority) in touched)
     for change in routing:
         rule = change.obj
         if not isinstance(rule, Rule):
@@ -160,27 +171,30 @@ def _undo(
     lost: Sequence[Change] = (),
 ) -> NoReturn:
     """Undo `done`, the changes this write made (in order), and raise what happened."""
-    rules = RuleList(state.rules)
-    for change in done:
-        _follow(rules, change)
+    undo = [c.inverse() for c in reversed(done)]
+    deleted = _deleted_rules(undo)
+    rules = _rule_list(state, deleted) if deleted else None
+    if rules is not None:
+        for change in done:
+            _follow(rules, change)
     leftovers: list[str] = []
     undo_routing: list[Change] = []
-    for change in (c.inverse() for c in reversed(done)):
+    for change in undo:
         if isinstance(change.obj, Sysctl):
             try:
                 write_sysctl(change.obj)
             except OSError as error:
                 leftovers.append(f"{change.describe()}: {error.strerror}")
             continue
-        if isinstance(change.obj, Rule) and change.action is Action.DELETE:
+        if rules is not None and isinstance(change.obj, Rule):
             target = rules.target(change.obj)
-            if target is not None and target != change.obj:
+            if change.action is Action.DELETE and target is not None and target not in deleted:
                 leftovers.append(
                     f"{change.describe()}: not sent, the kernel would delete"
                     f" `{_foreign(target)}` ahead of it instead"
                 )
                 continue
-        _follow(rules, change)
+            _follow(rules, change)
         undo_routing.append(change)
     if undo_routing:
         try:
