@@ -111,8 +111,21 @@ _UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe
 
 def _split_dotted(text: str) -> list[str]:
     """Split a TOML dotted key (`uplinks."eth0.100"`) into its parts."""
-    pattern = r"\"([^\"]*)\"|'([^']*)'|([^.\s\"']+)"
-    return [dq or sq or bare for dq, sq, bare in re.findall(pattern, text)]
+    pattern = r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([^.\s\"']+)"
+    return [_unescape(dq) or sq or bare for dq, sq, bare in re.findall(pattern, text)]
+
+
+def _unescape(basic: str) -> str:
+    """A TOML basic string's escapes (\\uXXXX, \\", ...), as tomllib reads the key, so its
+    line is found; JSON's escapes are TOML's but \\UXXXXXXXX and \\e, kept as written."""
+    import json  # only for a quoted key with an escape
+
+    if "\\" not in basic:
+        return basic
+    try:
+        return str(json.loads(f'"{basic}"'))
+    except ValueError:
+        return basic
 
 
 def key_lines(text: str) -> dict[str, int]:
@@ -283,8 +296,13 @@ def parse(text: str, path: str = "(string)") -> Config:
     for name, body in uplink_tables.items():
         prefix = f"uplinks.{name}"
         why = names.problem(name)
-        if why is not None:
-            raise read.fail(f"{name!r} is not a valid interface name: it {why}", prefix)
+        if why is not None:  # the key shown as repr: it may hold what would forge a line
+            raise ConfigError(
+                f"{name!r} is not a valid interface name: it {why}",
+                path=path,
+                line=line_of(lines, prefix),
+                key=f"uplinks.{name!r}",
+            )
         if not isinstance(body, dict):
             raise read.fail("must be a table: [uplinks." + name + "]", prefix)
         for key in body:
