@@ -16,3 +16,41 @@ def test_rtt_is_printed_as_a_short_decimal() -> None:
     lines = metrics_text(status, {"eth0": Counters(1, 2, 3, 4)}).splitlines()
     assert 'multihome_probe_rtt_seconds{uplink="eth0",family="ipv4"} 0.00018' in lines
     assert 'multihome_interface_tx_bytes_total{interface="eth0"} 4' in lines
+
+
+def test_a_metrics_address_out_of_range_is_a_clean_error() -> None:
+    import pytest
+
+    from multihome.errors import MultihomeError
+    from multihome.watch.metrics import parse_address
+
+    for address in ("0.0.0.0:70000", "127.0.0.1:x", "127.0.0.1", "[::1]:0"):
+        with pytest.raises(MultihomeError, match="port must be a number"):
+            parse_address(address)
+    assert parse_address(":9477") == ("127.0.0.1", 9477)  # loopback unless asked
+    assert parse_address("[::1]:9477") == ("::1", 9477)
+
+
+def test_connections_past_the_bound_are_closed_at_once_and_idle_ones_time_out() -> None:
+    import socket
+    import time
+    import urllib.request
+
+    from multihome.watch.metrics import serve
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = serve(f"127.0.0.1:{port}", lambda: "up 1\n", connections=2, read_timeout=0.5)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    time.sleep(0.1)
+    extra = socket.create_connection(("127.0.0.1", port))
+    extra.settimeout(2)
+    start = time.monotonic()
+    assert extra.recv(100) == b""  # closed by the server, not left waiting
+    assert time.monotonic() - start < 0.4
+    time.sleep(0.8)  # the idle ones' read timeout has passed: their slots are free
+    assert [s.recv(100) for s in idle] == [b"", b""]
+    assert urllib.request.urlopen(url, timeout=2).read() == b"up 1\n"
+    for sock in [*idle, extra]:
+        sock.close()

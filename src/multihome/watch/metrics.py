@@ -67,11 +67,43 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(address: str, text: Callable[[], str]) -> str:
-    """Serve GET /metrics on ADDR:PORT from a daemon thread; returns the URL."""
+# A scraper needs one connection at a time; a few more leave room for a second Prometheus
+# and a curl. Every connection costs the daemon a descriptor and a thread: past this bound
+# a new one is closed at once, so no peer can take the descriptors a reconcile needs.
+MAX_CONNECTIONS = 16
+READ_TIMEOUT = 5.0  # seconds a connection may take per read of its request (slowloris)
+MAX_PORT = 65535
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT or :PORT (loopback) as (host, port); raises MultihomeError
+    with the address named."""
     host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+        raise MultihomeError(
+            f"--metrics {address}: the port must be a number from 1 to {MAX_PORT}",
+            hint="e.g. --metrics 127.0.0.1:9477",
+        )
+    return host, int(port)
+
+
+def serve(
+    address: str,
+    text: Callable[[], str],
+    connections: int = MAX_CONNECTIONS,
+    read_timeout: float = READ_TIMEOUT,
+) -> str:
+    """Serve GET /metrics on ADDR:PORT from a daemon thread, at most `connections` at a
+    time, each read of a request bounded by `read_timeout`; returns the URL."""
+    import socket
+
+    host, port = parse_address(address)
+    slots = threading.BoundedSemaphore(connections)
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = read_timeout  # the socket's: each read of the request ends in time
+
         def do_GET(self) -> None:
             if self.path != "/metrics":
                 self.send_error(404)
@@ -86,9 +118,36 @@ def serve(address: str, text: Callable[[], str]) -> str:
         def log_message(self, format: str, *args: Any) -> None:
             return None  # one line per action in the log, not per scrape
 
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        request_queue_size = 64
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):  # full: closed at once, costs nothing
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # a peer that hangs up or stalls mid-request ends its own connection; it is
+            # no fault of the daemon's and not worth a traceback in its log
+            return None
+
     try:
-        server = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    except (OSError, ValueError) as error:
-        raise MultihomeError(f"cannot serve metrics on {address}: {error}") from None
+        server = Server((host, port), Handler)
+    except (OSError, ValueError, OverflowError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise MultihomeError(f"cannot serve metrics on {address}: {reason}") from None
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://{host or '127.0.0.1'}:{port}/metrics"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/metrics"
