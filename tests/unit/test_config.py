@@ -4,8 +4,9 @@ import ipaddress
 
 import pytest
 
-from multihome.core.config import RpFilter, load, parse
+from multihome.core.config import RpFilter, parse
 from multihome.errors import ConfigError
+from multihome.host.configfile import load
 
 FULL = """\
 [multihome]

@@ -17,6 +17,7 @@ from multihome import __version__
 from multihome.cli import build_parser, completion, distfiles, manpage
 from multihome.cli.manpage import help_text, options, subcommands
 from multihome.core import config, configkeys, records
+from multihome.host import configfile
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -89,7 +90,7 @@ def test_the_example_config_is_the_rendered_one() -> None:
 
 def test_the_example_config_loads_as_the_defaults() -> None:
     # the real loader, with its permission check, on the file as shipped
-    assert settings(config.load(str(EXAMPLE))) == settings(config.Config())
+    assert settings(configfile.load(str(EXAMPLE))) == settings(config.Config())
 
 
 def test_the_example_config_uncommented_sets_every_key(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_the_example_config_uncommented_sets_every_key(tmp_path: Path) -> None:
     path = tmp_path / "multihome.toml"
     path.write_text(text)
     path.chmod(0o600)
-    loaded = config.load(str(path))
+    loaded = configfile.load(str(path))
     assert set(loaded.lines) >= {k.dotted.replace("NAME", "eth0") for k in configkeys.KEYS}
     (uplink,) = loaded.uplinks
     assert (uplink.name, str(uplink.gateway4), str(uplink.gateway6), uplink.table) == (

@@ -1,4 +1,5 @@
-"""Read and validate the config file (TOML) into a `Config`.
+"""PURE: validate the config file's text (TOML) into a `Config`; the caller reads the file
+(host/configfile.py, with its trust checks).
 
 Everything that can be checked without the host is checked here, and every error names the
 file, line and key. Checks that need the host (does the interface exist, is the gateway on
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
 import re
 
 from multihome import CONFIG_PATH
@@ -235,6 +235,10 @@ def parse(text: str, path: str = "(string)") -> Config:
         match = re.search(r"line (\d+)", str(error))
         line = int(match.group(1)) if match else None
         raise ConfigError(f"not valid TOML: {error}", path=path, line=line) from None
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise ConfigError(
+            "arrays or tables nested too deeply to be a multihome config", path=path
+        ) from None
     lines = key_lines(text)
     read = _Reader(path, lines)
     known = {*_SECTIONS, "uplinks"}
@@ -431,39 +435,3 @@ def _mark_ids(mask: int) -> int:
     if shifted & (shifted + 1):
         return 0
     return shifted
-
-
-def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
-    """Refuse a config that someone other than root (or the user running multihome) could
-    have changed: it decides the routing of the host (as sshd's StrictModes does)."""
-    if owner not in (0, euid):
-        raise ConfigError(
-            f"owned by uid {owner}, not by root",
-            path=path,
-            hint=f"chown root: {path}",
-        )
-    writers = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
-    if writers:
-        raise ConfigError(
-            f"writable by {' and '.join(writers)} (mode {mode & 0o777:o})",
-            path=path,
-            hint=f"chmod go-w {path}",
-        )
-
-
-def load(path: str | None) -> Config:
-    """Read the config file; with no path, the default file if it exists, else defaults."""
-    explicit = path is not None
-    path = path or DEFAULT_PATH
-    try:
-        with open(path, encoding="utf-8") as file:
-            info = os.fstat(file.fileno())
-            check_permissions(path, info.st_mode, info.st_uid, os.geteuid())
-            text = file.read()
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError("no such file", path=path) from None
-        return Config()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read: {error}", path=path) from None
-    return parse(text, path)

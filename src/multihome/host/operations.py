@@ -5,13 +5,13 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
-from multihome.core import config as config_file
 from multihome.core.config import Config
 from multihome.core.diff import diff
 from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.core.plan import plan
 from multihome.core.records import record
 from multihome.errors import MultihomeError, PrivilegeError, StateError
+from multihome.host import configfile as config_file
 from multihome.host import state
 from multihome.kernel import discover, namespace
 

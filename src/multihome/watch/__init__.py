@@ -24,12 +24,12 @@ import time
 from types import FrameType
 from typing import Any
 
-from multihome.core import config as config_file
 from multihome.core import model
 from multihome.core.health import Link, UplinkHealth, observe
 from multihome.core.model import Family, GatewayLayout, IPAddress
 from multihome.core.records import asdict
 from multihome.errors import MultihomeError
+from multihome.host import configfile as config_file
 from multihome.host import operations
 from multihome.kernel import discover, namespace, netlink
 from multihome.watch import gateway_usage, metrics

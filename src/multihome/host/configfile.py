@@ -1,0 +1,75 @@
+"""Read the config file, as root reads what decides the host's routing: only a regular file
+that no one but root (or the user running multihome) could have written, and without ever
+blocking on it; its text is then validated by core/config.py's `parse`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+
+from multihome.core import config
+from multihome.core.config import Config, parse
+from multihome.errors import ConfigError
+
+MAX_SIZE = 1 << 20  # far beyond any config; a larger file is a mistake, not a config
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
+    """Refuse a config that someone other than root (or the user running multihome) could
+    have changed: it decides the routing of the host (as sshd's StrictModes does)."""
+    if owner not in (0, euid):
+        raise ConfigError(
+            f"owned by {_owner(owner)}, not by root",
+            path=path,
+            hint=f"chown root: {path}",
+        )
+    writers = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
+    if writers:
+        raise ConfigError(
+            f"writable by {' and '.join(writers)} (mode {mode & 0o7777:o})",
+            path=path,
+            hint=f"chmod go-w {path}",
+        )
+
+
+def load(path: str | None) -> Config:
+    """Read and parse the config file; with no path, the default file if it exists, else
+    the defaults. A link is followed: what is checked is the file it leads to."""
+    explicit = path is not None
+    path = path or config.DEFAULT_PATH
+    try:
+        # O_NONBLOCK: opening a FIFO (or a device) must not hang the command
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("no such file", path=path) from None
+        return Config()
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(
+                "not a regular file (a FIFO, device or directory cannot be a config)",
+                path=path,
+            )
+        check_permissions(path, info.st_mode, info.st_uid, os.geteuid())
+        try:
+            data = file.read(MAX_SIZE + 1)
+        except OSError as error:
+            raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
+    if len(data) > MAX_SIZE:
+        raise ConfigError(f"larger than {MAX_SIZE >> 20} MiB: not a config", path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text (byte {error.start})", path=path) from None
+    return parse(text, path)

@@ -1,0 +1,69 @@
+"""Reading the config file (host/configfile.py): what root trusts, and inputs that must end
+in one clear line, not a hang or a traceback. core/config.py only parses text."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from multihome.core import config
+from multihome.core.config import parse
+from multihome.errors import ConfigError
+from multihome.host import configfile
+
+
+def test_a_fifo_as_config_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "multihome.toml"
+    os.mkfifo(fifo, 0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "multihome", "-c", str(fifo), "plan"],
+        capture_output=True,
+        text=True,
+        timeout=20,  # it used to wait for a writer forever
+    )
+    assert done.returncode == 2 and "not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "nested", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b=" * 3000 + "}" * 3000]
+)
+def test_deeply_nested_toml_is_a_config_error(nested: str) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse(nested, "m.toml")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_config_another_user_owns_is_refused_naming_the_owner(tmp_path: Path) -> None:
+    path = tmp_path / "multihome.toml"
+    path.write_text("")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError) as raised:
+        configfile.load(str(path))
+    assert "uid 65534" in raised.value.message and raised.value.hint == f"chown root: {path}"
+
+
+def test_a_config_others_may_write_is_refused_naming_the_mode(tmp_path: Path) -> None:
+    path = tmp_path / "multihome.toml"
+    path.write_text("")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match=r"writable by group and others \(mode 666\)"):
+        configfile.load(str(path))
+
+
+def test_the_config_model_does_no_io() -> None:
+    tree = ast.parse(Path(config.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) if n.module}
+    called = {
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert not imported & {"os", "io", "pathlib", "subprocess", "socket"}
+    assert "open" not in called
