@@ -10,6 +10,53 @@ import re
 from multihome.core.model import Desired, Sysctl
 from multihome.render import HEADER, Options, Rendered
 
+# What multihome needs, and nothing more, as systemd-networkd and keepalived sandbox
+# themselves; each permission says why it is there. A later feature that needs more (say,
+# signalling an RA daemon) adds its own line here, with its reason.
+SANDBOX = """
+# -- sandbox: what multihome needs, and why --------------------------------------------
+# routes, rules, nftables, conntrack and the per-interface sysctls: CAP_NET_ADMIN; the
+# health probes (raw ICMP sockets) and gratuitous ARP after an apply (a packet socket):
+# CAP_NET_RAW. A --metrics port below 1024 would also need CAP_NET_BIND_SERVICE: add it
+# with `systemctl edit` if you choose one.
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW
+NoNewPrivileges=yes
+# netlink (routes, rules, events, nft and conntrack), IPv4 and IPv6 (probes, metrics),
+# unix (sd_notify), packet (gratuitous ARP)
+RestrictAddressFamilies=AF_NETLINK AF_INET AF_INET6 AF_UNIX AF_PACKET
+# The whole file system read-only but what multihome writes: its state (what it created,
+# to undo it exactly) under /run/multihome, and the name of its routing protocol for `ip`
+# in /etc/iproute2/rt_protos.d (written only where that directory exists: "-"). /proc/sys
+# stays writable: apply sets ARP and rp_filter sysctls there, so no ProtectKernelTunables.
+ProtectSystem=strict
+RuntimeDirectory=multihome
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
+ReadWritePaths=-/etc/iproute2/rt_protos.d
+# nothing below is used: no home directories, no temporary files, no devices, no kernel
+# modules (the kernel loads nf_tables itself), no clock, no other namespaces
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+UMask=0022
+# a known bound: the daemon holds a few descriptors (netlink, a probe socket per uplink
+# and family, at most 16 metrics connections); a peer cannot make it need more
+LimitNOFILE=1024
+"""
+
 
 def render(desired: Desired, options: Options) -> Rendered:
     unit = f"""# {HEADER}
@@ -23,7 +70,7 @@ Type=oneshot
 RemainAfterExit=yes
 ExecStart={options.executable} apply
 ExecStop={options.executable} remove
-
+{SANDBOX}
 [Install]
 WantedBy=multi-user.target
 """
@@ -39,7 +86,7 @@ ExecStart={options.executable} watch
 Restart=on-failure
 RestartSec=2
 WatchdogSec=30
-
+{SANDBOX}
 [Install]
 WantedBy=multi-user.target
 """
