@@ -80,6 +80,7 @@ class Watcher:
         self.status = Status()
         self.lock = threading.Lock()
         self.running = True
+        self.hung_up = False  # a SIGHUP came: reconcile at the loop's next turn
         self.notify = Notify()
         self.metrics_address = metrics_address
         self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
@@ -96,6 +97,12 @@ class Watcher:
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
+
+    def hangup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: reconcile at once, reading the config again (as every reconcile does);
+        the health settings (interval, timeout) change with a restart. Logged by the loop,
+        not here: a signal handler must not write to a stream it may have interrupted."""
+        self.hung_up = True
 
     # -- reconcile ------------------------------------------------------------------------
 
@@ -237,6 +244,7 @@ class Watcher:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, self.hangup)
         if self.metrics_address:
             _log(f"metrics on {metrics.serve(self.metrics_address, self.metrics_text)}")
         self.reconcile("start")
@@ -255,6 +263,10 @@ class Watcher:
                 continue
             now = time.monotonic()
             self.notify.tick(now)
+            if self.hung_up:
+                self.hung_up = False
+                _log("SIGHUP: reconciling now with the config as it is on disk")
+                self.reconcile("SIGHUP")
             if self.events in ready and self._drain_events():
                 timers.event(now)
             for probe in self.probes.values():
