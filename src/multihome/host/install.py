@@ -268,7 +268,8 @@ def _at(root: str, relative: str) -> str | None:
 def install(
     desired: Desired, state: HostState, root: str, format_name: str, options: Options
 ) -> Installed:
-    os.close(files.open_root(root))  # refuse someone else's root before reading anything
+    # refuse someone else's root before reading anything; a missing one is made (755)
+    os.close(files.open_root(root, create=True))
     facts = read_facts(state, root)
     if format_name == "auto":
         formats, reasons = choose(facts, desired)
