@@ -67,3 +67,17 @@ def test_the_config_model_does_no_io() -> None:
     }
     assert not imported & {"os", "io", "pathlib", "subprocess", "socket"}
     assert "open" not in called
+
+
+def test_a_probe_target_that_is_the_hosts_own_address_is_refused_at_its_line() -> None:
+    from multihome.core.plan import plan
+
+    from .test_plan import ARTICLE
+
+    text = '[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1", "192.0.2.11"]\n'
+    with pytest.raises(ConfigError) as raised:
+        plan(parse(text, "/etc/multihome.toml"), ARTICLE)
+    assert raised.value.line == 3 and "192.0.2.11 is an address of this host (eth1)" in str(
+        raised.value
+    )
+    plan(parse('[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1"]\n', "m"), ARTICLE)

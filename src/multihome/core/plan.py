@@ -252,8 +252,22 @@ def _gateways(
 ) -> dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]]:
     """Each uplink's gateway per family, in the order: config, main's default, shared subnet."""
     found: dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]] = {}
+    local = (
+        {a.ip.ip: a.ifname for a in state.addresses}
+        if any(u.probe or u.probe6 for u in chosen)
+        else {}
+    )
     for uplink in chosen:
         addresses = state.addresses_of(uplink.name)
+        for key, targets in (("probe", uplink.probe), ("probe6", uplink.probe6)):
+            for target in (t for t in targets if t in local):
+                # a probe to the host's own address never leaves it: always answered
+                raise config.error(
+                    f"probe target {target} is an address of this host ({local[target]}):"
+                    " it would answer even with the uplink dead",
+                    f"uplinks.{uplink.name}.{key}",
+                    hint="probe the gateway or a host beyond it",
+                )
         for family in _families(config):
             configured = uplink.gateway4 if family is Family.INET else uplink.gateway6
             if configured is not None:
