@@ -218,3 +218,22 @@ def test_the_state_lock_does_not_follow_a_link(
     Path(state.file_path(7, "lock")).symlink_to(outside / "victim")
     with pytest.raises(StateError), state.lock(7):
         pass
+
+
+def test_a_link_on_the_way_to_the_root_is_refused(tmp_path: Path, outside: Path) -> None:
+    (tmp_path / "via").symlink_to(outside)
+    with pytest.raises(files.UnsafePath) as raised:
+        files.write_tree(str(tmp_path / "via/out"), {"x": "y"})
+    assert "symbolic link" in raised.value.message and "via" in raised.value.message
+
+
+def test_a_directory_above_the_root_others_may_write_is_refused_unless_sticky(
+    tmp_path: Path,
+) -> None:
+    above = tmp_path / "above"
+    (above / "root").mkdir(parents=True)
+    above.chmod(0o777)  # anyone could rename root and put their own in its place
+    with pytest.raises(files.UnsafePath, match="mode 777"):
+        files.write_tree(str(above / "root"), {"x": "y"})
+    above.chmod(0o1777)  # like /tmp: only root may rename root's directory
+    files.write_tree(str(above / "root"), {"x": "y"})

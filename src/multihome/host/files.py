@@ -14,6 +14,7 @@ file is removed or replaced only when its content is what multihome's record say
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import stat
@@ -72,33 +73,67 @@ def parts(relative: str) -> list[str]:
 
 
 def strerror(error: OSError) -> str:
-    if error.errno == 40:  # ELOOP: O_NOFOLLOW met a symbolic link
+    if error.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
         return "it is a symbolic link, which multihome does not follow"
-    if error.errno == 20:  # ENOTDIR
+    if error.errno == errno.ENOTDIR:
         return "a component is not a directory (or is a symbolic link)"
     return error.strerror or str(error)
 
 
+def _check_ancestor(fd: int, path: str) -> None:
+    """A directory above the root: another user must not be able to swap what is in it
+    (root's own, and writable by others only if sticky, as /tmp: then only an entry's
+    owner may rename it, and the next directory must be root's too)."""
+    info = os.fstat(fd)
+    open_to_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if info.st_uid not in (0, os.geteuid()) or (open_to_others and not info.st_mode & stat.S_ISVTX):
+        check_directory(fd, path)  # raises, naming the owner or the mode
+
+
 def open_root(root: str, create: bool = False) -> int:
-    """A descriptor of the directory `root`, checked (check_directory); with `create`, made
-    (mode 755) when it is missing. Its last component is not followed if it is a link."""
+    """A descriptor of the directory `root`, checked (check_directory), reached from / one
+    component at a time through no link, each directory above it checked too; with
+    `create`, missing directories are made (mode 755)."""
     path = os.path.abspath(root)
+    fd = os.open("/", _OPEN_DIRECTORY)
+    walked = "/"
     try:
-        if create and not os.path.lexists(path):
-            with contextlib.suppress(FileExistsError):
-                os.makedirs(os.path.dirname(path), mode=DIRECTORY_MODE, exist_ok=True)
-                os.mkdir(path, 0o700)  # private until its mode is set below
-            fd = os.open(path, _OPEN_DIRECTORY)
-            os.fchmod(fd, DIRECTORY_MODE)
-        else:
-            fd = os.open(path, _OPEN_DIRECTORY)
-    except OSError as error:
-        raise UnsafePath(f"cannot use {root} as a root directory: {strerror(error)}") from None
-    try:
+        for name in [p for p in path.split("/") if p]:
+            _check_ancestor(fd, walked)
+            walked = os.path.join(walked, name)
+            try:
+                next_fd = _open_directory(fd, name, create)
+            except OSError as error:
+                raise UnsafePath(
+                    f"cannot use {root} as a root directory: {walked}: {strerror(error)}",
+                    hint="give a path with no symbolic link in it (see realpath)"
+                    if error.errno in (errno.ELOOP, errno.ENOTDIR)
+                    else "",
+                ) from None
+            os.close(fd)
+            fd = next_fd
         check_directory(fd, path)
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _open_directory(dir_fd: int, name: str, create: bool) -> int:
+    """The directory `name` in `dir_fd`, not through a link; with `create`, made when it is
+    missing: private until it is open, then 755 whatever the umask."""
+    try:
+        return os.open(name, _OPEN_DIRECTORY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    made = False
+    with contextlib.suppress(FileExistsError):  # made meanwhile: checked like any other
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        made = True
+    fd = os.open(name, _OPEN_DIRECTORY, dir_fd=dir_fd)
+    if made:
+        os.fchmod(fd, DIRECTORY_MODE)
     return fd
 
 
@@ -114,17 +149,9 @@ def directory_of(root_fd: int, root: str, relative: str, create: bool) -> Iterat
         for name in components[:-1]:
             walked = os.path.join(walked, name)
             try:
-                next_fd = os.open(name, _OPEN_DIRECTORY, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o700, dir_fd=fd)  # private until its mode is set
-                next_fd = os.open(name, _OPEN_DIRECTORY, dir_fd=fd)
-                check_directory(next_fd, walked)
-                os.fchmod(next_fd, DIRECTORY_MODE)
+                next_fd = _open_directory(fd, name, create)
             except OSError as error:
-                if error.errno in (40, 20):
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafePath(f"refusing {walked}: {strerror(error)}") from None
                 raise
             os.close(fd)
