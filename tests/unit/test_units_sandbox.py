@@ -70,3 +70,25 @@ def test_systemd_analyze_security_rates_the_units_ok(tmp_path: Path) -> None:
         score = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
         assert score is not None, done.stdout + done.stderr
         assert float(score.group(1)) <= 3.5, done.stdout
+
+
+@needs_analyze
+def test_an_executable_path_with_a_space_or_percent_runs_exactly_that_file(
+    tmp_path: Path,
+) -> None:
+    """systemd reads `%x` as a specifier and splits at spaces: the path is quoted for it."""
+    odd = tmp_path / "my dir %i"
+    odd.mkdir()
+    executable = odd / "multihome"
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    text = systemd.render(Desired(Ownership()), Options(executable=str(executable))).files
+    (tmp_path / "multihome.service").write_text(text["multihome.service"])
+    done = subprocess.run(
+        [str(ANALYZE), "verify", "--man=no", str(tmp_path / "multihome.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "not executable" not in done.stderr, done.stderr
+    assert f'ExecStart="{odd}/multihome" apply'.replace("%", "%%") in text["multihome.service"]

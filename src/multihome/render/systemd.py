@@ -58,6 +58,18 @@ LimitNOFILE=1024
 """
 
 
+def command(executable: str, *args: str) -> str:
+    """An Exec*= command line: `%` doubled (systemd reads %x as a specifier), the path in
+    double quotes with `\\` and `"` escaped when it holds a space or a quote."""
+    words = []
+    for word in (executable, *args):
+        word = word.replace("%", "%%")
+        if re.search(r"[\s\"'\\;]", word):
+            word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        words.append(word)
+    return " ".join(words)
+
+
 def render(desired: Desired, options: Options) -> Rendered:
     unit = f"""# {HEADER}
 [Unit]
@@ -68,8 +80,8 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={options.executable} apply
-ExecStop={options.executable} remove
+ExecStart={command(options.executable, 'apply')}
+ExecStop={command(options.executable, 'remove')}
 {SANDBOX}
 [Install]
 WantedBy=multi-user.target
@@ -82,7 +94,7 @@ Wants=network-online.target
 
 [Service]
 Type=notify
-ExecStart={options.executable} watch
+ExecStart={command(options.executable, 'watch')}
 Restart=on-failure
 RestartSec=2
 WatchdogSec=30
