@@ -149,6 +149,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
+    if outcome.watch_pid:
+        return _report_by_watch(outcome, args, verb)
     changes = list(outcome.changes)
     nft = outcome.table
     if args.json:
@@ -175,6 +177,21 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     if nft:
         print(f"  {nft.describe()}")
     print(f"{verb}: {count(len(changes) + bool(nft), 'change')} made")
+    return EXIT_OK
+
+
+def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
+    """The running `multihome watch` did the work (it owns the routing): what it changed."""
+    by = f"multihome watch (pid {outcome.watch_pid})"
+    if args.json:
+        print_json({"changed": outcome.changed, "changes": outcome.by_watch, "by_watch": by})
+        return EXIT_OK
+    for line in outcome.by_watch:
+        print(f"  {line}")
+    if not outcome.changed:
+        print(f"{verb}: handed to {by}: nothing to do, the kernel already matches")
+    else:
+        print(f"{verb}: handed to {by}: {count(len(outcome.by_watch), 'change')} made")
     return EXIT_OK
 
 

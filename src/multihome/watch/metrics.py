@@ -49,6 +49,11 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         f"multihome_reconciles_total {status['reconciles']}",
         "# TYPE multihome_reconcile_errors_total counter",
         f"multihome_reconcile_errors_total {status['errors']}",
+        # 1 while reconciles fail (retried with a growing delay), and how many in a row
+        "# TYPE multihome_reconcile_failing gauge",
+        f"multihome_reconcile_failing {int(bool(status.get('failure')))}",
+        "# TYPE multihome_reconcile_failures_in_a_row gauge",
+        f"multihome_reconcile_failures_in_a_row {status.get('failures_in_a_row', 0)}",
     ]
     for kind in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes"):
         lines.append(f"# TYPE multihome_interface_{kind}_total counter")

@@ -23,6 +23,10 @@ class Status:
     errors: int = 0
     last_reconcile: float | None = None
     last_result: str = ""
+    # while reconciles fail: the cause, since when (wall clock), attempts failed in a row
+    failure: str = ""
+    failing_since: float | None = None
+    failures_in_a_row: int = 0
 
 
 def status_path(netns_id: int) -> str:
