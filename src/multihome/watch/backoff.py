@@ -21,7 +21,9 @@ class Backoff:
     def failed(self, now: float, wall: float, cause: str, jitter: float) -> bool:
         """One more attempt failed (`jitter` in [0, 1) spreads the retry over the second
         half of the delay); whether its cause is news (to report)."""
-        news = cause != self.cause
+        # what follows a ";" is what this attempt undid ("all 9 changes already made were
+        # undone"): the same cause with one address more is not news
+        news = cause.split(";")[0] != self.cause.split(";")[0]
         self.failures += 1
         if self.since is None:
             self.since = wall

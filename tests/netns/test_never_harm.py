@@ -1,0 +1,78 @@
+"""`watch` and the commands when the kernel or the admin disagree, on the real kernel:
+reconcile failures back off; output that cannot be written fails the command; drift of
+multihome's nftables table is judged on its content; conntrack work leaves the loop alone."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from multihome.lab import scenarios
+
+from .helpers import PY, multihome
+from .test_watch import Build, status, wait_for
+
+
+def test_a_failing_reconcile_backs_off_and_recovers(build: Build, tmp_path: Path) -> None:
+    """A read-only /proc/sys (in the daemon's own mount namespace): its sysctl writes fail.
+    Today's watch retried on the events of its own undo, ~30 times a second."""
+    net = build(scenarios.seed(nics=2))
+    server = net.ns("server")
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the daemon)
+    read_only = (
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys"
+        f" && exec {PY} -m multihome watch"
+    )
+    proc = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", server, "unshare", "-m", "--propagation", "private"),
+            *("sh", "-c", read_only),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def text() -> str:
+        log.seek(0)
+        return log.read()
+
+    try:
+        wait_for(lambda: "watching" in text(), 10)
+        assert "failed" in text()
+        assert status(server)["failure"]
+        shown = multihome(server, "status").stdout
+        assert "reconciles FAIL since" in shown and "Read-only file system" in shown
+        # events: an address comes and goes, a link flaps, during 10 s
+        first = status(server)["reconciles"]
+        lines = len(text().splitlines())
+        start = time.monotonic()
+        for _ in range(5):
+            subprocess.run(
+                ["ip", "-n", server, "addr", "add", "192.0.2.50/24", "dev", "eth1"], check=True
+            )
+            time.sleep(0.5)
+            subprocess.run(
+                ["ip", "-n", server, "addr", "del", "192.0.2.50/24", "dev", "eth1"], check=True
+            )
+            time.sleep(0.5)
+        time.sleep(max(0.0, 10 - (time.monotonic() - start)))
+        attempts = status(server)["reconciles"] - first
+        logged = len(text().splitlines()) - lines
+        assert 1 <= attempts < 10, attempts
+        assert logged <= 1, text()
+        seen = status(server)
+        assert seen["failures_in_a_row"] >= attempts and "Read-only" in seen["failure"]
+        # the cause goes away: the next retry (at most 15 s on) works, and says so
+        subprocess.run(
+            ["nsenter", "-t", str(proc.pid), "-m", "mount", "-o", "remount,bind,rw", "/proc/sys"],
+            check=True,
+        )
+        wait_for(lambda: "works again" in text(), 20)
+        assert status(server)["failure"] == ""
+        assert multihome(server, "plan", "--check").returncode == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
