@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from multihome.lab import scenarios
 
@@ -76,3 +77,64 @@ def test_a_failing_reconcile_backs_off_and_recovers(build: Build, tmp_path: Path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def _run(ns: str, *args: str, stdout: IO[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "multihome", "--netns", ns, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+
+
+def _one_line(stderr: str, why: str) -> None:
+    assert stderr == f"multihome: cannot write the output: {why}\n", stderr
+
+
+def test_output_that_cannot_be_written_fails_the_command(build: Build, tmp_path: Path) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    commands = [
+        ("show",),
+        ("plan",),
+        ("plan", "--format", "ip"),
+        ("doctor",),
+        ("export", "--format", "ip"),
+        ("show", "--json"),
+    ]
+    with open("/dev/full", "w") as full:
+        for args in commands:  # small outputs: written at the final flush
+            result = _run(server, *args, stdout=full)
+            assert result.returncode == 2, (args, result)
+            _one_line(result.stderr, "No space left on device")
+    # large outputs (more than any buffer): written, and failing, while the command runs
+    batch = "".join(f"address add 198.18.{i // 250}.{i % 250 + 1}/32 dev eth0\n" for i in range(2000))
+    subprocess.run(["ip", "-n", server, "-batch", "-"], input=batch, text=True, check=True)
+    with open("/dev/full", "w") as full:
+        result = _run(server, "show", "--json", stdout=full)
+    assert result.returncode == 2
+    _one_line(result.stderr, "No space left on device")
+    # a reader that leaves after one byte (`| head -c1`)
+    proc = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", server, "show", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(1) == "{"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 2
+    _one_line(proc.stderr.read(), "Broken pipe")
+    # written in full: exit 0, and `-o -` is standard output, not a directory named "-"
+    ok = subprocess.run(
+        [PY, "-m", "multihome", "--netns", server, "export", "--format", "ip", "-o", "-"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "# ==> multihome.sh <==" in ok.stdout
+    assert not (tmp_path / "-").exists()
