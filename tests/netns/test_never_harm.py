@@ -4,12 +4,13 @@ multihome's nftables table is judged on its content; conntrack work leaves the l
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from multihome.lab import scenarios
 
@@ -138,3 +139,60 @@ def test_output_that_cannot_be_written_fails_the_command(build: Build, tmp_path:
     )
     assert "# ==> multihome.sh <==" in ok.stdout
     assert not (tmp_path / "-").exists()
+
+
+GATEWAY = """\
+[uplinks.eth0]
+gateway = "192.0.2.1"
+[uplinks.eth1]
+gateway = "192.0.2.33"
+[gateway]
+lan = ["lan0"]
+"""
+
+
+def _nft_rules(ns: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "multihome"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
+
+
+def test_an_edited_rule_of_multihomes_table_is_drift_and_apply_repairs_it(
+    build: Build, tmp_path: Path
+) -> None:
+    from multihome.lab import gateway as lab
+
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    path = tmp_path / "gateway.toml"
+    path.write_text(GATEWAY)
+    path.chmod(0o600)
+    multihome(router, "-c", str(path), "apply")
+    assert multihome(router, "-c", str(path), "plan", "--check").returncode == 0
+    before = _nft_rules(router)
+    (masquerade,) = [r for r in before if r["chain"] == "nat" and "eth1" in json.dumps(r)]
+    # same number of rules, other content: eth1's masquerade becomes an accept
+    subprocess.run(
+        [
+            *("ip", "netns", "exec", router, "nft", "replace", "rule", "inet", "multihome"),
+            *("nat", "handle", str(masquerade["handle"])),
+            *("meta", "nfproto", "ipv4", "iifname", "lan0", "oifname", "eth1", "accept"),
+        ],
+        check=True,
+    )
+    edited = _nft_rules(router)
+    assert len(edited) == len(before) and "masquerade" not in json.dumps(
+        [r for r in edited if r["chain"] == "nat" and "eth1" in json.dumps(r)]
+    )
+    assert multihome(router, "-c", str(path), "plan", "--check", check=False).returncode == 1
+    doctor = multihome(router, "-c", str(path), "doctor", check=False)
+    assert "nftables table inet multihome differs from the plan" in doctor.stdout
+    multihome(router, "-c", str(path), "apply")
+    repaired = _nft_rules(router)
+    strip = [{k: v for k, v in r.items() if k != "handle"} for r in repaired]
+    assert strip == [{k: v for k, v in r.items() if k != "handle"} for r in before]
+    assert multihome(router, "-c", str(path), "plan", "--check").returncode == 0

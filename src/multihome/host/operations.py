@@ -102,7 +102,24 @@ def _table_change(
         users = gateway.overlaps(cfg, host.rules, ruleset)
         if users:
             raise _overlap_error(cfg, users)
-    return nftables.change_for(desired.gateway, nftables.current(ruleset))
+    written = state.read_json(host.netns_id, NFT_CONTENT) or {}
+    return nftables.change_for(
+        desired.gateway, nftables.current(ruleset), str(written.get("content", ""))
+    )
+
+
+# The content of multihome's nftables table as the kernel had it after multihome wrote
+# it (a digest): an edit by anyone else is drift, whatever it keeps of the table's shape.
+NFT_CONTENT = "nft.json"
+
+
+def _remember_table(netns_id: int, table: TableChange) -> None:
+    from multihome.kernel import nftables
+
+    if table.layout is None:
+        state.remove(netns_id, NFT_CONTENT)
+    else:
+        state.write_json(netns_id, NFT_CONTENT, {"content": nftables.content_now()}, 0o600)
 
 
 def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Record:
@@ -174,6 +191,8 @@ def _converge(
             after.netns_cookie = cookie
             after.nft_table = record.nft_table if refused else desired.gateway is not None
             _record_or_undo(netns_id, after, rules, routes, changes, host, table)
+            if table is not None:  # (its own record: without it drift is judged by shape)
+                _remember_table(netns_id, table)
             if confirm_seconds is not None:  # inside the lock: no other apply comes between
                 owned_rules, owned_routes = cfg.ownership.owned(host)
                 snapshot = confirm.Snapshot(

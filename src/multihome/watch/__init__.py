@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -64,13 +65,21 @@ def _changes(number: int) -> str:
 
 
 def _flush_uplink(name: str, mark: int, mask: int, why: str = "") -> None:
-    """Delete one uplink's tracked connections (multihome's entries, by its mark) and log it."""
+    """Delete one uplink's tracked connections (multihome's entries, by its mark) and log it.
+    Runs on the gateway worker's thread."""
     try:
         count = gateway_usage.flush(mark, mask)
     except MultihomeError as error:
         _log(f"{name}: flushing its connections failed: {error.message}")
     else:
         _log(f"{name}: {why}{count} tracked connections flushed (mark 0x{mark:08x})")
+
+
+def _forget_pairs(layout: GatewayLayout, name: str) -> None:
+    try:
+        gateway_usage.forget_pairs(layout, name)
+    except MultihomeError as error:
+        _log(f"{name}: forgetting its host pairs failed: {error.message}")
 
 
 class Watcher:
@@ -95,7 +104,7 @@ class Watcher:
         self.names: dict[int, str] = {}
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
-        self.usage = gateway_usage.Sampler(_log)
+        self.gateway = gateway_usage.Worker(_log)  # flushes and counts, off this thread
         self.backoff = Backoff()
         self.requested = False  # SIGUSR1: a request (apply, confirm) waits in its file
         # What the last reconcile applied; while a change handed over by `apply --confirm`
@@ -166,6 +175,7 @@ class Watcher:
             if outcome.table is not None:
                 self._flush_left(self.layout, outcome.desired.gateway)
             self.layout = outcome.desired.gateway
+            self.gateway.use(self.layout)
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
         self.status.failure = self.backoff.cause
@@ -318,7 +328,7 @@ class Watcher:
                     "targets": [str(t) for t in probe.targets] if probe else [],
                 }
             # gateway mode forwards (and NATs) IPv4: its connections count there
-            for name, used in self.usage.sample(self.layout, time.monotonic()).items():
+            for name, used in self.gateway.usage().items():
                 if "ipv4" in uplinks.get(name, {}):
                     uplinks[name]["ipv4"].update(used)
             self.status.uplinks = uplinks
@@ -360,9 +370,11 @@ class Watcher:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(handoff.WAKE, self.woken)
+        self.gateway.start()
         try:
             self._loop(wake_r)
         finally:
+            self.gateway.stop()
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
@@ -441,7 +453,8 @@ class Watcher:
         for name, mark in before.marks:
             if name in kept:
                 continue
-            _flush_uplink(name, mark, before.mask, "left the table, ")
+            mask = before.mask
+            self.gateway.hand(partial(_flush_uplink, name, mark, mask, "left the table, "))
 
     def _flush(self, died: frozenset[str]) -> None:
         """Gateway mode with flush_on_down: delete the dead uplinks' connections (only
@@ -451,14 +464,11 @@ class Watcher:
         if layout is None:
             return
         for name in sorted(died):
-            try:
-                gateway_usage.forget_pairs(layout, name)
-            except MultihomeError as error:
-                _log(f"{name}: forgetting its host pairs failed: {error.message}")
+            self.gateway.hand(partial(_forget_pairs, layout, name))
             mark = layout.mark_of(name)
             if mark is None or not layout.flush_on_down:
                 continue
-            _flush_uplink(name, mark, layout.mask)
+            self.gateway.hand(partial(_flush_uplink, name, mark, layout.mask))
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False

@@ -32,16 +32,17 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         ),
         "# TYPE multihome_probes_lost_total counter",
         *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
-        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes)
-        "# TYPE multihome_uplink_connections gauge",
+        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes):
+        # the counters of multihome's nftables table (from 0 again when it is rewritten)
+        "# TYPE multihome_uplink_connections_total counter",
         *(
-            f'multihome_uplink_connections{{uplink="{n}"}} {u["connections"]}'
+            f'multihome_uplink_connections_total{{uplink="{n}"}} {u["connections"]}'
             for n, u in gateway
             if "connections" in u
         ),
-        "# TYPE multihome_uplink_connection_bytes gauge",
+        "# TYPE multihome_uplink_connection_bytes_total counter",
         *(
-            f'multihome_uplink_connection_bytes{{uplink="{n}"}} {u["bytes"]}'
+            f'multihome_uplink_connection_bytes_total{{uplink="{n}"}} {u["bytes"]}'
             for n, u in gateway
             if "bytes" in u
         ),
