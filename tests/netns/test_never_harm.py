@@ -5,6 +5,8 @@ multihome's nftables table is judged on its content; conntrack work leaves the l
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -196,3 +198,118 @@ def test_an_edited_rule_of_multihomes_table_is_drift_and_apply_repairs_it(
     strip = [{k: v for k, v in r.items() if k != "handle"} for r in repaired]
     assert strip == [{k: v for k, v in r.items() if k != "handle"} for r in before]
     assert multihome(router, "-c", str(path), "plan", "--check").returncode == 0
+
+
+WATCHED_GATEWAY = """\
+[uplinks.eth0]
+gateway = "192.0.2.1"
+probe = ["203.0.113.100"]
+[uplinks.eth1]
+gateway = "192.0.2.33"
+probe = ["203.0.113.100"]
+[gateway]
+lan = ["lan0"]
+"""
+
+# From the LAN client: one UDP flow per destination port, each a conntrack entry on the
+# router that multihome's table marks for the uplink the flow leaves by. Paced, so that no
+# burst overflows a backlog queue on the way.
+FLOWS = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in range(1, int(sys.argv[1]) + 1):
+    s.sendto(b"x", ("203.0.113.100", port))
+    if port % 400 == 0:
+        time.sleep(0.004)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time, with that of the children it has waited for (conntrack, nft)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def test_many_conntrack_entries_leave_the_watch_loop_alone(build: Build, tmp_path: Path) -> None:
+    from multihome.lab import gateway as lab
+
+    from .test_gateway import balancing_devices
+
+    net = build(lab.gateway(nics=2))
+    router, client = net.ns("router"), net.ns("client")
+    subprocess.run(
+        ["ip", "netns", "exec", router, "sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600"],
+        check=True,
+    )
+    path = tmp_path / "watch.toml"
+    path.write_text(WATCHED_GATEWAY)
+    path.chmod(0o600)
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the daemon)
+    proc = subprocess.Popen(
+        [
+            *(PY, "-m", "multihome", "--netns", router, "watch", "-c", str(path)),
+            *("--metrics", "127.0.0.1:9478"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def text() -> str:
+        log.seek(0)
+        return log.read()
+
+    def rule_for(address: str) -> bool:
+        rules = json.loads(
+            subprocess.run(["ip", "-n", router, "-j", "rule"], capture_output=True, check=True).stdout
+        )
+        return any(r.get("src") == address for r in rules)
+
+    def event_latency(address: str) -> float:
+        subprocess.run(["ip", "-n", router, "addr", "add", f"{address}/27", "dev", "eth1"], check=True)
+        return wait_for(lambda: rule_for(address), 5)
+
+    try:
+        wait_for(lambda: "watching" in text(), 10)
+        wait_for(lambda: balancing_devices(router) == ["eth0", "eth1"], 10)
+        quiet = event_latency("192.0.2.43")
+        subprocess.run(
+            ["ip", "netns", "exec", client, PY, "-c", FLOWS, "60000"], check=True, timeout=120
+        )
+        count = subprocess.run(
+            ["ip", "netns", "exec", router, "conntrack", "-C"], capture_output=True, text=True
+        ).stdout
+        assert int(count) >= 50000, count
+        # the daemon's CPU while nothing happens: no walk of 60,000 entries every 2 s
+        before, start = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(6)
+        share = (cpu_seconds(proc.pid) - before) / (time.monotonic() - start)
+        assert share < 0.05, f"{share:.1%} of a core"
+        loaded = max(event_latency(f"192.0.2.{44 + i}") for i in range(5))
+        assert loaded < max(0.5, 5 * quiet), (quiet, loaded)
+        # metrics still report each uplink's connections, from the table's counters
+        fetch = (
+            "import urllib.request;"
+            "print(urllib.request.urlopen('http://127.0.0.1:9478/metrics').read().decode())"
+        )
+        metrics = subprocess.run(
+            ["ip", "netns", "exec", router, PY, "-c", fetch], capture_output=True, text=True, check=True
+        ).stdout
+        totals = {
+            m[1]: int(m[2])
+            for m in re.finditer(r'multihome_uplink_connections_total\{uplink="(\w+)"\} (\d+)', metrics)
+        }
+        assert sum(totals.values()) >= 50000 and min(totals.values()) > 0, totals
+        # failover: ISP 1's upstream dies; the route leaves it as fast as without the load,
+        # and its connections (only those) are flushed off the loop
+        subprocess.run(["ip", "-n", net.ns("isp1"), "link", "set", "dev", "up", "down"], check=True)
+        detection = wait_for(lambda: balancing_devices(router) == ["eth0"], 10)
+        assert detection < 2.5, detection
+        wait_for(lambda: "tracked connections flushed" in text(), 30)
+        flushed = re.search(r"eth1: (\d+) tracked connections flushed", text())
+        assert flushed and int(flushed[1]) > 10000, text()
+        print(f"event {quiet * 1000:.0f} ms quiet, {loaded * 1000:.0f} ms at {count.strip()}"
+              f" entries; daemon CPU {share:.1%}; failover {detection:.2f} s")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
