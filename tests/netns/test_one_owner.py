@@ -154,3 +154,27 @@ def test_a_killed_guardian_is_found_by_its_lock_and_the_change_is_unguarded(
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_remove_as_execstop_while_the_watch_service_stops_too(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    """At shutdown systemd stops multihome.service (ExecStop: remove) and the watch
+    service at once: remove waits for the stopping watch and removes after it."""
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    stock = snapshot(server)
+    path = config(tmp_path, GATEWAYS)
+    watching.append(Watch(server, "-c", path))
+    remove = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", server, "-c", path, "remove"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watching[0].proc.send_signal(signal.SIGTERM)
+    out, err = remove.communicate(timeout=30)
+    assert remove.returncode == 0, err
+    assert watching[0].proc.wait(timeout=10) == 0
+    time.sleep(2)
+    assert snapshot(server) == stock
