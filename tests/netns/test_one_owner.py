@@ -173,7 +173,7 @@ def test_remove_as_execstop_while_the_watch_service_stops_too(
         text=True,
     )
     watching[0].proc.send_signal(signal.SIGTERM)
-    out, err = remove.communicate(timeout=30)
+    _, err = remove.communicate(timeout=30)
     assert remove.returncode == 0, err
     assert watching[0].proc.wait(timeout=10) == 0
     time.sleep(2)

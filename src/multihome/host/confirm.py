@@ -45,7 +45,7 @@ PENDING, CONFIRM, OUTCOME = "pending", "confirm", "outcome"
 # Who guards the change: the guardian process (no watch ran), or `multihome watch` (apply
 # handed the change to it). Each holds its lock for its life: a guard whose lock is free died.
 BY_GUARDIAN, BY_WATCH = "guardian", "watch"
-_LOCKS = {BY_GUARDIAN: state.GUARDIAN_LOCK, BY_WATCH: state.WATCH_LOCK}
+_LOCKS = {BY_GUARDIAN: (state.GUARDIAN_LOCK, ""), BY_WATCH: (state.WATCH_LOCK, "watch")}
 KEEP = "keep"
 
 
@@ -85,10 +85,10 @@ def pending(netns_id: int) -> dict[str, float | str] | None:
     guard = data.get("guard", BY_GUARDIAN)
     try:
         pid, deadline = int(data["pid"]), float(data["deadline"])
-        lock = _LOCKS[guard]
+        lock, role = _LOCKS[guard]
     except (KeyError, TypeError, ValueError):
-        pid, deadline, lock = 0, 0.0, ""  # damaged, like a file read_json cannot parse
-    holder = state.holder(netns_id, lock) if lock else None
+        pid, deadline, lock, role = 0, 0.0, "", ""  # damaged, like a file read_json cannot parse
+    holder = state.holder(netns_id, lock, role) if lock else None
     if holder is None or holder not in (0, pid):
         with contextlib.suppress(OSError):
             state.remove(netns_id, PENDING)
@@ -244,7 +244,7 @@ def confirm(netns_id: int, wait: float = 5.0, keep: bool = True) -> tuple[str, f
     if waiting["guard"] == BY_WATCH:  # wake it (the guardian polls)
         from multihome.host import handoff
 
-        handoff.signal_holder(netns_id, state.WATCH_LOCK, handoff.WAKE)
+        handoff.signal_watch(netns_id, handoff.WAKE)
     end = time.monotonic() + wait + POLL
     while os.path.exists(state.file_path(netns_id, PENDING)) and time.monotonic() < end:
         time.sleep(POLL)

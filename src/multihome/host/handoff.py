@@ -33,12 +33,15 @@ def how_to_stop(pid: int) -> str:
     return f"stop it first: systemctl stop multihome-watch (or kill {pid or 'its pid'})"
 
 
-def signal_holder(netns_id: int, suffix: str, signum: int) -> int | None:
-    """Send `signum` to the process that holds the namespace's lock of this kind; its pid,
-    or None when nobody holds it (any more)."""
-    pid = state.holder(netns_id, suffix)
+WATCH, REMOVE = "watch", "remove"  # the roles that hold the watch lock
+
+
+def signal_watch(netns_id: int, signum: int) -> int | None:
+    """Send `signum` to the namespace's `multihome watch`; its pid, or None when none runs
+    (a `remove` that holds the lock is never signalled)."""
+    pid = state.holder(netns_id, state.WATCH_LOCK, WATCH)
     if not pid:
-        return pid
+        return None
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -46,7 +49,7 @@ def signal_holder(netns_id: int, suffix: str, signum: int) -> int | None:
     try:
         # the pidfd names the process that had `pid` when it was opened: if the lock is
         # still held by `pid` now, that process is the holder
-        if state.holder(netns_id, suffix) != pid:
+        if state.holder(netns_id, state.WATCH_LOCK, WATCH) != pid:
             return None
         signal.pidfd_send_signal(fd, signum)
     except ProcessLookupError:
@@ -62,10 +65,10 @@ def stop_watch(netns_id: int) -> tuple[state.Held, int | None]:
     deadline = time.monotonic() + STOP_WAIT
     stopped: int | None = None
     while True:
-        held = state.take(netns_id, state.WATCH_LOCK)
+        held = state.take(netns_id, state.WATCH_LOCK, REMOVE)
         if held is not None:
             return held, stopped
-        pid = signal_holder(netns_id, state.WATCH_LOCK, signal.SIGTERM)
+        pid = signal_watch(netns_id, signal.SIGTERM)
         if pid:
             stopped = pid
         if time.monotonic() >= deadline:
@@ -80,14 +83,15 @@ def stop_watch(netns_id: int) -> tuple[state.Held, int | None]:
 def ask_watch(netns_id: int, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
     """Hand a request to the namespace's watch; its pid and answer, or None when no watch
     runs (then the caller does the work itself)."""
-    if not state.holder(netns_id, state.WATCH_LOCK):
-        return None
+    if not state.holder(netns_id, state.WATCH_LOCK, WATCH):
+        return None  # (a `remove` holding the lock: the caller waits for it at its lock)
     with state.lock(netns_id, wait=ANSWER_WAIT, suffix=REQUEST_LOCK):
         ident = f"{os.getpid()}-{time.monotonic_ns()}"
         state.remove(netns_id, ANSWER)
-        state.write_json(netns_id, REQUEST, {**request, "id": ident}, mode=0o600)
+        data = {**request, "id": ident, "pid": os.getpid()}
+        state.write_json(netns_id, REQUEST, data, mode=0o600)
         try:
-            pid = signal_holder(netns_id, state.WATCH_LOCK, WAKE)
+            pid = signal_watch(netns_id, WAKE)
             if not pid:
                 return None
             deadline = time.monotonic() + ANSWER_WAIT
@@ -96,7 +100,7 @@ def ask_watch(netns_id: int, request: dict[str, Any]) -> tuple[int, dict[str, An
                 if answer is not None and answer.get("id") == ident:
                     state.remove(netns_id, ANSWER)
                     return pid, answer
-                if state.holder(netns_id, state.WATCH_LOCK) != pid:
+                if state.holder(netns_id, state.WATCH_LOCK, WATCH) != pid:
                     raise MultihomeError(
                         f"multihome watch (pid {pid}) stopped before it answered",
                         hint="run the command again",
@@ -111,10 +115,16 @@ def ask_watch(netns_id: int, request: dict[str, Any]) -> tuple[int, dict[str, An
 
 
 def take_request(netns_id: int) -> dict[str, Any] | None:
-    """watch: the request waiting for it, if any (read once: it is removed)."""
+    """watch: the request waiting for it, if any (read once: it is removed). A request
+    whose sender no longer waits for the answer (it holds the request lock while it waits)
+    is dropped: a change nobody asks for any more is not made."""
     request = state.read_json(netns_id, REQUEST)
-    if request is not None:
-        state.remove(netns_id, REQUEST)
+    if request is None:
+        return None
+    state.remove(netns_id, REQUEST)
+    sender = request.get("pid")
+    if not isinstance(sender, int) or state.holder(netns_id, REQUEST_LOCK) != sender:
+        return None
     return request
 
 

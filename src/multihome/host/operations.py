@@ -371,7 +371,7 @@ def refuse_while_watched(what: str) -> None:
     """`install` on the live host: refused while `multihome watch` owns the routing here."""
     from multihome.host import handoff
 
-    pid = state.holder(namespace.identity(), state.WATCH_LOCK)
+    pid = state.holder(namespace.identity(), state.WATCH_LOCK, handoff.WATCH)
     if pid is not None:
         raise MultihomeError(
             f"multihome watch (pid {pid or '?'}) keeps this namespace's routing: {what} would"

@@ -291,9 +291,9 @@ class Held:
             self.fd = -1
 
 
-def take(netns_id: int, suffix: str) -> Held | None:
-    """Take the namespace's lock of this kind and write this process's pid in it; None when
-    another process holds it. Raises StateError."""
+def take(netns_id: int, suffix: str, role: str = "") -> Held | None:
+    """Take the namespace's lock of this kind and write this process's pid (and its role:
+    "watch", "remove") in it; None when another process holds it. Raises StateError."""
     path = file_path(netns_id, suffix)
     fd = _open_lock(path)
     try:
@@ -303,16 +303,17 @@ def take(netns_id: int, suffix: str) -> Held | None:
         return None
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {namespace.cookie()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {namespace.cookie()} {role}".strip().encode() + b"\n", 0)
     except OSError as error:
         os.close(fd)
         raise _unwritable(path, error) from None
     return Held(fd)
 
 
-def holder(netns_id: int, suffix: str) -> int | None:
+def holder(netns_id: int, suffix: str, role: str = "") -> int | None:
     """The pid of the live process that holds the namespace's lock of this kind (0 when it
-    has not written it yet); None when nobody holds it. Reads only."""
+    has not written it yet); None when nobody holds it, or, with `role`, when its holder
+    does not say it has that role. Reads only."""
     path = file_path(netns_id, suffix)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -326,17 +327,19 @@ def holder(netns_id: int, suffix: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             words = os.pread(fd, 64, 0).decode(errors="replace").split()
+            if role and words[2:3] != [role]:
+                return None
             return int(words[0]) if words and words[0].isdigit() else 0
         return None
     finally:
         os.close(fd)
 
 
-def wait_free(netns_id: int, suffix: str, seconds: float) -> Held | None:
+def wait_free(netns_id: int, suffix: str, seconds: float, role: str = "") -> Held | None:
     """Take the lock once its holder lets it go; None if it still holds it after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
-        held = take(netns_id, suffix)
+        held = take(netns_id, suffix, role)
         if held is not None or time.monotonic() >= deadline:
             return held
         time.sleep(0.02)

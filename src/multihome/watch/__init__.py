@@ -106,7 +106,9 @@ class Watcher:
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
         self.gateway = gateway_usage.Worker(_log)  # flushes and counts, off this thread
         self.backoff = Backoff()
-        self.requested = False  # SIGUSR1: a request (apply, confirm) waits in its file
+        # SIGUSR1: a request (apply, confirm) waits in its file; one may have come before
+        # the loop ran (the placeholder handler of watch() kept it)
+        self.requested = True
         # What the last reconcile applied; while a change handed over by `apply --confirm`
         # awaits confirmation, the deadline and the config to go back to; after a revert,
         # that config and the config file's signature (kept until the file changes).
@@ -514,8 +516,11 @@ def watch(config_path: str | None, metrics_address: str | None) -> None:
     if os.geteuid() != 0:
         raise MultihomeError("multihome watch needs root (netlink changes, raw ICMP probes)")
     netns_id = namespace.identity()
+    # a request's SIGUSR1 may come as soon as the lock is held: harmless until the loop
+    # runs (which looks for a request first), instead of the default, which terminates
+    signal.signal(handoff.WAKE, lambda signum, frame: None)
     # one owner of the routing at a time: held for the daemon's life, released by its end
-    held = state.wait_free(netns_id, state.WATCH_LOCK, 0.5)
+    held = state.wait_free(netns_id, state.WATCH_LOCK, 0.5, handoff.WATCH)
     if held is None:
         pid = state.holder(netns_id, state.WATCH_LOCK) or 0
         raise MultihomeError(
