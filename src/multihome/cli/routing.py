@@ -364,7 +364,9 @@ COMMANDS = (
         "make the kernel match the plan (idempotent, all or nothing)",
         "Create the per-uplink tables and source rules and set the ARP sysctls. Touches only "
         f"objects with multihome's protocol number ({PROTOCOL}); if the kernel refuses any "
-        "change, every change already made is undone. A second run changes nothing.",
+        "change, every change already made is undone. A second run changes nothing. While "
+        "`multihome watch` runs in the namespace, it owns the routing: apply hands it the "
+        "request (with --confirm, watch guards the change and keeps failing over).",
         _confirm_argument,
     ),
     Command(
@@ -372,7 +374,9 @@ COMMANDS = (
         cmd_remove,
         "remove everything multihome created, restore sysctls",
         "Delete every rule and route multihome owns in this namespace and put back the "
-        "sysctl values it replaced. Foreign rules and routes are never touched.",
+        "sysctl values it replaced. Foreign rules and routes are never touched. A "
+        "`multihome watch` running in the namespace is stopped first (it would put "
+        "everything back), and the message says so.",
         _confirm_argument,
     ),
     Command(
