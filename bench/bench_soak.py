@@ -199,7 +199,7 @@ def soak(args: argparse.Namespace, daemon: Daemon, router: str, client: str,
         cpu = daemon.cpu() - before
         print(f"{label}: {took:.1f} s, daemon CPU {cpu:.1f} s ({cpu / took:.0%} of a core),"
               f" {status(router)['reconciles'] - reconciles} reconciles,"
-              f" {daemon.lines() - lines} log lines")
+              f" {daemon.lines() - lines} log lines; RSS {daemon.rss_mb():.1f} MB")
 
     def failover() -> float:
         run("ip", "-n", isp1, "link", "set", "dev", "up", "down")
