@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def test_a_watch_is_signalled_through_its_lock(state_dir: Path) -> None:
     assert held is not None
     try:
         assert handoff.signal_watch(7, signal.SIGUSR2) == os.getpid()
+        deadline = time.monotonic() + 5  # the handler runs at the main thread's next check
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert got == [signal.SIGUSR2]
     finally:
         held.release()
