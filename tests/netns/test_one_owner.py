@@ -178,3 +178,17 @@ def test_remove_as_execstop_while_the_watch_service_stops_too(
     assert watching[0].proc.wait(timeout=10) == 0
     time.sleep(2)
     assert snapshot(server) == stock
+
+
+def test_apply_json_handed_to_watch_keeps_its_shape(
+    build: Build, watching: list[Watch], tmp_path: Path
+) -> None:
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    path = config(tmp_path, BALANCE.format(weight0=""))
+    watching.append(Watch(server, "-c", path))
+    Path(path).write_text(BALANCE.format(weight0="weight = 3"))
+    data = json.loads(multihome(server, "-c", path, "--json", "apply").stdout)
+    assert data["changed"] is True and data["changes"] == []
+    assert data["by_watch"]["pid"] == watching[0].proc.pid
+    assert any("weight 3" in line for line in data["by_watch"]["changes"])

@@ -184,7 +184,16 @@ def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb
     """The running `multihome watch` did the work (it owns the routing): what it changed."""
     by = f"multihome watch (pid {outcome.watch_pid})"
     if args.json:
-        print_json({"changed": outcome.changed, "changes": outcome.by_watch, "by_watch": by})
+        # "changes" keeps its shape (objects, as `plan --json` lists them) for scripts that
+        # read it; watch reports its changes as lines
+        print_json(
+            {
+                "changed": outcome.changed,
+                "changes": [],
+                "by_watch": {"pid": outcome.watch_pid, "changes": outcome.by_watch},
+                "warnings": outcome.warnings,
+            }
+        )
         return EXIT_OK
     for line in outcome.by_watch:
         print(f"  {line}")
