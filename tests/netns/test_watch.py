@@ -418,10 +418,8 @@ def test_a_new_namespace_never_shows_a_dead_namespaces_files(
 
 
 def test_status_as_an_ordinary_user_while_root_runs_the_daemon(tmp_path: Path) -> None:
-    """Signalling a root process is not allowed to others (EPERM): it is alive all the
-    same, and `multihome status` says so instead of a traceback."""
-    from multihome.kernel import namespace
-
+    """An ordinary user may not signal a root process, and cannot take its lock: it sees
+    the daemon running all the same (by its lock), instead of a traceback."""
     nobody = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
     state_dir = tempfile.mkdtemp(prefix="mh-status-")  # readable by all, unlike tmp_path
     try:
@@ -430,18 +428,27 @@ def test_status_as_an_ordinary_user_while_root_runs_the_daemon(tmp_path: Path) -
         probe = subprocess.run([*nobody, PY, "-c", "import multihome"], env=env, check=False)
         if probe.returncode != 0:
             pytest.skip("the user nobody cannot import multihome from this checkout")
+        # root's daemon: it holds the watch lock (running is judged by the lock) and writes
+        # its status
         code = (
-            "import os, sys; from multihome.kernel import namespace;"
-            "from multihome.watch import status;"
-            "status.write_status(namespace.identity(), {'pid': 1, 'started': 0, 'uplinks': {},"
-            " 'reconciles': 4, 'errors': 0, 'last_reconcile': None, 'last_result': 'x'})"
+            "import os, sys, time; from multihome.kernel import namespace;"
+            "from multihome.host import state; from multihome.watch import status;"
+            "held = state.take(namespace.identity(), state.WATCH_LOCK, 'watch');"
+            "status.write_status(namespace.identity(), {'pid': os.getpid(), 'started': 0,"
+            " 'uplinks': {}, 'reconciles': 4, 'errors': 0, 'last_reconcile': None,"
+            " 'last_result': 'x'}); print('ready', flush=True); time.sleep(60)"
         )
-        subprocess.run([PY, "-c", code], env=env, check=True)  # root's daemon, pid 1
-        assert os.listdir(state_dir) == [f"netns-{namespace.identity()}.watch.json"]
-        result = subprocess.run(
-            [*nobody, PY, "-m", "multihome", "status"], env=env, capture_output=True, text=True
-        )
+        daemon = subprocess.Popen([PY, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert daemon.stdout is not None and daemon.stdout.readline() == "ready\n"
+            result = subprocess.run(
+                [*nobody, PY, "-m", "multihome", "status"], env=env, capture_output=True, text=True
+            )
+        finally:
+            daemon.kill()
+            daemon.wait()
         assert "Traceback" not in result.stderr, result.stderr
-        assert result.returncode == 0 and "multihome watch: running, pid 1" in result.stdout
+        assert result.returncode == 0
+        assert f"multihome watch: running, pid {daemon.pid}" in result.stdout
     finally:
         shutil.rmtree(state_dir)

@@ -208,11 +208,11 @@ def test_metrics_show_connections_and_bytes_per_uplink() -> None:
         "errors": 0,
     }
     text = metrics_text(status, {})
-    assert 'multihome_uplink_connections{uplink="eth0"} 7' in text
-    assert 'multihome_uplink_connection_bytes{uplink="eth0"} 1234' in text
+    assert 'multihome_uplink_connections_total{uplink="eth0"} 7' in text
+    assert 'multihome_uplink_connection_bytes_total{uplink="eth0"} 1234' in text
     # eth1's status has no counts: it has no sample of either metric (not a 0)
     samples = [line for line in text.splitlines() if not line.startswith("#")]
-    for metric in ("multihome_uplink_connections", "multihome_uplink_connection_bytes"):
+    for metric in ("multihome_uplink_connections_total", "multihome_uplink_connection_bytes_total"):
         assert [line.split("{")[1].split("}")[0] for line in samples if line.startswith(metric + "{")] == ['uplink="eth0"']
 
 
@@ -377,27 +377,34 @@ tcp      6 10 TIME_WAIT src=192.0.2.10 dst=192.0.2.1 sport=1 dport=2 src=192.0.2
 """
 
 
-def test_one_conntrack_listing_counts_every_uplink() -> None:
-    from multihome.kernel import conntrack
+def test_the_uplinks_usage_comes_from_the_tables_counters() -> None:
+    from multihome.watch.gateway_usage import usage
 
-    counts = conntrack.count_by_mark(CONNTRACK_L, 0x0F000000)
-    assert counts[0x01000000] == conntrack.Usage(2, 300)
-    assert counts[0x02000000] == conntrack.Usage(1, 120)  # other bits (0x100) are not ours
-    assert counts[0] == conntrack.Usage(1, 0)
+    layout = plan(parse(ROUTER, "m.toml"), router()).gateway
+    assert layout is not None
+    text = gateway.table_text(layout)
+    assert 'counter name "conns1"' in text and 'counter name "bytes2"' in text
+    figures = {"conns1": (7, 420), "bytes1": (90, 12000), "conns2": (1, 60)}
+    assert usage(layout, figures) == {
+        "eth0": {"connections": 7, "bytes": 12000},
+        "eth1": {"connections": 1, "bytes": 0},
+    }
 
 
-def test_the_sampler_logs_a_conntrack_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_worker_logs_a_counting_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from multihome.kernel import tools
-    from multihome.watch.gateway_usage import EVERY, Sampler
+    from multihome.watch.gateway_usage import Worker
 
     monkeypatch.setattr(tools, "SBIN", ())
-    monkeypatch.setenv("PATH", "/nonexistent")  # conntrack(8) is not there
+    monkeypatch.setenv("PATH", "/nonexistent")  # nft(8) is not there
     layout = plan(parse(ROUTER, "m.toml"), router()).gateway
     logged: list[str] = []
-    sampler = Sampler(logged.append)
-    for round_ in range(4):
-        assert sampler.sample(layout, round_ * EVERY * 2) == {}
-    assert len(logged) == 1 and "conntrack(8)" in logged[0], logged
+    worker = Worker(logged.append)
+    worker.use(layout)
+    for _ in range(4):
+        worker.sample()
+        assert worker.usage() == {}
+    assert len(logged) == 1 and "nft" in logged[0], logged
 
 
 def test_interface_names_are_quoted_for_nft_and_a_quote_is_refused() -> None:

@@ -186,3 +186,51 @@ def test_a_listed_object_gone_is_never_taken_for_a_new_one(state_dir: Path) -> N
         assert line == [
             f"-4 pref 1000 from 198.18.1.{n}/32 lookup {100 + n} suppress_prefixlength 0 proto 77"
         ]
+
+
+def test_a_lifetime_lock_names_its_live_holder_and_frees_itself_when_it_dies(
+    state_dir: Path,
+) -> None:
+    """The watch lock and the guardian's: a process that holds it is found by the lock, not
+    by a pid in a file; when it dies (SIGKILL), nobody holds it, whatever the file says."""
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from multihome.host import state;"
+            " held = state.take(7, state.WATCH_LOCK); print(held is not None, flush=True);"
+            " time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MULTIHOME_STATE_DIR": str(state_dir)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert state.holder(7, state.WATCH_LOCK) == holder.pid
+        assert state.take(7, state.WATCH_LOCK) is None  # a second owner is refused
+        assert state.holder(7, state.GUARDIAN_LOCK) is None  # another kind is free
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert state.holder(7, state.WATCH_LOCK) is None  # the pid is still in the file
+    assert str(holder.pid) in (state_dir / "netns-7.watch.lock").read_text()
+    held = state.wait_free(7, state.WATCH_LOCK, 1.0)
+    assert held is not None and state.holder(7, state.WATCH_LOCK) == os.getpid()
+    held.release()
+    assert state.holder(7, state.WATCH_LOCK) is None
+
+
+def test_the_lock_file_is_not_followed_when_a_link_stands_in_its_place(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n")
+    (state_dir / "netns-7.watch.lock").symlink_to(target)
+    with pytest.raises(StateError):
+        state.take(7, state.WATCH_LOCK)
+    assert target.read_text() == "precious\n"

@@ -11,12 +11,14 @@ failure; 3 (status) the daemon is not running.
 from __future__ import annotations
 
 import argparse
+import gc
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from multihome import CONFIG_PATH, __version__
-from multihome.cli.output import EXIT_ERROR, EXIT_OK, with_user_options
+from multihome.cli.output import EXIT_ERROR, with_user_options
 from multihome.errors import MultihomeError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -179,39 +181,89 @@ def build_parser(only: str | None = None, lazy: bool = False) -> Parser:
     return parser
 
 
-def run() -> None:
-    """The `multihome` command (and `python -m multihome`): main(), then an exit without the
-    interpreter's teardown.
-
-    A run on a host with 1,000 source addresses holds thousands of objects and the caches
-    that share them; freeing them one by one and tearing down every module costs more than
-    planning them (~15 ms of a 90 ms no-op apply). When main() returns everything is done:
-    its files are closed by their `with` blocks, children are waited for or detached, the
-    only thread (watch's metrics server) is a daemon, and multihome registers no atexit
-    handler. Its output is flushed here. An exception main() does not handle still ends
-    the ordinary way, with its traceback; so does a run under a profiler or a coverage
-    tracer, which write their results at exit."""
-    code = main()
-    if _observed():
-        raise SystemExit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:  # None: started with that descriptor closed (`>&-`)
-                stream.flush()
-        except (OSError, ValueError):  # the reader left (`| head`), or it was closed
-            continue
-    os._exit(code)
+class OutputError(MultihomeError):
+    """The command's output could not be written (a full disk, a reader that left)."""
 
 
-def _observed() -> bool:
-    """Whether a profiler or a coverage tracer runs: they write their results at exit. From
-    Python 3.12 they may use sys.monitoring instead of a profile or trace function."""
-    if sys.getprofile() is not None or sys.gettrace() is not None:
+class _Output(io.RawIOBase):
+    """Standard output, whose write errors are MultihomeErrors: reported as one line and
+    exit 2 wherever they happen, with no traceback. After the first error it takes the rest
+    in silence (the error is reported once, and the interpreter's last flush does not fail
+    again)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.broken = False
+
+    def writable(self) -> bool:
         return True
-    monitoring = getattr(sys, "monitoring", None)
-    return monitoring is not None and any(
-        monitoring.get_tool(tool) is not None for tool in range(6)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data: Any) -> int:
+        if self.broken:
+            return len(data)
+        try:
+            return os.write(self.fd, data)
+        except OSError as error:
+            self.broken = True
+            raise OutputError(f"cannot write the output: {error.strerror or error}") from None
+
+
+def _checked_stdout() -> None:
+    """Standard output through _Output, as buffered as Python makes it."""
+    stdout = sys.stdout
+    if stdout is None:  # started with the descriptor closed (`>&-`)
+        return
+    try:
+        fd = stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (an embedding)
+        return
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_Output(fd)),
+        encoding=stdout.encoding,
+        errors=stdout.errors,
+        line_buffering=bool(stdout.line_buffering),
     )
+
+
+def run() -> None:
+    """The `multihome` command (and `python -m multihome`): main(), an explicit flush whose
+    failure is the command's failure, then the ordinary exit.
+
+    A run on a host with 1,000 source addresses holds thousands of objects; freezing them
+    spares the interpreter's teardown the collector's walk over them."""
+    _checked_stdout()
+    try:
+        code = main()
+    except SystemExit as done:  # argparse: --help, --version, a usage error
+        code = done.code if isinstance(done.code, int) else EXIT_ERROR if done.code else 0
+    try:
+        if sys.stdout is not None:  # None: started with it closed (`>&-`), print() drops
+            sys.stdout.flush()
+    except OutputError as error:
+        code = _report_error(error, None)
+    except (OSError, ValueError):  # not ours (closed, or no _Output): nothing to add
+        code = code or EXIT_ERROR
+    gc.freeze()
+    raise SystemExit(code)
+
+
+def _report_error(error: MultihomeError, args: argparse.Namespace | None) -> int:
+    """One line on stderr, and a hint; the error's exit code."""
+    try:
+        print(f"multihome: {error.message}", file=sys.stderr)
+        if error.hint:
+            hint = with_user_options(error.hint, args) if args is not None else error.hint
+            print(f"hint: {hint}", file=sys.stderr)
+    except OSError:  # stderr is gone too: the exit code says it
+        pass
+    return error.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,13 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             namespace.enter(args.netns)
         return handler(args)
     except MultihomeError as error:
-        print(f"multihome: {error.message}", file=sys.stderr)
-        if error.hint:
-            print(f"hint: {with_user_options(error.hint, args)}", file=sys.stderr)
-        return error.exit_code
+        return _report_error(error, args)
     except KeyboardInterrupt:
         print("multihome: interrupted", file=sys.stderr)
         return EXIT_ERROR
-    except BrokenPipeError:  # `multihome doctor | head`: the reader has all it wanted
+    except BrokenPipeError as error:  # main() without run(): stdout is not an _Output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        return _report_error(OutputError(f"cannot write the output: {error.strerror}"), args)

@@ -71,6 +71,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"last reconcile: {when} ({status['last_result']}); {status['reconciles']} in all,"
         f" {status['errors']} failed"
     )
+    if status.get("failure"):
+        since = time.strftime("%H:%M:%S", time.localtime(status.get("failing_since") or 0))
+        print(
+            f"reconciles FAIL since {since} ({status.get('failures_in_a_row', 0)} attempts in a"
+            f" row, retried with a growing delay): {status['failure']}"
+        )
     return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
 
 

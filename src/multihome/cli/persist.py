@@ -24,7 +24,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
         overrides[name] = file
     rendered = operations.export(args.config, args.format, overrides, _executable())
-    written = files.write_tree(args.output, rendered.files) if args.output else []
+    to_dir = args.output not in (None, "", "-")  # `-o -`: standard output, as without -o
+    written = files.write_tree(args.output, rendered.files) if to_dir else []
     if args.json:
         print_json(
             {
@@ -116,7 +117,9 @@ def _formats() -> dict[str, str]:
 
 def _export_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--format", required=True, choices=sorted(_formats()))
-    cmd.add_argument("-o", "--output", metavar="DIR", help="write the files under DIR")
+    cmd.add_argument(
+        "-o", "--output", metavar="DIR", help="write the files under DIR (-: print them)"
+    )
     cmd.add_argument(
         "--network-file",
         action="append",

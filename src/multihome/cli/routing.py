@@ -149,6 +149,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
+    if outcome.watch_pid:
+        return _report_by_watch(outcome, args, verb)
     changes = list(outcome.changes)
     nft = outcome.table
     if args.json:
@@ -175,6 +177,30 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     if nft:
         print(f"  {nft.describe()}")
     print(f"{verb}: {count(len(changes) + bool(nft), 'change')} made")
+    return EXIT_OK
+
+
+def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
+    """The running `multihome watch` did the work (it owns the routing): what it changed."""
+    by = f"multihome watch (pid {outcome.watch_pid})"
+    if args.json:
+        # "changes" keeps its shape (objects, as `plan --json` lists them) for scripts that
+        # read it; watch reports its changes as lines
+        print_json(
+            {
+                "changed": outcome.changed,
+                "changes": [],
+                "by_watch": {"pid": outcome.watch_pid, "changes": outcome.by_watch},
+                "warnings": outcome.warnings,
+            }
+        )
+        return EXIT_OK
+    for line in outcome.by_watch:
+        print(f"  {line}")
+    if not outcome.changed:
+        print(f"{verb}: handed to {by}: nothing to do, the kernel already matches")
+    else:
+        print(f"{verb}: handed to {by}: {count(len(outcome.by_watch), 'change')} made")
     return EXIT_OK
 
 
@@ -347,7 +373,9 @@ COMMANDS = (
         "make the kernel match the plan (idempotent, all or nothing)",
         "Create the per-uplink tables and source rules and set the ARP sysctls. Touches only "
         f"objects with multihome's protocol number ({PROTOCOL}); if the kernel refuses any "
-        "change, every change already made is undone. A second run changes nothing.",
+        "change, every change already made is undone. A second run changes nothing. While "
+        "`multihome watch` runs in the namespace, it owns the routing: apply hands it the "
+        "request (with --confirm, watch guards the change and keeps failing over).",
         _confirm_argument,
     ),
     Command(
@@ -355,7 +383,9 @@ COMMANDS = (
         cmd_remove,
         "remove everything multihome created, restore sysctls",
         "Delete every rule and route multihome owns in this namespace and put back the "
-        "sysctl values it replaced. Foreign rules and routes are never touched.",
+        "sysctl values it replaced. Foreign rules and routes are never touched. A "
+        "`multihome watch` running in the namespace is stopped first (it would put "
+        "everything back), and the message says so.",
         _confirm_argument,
     ),
     Command(

@@ -166,6 +166,17 @@ def pair_set(layout: GatewayLayout, uplink: str) -> str | None:
     return None if value is None else f"pairs{value // (layout.mask & -layout.mask)}"
 
 
+def counters(layout: GatewayLayout, uplink: str) -> tuple[str, str] | None:
+    """The names of the counters of an uplink's new connections and of its connections'
+    bytes (forwarded, both directions), read by `watch` for its metrics: the kernel counts,
+    so nobody walks the conntrack table for them."""
+    value = layout.mark_of(uplink)
+    if value is None:
+        return None
+    index = value // (layout.mask & -layout.mask)
+    return f"conns{index}", f"bytes{index}"
+
+
 def _body(layout: GatewayLayout) -> list[str]:
     keep = ALL & ~layout.mask
     m = f"0x{layout.mask:08x}"
@@ -176,7 +187,10 @@ def _body(layout: GatewayLayout) -> list[str]:
         f" meta mark set meta mark & {k} | 0x{v:08x}"
         for _, v in layout.marks
     ]
+    named = {name: counters(layout, name) or ("", "") for name, _ in layout.marks}
     lines = []
+    for conns, bytes_ in named.values():
+        lines += [f"\tcounter {conns} {{", "\t}", f"\tcounter {bytes_} {{", "\t}"]
     for name, _ in layout.marks if layout.host_pair else ():
         # host-pair: the pairs each uplink carries, dropped when idle for PAIR_TIMEOUT and
         # when the uplink dies (multihome watch), so a pair keeps its uplink after another
@@ -193,7 +207,10 @@ def _body(layout: GatewayLayout) -> list[str]:
         "\tchain prerouting {",
         "\t\ttype filter hook prerouting priority mangle; policy accept;",
     ]
-    lines += restore
+    lines += [
+        f'{line} counter name "{named[name][1]}"'
+        for line, (name, _) in zip(restore, layout.marks, strict=True)
+    ]
     lines += [
         f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {lan}"
         f" ip saddr . ip daddr @{pair_set(layout, name)}"
@@ -203,6 +220,7 @@ def _body(layout: GatewayLayout) -> list[str]:
     lines += [
         f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {quote(name)}"
         f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
+        f' counter name "{named[name][0]}"'
         for name, v in layout.marks
     ]
     lines += [
@@ -224,6 +242,7 @@ def _body(layout: GatewayLayout) -> list[str]:
     lines += [
         f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x00000000 iifname {lan}"
         f" oifname {quote(name)} ct mark set ct mark & {k} | 0x{v:08x}"
+        f' counter name "{named[name][0]}"'
         for name, v in layout.marks
     ]
     lines.append("\t}")

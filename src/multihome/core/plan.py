@@ -329,7 +329,12 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
     for uplink in chosen:  # keep the table an uplink already has (stable across re-plans)
         if uplink.name in tables:
             continue
-        existing = sorted(t for t in owned_tables.get(uplink.name, ()) if t not in taken)
+        # (the balancing table's multipath route names every uplink: it is nobody's table)
+        existing = sorted(
+            t
+            for t in owned_tables.get(uplink.name, ())
+            if t not in taken and t != ownership.balance_table
+        )
         if existing:
             tables[uplink.name] = existing[0]
             taken.add(existing[0])

@@ -20,7 +20,6 @@ from multihome.core.records import record
 from multihome.errors import MultihomeError
 from multihome.host import state
 from multihome.kernel import discover, writer
-from multihome.kernel.processes import pid_alive
 
 POLL = 0.05
 REVERT_NOW = "revert"  # the answer `no`: revert at once instead of at the deadline
@@ -43,32 +42,78 @@ class Snapshot:
 # cookie: pending (guardian pid and deadline), confirm (the request to keep the change),
 # outcome (what the guardian did, and why a revert failed).
 PENDING, CONFIRM, OUTCOME = "pending", "confirm", "outcome"
+# Who guards the change: the guardian process (no watch ran), or `multihome watch` (apply
+# handed the change to it). Each holds its lock for its life: a guard whose lock is free died.
+BY_GUARDIAN, BY_WATCH = "guardian", "watch"
+_LOCKS = {BY_GUARDIAN: (state.GUARDIAN_LOCK, ""), BY_WATCH: (state.WATCH_LOCK, "watch")}
+KEEP = "keep"
 
 
-def pending(netns_id: int) -> dict[str, float] | None:
-    """The change awaiting confirmation in this namespace (guardian pid, seconds left), if
-    any."""
+def publish(netns_id: int, deadline: float, guard: str) -> None:
+    """The guard's promise: this process reverts the change at `deadline` (monotonic)
+    unless confirmed. Raises StateError."""
+    for stale in (CONFIRM, OUTCOME):
+        state.remove(netns_id, stale)
+    state.write_json(netns_id, PENDING, {"pid": os.getpid(), "deadline": deadline, "guard": guard})
+
+
+def answer(netns_id: int) -> str | None:
+    """The guard: the answer that came, KEEP or REVERT_NOW, or None."""
+    data = state.read_json(netns_id, CONFIRM)
+    if data is None:
+        return None
+    return REVERT_NOW if data.get("revert") is True else KEEP
+
+
+def settle(netns_id: int, outcome: dict[str, str]) -> None:
+    """The guard is over: what happened, for `multihome confirm`. The outcome is written
+    before the pending file goes, so a confirmation that came too late learns it."""
+    with contextlib.suppress(MultihomeError, OSError):
+        state.write_json(netns_id, OUTCOME, outcome)
+    for leftover in (PENDING, CONFIRM):
+        with contextlib.suppress(OSError):
+            state.remove(netns_id, leftover)
+
+
+def pending(netns_id: int) -> dict[str, float | str] | None:
+    """The change awaiting confirmation in this namespace (guard pid, seconds left, who
+    guards it), if any. A guard that died (SIGKILL, a crash) is found by its free lock: its
+    change is then unguarded, which the next `multihome confirm` reports."""
     data = state.read_json(netns_id, PENDING)
     if data is None:
         return None
+    guard = data.get("guard", BY_GUARDIAN)
     try:
         pid, deadline = int(data["pid"]), float(data["deadline"])
+        lock, role = _LOCKS[guard]
     except (KeyError, TypeError, ValueError):
-        pid, deadline = 0, 0.0  # damaged, like a file read_json cannot parse: discarded
-    if not pid_alive(pid):  # a guardian that died (reboot, SIGKILL): nothing pending
+        pid, deadline, lock, role = 0, 0.0, "", ""  # damaged, like a file read_json cannot parse
+    holder = state.holder(netns_id, lock, role) if lock else None
+    if holder is None or holder not in (0, pid):
         with contextlib.suppress(OSError):
             state.remove(netns_id, PENDING)
+        if lock:
+            settle(
+                netns_id,
+                {
+                    "outcome": "unguarded",
+                    "error": f"the {guard} (pid {pid}) that guarded the change died before"
+                    " the deadline: the change stays applied and was NOT reverted",
+                },
+            )
         return None
     # CLOCK_MONOTONIC is one clock for every process of the system, and never steps
-    return {"pid": pid, "left": max(0.0, deadline - time.monotonic())}
+    return {"pid": pid, "left": max(0.0, deadline - time.monotonic()), "guard": guard}
 
 
 def refuse_if_pending(netns_id: int) -> None:
     waiting = pending(netns_id)
+    if waiting is not None and waiting["guard"] == BY_WATCH and waiting["pid"] == os.getpid():
+        return  # watch's own reconciles go on while it guards a change (failover)
     if waiting is not None:
         raise MultihomeError(
-            f"a change is awaiting confirmation ({waiting['left']:.0f} s left, guardian pid"
-            f" {int(waiting['pid'])})",
+            f"a change is awaiting confirmation ({float(waiting['left']):.0f} s left, guarded"
+            f" by the {waiting['guard']}, pid {waiting['pid']})",
             hint="run `multihome confirm` to keep it, or wait for it to be reverted",
         )
 
@@ -115,14 +160,17 @@ def _guard(netns_id: int, snapshot: Snapshot, deadline: float, ready_w: int) -> 
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        state.write_json(netns_id, PENDING, {"pid": os.getpid(), "deadline": deadline})
+        # held for the guardian's life: its end, however it comes, frees it
+        if state.take(netns_id, state.GUARDIAN_LOCK) is None:
+            raise MultihomeError("another confirm-or-revert guardian runs in this namespace")
+        publish(netns_id, deadline, BY_GUARDIAN)
         os.write(ready_w, str(os.getpid()).encode())
         os.close(ready_w)
         while time.monotonic() < deadline:
-            answer = state.read_json(netns_id, CONFIRM)
-            if answer is not None:
-                if answer.get("revert") is True:  # `no` at the prompt: revert now
-                    break
+            said = answer(netns_id)
+            if said == REVERT_NOW:  # `no` at the prompt: revert now
+                break
+            if said == KEEP:
                 outcome = {"outcome": "kept"}
                 return
             time.sleep(POLL)
@@ -131,13 +179,8 @@ def _guard(netns_id: int, snapshot: Snapshot, deadline: float, ready_w: int) -> 
         code = 1
         outcome = {"outcome": "revert failed", "error": _explain(error)}
     finally:
-        # The outcome is written before the pending file goes, so a confirmation that came
-        # too late learns what happened.
         with contextlib.suppress(BaseException):
-            state.write_json(netns_id, OUTCOME, outcome)
-        for leftover in (PENDING, CONFIRM):
-            with contextlib.suppress(BaseException):
-                state.remove(netns_id, leftover)
+            settle(netns_id, outcome)
         os._exit(code)
 
 
@@ -188,15 +231,20 @@ def confirm(netns_id: int, wait: float = 5.0, keep: bool = True) -> tuple[str, f
     Returns the outcome, "kept", "reverted", "revert failed: WHY" or "nothing pending", and
     when it came. A revert not yet reported is reported to the next call: a late
     confirmation learns that it came too late."""
-    if pending(netns_id) is None:
+    waiting = pending(netns_id)
+    if waiting is None:
         late = _take_outcome(netns_id)
         if late is not None and late[0] != "kept":
             return late
         return "nothing pending", None
-    answer: dict[str, object] = {"pid": os.getpid()}
+    said: dict[str, object] = {"pid": os.getpid()}
     if not keep:
-        answer["revert"] = True
-    state.write_json(netns_id, CONFIRM, answer)
+        said["revert"] = True
+    state.write_json(netns_id, CONFIRM, said)
+    if waiting["guard"] == BY_WATCH:  # wake it (the guardian polls)
+        from multihome.host import handoff
+
+        handoff.signal_watch(netns_id, handoff.WAKE)
     end = time.monotonic() + wait + POLL
     while os.path.exists(state.file_path(netns_id, PENDING)) and time.monotonic() < end:
         time.sleep(POLL)

@@ -5,6 +5,8 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 
 from __future__ import annotations
 
+import os
+
 from multihome.core.config import Config
 from multihome.core.diff import diff
 from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
@@ -37,11 +39,14 @@ class Outcome:
     warnings: tuple[str, ...] = ()  # it worked, but the user should know
     table: TableChange | None = None  # gateway mode: multihome's nftables table
     table_refused: str = ""  # reconcile: why the table was left as it was (a mark overlap)
+    # apply handed to the running `multihome watch`: its pid and the changes it made
+    watch_pid: int = 0
+    by_watch: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
         """Whether anything changes (or changed): routing, sysctls or the nftables table."""
-        return bool(self.changes) or self.table is not None
+        return bool(self.changes) or self.table is not None or bool(self.by_watch)
 
 
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
@@ -78,8 +83,7 @@ def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
     return MarkOverlapError(
         f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
         " by other software: " + "; ".join(users),
-        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who"
-        " uses which)",
+        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who uses which)",
     )
 
 
@@ -99,7 +103,24 @@ def _table_change(
         users = gateway.overlaps(cfg, host.rules, ruleset)
         if users:
             raise _overlap_error(cfg, users)
-    return nftables.change_for(desired.gateway, nftables.current(ruleset))
+    written = state.read_json(host.netns_id, NFT_CONTENT) or {}
+    return nftables.change_for(
+        desired.gateway, nftables.current(ruleset), str(written.get("content", ""))
+    )
+
+
+# The content of multihome's nftables table as the kernel had it after multihome wrote
+# it (a digest): an edit by anyone else is drift, whatever it keeps of the table's shape.
+NFT_CONTENT = "nft.json"
+
+
+def _remember_table(netns_id: int, table: TableChange) -> None:
+    from multihome.kernel import nftables
+
+    if table.layout is None:
+        state.remove(netns_id, NFT_CONTENT)
+    else:
+        state.write_json(netns_id, NFT_CONTENT, {"content": nftables.content_now()}, 0o600)
 
 
 def _record_after(record: state.Record, changes: tuple[Change, ...]) -> state.Record:
@@ -139,11 +160,12 @@ def _converge(
     down6: frozenset[str] = frozenset(),
     keep_table_on_overlap: bool = False,
     decoded: Decoded | None = None,
+    config: Config | None = None,
 ) -> Outcome:
     from multihome.host import confirm
     from multihome.kernel import writer
 
-    cfg = config_file.load(config_path)
+    cfg = config if config is not None else config_file.load(config_path)
     refused = ""
     netns_id = namespace.identity()
     with state.lock(netns_id):
@@ -171,6 +193,8 @@ def _converge(
             after.netns_cookie = cookie
             after.nft_table = record.nft_table if refused else desired.gateway is not None
             _record_or_undo(netns_id, after, rules, routes, changes, host, table)
+            if table is not None:  # (its own record: without it drift is judged by shape)
+                _remember_table(netns_id, table)
             if confirm_seconds is not None:  # inside the lock: no other apply comes between
                 owned_rules, owned_routes = cfg.ownership.owned(host)
                 snapshot = confirm.Snapshot(
@@ -271,6 +295,7 @@ def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
     if not fixed:
         return ()
     from multihome.kernel import announce  # imports socket: only when there is something to say
+
     for uplink in desired.uplinks:
         if uplink.name in fixed:
             addresses = [a.ip.ip for a in uplink.addresses_in(Family.INET)]
@@ -286,24 +311,88 @@ def _announce(desired: Desired, changes: tuple[Change, ...]) -> tuple[str, ...]:
 
 def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:
     """Make the kernel match the plan; no change when it already does. With
-    `confirm_seconds`, the change is reverted unless `confirm_pending` follows in time."""
-    return _converge(config_path, remove=False, confirm_seconds=confirm_seconds)
+    `confirm_seconds`, the change is reverted unless `confirm_pending` follows in time.
+    While `multihome watch` runs here, it gets the request: it owns the routing (and its
+    failover goes on while it guards a change awaiting confirmation)."""
+    from multihome.host import handoff
+
+    request = {
+        "action": "apply",
+        "config": os.path.abspath(config_path) if config_path is not None else None,
+        "confirm": confirm_seconds,
+    }
+    handed = handoff.ask_watch(namespace.identity(), request)
+    if handed is None:
+        return _converge(config_path, remove=False, confirm_seconds=confirm_seconds)
+    pid, answer = handed
+    if answer.get("error"):
+        raise MultihomeError(
+            f"multihome watch (pid {pid}) keeps this namespace's routing: {answer['error']}",
+            hint=str(answer.get("hint") or handoff.how_to_stop(pid)),
+        )
+    cfg, host, _ = observe(config_path)
+    return Outcome(
+        cfg,
+        host,
+        plan(cfg, host),
+        (),
+        watch_pid=pid,
+        by_watch=tuple(str(line) for line in answer.get("changes", ())),
+    )
 
 
 def remove(config_path: str | None, confirm_seconds: float | None = None) -> Outcome:
-    """Remove every rule and route multihome owns and restore the sysctls it changed."""
-    return _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
+    """Remove every rule and route multihome owns and restore the sysctls it changed. A
+    `multihome watch` running here is stopped first (it would put everything back), and
+    none starts until the removal is over."""
+    from multihome.host import handoff
+
+    held, stopped = handoff.stop_watch(namespace.identity())
+    try:
+        outcome = _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
+    finally:
+        held.release()
+    if stopped:
+        note = (
+            f"multihome watch (pid {stopped}) was stopped first, so that it does not put the"
+            " routing back; start it again (systemctl start multihome-watch) to re-apply"
+        )
+        return Outcome(
+            outcome.config,
+            outcome.host,
+            outcome.desired,
+            outcome.changes,
+            (*outcome.warnings, note),
+            outcome.table,
+            outcome.table_refused,
+        )
+    return outcome
+
+
+def refuse_while_watched(what: str) -> None:
+    """`install` on the live host: refused while `multihome watch` owns the routing here."""
+    from multihome.host import handoff
+
+    pid = state.holder(namespace.identity(), state.WATCH_LOCK, handoff.WATCH)
+    if pid is not None:
+        raise MultihomeError(
+            f"multihome watch (pid {pid or '?'}) keeps this namespace's routing: {what} would"
+            " change it under its feet",
+            hint=handoff.how_to_stop(pid),
+        )
 
 
 def reconcile(
     config_path: str | None,
     down: frozenset[str],
     down6: frozenset[str] = frozenset(),
+    config: Config | None = None,
     decoded: Decoded | None = None,
 ) -> Outcome:
     """One round of `multihome watch`: apply the plan for the uplinks' current health (`down`:
-    dead over IPv4, `down6`: over IPv6). A mark overlap leaves the nftables table as it is
-    (Outcome.table_refused) instead of failing the round. `decoded`: the watch's own."""
+    dead over IPv4, `down6`: over IPv6), with `config` instead of the file's when given. A
+    mark overlap leaves the nftables table as it is (Outcome.table_refused) instead of
+    failing the round. `decoded`: the watch's own (reader.Decoded)."""
     return _converge(
         config_path,
         remove=False,
@@ -311,6 +400,7 @@ def reconcile(
         down=down,
         down6=down6,
         keep_table_on_overlap=True,
+        config=config,
         decoded=decoded,
     )
 
@@ -396,6 +486,7 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
     from multihome.render import Options
 
     if root == "/":  # NetworkManager's copies of an earlier install look like another owner's
+        refuse_while_watched("install")
         installer.uninstall_networkmanager(root, settle=10.0)  # (no protocol): out first
     outcome = preview(config_path)
     if not outcome.desired.uplinks:

@@ -179,17 +179,23 @@ def forget(netns_id: int) -> None:
         _discard(path)
 
 
-@contextlib.contextmanager
-def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """One writer per namespace; a second waits up to `wait` seconds, then fails. The lock
-    file names the holder: its pid and its namespace's cookie."""
-    path = file_path(netns_id, "lock")
+def _open_lock(path: str) -> int:
+    """The lock file, opened without following a link planted in its place; readable by
+    all, so that an ordinary user's `status` can see whether the daemon holds its lock."""
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         # not through a link: one planted there would make root create or lock its target
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as error:
         raise _unwritable(path, error) from None
+
+
+@contextlib.contextmanager
+def lock(netns_id: int, wait: float = LOCK_WAIT, suffix: str = "lock") -> Iterator[None]:
+    """One writer per namespace; a second waits up to `wait` seconds, then fails. The lock
+    file names the holder: its pid and its namespace's cookie."""
+    path = file_path(netns_id, suffix)
+    fd = _open_lock(path)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -212,3 +218,77 @@ def lock(netns_id: int, wait: float = LOCK_WAIT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# Who owns the routing of a namespace, and the confirm guardian's life: locks held for as
+# long as their process lives (an flock goes with the process's last descriptor, so a
+# SIGKILL or a crash releases it; a pid in a file cannot tell a dead process from the next
+# one to get its number).
+WATCH_LOCK = "watch.lock"  # held by `multihome watch` (or a `remove` that stopped it)
+GUARDIAN_LOCK = "guardian.lock"  # held by the confirm-or-revert guardian
+
+
+class Held:
+    """A lifetime lock this process holds; released by `release` or by the process's end."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def take(netns_id: int, suffix: str, role: str = "") -> Held | None:
+    """Take the namespace's lock of this kind and write this process's pid (and its role:
+    "watch", "remove") in it; None when another process holds it. Raises StateError."""
+    path = file_path(netns_id, suffix)
+    fd = _open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {namespace.cookie()} {role}".strip().encode() + b"\n", 0)
+    except OSError as error:
+        os.close(fd)
+        raise _unwritable(path, error) from None
+    return Held(fd)
+
+
+def holder(netns_id: int, suffix: str, role: str = "") -> int | None:
+    """The pid of the live process that holds the namespace's lock of this kind (0 when it
+    has not written it yet); None when nobody holds it, or, with `role`, when its holder
+    does not say it has that role. Reads only."""
+    path = file_path(netns_id, suffix)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise StateError(f"cannot read {path}: {error.strerror}", hint="run as root") from None
+    try:
+        try:
+            # a shared lock is refused only while someone holds it exclusively
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = os.pread(fd, 64, 0).decode(errors="replace").split()
+            if role and words[2:3] != [role]:
+                return None
+            return int(words[0]) if words and words[0].isdigit() else 0
+        return None
+    finally:
+        os.close(fd)
+
+
+def wait_free(netns_id: int, suffix: str, seconds: float, role: str = "") -> Held | None:
+    """Take the lock once its holder lets it go; None if it still holds it after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        held = take(netns_id, suffix, role)
+        if held is not None or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.02)

@@ -8,6 +8,7 @@ Reading (`nft -j list ...`) is here too, for the plan and the overlap check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -41,6 +42,7 @@ class Table:
     exists: bool
     text: str = ""
     shape: dict[str, int] = field(default_factory=dict)  # chains' rule counts, sets
+    content: str = ""  # digest of its chains, rules, sets and maps as the kernel has them
 
     @property
     def comment(self) -> str:
@@ -72,8 +74,53 @@ def current(rules: Any) -> Table:
     for item in rules.get("nftables", []):
         table = item.get("table") if isinstance(item, dict) else None
         if table and table.get("family") == gateway.FAMILY and table.get("name") == gateway.TABLE:
-            return Table(True, listing(), gateway.live_shape(rules))
+            return Table(True, listing(), gateway.live_shape(rules), content(rules))
     return Table(False)
+
+
+# What changes in multihome's table without anyone editing it: handles (renumbered by
+# every replace), counters' figures, and the elements of sets the packet path fills.
+_VOLATILE = ("handle", "packets", "bytes")
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        flags = value.get("flags", ())
+        dynamic = "dynamic" in flags or "timeout" in flags
+        return {
+            key: _stable(item)
+            for key, item in value.items()
+            if key not in _VOLATILE and not (key == "elem" and dynamic)
+        }
+    if isinstance(value, list):
+        return [_stable(item) for item in value]
+    return value
+
+
+def content(rules: Any) -> str:
+    """PURE: a digest of multihome's table in a parsed `nft -j list ruleset` (or `list
+    table`): every chain, rule, set, map and named object as the kernel returns it, less
+    what the packet path changes. Two listings of the same content give the same digest;
+    any edit to a rule's expressions changes it."""
+    mine = []
+    for item in rules.get("nftables", []) if isinstance(rules, dict) else []:
+        for kind, body in item.items() if isinstance(item, dict) else ():
+            if not isinstance(body, dict) or body.get("family") != gateway.FAMILY:
+                continue
+            if body.get("table" if kind != "table" else "name") == gateway.TABLE:
+                mine.append({kind: _stable(body)})
+    return hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()
+
+
+def content_now() -> str:
+    """The digest of multihome's table as the kernel has it now ("" when there is none)."""
+    result = _run(["-j", "list", "table", gateway.FAMILY, gateway.TABLE])
+    if result.returncode != 0 or not result.stdout.strip():
+        return ""
+    try:
+        return content(json.loads(result.stdout))
+    except ValueError:
+        return ""
 
 
 def listing() -> str:
@@ -108,14 +155,19 @@ class TableChange:
         return "\n".join(lines) + "\n"
 
 
-def change_for(layout: GatewayLayout | None, table: Table) -> TableChange | None:
-    """What to do to the table, or None when it is already as planned."""
+def change_for(
+    layout: GatewayLayout | None, table: Table, written: str = ""
+) -> TableChange | None:
+    """What to do to the table, or None when it is already as planned. `written`: the
+    content digest of the table as multihome last wrote it (read back from the kernel);
+    a table whose content differs was edited by someone else."""
     if layout is None:
         return TableChange(None, table.text) if table.exists else None
     if (
         table.exists
         and table.comment == gateway.comment(layout)
         and table.shape == gateway.shape(layout)
+        and (not written or table.content == written)
     ):
         return None
     return TableChange(layout, table.text)
@@ -132,6 +184,24 @@ def run_script(script: str) -> None:
             "nftables refused multihome's table: " + " / ".join(reason[:4]),
             hint="nothing was changed in nftables",
         )
+
+
+def counters() -> dict[str, tuple[int, int]]:
+    """The named counters of multihome's table: name -> (packets, bytes). One small
+    listing (the kernel keeps the figures), however many connections there are."""
+    result = _run(["-j", "list", "counters", "table", gateway.FAMILY, gateway.TABLE])
+    if result.returncode != 0:
+        raise MultihomeError(f"nft list counters failed: {result.stderr.strip()}")
+    try:
+        items = json.loads(result.stdout or "{}").get("nftables", [])
+    except ValueError as error:
+        raise MultihomeError(f"nft list counters printed invalid JSON ({error})") from None
+    found: dict[str, tuple[int, int]] = {}
+    for item in items:
+        body = item.get("counter") if isinstance(item, dict) else None
+        if isinstance(body, dict) and body.get("table") == gateway.TABLE:
+            found[str(body.get("name"))] = (int(body.get("packets", 0)), int(body.get("bytes", 0)))
+    return found
 
 
 def forget_pairs(set_name: str) -> None:

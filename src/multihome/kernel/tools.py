@@ -28,13 +28,19 @@ def require(name: str, why: str, hint: str) -> str:
 
 
 def run(
-    path: str, args: list[str], timeout: float, stdin: str | None = None
+    path: str, args: list[str], timeout: float, stdin: str | None = None, stdout: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool; a timeout or a failure to start it raises KernelError."""
+    """Run a tool; a timeout or a failure to start it raises KernelError. Without `stdout`
+    its standard output is dropped (a listing nobody reads is not held in memory)."""
     name = os.path.basename(path)
     try:
         return subprocess.run(
-            [path, *args], input=stdin, capture_output=True, text=True, timeout=timeout
+            [path, *args],
+            input=stdin,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         raise KernelError(

@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import select
 import signal
 import socket
 import sys
 import threading
 import time
+from functools import partial
 from types import FrameType
 from typing import Any
 
 from multihome.core import model
+from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.health import Link, UplinkHealth, observe
 from multihome.core.model import Family, GatewayLayout, IPAddress
 from multihome.core.records import asdict
 from multihome.errors import MultihomeError
 from multihome.host import configfile as config_file
-from multihome.host import operations
+from multihome.host import confirm, handoff, operations, state
 from multihome.kernel import discover, echoes, namespace
 from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
+from multihome.watch.backoff import Backoff
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe
 from multihome.watch.scheduler import Action, Scheduler
@@ -62,13 +66,21 @@ def _changes(number: int) -> str:
 
 
 def _flush_uplink(name: str, mark: int, mask: int, why: str = "") -> None:
-    """Delete one uplink's tracked connections (multihome's entries, by its mark) and log it."""
+    """Delete one uplink's tracked connections (multihome's entries, by its mark) and log it.
+    Runs on the gateway worker's thread."""
     try:
         count = gateway_usage.flush(mark, mask)
     except MultihomeError as error:
         _log(f"{name}: flushing its connections failed: {error.message}")
     else:
         _log(f"{name}: {why}{count} tracked connections flushed (mark 0x{mark:08x})")
+
+
+def _forget_pairs(layout: GatewayLayout, name: str) -> None:
+    try:
+        gateway_usage.forget_pairs(layout, name)
+    except MultihomeError as error:
+        _log(f"{name}: forgetting its host pairs failed: {error.message}")
 
 
 class Watcher:
@@ -94,9 +106,19 @@ class Watcher:
         self.names: dict[int, str] = {}
         self.layout: GatewayLayout | None = None  # gateway mode, from the last reconcile
         self.refused = ""  # the last mark overlap that kept the nftables table (logged once)
-        self.usage = gateway_usage.Sampler(_log)
+        self.gateway = gateway_usage.Worker(_log)  # flushes and counts, off this thread
+        self.backoff = Backoff()
         # what the last reconcile's read decoded: the next decodes only what changed
         self.decoded = Decoded()
+        # SIGUSR1: a request (apply, confirm) waits in its file; one may have come before
+        # the loop ran (the placeholder handler of watch() kept it)
+        self.requested = True
+        # What the last reconcile applied; while a change handed over by `apply --confirm`
+        # awaits confirmation, the deadline and the config to go back to; after a revert,
+        # that config and the config file's signature (kept until the file changes).
+        self.applied: Config | None = None
+        self.guard: tuple[float, Config] | None = None
+        self.pinned: tuple[Config, tuple[int, ...] | None] | None = None
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -107,6 +129,9 @@ class Watcher:
         not here: a signal handler must not write to a stream it may have interrupted."""
         self.hung_up = True
 
+    def woken(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
     # -- reconcile ------------------------------------------------------------------------
 
     def down(self, version: int) -> frozenset[str]:
@@ -115,18 +140,28 @@ class Watcher:
             name for (name, v), h in self.health.items() if v == version and h.state is Link.DOWN
         )
 
-    def reconcile(self, reason: str) -> None:
+    def reconcile(self, reason: str) -> operations.Outcome | None:
+        """Apply the plan for the uplinks' health now; the outcome, None when it failed."""
         start = time.monotonic()
+        outcome: operations.Outcome | None = None
         try:
             outcome = operations.reconcile(
-                self.config_path, self.down(4), self.down(6), self.decoded
+                self.config_path, self.down(4), self.down(6), self._pinned(), self.decoded
             )
         except MultihomeError as error:
             self.echoes = {}
             self.status.errors += 1
             self.status.last_result = f"error: {error.message}"
-            _log(f"reconcile ({reason}) failed: {error.message}")
+            if self.backoff.failed(time.monotonic(), time.time(), error.message, random.random()):
+                _log(
+                    f"reconcile ({reason}) failed: {error.message} (tried again with a"
+                    " growing delay; logged again when the cause changes)"
+                )
         else:
+            failed = self.backoff.succeeded()
+            if failed:
+                _log(f"reconcile ({reason}) works again, after {_attempts(failed)} that failed")
+            self.applied = outcome.config
             changes = outcome.changes
             self.names = {i.index: i.name for i in outcome.host.interfaces}
             self.echoes = echoes.echoes_of(
@@ -152,9 +187,100 @@ class Watcher:
             if outcome.table is not None:
                 self._flush_left(self.layout, outcome.desired.gateway)
             self.layout = outcome.desired.gateway
+            self.gateway.use(self.layout)
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
+        self.status.failure = self.backoff.cause
+        self.status.failing_since = self.backoff.since
+        self.status.failures_in_a_row = self.backoff.failures
         self._write_status()
+        return outcome
+
+    # -- one owner: requests handed over by apply, and the changes it guards --------------
+
+    def _pinned(self) -> Config | None:
+        """The config a revert went back to, while the config file is as it was then."""
+        if self.pinned is None:
+            return None
+        config, signature = self.pinned
+        if _signature(self.config_path) != signature:
+            self.pinned = None
+            _log("the config file changed: the configuration of the last revert is let go")
+            return None
+        return config
+
+    def _serve_request(self) -> None:
+        request = handoff.take_request(self.netns_id)
+        if request is None:
+            return
+        mine = os.path.abspath(self.config_path) if self.config_path is not None else None
+        seconds = request.get("confirm")
+        error = ""
+        if request.get("action") != "apply":
+            error = f"it does not take the request {request.get('action')!r}"
+        elif request.get("config") != mine:
+            error = (
+                f"it applies {mine or 'the default config'}, not"
+                f" {request.get('config') or 'the default config'}"
+            )
+        elif seconds is not None and self.guard is not None:
+            error = "a change it guards is already awaiting confirmation"
+        elif seconds is not None and self.applied is None:
+            error = "it has not applied a configuration yet: nothing to go back to"
+        if error:
+            handoff.answer(self.netns_id, request, {"error": error})
+            return
+        previous = self.applied
+        self.pinned = None  # apply: the config file as it is now
+        outcome = self.reconcile("apply" + (" --confirm" if seconds is not None else ""))
+        if outcome is None:
+            handoff.answer(self.netns_id, request, {"error": self.status.last_result})
+            return
+        lines = [c.describe() for c in outcome.changes]
+        if outcome.table is not None:
+            lines.append(outcome.table.describe())
+        if seconds is not None and lines and previous is not None:
+            deadline = time.monotonic() + float(seconds)
+            confirm.publish(self.netns_id, deadline, confirm.BY_WATCH)
+            self.guard = (deadline, previous)
+            _log(f"the change is reverted in {float(seconds):g} s unless `multihome confirm`")
+        handoff.answer(self.netns_id, request, {"changes": lines})
+
+    def _check_guard(self, now: float) -> None:
+        """A change awaiting confirmation: kept when confirmed, reverted at the deadline
+        (or at once when the answer was `no`), by a reconcile with the config from before."""
+        if self.guard is None:
+            return
+        deadline, previous = self.guard
+        answer = confirm.answer(self.netns_id)
+        if answer == confirm.KEEP:
+            self.guard = None
+            confirm.settle(self.netns_id, {"outcome": "kept"})
+            _log("the change was confirmed: it is kept")
+            return
+        if answer is None and now < deadline:
+            return
+        self.guard = None
+        self.pinned = (previous, _signature(self.config_path))
+        outcome = self.reconcile("revert of an unconfirmed change")
+        if outcome is None:
+            result = {"outcome": "revert failed", "error": self.status.last_result}
+        else:
+            result = {"outcome": "reverted"}
+            _log(
+                "the change was not confirmed: reverted (the configuration from before is"
+                " kept until the config file changes)"
+            )
+        confirm.settle(self.netns_id, result)
+
+    def _wait(self, timers: Scheduler, now: float) -> float:
+        """Seconds until the scheduler, a retry or a confirmation deadline is due."""
+        wait = timers.wait(now)
+        if self.backoff.retry_at is not None:
+            wait = min(wait, max(0.0, self.backoff.retry_at - now))
+        if self.guard is not None:
+            wait = min(wait, max(0.0, self.guard[0] - now))
+        return wait
 
     def _update_probes(self, outcome: operations.Outcome) -> None:
         """One probe per uplink and IP version: from the uplink's first global address of
@@ -214,7 +340,7 @@ class Watcher:
                     "targets": [str(t) for t in probe.targets] if probe else [],
                 }
             # gateway mode forwards (and NATs) IPv4: its connections count there
-            for name, used in self.usage.sample(self.layout, time.monotonic()).items():
+            for name, used in self.gateway.usage().items():
                 if "ipv4" in uplinks.get(name, {}):
                     uplinks[name]["ipv4"].update(used)
             self.status.uplinks = uplinks
@@ -247,9 +373,26 @@ class Watcher:
                 news = True
 
     def run(self) -> None:
+        # A signal's handler only sets a flag; the byte the wakeup fd gets ends the select
+        # at once (Python would restart it with the time left).
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGHUP, self.hangup)
+        signal.signal(handoff.WAKE, self.woken)
+        self.gateway.start()
+        try:
+            self._loop(wake_r)
+        finally:
+            self.gateway.stop()
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
+
+    def _loop(self, wake: socket.socket) -> None:
         if self.metrics_address:
             _log(f"metrics on {metrics.serve(self.metrics_address, self.metrics_text)}")
         self.reconcile("start")
@@ -261,19 +404,30 @@ class Watcher:
         cfg = self.health_config
         timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.timeout)
         while self.running:
-            sockets = [self.events, *(p.sock for p in self.probes.values())]
+            sockets = [self.events, wake, *(p.sock for p in self.probes.values())]
             try:
-                ready, _, _ = select.select(sockets, [], [], timers.wait(time.monotonic()))
+                ready, _, _ = select.select(sockets, [], [], self._wait(timers, time.monotonic()))
             except InterruptedError:
                 continue
             now = time.monotonic()
             self.notify.tick(now)
+            if wake in ready:
+                _drain(wake)
             if self.hung_up:
                 self.hung_up = False
                 _log("SIGHUP: reconciling now with the config as it is on disk")
                 self.reconcile("SIGHUP")
-            if self.events in ready and self._drain_events():
+            if self.requested:
+                self.requested = False
+                self._serve_request()
+            self._check_guard(now)
+            # after a failure, events (its own undo among them) wait for the retry, which
+            # reads everything anyway
+            if self.events in ready and self._drain_events() and not self.backoff.waiting(now):
                 timers.event(now)
+            if self.backoff.due(now):
+                self.reconcile("retry")
+                timers.reconciled()
             for probe in self.probes.values():
                 if probe.sock in ready:
                     probe.receive(now)
@@ -289,8 +443,18 @@ class Watcher:
                         probe.send(now)
                 elif action is Action.RECONCILE_EVENTS:
                     self.reconcile("event")
-                else:
+                elif not self.backoff.waiting(now):
                     self.reconcile("periodic")
+        if self.guard is not None:
+            self.guard = None
+            confirm.settle(
+                self.netns_id,
+                {
+                    "outcome": "unguarded",
+                    "error": "multihome watch stopped before the deadline: the change"
+                    " stays applied and was NOT reverted",
+                },
+            )
         for probe in self.probes.values():
             probe.close()
         self.events.close()
@@ -306,7 +470,8 @@ class Watcher:
         for name, mark in before.marks:
             if name in kept:
                 continue
-            _flush_uplink(name, mark, before.mask, "left the table, ")
+            mask = before.mask
+            self.gateway.hand(partial(_flush_uplink, name, mark, mask, "left the table, "))
 
     def _flush(self, died: frozenset[str]) -> None:
         """Gateway mode with flush_on_down: delete the dead uplinks' connections (only
@@ -316,14 +481,11 @@ class Watcher:
         if layout is None:
             return
         for name in sorted(died):
-            try:
-                gateway_usage.forget_pairs(layout, name)
-            except MultihomeError as error:
-                _log(f"{name}: forgetting its host pairs failed: {error.message}")
+            self.gateway.hand(partial(_forget_pairs, layout, name))
             mark = layout.mark_of(name)
             if mark is None or not layout.flush_on_down:
                 continue
-            _flush_uplink(name, mark, layout.mask)
+            self.gateway.hand(partial(_flush_uplink, name, mark, layout.mask))
 
     def _evaluate_round(self, now: float) -> bool:
         changed = False
@@ -344,12 +506,49 @@ class Watcher:
         return changed
 
 
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _attempts(number: int) -> str:
+    return f"{number} attempt" + ("" if number == 1 else "s")
+
+
+def _signature(config_path: str | None) -> tuple[int, ...] | None:
+    """Which config file is there now (inode, size, modification time); None: none."""
+    try:
+        found = os.stat(config_path or DEFAULT_PATH)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
 def watch(config_path: str | None, metrics_address: str | None) -> None:
     if os.geteuid() != 0:
         raise MultihomeError("multihome watch needs root (netlink changes, raw ICMP probes)")
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    _collect_less()
-    Watcher(config_path, metrics_address).run()
+    netns_id = namespace.identity()
+    # a request's SIGUSR1 may come as soon as the lock is held: harmless until the loop
+    # runs (which looks for a request first), instead of the default, which terminates
+    signal.signal(handoff.WAKE, lambda signum, frame: None)
+    # one owner of the routing at a time: held for the daemon's life, released by its end
+    held = state.wait_free(netns_id, state.WATCH_LOCK, 0.5, handoff.WATCH)
+    if held is None:
+        pid = state.holder(netns_id, state.WATCH_LOCK) or 0
+        raise MultihomeError(
+            f"another multihome (pid {pid or '?'}) owns this namespace's routing: a watch,"
+            " or a remove that stopped one",
+            hint=handoff.how_to_stop(pid),
+        )
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        _collect_less()
+        Watcher(config_path, metrics_address).run()
+    finally:
+        held.release()
 
 
 # A reconcile at 1,000 addresses makes and drops tens of thousands of objects, all but a

@@ -1,9 +1,15 @@
-"""Gateway mode in the daemon: each uplink's tracked connections and bytes (for status and
-metrics, sampled at most every few seconds: `conntrack -L` walks the whole table), and the
-flush of a dead uplink's connections."""
+"""Gateway mode in the daemon, off the event loop's thread: the flush of a dead uplink's
+connections (`conntrack -D --mark V/M`: the kernel filters, but a flush of 100,000 entries
+still takes seconds) and each uplink's connections and bytes for status and metrics, read
+from the counters of multihome's nftables table every few seconds (one short listing, never
+a walk of the conntrack table). The loop hands work over and reads the last sample; it never
+waits for either."""
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +19,95 @@ from multihome.errors import MultihomeError
 from multihome.kernel import conntrack, nftables
 
 EVERY = 2.0  # seconds between samples
+
+Job = Callable[[], None]
+
+
+def usage(layout: GatewayLayout, figures: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """PURE: the table's counters -> each uplink's connections (new ones since the table
+    was written) and bytes (forwarded, both directions)."""
+    found: dict[str, Any] = {}
+    for name, _ in layout.marks:
+        names = gateway.counters(layout, name)
+        if names is None:
+            continue
+        connections, _ = figures.get(names[0], (0, 0))
+        _, total = figures.get(names[1], (0, 0))
+        found[name] = {"connections": connections, "bytes": total}
+    return found
+
+
+class Worker:
+    """One thread for gateway mode's slow work: jobs in the order given (forget an uplink's
+    pairs, flush its connections), and a sample of the counters every EVERY seconds. A
+    sampling failure is logged once (and again only when it changes or after a sample
+    worked), not every EVERY seconds."""
+
+    def __init__(self, log: Callable[[str], None] = lambda _: None) -> None:
+        self.log = log
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.layout: GatewayLayout | None = None
+        self.last: dict[str, Any] = {}
+        self.failure = ""
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self.thread.start()
+
+    def stop(self, wait: float = 10.0) -> None:
+        """Finish the jobs handed over (a flush in progress), then end the thread."""
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join(wait)
+            self.thread = None
+
+    def use(self, layout: GatewayLayout | None) -> None:
+        """The table now in place (None: no gateway mode, no counts)."""
+        with self.lock:
+            self.layout = layout
+            if layout is None:
+                self.last = {}
+
+    def usage(self) -> dict[str, Any]:
+        """The last sample: uplink -> connections, bytes."""
+        with self.lock:
+            return self.last
+
+    def hand(self, job: Job) -> None:
+        self.jobs.put(job)
+
+    def sample(self) -> None:
+        with self.lock:
+            layout = self.layout
+        if layout is None:
+            return
+        try:
+            fresh = usage(layout, nftables.counters())
+        except MultihomeError as error:
+            if error.message != self.failure:
+                self.log(f"cannot count the uplinks' connections: {error.message}")
+            self.failure = error.message
+            fresh = {}  # status shows no counts, not stale ones
+        else:
+            self.failure = ""
+        with self.lock:
+            if self.layout is layout:
+                self.last = fresh
+
+    def _run(self) -> None:
+        next_sample = time.monotonic()
+        while True:
+            try:
+                job = self.jobs.get(timeout=max(0.0, next_sample - time.monotonic()))
+            except queue.Empty:
+                self.sample()
+                next_sample = time.monotonic() + EVERY
+                continue
+            if job is None:
+                return
+            job()
 
 
 def flush(mark: int, mask: int) -> int:
@@ -25,38 +120,3 @@ def forget_pairs(layout: GatewayLayout, uplink: str) -> None:
     name = gateway.pair_set(layout, uplink)
     if name is not None:
         nftables.forget_pairs(name)
-
-
-class Sampler:
-    """The last sample of per-uplink usage, refreshed when it is older than EVERY: one
-    `conntrack -L` for all uplinks. A failure is logged once (and again only when it
-    changes or after a sample worked), not every EVERY seconds."""
-
-    def __init__(self, log: Callable[[str], None] = lambda _: None) -> None:
-        self.at: float | None = None
-        self.last: dict[str, dict[str, Any]] = {}
-        self.log = log
-        self.failure = ""
-
-    def sample(self, layout: GatewayLayout | None, now: float) -> dict[str, dict[str, Any]]:
-        if layout is None:
-            self.last = {}
-            return self.last
-        if self.at is not None and now - self.at < EVERY:
-            return self.last
-        self.at = now
-        try:
-            counts = conntrack.usage_by_mark(layout.mask)
-        except MultihomeError as error:
-            if error.message != self.failure:
-                self.log(f"cannot count the uplinks' connections: {error.message}")
-            self.failure = error.message
-            self.last = {}  # status shows no counts, not stale ones
-            return self.last
-        self.failure = ""
-        fresh: dict[str, dict[str, Any]] = {}
-        for name, mark in layout.marks:
-            used = counts.get(mark, conntrack.Usage(0, 0))
-            fresh[name] = {"connections": used.connections, "bytes": used.bytes}
-        self.last = fresh
-        return fresh

@@ -39,16 +39,17 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         ),
         "# TYPE multihome_probes_lost_total counter",
         *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
-        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes)
-        "# TYPE multihome_uplink_connections gauge",
+        # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes):
+        # the counters of multihome's nftables table (from 0 again when it is rewritten)
+        "# TYPE multihome_uplink_connections_total counter",
         *(
-            f'multihome_uplink_connections{{uplink={label(n)}}} {u["connections"]}'
+            f'multihome_uplink_connections_total{{uplink={label(n)}}} {u["connections"]}'
             for n, u in gateway
             if "connections" in u
         ),
-        "# TYPE multihome_uplink_connection_bytes gauge",
+        "# TYPE multihome_uplink_connection_bytes_total counter",
         *(
-            f'multihome_uplink_connection_bytes{{uplink={label(n)}}} {u["bytes"]}'
+            f'multihome_uplink_connection_bytes_total{{uplink={label(n)}}} {u["bytes"]}'
             for n, u in gateway
             if "bytes" in u
         ),
@@ -56,6 +57,11 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         f"multihome_reconciles_total {status['reconciles']}",
         "# TYPE multihome_reconcile_errors_total counter",
         f"multihome_reconcile_errors_total {status['errors']}",
+        # 1 while reconciles fail (retried with a growing delay), and how many in a row
+        "# TYPE multihome_reconcile_failing gauge",
+        f"multihome_reconcile_failing {int(bool(status.get('failure')))}",
+        "# TYPE multihome_reconcile_failures_in_a_row gauge",
+        f"multihome_reconcile_failures_in_a_row {status.get('failures_in_a_row', 0)}",
     ]
     for kind in ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes"):
         lines.append(f"# TYPE multihome_interface_{kind}_total counter")

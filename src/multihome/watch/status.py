@@ -9,7 +9,6 @@ from typing import Any
 
 from multihome.core.records import field, record
 from multihome.host import state
-from multihome.kernel.processes import pid_alive
 
 SUFFIX = "watch.json"
 
@@ -23,6 +22,10 @@ class Status:
     errors: int = 0
     last_reconcile: float | None = None
     last_result: str = ""
+    # while reconciles fail: the cause, since when (wall clock), attempts failed in a row
+    failure: str = ""
+    failing_since: float | None = None
+    failures_in_a_row: int = 0
 
 
 def status_path(netns_id: int) -> str:
@@ -40,8 +43,10 @@ def read_status(netns_id: int) -> dict[str, Any] | None:
     if data is None:
         return None
     data.pop("netns_cookie", None)
+    # running: the daemon that wrote it still holds the namespace's watch lock (a pid alone
+    # may have been given to another process since)
     try:
-        data["running"] = pid_alive(int(data.get("pid", 0)))
+        data["running"] = state.holder(netns_id, state.WATCH_LOCK) == int(data.get("pid", 0))
     except (TypeError, ValueError):
         data["running"] = False
     return data
