@@ -412,6 +412,18 @@ def test_exported_ip_script_builds_what_apply_builds(build: Build, config: str) 
     assert (_fwmark_rules(router), nft(router, "list", "table", "inet", "multihome")) == by_script
 
 
+def test_remove_takes_out_the_table_an_exported_script_made(build: Build, config: str) -> None:
+    """The script writes no state file; remove still finds multihome's own table by name."""
+    net = build(lab.gateway(nics=2))
+    router = net.ns("router")
+    script = multihome(router, "-c", config, "export", "--format", "ip").stdout
+    subprocess.run(["ip", "netns", "exec", router, "sh", "-c", script], check=True, capture_output=True)
+    assert "masquerade" in nft(router, "list", "table", "inet", "multihome")
+    multihome(router, "-c", config, "remove")
+    assert "multihome" not in nft(router, "list", "tables")
+    assert not _fwmark_rules(router)
+
+
 FROM_EACH = """
 import socket, sys
 server, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); failed = 0

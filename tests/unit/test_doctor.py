@@ -123,3 +123,17 @@ def test_a_long_rule_list_is_reported_with_what_the_layout_needs() -> None:
     # applied with the new layout: nothing to report
     new = replace(old, rules=desired.rules)
     assert not [f for f in diagnose(new, {}, desired, [], ["eth0", "eth1"]).findings if f.check == "many-rules"]
+
+
+def test_shell_fixes_quote_interface_names() -> None:
+    """A fix is pasted into a shell: an interface name with `;` or `$(...)` in it (Linux
+    allows both) stays one quoted word, and its dots become slashes as sysctl wants them."""
+    state = host(
+        {"a;b": ["192.0.2.10/24"], "x.1": ["192.0.2.11/24"]},
+        [("a;b", "192.0.2.1", 100)],
+    )
+    desired = plan(Config(), state)
+    report = diagnose(state, {}, desired, diff(desired, state), ["a;b", "x.1"])
+    (flux,) = [f for f in report.findings if f.check == "arp-flux"]
+    assert "'net.ipv4.conf.a;b.arp_ignore=1'" in flux.fix
+    assert "net.ipv4.conf.x/1.arp_ignore=1" in flux.fix

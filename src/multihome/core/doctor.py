@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import shlex
 from bisect import bisect_left
 from collections.abc import Collection, Iterable, Mapping
 
@@ -31,6 +32,7 @@ from multihome.core.model import (
     Lookup,
     Route,
     Rule,
+    Sysctl,
 )
 from multihome.core.plan import shared_subnets
 from multihome.core.records import field, record
@@ -156,6 +158,21 @@ def _sysctl(state: HostState, ifname: str, key: str) -> int | None:
     values = [state.sysctls.get(f"net/ipv4/conf/{n}/{key}") for n in ("all", ifname)]
     numbers = [int(v) for v in values if v is not None and v.isdigit()]
     return max(numbers) if numbers else None
+
+
+def _sysctl_command(ifname: str, **values: str) -> str:
+    """`sysctl -w` of an interface's IPv4 keys, as a shell line: the name in sysctl's dotted
+    form (its own dots as slashes) and quoted, since a name may hold `;` or `$(...)`."""
+    return shlex.join(
+        [
+            "sysctl",
+            "-w",
+            *(
+                f"{Sysctl(f'net/ipv4/conf/{ifname}/{key}', value).name}={value}"
+                for key, value in values.items()
+            ),
+        ]
+    )
 
 
 def _inside(prefix: IPNetwork, ordered: list[tuple[int, Address]]) -> list[Address]:
@@ -334,7 +351,7 @@ def _reply_checks(
                         " accepts this traffic; no need to loosen rp_filter)"
                         if fix == "multihome apply"
                         else f"{fix}; or loosen the check:"
-                        f" sysctl -w net.ipv4.conf.{address.ifname}.rp_filter=2",
+                        f" {_sysctl_command(address.ifname, rp_filter='2')}",
                     )
                 )
         peer = _on_link_peer(address)
@@ -367,10 +384,7 @@ def _arp_flux(state: HostState, uplinks: Collection[str], remedy: _Remedy) -> li
         ]
         if not loose:
             continue
-        by_hand = "; ".join(
-            f"sysctl -w net.ipv4.conf.{n}.arp_ignore=1 net.ipv4.conf.{n}.arp_announce=2"
-            for n in loose
-        )
+        by_hand = "; ".join(_sysctl_command(n, arp_ignore="1", arp_announce="2") for n in loose)
         findings.append(
             Finding(
                 Severity.WARNING,
@@ -406,7 +420,9 @@ def _table_checks(
         if rule.table in RESERVED_TABLES:  # main, local, default; 0: goto/blackhole rules
             continue
         if (rule.family, rule.table) not in filled:
-            by_hand = f"ip -{rule.family.version} rule del {rule.ip_args()}"
+            by_hand = shlex.join(
+                ["ip", f"-{rule.family.version}", "rule", "del", *rule.ip_args().split()]
+            )
             fixed = own.owns_rule(rule) and (
                 rule in deleted or (rule.family, rule.table) in touched
             )
@@ -468,7 +484,9 @@ def _table_checks(
                 consequence="replies to hosts on the local subnet go through the gateway",
                 fix="multihome apply"
                 if fixed
-                else f"ip -{address.family.version} route add {planned.ip_args()}",
+                else shlex.join(
+                    ["ip", f"-{address.family.version}", "route", "add", *planned.ip_args().split()]
+                ),
             )
         )
     return findings

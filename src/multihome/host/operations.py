@@ -88,12 +88,20 @@ def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
 
 
 def _table_change(
-    cfg: Config, host: HostState, desired: Desired, record: state.Record, refuse: bool = True
+    cfg: Config,
+    host: HostState,
+    desired: Desired,
+    record: state.Record,
+    refuse: bool = True,
+    remove: bool = False,
 ) -> TableChange | None:
     """Gateway mode: what to do to multihome's nftables table (with `refuse`, raises when
     other software uses the bits of the mark mask). Without [gateway] and no table applied,
-    nothing to read."""
-    if desired.gateway is None and not record.nft_table:
+    nothing to read; but `remove` looks for the table wherever nft is installed, since an
+    exported script may have made it without apply's record."""
+    from multihome.kernel import tools
+
+    if desired.gateway is None and not record.nft_table and not (remove and tools.find("nft")):
         return None
     from multihome.core import gateway
     from multihome.kernel import nftables
@@ -176,7 +184,7 @@ def _converge(
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
-            table = _table_change(cfg, host, desired, record)
+            table = _table_change(cfg, host, desired, record, remove=remove)
         except MarkOverlapError as error:
             if not keep_table_on_overlap:
                 raise
