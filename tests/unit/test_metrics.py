@@ -16,3 +16,29 @@ def test_rtt_is_printed_as_a_short_decimal() -> None:
     lines = metrics_text(status, {"eth0": Counters(1, 2, 3, 4)}).splitlines()
     assert 'multihome_probe_rtt_seconds{uplink="eth0",family="ipv4"} 0.00018' in lines
     assert 'multihome_interface_tx_bytes_total{interface="eth0"} 4' in lines
+
+
+def test_loss_path_and_transitions_per_uplink() -> None:
+    entry = {
+        "state": "down",
+        "last_rtt_ms": 1.5,
+        "probes_lost": 9,
+        "loss": 0.25,
+        "transitions": 3,
+        "path_state": "down",
+        "path_rtt_ms": 12.0,
+        "path_loss": 0.5,
+    }
+    unknown = {**entry, "state": "up", "transitions": 0, "path_state": "unknown"}
+    unknown["path_rtt_ms"] = None
+    status = {"uplinks": {"eth0": {"ipv4": entry}, "eth1": {"ipv6": unknown}}, "reconciles": 1}
+    lines = metrics_text({**status, "errors": 0}, {}).splitlines()
+    eth0, eth1 = 'uplink="eth0",family="ipv4"', 'uplink="eth1",family="ipv6"'
+    assert f"multihome_uplink_transitions_total{{{eth0}}} 3" in lines
+    assert f"multihome_uplink_transitions_total{{{eth1}}} 0" in lines
+    assert f"multihome_probe_loss_ratio{{{eth0}}} 0.25" in lines
+    assert f"multihome_path_up{{{eth0}}} 0" in lines
+    assert f"multihome_path_rtt_seconds{{{eth0}}} 0.012" in lines
+    assert f"multihome_path_loss_ratio{{{eth0}}} 0.5" in lines
+    # a second hop that never answered is not reported as up or down
+    assert not any(line.startswith("multihome_path_") and eth1 in line for line in lines)
