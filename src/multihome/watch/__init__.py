@@ -59,6 +59,12 @@ def _label(key: ProbeKey) -> str:
     return f"{key[0]} IPv{key[1]}"
 
 
+def _order(item: tuple[tuple[ProbeKey, Kind], object]) -> tuple[str, int, str]:
+    """Probes in the order of their uplink, IP version and kind (gateway first)."""
+    (name, version), kind = item[0]
+    return name, version, kind.value
+
+
 def _changes(number: int) -> str:
     return f"{number} change" + ("" if number == 1 else "s")
 
@@ -194,7 +200,9 @@ class Watcher:
                 probe.close()
                 del self.probes[pkey]
         cfg = self.health_config
-        for index, (pkey, (kind, source, to, needed, gateway)) in enumerate(sorted(specs.items())):
+        for index, (pkey, (kind, source, to, needed, gateway)) in enumerate(
+            sorted(specs.items(), key=_order)
+        ):
             key, health_kind = pkey
             if pkey in self.probes:
                 continue
@@ -274,7 +282,7 @@ class Watcher:
             + (
                 ", ".join(
                     f"{_label(key)} ({probe.kind.value} {probe.description})"
-                    for (key, _), probe in sorted(self.probes.items())
+                    for (key, _), probe in sorted(self.probes.items(), key=_order)
                 )
                 or "none"
             )
