@@ -2,10 +2,10 @@
 found by a TTL-limited probe, the quorum of configured targets, the up/down transitions
 counter, and a per-uplink RTT that is the probe's own (IPv4 and IPv6).
 
-The two-ISP lab's "internet" is a bridge; here its client also routes (forwarding on, a route
-for the benchmark range 198.18.0.0/15 and 2001:db8:ee::/48), and the ISPs send those ranges
-to it: a probe toward 198.18.0.1 with hop limit 2 expires there, at the second hop, which
-answers with time exceeded."""
+The two-ISP lab's "internet" is a bridge; in scenarios.two_isp_routed its client also routes
+and the ISPs send the benchmark ranges (198.18.0.0/15, 2001:db8:ee::/48) to it: a probe
+toward 198.18.0.1 with hop limit 2 expires there, at the second hop, which answers with time
+exceeded."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from .test_watch import Watch, balancing_devices, config, status, wait_for, watc
 __all__ = ["watching"]  # the fixture, used by name
 
 Build = Callable[[Topology], Network]
-FAR = {4: ("198.18.0.0/15", "198.18.0.1"), 6: ("2001:db8:ee::/48", "2001:db8:ee::1")}
 CLIENT = {4: "203.0.113.100", 6: "2001:db8:ff::100"}
 SECOND_HOP = """[multihome]
 balance = true
@@ -45,21 +44,6 @@ def run(*args: str) -> None:
     subprocess.run(list(args), check=True)
 
 
-def with_second_hop(net: Network) -> None:
-    """Make the lab's client a router one hop past each ISP (see the module's docstring)."""
-    client = net.ns("client")
-    run("ip", "netns", "exec", client, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    run("ip", "netns", "exec", client, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-    run("ip", "-n", client, "route", "add", FAR[4][0], "via", "203.0.113.1")
-    run("ip", "-n", client, "-6", "route", "add", FAR[6][0], "via", "2001:db8:ff::1")
-    for i in range(2):
-        isp = net.ns(f"isp{i}")
-        # as a router's addresses do, its upstream's IPv6 address outlives a link flap
-        run("ip", "netns", "exec", isp, "sysctl", "-qw", "net.ipv6.conf.up.keep_addr_on_down=1")
-        run("ip", "-n", isp, "route", "add", FAR[4][0], "via", CLIENT[4])
-        run("ip", "-n", isp, "-6", "route", "add", FAR[6][0], "via", CLIENT[6])
-
-
 def uplink(ns: str, name: str, version: int) -> dict[str, Any]:
     return dict(status(ns)["uplinks"][name][f"ipv{version}"])
 
@@ -75,8 +59,7 @@ def scrape(ns: str, url: str) -> str:
 def test_an_outage_one_hop_past_a_live_gateway(
     build: Build, watching: list[Watch], tmp_path: Path, version: int
 ) -> None:
-    net = build(scenarios.two_isp(nics=2))
-    with_second_hop(net)
+    net = build(scenarios.two_isp_routed(nics=2))
     server, isp1 = net.ns("server"), net.ns("isp1")
     watch = Watch(server, "-c", config(tmp_path, SECOND_HOP), "--metrics", "127.0.0.1:9478")
     watching.append(watch)
