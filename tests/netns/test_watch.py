@@ -181,13 +181,13 @@ def test_failover_when_the_path_behind_a_gateway_dies(
     wait_for(lambda: hops() == {"eth0", "eth1"}, 2)
     # one lost probe round changes nothing
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
-    time.sleep(0.5)  # the outage itself: about one round past the gateway (interval 0.5 s)
+    time.sleep(0.3)  # the outage itself: about one round past the gateway (interval 0.25 s)
     subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
     sent = status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"]
     wait_for(lambda: status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"] >= sent + 3, 5)
     assert hops() == {"eth0", "eth1"} and "down" not in watching[0].text()
-    # a dead path behind a live gateway: withdrawn within 5 s (by design 3.5-4 s: 6 lost
-    # rounds past the gateway, one each 0.5 s, and the 1 s timeout), its source table stays
+    # a dead path behind a live gateway: withdrawn within 5 s (by design 1.75-2 s: 6 lost
+    # rounds past the gateway, one each 0.25 s, and the 0.5 s timeout), its source table stays
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
     assert wait_for(lambda: hops() == {"eth0"}, 20) < 10.0
     assert len(table(server, 101)) == 2

@@ -57,11 +57,11 @@ class Health:
     the expected false downs in D seconds are D * r * (1 - p) * p**k per class."""
 
     interval: float = 0.1
-    timeout: float = 0.2
+    timeout: float = 0.15
     down_after: int = 6
     up_after: int = 5
-    path_interval: float = 0.5
-    path_timeout: float = 1.0
+    path_interval: float = 0.25
+    path_timeout: float = 0.5
     path_down_after: int = 6
     path_up_after: int = 2
     second_hop: bool = True
