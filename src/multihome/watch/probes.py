@@ -45,8 +45,10 @@ KINDS = {
     4: (socket.AF_INET, socket.IPPROTO_ICMP, ICMP_ECHO, ICMP_ECHOREPLY),
     6: (socket.AF_INET6, socket.IPPROTO_ICMPV6, ICMPV6_ECHO, ICMPV6_ECHOREPLY),
 }
-# ICMP errors that quote a probe: (version, type) of time exceeded and destination unreachable
-ERRORS = {(4, 11), (4, 3), (6, 3), (6, 1)}
+# ICMP errors that quote a probe: (version, type) of time exceeded. Only a router past the
+# gateway sends it for a probe with hop limit 2 (the gateway forwards it); a destination
+# unreachable may be the gateway's own ("no route"), so it does not count.
+TIME_EXCEEDED = {4: 11, 6: 3}
 
 
 class ProbeKind(enum.Enum):
@@ -84,8 +86,8 @@ def echo_request(version: int, ident: int, seq: int) -> bytes:
 
 
 def parse_reply(version: int, data: bytes) -> tuple[bool, int, int] | None:
-    """(whether it is an echo reply, ident, seq) of an echo reply, or of an ICMP error that
-    quotes one of our echo requests; None for anything else."""
+    """(whether it is an echo reply, ident, seq) of an echo reply, or of a time exceeded
+    that quotes one of our echo requests; None for anything else."""
     _, _, echo, reply = KINDS[version]
     # IPv4 raw sockets deliver the IP header, IPv6 ones do not
     offset = (data[0] & 0x0F) * 4 if version == 4 and data else 0
@@ -95,7 +97,7 @@ def parse_reply(version: int, data: bytes) -> tuple[bool, int, int] | None:
     if kind == reply:
         _, _, _, ident, seq = struct.unpack_from("!BBHHH", data, offset)
         return True, ident, seq
-    if (version, kind) not in ERRORS:
+    if kind != TIME_EXCEEDED[version]:
         return None
     inner = offset + 8  # the quoted packet: its IP header, then our ICMP header
     if version == 4:
@@ -179,7 +181,7 @@ class Probe:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             scope = 0
             if source.version == 6:
-                passed = (reply, 3, 1) if kind is ProbeKind.SECOND_HOP else (reply,)
+                passed = (reply, TIME_EXCEEDED[6]) if kind is ProbeKind.SECOND_HOP else (reply,)
                 sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _icmp6_filter(*passed))
                 scope = socket.if_nametoindex(uplink)
                 sock.bind((str(source), 0, 0, scope if source.is_link_local else 0))
