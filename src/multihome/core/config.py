@@ -358,6 +358,7 @@ def parse(text: str, path: str = "(string)") -> Config:
                 else None,
             )
         )
+        _check_reliability(read, uplinks[-1], prefix)
     if balance and ownership.table_max in seen_tables:
         raise read.fail(
             f"table {ownership.table_max} is the balancing table (the range's last)",
@@ -383,6 +384,17 @@ def parse(text: str, path: str = "(string)") -> Config:
         gateway,
         lines,
     )
+
+
+def _check_reliability(read: _Reader, uplink: UplinkConfig, prefix: str) -> None:
+    """A quorum of no more answers than there are targets (without targets it is unused)."""
+    most = max(len(uplink.probe), len(uplink.probe6))
+    if uplink.reliability is not None and most and uplink.reliability > most:
+        raise read.fail(
+            f"{uplink.reliability} targets must answer, but the uplink has {most}",
+            f"{prefix}.reliability",
+            hint="list the targets in probe = [...] (and probe6), or lower reliability",
+        )
 
 
 def _health(read: _Reader, body: dict[str, Any]) -> Health:

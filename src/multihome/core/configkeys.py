@@ -283,8 +283,9 @@ KEYS: tuple[Key, ...] = (
         "reliability",
         None,
         "How many of the probe targets must answer for a round to count as answered (as "
-        "mwan3's reliability): with 3 targets and 2, one target down changes nothing.",
-        "2",
+        "mwan3's reliability): with 3 targets and 2, one target down changes nothing. At "
+        "most the number of targets.",
+        "1",
         "a majority of the targets (2 of 3, 1 of 2)",
     ),
 )
