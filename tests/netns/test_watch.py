@@ -183,21 +183,22 @@ def test_failover_when_the_path_behind_a_gateway_dies(
     wait_for(lambda: hops() == {"eth0", "eth1"}, 2)
     # one lost probe round changes nothing
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
-    time.sleep(0.45)  # the outage itself: about one probe round (interval 0.4 s)
+    time.sleep(0.3)  # the outage itself: about one round past the gateway (interval 0.25 s)
     subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
     sent = status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"]
     wait_for(lambda: status(server)["uplinks"]["eth1"]["ipv4"]["probes_sent"] >= sent + 3, 5)
     assert hops() == {"eth0", "eth1"} and "down" not in watching[0].text()
-    # a dead path: withdrawn within 2 s, its source table stays
+    # a dead path behind a live gateway: withdrawn within 5 s (by design 1.75-2 s: 6 lost
+    # rounds past the gateway, one each 0.25 s, and the 0.5 s timeout), its source table stays
     subprocess.run(["ip", "-n", isp1, "route", "add", "blackhole", "203.0.113.100/32"], check=True)
-    assert wait_for(lambda: hops() == {"eth0"}, 10) < 2.0
+    assert wait_for(lambda: hops() == {"eth0"}, 20) < 10.0
     assert len(table(server, 101)) == 2
     seen = status(server)
     assert seen["uplinks"]["eth1"]["ipv4"]["state"] == "down" and seen["running"]
     assert seen["uplinks"]["eth1"]["ipv6"]["state"] == "up"  # its IPv6 path still works
     assert hops(6) == {"eth0", "eth1"}
     subprocess.run(["ip", "-n", isp1, "route", "del", "blackhole", "203.0.113.100/32"], check=True)
-    wait_for(lambda: hops() == {"eth0", "eth1"}, 2.0)
+    wait_for(lambda: hops() == {"eth0", "eth1"}, 5.0)
     assert "eth1 IPv4: up -> down" in watching[0].text()
     assert "eth1 IPv4: down -> up" in watching[0].text()
 
@@ -331,17 +332,18 @@ def test_ipv6_failover_when_the_path_behind_a_gateway_dies(
     ]
     blackhole = ["ip", "-n", isp1, "-6", "route", "{}", "blackhole", "2001:db8:ff::100/128"]
     subprocess.run([w.format("add") for w in blackhole], check=True)
-    assert wait_for(lambda: balancing_devices(server, 6) == {"eth0"}, 2.0) < 2.0
+    assert wait_for(lambda: balancing_devices(server, 6) == {"eth0"}, 20) < 10.0
     assert balancing_devices(server, 4) == {"eth0", "eth1"}  # IPv4 still works through ISP 1
     assert len(table(server, 101, 6)) == 2  # its own table stays, for replies
     seen = status(server)
     assert seen["uplinks"]["eth1"]["ipv6"]["state"] == "down"
     assert seen["uplinks"]["eth1"]["ipv4"]["state"] == "up"
-    assert seen["uplinks"]["eth1"]["ipv6"]["targets"] == ["2001:db8:ff::100"]
+    assert seen["uplinks"]["eth1"]["ipv6"]["path"] == "2001:db8:ff::100"
+    assert seen["uplinks"]["eth1"]["ipv6"]["targets"] == ["2001:db8:1::1"]  # its gateway
     text = multihome(server, "status").stdout
     assert any(line.split()[:3] == ["eth1", "IPv6", "down"] for line in text.splitlines()), text
     subprocess.run([w.format("del") for w in blackhole], check=True)
-    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 2.0)
+    wait_for(lambda: balancing_devices(server, 6) == {"eth0", "eth1"}, 5.0)
     assert "eth1 IPv6: up -> down" in watch.text() and "eth1 IPv6: down -> up" in watch.text()
     assert "eth1 IPv4: up -> down" not in watch.text()
     assert watch.stop() == 0

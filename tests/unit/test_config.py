@@ -101,3 +101,11 @@ def test_load_missing_default_file_is_autodetect(
     assert load(None).uplinks == ()
     with pytest.raises(ConfigError, match="no such file"):
         load(f"{tmp_path}/explicit.toml")
+
+
+def test_reliability_is_at_most_the_number_of_targets() -> None:
+    two = '[uplinks.eth0]\nprobe = ["192.0.2.1", "192.0.2.2"]\n'
+    assert parse(two + "reliability = 2\n").uplinks[0].reliability == 2
+    assert parse(two).uplinks[0].reliability is None  # a majority, decided by watch
+    with pytest.raises(ConfigError, match="3 targets must answer, but the uplink has 2"):
+        parse(two + "reliability = 3\n")

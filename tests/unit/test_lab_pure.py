@@ -157,3 +157,31 @@ def test_damaged_lab_records_are_reported_with_their_namespaces(
         (str(lab / "cut.json"), ("mhc-server", "mhc-router")),
         (str(lab / "junk.json"), ()),
     ]
+
+
+def test_fail_option_parses_an_uplink_and_its_seconds() -> None:
+    import pytest
+
+    from multihome.errors import MultihomeError
+    from multihome.lab.failover import FailOptions, FailResult, listing, parse_fail
+
+    assert parse_fail("eth1@10s", 2) == ("eth1", 10.0, None)
+    assert parse_fail("eth0@2.5-8s", 2) == ("eth0", 2.5, 8.0)
+    for wrong in ("eth2@10s", "eth1", "eth1@1s", "eth1@10s-5s", "wan@10s"):
+        with pytest.raises(MultihomeError):
+            parse_fail(wrong, 2)
+    options = FailOptions(at=1.0, back=2.0)
+    result = FailResult(
+        options,
+        mbits=[{"eth0": 5.0, "eth1": 5.0}, {"eth0": 10.0, "eth1": 0.0}, {"eth0": 6, "eth1": 4}],
+        failed=[0, 3, 0],
+        started=[10, 10, 10],
+        left_after=0.7,
+        rejoined_after=0.5,
+        long_on_dead=2,
+        long_failed_on_dead=2,
+    )
+    text = "\n".join(listing(result))
+    assert "1-2" in text and "3  <- eth1's ISP dies" in text and "<- eth1's ISP is back" in text
+    assert "left the balancing route after 0.70 s" in text and "rejoined after 0.50 s" in text
+    assert "new connections lost: 3 of 30" in text

@@ -54,3 +54,29 @@ def test_connections_past_the_bound_are_closed_at_once_and_idle_ones_time_out() 
     assert urllib.request.urlopen(url, timeout=2).read() == b"up 1\n"
     for sock in [*idle, extra]:
         sock.close()
+
+
+def test_loss_path_and_transitions_per_uplink() -> None:
+    entry = {
+        "state": "down",
+        "last_rtt_ms": 1.5,
+        "probes_lost": 9,
+        "loss": 0.25,
+        "transitions": 3,
+        "path_state": "down",
+        "path_rtt_ms": 12.0,
+        "path_loss": 0.5,
+    }
+    unknown = {**entry, "state": "up", "transitions": 0, "path_state": "unknown"}
+    unknown["path_rtt_ms"] = None
+    status = {"uplinks": {"eth0": {"ipv4": entry}, "eth1": {"ipv6": unknown}}, "reconciles": 1}
+    lines = metrics_text({**status, "errors": 0}, {}).splitlines()
+    eth0, eth1 = 'uplink="eth0",family="ipv4"', 'uplink="eth1",family="ipv6"'
+    assert f"multihome_uplink_transitions_total{{{eth0}}} 3" in lines
+    assert f"multihome_uplink_transitions_total{{{eth1}}} 0" in lines
+    assert f"multihome_probe_loss_ratio{{{eth0}}} 0.25" in lines
+    assert f"multihome_path_up{{{eth0}}} 0" in lines
+    assert f"multihome_path_rtt_seconds{{{eth0}}} 0.012" in lines
+    assert f"multihome_path_loss_ratio{{{eth0}}} 0.5" in lines
+    # a second hop that never answered is not reported as up or down
+    assert not any(line.startswith("multihome_path_") and eth1 in line for line in lines)

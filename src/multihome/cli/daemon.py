@@ -39,7 +39,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
     state = "running" if status["running"] else "NOT running (last status below)"
     print(f"multihome watch: {state}, pid {status['pid']}")
-    rows = [["UPLINK", "FAMILY", "STATE", "SINCE", "LAST RTT", "LOSS", "PROBES TO"]]
+    rows = [["UPLINK", "FAMILY", "STATE", "SINCE", "FLAPS", "RTT", "LOSS/1M", "GATEWAY", "PATH"]]
     entries = [
         (name, family, uplink)
         for name, families in status["uplinks"].items()
@@ -51,15 +51,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, family, uplink in entries:
         since = time.strftime("%H:%M:%S", time.localtime(uplink["since"]))
         rtt = f"{uplink['last_rtt_ms']:.2f} ms" if uplink["last_rtt_ms"] is not None else "-"
+        path = uplink.get("path", "")
+        if path:  # past the gateway: its state, RTT and loss, or "unknown" until it answers
+            path_rtt = uplink.get("path_rtt_ms")
+            path += f" {uplink.get('path_state', 'unknown')}"
+            if path_rtt is not None:
+                path += f" {path_rtt:.2f} ms {uplink.get('path_loss', 0.0):.1%}"
         rows.append(
             [
                 name,
                 family.replace("ipv", "IPv"),
                 uplink["state"],
                 since,
+                str(uplink.get("transitions", 0)),
                 rtt,
                 f"{uplink['loss']:.1%}",
-                ", ".join(uplink["targets"]),
+                ", ".join(uplink["targets"]) or "-",
+                path or "-",
             ]
         )
         if gateway:

@@ -181,6 +181,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         raise MultihomeError("--all goes with `multihome lab clean`")
     if args.scenario == "gateway":
         return _gateway(args)
+    if args.fail:
+        return _failover(args)
     options = _options(args)
     if args.plot:
         lab_plot.check(args.plot)  # before the run: a bad path must not cost the results
@@ -280,6 +282,46 @@ def _clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _failover(args: argparse.Namespace) -> int:
+    """`multihome lab two-isp --fail eth1@10s`: an uplink's ISP dies under load, live."""
+    from multihome.lab import failover
+    from multihome.lab.run import check_privileges
+
+    if args.scenario != "two-isp":
+        raise MultihomeError("--fail goes with `multihome lab two-isp`")
+    ignored = [
+        option
+        for option, value in (
+            ("--keep", args.keep),
+            ("--link-rate", args.link_rate),
+            ("--requests", args.requests),
+            ("--plot", args.plot),
+        )
+        if value
+    ]
+    if ignored:
+        raise MultihomeError(f"{', '.join(ignored)} does not go with --fail")
+    check_privileges()
+    if not 2 <= args.nics <= MAX_NICS:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+    uplink, at, back = failover.parse_fail(args.fail, args.nics)
+    options = failover.FailOptions(uplink=uplink, at=at, back=back, nics=args.nics)
+    result = failover.run(
+        options, lambda text: print(f"lab two-isp --fail: {text}", file=sys.stderr, flush=True)
+    )
+    if args.json:
+        print_json(failover.to_json(result))
+        return EXIT_OK
+    print(
+        f"multihome lab two-isp --fail {args.fail}: {options.nics} uplinks, multihome watch"
+        f" with balance = true and the default health settings; the server opens"
+        f" {options.rate:g} connections/s ({options.size // 1024} KB each way) and keeps"
+        f" {options.sessions} long-lived sessions\n"
+    )
+    print("\n".join(failover.listing(result)))
+    return EXIT_OK
+
+
 def _gateway(args: argparse.Namespace) -> int:
     """`multihome lab gateway`: round-robin SNAT, then gateway mode, then a failover."""
     from multihome.lab import gateway_run
@@ -366,6 +408,13 @@ def _arguments(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument(
         "--all", action="store_true", help="with clean: also remove every kept network"
+    )
+    cmd.add_argument(
+        "--fail",
+        metavar="UPLINK@SECONDSs[-SECONDSs]",
+        help="with two-isp: run multihome watch under load and let the ISP behind UPLINK die "
+        "at that second (and come back at the second one): per-second traffic per uplink, "
+        "the time to leave, the connections lost; e.g. --fail eth1@10s",
     )
 
 

@@ -45,17 +45,28 @@ class UplinkConfig:
     ipv6: bool = True
     probe: tuple[IPAddress, ...] = ()  # health-check targets; none: the gateway
     probe6: tuple[IPAddress, ...] = ()  # IPv6 health-check targets; none: the IPv6 gateway
+    reliability: int | None = None  # targets that must answer; None: a majority of them
 
 
 @record(frozen=True)
 class Health:
-    """Gateway health checks (multihome watch). Defaults find a dead uplink in about 1.5 s
-    and need three lost probes in a row, so one lost probe changes nothing."""
+    """multihome watch's health checks, in two classes per uplink and IP version: fast echo
+    probes to the gateway (a dead link or gateway in under 1 s), and slower ones past it (the
+    second hop, found with a TTL-limited probe toward `trace`, or the uplink's configured
+    targets with a quorum). configkeys.py explains the defaults: with random probe loss p,
+    the expected false downs in D seconds are D * r * (1 - p) * p**k per class."""
 
-    interval: float = 0.4
-    timeout: float = 0.4
-    down_after: int = 3
-    up_after: int = 2
+    interval: float = 0.1
+    timeout: float = 0.15
+    down_after: int = 6
+    up_after: int = 5
+    path_interval: float = 0.25
+    path_timeout: float = 0.5
+    path_down_after: int = 6
+    path_up_after: int = 2
+    second_hop: bool = True
+    trace: IPAddress = ipaddress.IPv4Address("1.1.1.1")
+    trace6: IPAddress = ipaddress.IPv6Address("2606:4700:4700::1111")
 
 
 class Sticky(enum.Enum):
@@ -103,10 +114,32 @@ class Config:
 _SECTIONS: dict[str, set[str]] = {
     "multihome": {"table_range", "priority", "ipv4", "ipv6", "balance"},
     "sysctls": {"arp", "rp_filter"},
-    "health": {"interval", "timeout", "down_after", "up_after"},
+    "health": {
+        "interval",
+        "timeout",
+        "down_after",
+        "up_after",
+        "path_interval",
+        "path_timeout",
+        "path_down_after",
+        "path_up_after",
+        "second_hop",
+        "trace",
+        "trace6",
+    },
     "gateway": {"lan", "masquerade", "sticky", "mark_mask", "flush_on_down"},
 }
-_UPLINK_KEYS = {"gateway", "gateway6", "table", "weight", "ipv4", "ipv6", "probe", "probe6"}
+_UPLINK_KEYS = {
+    "gateway",
+    "gateway6",
+    "table",
+    "weight",
+    "ipv4",
+    "ipv6",
+    "probe",
+    "probe6",
+    "reliability",
+}
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -274,13 +307,7 @@ def parse(text: str, path: str = "(string)") -> Config:
     ipv4 = read.boolean(main.get("ipv4", True), "multihome.ipv4")
     ipv6 = read.boolean(main.get("ipv6", True), "multihome.ipv6")
     balance = read.boolean(main.get("balance", False), "multihome.balance")
-    health_table = data.get("health", {})
-    health = Health(
-        interval=read.seconds(health_table.get("interval", 0.4), "health.interval"),
-        timeout=read.seconds(health_table.get("timeout", 0.4), "health.timeout"),
-        down_after=read.integer(health_table.get("down_after", 3), "health.down_after", 1, 100),
-        up_after=read.integer(health_table.get("up_after", 2), "health.up_after", 1, 100),
-    )
+    health = _health(read, data.get("health", {}))
 
     sysctls = data.get("sysctls", {})
     manage_arp = read.boolean(sysctls.get("arp", True), "sysctls.arp")
@@ -349,8 +376,12 @@ def parse(text: str, path: str = "(string)") -> Config:
                     read.address(v, f"{prefix}.probe6", 6)
                     for v in read.address_list(body.get("probe6", []), f"{prefix}.probe6", 6)
                 ),
+                reliability=read.integer(body["reliability"], f"{prefix}.reliability", 1, 8)
+                if "reliability" in body
+                else None,
             )
         )
+        _check_reliability(read, uplinks[-1], prefix)
     if balance and ownership.table_max in seen_tables:
         raise read.fail(
             f"table {ownership.table_max} is the balancing table (the range's last)",
@@ -378,12 +409,50 @@ def parse(text: str, path: str = "(string)") -> Config:
     )
 
 
+def _check_reliability(read: _Reader, uplink: UplinkConfig, prefix: str) -> None:
+    """A quorum of no more answers than there are targets (without targets it is unused)."""
+    most = max(len(uplink.probe), len(uplink.probe6))
+    if uplink.reliability is not None and most and uplink.reliability > most:
+        raise read.fail(
+            f"{uplink.reliability} targets must answer, but the uplink has {most}",
+            f"{prefix}.reliability",
+            hint="list the targets in probe = [...] (and probe6), or lower reliability",
+        )
+
+
+def _health(read: _Reader, body: dict[str, Any]) -> Health:
+    """The [health] section."""
+    default = Health()
+
+    def seconds(key: str) -> float:
+        return read.seconds(body.get(key, getattr(default, key)), f"health.{key}")
+
+    def rounds(key: str) -> int:
+        return read.integer(body.get(key, getattr(default, key)), f"health.{key}", 1, 100)
+
+    return Health(
+        interval=seconds("interval"),
+        timeout=seconds("timeout"),
+        down_after=rounds("down_after"),
+        up_after=rounds("up_after"),
+        path_interval=seconds("path_interval"),
+        path_timeout=seconds("path_timeout"),
+        path_down_after=rounds("path_down_after"),
+        path_up_after=rounds("path_up_after"),
+        second_hop=read.boolean(body.get("second_hop", True), "health.second_hop"),
+        trace=read.address(body["trace"], "health.trace", 4) if "trace" in body else default.trace,
+        trace6=read.address(body["trace6"], "health.trace6", 6)
+        if "trace6" in body
+        else default.trace6,
+    )
+
+
 def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
     """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
     lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
     if not isinstance(lan, list) or not all(isinstance(n, str) for n in lan):
         raise read.fail(
-            f"must be a list of interface names, e.g. [\"lan0\"], not {lan!r}",
+            f'must be a list of interface names, e.g. ["lan0"], not {lan!r}',
             "gateway.lan",
             hint="name the interfaces (or bridges: br-lan, docker0) whose forwarded traffic"
             " multihome routes",

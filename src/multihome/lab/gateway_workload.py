@@ -4,8 +4,9 @@ the article's readers lost to round-robin SNAT).
 
 Server: an asyncio echo server. Client: opens the long-lived sessions, prints one JSON line
 {"started": wall-clock time, "long_ports": [...]}, then opens short connections (send 64
-bytes, read them back, close) at `rate` per second for `seconds`, and prints one JSON line with
-every short connection's start time and outcome and every session's failure time (or null).
+bytes, or --size, read them back, close) at `rate` per second for `seconds`, and prints one
+JSON line with every short connection's start time and outcome and every session's failure
+time (or null).
 Both run as `python -m multihome.lab.gateway_workload server|client --netns NS ...`.
 """
 
@@ -43,16 +44,16 @@ async def _serve() -> None:
         await server.serve_forever()
 
 
-async def _short(address: str) -> bool:
+async def _short(address: str, payload: bytes = PAYLOAD) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, PORT), TIMEOUT)
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(PAYLOAD)
+        writer.write(payload)
         await writer.drain()
-        data = await asyncio.wait_for(reader.readexactly(len(PAYLOAD)), TIMEOUT)
-        return data == PAYLOAD
+        data = await asyncio.wait_for(reader.readexactly(len(payload)), TIMEOUT)
+        return data == payload
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return False
     finally:
@@ -77,16 +78,17 @@ async def _session(
         writer.close()
 
 
-async def _client(address: str, sessions: int, rate: float, seconds: float) -> None:
+async def _client(
+    address: str, sessions: int, rate: float, seconds: float, size: int = len(PAYLOAD)
+) -> None:
     stop = asyncio.Event()
+    payload = b"x" * size
     opened = []
     ports = []
     failed_at_open = 0
     for _ in range(sessions):
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, PORT), TIMEOUT
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, PORT), TIMEOUT)
         except (OSError, TimeoutError):
             failed_at_open += 1
             continue
@@ -102,7 +104,7 @@ async def _client(address: str, sessions: int, rate: float, seconds: float) -> N
         delay = t0 + index / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)  # a steady rate of new connections
-        shorts.append((time.time(), asyncio.ensure_future(_short(address))))
+        shorts.append((time.time(), asyncio.ensure_future(_short(address, payload))))
     results = [(t, await future) for t, future in shorts]
     stop.set()
     failures = await asyncio.gather(*opened)
@@ -129,12 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=9.0)
+    parser.add_argument("--size", type=int, default=len(PAYLOAD), help="bytes each way")
     args = parser.parse_args(argv)
     namespace.enter(args.netns)
     if args.role == "server":
         asyncio.run(_serve())
     else:
-        asyncio.run(_client(args.address, args.sessions, args.rate, args.seconds))
+        asyncio.run(_client(args.address, args.sessions, args.rate, args.seconds, args.size))
     return 0
 
 

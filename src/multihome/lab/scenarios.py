@@ -13,6 +13,7 @@ two-isp  dual stack: each server NIC on its own customer subnet (a /27 of 192.0.
 
 from __future__ import annotations
 
+from multihome.core.records import replace
 from multihome.lab import MAX_NICS, SCENARIO_NAMES
 from multihome.lab.description import Link, Port, Topology
 
@@ -113,6 +114,33 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
             "server_addresses": server_addresses,
             "server_addresses6": [f"2001:db8:{i}::10" for i in range(nics)],
         },
+    )
+
+
+# Past the ISPs: the benchmark ranges, routed by the "internet" client (see two_isp_routed)
+FAR = {4: ("198.18.0.0/15", "198.18.0.1"), 6: ("2001:db8:ee::/48", "2001:db8:ee::1")}
+
+
+def two_isp_routed(nics: int = 2, rate_bps: int | None = None) -> Topology:
+    """two-isp, with a second hop past each ISP: the "internet" client also routes (it
+    forwards, and sends the far ranges of FAR back to ISP 0), and the ISPs route FAR to it.
+    A probe toward FAR with hop limit 2 expires at the client, which answers time exceeded:
+    the health checks of multihome watch see the path one hop past each gateway. The ISPs'
+    upstream IPv6 addresses outlive a link flap, as a router's do (keep_addr_on_down)."""
+    base = two_isp(nics, rate_bps)
+    routes = [
+        (CLIENT, FAR[4][0], "203.0.113.1", "eth0", 0),
+        (CLIENT, FAR[6][0], "2001:db8:ff::1", "eth0", 0),
+    ]
+    sysctls = router_sysctls(CLIENT, strict=False)
+    for i in range(nics):
+        routes += [
+            (f"isp{i}", FAR[4][0], "203.0.113.100", "up", 0),
+            (f"isp{i}", FAR[6][0], "2001:db8:ff::100", "up", 0),
+        ]
+        sysctls.append((f"isp{i}", "net/ipv6/conf/up/keep_addr_on_down", "1"))
+    return replace(
+        base, routes=base.routes + tuple(routes), sysctls=base.sysctls + tuple(sysctls)
     )
 
 

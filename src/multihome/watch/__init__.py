@@ -28,7 +28,7 @@ from typing import Any
 
 from multihome.core import model
 from multihome.core.config import DEFAULT_PATH, Config
-from multihome.core.health import Link, UplinkHealth, observe
+from multihome.core.health import ClassHealth, Kind, Link, UplinkHealth, observe
 from multihome.core.model import Family, GatewayLayout, IPAddress
 from multihome.core.records import asdict
 from multihome.errors import MultihomeError
@@ -39,9 +39,9 @@ from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.backoff import Backoff
 from multihome.watch.notify import Notify
-from multihome.watch.probes import Probe
+from multihome.watch.probes import Probe, ProbeKind
 from multihome.watch.scheduler import Action, Scheduler
-from multihome.watch.status import Status, read_status, write_status
+from multihome.watch.status import Status, read_status, status_entry, write_status
 
 __all__ = ["Watcher", "read_status", "watch"]
 
@@ -55,10 +55,18 @@ def _log(message: str) -> None:
 
 
 ProbeKey = tuple[str, int]  # (uplink, IP version)
+# what one probe is: its kind, source, targets, answers needed, the gateway it looks past
+ProbeSpec = tuple[ProbeKind, IPAddress, tuple[IPAddress, ...], int, IPAddress | None]
 
 
 def _label(key: ProbeKey) -> str:
     return f"{key[0]} IPv{key[1]}"
+
+
+def _order(item: tuple[tuple[ProbeKey, Kind], object]) -> tuple[str, int, str]:
+    """Probes in the order of their uplink, IP version and kind (gateway first)."""
+    (name, version), kind = item[0]
+    return name, version, kind.value
 
 
 def _changes(number: int) -> str:
@@ -89,7 +97,8 @@ class Watcher:
         self.health_config = config_file.load(config_path).health
         self.netns_id = namespace.identity()
         self.health: dict[ProbeKey, UplinkHealth] = {}
-        self.probes: dict[ProbeKey, Probe] = {}
+        self.probes: dict[tuple[ProbeKey, Kind], Probe] = {}  # a gateway and a path probe
+        self.status_written = 0.0
         self.status = Status()
         self.lock = threading.Lock()
         self.running = True
@@ -273,20 +282,23 @@ class Watcher:
             )
         confirm.settle(self.netns_id, result)
 
-    def _wait(self, timers: Scheduler, now: float) -> float:
-        """Seconds until the scheduler, a retry or a confirmation deadline is due."""
-        wait = timers.wait(now)
+    def _wait(self, timers: Scheduler, now: float, deadline: float | None) -> float:
+        """Seconds until the scheduler, a probe round's end (`deadline`), a retry or a
+        confirmation deadline is due."""
+        wait = timers.wait(now, deadline)
         if self.backoff.retry_at is not None:
             wait = min(wait, max(0.0, self.backoff.retry_at - now))
         if self.guard is not None:
             wait = min(wait, max(0.0, self.guard[0] - now))
         return wait
 
-    def _update_probes(self, outcome: operations.Outcome) -> None:
-        """One probe per uplink and IP version: from the uplink's first global address of
-        that version to the configured targets (`probe`, `probe6`), else to its gateway."""
-        targets: dict[ProbeKey, tuple[IPAddress, tuple[IPAddress, ...]]] = {}
-        configured = {u.name: {4: u.probe, 6: u.probe6} for u in outcome.config.uplinks}
+    def _probe_specs(self, outcome: operations.Outcome) -> dict[tuple[ProbeKey, Kind], ProbeSpec]:
+        """Per uplink and IP version, from its first global address of that version: fast
+        probes to its gateway, and slower ones past it: to the configured targets (`probe`,
+        `probe6`, with a quorum), else to the second hop (found toward [health] trace)."""
+        cfg = self.health_config
+        specs: dict[tuple[ProbeKey, Kind], ProbeSpec] = {}
+        configured = {u.name: u for u in outcome.config.uplinks}
         for uplink in outcome.desired.uplinks:
             for family in (Family.INET, Family.INET6):
                 version = family.version
@@ -299,28 +311,55 @@ class Watcher:
                     ),
                     None,
                 )
-                gateway = uplink.gateway(family)
-                probe_to = configured.get(uplink.name, {}).get(version) or (
-                    (gateway,) if gateway is not None else ()
-                )
-                if source is not None and probe_to:
-                    targets[uplink.name, version] = (source, tuple(probe_to))
-        for key in list(self.probes):
-            probe = self.probes[key]
-            if targets.get(key) != (probe.source, probe.targets):
-                probe.close()
-                del self.probes[key]
-        for index, (key, (source, to)) in enumerate(sorted(targets.items())):
-            if key not in self.probes:
-                ident = (os.getpid() * 31 + index) & 0xFFFF
-                try:
-                    self.probes[key] = Probe.open(key[0], source, to, ident)
-                except OSError as error:
-                    _log(f"{_label(key)}: cannot probe from {source}: {error.strerror}")
+                if source is None:
                     continue
-                self.health.setdefault(key, UplinkHealth(since=time.time()))
+                key = (uplink.name, version)
+                gateway = uplink.gateway(family)
+                own = configured.get(uplink.name)
+                targets = (own.probe if version == 4 else own.probe6) if own else ()
+                if gateway is not None:
+                    specs[key, Kind.GATEWAY] = (ProbeKind.GATEWAY, source, (gateway,), 1, None)
+                if targets:
+                    reliability = own.reliability if own and own.reliability else None
+                    needed = min(reliability or (len(targets) + 1) // 2, len(targets))
+                    specs[key, Kind.PATH] = (ProbeKind.TARGETS, source, targets, needed, None)
+                elif gateway is not None and cfg.second_hop:
+                    trace = cfg.trace if version == 4 else cfg.trace6
+                    specs[key, Kind.PATH] = (ProbeKind.SECOND_HOP, source, (trace,), 1, gateway)
+        return specs
+
+    def _update_probes(self, outcome: operations.Outcome) -> None:
+        """Open the probes the plan's uplinks need, close those it no longer has."""
+        specs = self._probe_specs(outcome)
+        for pkey in list(self.probes):
+            probe = self.probes[pkey]
+            spec = (probe.kind, probe.source, probe.targets, probe.needed, probe.gateway)
+            if specs.get(pkey) != spec:
+                probe.close()
+                del self.probes[pkey]
+        cfg = self.health_config
+        for index, (pkey, (kind, source, to, needed, gateway)) in enumerate(
+            sorted(specs.items(), key=_order)
+        ):
+            key, health_kind = pkey
+            if pkey in self.probes:
+                continue
+            ident = (os.getpid() * 31 + index) & 0xFFFF
+            timeout = cfg.timeout if health_kind is Kind.GATEWAY else cfg.path_timeout
+            try:
+                self.probes[pkey] = Probe.open(
+                    key[0], kind, source, to, ident, timeout, needed, gateway
+                )
+            except OSError as error:
+                _log(f"{_label(key)}: cannot probe from {source}: {error.strerror}")
+                continue
+            # configured targets count from the start; the second hop once it has answered
+            armed = (key, Kind.PATH) in specs and specs[key, Kind.PATH][0] is ProbeKind.TARGETS
+            self.health.setdefault(
+                key, UplinkHealth(since=time.time(), path=ClassHealth(armed=armed))
+            )
         for key in list(self.health):
-            if key not in targets:
+            if not any(pkey[0] == key for pkey in specs):
                 del self.health[key]
 
     # -- status ---------------------------------------------------------------------------
@@ -329,16 +368,13 @@ class Watcher:
         with self.lock:
             uplinks: dict[str, dict[str, Any]] = {}
             for (name, version), h in sorted(self.health.items()):
-                probe = self.probes.get((name, version))
-                uplinks.setdefault(name, {})[f"ipv{version}"] = {
-                    "state": h.state.value,
-                    "since": h.since,
-                    "last_rtt_ms": round(h.last_rtt * 1000, 3) if h.last_rtt is not None else None,
-                    "probes_sent": h.sent,
-                    "probes_lost": h.lost,
-                    "loss": round(h.lost / h.sent, 4) if h.sent else 0.0,
-                    "targets": [str(t) for t in probe.targets] if probe else [],
-                }
+                fast = self.probes.get(((name, version), Kind.GATEWAY))
+                path = self.probes.get(((name, version), Kind.PATH))
+                uplinks.setdefault(name, {})[f"ipv{version}"] = status_entry(
+                    h,
+                    [str(t) for t in fast.targets] if fast else [],
+                    path.description if path else "",
+                )
             # gateway mode forwards (and NATs) IPv4: its connections count there
             for name, used in self.gateway.usage().items():
                 if "ipv4" in uplinks.get(name, {}):
@@ -399,14 +435,26 @@ class Watcher:
         self.notify.send("READY=1")
         _log(
             f"watching (pid {os.getpid()}); uplinks probed: "
-            + (", ".join(_label(key) for key in sorted(self.probes)) or "none")
+            + (
+                ", ".join(
+                    f"{_label(key)} ({probe.kind.value} {probe.description})"
+                    for (key, _), probe in sorted(self.probes.items(), key=_order)
+                )
+                or "none"
+            )
         )
         cfg = self.health_config
-        timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.timeout)
+        timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.path_interval, random.Random())
         while self.running:
             sockets = [self.events, wake, *(p.sock for p in self.probes.values())]
+            deadline = min(
+                (d for p in self.probes.values() if (d := p.next_deadline()) is not None),
+                default=None,
+            )
             try:
-                ready, _, _ = select.select(sockets, [], [], self._wait(timers, time.monotonic()))
+                ready, _, _ = select.select(
+                    sockets, [], [], self._wait(timers, time.monotonic(), deadline)
+                )
             except InterruptedError:
                 continue
             now = time.monotonic()
@@ -430,17 +478,18 @@ class Watcher:
                 timers.reconciled()
             for probe in self.probes.values():
                 if probe.sock in ready:
-                    probe.receive(now)
-            for action in timers.due(now, probing=bool(self.probes)):
-                if action is Action.EVALUATE_ROUND:
-                    before = self.down(4)
-                    if self._evaluate_round(now):
-                        self.reconcile("health")
-                        timers.reconciled()
-                        self._flush(self.down(4) - before)
-                elif action is Action.SEND_ROUND:
-                    for probe in self.probes.values():
-                        probe.send(now)
+                    probe.receive()
+            before = self.down(4)
+            if self._evaluate_rounds(now):
+                self.reconcile("health")
+                timers.reconciled()
+                self._flush(self.down(4) - before)
+            for action in timers.due(now):
+                if action in (Action.SEND_ROUND, Action.SEND_PATH_ROUND):
+                    kind = Kind.GATEWAY if action is Action.SEND_ROUND else Kind.PATH
+                    for (_, probe_kind), probe in self.probes.items():
+                        if probe_kind is kind:
+                            probe.send(now)
                 elif action is Action.RECONCILE_EVENTS:
                     self.reconcile("event")
                 elif not self.backoff.waiting(now):
@@ -487,21 +536,21 @@ class Watcher:
                 continue
             self.gateway.hand(partial(_flush_uplink, name, mark, layout.mask))
 
-    def _evaluate_round(self, now: float) -> bool:
+    def _evaluate_rounds(self, now: float) -> bool:
+        """Feed the finished probe rounds to the health state machines; whether an uplink
+        changed state (up or down)."""
         changed = False
-        for key, probe in self.probes.items():
-            before = self.health.get(key, UplinkHealth(since=time.time()))
-            after = observe(
-                before, probe.answered is not None, probe.answered, time.time(), self.health_config
-            )
-            self.health[key] = after
-            if after.state is not before.state:
-                changed = True
-                _log(
-                    f"{_label(key)}: {before.state.value} -> {after.state.value} "
-                    f"(probes to {', '.join(map(str, probe.targets))})"
-                )
-        if changed or int(now) % 2 == 0:
+        for (key, kind), probe in self.probes.items():
+            for answered, rtt in probe.finished(now):
+                before = self.health.get(key, UplinkHealth(since=time.time()))
+                after = observe(before, answered, rtt, time.time(), self.health_config, kind)
+                self.health[key] = after
+                if after.state is not before.state:
+                    changed = True
+                    why = f" (probes to {probe.description} lost)" if not answered else ""
+                    _log(f"{_label(key)}: {before.state.value} -> {after.state.value}{why}")
+        if changed or now - self.status_written >= 1.0:
+            self.status_written = now
             self._write_status()
         return changed
 

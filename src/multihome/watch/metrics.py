@@ -39,6 +39,36 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
         ),
         "# TYPE multihome_probes_lost_total counter",
         *(f"multihome_probes_lost_total{{{labels}}} {u['probes_lost']}" for labels, u in probed),
+        # the gateway probes' loss over the last minute, and the probes past the gateway
+        "# TYPE multihome_probe_loss_ratio gauge",
+        *(
+            f"multihome_probe_loss_ratio{{{labels}}} {u.get('loss', 0.0):.6g}"
+            for labels, u in probed
+        ),
+        "# TYPE multihome_path_up gauge",
+        *(
+            f"multihome_path_up{{{labels}}} {int(u['path_state'] == 'up')}"
+            for labels, u in probed
+            if u.get("path_state", "unknown") != "unknown"
+        ),
+        "# TYPE multihome_path_rtt_seconds gauge",
+        *(
+            f"multihome_path_rtt_seconds{{{labels}}} {u['path_rtt_ms'] / 1000:.6g}"
+            for labels, u in probed
+            if u.get("path_rtt_ms") is not None
+        ),
+        "# TYPE multihome_path_loss_ratio gauge",
+        *(
+            f"multihome_path_loss_ratio{{{labels}}} {u['path_loss']:.6g}"
+            for labels, u in probed
+            if u.get("path_state", "unknown") != "unknown"
+        ),
+        # up -> down and down -> up, since the daemon started: the flapping alert's input
+        "# TYPE multihome_uplink_transitions_total counter",
+        *(
+            f"multihome_uplink_transitions_total{{{labels}}} {u.get('transitions', 0)}"
+            for labels, u in probed
+        ),
         # gateway mode's connections are the uplink's (forwarded IPv4, kept with its probes):
         # the counters of multihome's nftables table (from 0 again when it is rewritten)
         "# TYPE multihome_uplink_connections_total counter",

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from multihome.core.health import UplinkHealth
 from multihome.core.records import field, record
 from multihome.host import state
 
@@ -26,6 +27,31 @@ class Status:
     failure: str = ""
     failing_since: float | None = None
     failures_in_a_row: int = 0
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 3) if seconds is not None else None
+
+
+def status_entry(health: UplinkHealth, targets: list[str], path: str) -> dict[str, Any]:
+    """What `status` and the metrics show of one uplink in one IP version: its state, the
+    last round's RTT and the last minute's loss of the gateway probes and of those past it
+    ("path": the second hop or the configured targets; its state is "unknown" until the
+    second hop has answered once), and its up/down transitions since the daemon started."""
+    return {
+        "state": health.state.value,
+        "since": health.since,
+        "transitions": health.transitions,
+        "last_rtt_ms": _ms(health.gateway.rtt),
+        "loss": round(health.gateway.loss, 4),
+        "probes_sent": health.sent,
+        "probes_lost": health.lost,
+        "targets": targets,
+        "path": path,
+        "path_state": health.path.state.value if health.path.armed else "unknown",
+        "path_rtt_ms": _ms(health.path.rtt),
+        "path_loss": round(health.path.loss, 4),
+    }
 
 
 def status_path(netns_id: int) -> str:
