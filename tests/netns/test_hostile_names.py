@@ -60,10 +60,10 @@ def decoy(name: str) -> str:
 
 def linked(ns: str, first: str, second: str) -> list[str]:
     """A veth pair with these names and one with decoys of them; returns all four names."""
-    run("ip", "-n", ns, "link", "add", first, "type", "veth", "peer", "name", second)
+    run("ip", "-n", ns, "link", "add", "name", first, "type", "veth", "peer", "name", second)
     decoys = [decoy(first), decoy(second)]
     if len({first, second, *decoys}) == 4 and all(names.problem(d) is None for d in decoys):
-        run("ip", "-n", ns, "link", "add", decoys[0], "type", "veth", "peer", "name", decoys[1])
+        run("ip", "-n", ns, "link", "add", "name", decoys[0], "type", "veth", "peer", "name", decoys[1])
         return [first, second, *decoys]
     return [first, second]
 
