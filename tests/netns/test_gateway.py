@@ -385,7 +385,7 @@ def test_doctor_on_a_forwarding_router(build: Build, config: str) -> None:
 
     net = build(lab.gateway(nics=2))
     router = net.ns("router")
-    nft(router, "-f", "-", stdin=gateway_run._rr_snat(2))
+    nft(router, "-f", "-", stdin=gateway_run.round_robin_snat(2))
     nft(router, "-f", "-", stdin=PORT_FORWARD_TABLE)
     result = multihome(router, "doctor", "--json", check=False)
     checks = {f["check"]: f for f in json.loads(result.stdout)["findings"]}

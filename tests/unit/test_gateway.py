@@ -366,7 +366,7 @@ def test_the_gateway_lab_says_why_a_command_failed() -> None:
 
     code = "import os, sys; sys.exit('refused: ' + os.environ['WHY'])"
     with pytest.raises(MultihomeError, match=r"failed: refused: the cause"):
-        gateway_run._run([sys.executable, "-c", code], env={"WHY": "the cause"})
+        gateway_run.run_checked([sys.executable, "-c", code], env={"WHY": "the cause"})
 
 
 CONNTRACK_L = """\

@@ -76,12 +76,12 @@ def test_two_isp_says_how_long_its_failing_phase_takes() -> None:
 
 
 def test_lab_defaults_fewer_requests_for_two_isp() -> None:
-    from multihome.cli.lab import _options
+    from multihome.cli.lab import lab_options
 
     parser = cli.build_parser()
-    assert _options(parser.parse_args(["lab", "two-isp"])).requests == 4000
-    assert _options(parser.parse_args(["lab"])).requests == 20000
-    assert _options(parser.parse_args(["lab", "two-isp", "--requests", "9"])).requests == 9
+    assert lab_options(parser.parse_args(["lab", "two-isp"])).requests == 4000
+    assert lab_options(parser.parse_args(["lab"])).requests == 20000
+    assert lab_options(parser.parse_args(["lab", "two-isp", "--requests", "9"])).requests == 9
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ PHASE_TITLES = {
 }
 
 
-def _options(args: argparse.Namespace) -> LabOptions:
+def lab_options(args: argparse.Namespace) -> LabOptions:
     from multihome.core.units import parse_rate, parse_size
     from multihome.lab.run import LabOptions
 
@@ -183,7 +183,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return _gateway(args)
     if args.fail:
         return _failover(args)
-    options = _options(args)
+    options = lab_options(args)
     if args.plot:
         lab_plot.check(args.plot)  # before the run: a bad path must not cost the results
     note = duration_note(options)

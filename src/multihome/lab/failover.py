@@ -24,7 +24,13 @@ from typing import Any
 from multihome.core.records import asdict, field, record
 from multihome.errors import MultihomeError
 from multihome.lab import scenarios
-from multihome.lab.gateway_run import _balancing_devices, _counters, _process, _py, _run
+from multihome.lab.gateway_run import (
+    balancing_devices,
+    process,
+    python_module,
+    read_counters,
+    run_checked,
+)
 from multihome.lab.topology import Network, clean_stale
 
 CLIENT_ADDRESS = "203.0.113.100"
@@ -107,7 +113,9 @@ DEAD = """table inet mhlabfail {
 
 def _sessions_on(ns: str, address: str) -> set[int]:
     """The server's local ports of established sessions to the workload from `address`."""
-    out = _run(["ip", "netns", "exec", ns, "ss", "-Htn", "state", "established", "src", address])
+    out = run_checked(
+        ["ip", "netns", "exec", ns, "ss", "-Htn", "state", "established", "src", address]
+    )
     return {int(line.split()[2].rpartition(":")[2]) for line in out.splitlines() if line.strip()}
 
 
@@ -127,11 +135,11 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
         os.chmod(config, 0o600)
         env = {**os.environ, "MULTIHOME_STATE_DIR": workdir}
         log = stack.enter_context(open(os.path.join(workdir, "watch.log"), "w+"))
-        watch = _py("multihome", "--netns", server, "watch", "-c", config)
-        stack.enter_context(_process(watch, env=env, stdout=log, stderr=subprocess.STDOUT))
+        watch = python_module("multihome", "--netns", server, "watch", "-c", config)
+        stack.enter_context(process(watch, env=env, stdout=log, stderr=subprocess.STDOUT))
         echo = stack.enter_context(
-            _process(
-                _py("multihome.lab.gateway_workload", "server", "--netns", client),
+            process(
+                python_module("multihome.lab.gateway_workload", "server", "--netns", client),
                 stdout=subprocess.PIPE,
             )
         )
@@ -139,12 +147,12 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
         if "ready" not in echo.stdout.readline():
             raise MultihomeError("the failover lab's echo server did not start")
         start = time.monotonic()
-        while _balancing_devices(server) != nics:
+        while balancing_devices(server) != nics:
             if time.monotonic() - start > 15:
                 raise MultihomeError("multihome watch did not balance over every uplink")
             time.sleep(0.05)
         report(f"load for {options.seconds:g} s, {options.uplink}'s ISP dies at {options.at:g} s")
-        argv = _py(
+        argv = python_module(
             "multihome.lab.gateway_workload",
             "client",
             "--netns",
@@ -160,34 +168,36 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
             "--size",
             str(options.size),
         )
-        work = stack.enter_context(_process(argv, stdout=subprocess.PIPE))
+        work = stack.enter_context(process(argv, stdout=subprocess.PIPE))
         assert work.stdout is not None
         began = json.loads(work.stdout.readline())["started"]
         names = [f"eth{i}" for i in range(nics)]
         result = FailResult(options, [], [], [])
         on_dead: set[int] = set()
         failed_at = back_at = None
-        last = _counters(server)
+        last = read_counters(server)
         second = 1
         while second <= options.seconds:
             now = time.time() - began
             if failed_at is None and now >= options.at:
                 on_dead = _sessions_on(server, dead_address)
-                _run(["ip", "netns", "exec", isp, "nft", "-f", "-"], stdin=DEAD)
+                run_checked(["ip", "netns", "exec", isp, "nft", "-f", "-"], stdin=DEAD)
                 failed_at = time.time() - began
                 result.events.append(f"{options.uplink}'s ISP dead at {failed_at:.1f} s")
             left = failed_at is not None and result.left_after is None
-            if left and failed_at is not None and _balancing_devices(server) == nics - 1:
+            if left and failed_at is not None and balancing_devices(server) == nics - 1:
                 result.left_after = time.time() - began - failed_at
             if options.back is not None and back_at is None and now >= options.back:
-                _run(["ip", "netns", "exec", isp, "nft", "delete", "table", "inet", "mhlabfail"])
+                run_checked(
+                    ["ip", "netns", "exec", isp, "nft", "delete", "table", "inet", "mhlabfail"]
+                )
                 back_at = time.time() - began
                 result.events.append(f"{options.uplink}'s ISP back at {back_at:.1f} s")
             rejoining = back_at is not None and result.rejoined_after is None
-            if rejoining and back_at is not None and _balancing_devices(server) == nics:
+            if rejoining and back_at is not None and balancing_devices(server) == nics:
                 result.rejoined_after = time.time() - began - back_at
             if now >= second:
-                counters = _counters(server)
+                counters = read_counters(server)
                 result.mbits.append(
                     {
                         n: (counters[n].rx_bytes + counters[n].tx_bytes)

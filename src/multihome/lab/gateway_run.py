@@ -81,11 +81,13 @@ class PhaseResult:
         return {n: v / total if total else 0.0 for n, v in self.tx_packets.items()}
 
 
-def _py(module: str, *args: str) -> list[str]:
+def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+def run_checked(
+    argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None
+) -> str:
     """Run a command; when it fails, a MultihomeError that carries its stderr (the cause)."""
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, env=env)
     if result.returncode != 0:
@@ -93,7 +95,7 @@ def _run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None =
     return result.stdout
 
 
-def _rr_snat(nics: int) -> str:
+def round_robin_snat(nics: int) -> str:
     """The reader's rule: SNAT to the uplinks' addresses in turn (main's route unchanged)."""
     pairs = ", ".join(f"{i} : {topology.uplink_address(i)}" for i in range(nics))
     return (
@@ -117,7 +119,9 @@ def _config(nics: int, probes: bool) -> str:
 def _tracked(ns: str, mark: int) -> set[int]:
     """The LAN client's source ports of the TCP connections conntrack holds with this mark."""
     mark_filter = f"{mark:#x}/{MASK:#x}"
-    out = _run(["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--mark", mark_filter])
+    out = run_checked(
+        ["ip", "netns", "exec", ns, "conntrack", "-L", "-p", "tcp", "--mark", mark_filter]
+    )
     return {
         int(line.split("sport=")[1].split()[0])
         for line in out.splitlines()
@@ -125,13 +129,13 @@ def _tracked(ns: str, mark: int) -> set[int]:
     }
 
 
-def _counters(ns: str) -> dict[str, Counters]:
+def read_counters(ns: str) -> dict[str, Counters]:
     with namespace.inside(ns):
         return discover.read_counters()
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
+def process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(argv, text=True, **kw)
     try:
         yield proc
@@ -139,7 +143,7 @@ def _process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
         stop(proc)
 
 
-def _balancing_devices(ns: str) -> int:
+def balancing_devices(ns: str) -> int:
     result = subprocess.run(
         ["ip", "-n", ns, "-j", "route", "show", "table", "199"], capture_output=True, text=True
     )
@@ -172,29 +176,31 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
         events: list[str] = []
         with contextlib.ExitStack() as stack:
             echo = stack.enter_context(
-                _process(
-                    _py("multihome.lab.gateway_workload", "server", "--netns", server),
+                process(
+                    python_module("multihome.lab.gateway_workload", "server", "--netns", server),
                     stdout=subprocess.PIPE,
                 )
             )
             assert echo.stdout is not None
             if "ready" not in echo.stdout.readline():
                 raise MultihomeError("the gateway lab's echo server did not start")
-            multihome = _py("multihome", "--netns", router, "-c", config)
+            multihome = python_module("multihome", "--netns", router, "-c", config)
             if name == "round-robin-snat":
-                _run(["ip", "netns", "exec", router, "nft", "-f", "-"], stdin=_rr_snat(nics))
+                run_checked(
+                    ["ip", "netns", "exec", router, "nft", "-f", "-"], stdin=round_robin_snat(nics)
+                )
             elif name == "policy":
-                _run([*multihome, "apply"], env=env)
+                run_checked([*multihome, "apply"], env=env)
             else:
                 log = stack.enter_context(
                     open(os.path.join(workdir, "watch.log"), "w+", encoding="utf-8")
                 )
                 stack.enter_context(
-                    _process([*multihome, "watch"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                    process([*multihome, "watch"], env=env, stdout=log, stderr=subprocess.STDOUT)
                 )
-                _wait(lambda: _balancing_devices(router) == nics, 15, "multihome watch")
-            before = _counters(router)
-            argv = _py(
+                _wait(lambda: balancing_devices(router) == nics, 15, "multihome watch")
+            before = read_counters(router)
+            argv = python_module(
                 "multihome.lab.gateway_workload",
                 "client",
                 "--netns",
@@ -208,7 +214,7 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
                 "--seconds",
                 str(options.seconds),
             )
-            work = stack.enter_context(_process(argv, stdout=subprocess.PIPE))
+            work = stack.enter_context(process(argv, stdout=subprocess.PIPE))
             assert work.stdout is not None
             started = json.loads(work.stdout.readline())
             failure_at = return_at = detection = None
@@ -219,20 +225,20 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
                 time.sleep(max(0.0, started["started"] + options.seconds / 3 - time.time()))
                 on_dead = _tracked(router, dead_mark) & set(started["long_ports"])
                 failure_at = time.time() - started["started"]
-                _run(["ip", "-n", isp, "link", "set", "dev", "up", "down"])
+                run_checked(["ip", "-n", isp, "link", "set", "dev", "up", "down"])
                 detection = _wait(
-                    lambda: _balancing_devices(router) == nics - 1, 10, "the failure's detection"
+                    lambda: balancing_devices(router) == nics - 1, 10, "the failure's detection"
                 )
                 events.append(
                     f"isp1 upstream down at {failure_at:.1f} s, detected in {detection:.2f} s"
                 )
                 time.sleep(max(0.0, started["started"] + 2 * options.seconds / 3 - time.time()))
                 return_at = time.time() - started["started"]
-                _run(["ip", "-n", isp, "link", "set", "dev", "up", "up"])
-                back = _wait(lambda: _balancing_devices(router) == nics, 10, "the return")
+                run_checked(["ip", "-n", isp, "link", "set", "dev", "up", "up"])
+                back = _wait(lambda: balancing_devices(router) == nics, 10, "the return")
                 events.append(f"isp1 upstream back at {return_at:.1f} s, rejoined in {back:.2f} s")
             outcome = json.loads(work.stdout.readline())
-            after = _counters(router)
+            after = read_counters(router)
             connections = {
                 f"eth{i}": len(_tracked(router, (i + 1) * (MASK & -MASK)))
                 if name != "round-robin-snat"
