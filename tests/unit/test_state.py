@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -234,3 +236,45 @@ def test_the_lock_file_is_not_followed_when_a_link_stands_in_its_place(
     with pytest.raises(StateError):
         state.take(7, state.WATCH_LOCK)
     assert target.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_no_other_user_can_hold_or_forge_a_lock(state_dir: Path) -> None:
+    """flock needs no write permission: a lock file others could open would let any user
+    hold every apply, remove and watch off, and write the pid root then signals."""
+    state_dir.chmod(0o755)
+    old = state_dir / "netns-7.watch.lock"
+    old.write_text("1 0 watch\n")
+    old.chmod(0o644)  # as an older version left it
+    held = state.take(7, state.WATCH_LOCK, "watch")
+    assert held is not None
+    try:
+        for suffix in (state.WATCH_LOCK, state.GUARDIAN_LOCK, "lock"):
+            with state.lock(7, suffix=suffix) if suffix == "lock" else _taken(suffix):
+                path = state_dir / f"netns-7.{suffix}"
+                assert path.stat().st_mode & 0o777 == 0o600, suffix
+                child = os.fork()
+                if child == 0:  # an ordinary user tries to open it to lock it
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    try:
+                        os.open(path, os.O_RDONLY)
+                    except PermissionError:
+                        os._exit(0)
+                    os._exit(1)
+                assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0, suffix
+    finally:
+        held.release()
+
+
+def _taken(suffix: str) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        held = state.take(7, suffix) if suffix != state.WATCH_LOCK else None
+        try:
+            yield
+        finally:
+            if held is not None:
+                held.release()
+
+    return hold()

@@ -180,12 +180,15 @@ def forget(netns_id: int) -> None:
 
 
 def _open_lock(path: str) -> int:
-    """The lock file, opened without following a link planted in its place; readable by
-    all, so that an ordinary user's `status` can see whether the daemon holds its lock."""
+    """The lock file, opened without following a link planted in its place, and root's
+    alone: flock needs no write permission, so a file others may open is a lock any user
+    could hold (locking every apply out) and fill with a pid of their choosing."""
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         # not through a link: one planted there would make root create or lock its target
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # one an older version made readable by all
+        return fd
     except OSError as error:
         raise _unwritable(path, error) from None
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from multihome.core.health import UplinkHealth
 from multihome.core.records import field, record
+from multihome.errors import StateError
 from multihome.host import state
+from multihome.kernel.processes import pid_alive
 
 SUFFIX = "watch.json"
 
@@ -70,9 +72,15 @@ def read_status(netns_id: int) -> dict[str, Any] | None:
         return None
     data.pop("netns_cookie", None)
     # running: the daemon that wrote it still holds the namespace's watch lock (a pid alone
-    # may have been given to another process since)
+    # may have been given to another process since). The lock is root's: an ordinary user
+    # is told whether the pid lives, which is all a status summary needs.
     try:
-        data["running"] = state.holder(netns_id, state.WATCH_LOCK) == int(data.get("pid", 0))
+        pid = int(data.get("pid", 0))
     except (TypeError, ValueError):
         data["running"] = False
+        return data
+    try:
+        data["running"] = state.holder(netns_id, state.WATCH_LOCK) == pid
+    except StateError:
+        data["running"] = pid_alive(pid)
     return data
