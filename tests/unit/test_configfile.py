@@ -69,15 +69,18 @@ def test_the_config_model_does_no_io() -> None:
     assert "open" not in called
 
 
-def test_a_probe_target_that_is_the_hosts_own_address_is_refused_at_its_line() -> None:
+def test_a_probe_target_that_is_the_hosts_own_address_is_named_and_not_probed() -> None:
+    """It would be answered with the uplink dead. Not an error: a VRRP address may move
+    here while the watch runs, and every reconcile must still work."""
     from multihome.core.plan import plan
 
     from .test_plan import ARTICLE
 
     text = '[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1", "192.0.2.11"]\n'
-    with pytest.raises(ConfigError) as raised:
-        plan(parse(text, "/etc/multihome.toml"), ARTICLE)
-    assert raised.value.line == 3 and "192.0.2.11 is an address of this host (eth1)" in str(
-        raised.value
-    )
-    plan(parse('[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1"]\n', "m"), ARTICLE)
+    desired = plan(parse(text, "/etc/multihome.toml"), ARTICLE)
+    assert [n for n in desired.notes if "probe target" in n] == [
+        "eth1: probe target 192.0.2.11 is an address of this host (eth1), answered even with"
+        " the uplink dead: not probed; probe a host beyond the gateway"
+    ]
+    plain = plan(parse('[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1"]\n', "m"), ARTICLE)
+    assert not [n for n in plain.notes if "probe target" in n]

@@ -244,28 +244,28 @@ def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig]
     return [UplinkConfig(name) for name in detected if name in chosen], notes
 
 
+def _local_probe_targets(state: HostState, chosen: list[UplinkConfig]) -> list[str]:
+    """A probe target that is an address of this host never leaves it and is answered with
+    the uplink dead: said in a note, and `watch` does not probe it. Not an error: the
+    address may move here later (a VRRP address), and every reconcile must still work."""
+    local = {a.ip.ip: a.ifname for a in state.addresses}
+    return [
+        f"{uplink.name}: probe target {target} is an address of this host ({local[target]}),"
+        " answered even with the uplink dead: not probed; probe a host beyond the gateway"
+        for uplink in chosen
+        for target in (*uplink.probe, *uplink.probe6)
+        if target in local
+    ]
+
+
 def _gateways(
     config: Config, state: HostState, chosen: list[UplinkConfig]
 ) -> dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]]:
     """Each uplink's gateway per family, in the order: config, main's default, shared subnet."""
     found: dict[tuple[str, Family], tuple[IPAddress | None, GatewaySource]] = {}
     defaults = _main_defaults(state.routes)
-    local = (
-        {a.ip.ip: a.ifname for a in state.addresses}
-        if any(u.probe or u.probe6 for u in chosen)
-        else {}
-    )
     for uplink in chosen:
         addresses = state.addresses_of(uplink.name)
-        for key, targets in (("probe", uplink.probe), ("probe6", uplink.probe6)):
-            for target in (t for t in targets if t in local):
-                # a probe to the host's own address never leaves it: always answered
-                raise config.error(
-                    f"probe target {target} is an address of this host ({local[target]}):"
-                    " it would answer even with the uplink dead",
-                    f"uplinks.{uplink.name}.{key}",
-                    hint="probe the gateway or a host beyond it",
-                )
         for family in _families(config):
             configured = uplink.gateway4 if family is Family.INET else uplink.gateway6
             if configured is not None:
@@ -544,6 +544,7 @@ def plan(
         )
         return Desired(ownership, notes=tuple(notes))
     gateways = _gateways(config, state, chosen)
+    notes += _local_probe_targets(state, chosen)
     tables = _tables(config, state, chosen)
     families = _families(config)
     uplinks = []

@@ -299,6 +299,7 @@ class Watcher:
         cfg = self.health_config
         specs: dict[tuple[ProbeKey, Kind], ProbeSpec] = {}
         configured = {u.name: u for u in outcome.config.uplinks}
+        local = {a.ip.ip for a in outcome.host.addresses}
         for uplink in outcome.desired.uplinks:
             for family in (Family.INET, Family.INET6):
                 version = family.version
@@ -316,7 +317,10 @@ class Watcher:
                 key = (uplink.name, version)
                 gateway = uplink.gateway(family)
                 own = configured.get(uplink.name)
-                targets = (own.probe if version == 4 else own.probe6) if own else ()
+                targets = tuple(  # not the host's own addresses (plan notes them)
+                    t for t in ((own.probe if version == 4 else own.probe6) if own else ())
+                    if t not in local
+                )
                 if gateway is not None:
                     specs[key, Kind.GATEWAY] = (ProbeKind.GATEWAY, source, (gateway,), 1, None)
                 if targets:
