@@ -160,3 +160,12 @@ def test_a_host_with_rules_per_address_moves_to_prefixes_without_a_gap() -> None
     deletes = [i for i, (action, _) in enumerate(actions) if action is Action.DELETE]
     assert {o for a, o in actions if a is Action.DELETE} == set(old_rules)
     assert len(adds) == 4 and max(adds) < min(deletes)
+
+
+def test_an_address_nested_in_an_uplinks_own_subnet_keeps_the_reason() -> None:
+    state = _host(
+        {"eth0": ["198.18.0.1/24", "198.18.0.9/32"], "eth1": ["198.18.1.1/24"]},
+        {"eth0": "198.18.0.254", "eth1": "198.18.1.254"},
+    )
+    eth0 = plan(Config(), state).uplinks[0]
+    assert (eth0.sources, eth0.sources_why) == ((net("198.18.0.0/24"),), "its subnet")

@@ -437,7 +437,7 @@ def _selection_why(
     """Why an uplink's rules select these prefixes in this family, in a few words."""
     networks = [n for _, n in uplink.networks_in(family)]
     if prefixes == sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
-        return "its subnet" if len(networks) == 1 else "its subnets"
+        return "its subnet" if len(networks) == 1 else "its subnets"  # (no one else's in them)
     sharing = sorted(
         {
             a.ifname
@@ -445,7 +445,10 @@ def _selection_why(
             if a.ifname != uplink.name and any(a.ip.ip in n for n in networks)
         }
     )
-    return f"subnet shared with {', '.join(sharing)}"
+    if sharing:
+        return f"subnet shared with {', '.join(sharing)}"
+    # its own (a /32 inside its /24 is one subnet)
+    return "its subnet" if len(prefixes) == 1 else "its subnets"
 
 
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:

@@ -33,9 +33,11 @@ def covering_prefixes(
     others_sorted = sorted(set(others))
     for network in sorted(set(networks), key=lambda n: (n.network_address, n.prefixlen)):
         first = int(network.network_address)
-        last = int(network.broadcast_address)
-        mine = [a for a in own_sorted if first <= a <= last]
-        theirs = [a for a in others_sorted if first <= a <= last]
+        after = int(network.broadcast_address) + 1
+        mine = own_sorted[bisect_left(own_sorted, first) : bisect_left(own_sorted, after)]
+        theirs = others_sorted[
+            bisect_left(others_sorted, first) : bisect_left(others_sorted, after)
+        ]
         bits = network.max_prefixlen
         _cover(network.version, first, network.prefixlen, bits, mine, theirs, found)
     # networks may nest (an address's /24 and another's /16): keep the outermost
