@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from multihome.core.config import Config
+from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.diff import diff
 from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.core.plan import plan
@@ -326,7 +326,7 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
 
     request = {
         "action": "apply",
-        "config": os.path.abspath(config_path) if config_path is not None else None,
+        "config": os.path.abspath(config_path or DEFAULT_PATH),  # the default is a path too
         "confirm": confirm_seconds,
     }
     handed = handoff.ask_watch(namespace.identity(), request)

@@ -222,7 +222,7 @@ class Watcher:
         request = handoff.take_request(self.netns_id)
         if request is None:
             return
-        mine = os.path.abspath(self.config_path) if self.config_path is not None else None
+        mine = os.path.abspath(self.config_path or DEFAULT_PATH)
         seconds = request.get("confirm")
         error = ""
         if request.get("action") != "apply":
@@ -467,6 +467,7 @@ class Watcher:
                 _drain(wake)
             if self.hung_up:
                 self.hung_up = False
+                self.pinned = None  # the config as it is on disk, also after a revert
                 _log("SIGHUP: reconciling now with the config as it is on disk")
                 self.reconcile("SIGHUP")
             if self.requested:
