@@ -12,8 +12,6 @@ lines and hide in every file it is written to).
 
 from __future__ import annotations
 
-from multihome.errors import MultihomeError
-
 MAX_BYTES = 15  # IFNAMSIZ - 1
 REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 decodes to (errors="replace")
 
@@ -38,16 +36,3 @@ def problem(name: str) -> str | None:
         if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
             return f"holds the control character {char!r}"
     return None
-
-
-def detected(index: int, name: str) -> str:
-    """The name of interface `index` as read from the kernel, or a MultihomeError naming the
-    interface when multihome could not write that name anywhere (see `problem`)."""
-    why = problem(name)
-    if why is None:
-        return name
-    raise MultihomeError(
-        f"interface {index} ({name!r}) has a name that {why}: multihome cannot tell it apart"
-        " or name it in the files it writes",
-        hint=f"rename it (ip -d link show shows interface {index}), then run the command again",
-    )

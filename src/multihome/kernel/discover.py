@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from multihome.core import names
 from multihome.core.model import (
     Address,
     Counters,
@@ -19,6 +18,7 @@ from multihome.core.model import (
     Route,
     interface_of,
 )
+from multihome.core.names import problem as name_problem
 from multihome.errors import MultihomeError, PrivilegeError
 from multihome.kernel import namespace
 from multihome.kernel.objects import AddressInfo, LinkInfo
@@ -44,7 +44,7 @@ CONF_KEYS = ("arp_ignore", "arp_announce", "rp_filter")
 def _interface(link: LinkInfo) -> Interface:
     return Interface(
         index=link.index,
-        name=names.detected(link.index, link.name),
+        name=link.name,
         up=bool(link.flags & IFF_UP and link.flags & IFF_LOWER_UP),
         loopback=bool(link.flags & IFF_LOOPBACK),
         master=link.master,
@@ -104,7 +104,12 @@ def read_state(decoded: Decoded | None = None) -> HostState:
     reads before decoded, for a caller that reads again and again: reader.Decoded)."""
     try:
         with Reader(decoded) as rtnl:
-            interfaces = sorted(_interface(link) for link in rtnl.links())
+            # an interface whose name no file could hold (not UTF-8, control characters:
+            # names.problem) is left out: the config cannot name it, and one such link,
+            # whoever made it, must not stop apply, remove and the watch's failover
+            interfaces = sorted(
+                _interface(link) for link in rtnl.links() if name_problem(link.name) is None
+            )
             names = {i.index: i.name for i in interfaces}
             # sorted by interface, family and address, as comparing the objects would
             found = sorted(

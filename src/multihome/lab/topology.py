@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 from types import FrameType, TracebackType
@@ -75,21 +76,52 @@ def lab_networks() -> list[LabRecord]:
     for entry in sorted(os.listdir(directory)):
         if not entry.endswith(".json"):
             continue
+        name = entry.removesuffix(".json")
         try:
-            with open(os.path.join(directory, entry), encoding="utf-8") as file:
-                data = json.load(file)
+            data = json.loads(_trusted_text(os.path.join(directory, entry)))
             records.append(
                 LabRecord(
-                    name=entry.removesuffix(".json"),
+                    name=name,
                     pid=int(data.get("pid", 0)),
-                    namespaces=tuple(data.get("namespaces", [])),
+                    # a record removes only namespaces of its own prefix, whatever it lists
+                    namespaces=tuple(
+                        n for n in data.get("namespaces", []) if str(n).startswith(name + "-")
+                    ),
                     kept=data.get("keep") is True,
                     info=dict(data.get("info", {})),
                 )
             )
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
             continue
     return records
+
+
+def _trusted_text(path: str) -> str:
+    """A lab record's text: a regular file, not through a link, that root (this user) owns
+    and no one else may write; others' files are not records (they would have root delete
+    namespaces of their choosing)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise ValueError(f"{path} is not a record of this user's")
+        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
+            return file.read(1 << 20)
+    finally:
+        os.close(fd)
+
+
+def _run_dir() -> str:
+    """The directory of the lab's records, made root's alone whatever the umask; one another
+    user owns or may write is refused."""
+    directory = run_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        files.check_directory(fd, directory)
+    finally:
+        os.close(fd)
+    return directory
 
 
 def damaged_records() -> list[tuple[str, tuple[str, ...]]]:
@@ -187,7 +219,7 @@ class Network:
         return self.prefix + host
 
     def _save_record(self, kept: bool = False) -> None:
-        os.makedirs(run_dir(), exist_ok=True)
+        _run_dir()
         data: dict[str, Any] = {
             "pid": os.getpid(),
             "namespaces": [self.ns(h) for h in self.topology.hosts],
