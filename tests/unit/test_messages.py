@@ -130,3 +130,17 @@ def test_license_is_an_spdx_string_that_setuptools_reads_without_warnings() -> N
     assert data["project"]["license"] == "MIT"  # PEP 639; the table form is deprecated
     # the string form needs setuptools 77 or later to build
     assert "setuptools>=77" in data["build-system"]["requires"]
+
+
+def test_a_hints_sysctl_runs_in_the_namespace_the_command_ran_in() -> None:
+    """Pasted as printed, a fix under --netns must not change the host's own namespace."""
+    from types import SimpleNamespace
+
+    from multihome.cli.output import with_user_options
+
+    fix = "multihome apply, or: sysctl -w net.ipv4.conf.eth0.arp_ignore=1"
+    assert with_user_options(fix, SimpleNamespace(netns="lab server", config=None)) == (
+        "multihome --netns 'lab server' apply, or:"
+        " ip netns exec 'lab server' sysctl -w net.ipv4.conf.eth0.arp_ignore=1"
+    )
+    assert with_user_options(fix, SimpleNamespace(netns=None, config=None)) == fix

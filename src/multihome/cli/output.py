@@ -20,8 +20,9 @@ def with_user_options(hint: str, args: Any) -> str:
     import shlex
 
     options = ""
-    if getattr(args, "netns", None):
-        options += f" --netns {shlex.quote(args.netns)}"
+    netns = getattr(args, "netns", None)
+    if netns:
+        options += f" --netns {shlex.quote(netns)}"
     if getattr(args, "config", None):
         options += f" -c {shlex.quote(args.config)}"
     if not options:
@@ -29,7 +30,10 @@ def with_user_options(hint: str, args: Any) -> str:
     import re
 
     commands = "|".join(_COMMAND_WORDS)
-    return re.sub(rf"\bmultihome (?=(?:{commands})\b)", f"multihome{options} ", hint)
+    hint = re.sub(rf"\bmultihome (?=(?:{commands})\b)", f"multihome{options} ", hint)
+    if netns:  # a sysctl pasted as it is would change the host's own namespace
+        hint = re.sub(r"\bsysctl -w\b", f"ip netns exec {shlex.quote(netns)} sysctl -w", hint)
+    return hint
 
 
 # the commands a hint or a doctor's fix may name (not "[multihome] priority" or a unit name)

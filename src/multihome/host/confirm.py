@@ -106,14 +106,20 @@ def pending(netns_id: int) -> dict[str, float | str] | None:
     return {"pid": pid, "left": max(0.0, deadline - time.monotonic()), "guard": guard}
 
 
+def _guard_words(waiting: dict[str, float | str]) -> str:
+    if waiting["guard"] == BY_WATCH:
+        return f"guarded by multihome watch, pid {waiting['pid']}"
+    return f"guardian pid {waiting['pid']}"
+
+
 def refuse_if_pending(netns_id: int) -> None:
     waiting = pending(netns_id)
     if waiting is not None and waiting["guard"] == BY_WATCH and waiting["pid"] == os.getpid():
         return  # watch's own reconciles go on while it guards a change (failover)
     if waiting is not None:
         raise MultihomeError(
-            f"a change is awaiting confirmation ({float(waiting['left']):.0f} s left, guarded"
-            f" by the {waiting['guard']}, pid {waiting['pid']})",
+            f"a change is awaiting confirmation ({float(waiting['left']):.0f} s left,"
+            f" {_guard_words(waiting)})",
             hint="run `multihome confirm` to keep it, or wait for it to be reverted",
         )
 

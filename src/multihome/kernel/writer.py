@@ -227,9 +227,16 @@ def register_protocol_name() -> None:
     """Let `ip` show 'multihome' instead of the protocol number, where iproute2 allows it."""
     if not os.path.isdir(RT_PROTOS_DIR):
         return
-    path = os.path.join(RT_PROTOS_DIR, "multihome.conf")
-    if os.path.exists(path):
-        return
     # Only cosmetics: where /etc is read-only, `ip` shows the number instead of the name.
-    with contextlib.suppress(OSError), open(path, "w", encoding="ascii") as file:
-        file.write(RT_PROTOS)
+    # Created, never replaced (O_EXCL: an existing file or a link planted there stays as it
+    # is), with its mode whatever the umask.
+    path = os.path.join(RT_PROTOS_DIR, "multihome.conf")
+    with contextlib.suppress(OSError):
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, RT_PROTOS.encode("ascii"))
+        finally:
+            os.close(fd)
