@@ -80,3 +80,34 @@ def test_loss_path_and_transitions_per_uplink() -> None:
     assert f"multihome_path_loss_ratio{{{eth0}}} 0.5" in lines
     # a second hop that never answered is not reported as up or down
     assert not any(line.startswith("multihome_path_") and eth1 in line for line in lines)
+
+
+def test_a_connection_that_drips_bytes_is_ended_at_its_deadline() -> None:
+    """A byte now and then never trips the per-read timeout; the deadline ends it all the
+    same, so 16 such peers cannot keep every scrape out."""
+    import socket
+    import time
+    import urllib.request
+
+    from multihome.watch.metrics import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = serve(f"127.0.0.1:{port}", lambda: "up 1\n", connections=1, read_timeout=0.5, deadline=1.0)
+    drip = socket.create_connection(("127.0.0.1", port))
+    drip.settimeout(3)
+    start = time.monotonic()
+    ended = False
+    while time.monotonic() - start < 3 and not ended:
+        try:
+            drip.send(b"G")
+            time.sleep(0.2)  # well inside the per-read timeout
+        except OSError:
+            ended = True
+    if not ended:
+        drip.settimeout(0.5)
+        ended = drip.recv(100) == b""
+    assert ended and time.monotonic() - start < 2.5
+    drip.close()
+    assert urllib.request.urlopen(url, timeout=2).read() == b"up 1\n"  # its slot is free

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Callable
@@ -108,6 +109,9 @@ def metrics_text(status: dict[str, Any], counters: dict[str, Counters]) -> str:
 # a new one is closed at once, so no peer can take the descriptors a reconcile needs.
 MAX_CONNECTIONS = 16
 READ_TIMEOUT = 5.0  # seconds a connection may take per read of its request (slowloris)
+# seconds a connection may last in all: a peer that sends a byte now and then never trips
+# the per-read timeout, and would keep its slot (16 such peers: no scrape gets through)
+REQUEST_DEADLINE = 10.0
 MAX_PORT = 65535
 
 
@@ -124,14 +128,24 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _shut(request: Any) -> None:
+    """End a connection that outlived its deadline (its handler then sees the end)."""
+    import socket
+
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
+
+
 def serve(
     address: str,
     text: Callable[[], str],
     connections: int = MAX_CONNECTIONS,
     read_timeout: float = READ_TIMEOUT,
+    deadline: float = REQUEST_DEADLINE,
 ) -> str:
     """Serve GET /metrics on ADDR:PORT from a daemon thread, at most `connections` at a
-    time, each read of a request bounded by `read_timeout`; returns the URL."""
+    time, each read of a request bounded by `read_timeout` and each connection by
+    `deadline`; returns the URL."""
     import socket
 
     host, port = parse_address(address)
@@ -169,9 +183,14 @@ def serve(
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
+            # past the deadline the socket is shut down: the handler's next read ends
+            cut = threading.Timer(deadline, _shut, (request,))
+            cut.daemon = True
+            cut.start()
             try:
                 super().process_request_thread(request, client_address)
             finally:
+                cut.cancel()
                 slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:
