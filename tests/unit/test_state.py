@@ -278,3 +278,19 @@ def _taken(suffix: str) -> contextlib.AbstractContextManager[None]:
                 held.release()
 
     return hold()
+
+
+def test_a_fifo_or_link_in_place_of_a_state_file_neither_hangs_nor_is_followed(
+    state_dir: Path,
+) -> None:
+    target = state_dir / "elsewhere.json"
+    target.write_text('{"sysctl_originals": {"a": "1"}}')
+    os.mkfifo(state_dir / "netns-7.json")
+    os.mkfifo(state_dir / "netns-7.watch.json")
+    with pytest.raises(StateError, match="not a regular file"):
+        state.load(7)
+    assert state.read_json(7, "watch.json") is None
+    os.unlink(state_dir / "netns-7.json")
+    os.symlink(target, state_dir / "netns-7.json")
+    with pytest.raises(StateError, match="cannot read the state file"):
+        state.load(7)

@@ -220,7 +220,7 @@ def _manifest(root: str) -> dict[str, Entry]:
     where = os.path.join(root, MANIFEST)
     try:
         data = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # nested past Python's limit: damaged too
         raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
     return validate_manifest(root, data, where)
 
@@ -513,7 +513,7 @@ def _nm_records(root: str) -> list[dict[str, object]]:
         return []
     try:
         data = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # nested past Python's limit: damaged too
         raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
     records = data.get("connections", []) if isinstance(data, dict) else None
     if not isinstance(records, list) or not all(_nm_record_ok(r) for r in records):

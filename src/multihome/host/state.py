@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 
@@ -89,14 +90,26 @@ def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o6
         raise _unwritable(path, error) from None
 
 
+def _read(path: str) -> str:
+    """A state file's text: a regular file, not through a link, read without blocking (a
+    FIFO or a device put in its place is no state file); raises OSError, ValueError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
+            return file.read()
+    finally:
+        os.close(fd)
+
+
 def read_json(netns_id: int, suffix: str) -> dict[str, Any] | None:
     """One of the namespace's files; None when it is missing, damaged, or another
     namespace's (then it is removed)."""
     path = file_path(netns_id, suffix)
     try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except (FileNotFoundError, ValueError):
+        data = json.loads(_read(path))
+    except (FileNotFoundError, ValueError, RecursionError):
         return None
     except OSError as error:
         raise StateError(f"cannot read {path}: {error.strerror}", hint="run as root") from None
@@ -124,10 +137,11 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     reused (its cookie differs) describes nothing here: it reads as empty, and is removed."""
     path = file_path(netns_id, "json")
     try:
-        with open(path, encoding="utf-8") as file:
-            data = json.loads(file.read())
+        data = json.loads(_read(path))
     except FileNotFoundError:
         return Record()
+    except RecursionError:
+        raise _damaged(path, "nested too deeply") from None
     except (OSError, ValueError) as error:
         raise _damaged(path, str(error)) from None
     if not isinstance(data, dict) or not isinstance(data.get("sysctl_originals", {}), dict):
