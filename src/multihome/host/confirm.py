@@ -167,7 +167,8 @@ def _guard(netns_id: int, snapshot: Snapshot, deadline: float, ready_w: int) -> 
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         # held for the guardian's life: its end, however it comes, frees it
-        if state.take(netns_id, state.GUARDIAN_LOCK) is None:
+        # a moment's wait: a `status` or `confirm` may hold it shared while it looks
+        if state.wait_free(netns_id, state.GUARDIAN_LOCK, 1.0) is None:
             raise MultihomeError("another confirm-or-revert guardian runs in this namespace")
         publish(netns_id, deadline, BY_GUARDIAN)
         os.write(ready_w, str(os.getpid()).encode())
