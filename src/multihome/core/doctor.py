@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import shlex
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Mapping
 
 from multihome.core.model import (
@@ -206,7 +206,16 @@ class _Remedy:
         own = desired.ownership
         self.own = own
         self.on_link, _, self.off_link, _ = own.priorities
-        self.planned_rules = desired.rules
+        # the planned source rules by what they select with, each group sorted by where
+        # its prefix starts: an address's rule is found by bisecting, not by a scan of
+        # every rule (an interleaved host plans one per address)
+        self.planned: dict[tuple[Family, int, int, int | None], list[tuple[int, Rule]]] = {}
+        for rule in desired.rules:
+            if rule.src is not None and rule.fwmark is None:
+                key = (rule.family, rule.priority, rule.table, rule.suppress_prefixlen)
+                self.planned.setdefault(key, []).append((int(rule.src.network_address), rule))
+        for group in self.planned.values():
+            group.sort(key=lambda item: item[0])
         self.present = set(state.rules)
         self.uplinks = {u.name: u for u in desired.uplinks}
         self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
@@ -221,21 +230,14 @@ class _Remedy:
         uplink = self.uplinks.get(address.ifname)
         if uplink is None or address not in self.addresses:
             return None
-        ip = address.ip.ip
-        return next(
-            (
-                r
-                for r in self.planned_rules
-                if r.priority == priority
-                and r.table == uplink.table
-                and r.suppress_prefixlen == suppress
-                and r.fwmark is None
-                and r.src is not None
-                and r.family == address.family
-                and ip in r.src
-            ),
-            None,
-        )
+        group = self.planned.get((address.family, priority, uplink.table, suppress), [])
+        value = int(address.ip)
+        # the last prefix that starts at or before the address; prefixes of one uplink and
+        # priority do not overlap (sources.py), so no other can hold it
+        at = bisect_right(group, value, key=lambda item: item[0]) - 1
+        if at >= 0 and address.ip.ip in (rule := group[at][1]).src:  # type: ignore[operator]
+            return rule
+        return None
 
     def reply(self, address: Address, lookup: Lookup, on_link: bool) -> str:
         """The fix for a reply from `address` that leaves by the wrong interface."""
