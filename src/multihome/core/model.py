@@ -36,11 +36,6 @@ TABLE_NAMES = {253: "default", 254: "main", 255: "local"}  # as `ip` names them
 DEFAULT_METRIC = {4: 0, 6: 1024}
 
 
-def host_network(address: IPAddress) -> IPNetwork:
-    """192.0.2.10 -> 192.0.2.10/32."""
-    return host_network_of(address.version, int(address))
-
-
 def host_network_of(version: int, value: int) -> IPNetwork:
     """The host network of an address given as an integer (as netlink's codec reads it)."""
     return addresses.network_of(version, value, 32 if version == 4 else 128)
@@ -52,11 +47,6 @@ def network_from(raw: bytes, prefixlen: int) -> IPNetwork:
     and matches it as its network."""
     version = 4 if len(raw) == 4 else 6
     return addresses.network_of(version, int.from_bytes(raw, "big"), prefixlen)
-
-
-def interface_from(address: IPAddress, prefixlen: int) -> IPInterface:
-    """192.0.2.10 and 24 -> 192.0.2.10/24, without string parsing."""
-    return interface_of(address.version, int(address), prefixlen)
 
 
 def interface_order(version: int, value: int, prefixlen: int) -> tuple[int, int, int, int]:

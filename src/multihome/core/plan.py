@@ -1,9 +1,10 @@
 """PURE: from the config (or detected uplinks) and the host's state, what the kernel should hold.
 
-The layout (README.md, "What it creates"), per uplink i with addresses A_i and table T_i:
-  priority P     from A_i lookup T_i suppress_prefixlength 0   on-link replies via the owner
+The layout (README.md, "What it creates"), per uplink i with table T_i and each prefix P_i
+that selects its addresses (sources.py: the fewest that hold no other interface's address):
+  priority P     from P_i lookup T_i suppress_prefixlength 0   on-link replies via the owner
   priority P+1   lookup main suppress_prefixlength 0           main's specific routes still win
-  priority P+2   from A_i lookup T_i                           off-link replies via its gateway
+  priority P+2   from P_i lookup T_i                           off-link replies via its gateway
   priority P+3   lookup T_max (balance = true)                 new connections over the uplinks
 T_i holds the uplink's on-link prefix routes (src = its address) and its default route; T_max,
 the last table of the range, the multipath default route over the healthy uplinks.

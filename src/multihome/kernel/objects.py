@@ -124,7 +124,7 @@ def rule_request(kind: int, rule: Rule) -> bytes:
     """RTM_NEWRULE or RTM_DELRULE for one of multihome's rules."""
     if rule.fwmark is not None or rule.fwmask is not None or rule.other_selectors or rule.invert:
         return codec.encode_rule(kind, rule_message(rule))
-    src = rule.src  # the rules of source addresses: thousands per write
+    src = rule.src  # a source rule: where addresses interleave, one per address
     return codec.encode_source_rule(
         kind,
         rule.family,

@@ -59,11 +59,12 @@ LimitNOFILE=1024
 
 
 def command(executable: str, *args: str) -> str:
-    """An Exec*= command line: `%` doubled (systemd reads %x as a specifier), the path in
-    double quotes with `\\` and `"` escaped when it holds a space or a quote."""
+    """An Exec*= command line: `%` and `$` doubled (systemd reads %x as a specifier and
+    expands $VAR), the path in double quotes with `\\` and `"` escaped when it holds a space
+    or a quote."""
     words = []
     for word in (executable, *args):
-        word = word.replace("%", "%%")
+        word = word.replace("%", "%%").replace("$", "$$")
         if re.search(r"[\s\"'\\;]", word):
             word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
         words.append(word)

@@ -93,7 +93,7 @@ class Worker:
         else:
             self.failure = ""
         with self.lock:
-            if self.layout is layout:
+            if self.layout == layout:  # each reconcile makes a new, equal layout
                 self.last = fresh
 
     def _run(self) -> None:
