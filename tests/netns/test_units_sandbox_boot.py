@@ -1,0 +1,347 @@
+"""The units' sandbox under a real systemd (issue 22, point 5). systemd is not PID 1 where
+the tests run (CI and the dev machines are containers), so the test boots one: systemd-nspawn
+with the host's own /usr (`--volatile=yes -D /`: a tmpfs root, nothing to build), in the
+lab's server namespace (two uplinks, default routes). Inside, the rendered multihome.service
+and multihome-watch.service, exactly as `multihome install` writes them, are started with
+the container's systemctl; the worktree's multihome is behind /usr/local/bin/multihome.
+
+It proves: the unit runs to success in its sandbox and makes multihome's rules (read from
+outside with `ip -j rule`); its stop (`multihome remove`) takes them away; the kernel's view
+of the running watch daemon is the sandbox's (capability bounding set CAP_NET_ADMIN and
+CAP_NET_RAW only, no new privileges, a seccomp filter, a read-only /usr); and the same unit
+with CAP_NET_ADMIN left out of its bounding set fails without touching the rules: the
+properties are in force, not just written down.
+
+The container gets a cgroup of its own (made here, removed at the end), a private /run, and
+is powered off by SIGTERM to nspawn in `finally` (killed if it does not stop in time).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from multihome.core.model import Desired, Ownership
+from multihome.lab import scenarios
+from multihome.lab.description import Topology
+from multihome.lab.topology import Network
+from multihome.render import Options, systemd
+
+from .helpers import owned_rules
+
+Build = Callable[[Topology], Network]
+REPO = Path(__file__).resolve().parents[2]
+BOOT_BUDGET = 60.0  # seconds; about 3 here
+STOP_BUDGET = 20.0
+# Where the test's Python goes inside when it lives under /root or /home (ProtectHome=yes
+# hides those from the unit).
+PYTHON_INSIDE = "/opt/multihome-python"
+SITE_INSIDE = "/opt/multihome-site"
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+UPLINKS = ("192.0.2.10", "192.0.2.42")  # the server's addresses in the two-ISP lab
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """This process's cgroup in the unified hierarchy and in systemd's v1 one (a hybrid
+    host has both): nspawn puts the container under the cgroup it starts in."""
+    mounts: dict[str, str] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" - ")
+        point, (fstype, _, options) = fields[0].split()[4], fields[1].split()[:3]
+        if fstype == "cgroup2":
+            mounts.setdefault("", point)
+        elif fstype == "cgroup" and "name=systemd" in options.split(","):
+            mounts.setdefault("name=systemd", point)
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in mounts:
+            found.append(Path(mounts[controllers] + path))
+    return found
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup tree the container left (empty cgroups, deepest first)."""
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.is_dir():
+            remove_cgroup(child)
+    path.rmdir()
+
+
+def inside_paths() -> tuple[list[str], str]:
+    """The bind mounts that give the container this worktree's multihome, and the
+    /usr/local/bin/multihome that runs it (the path the rendered units use)."""
+    binds = [f"--bind-ro={REPO}"]
+    base = Path(sys.base_prefix).resolve()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if str(base).startswith("/usr/"):
+        python, libs = f"{base}/bin/{version}", ""
+    else:
+        binds.append(f"--bind-ro={base}:{PYTHON_INSIDE}")
+        python, libs = f"{PYTHON_INSIDE}/bin/{version}", f"{PYTHON_INSIDE}/lib"
+    site = Path(sysconfig.get_path("purelib")).resolve()
+    if not site.is_relative_to(REPO):
+        binds.append(f"--bind-ro={site}:{SITE_INSIDE}")
+        site = Path(SITE_INSIDE)
+    script = (
+        "#!/bin/sh\n"
+        "# the worktree's multihome, with the Python and packages of the tests\n"
+        f"export PYTHONPATH={REPO}/src:{site}\n"
+        + (f"export LD_LIBRARY_PATH={libs}\n" if libs else "")
+        + f'exec {python} -m multihome "$@"\n'
+    )
+    return binds, script
+
+
+class Container:
+    """A booted systemd in a network namespace; `run` is a command in all its namespaces."""
+
+    def __init__(self, nspawn: subprocess.Popen[str], log: Path) -> None:
+        self.nspawn = nspawn
+        self.log = log
+        self.pid = 0
+
+    def wait_booted(self) -> None:
+        deadline = time.monotonic() + BOOT_BUDGET
+        children = Path(f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children")
+        while not self.pid:
+            assert self.nspawn.poll() is None, "nspawn ended:\n" + self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no container:\n" + self.log.read_text()[-3000:]
+            for child in children.read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                    self.pid = int(child)
+            time.sleep(0.05)
+        while True:
+            state = self.run("systemctl", "is-system-running", "--wait", check=False)
+            if state.stdout.strip() in ("running", "degraded"):
+                return
+            # before its private socket is up, systemctl fails at once
+            assert time.monotonic() < deadline, f"not booted: {state.stdout}{state.stderr}"
+            time.sleep(0.1)
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-a", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_COLORS": "0"},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def start(self, unit: str) -> None:
+        """`systemctl start`, with the unit's journal in the error when it fails."""
+        result = self.run("systemctl", "start", unit, check=False)
+        assert result.returncode == 0, f"{unit} failed:\n{self.journal(unit)}"
+
+    def journal(self, unit: str) -> str:
+        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit).stdout
+
+    def show(self, unit: str, *names: str) -> dict[str, str]:
+        out = self.run("systemctl", "show", "-p", ",".join(names), unit).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@contextmanager
+def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]:
+    """Boot systemd in namespace `ns` with `units` in its /etc/systemd/system; power it off
+    (and remove its cgroups) at the end, also when the test fails."""
+    binds, script = inside_paths()
+    (workdir / "bin").mkdir()
+    (workdir / "bin" / "multihome").write_text(script)
+    (workdir / "bin" / "multihome").chmod(0o755)
+    (workdir / "units").mkdir()
+    for name, text in units.items():
+        (workdir / "units" / name).write_text(text)
+    # A machine id: not a first boot, so no presets enable the host's services (its
+    # NetworkManager would take the namespace's links); only /usr's own wants start.
+    (workdir / "machine-id").write_text(os.urandom(16).hex() + "\n")
+    cgroups = [path / f"multihome-boot-{os.getpid()}" for path in cgroup_hierarchies()]
+    for path in cgroups:
+        path.mkdir()
+    netns = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    # the shell joins the cgroups, hides the host's /run from nspawn (it writes its own
+    # bookkeeping there), and becomes nspawn
+    shell = (
+        'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done; '
+        "mount -t tmpfs -o mode=0755 tmpfs /run && exec systemd-nspawn "
+        + " ".join(
+            [
+                "--quiet",
+                "--boot",
+                "--directory=/",
+                "--volatile=yes",
+                f"--machine=mhboot{os.getpid()}",
+                "--register=no",
+                "--keep-unit",
+                f"--network-namespace-path=/proc/self/fd/{netns}",
+                "--capability=CAP_NET_ADMIN",
+                "--console=read-only",
+                *binds,
+                f"--bind-ro={workdir}/bin:/usr/local/bin",
+                f"--bind-ro={workdir}/units:/etc/systemd/system",
+                f"--bind-ro={workdir}/machine-id:/etc/machine-id",
+                "systemd.unit=multi-user.target",
+            ]
+        )
+    )
+    log = workdir / "console.log"
+    with open(log, "w") as out:
+        nspawn = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, "sh",
+             *map(str, cgroups)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            pass_fds=(netns,),
+        )
+    os.close(netns)
+    container = Container(nspawn, log)
+    try:
+        container.wait_booted()
+        yield container
+    finally:
+        # SIGTERM: nspawn asks the container's systemd to power off, in order
+        if nspawn.poll() is None:
+            nspawn.send_signal(signal.SIGTERM)
+        try:
+            nspawn.wait(timeout=STOP_BUDGET)
+        except subprocess.TimeoutExpired:
+            nspawn.kill()
+            nspawn.wait()
+        for path in cgroups:  # what outlived nspawn was the container's: ours to end
+            for pid in left_in(path):
+                os.kill(pid, signal.SIGKILL)
+        for path in cgroups:
+            for _ in range(50):
+                if not left_in(path):
+                    break
+                time.sleep(0.1)
+            remove_cgroup(path)
+
+
+def left_in(path: Path) -> list[int]:
+    return [
+        int(pid)
+        for procs in path.rglob("cgroup.procs")
+        for pid in procs.read_text().split()
+    ] if path.is_dir() else []
+
+
+def routed_by_source(ns: str) -> set[str]:
+    """The uplinks' addresses that one of multihome's rules (protocol 77) selects by source."""
+    prefixes = [
+        ipaddress.ip_network(f"{r['src']}/{r.get('srclen', 32)}")
+        for r in owned_rules(ns)
+        if r.get("src", "all") != "all"
+    ]
+    return {a for a in UPLINKS if any(ipaddress.ip_address(a) in p for p in prefixes)}
+
+
+def status(pid: int) -> dict[str, str]:
+    """A process's /proc status as the kernel reports it: the independent reader of what
+    the sandbox really gave it."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in lines)}
+
+
+def test_the_units_run_in_their_sandbox_under_a_booted_systemd(
+    build: Build, tmp_path: Path
+) -> None:
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn (systemd-container) is missing"
+    started = time.monotonic()
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    files = systemd.render(Desired(Ownership()), Options()).files
+    service = files["multihome.service"]
+    bounding = "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW\n"
+    assert bounding in service
+    units = {
+        "multihome.service": service,
+        "multihome-watch.service": files["multihome-watch.service"],
+        # the negative: the same unit without CAP_NET_ADMIN in its bounding set
+        "multihome-nocap.service": service.replace(bounding, "CapabilityBoundingSet=CAP_NET_RAW\n"),
+    }
+    with booted(server, tmp_path, units) as box:
+        boot = time.monotonic() - started
+        assert not owned_rules(server)
+
+        # without CAP_NET_ADMIN the unit cannot do its work: the bounding set is in force
+        failed = box.run("systemctl", "start", "multihome-nocap.service", check=False)
+        assert failed.returncode != 0
+        shown = box.show("multihome-nocap.service", "Result", "ExecMainStatus")
+        assert shown["Result"] == "exit-code" and shown["ExecMainStatus"] != "0", shown
+        assert not owned_rules(server), "the unit without CAP_NET_ADMIN changed the rules"
+
+        # the unit as rendered: runs to success and makes multihome's rules
+        box.start("multihome.service")
+        shown = box.show(
+            "multihome.service",
+            "Result", "ExecMainStatus", "ActiveState",
+            "CapabilityBoundingSet", "ProtectSystem", "ProtectHome", "NoNewPrivileges",
+            "RestrictAddressFamilies", "LimitNOFILE",
+        )
+        journal = box.journal("multihome.service")
+        assert shown["Result"] == "success", (shown, journal)
+        assert shown["ExecMainStatus"] == "0" and shown["ActiveState"] == "active", shown
+        assert shown["CapabilityBoundingSet"] == "cap_net_admin cap_net_raw", shown
+        assert shown["ProtectSystem"] == "strict" and shown["ProtectHome"] == "yes", shown
+        assert shown["NoNewPrivileges"] == "yes" and shown["LimitNOFILE"] == "1024", shown
+        assert routed_by_source(server) == set(UPLINKS), (owned_rules(server), journal)
+
+        # its stop is `multihome remove`: the rules go
+        box.run("systemctl", "stop", "multihome.service")
+        assert box.show("multihome.service", "Result")["Result"] == "success"
+        assert not owned_rules(server), "ExecStop (multihome remove) left rules"
+
+        # the daemon: ready (Type=notify), its rules made, and the kernel's view of the
+        # process is the sandbox's
+        box.start("multihome-watch.service")
+        shown = box.show("multihome-watch.service", "ActiveState", "MainPID")
+        assert shown["ActiveState"] == "active", shown
+        assert routed_by_source(server) == set(UPLINKS), owned_rules(server)
+        # MainPID is in the container's PID namespace; find the same process from here
+        watch = host_pid(box.pid, int(shown["MainPID"]))
+        proc = status(watch)
+        assert int(proc["CapBnd"], 16) == (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW), proc
+        assert proc["NoNewPrivs"] == "1" and proc["Seccomp"] == "2", proc
+        mounts = Path(f"/proc/{watch}/mountinfo").read_text().splitlines()
+        assert any(m.split()[4] == "/usr" and "ro" in m.split()[5].split(",") for m in mounts)
+        box.run("systemctl", "stop", "multihome-watch.service")
+        shown = box.show("multihome-watch.service", "ActiveState", "Result")
+        assert shown == {"ActiveState": "inactive", "Result": "success"}, shown
+    print(f"booted in {boot:.1f} s; whole test {time.monotonic() - started:.1f} s")
+
+
+def host_pid(container_init: int, inner: int) -> int:
+    """The host's pid of the container's process `inner` (NSpid: its pid in each namespace
+    level, outermost first)."""
+    ns = os.readlink(f"/proc/{container_init}/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "pid") != ns:
+                continue
+            nspid = status(int(entry.name))["NSpid"].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if int(nspid[-1]) == inner:
+            return int(entry.name)
+    raise AssertionError(f"no process {inner} in the container")
