@@ -47,6 +47,18 @@ STOP_BUDGET = 20.0
 PYTHON_INSIDE = "/opt/multihome-python"
 SITE_INSIDE = "/opt/multihome-site"
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+PRIVATE_RUN = (  # a mount namespace with a private /run, then the command ("$@")
+    *("unshare", "--mount", "--propagation", "private"),
+    *("sh", "-c", 'mount -t tmpfs -o mode=0755 tmpfs /run && exec "$@"', "sh"),
+)
+SANDBOX = (  # what `systemctl show` must say of the sandbox (its order, its case)
+    ("CapabilityBoundingSet", "cap_net_admin cap_net_raw"),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("NoNewPrivileges", "yes"),
+    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_UNIX"),
+    ("LimitNOFILE", "1024"),
+)
 UPLINKS = ("192.0.2.10", "192.0.2.42")  # the server's addresses in the two-ISP lab
 
 
@@ -160,7 +172,7 @@ class Container:
 @contextmanager
 def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]:
     """Boot systemd in namespace `ns` with `units` in its /etc/systemd/system; power it off
-    (and remove its cgroups) at the end, also when the test fails."""
+    and remove its cgroups at the end, also when the test fails."""
     binds, script = inside_paths()
     (workdir / "bin").mkdir()
     (workdir / "bin" / "multihome").write_text(script)
@@ -171,64 +183,65 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
     # A machine id: not a first boot, so no presets enable the host's services (its
     # NetworkManager would take the namespace's links); only /usr's own wants start.
     (workdir / "machine-id").write_text(os.urandom(16).hex() + "\n")
-    cgroups = [path / f"multihome-boot-{os.getpid()}" for path in cgroup_hierarchies()]
-    for path in cgroups:
-        path.mkdir()
-    netns = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    # the shell joins the cgroups, hides the host's /run from nspawn (it writes its own
-    # bookkeeping there), and becomes nspawn
-    shell = (
-        'for g in "$@"; do echo $$ > "$g/cgroup.procs"; done; '
-        "mount -t tmpfs -o mode=0755 tmpfs /run && exec systemd-nspawn "
-        + " ".join(
-            [
-                "--quiet",
-                "--boot",
-                "--directory=/",
-                "--volatile=yes",
-                f"--machine=mhboot{os.getpid()}",
-                "--register=no",
-                "--keep-unit",
-                f"--network-namespace-path=/proc/self/fd/{netns}",
-                "--capability=CAP_NET_ADMIN",
-                "--console=read-only",
-                *binds,
-                f"--bind-ro={workdir}/bin:/usr/local/bin",
-                f"--bind-ro={workdir}/units:/etc/systemd/system",
-                f"--bind-ro={workdir}/machine-id:/etc/machine-id",
-                "systemd.unit=multi-user.target",
-            ]
-        )
-    )
     log = workdir / "console.log"
-    with open(log, "w") as out:
-        nspawn = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, "sh",
-             *map(str, cgroups)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            pass_fds=(netns,),
-        )
-    os.close(netns)
-    container = Container(nspawn, log)
+    cgroups = [path / f"multihome-boot-{os.getpid()}" for path in cgroup_hierarchies()]
+    made: list[Path] = []
+    nspawn: subprocess.Popen[str] | None = None
+    netns = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
+        for path in cgroups:
+            path.mkdir()
+            made.append(path)
+        command = [
+            "systemd-nspawn",
+            "--quiet",
+            "--boot",
+            "--directory=/",
+            "--volatile=yes",
+            f"--machine=mhboot{os.getpid()}",
+            "--register=no",
+            "--keep-unit",
+            f"--network-namespace-path=/proc/self/fd/{netns}",
+            # what nspawn gives a container with a network of its own (--private-network);
+            # with a namespace path it leaves it out
+            "--capability=CAP_NET_ADMIN",
+            "--console=read-only",
+            *binds,
+            f"--bind-ro={workdir}/bin:/usr/local/bin",
+            f"--bind-ro={workdir}/units:/etc/systemd/system",
+            f"--bind-ro={workdir}/machine-id:/etc/machine-id",
+            "systemd.unit=multi-user.target",
+        ]
+        with open(log, "w") as out:
+            # a mount namespace of its own with a private /run, where nspawn keeps its
+            # bookkeeping: nothing of it reaches the host's /run
+            nspawn = subprocess.Popen(
+                [*PRIVATE_RUN, *command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                pass_fds=(netns,),
+                preexec_fn=lambda: join_cgroups(made),
+            )
+        container = Container(nspawn, log)
         container.wait_booted()
         yield container
     finally:
-        # SIGTERM: nspawn asks the container's systemd to power off, in order
-        if nspawn.poll() is None:
-            nspawn.send_signal(signal.SIGTERM)
-        try:
-            nspawn.wait(timeout=STOP_BUDGET)
-        except subprocess.TimeoutExpired:
-            nspawn.kill()
-            nspawn.wait()
-        for path in cgroups:  # what outlived nspawn was the container's: ours to end
+        os.close(netns)
+        if nspawn is not None:
+            # SIGTERM: nspawn asks the container's systemd to power off, in order
+            if nspawn.poll() is None:
+                nspawn.send_signal(signal.SIGTERM)
+            try:
+                nspawn.wait(timeout=STOP_BUDGET)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait()
+        for path in made:  # what outlived nspawn was the container's: ours to end
             for pid in left_in(path):
                 os.kill(pid, signal.SIGKILL)
-        for path in cgroups:
+        for path in made:
             for _ in range(50):
                 if not left_in(path):
                     break
@@ -236,12 +249,17 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
             remove_cgroup(path)
 
 
+def join_cgroups(paths: list[Path]) -> None:
+    """(In the child, before exec) move into the cgroups made for the container."""
+    for path in paths:
+        (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
 def left_in(path: Path) -> list[int]:
-    return [
-        int(pid)
-        for procs in path.rglob("cgroup.procs")
-        for pid in procs.read_text().split()
-    ] if path.is_dir() else []
+    """The processes in a cgroup tree."""
+    if not path.is_dir():
+        return []
+    return [int(p) for procs in path.rglob("cgroup.procs") for p in procs.read_text().split()]
 
 
 def routed_by_source(ns: str) -> set[str]:
@@ -288,21 +306,17 @@ def test_the_units_run_in_their_sandbox_under_a_booted_systemd(
         shown = box.show("multihome-nocap.service", "Result", "ExecMainStatus")
         assert shown["Result"] == "exit-code" and shown["ExecMainStatus"] != "0", shown
         assert not owned_rules(server), "the unit without CAP_NET_ADMIN changed the rules"
+        assert "needs CAP_NET_ADMIN" in box.journal("multihome-nocap.service")
 
         # the unit as rendered: runs to success and makes multihome's rules
         box.start("multihome.service")
         shown = box.show(
-            "multihome.service",
-            "Result", "ExecMainStatus", "ActiveState",
-            "CapabilityBoundingSet", "ProtectSystem", "ProtectHome", "NoNewPrivileges",
-            "RestrictAddressFamilies", "LimitNOFILE",
+            "multihome.service", "Result", "ExecMainStatus", "ActiveState", *dict(SANDBOX)
         )
         journal = box.journal("multihome.service")
         assert shown["Result"] == "success", (shown, journal)
         assert shown["ExecMainStatus"] == "0" and shown["ActiveState"] == "active", shown
-        assert shown["CapabilityBoundingSet"] == "cap_net_admin cap_net_raw", shown
-        assert shown["ProtectSystem"] == "strict" and shown["ProtectHome"] == "yes", shown
-        assert shown["NoNewPrivileges"] == "yes" and shown["LimitNOFILE"] == "1024", shown
+        assert {k: shown[k] for k, _ in SANDBOX} == dict(SANDBOX), shown
         assert routed_by_source(server) == set(UPLINKS), (owned_rules(server), journal)
 
         # its stop is `multihome remove`: the rules go
@@ -321,12 +335,24 @@ def test_the_units_run_in_their_sandbox_under_a_booted_systemd(
         proc = status(watch)
         assert int(proc["CapBnd"], 16) == (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW), proc
         assert proc["NoNewPrivs"] == "1" and proc["Seccomp"] == "2", proc
-        mounts = Path(f"/proc/{watch}/mountinfo").read_text().splitlines()
-        assert any(m.split()[4] == "/usr" and "ro" in m.split()[5].split(",") for m in mounts)
+        mounts = mount_options(watch)
+        # ProtectSystem=strict: read-only but its state; ProtectHome=yes: /root is covered
+        assert "ro" in mounts["/"] and "ro" in mounts["/usr"], mounts
+        assert "rw" in mounts["/run/multihome"], mounts
+        assert {"/root", "/home", "/run/user"} <= set(mounts), mounts
         box.run("systemctl", "stop", "multihome-watch.service")
         shown = box.show("multihome-watch.service", "ActiveState", "Result")
         assert shown == {"ActiveState": "inactive", "Result": "success"}, shown
     print(f"booted in {boot:.1f} s; whole test {time.monotonic() - started:.1f} s")
+
+
+def mount_options(pid: int) -> dict[str, set[str]]:
+    """Each mount point a process sees, with its options (the last mount on a point wins)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        found[fields[4]] = set(fields[5].split(","))
+    return found
 
 
 def host_pid(container_init: int, inner: int) -> int:
