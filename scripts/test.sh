@@ -10,6 +10,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # the persistence tests run the real systemd-networkd in a namespace
 [[ -x /lib/systemd/systemd-networkd ]] || need_apt+=(systemd)
+# ... and boots a real systemd in a container (systemd-nspawn) to run the units in their sandbox
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
