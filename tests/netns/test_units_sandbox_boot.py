@@ -27,7 +27,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from multihome.core.model import Desired, Ownership
@@ -42,8 +42,8 @@ Build = Callable[[Topology], Network]
 REPO = Path(__file__).resolve().parents[2]
 BOOT_BUDGET = 60.0  # seconds; about 3 here
 STOP_BUDGET = 20.0
-# Where the test's Python goes inside when it lives under /root or /home (ProtectHome=yes
-# hides those from the unit).
+# Where the worktree and the tests' Python are inside (see inside_paths)
+WORKTREE_INSIDE = "/opt/multihome-worktree"
 PYTHON_INSIDE = "/opt/multihome-python"
 SITE_INSIDE = "/opt/multihome-site"
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
@@ -93,23 +93,27 @@ def remove_cgroup(path: Path) -> None:
 
 def inside_paths() -> tuple[list[str], str]:
     """The bind mounts that give the container this worktree's multihome, and the
-    /usr/local/bin/multihome that runs it (the path the rendered units use)."""
-    binds = [f"--bind-ro={REPO}"]
+    /usr/local/bin/multihome that runs it (the path the rendered units use). The worktree,
+    and the tests' Python where it is not the system's, go under /opt: ProtectHome=yes hides
+    /root and /home (pyenv's Python, a CI runner's checkout) from the unit."""
+    binds = [f"--bind-ro={REPO}:{WORKTREE_INSIDE}"]
     base = Path(sys.base_prefix).resolve()
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    if str(base).startswith("/usr/"):
+    if base.is_relative_to("/usr"):
         python, libs = f"{base}/bin/{version}", ""
-    else:
+    else:  # its libpython is found by an absolute RUNPATH: point the loader at the new one
         binds.append(f"--bind-ro={base}:{PYTHON_INSIDE}")
         python, libs = f"{PYTHON_INSIDE}/bin/{version}", f"{PYTHON_INSIDE}/lib"
     site = Path(sysconfig.get_path("purelib")).resolve()
-    if not site.is_relative_to(REPO):
+    if site.is_relative_to(REPO):
+        site_inside = f"{WORKTREE_INSIDE}/{site.relative_to(REPO)}"
+    else:
         binds.append(f"--bind-ro={site}:{SITE_INSIDE}")
-        site = Path(SITE_INSIDE)
+        site_inside = SITE_INSIDE
     script = (
         "#!/bin/sh\n"
         "# the worktree's multihome, with the Python and packages of the tests\n"
-        f"export PYTHONPATH={REPO}/src:{site}\n"
+        f"export PYTHONPATH={WORKTREE_INSIDE}/src:{site_inside}\n"
         + (f"export LD_LIBRARY_PATH={libs}\n" if libs else "")
         + f'exec {python} -m multihome "$@"\n'
     )
@@ -236,11 +240,14 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
             try:
                 nspawn.wait(timeout=STOP_BUDGET)
             except subprocess.TimeoutExpired:
-                nspawn.kill()
-                nspawn.wait()
-        for path in made:  # what outlived nspawn was the container's: ours to end
-            for pid in left_in(path):
-                os.kill(pid, signal.SIGKILL)
+                # the container's processes first: nspawn reaps its init and ends
+                kill_all(made, but=nspawn.pid)
+                try:
+                    nspawn.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    nspawn.kill()
+                    nspawn.wait()
+        kill_all(made)  # what outlived nspawn was the container's: ours to end
         for path in made:
             for _ in range(50):
                 if not left_in(path):
@@ -253,6 +260,15 @@ def join_cgroups(paths: list[Path]) -> None:
     """(In the child, before exec) move into the cgroups made for the container."""
     for path in paths:
         (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def kill_all(cgroups: list[Path], but: int = 0) -> None:
+    """SIGKILL every process in the cgroups made for the container (all started by it)."""
+    for path in cgroups:
+        for pid in left_in(path):
+            if pid != but:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def left_in(path: Path) -> list[int]:
