@@ -9,7 +9,9 @@ It proves: the unit runs to success in its sandbox and makes multihome's rules (
 outside with `ip -j rule`); its stop (`multihome remove`) takes them away; the kernel's view
 of the running watch daemon is the sandbox's (capability bounding set CAP_NET_ADMIN and
 CAP_NET_RAW only, no new privileges, a seccomp filter, a read-only root and /usr, /root and
-/home covered, /run/multihome writable); and the same unit
+/home covered, /run/multihome writable); a probe run in the same sandbox is refused what the
+container's root shell may do (write /etc and /var, list /root, a syscall outside
+@system-service, a personality change, socket families the unit leaves out); and the same unit
 with CAP_NET_ADMIN left out of its bounding set fails without touching the rules: the
 properties are in force, not just written down. The booted systemd's `systemd-analyze
 security` rates both loaded units (2.7 with systemd 252; the README states 2.9, offline).
@@ -21,6 +23,7 @@ is powered off by SIGTERM to nspawn in `finally` (killed if it does not stop in 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -61,6 +64,60 @@ SANDBOX = (  # what `systemctl show` must say of the sandbox (its order, its cas
     ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_UNIX"),
     ("LimitNOFILE", "1024"),
 )
+# What the sandbox refuses, tried from inside it and (the control) from the container's
+# root shell: each entry's errno, or "ok".
+PROBE = r"""
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as error:
+        return errno.errorcode[error.errno]
+
+def checked(result):
+    if result < 0:
+        raise OSError(ctypes.get_errno(), "")
+
+def write(path):
+    with open(path, "w"):
+        pass
+    os.unlink(path)
+
+def family(number):  # families the units leave out; which exist depends on the kernel
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_SEQPACKET):
+        try:
+            socket.socket(number, kind).close()
+            return
+        except OSError as error:
+            if error.errno == errno.EAFNOSUPPORT:
+                raise
+    raise OSError(errno.EPROTONOSUPPORT, "")
+
+pidfd = os.pidfd_open(os.getpid())
+print(json.dumps({
+    "write /etc": attempt(lambda: write("/etc/multihome-probe")),
+    "write /var": attempt(lambda: write("/var/multihome-probe")),
+    "list /root": attempt(lambda: os.listdir("/root")),
+    # pidfd_getfd (438 on every architecture) is in @debug, not @system-service
+    "pidfd_getfd": attempt(lambda: checked(libc.syscall(438, pidfd, 0, 0))),
+    # LockPersonality: the query (0xffffffff) is allowed, a change is not
+    "personality": attempt(lambda: checked(libc.personality(libc.personality(0xFFFFFFFF)))),
+    "AF_VSOCK": attempt(lambda: family(40)),
+    "AF_XDP": attempt(lambda: family(44)),
+}))
+"""
+REFUSED = {  # the sandbox's answer to each probe
+    "write /etc": "EROFS",
+    "write /var": "EROFS",
+    "list /root": "EACCES",
+    "pidfd_getfd": "EPERM",
+    "personality": "EPERM",
+    "AF_VSOCK": "EAFNOSUPPORT",
+    "AF_XDP": "EAFNOSUPPORT",
+}
 UPLINKS = ("192.0.2.10", "192.0.2.42")  # the server's addresses in the two-ISP lab
 
 
@@ -93,9 +150,9 @@ def remove_cgroup(path: Path) -> None:
     path.rmdir()
 
 
-def inside_paths() -> tuple[list[str], str]:
-    """The bind mounts that give the container this worktree's multihome, and the
-    /usr/local/bin/multihome that runs it (the path the rendered units use). The worktree,
+def inside_paths() -> tuple[list[str], str, str]:
+    """The bind mounts that give the container this worktree's multihome and the tests'
+    Python; the environment and the Python that run it inside. The worktree,
     and the tests' Python where it is not the system's, go under /opt: ProtectHome=yes hides
     /root and /home (pyenv's Python, a CI runner's checkout) from the unit."""
     binds = [f"--bind-ro={REPO}:{WORKTREE_INSIDE}"]
@@ -112,14 +169,10 @@ def inside_paths() -> tuple[list[str], str]:
     else:
         binds.append(f"--bind-ro={site}:{SITE_INSIDE}")
         site_inside = SITE_INSIDE
-    script = (
-        "#!/bin/sh\n"
-        "# the worktree's multihome, with the Python and packages of the tests\n"
-        f"export PYTHONPATH={WORKTREE_INSIDE}/src:{site_inside}\n"
-        + (f"export LD_LIBRARY_PATH={libs}\n" if libs else "")
-        + f'exec {python} -m multihome "$@"\n'
+    env = f"export PYTHONPATH={WORKTREE_INSIDE}/src:{site_inside}\n" + (
+        f"export LD_LIBRARY_PATH={libs}\n" if libs else ""
     )
-    return binds, script
+    return binds, env, python
 
 
 class Container:
@@ -179,10 +232,17 @@ class Container:
 def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]:
     """Boot systemd in namespace `ns` with `units` in its /etc/systemd/system; power it off
     and remove its cgroups at the end, also when the test fails."""
-    binds, script = inside_paths()
+    binds, env, python = inside_paths()
+    # /usr/local/bin inside: multihome (the path the rendered units run) and the probe
     (workdir / "bin").mkdir()
-    (workdir / "bin" / "multihome").write_text(script)
-    (workdir / "bin" / "multihome").chmod(0o755)
+    (workdir / "bin" / "sandbox-probe.py").write_text(PROBE)
+    wrappers = {
+        "multihome": f'exec {python} -m multihome "$@"\n',
+        "sandbox-probe": f"exec {python} /usr/local/bin/sandbox-probe.py\n",
+    }
+    for name, line in wrappers.items():
+        (workdir / "bin" / name).write_text(f"#!/bin/sh\n{env}{line}")
+        (workdir / "bin" / name).chmod(0o755)
     (workdir / "units").mkdir()
     for name, text in units.items():
         (workdir / "units" / name).write_text(text)
@@ -311,6 +371,10 @@ def test_the_units_run_in_their_sandbox_under_a_booted_systemd(
     units = {
         "multihome.service": service,
         "multihome-watch.service": files["multihome-watch.service"],
+        # the same sandbox running the probe
+        "multihome-probe.service": service.replace(
+            "ExecStart=/usr/local/bin/multihome apply", "ExecStart=/usr/local/bin/sandbox-probe"
+        ).replace("ExecStop=/usr/local/bin/multihome remove\n", ""),
         # the negative: the same unit without CAP_NET_ADMIN in its bounding set
         "multihome-nocap.service": service.replace(bounding, "CapabilityBoundingSet=CAP_NET_RAW\n"),
     }
@@ -361,6 +425,18 @@ def test_the_units_run_in_their_sandbox_under_a_booted_systemd(
         box.run("systemctl", "stop", "multihome-watch.service")
         shown = box.show("multihome-watch.service", "ActiveState", "Result")
         assert shown == {"ActiveState": "inactive", "Result": "success"}, shown
+
+        # what the sandbox refuses, and the control: the container's root may do it all
+        box.start("multihome-probe.service")
+        (line,) = [x for x in box.journal("multihome-probe.service").splitlines() if x[:1] == "{"]
+        sandboxed = json.loads(line)
+        control = json.loads(box.run("/usr/local/bin/sandbox-probe").stdout)
+        families = [k for k in ("AF_VSOCK", "AF_XDP") if control[k] == "ok"]
+        assert families, f"the kernel has neither AF_VSOCK nor AF_XDP: {control}"
+        tried = [k for k in REFUSED if not k.startswith("AF_") or k in families]
+        assert {k: control[k] for k in tried} == dict.fromkeys(tried, "ok"), control
+        print("probe in the sandbox:", sandboxed, "control:", control)
+        assert {k: sandboxed[k] for k in tried} == {k: REFUSED[k] for k in tried}, sandboxed
 
         # systemd's own rating of the loaded units: no worse than the README's 2.9
         for unit in ("multihome.service", "multihome-watch.service"):
