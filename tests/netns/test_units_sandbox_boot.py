@@ -1,9 +1,9 @@
 """The units' sandbox under a real systemd (issue 22, point 5). systemd is not PID 1 where
 the tests run (CI and the dev machines are containers), so the test boots one: systemd-nspawn
 with the host's own /usr (`--volatile=yes -D /`: a tmpfs root, nothing to build), in the
-lab's server namespace (two uplinks, default routes). Inside, the rendered multihome.service
-and multihome-watch.service, exactly as `multihome install` writes them, are started with
-the container's systemctl; the worktree's multihome is behind /usr/local/bin/multihome.
+lab's server namespace (two uplinks, default routes). Inside, multihome.service and
+multihome-watch.service as rendered (the text `export --format systemd` and `install` write)
+are started with the container's systemctl; /usr/local/bin/multihome runs the worktree's.
 
 It proves: the unit runs to success in its sandbox and makes multihome's rules (read from
 outside with `ip -j rule`); its stop (`multihome remove`) takes them away; the kernel's view
