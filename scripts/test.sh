@@ -10,14 +10,14 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # the persistence tests run the real systemd-networkd in a namespace
 [[ -x /lib/systemd/systemd-networkd ]] || need_apt+=(systemd)
-# ... and boots a real systemd in a container (systemd-nspawn) to run the units in their sandbox
-command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # ... and the real netplan and ifupdown on the rendered files
 command -v netplan >/dev/null || need_apt+=(netplan.io)
 command -v ifup >/dev/null || need_apt+=(ifupdown)
 # ... the real NetworkManager (and dnsmasq as a DHCP server) in a namespace
 command -v NetworkManager >/dev/null || need_apt+=(network-manager)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# the units run in their sandbox under a real systemd, booted in a container (systemd-nspawn)
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;
 # the man pages are checked with man, the completion with bash and zsh
 for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
