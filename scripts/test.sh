@@ -16,6 +16,8 @@ command -v ifup >/dev/null || need_apt+=(ifupdown)
 # ... the real NetworkManager (and dnsmasq as a DHCP server) in a namespace
 command -v NetworkManager >/dev/null || need_apt+=(network-manager)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# the units run in their sandbox under a real systemd, booted in a container (systemd-nspawn)
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;
 # the man pages are checked with man, the completion with bash and zsh
 for package in debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
