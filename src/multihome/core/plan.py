@@ -13,6 +13,7 @@ the last table of the range, the multipath default route over the healthy uplink
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from multihome.core.config import Config, RpFilter, UplinkConfig
@@ -249,6 +250,8 @@ def _local_probe_targets(state: HostState, chosen: list[UplinkConfig]) -> list[s
     """A probe target that is an address of this host never leaves it and is answered with
     the uplink dead: said in a note, and `watch` does not probe it. Not an error: the
     address may move here later (a VRRP address), and every reconcile must still work."""
+    if not any(uplink.probe or uplink.probe6 for uplink in chosen):
+        return []  # (most configs: then the host's addresses need no index)
     local = {a.ip.ip: a.ifname for a in state.addresses}
     return [
         f"{uplink.name}: probe target {target} is an address of this host ({local[target]}),"
@@ -419,15 +422,27 @@ def _source_prefixes(
     state: HostState, members: list[Uplink], family: Family
 ) -> dict[str, list[IPNetwork]]:
     """Each uplink's source selectors in this family: the fewest prefixes inside its on-link
-    networks that hold its addresses and no address of another interface (sources.py)."""
-    everyone = [(a.ifname, int(a.ip)) for a in state.addresses if a.family == family]
+    networks that hold its addresses and no address of another interface (sources.py). The
+    addresses are sorted once; each network takes its slice of them by bisecting (a host
+    with 100 uplinks would otherwise scan every address for each)."""
+    everyone = sorted((int(a.ip), a.ifname) for a in state.addresses if a.family == family)
+    values = [value for value, _ in everyone]
     found = {}
     for uplink in members:
-        own = uplink.addresses_in(family)
+        networks = [n for _, n in uplink.networks_in(family)]
+        inside = {
+            pair
+            for n in networks
+            for pair in everyone[
+                bisect_left(values, int(n.network_address)) : bisect_right(
+                    values, int(n.broadcast_address)
+                )
+            ]
+        }
         found[uplink.name] = covering_prefixes(
-            (n for _, n in uplink.networks_in(family)),
-            (int(a.ip) for a in own),
-            (value for name, value in everyone if name != uplink.name),
+            networks,
+            (int(a.ip) for a in uplink.addresses_in(family)),
+            (value for value, name in inside if name != uplink.name),
         )
     return found
 
