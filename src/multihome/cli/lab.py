@@ -95,8 +95,7 @@ def lab_options(args: argparse.Namespace) -> LabOptions:
         rate = parse_rate(args.link_rate) if args.link_rate else None
     except ValueError as error:
         raise MultihomeError(str(error)) from None
-    if not 2 <= args.nics <= MAX_NICS:
-        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+    _check_nics(args)
     requests = DEFAULT_REQUESTS[args.scenario] if args.requests is None else args.requests
     if requests < 1 or args.concurrency < 1 or size < 1:
         raise MultihomeError("--requests, --concurrency and --size must be positive")
@@ -289,21 +288,9 @@ def _failover(args: argparse.Namespace) -> int:
 
     if args.scenario != "two-isp":
         raise MultihomeError("--fail goes with `multihome lab two-isp`")
-    ignored = [
-        option
-        for option, value in (
-            ("--keep", args.keep),
-            ("--link-rate", args.link_rate),
-            ("--requests", args.requests),
-            ("--plot", args.plot),
-        )
-        if value
-    ]
-    if ignored:
-        raise MultihomeError(f"{', '.join(ignored)} does not go with --fail")
+    _refuse(args, ("--keep", "--link-rate", "--requests", "--plot"), "--fail")
     check_privileges()
-    if not 2 <= args.nics <= MAX_NICS:
-        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+    _check_nics(args)
     uplink, at, back = failover.parse_fail(args.fail, args.nics)
     options = failover.FailOptions(uplink=uplink, at=at, back=back, nics=args.nics)
     result = failover.run(
@@ -322,25 +309,26 @@ def _failover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse(args: argparse.Namespace, options: tuple[str, ...], what: str) -> None:
+    """Options a run of `what` does not take, refused together in one line."""
+    given = [o for o in options if getattr(args, o.lstrip("-").replace("-", "_"))]
+    if given:
+        raise MultihomeError(f"{', '.join(given)} does not go with {what}")
+
+
+def _check_nics(args: argparse.Namespace) -> None:
+    if not 2 <= args.nics <= MAX_NICS:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
+
+
 def _gateway(args: argparse.Namespace) -> int:
     """`multihome lab gateway`: round-robin SNAT, then gateway mode, then a failover."""
     from multihome.lab import gateway_run
     from multihome.lab.run import check_privileges
 
     check_privileges()
-    if not 2 <= args.nics <= MAX_NICS:
-        raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
-    ignored = [
-        option
-        for option, value in (
-            ("--keep", args.keep),
-            ("--link-rate", args.link_rate),
-            ("--requests", args.requests),
-        )
-        if value
-    ]
-    if ignored:
-        raise MultihomeError(f"{', '.join(ignored)} does not go with `lab gateway`")
+    _check_nics(args)
+    _refuse(args, ("--keep", "--link-rate", "--requests"), "`lab gateway`")
     options = gateway_run.GatewayOptions(nics=args.nics)
     phases = gateway_run.run(
         options, lambda text: print(f"lab gateway: {text}", file=sys.stderr, flush=True)
