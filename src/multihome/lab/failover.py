@@ -30,6 +30,7 @@ from multihome.lab.gateway_run import (
     python_module,
     read_counters,
     run_checked,
+    workload_client,
 )
 from multihome.lab.topology import Network, clean_stale
 
@@ -152,21 +153,8 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
                 raise MultihomeError("multihome watch did not balance over every uplink")
             time.sleep(0.05)
         report(f"load for {options.seconds:g} s, {options.uplink}'s ISP dies at {options.at:g} s")
-        argv = python_module(
-            "multihome.lab.gateway_workload",
-            "client",
-            "--netns",
-            server,
-            "--address",
-            CLIENT_ADDRESS,
-            "--sessions",
-            str(options.sessions),
-            "--rate",
-            str(options.rate),
-            "--seconds",
-            str(options.seconds),
-            "--size",
-            str(options.size),
+        argv = workload_client(
+            server, CLIENT_ADDRESS, options.sessions, options.rate, options.seconds, options.size
         )
         work = stack.enter_context(process(argv, stdout=subprocess.PIPE))
         assert work.stdout is not None

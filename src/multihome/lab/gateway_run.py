@@ -85,6 +85,18 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def workload_client(
+    netns: str, address: str, sessions: int, rate: float, seconds: float, size: int | None = None
+) -> list[str]:
+    """The gateway workload's client: `sessions` long-lived connections and `rate` new ones a
+    second to `address` for `seconds` (each `size` bytes each way, if given)."""
+    args = ["--netns", netns, "--address", address, "--sessions", str(sessions)]
+    args += ["--rate", str(rate), "--seconds", str(seconds)]
+    if size is not None:
+        args += ["--size", str(size)]
+    return python_module("multihome.lab.gateway_workload", "client", *args)
+
+
 def run_checked(
     argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None
 ) -> str:
@@ -200,19 +212,8 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
                 )
                 _wait(lambda: balancing_devices(router) == nics, 15, "multihome watch")
             before = read_counters(router)
-            argv = python_module(
-                "multihome.lab.gateway_workload",
-                "client",
-                "--netns",
-                client,
-                "--address",
-                topology.SERVER_ADDRESS,
-                "--sessions",
-                str(options.sessions),
-                "--rate",
-                str(options.rate),
-                "--seconds",
-                str(options.seconds),
+            argv = workload_client(
+                client, topology.SERVER_ADDRESS, options.sessions, options.rate, options.seconds
             )
             work = stack.enter_context(process(argv, stdout=subprocess.PIPE))
             assert work.stdout is not None
