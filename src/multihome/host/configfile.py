@@ -5,21 +5,13 @@ blocking on it; its text is then validated by core/config.py's `parse`."""
 from __future__ import annotations
 
 import os
-import pwd
-import stat
 
 from multihome.core import config
 from multihome.core.config import Config, parse
 from multihome.errors import ConfigError
+from multihome.host import files
 
 MAX_SIZE = 1 << 20  # far beyond any config; a larger file is a mistake, not a config
-
-
-def _owner(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
@@ -27,11 +19,11 @@ def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
     have changed: it decides the routing of the host (as sshd's StrictModes does)."""
     if owner not in (0, euid):
         raise ConfigError(
-            f"owned by {_owner(owner)}, not by root",
+            f"owned by {files.owner_name(owner)}, not by root",
             path=path,
             hint=f"chown root: {path}",
         )
-    writers = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
+    writers = files.other_writers(mode)
     if writers:
         raise ConfigError(
             f"writable by {' and '.join(writers)} (mode {mode & 0o7777:o})",
@@ -46,21 +38,18 @@ def load(path: str | None) -> Config:
     explicit = path is not None
     path = path or config.DEFAULT_PATH
     try:
-        # O_NONBLOCK: opening a FIFO (or a device) must not hang the command
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, info = files.open_regular(path, follow=True)
     except FileNotFoundError:
         if explicit:
             raise ConfigError("no such file", path=path) from None
         return Config()
+    except files.NotRegular:
+        raise ConfigError(
+            "not a regular file (a FIFO, device or directory cannot be a config)", path=path
+        ) from None
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                "not a regular file (a FIFO, device or directory cannot be a config)",
-                path=path,
-            )
         check_permissions(path, info.st_mode, info.st_uid, os.geteuid())
         try:
             data = file.read(MAX_SIZE + 1)

@@ -31,11 +31,17 @@ class UnsafePath(MultihomeError):
     could change."""
 
 
-def _owner(uid: int) -> str:
+def owner_name(uid: int) -> str:
+    """A user as an error message names it: `nobody (uid 65534)`."""
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+def other_writers(mode: int) -> list[str]:
+    """Who besides the owner may write a file of this mode: "group", "others"."""
+    return [who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit]
 
 
 def check_directory(fd: int, path: str) -> None:
@@ -44,15 +50,11 @@ def check_directory(fd: int, path: str) -> None:
     info = os.fstat(fd)
     if info.st_uid not in (0, os.geteuid()):
         raise UnsafePath(
-            f"{path} is owned by {_owner(info.st_uid)}, not by root: another user could"
+            f"{path} is owned by {owner_name(info.st_uid)}, not by root: another user could"
             " redirect what multihome writes there",
             hint=f"use a directory of root's own (mkdir or mktemp -d), or chown root: {path}",
         )
-    writers = [
-        who
-        for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH))
-        if info.st_mode & bit
-    ]
+    writers = other_writers(info.st_mode)
     if writers:
         raise UnsafePath(
             f"{path} is writable by {' and '.join(writers)} (mode {info.st_mode & 0o7777:o}):"
@@ -216,6 +218,25 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+class NotRegular(ValueError):
+    """A FIFO, device, directory or socket where a regular file was to be read."""
+
+
+def open_regular(
+    name: str, dir_fd: int | None = None, follow: bool = False
+) -> tuple[int, os.stat_result]:
+    """A regular file opened for reading, and its fstat: without blocking (a FIFO or a device
+    put in its place would hang the read) and, unless `follow`, not through a link (ELOOP).
+    Raises OSError, or NotRegular for anything but a regular file (the descriptor closed)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegular(f"{name} is not a regular file")
+    return fd, info
+
+
 def read_at(dir_fd: int, name: str) -> str | None:
     """What is at `name` as multihome records it: "sha256:HEX" of a regular file's content,
     "link:TARGET" for a symbolic link, "other" for anything else, None when nothing is."""
@@ -227,7 +248,7 @@ def read_at(dir_fd: int, name: str) -> str | None:
         return "link:" + os.readlink(name, dir_fd=dir_fd)
     if not stat.S_ISREG(info.st_mode):
         return "other"
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    fd, _ = open_regular(name, dir_fd)
     with os.fdopen(fd, "rb") as file:
         return "sha256:" + digest(file.read())
 

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import socket
-import stat
 import struct
 import subprocess
 import time
@@ -140,27 +139,45 @@ def read_facts(state: HostState, root: str) -> Facts:
 Entry = dict[str, str | None]  # {"path", "backup", "content"} of one file install wrote
 
 
-def _read(root: str, relative: str) -> str | None:
-    """The text of a file under the root, read without following links (files' rule); None
-    when it is missing."""
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+
+def _under(root: str, relative: str, read: Callable[[int, str], T]) -> T | None:
+    """`read(dir_fd, name)` of a path under the root, walked without following links (files'
+    rule); None when it is missing; a MultihomeError naming the path when it cannot be read."""
     root_fd = files.open_root(root)
     try:
         with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
-            opened = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd
-            )
-            with os.fdopen(opened, "rb") as file:
-                if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                    raise MultihomeError(f"{os.path.join(root, relative)} is not a regular file")
-                data = file.read(4 << 20)
+            return read(fd, name)
     except FileNotFoundError:
         return None
+    except files.NotRegular:
+        raise MultihomeError(f"{os.path.join(root, relative)} is not a regular file") from None
     except OSError as error:
         raise MultihomeError(
             f"cannot read {os.path.join(root, relative)}: {files.strerror(error)}"
         ) from None
     finally:
         os.close(root_fd)
+
+
+def _text(dir_fd: int, name: str) -> bytes:
+    fd, _ = files.open_regular(name, dir_fd)
+    with os.fdopen(fd, "rb") as file:
+        return file.read(4 << 20)
+
+
+def _read(root: str, relative: str) -> str | None:
+    """The text of a file under the root, read without following links; None when it is
+    missing."""
+    data = _under(root, relative, _text)
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -251,18 +268,7 @@ class Installed:
 
 def _at(root: str, relative: str) -> str | None:
     """What is at the path now (files.read_at), walked without following links."""
-    root_fd = files.open_root(root)
-    try:
-        with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
-            return files.read_at(fd, name)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise MultihomeError(
-            f"cannot read {os.path.join(root, relative)}: {files.strerror(error)}"
-        ) from None
-    finally:
-        os.close(root_fd)
+    return _under(root, relative, files.read_at)
 
 
 def install(

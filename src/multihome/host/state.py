@@ -16,7 +16,6 @@ import errno
 import fcntl
 import json
 import os
-import stat
 import time
 from collections.abc import Iterator
 
@@ -93,14 +92,9 @@ def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o6
 def _read(path: str) -> str:
     """A state file's text: a regular file, not through a link, read without blocking (a
     FIFO or a device put in its place is no state file); raises OSError, ValueError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
-            return file.read()
-    finally:
-        os.close(fd)
+    fd, _ = files.open_regular(path)
+    with os.fdopen(fd, encoding="utf-8") as file:
+        return file.read()
 
 
 def read_json(netns_id: int, suffix: str) -> dict[str, Any] | None:

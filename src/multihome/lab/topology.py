@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import struct
 from collections.abc import Iterator
 from types import FrameType, TracebackType
@@ -100,15 +99,11 @@ def _trusted_text(path: str) -> str:
     """A lab record's text: a regular file, not through a link, that root (this user) owns
     and no one else may write; others' files are not records (they would have root delete
     namespaces of their choosing)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+    fd, info = files.open_regular(path)
+    with os.fdopen(fd, encoding="utf-8") as file:
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
             raise ValueError(f"{path} is not a record of this user's")
-        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
-            return file.read(1 << 20)
-    finally:
-        os.close(fd)
+        return file.read(1 << 20)
 
 
 def _run_dir() -> str:
