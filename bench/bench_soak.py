@@ -35,17 +35,6 @@ from typing import Any
 from multihome.lab import gateway as lab
 from multihome.lab.topology import Network
 
-CONFIG = """\
-[uplinks.eth0]
-gateway = "192.0.2.1"
-probe = ["203.0.113.100"]
-[uplinks.eth1]
-gateway = "192.0.2.33"
-probe = ["203.0.113.100"]
-[gateway]
-lan = ["lan0"]
-"""
-
 # one UDP flow per (source port, destination port): a conntrack entry each on the router,
 # marked for the uplink it leaves by; paced so that no burst overflows a backlog queue
 FLOWS = """
@@ -134,7 +123,7 @@ def main() -> None:
     os.environ["MULTIHOME_STATE_DIR"] = state_dir
     config = os.path.join(state_dir, "soak.toml")
     with open(config, "w") as file:
-        file.write(CONFIG)
+        file.write(lab.uplinks_config())
     os.chmod(config, 0o600)
     with Network(lab.gateway(2), prefix=f"mhsk{os.getpid()}-") as net:
         router, client, isp1 = net.ns("router"), net.ns("client"), net.ns("isp1")

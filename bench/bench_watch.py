@@ -49,16 +49,6 @@ from multihome.kernel.reader import Reader
 from multihome.lab import scenarios
 from multihome.lab.topology import Network
 
-CONFIG = """[multihome]
-balance = true
-[health]
-trace = "198.18.0.1"
-trace6 = "2001:db8:ee::1"
-[uplinks.eth0]
-gateway = "192.0.2.1"
-[uplinks.eth1]
-gateway = "192.0.2.33"
-"""
 NFPROTO = {4: "ipv4", 6: "ipv6"}
 ECHO = {4: "icmp type echo-request", 6: "icmpv6 type echo-request"}
 GATEWAY = {4: "ip daddr 192.0.2.33", 6: "ip6 daddr 2001:db8:1::1"}
@@ -136,7 +126,7 @@ def main() -> None:
     os.environ["MULTIHOME_STATE_DIR"] = state_dir
     config = os.path.join(state_dir, "watch.toml")
     with open(config, "w") as file:
-        file.write(CONFIG)
+        file.write(scenarios.routed_config())
     os.chmod(config, 0o600)
     health = Health()
     rng = random.Random()

@@ -30,18 +30,6 @@ __all__ = ["watching"]  # the fixture, used by name
 
 Build = Callable[[Topology], Network]
 CLIENT = {4: "203.0.113.100", 6: "2001:db8:ff::100"}
-SECOND_HOP = """[multihome]
-balance = true
-[health]
-trace = "198.18.0.1"
-trace6 = "2001:db8:ee::1"
-[uplinks.eth0]
-gateway = "192.0.2.1"
-[uplinks.eth1]
-gateway = "192.0.2.33"
-"""
-
-
 def run(*args: str) -> None:
     subprocess.run(list(args), check=True)
 
@@ -63,7 +51,7 @@ def test_an_outage_one_hop_past_a_live_gateway(
 ) -> None:
     net = build(scenarios.two_isp_routed(nics=2))
     server, isp1 = net.ns("server"), net.ns("isp1")
-    watch = Watch(server, "-c", config(tmp_path, SECOND_HOP), "--metrics", "127.0.0.1:9478")
+    watch = Watch(server, "-c", config(tmp_path, scenarios.routed_config()), "--metrics", "127.0.0.1:9478")
     watching.append(watch)
     wait_for(lambda: balancing_devices(server, version) == {"eth0", "eth1"}, 5)
     # the TTL-limited probe found the client as the second hop of both uplinks
@@ -156,7 +144,7 @@ def test_rtt_is_each_uplinks_own(build: Build, watching: list[Watch], tmp_path: 
     its probes wait in the queue, ISP 0's do not, and status shows each its own RTT."""
     net = build(scenarios.two_isp(nics=2, rate_bps=5_000_000))
     server = net.ns("server")
-    watch = Watch(server, "-c", config(tmp_path, SECOND_HOP))
+    watch = Watch(server, "-c", config(tmp_path, scenarios.routed_config()))
     watching.append(watch)
     wait_for(lambda: balancing_devices(server, 4) == {"eth0", "eth1"}, 5)
     flood = subprocess.Popen(["ip", "netns", "exec", server, PY, "-c", FLOOD, "30"])

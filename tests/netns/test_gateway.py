@@ -234,18 +234,6 @@ def test_overlapping_marks_are_refused_naming_the_user(build: Build, config: str
     assert mh_table(router) == []
 
 
-WATCH_CONFIG = """\
-[uplinks.eth0]
-gateway = "192.0.2.1"
-probe = ["203.0.113.100"]
-[uplinks.eth1]
-gateway = "192.0.2.33"
-probe = ["203.0.113.100"]
-[gateway]
-lan = ["lan0"]
-"""
-
-
 def ports_by_uplink(ns: str) -> dict[str, set[int]]:
     """The LAN client's source ports of the connections conntrack holds per uplink mark."""
     found: dict[str, set[int]] = {}
@@ -290,7 +278,7 @@ def test_watch_failover_flushes_only_the_dead_uplinks_connections(
     net = build(lab.gateway(nics=2))
     router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
     path = tmp_path / "watch.toml"
-    path.write_text(WATCH_CONFIG)
+    path.write_text(lab.uplinks_config())
     path.chmod(0o600)
     here = os.path.dirname(__file__)
     script = os.path.join(here, "longlived.py")
@@ -465,7 +453,7 @@ def test_host_pair_keeps_pairs_on_their_uplink_after_another_returns(
     for address in inner:
         subprocess.run(["ip", "-n", client, "addr", "add", f"{address}/24", "dev", "eth0"], check=True)
     path = tmp_path / "watch.toml"
-    path.write_text(WATCH_CONFIG + 'sticky = "host-pair"\n')
+    path.write_text(lab.uplinks_config() + 'sticky = "host-pair"\n')
     path.chmod(0o600)
 
     def connect(port: int, count: int) -> None:
@@ -666,7 +654,7 @@ def test_watch_fails_over_despite_a_later_mark_overlap(build: Build, tmp_path: P
     net = build(lab.gateway(nics=2))
     router = net.ns("router")
     path = tmp_path / "watch.toml"
-    path.write_text(WATCH_CONFIG)
+    path.write_text(lab.uplinks_config())
     path.chmod(0o600)
     log = (tmp_path / "watch.log").open("w+")
     watch = subprocess.Popen(

@@ -200,17 +200,6 @@ def test_an_edited_rule_of_multihomes_table_is_drift_and_apply_repairs_it(
     assert multihome(router, "-c", str(path), "plan", "--check").returncode == 0
 
 
-WATCHED_GATEWAY = """\
-[uplinks.eth0]
-gateway = "192.0.2.1"
-probe = ["203.0.113.100"]
-[uplinks.eth1]
-gateway = "192.0.2.33"
-probe = ["203.0.113.100"]
-[gateway]
-lan = ["lan0"]
-"""
-
 # From the LAN client: one UDP flow per destination port, each a conntrack entry on the
 # router that multihome's table marks for the uplink the flow leaves by. Paced, so that no
 # burst overflows a backlog queue on the way.
@@ -243,7 +232,7 @@ def test_many_conntrack_entries_leave_the_watch_loop_alone(build: Build, tmp_pat
         check=True,
     )
     path = tmp_path / "watch.toml"
-    path.write_text(WATCHED_GATEWAY)
+    path.write_text(lab.uplinks_config())
     path.chmod(0o600)
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (lives as long as the daemon)
     proc = subprocess.Popen(

@@ -92,19 +92,6 @@ class FailResult:
         return sum(self.failed)
 
 
-def _config(nics: int) -> str:
-    lines = [
-        "[multihome]",
-        "balance = true",
-        "[health]",
-        f'trace = "{scenarios.FAR[4][1]}"',
-        f'trace6 = "{scenarios.FAR[6][1]}"',
-    ]
-    for i in range(nics):  # named: the lab's static default routes die with their link
-        lines += [f"[uplinks.eth{i}]", f'gateway = "192.0.2.{32 * i + 1}"']
-    return "\n".join(lines) + "\n"
-
-
 DEAD = """table inet mhlabfail {
   chain pre { type filter hook prerouting priority -300; iifname "cust" drop; }
   chain out { type filter hook output priority -300; oifname "cust" drop; }
@@ -132,7 +119,7 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
         server, client, isp = net.ns("server"), net.ns("client"), net.ns(f"isp{index}")
         config = os.path.join(workdir, "watch.toml")
         with open(config, "w", encoding="utf-8") as file:
-            file.write(_config(nics))
+            file.write(scenarios.routed_config(nics))
         os.chmod(config, 0o600)
         env = {**os.environ, "MULTIHOME_STATE_DIR": workdir}
         log = stack.enter_context(open(os.path.join(workdir, "watch.log"), "w+"))

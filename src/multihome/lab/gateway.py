@@ -67,3 +67,15 @@ CONFIG = """\
 [gateway]
 lan = ["lan0"]
 """
+
+
+def uplinks_config(nics: int = 2, probes: bool = True) -> str:
+    """The gateway lab's config with its uplinks named and their gateways (for `watch`, whose
+    failover needs them), probing the server beyond the ISPs when `probes`."""
+    lines = []
+    for i in range(nics):
+        lines += [f"[uplinks.eth{i}]", f'gateway = "192.0.2.{32 * i + 1}"']
+        if probes:
+            lines.append(f'probe = ["{SERVER_ADDRESS}"]')
+    lines += ["[gateway]", 'lan = ["lan0"]']
+    return "\n".join(lines) + "\n"

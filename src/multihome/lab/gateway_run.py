@@ -118,16 +118,6 @@ def round_robin_snat(nics: int) -> str:
     )
 
 
-def _config(nics: int, probes: bool) -> str:
-    lines = []
-    for i in range(nics):
-        lines += [f"[uplinks.eth{i}]", f'gateway = "192.0.2.{32 * i + 1}"']
-        if probes:
-            lines.append(f'probe = ["{topology.SERVER_ADDRESS}"]')
-    lines += ["[gateway]", 'lan = ["lan0"]']
-    return "\n".join(lines) + "\n"
-
-
 def _tracked(ns: str, mark: int) -> set[int]:
     """The LAN client's source ports of the TCP connections conntrack holds with this mark."""
     mark_filter = f"{mark:#x}/{MASK:#x}"
@@ -182,7 +172,7 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
         router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
         config = os.path.join(workdir, f"{name}.toml")
         with open(config, "w", encoding="utf-8") as file:
-            file.write(_config(nics, probes=name == "failover"))
+            file.write(topology.uplinks_config(nics, probes=name == "failover"))
         os.chmod(config, 0o600)
         env = {**os.environ, "MULTIHOME_STATE_DIR": os.path.join(workdir, name)}
         events: list[str] = []

@@ -121,6 +121,22 @@ def two_isp(nics: int = 2, rate_bps: int | None = None) -> Topology:
 FAR = {4: ("198.18.0.0/15", "198.18.0.1"), 6: ("2001:db8:ee::/48", "2001:db8:ee::1")}
 
 
+def routed_config(nics: int = 2) -> str:
+    """The config of `multihome watch` on two_isp_routed's server: balancing, the health
+    checks' second hop toward FAR, and the uplinks named (the lab's static default routes die
+    with their link)."""
+    lines = [
+        "[multihome]",
+        "balance = true",
+        "[health]",
+        f'trace = "{FAR[4][1]}"',
+        f'trace6 = "{FAR[6][1]}"',
+    ]
+    for i in range(nics):
+        lines += [f"[uplinks.eth{i}]", f'gateway = "192.0.2.{32 * i + 1}"']
+    return "\n".join(lines) + "\n"
+
+
 def two_isp_routed(nics: int = 2, rate_bps: int | None = None) -> Topology:
     """two-isp, with a second hop past each ISP: the "internet" client also routes (it
     forwards, and sends the far ranges of FAR back to ISP 0), and the ISPs route FAR to it.
