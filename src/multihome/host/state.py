@@ -82,6 +82,11 @@ def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o6
     Raises StateError."""
     path = file_path(netns_id, suffix)
     text = json.dumps({**data, "netns_cookie": namespace.cookie()}, indent=1) + "\n"
+    _write(path, text, mode)
+
+
+def _write(path: str, text: str, mode: int) -> None:
+    """One of the state directory's files, atomically, the directory made if need be."""
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(path, text, mode)
@@ -171,12 +176,7 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "rules": [f"-{r.family.version} {r.ip_args()}" for r in rules],
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
-    text = json.dumps(data, indent=1)
-    try:
-        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
-        files.atomic_write(path, text, 0o600)
-    except OSError as error:
-        raise _unwritable(path, error) from None
+    _write(path, json.dumps(data, indent=1), 0o600)
 
 
 def forget(netns_id: int) -> None:
