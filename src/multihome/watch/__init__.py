@@ -299,7 +299,9 @@ class Watcher:
         cfg = self.health_config
         specs: dict[tuple[ProbeKey, Kind], ProbeSpec] = {}
         configured = {u.name: u for u in outcome.config.uplinks}
-        local = {a.ip.ip for a in outcome.host.addresses}
+        targeted = any(u.probe or u.probe6 for u in configured.values())
+        # (each reconcile: the host's addresses indexed only when a target could be one)
+        local = {a.ip.ip for a in outcome.host.addresses} if targeted else set()
         for uplink in outcome.desired.uplinks:
             for family in (Family.INET, Family.INET6):
                 version = family.version
