@@ -14,7 +14,7 @@ import re
 
 from multihome import CONFIG_PATH
 from multihome.core import names
-from multihome.core.model import RESERVED_TABLES, IPAddress, Ownership
+from multihome.core.model import RESERVED_TABLES, IPAddress, IPNetwork, Ownership
 from multihome.core.records import field, record
 from multihome.errors import ConfigError
 
@@ -46,6 +46,9 @@ class UplinkConfig:
     probe: tuple[IPAddress, ...] = ()  # health-check targets; none: the gateway
     probe6: tuple[IPAddress, ...] = ()  # IPv6 health-check targets; none: the IPv6 gateway
     reliability: int | None = None  # targets that must answer; None: a majority of them
+    # IPv6 prefixes this uplink's ISP delegated to the LAN (gateway mode): traffic from them
+    # leaves by this uplink (core/delegation.py)
+    delegated: tuple[IPNetwork, ...] = ()
 
 
 @record(frozen=True)
@@ -139,6 +142,7 @@ _UPLINK_KEYS = {
     "probe",
     "probe6",
     "reliability",
+    "delegated",
 }
 
 
@@ -256,6 +260,28 @@ class _Reader:
         if address.is_multicast or address.is_unspecified or address.is_loopback:
             raise self.fail(f"{address} cannot be a gateway", key)
         return address
+
+    def delegated(self, value: Any, key: str) -> tuple[IPNetwork, ...]:
+        """A list of up to 8 IPv6 prefixes of /64 or wider, written without host bits."""
+        if not isinstance(value, list) or len(value) > 8:
+            raise self.fail("must be a list of up to 8 IPv6 prefixes", key)
+        found = []
+        for item in value:
+            try:
+                network = ipaddress.ip_network(item) if isinstance(item, str) else None
+            except ValueError:
+                network = None  # host bits set, or not a prefix
+            if network is None or network.version != 6:
+                raise self.fail(
+                    f"{item!r} is not an IPv6 prefix", key, hint='e.g. "2001:db8:a::/48"'
+                )
+            if not 1 <= network.prefixlen <= 64 or network.is_link_local or network.is_multicast:
+                raise self.fail(
+                    f"{network} cannot be a delegated prefix (a /64 or wider, global or ULA)",
+                    key,
+                )
+            found.append(network)
+        return tuple(found)
 
 
 def parse(text: str, path: str = "(string)") -> Config:
@@ -379,9 +405,11 @@ def parse(text: str, path: str = "(string)") -> Config:
                 reliability=read.integer(body["reliability"], f"{prefix}.reliability", 1, 8)
                 if "reliability" in body
                 else None,
+                delegated=read.delegated(body.get("delegated", []), f"{prefix}.delegated"),
             )
         )
         _check_reliability(read, uplinks[-1], prefix)
+        _check_delegated(read, uplinks, prefix)
     if balance and ownership.table_max in seen_tables:
         raise read.fail(
             f"table {ownership.table_max} is the balancing table (the range's last)",
@@ -418,6 +446,22 @@ def _check_reliability(read: _Reader, uplink: UplinkConfig, prefix: str) -> None
             f"{prefix}.reliability",
             hint="list the targets in probe = [...] (and probe6), or lower reliability",
         )
+
+
+def _check_delegated(read: _Reader, uplinks: list[UplinkConfig], prefix: str) -> None:
+    """A delegated prefix belongs to one uplink: it may not overlap another's (or its own)."""
+    last = uplinks[-1]
+    for index, network in enumerate(last.delegated):
+        for other in uplinks:
+            theirs = other.delegated[:index] if other is last else other.delegated
+            clash = next((n for n in theirs if n.overlaps(network)), None)
+            if clash is not None:
+                whose = "" if other is last else f" of uplink {other.name}"
+                raise read.fail(
+                    f"{network} overlaps {clash}{whose}: a delegated prefix leaves by one"
+                    " uplink",
+                    f"{prefix}.delegated",
+                )
 
 
 def _health(read: _Reader, body: dict[str, Any]) -> Health:

@@ -288,6 +288,18 @@ KEYS: tuple[Key, ...] = (
         "1",
         "a majority of the targets (2 of 3, 1 of 2)",
     ),
+    Key(
+        UPLINK_SECTION,
+        "delegated",
+        "[]",
+        "Gateway mode, IPv6: the prefixes this uplink's ISP delegated to the LAN (DHCPv6-PD), "
+        "up to 8. Forwarded traffic from them leaves by this uplink (`from PREFIX lookup "
+        "TABLE` after main's specific routes), so that neither ISP sees the other's sources; "
+        "with multihome watch, a dead uplink's prefixes are announced deprecated on the LAN "
+        "(RFC 8475). None: learnt from the LAN interfaces' addresses where the uplink they "
+        "came from can be known (`multihome plan` names those it cannot map).",
+        '["2001:db8:a::/48"]',
+    ),
 )
 
 EXAMPLE_UPLINK = "eth0"

@@ -461,6 +461,17 @@ class GatewayLayout:
 
 
 @record(frozen=True)
+class Delegation:
+    """An IPv6 prefix an uplink's ISP delegated to the LAN (gateway mode), the LAN's on-link
+    prefixes inside it (what the RA daemon announces), and how multihome knows its uplink."""
+
+    uplink: str
+    prefix: IPNetwork
+    origin: str  # "config", or the evidence it was learnt from
+    lan: tuple[tuple[str, IPNetwork], ...] = ()  # (LAN interface, its /64 inside `prefix`)
+
+
+@record(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -471,6 +482,7 @@ class Desired:
     sysctls: tuple[Sysctl, ...] = ()
     notes: tuple[str, ...] = ()  # why something was left out, for the user
     gateway: GatewayLayout | None = None  # gateway mode: multihome's nftables table
+    delegations: tuple[Delegation, ...] = ()  # gateway mode, IPv6: the LAN's prefixes by uplink
 
 
 class Action(enum.Enum):

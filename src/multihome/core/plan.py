@@ -23,6 +23,7 @@ from multihome.core.model import (
     SCOPE_UNIVERSE,
     TABLE_MAIN,
     Address,
+    Delegation,
     Desired,
     Family,
     GatewaySource,
@@ -648,6 +649,16 @@ def plan(
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
+    delegations: tuple[Delegation, ...] = ()
+    if config.gateway is not None and Family.INET6 in families:
+        from multihome.core import delegation  # the LAN's delegated IPv6 prefixes
+
+        extra_routes, extra_rules, delegations, extra_notes = delegation.plan_delegations(
+            config, state, uplinks
+        )
+        routes += [r for r in extra_routes if r not in routes]
+        rules += [r for r in extra_rules if r not in rules]
+        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
@@ -656,4 +667,5 @@ def plan(
         sysctls=tuple(sysctls),
         notes=tuple(notes),
         gateway=layout,
+        delegations=delegations,
     )

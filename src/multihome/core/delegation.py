@@ -1,0 +1,185 @@
+"""PURE: gateway mode for IPv6 -- the LAN's delegated prefixes, each routed by its own uplink.
+
+A dual-stack router with two ISPs holds a prefix delegated by each (DHCPv6-PD), and its LAN
+hosts an address from each. Forwarded by destination alone, packets from ISP B's prefix
+leave through ISP A, whose anti-spoofing filter drops them. Per delegated prefix P_i of
+uplink i, one rule in the host mode layout with the prefix as selector:
+
+  priority P+1   lookup main suppress_prefixlength 0   (host mode's: the LAN's routes win)
+  priority P+2   from P_i lookup T_i                   forwarded and local traffic from P_i
+
+Rules, not source-specific routes (`default from P_i via G`): one rule per prefix costs the
+data path what a few prefix rules cost (DESIGN.md, about 0.96 of stock), the same ownership
+(protocol, priority band) covers them, and doctor and drift read them as they read host
+mode's. T_i needs an IPv6 default route: host mode puts one there when the uplink has a
+global IPv6 address; a PD router's WAN often has only a link-local one, and then this module
+adds it (via the uplink's IPv6 gateway, usually link-local, from main's default route).
+
+Where the prefixes come from, in order:
+  config   `[uplinks.NAME] delegated = ["2001:db8:a::/48"]`
+  learnt   the LAN interfaces' global addresses (a PD client puts them there); the delegated
+           prefix around one is the unreachable/blackhole route a PD client installs for it
+           (systemd-networkd, dhcpcd, odhcp6c do), else its own /64. The uplink it came from
+           is known only when one uplink has an IPv6 gateway: the route names no uplink, so
+           with several `plan` says which prefix needs `delegated` in the config.
+ULA prefixes (fc00::/7) are left alone: they do not leave without NPTv6 (kernel/npt.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from multihome.core.config import Config
+from multihome.core.model import (
+    DEFAULT_METRIC,
+    TABLE_MAIN,
+    Delegation,
+    Family,
+    HostState,
+    IPNetwork,
+    Route,
+    Rule,
+    Uplink,
+)
+
+RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT = 6, 7, 8
+PD_ROUTE_TYPES = {
+    RTN_BLACKHOLE: "blackhole",
+    RTN_UNREACHABLE: "unreachable",
+    RTN_PROHIBIT: "prohibit",
+}
+ULA = ipaddress.IPv6Network("fc00::/7")
+FORWARDING6 = "net/ipv6/conf/all/forwarding"
+
+
+def lan_networks(config: Config, state: HostState) -> list[tuple[str, IPNetwork]]:
+    """The LAN interfaces' global IPv6 on-link prefixes, ULA left out, in address order."""
+    assert config.gateway is not None
+    lan = set(config.gateway.lan)
+    found: dict[tuple[str, IPNetwork], None] = {}
+    for address in state.addresses:
+        network = address.ip.network
+        if address.ifname in lan and network.version == 6 and not network.subnet_of(ULA):
+            found[address.ifname, network] = None
+    return sorted(found, key=lambda pair: (pair[1], pair[0]))
+
+
+def _pd_routes(state: HostState) -> list[Route]:
+    """main's unreachable/blackhole/prohibit IPv6 routes of a /64 or wider: a PD client's
+    route for the delegated prefix (the LAN's /64s inside it have more specific routes)."""
+    return [
+        r
+        for r in state.routes
+        if r.table == TABLE_MAIN
+        and r.family is Family.INET6
+        and r.type in PD_ROUTE_TYPES
+        and 0 < r.dst.prefixlen <= 64
+    ]
+
+
+def _covering(network: IPNetwork, prefixes: list[IPNetwork]) -> IPNetwork | None:
+    """The narrowest prefix of `prefixes` that holds `network`."""
+    holding = [p for p in prefixes if network.subnet_of(p)]  # type: ignore[arg-type]
+    return max(holding, key=lambda p: p.prefixlen) if holding else None
+
+
+def delegations(
+    config: Config, state: HostState, uplinks: list[Uplink]
+) -> tuple[list[Delegation], list[str]]:
+    """The delegated prefixes by uplink (configured ones first), and notes on the LAN
+    prefixes whose uplink cannot be known."""
+    chosen = {u.name for u in uplinks}
+    owners: dict[IPNetwork, tuple[str, str]] = {}
+    notes: list[str] = []
+    for uplink in config.uplinks:
+        for prefix in uplink.delegated:
+            if uplink.name in chosen:
+                owners[prefix] = (uplink.name, "config")
+            else:
+                notes.append(
+                    f"{uplink.name}: not an uplink now; its delegated {prefix} is not steered"
+                )
+    routes = _pd_routes(state)
+    with_gateway = [u.name for u in uplinks if u.gateway6 is not None]
+    lan: dict[IPNetwork, list[tuple[str, IPNetwork]]] = {}
+    for ifname, network in lan_networks(config, state):
+        configured = _covering(network, list(owners))
+        if configured is not None:
+            prefix = configured
+        else:
+            route = _covering(network, [r.dst for r in routes])
+            prefix = route if route is not None else network
+            evidence = (
+                f"the {PD_ROUTE_TYPES[next(r.type for r in routes if r.dst == route)]} route"
+                f" {route} (a PD client's)"
+                if route is not None
+                else f"address on {ifname}"
+            )
+            if prefix not in owners:
+                if len(with_gateway) == 1:
+                    owners[prefix] = (with_gateway[0], f"learnt: {evidence}, one IPv6 uplink")
+                else:
+                    notes.append(
+                        f"{ifname}: {network} ({evidence}) cannot be mapped to an uplink's"
+                        f" delegation: its traffic leaves by main's default route; name it in"
+                        f' the config: [uplinks.NAME] delegated = ["{prefix}"]'
+                    )
+                    continue
+        lan.setdefault(prefix, []).append((ifname, network))
+    found = [
+        Delegation(name, prefix, origin, tuple(lan.get(prefix, ())))
+        for prefix, (name, origin) in owners.items()
+    ]
+    return found, notes
+
+
+def plan_delegations(
+    config: Config, state: HostState, uplinks: list[Uplink]
+) -> tuple[list[Route], list[Rule], tuple[Delegation, ...], list[str]]:
+    """The rules (and default routes in the uplinks' tables) that send each delegated
+    prefix's traffic out by its uplink; the delegations; notes for `plan`. The plan drops
+    what host mode planned already (its main rule and default routes)."""
+    found, notes = delegations(config, state, uplinks)
+    if found and state.sysctls.get(FORWARDING6) == "0":
+        notes.append(
+            "IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): the LAN's delegated"
+            " prefixes are routed for this host's own traffic only"
+        )
+    by_name = {u.name: u for u in uplinks}
+    own = config.ownership
+    _, main_rule, off_link, _ = own.priorities
+    routes: list[Route] = []
+    # main's specific routes first (the LAN's /64s, other prefixes of the LAN): without a
+    # global IPv6 address on any uplink host mode plans no IPv6 rule of its own
+    rules = [Rule(Family.INET6, main_rule, TABLE_MAIN, None, 0, own.protocol)]
+    kept = []
+    for item in found:
+        uplink = by_name[item.uplink]
+        gateway = uplink.gateway6
+        if gateway is None:
+            notes.append(
+                f"{uplink.name}: no IPv6 gateway; traffic from its delegated {item.prefix}"
+                " is not steered"
+            )
+            continue
+        kept.append(item)
+        rules.append(Rule(Family.INET6, off_link, uplink.table, item.prefix, None, own.protocol))
+        default = Route(
+            Family.INET6,
+            uplink.table,
+            Family.INET6.any,
+            dev=uplink.name,
+            gateway=gateway,
+            protocol=own.protocol,
+            metric=DEFAULT_METRIC[6],
+        )
+        # host mode routes an uplink with a global IPv6 address already; a WAN with only a
+        # link-local address gets its default route here (once for all its prefixes)
+        if not uplink.addresses_in(Family.INET6) and default not in routes:
+            routes.append(default)
+        lans = ", ".join(f"{i} {n}" for i, n in item.lan) or "no LAN address in it yet"
+        notes.append(
+            f"{uplink.name}: delegated {item.prefix} ({item.origin}; {lans}) leaves by"
+            f" {uplink.name}"
+        )
+    return routes, rules if kept else [], tuple(kept), notes

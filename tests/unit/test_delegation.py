@@ -1,0 +1,140 @@
+"""Gateway mode for IPv6 without a kernel: the `delegated` key, and the plan's rules that send
+each delegated prefix's traffic out by its own uplink (config, or learnt from the LAN)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from multihome.core import delegation
+from multihome.core.config import parse
+from multihome.core.model import TABLE_MAIN, Family, HostState, Route, Rule
+from multihome.core.plan import plan
+from multihome.errors import ConfigError
+from tests.unit.hosts import host
+
+A, B = ipaddress.ip_network("2001:db8:a::/48"), ipaddress.ip_network("2001:db8:b::/48")
+CONFIG = """\
+[uplinks.eth0]
+delegated = ["2001:db8:a::/48"]
+[uplinks.eth1]
+delegated = ["2001:db8:b::/48"]
+[gateway]
+lan = ["lan0"]
+"""
+LEARN = '[gateway]\nlan = ["lan0"]\n'
+
+
+def router(routes: tuple[Route, ...] = (), v6_defaults: int = 2) -> HostState:
+    """Two WANs with IPv4 and only link-local IPv6 (a PD router's usual WAN), the LAN with an
+    address from each delegated prefix and a ULA one."""
+    defaults = [("eth0", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)]
+    defaults += [("eth0", "fe80::1", 100), ("eth1", "fe80::2", 200)][:v6_defaults]
+    lan = ["198.18.0.1/24", "2001:db8:a:1::1/64", "2001:db8:b:1::1/64", "fd00:1::1/64"]
+    return host(
+        {"eth0": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"], "lan0": lan},
+        defaults=defaults,
+        routes=routes,
+        sysctls={"net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1"},
+    )
+
+
+def unreachable(prefix: str) -> Route:
+    """The route a PD client installs for its delegated prefix."""
+    network = ipaddress.ip_network(prefix)
+    return Route(Family.INET6, TABLE_MAIN, network, dev="lo", protocol=16, metric=1024, type=7)
+
+
+def test_the_key_is_read_and_checked() -> None:
+    config = parse(CONFIG, "m.toml")
+    assert [u.delegated for u in config.uplinks] == [(A,), (B,)]
+    for text, fragment in [
+        ('[uplinks.eth0]\ndelegated = "2001:db8:a::/48"\n', "list of up to 8"),
+        ('[uplinks.eth0]\ndelegated = ["192.0.2.0/24"]\n', "not an IPv6 prefix"),
+        ('[uplinks.eth0]\ndelegated = ["2001:db8:a::1/48"]\n', "not an IPv6 prefix"),
+        ('[uplinks.eth0]\ndelegated = ["2001:db8:a::/80"]\n', "a /64 or wider"),
+        (
+            '[uplinks.eth0]\ndelegated = ["2001:db8:a::/48"]\n'
+            '[uplinks.eth1]\ndelegated = ["2001:db8:a:1::/64"]\n',
+            "overlaps 2001:db8:a::/48 of uplink eth0",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse(text, "m.toml")
+        assert fragment in str(caught.value), str(caught.value)
+        assert "delegated" in str(caught.value)
+
+
+def test_each_delegated_prefix_leaves_by_its_uplink() -> None:
+    desired = plan(parse(CONFIG, "m.toml"), router())
+    tables = {u.name: u.table for u in desired.uplinks}
+    own = desired.ownership
+    sources = [r for r in desired.rules if r.family is Family.INET6]
+    # host mode's main rule (the LAN's own routes win) comes before the prefixes' rules
+    assert Rule(Family.INET6, own.priorities[1], TABLE_MAIN, None, 0, own.protocol) in sources
+    assert [r for r in sources if r.src is not None] == [
+        Rule(Family.INET6, own.priorities[2], tables["eth0"], A, None, own.protocol),
+        Rule(Family.INET6, own.priorities[2], tables["eth1"], B, None, own.protocol),
+    ]
+    assert all(own.owns_rule(r) for r in sources)
+    # the WANs have no global IPv6 address: their tables get the default route here
+    defaults6 = {
+        (r.table, r.dev, str(r.gateway))
+        for r in desired.routes
+        if r.family is Family.INET6 and r.is_default
+    }
+    assert defaults6 == {(tables["eth0"], "eth0", "fe80::1"), (tables["eth1"], "eth1", "fe80::2")}
+    assert all(own.owns_route(r) for r in desired.routes)
+    assert [(d.uplink, d.prefix, d.origin, d.lan) for d in desired.delegations] == [
+        ("eth0", A, "config", (("lan0", ipaddress.ip_network("2001:db8:a:1::/64")),)),
+        ("eth1", B, "config", (("lan0", ipaddress.ip_network("2001:db8:b:1::/64")),)),
+    ]
+    assert any(
+        "delegated 2001:db8:a::/48 (config; lan0 2001:db8:a:1::/64)" in n for n in desired.notes
+    )
+
+
+def test_unknown_uplinks_are_named_in_the_plan() -> None:
+    """Two IPv6 uplinks and no config: the PD client's unreachable routes give the prefixes,
+    not the uplinks; plan says which prefix needs `delegated`. The ULA prefix is not one."""
+    state = router(routes=(unreachable("2001:db8:a::/48"), unreachable("2001:db8:b::/48")))
+    desired = plan(parse(LEARN, "m.toml"), state)
+    assert desired.delegations == ()
+    assert not [r for r in desired.rules if r.family is Family.INET6 and r.src is not None]
+    unmapped = [n for n in desired.notes if "cannot be mapped" in n]
+    assert len(unmapped) == 2
+    assert "the unreachable route 2001:db8:a::/48 (a PD client's)" in unmapped[0]
+    assert 'delegated = ["2001:db8:a::/48"]' in unmapped[0]
+    assert 'delegated = ["2001:db8:b::/48"]' in unmapped[1]
+    assert not any("fd00" in n for n in desired.notes)
+
+
+def test_learnt_with_one_ipv6_uplink_and_the_rest_from_config() -> None:
+    state = router(routes=(unreachable("2001:db8:b::/48"),), v6_defaults=1)
+    found, notes = delegation.delegations(
+        parse(LEARN, "m.toml"), state, list(plan(parse(LEARN, "m.toml"), state).uplinks)
+    )
+    assert [(d.uplink, str(d.prefix)) for d in found] == [
+        ("eth0", "2001:db8:a:1::/64"),  # no PD route: its own /64
+        ("eth0", "2001:db8:b::/48"),
+    ]
+    assert found[1].origin.startswith("learnt: the unreachable route 2001:db8:b::/48")
+    assert notes == []
+    # a partial config: the configured prefix is config's, the other one still unknown
+    partial = '[uplinks.eth0]\ndelegated = ["2001:db8:a::/48"]\n[uplinks.eth1]\n' + LEARN
+    desired = plan(parse(partial, "m.toml"), router())
+    assert [(d.uplink, d.prefix) for d in desired.delegations] == [("eth0", A)]
+    assert any("2001:db8:b:1::/64" in n and "cannot be mapped" in n for n in desired.notes)
+
+
+def test_no_ipv6_gateway_no_rule() -> None:
+    desired = plan(parse(CONFIG, "m.toml"), router(v6_defaults=1))
+    assert [d.uplink for d in desired.delegations] == ["eth0"]
+    assert any("eth1: no IPv6 gateway" in n for n in desired.notes)
+
+
+def test_host_mode_plans_nothing_for_delegations() -> None:
+    text = CONFIG.replace('[gateway]\nlan = ["lan0"]\n', "")
+    desired = plan(parse(text, "m.toml"), router())
+    assert desired.delegations == ()
