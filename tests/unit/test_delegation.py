@@ -138,3 +138,32 @@ def test_host_mode_plans_nothing_for_delegations() -> None:
     text = CONFIG.replace('[gateway]\nlan = ["lan0"]\n', "")
     desired = plan(parse(text, "m.toml"), router())
     assert desired.delegations == ()
+
+
+def test_a_dead_uplinks_lan_prefixes_are_deprecated_in_a_drop_in() -> None:
+    desired = plan(parse(CONFIG, "m.toml"), router())
+    assert delegation.deprecated(desired.delegations, {"eth1"}) == [
+        ipaddress.ip_network("2001:db8:b:1::/64")
+    ]
+    assert delegation.deprecated(desired.delegations, ()) == []
+    text = delegation.dnsmasq_drop_in(delegation.deprecated(desired.delegations, {"eth1"}))
+    assert text.splitlines()[-1] == "dhcp-range=2001:db8:b:1::,ra-only,64,deprecated"
+    assert delegation.is_drop_in(text)
+    assert not delegation.is_drop_in("dhcp-range=2001:db8:b:1::,ra-only,64,deprecated\n")
+    assert not delegation.is_drop_in(text + "dhcp-script=/bin/evil\n")
+
+
+def test_the_ra_config_keys() -> None:
+    config = parse('[gateway]\nlan = ["lan0"]\nra_daemon = "dnsmasq"\n', "m.toml")
+    assert config.gateway is not None and config.gateway.ra_daemon == "dnsmasq"
+    assert config.gateway.ra_conf_dir == "/etc/dnsmasq.d"
+    assert config.gateway.ra_restart == ("systemctl", "restart", "dnsmasq.service")
+    for text, fragment in [
+        ('ra_daemon = "radvd"\n', "gateway.ra_daemon"),
+        ('ra_conf_dir = "etc/dnsmasq.d"\n', "absolute path"),
+        ("ra_restart = []\n", "list of its words"),
+        ('ra_restart = "systemctl restart dnsmasq"\n', "list of its words"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse('[gateway]\nlan = ["lan0"]\n' + text, "m.toml")
+        assert fragment in str(caught.value), str(caught.value)

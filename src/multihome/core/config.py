@@ -91,6 +91,12 @@ class GatewayConfig:
     sticky: Sticky = Sticky.FLOW
     mark_mask: int = DEFAULT_MARK_MASK
     flush_on_down: bool = True
+    # RFC 8475: the RA daemon that announces the LAN's delegated prefixes ("": none), the
+    # directory of its drop-ins where multihome deprecates a dead uplink's prefixes, and
+    # the command that makes it read them (host/ra.py)
+    ra_daemon: str = ""
+    ra_conf_dir: str = "/etc/dnsmasq.d"
+    ra_restart: tuple[str, ...] = ("systemctl", "restart", "dnsmasq.service")
 
 
 @record(frozen=True)
@@ -130,7 +136,16 @@ _SECTIONS: dict[str, set[str]] = {
         "trace",
         "trace6",
     },
-    "gateway": {"lan", "masquerade", "sticky", "mark_mask", "flush_on_down"},
+    "gateway": {
+        "lan",
+        "masquerade",
+        "sticky",
+        "mark_mask",
+        "flush_on_down",
+        "ra_daemon",
+        "ra_conf_dir",
+        "ra_restart",
+    },
 }
 _UPLINK_KEYS = {
     "gateway",
@@ -538,7 +553,38 @@ def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -
         sticky=sticky,
         mark_mask=mask,
         flush_on_down=read.boolean(body.get("flush_on_down", True), "gateway.flush_on_down"),
+        **_ra(read, body),
     )
+
+
+RA_DAEMONS = ("", "dnsmasq")
+
+
+def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
+    """[gateway]'s RA daemon keys, for GatewayConfig."""
+    default = GatewayConfig(lan=())
+    daemon = body.get("ra_daemon", default.ra_daemon)
+    if daemon not in RA_DAEMONS:
+        raise read.fail(
+            f"must be \"dnsmasq\" or \"\" (none), not {daemon!r}",
+            "gateway.ra_daemon",
+            hint="radvd is not handled yet",
+        )
+    directory = body.get("ra_conf_dir", default.ra_conf_dir)
+    if not isinstance(directory, str) or not directory.startswith("/") or "\0" in directory:
+        raise read.fail(f"must be an absolute path, not {directory!r}", "gateway.ra_conf_dir")
+    restart = body.get("ra_restart", list(default.ra_restart))
+    if (
+        not isinstance(restart, list)
+        or not restart
+        or not all(isinstance(a, str) and a and "\0" not in a for a in restart)
+    ):
+        raise read.fail(
+            "must be a command as a list of its words",
+            "gateway.ra_restart",
+            hint='e.g. ["systemctl", "restart", "dnsmasq.service"]',
+        )
+    return {"ra_daemon": daemon, "ra_conf_dir": directory, "ra_restart": tuple(restart)}
 
 
 def _mark_ids(mask: int) -> int:

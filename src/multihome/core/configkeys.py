@@ -228,6 +228,34 @@ KEYS: tuple[Key, ...] = (
         "true",
     ),
     Key(
+        "gateway",
+        "ra_daemon",
+        '""',
+        "IPv6, RFC 8475: the daemon that sends the LAN's router advertisements, \"dnsmasq\" "
+        "or \"\" (none). With it, multihome watch announces a dead uplink's delegated "
+        "prefixes with preferred lifetime 0 (LAN hosts move new connections to the other "
+        "prefix) and restores them when it is back: it writes the drop-in "
+        "multihome-deprecated.conf (`dhcp-range=PREFIX,ra-only,64,deprecated` per prefix) "
+        "into ra_conf_dir, runs ra_restart (dnsmasq does not re-read dhcp-range on SIGHUP), "
+        "and removes exactly that file when the uplinks are back or watch stops.",
+        '"dnsmasq"',
+    ),
+    Key(
+        "gateway",
+        "ra_conf_dir",
+        '"/etc/dnsmasq.d"',
+        "The RA daemon's drop-in directory (dnsmasq's conf-dir). It and the directories above "
+        "it must be root's and writable by no one else.",
+        '"/etc/dnsmasq.d"',
+    ),
+    Key(
+        "gateway",
+        "ra_restart",
+        '["systemctl", "restart", "dnsmasq.service"]',
+        "The command that makes the RA daemon read its drop-ins again.",
+        '["systemctl", "restart", "dnsmasq.service"]',
+    ),
+    Key(
         UPLINK_SECTION,
         "gateway",
         None,

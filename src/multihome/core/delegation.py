@@ -28,6 +28,7 @@ ULA prefixes (fc00::/7) are left alone: they do not leave without NPTv6 (kernel/
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection, Iterable
 
 from multihome.core.config import Config
 from multihome.core.model import (
@@ -183,3 +184,48 @@ def plan_delegations(
             f" {uplink.name}"
         )
     return routes, rules if kept else [], tuple(kept), notes
+
+
+# -- RFC 8475: a dead uplink's prefixes deprecated on the LAN ------------------------------
+
+DROP_IN = "multihome-deprecated.conf"
+DROP_IN_HEAD = (
+    "# Written by multihome watch (RFC 8475): these uplinks are down, so the LAN's prefixes"
+    " from their\n# delegations are announced with preferred lifetime 0. Removed when they"
+    " are back.\n"
+)
+
+
+def deprecated(delegations: Iterable[Delegation], dead: Collection[str]) -> list[IPNetwork]:
+    """The LAN prefixes to announce deprecated: those of the dead uplinks' delegations."""
+    return sorted({network for d in delegations if d.uplink in dead for _, network in d.lan})
+
+
+def dnsmasq_drop_in(networks: Iterable[IPNetwork]) -> str:
+    """dnsmasq's drop-in that announces `networks` deprecated: a later dhcp-range of the same
+    prefix with `deprecated` wins over the user's own (measured with dnsmasq 2.89 and 2.90)."""
+    lines = [DROP_IN_HEAD.rstrip("\n")]
+    lines += [f"dhcp-range={n.network_address},ra-only,{n.prefixlen},deprecated" for n in networks]
+    return "\n".join(lines) + "\n"
+
+
+def is_drop_in(text: str) -> bool:
+    """Whether a file holds what dnsmasq_drop_in writes (a drop-in a watch that was killed
+    left behind is multihome's to replace or remove; anything else is not)."""
+    if not text.startswith(DROP_IN_HEAD):
+        return False
+    for line in text[len(DROP_IN_HEAD) :].splitlines():
+        head, _, rest = line.partition("=")
+        prefix, *tail = rest.split(",")
+        if (
+            head != "dhcp-range"
+            or len(tail) != 3
+            or tail[0] != "ra-only"
+            or tail[2] != "deprecated"
+        ):
+            return False
+        try:
+            ipaddress.IPv6Network(f"{prefix}/{tail[1]}")
+        except ValueError:
+            return False
+    return True

@@ -38,6 +38,7 @@ from multihome.kernel import discover, echoes, namespace
 from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.backoff import Backoff
+from multihome.watch.deprecate import Deprecator
 from multihome.watch.notify import Notify
 from multihome.watch.probes import Probe, ProbeKind
 from multihome.watch.scheduler import Action, Scheduler
@@ -128,6 +129,8 @@ class Watcher:
         self.applied: Config | None = None
         self.guard: tuple[float, Config] | None = None
         self.pinned: tuple[Config, tuple[int, ...] | None] | None = None
+        # RFC 8475: the dead uplinks' delegated prefixes deprecated by the RA daemon
+        self.deprecator = Deprecator(_log, self.gateway.hand)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False
@@ -197,6 +200,13 @@ class Watcher:
                 self._flush_left(self.layout, outcome.desired.gateway)
             self.layout = outcome.desired.gateway
             self.gateway.use(self.layout)
+            self.deprecator.update(
+                outcome.config,
+                outcome.desired.delegations,
+                self.down(4),
+                self.down(6),
+                {name for name, version in self.health if version == 6},
+            )
         self.status.reconciles += 1
         self.status.last_reconcile = time.time()
         self.status.failure = self.backoff.cause
@@ -511,6 +521,7 @@ class Watcher:
                     " stays applied and was NOT reverted",
                 },
             )
+        self.deprecator.stop()
         for probe in self.probes.values():
             probe.close()
         self.events.close()

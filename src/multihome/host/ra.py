@@ -1,0 +1,100 @@
+"""The LAN's router advertisements when an uplink dies (RFC 8475), through the RA daemon that
+is there: multihome watch announces a dead uplink's delegated prefixes with preferred
+lifetime 0, so LAN hosts start new connections from the other ISP's prefix, and puts them
+back when the uplink returns.
+
+dnsmasq does not re-read `dhcp-range` on SIGHUP; a drop-in in its conf-dir that repeats a
+prefix's range with `deprecated`, and a restart, does (the LAN hosts see the prefix
+deprecated about 1 s later). Deprecating the router's own LAN address does nothing with
+static ranges, and RAs sent by another program are overridden by the daemon's next one, so
+the daemon's own configuration is the only place. What multihome changes there: one file,
+ra_conf_dir/multihome-deprecated.conf, written atomically through no link in a directory
+that only root may write, and removed -- only while it holds what multihome writes -- when
+every uplink is back or watch stops; nothing else of the daemon's configuration is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from multihome.core import delegation
+from multihome.core.model import IPNetwork
+from multihome.errors import MultihomeError
+from multihome.host import files
+
+RESTART_TIMEOUT = 30.0
+
+
+class RaDropIn:
+    """The drop-in as one watch keeps it: what it wrote last (None: no drop-in)."""
+
+    def __init__(self, conf_dir: str) -> None:
+        self.conf_dir = conf_dir
+        self.written: str | None = None
+        self.checked = False  # the first update looks for a drop-in a killed watch left
+
+    def update(self, networks: list[IPNetwork]) -> bool:
+        """Announce `networks` deprecated (none: remove the drop-in); whether the file
+        changed, so that the daemon must read it again. Raises MultihomeError."""
+        text = delegation.dnsmasq_drop_in(networks) if networks else None
+        if self.checked and text == self.written:
+            return False
+        fd = files.open_root(self.conf_dir)  # root's, no link on the way, no other writer
+        try:
+            present = self._present(fd)
+            if (
+                present is not None
+                and present != self.written
+                and not delegation.is_drop_in(present)
+            ):
+                raise MultihomeError(
+                    f"{self.conf_dir}/{delegation.DROP_IN} is not multihome's: left as it"
+                    " is, and the dead uplinks' prefixes are not deprecated",
+                    hint="move it away; multihome watch writes that file",
+                )
+            self.checked = True
+            if present == text:
+                self.written = text
+                return False
+            try:
+                if text is None:
+                    os.unlink(delegation.DROP_IN, dir_fd=fd)
+                else:
+                    files.write_at(fd, delegation.DROP_IN, text.encode(), 0o644)
+            except OSError as error:
+                raise MultihomeError(
+                    f"{self.conf_dir}/{delegation.DROP_IN}: {files.strerror(error)}"
+                ) from None
+            self.written = text
+            return True
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _present(fd: int) -> str | None:
+        """The drop-in's text (at most 64 KiB), None when there is none; a link or anything
+        but a regular file is refused."""
+        try:
+            file_fd, _ = files.open_regular(delegation.DROP_IN, fd)
+        except FileNotFoundError:
+            return None
+        except (OSError, files.NotRegular) as error:
+            raise MultihomeError(
+                f"{delegation.DROP_IN} in the RA daemon's directory: {error}: left as it is"
+            ) from None
+        with os.fdopen(file_fd, encoding="utf-8", errors="replace") as file:
+            return file.read(1 << 16)
+
+
+def restart(argv: tuple[str, ...]) -> str | None:
+    """Run the RA daemon's restart command; None when it worked, else what went wrong."""
+    try:
+        result = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=RESTART_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{argv[0]}: {error}"
+    if result.returncode != 0:
+        return f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()[:200]}"
+    return None
