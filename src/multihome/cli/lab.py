@@ -178,6 +178,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
     if args.all:
         raise MultihomeError("--all goes with `multihome lab clean`")
+    if args.ipv6 and args.scenario != "gateway":
+        raise MultihomeError("--ipv6 goes with `multihome lab gateway`")
+    if args.scenario == "gateway" and args.ipv6:
+        return _gateway6(args)
     if args.scenario == "gateway":
         return _gateway(args)
     if args.fail:
@@ -356,6 +360,37 @@ def _gateway(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gateway6(args: argparse.Namespace) -> int:
+    """`multihome lab gateway --ipv6`: the LAN's delegated prefixes, stock, with multihome,
+    and an ISP's failure under multihome watch with dnsmasq as the RA daemon."""
+    from multihome.lab import gateway6_run
+    from multihome.lab.gateway6 import MAX_NICS as MAX_NICS6
+    from multihome.lab.run import check_privileges
+
+    check_privileges()
+    if not 2 <= args.nics <= MAX_NICS6:
+        raise MultihomeError(f"--nics must be 2-{MAX_NICS6} with --ipv6, not {args.nics}")
+    _refuse(args, ("--keep", "--link-rate", "--requests", "--plot"), "`lab gateway --ipv6`")
+    options = gateway6_run.Gateway6Options(nics=args.nics)
+    phases = gateway6_run.run(
+        options, lambda text: print(f"lab gateway --ipv6: {text}", file=sys.stderr, flush=True)
+    )
+    if args.json:
+        print_json(gateway6_run.to_json(options, phases))
+        return EXIT_OK
+    print(
+        f"multihome lab gateway --ipv6: a router with {options.nics} uplinks, each ISP"
+        f" delegating a /48; {options.hosts} LAN hosts with SLAAC from dnsmasq, each opening"
+        f" {options.rate:g} connections/s"
+    )
+    for phase in phases:
+        print(f"\n== phase {phase.name}\n")
+        print("\n".join(gateway6_run.listing(phase)))
+    print("\n== summary (connections of the LAN hosts)\n")
+    print("\n".join(gateway6_run.summary(phases)))
+    return EXIT_OK
+
+
 def _arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "scenario",
@@ -403,6 +438,13 @@ def _arguments(cmd: argparse.ArgumentParser) -> None:
         help="with two-isp: run multihome watch under load and let the ISP behind UPLINK die "
         "at that second (and come back at the second one): per-second traffic per uplink, "
         "the time to leave, the connections lost; e.g. --fail eth1@10s",
+    )
+    cmd.add_argument(
+        "--ipv6",
+        action="store_true",
+        help="with gateway: a dual-stack router whose ISPs each delegate a prefix to its LAN "
+        "(SLAAC from dnsmasq): stock, multihome, and an ISP's failure with the RA daemon "
+        "deprecating its prefix (RFC 8475)",
     )
 
 
