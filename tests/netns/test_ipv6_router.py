@@ -5,6 +5,7 @@ dropping sources outside its delegation. Checked with independent readers (`ip -
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -15,9 +16,10 @@ import pytest
 from multihome.lab import gateway6 as lab
 from multihome.lab import gateway6_run as run
 from multihome.lab.description import Topology
+from multihome.lab.gateway_run import process, python_module
 from multihome.lab.topology import Network
 
-from .helpers import ip_json, multihome
+from .helpers import ip_json, multihome, tx_packets
 
 Build = Callable[[Topology], Network]
 OPTIONS = run.Gateway6Options(rate=20.0, seconds=3.0, failover_seconds=14.0)
@@ -95,3 +97,94 @@ def test_after_an_isps_failure_new_connections_use_the_other_prefix_within_10_s(
     assert result.by_prefix[other][0] > 0 and result.by_prefix[other][1] == 0
     # the drop-in is gone once watch stopped (the daemon's configuration as it was)
     assert os.listdir(tmp_path / "failover" / "dnsmasq.d") == []
+
+
+def test_npt_gives_a_ula_lan_both_isps_with_one_address_per_host(
+    build: Build, tmp_path: Path
+) -> None:
+    """NPTv6: the LAN hosts hold one ULA address each (no SLAAC here); every connection
+    succeeds, through both ISPs (each sees its own delegation's prefix); remove takes
+    multihome's ip6tables chains and nothing else."""
+    net = build(lab.gateway6())
+    router = net.ns(lab.ROUTER)
+    subprocess.run(
+        ["ip", "-n", router, "addr", "add", "fd00:1::1/64", "dev", "lan0", "nodad"], check=True
+    )
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            router,
+            "ip6tables",
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-j",
+            "ACCEPT",
+        ],
+        check=True,
+    )
+    hosts = [net.ns(h) for h in lab.clients(2)]
+    for k, ns in enumerate(hosts):
+        subprocess.run(
+            ["ip", "-n", ns, "addr", "add", f"fd00:1::{10 + k}/64", "dev", "eth0", "nodad"],
+            check=True,
+        )
+        subprocess.run(
+            ["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"], check=True
+        )
+    config = tmp_path / "m.toml"
+    config.write_text(lab.config(2) + 'npt = ["fd00:1::/64"]\n')
+    os.chmod(config, 0o600)
+    multihome(router, "-c", str(config), "apply")
+    saved = subprocess.run(
+        ["ip", "netns", "exec", router, "ip6tables-save"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in (
+        "-A POSTROUTING -j MULTIHOME-NPT-POST",
+        "-A PREROUTING -j MULTIHOME-NPT-RAW",
+        "-A MULTIHOME-NPT-RAW -s fd00:1::/64 -j CT --notrack",
+        "-A MULTIHOME-NPT-POST -s fd00:1::/64 -o eth0 -j SNPT --src-pfx fd00:1::/64 --dst-pfx 2001:db8:a::/64",
+        "-A MULTIHOME-NPT-PRE -d 2001:db8:b::/64 -i eth1 -j DNPT --src-pfx 2001:db8:b::/64 --dst-pfx fd00:1::/64",
+    ):
+        assert line in saved.splitlines(), saved
+    before = tx_packets(router)
+    with process(
+        python_module("multihome.lab.gateway6_workload", "server", "--netns", net.ns("server")),
+        stdout=subprocess.PIPE,
+    ) as echo:
+        assert echo.stdout is not None and "ready" in echo.stdout.readline()
+        outcomes = []
+        for ns in hosts:
+            argv = python_module(
+                "multihome.lab.gateway6_workload",
+                "client",
+                "--netns",
+                ns,
+                "--address",
+                lab.SERVER6,
+                "--rate",
+                "30",
+                "--seconds",
+                "2",
+            )
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+            outcomes += json.loads(done.stdout.splitlines()[-1])["connections"]
+    after = tx_packets(router)
+    assert {source for _, source, _ in outcomes} == {"fd00:1::10", "fd00:1::11"}
+    assert len(outcomes) == 120 and all(ok for _, _, ok in outcomes), outcomes
+    sent = {dev: after[dev] - before[dev] for dev in ("eth0", "eth1")}
+    assert min(sent.values()) > 0.2 * sum(sent.values()), sent  # both ISPs carry connections
+    multihome(router, "-c", str(config), "remove")
+    saved = subprocess.run(
+        ["ip", "netns", "exec", router, "ip6tables-save"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "MULTIHOME" not in saved and "-A POSTROUTING -j ACCEPT" in saved.splitlines()

@@ -167,3 +167,52 @@ def test_the_ra_config_keys() -> None:
         with pytest.raises(ConfigError) as caught:
             parse('[gateway]\nlan = ["lan0"]\n' + text, "m.toml")
         assert fragment in str(caught.value), str(caught.value)
+
+
+def test_npt_maps_the_ula_prefix_into_each_delegation_and_balances_it() -> None:
+    inside = ipaddress.ip_network("fd00:1:0:5::/64")
+    assert delegation.outside_prefix(inside, A) == ipaddress.ip_network("2001:db8:a:5::/64")
+    assert delegation.outside_prefix(ipaddress.ip_network("fd00::/40"), A) is None
+    config = parse(CONFIG + 'npt = ["fd00:1:0:5::/64"]\n', "m.toml")
+    desired = plan(config, router())
+    assert [(m.uplink, str(m.outside)) for m in desired.npt] == [
+        ("eth0", "2001:db8:a:5::/64"),
+        ("eth1", "2001:db8:b:5::/64"),
+    ]
+    own = desired.ownership
+    assert (
+        Rule(Family.INET6, own.priorities[2], own.balance_table, inside, None, own.protocol)
+        in desired.rules
+    )
+    (route,) = [
+        r for r in desired.routes if r.table == own.balance_table and r.family is Family.INET6
+    ]
+    assert [(h.dev, str(h.gateway)) for h in route.nexthops] == [
+        ("eth0", "fe80::1"),
+        ("eth1", "fe80::2"),
+    ]
+    # an uplink that died leaves the route; its NPT mapping stays (its flows' replies)
+    dead = plan(config, router(), down=frozenset({"eth1"}))
+    (route,) = [r for r in dead.routes if r.table == own.balance_table and r.family is Family.INET6]
+    assert route.dev == "eth0" and not route.nexthops and len(dead.npt) == 2
+
+
+def test_npt_chains_as_ip6tables_restore_takes_them() -> None:
+    from multihome.core.model import NptMapping
+    from multihome.kernel import npt
+
+    mapping = (
+        NptMapping(
+            "eth0", ipaddress.ip_network("fd00:1::/64"), ipaddress.ip_network("2001:db8:a::/64")
+        ),
+    )
+    text = npt.script(mapping, set(), set())
+    assert "-I POSTROUTING 1 -j MULTIHOME-NPT-POST" in text.splitlines()
+    assert (
+        "-A MULTIHOME-NPT-POST -s fd00:1::/64 -o eth0 -j SNPT --src-pfx fd00:1::/64 --dst-pfx 2001:db8:a::/64"
+        in text
+    )
+    removal = npt.script((), {npt.PRE, npt.POST, npt.RAW}, {npt.PRE, npt.POST, npt.RAW})
+    assert "-X MULTIHOME-NPT-RAW" in removal and "-D POSTROUTING -j MULTIHOME-NPT-POST" in removal
+    with pytest.raises(Exception, match="cannot take"):
+        npt.rules((NptMapping("eth 0", mapping[0].inside, mapping[0].outside),))

@@ -97,6 +97,8 @@ class GatewayConfig:
     ra_daemon: str = ""
     ra_conf_dir: str = "/etc/dnsmasq.d"
     ra_restart: tuple[str, ...] = ("systemctl", "restart", "dnsmasq.service")
+    # NPTv6: the LAN's inside prefixes (ULA), each mapped to every uplink's delegation
+    npt: tuple[IPNetwork, ...] = ()
 
 
 @record(frozen=True)
@@ -145,6 +147,7 @@ _SECTIONS: dict[str, set[str]] = {
         "ra_daemon",
         "ra_conf_dir",
         "ra_restart",
+        "npt",
     },
 }
 _UPLINK_KEYS = {
@@ -554,6 +557,7 @@ def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -
         mark_mask=mask,
         flush_on_down=read.boolean(body.get("flush_on_down", True), "gateway.flush_on_down"),
         **_ra(read, body),
+        npt=read.delegated(body.get("npt", []), "gateway.npt"),
     )
 
 

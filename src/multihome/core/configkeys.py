@@ -256,6 +256,20 @@ KEYS: tuple[Key, ...] = (
         '["systemctl", "restart", "dnsmasq.service"]',
     ),
     Key(
+        "gateway",
+        "npt",
+        "[]",
+        "IPv6: the LAN's inside prefixes (ULA, e.g. fd00:1::/64) to translate with NPTv6 (RFC "
+        "6296, stateless and checksum-neutral): on each uplink with a delegated prefix the "
+        "inside prefix leaves as the delegation's subnet with the same subnet id "
+        "(fd00:0:0:1::/64 with 2001:db8:a::/48 leaves as 2001:db8:a:1::/64), so a LAN host "
+        "keeps one address and reaches the internet through every uplink. New connections "
+        "from it spread over the healthy uplinks (a multipath route, layer-4 hash). Written "
+        "as ip6tables rules in multihome's own chains MULTIHOME-NPT-PRE and "
+        "MULTIHOME-NPT-POST of the mangle table (nftables has no stateless NPT).",
+        '["fd00:1::/64"]',
+    ),
+    Key(
         UPLINK_SECTION,
         "gateway",
         None,

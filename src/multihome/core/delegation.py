@@ -38,6 +38,8 @@ from multihome.core.model import (
     Family,
     HostState,
     IPNetwork,
+    NextHop,
+    NptMapping,
     Route,
     Rule,
     Uplink,
@@ -229,3 +231,68 @@ def is_drop_in(text: str) -> bool:
         except ValueError:
             return False
     return True
+
+
+# -- NPTv6 (RFC 6296): a ULA LAN through every uplink ---------------------------------------
+
+
+def outside_prefix(inside: IPNetwork, delegated: IPNetwork) -> IPNetwork | None:
+    """The prefix `inside` leaves as on an uplink with this delegation: the delegation's
+    subnet of the same length with the inside prefix's subnet id (None: it has no room)."""
+    if inside.prefixlen < delegated.prefixlen:
+        return None
+    subnet_bits = int(inside.network_address) & int(delegated.hostmask)
+    value = int(delegated.network_address) | subnet_bits
+    return ipaddress.IPv6Network((value, inside.prefixlen))
+
+
+def plan_npt(
+    config: Config,
+    uplinks: list[Uplink],
+    found: tuple[Delegation, ...],
+    dead: Collection[str],
+) -> tuple[list[Route], list[Rule], tuple[NptMapping, ...], list[str]]:
+    """NPTv6 per uplink for the config's inside prefixes, and their routing: a rule per
+    inside prefix to the balancing table, whose IPv6 multipath default route spreads new
+    connections over the healthy uplinks by a layer-4 hash (NPT keeps no state: a flow must
+    keep its uplink, and the hash keeps it there)."""
+    assert config.gateway is not None
+    own = config.ownership
+    by_name = {u.name: u for u in uplinks}
+    mappings: list[NptMapping] = []
+    notes: list[str] = []
+    for inside in config.gateway.npt:
+        for item in found:
+            outside = outside_prefix(inside, item.prefix)
+            if outside is None:
+                notes.append(
+                    f"{item.uplink}: NPTv6 needs a prefix as long as {inside} in its"
+                    f" delegation {item.prefix}"
+                )
+                continue
+            mappings.append(NptMapping(item.uplink, inside, outside))
+    hops = tuple(
+        dict.fromkeys(
+            NextHop(m.uplink, by_name[m.uplink].gateway6, by_name[m.uplink].weight)
+            for m in mappings
+            if m.uplink not in dead
+        )
+    )
+    if not mappings:
+        return [], [], (), notes
+    if not hops:
+        return [], [], tuple(mappings), [*notes, "NPTv6: no healthy uplink is left"]
+    metric = DEFAULT_METRIC[6]
+    table = own.balance_table
+    route = (
+        Route(Family.INET6, table, Family.INET6.any, dev=hops[0].dev, gateway=hops[0].gateway,
+              protocol=own.protocol, metric=metric)
+        if len(hops) == 1
+        else Route(Family.INET6, table, Family.INET6.any, protocol=own.protocol, metric=metric,
+                   nexthops=hops)
+    )  # fmt: skip
+    rules = [
+        Rule(Family.INET6, own.priorities[2], table, inside, None, own.protocol)
+        for inside in config.gateway.npt
+    ]
+    return [route], rules, tuple(mappings), notes

@@ -472,6 +472,16 @@ class Delegation:
 
 
 @record(frozen=True)
+class NptMapping:
+    """NPTv6 (RFC 6296) on one uplink: the LAN's `inside` prefix (a ULA one) leaves as
+    `outside`, a prefix of the same length from the uplink's delegation, and back."""
+
+    uplink: str
+    inside: IPNetwork
+    outside: IPNetwork
+
+
+@record(frozen=True)
 class Desired:
     """What the kernel should hold, as far as multihome owns it."""
 
@@ -483,6 +493,7 @@ class Desired:
     notes: tuple[str, ...] = ()  # why something was left out, for the user
     gateway: GatewayLayout | None = None  # gateway mode: multihome's nftables table
     delegations: tuple[Delegation, ...] = ()  # gateway mode, IPv6: the LAN's prefixes by uplink
+    npt: tuple[NptMapping, ...] = ()  # gateway mode, IPv6: NPTv6 per uplink (kernel/npt.py)
 
 
 class Action(enum.Enum):

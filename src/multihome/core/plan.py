@@ -31,6 +31,7 @@ from multihome.core.model import (
     IPAddress,
     IPNetwork,
     NextHop,
+    NptMapping,
     Ownership,
     Route,
     Rule,
@@ -650,6 +651,7 @@ def plan(
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
     delegations: tuple[Delegation, ...] = ()
+    npt: tuple[NptMapping, ...] = ()
     if config.gateway is not None and Family.INET6 in families:
         from multihome.core import delegation  # the LAN's delegated IPv6 prefixes
 
@@ -659,6 +661,16 @@ def plan(
         routes += [r for r in extra_routes if r not in routes]
         rules += [r for r in extra_rules if r not in rules]
         notes += extra_notes
+        npt_routes, npt_rules, npt, npt_notes = delegation.plan_npt(
+            config, uplinks, delegations, down | down6
+        )
+        # (with balance = true the balancing table has its IPv6 route already)
+        if not any(r.table == ownership.balance_table and r.family is Family.INET6 for r in routes):
+            routes += npt_routes
+        rules += npt_rules
+        notes += npt_notes
+        if npt and Sysctl(MULTIPATH_HASH[Family.INET6], "1") not in sysctls:
+            sysctls.append(Sysctl(MULTIPATH_HASH[Family.INET6], "1"))
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
@@ -668,4 +680,5 @@ def plan(
         notes=tuple(notes),
         gateway=layout,
         delegations=delegations,
+        npt=npt,
     )

@@ -195,6 +195,8 @@ def _converge(
             writer.apply(changes, host)  # all or nothing: from here on, every change is made
         if table is not None:
             _replace_table(table, changes, host)
+        if cfg.gateway is not None or remove:  # NPTv6 (gateway mode's [gateway] npt)
+            _replace_npt(desired, changes, host, table)
         if changes or table is not None:
             rules, routes = owned_after(cfg, host, changes)
             after = _record_after(record, changes)
@@ -244,6 +246,33 @@ def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostSt
             else:
                 error.message += f"; the {len(changes)} routing changes made were undone"
             error.args = (error.message,)
+        raise
+
+
+def _replace_npt(
+    desired: Desired, changes: tuple[Change, ...], host: HostState, table: TableChange | None
+) -> None:
+    """Write the NPTv6 chains after the routing part and the nftables table; if ip6tables
+    refuses, undo those two, so that all three are as before."""
+    from multihome.kernel import nftables, npt, writer
+
+    try:
+        npt.apply(desired.npt)
+    except MultihomeError as error:
+        undone = []
+        try:
+            if table is not None:
+                nftables.undo(table)
+                undone.append("the nftables table")
+            if changes:
+                writer.apply([c.inverse() for c in reversed(changes)], host)
+                undone.append(f"the {len(changes)} routing changes")
+        except MultihomeError as undo:  # the first error stays the one reported
+            error.message += f"; undoing the change failed: {undo.message}"
+        else:
+            if undone:
+                error.message += f"; {' and '.join(undone)} were undone"
+        error.args = (error.message,)
         raise
 
 

@@ -210,7 +210,7 @@ def _loads(
 def run_phase(name: str, options: Gateway6Options, workdir: str) -> Phase6Result:
     nics = options.nics
     phase_dir = os.path.join(workdir, name)
-    os.makedirs(phase_dir, mode=0o700)
+    os.makedirs(phase_dir, mode=0o700, exist_ok=True)
     prefix = f"mhg6{os.getpid()}-"
     with Network(topology.gateway6(nics, options.hosts), prefix=prefix) as net:
         router = net.ns(topology.ROUTER)
