@@ -11,6 +11,7 @@ from multihome.core import delegation
 from multihome.core.config import parse
 from multihome.core.model import TABLE_MAIN, Family, HostState, Route, Rule
 from multihome.core.plan import plan
+from multihome.core.records import replace
 from multihome.errors import ConfigError
 from tests.unit.hosts import host
 
@@ -216,3 +217,25 @@ def test_npt_chains_as_ip6tables_restore_takes_them() -> None:
     assert "-X MULTIHOME-NPT-RAW" in removal and "-D POSTROUTING -j MULTIHOME-NPT-POST" in removal
     with pytest.raises(Exception, match="cannot take"):
         npt.rules((NptMapping("eth 0", mapping[0].inside, mapping[0].outside),))
+
+
+def test_an_uplink_left_out_keeps_its_delegation_to_be_deprecated() -> None:
+    """eth1's link is down: plan leaves it out, its prefix is not steered, and watch (and
+    the doctor) count it dead, so the RA daemon announces its LAN prefix deprecated."""
+    state = router()
+    state = HostState(
+        interfaces=tuple(replace(i, up=False) if i.name == "eth1" else i for i in state.interfaces),
+        addresses=state.addresses,
+        routes=state.routes,
+        sysctls=state.sysctls,
+    )
+    desired = plan(parse(CONFIG, "m.toml"), state)
+    assert [d.uplink for d in desired.delegations] == ["eth0", "eth1"]
+    assert [str(r.src) for r in desired.rules if r.family is Family.INET6 and r.src] == [
+        "2001:db8:a::/48"
+    ]
+    dead = delegation.dead_uplinks(desired, ())
+    assert dead == {"eth1"}
+    assert delegation.deprecated(desired.delegations, dead) == [
+        ipaddress.ip_network("2001:db8:b:1::/64")
+    ]

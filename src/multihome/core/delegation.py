@@ -35,6 +35,7 @@ from multihome.core.model import (
     DEFAULT_METRIC,
     TABLE_MAIN,
     Delegation,
+    Desired,
     Family,
     HostState,
     IPNetwork,
@@ -91,17 +92,12 @@ def delegations(
 ) -> tuple[list[Delegation], list[str]]:
     """The delegated prefixes by uplink (configured ones first), and notes on the LAN
     prefixes whose uplink cannot be known."""
-    chosen = {u.name for u in uplinks}
     owners: dict[IPNetwork, tuple[str, str]] = {}
     notes: list[str] = []
     for uplink in config.uplinks:
         for prefix in uplink.delegated:
-            if uplink.name in chosen:
-                owners[prefix] = (uplink.name, "config")
-            else:
-                notes.append(
-                    f"{uplink.name}: not an uplink now; its delegated {prefix} is not steered"
-                )
+            # (an uplink left out, its link down, keeps its delegation: watch deprecates it)
+            owners[prefix] = (uplink.name, "config")
     routes = _pd_routes(state)
     with_gateway = [u.name for u in uplinks if u.gateway6 is not None]
     lan: dict[IPNetwork, list[tuple[str, IPNetwork]]] = {}
@@ -157,7 +153,14 @@ def plan_delegations(
     rules = [Rule(Family.INET6, main_rule, TABLE_MAIN, None, 0, own.protocol)]
     kept = []
     for item in found:
-        uplink = by_name[item.uplink]
+        uplink = by_name.get(item.uplink)
+        if uplink is None:
+            kept.append(item)  # announced deprecated by watch, not steered
+            notes.append(
+                f"{item.uplink}: not an uplink now (link down or no address): its delegated"
+                f" {item.prefix} is not steered"
+            )
+            continue
         gateway = uplink.gateway6
         if gateway is None:
             notes.append(
@@ -185,7 +188,7 @@ def plan_delegations(
             f"{uplink.name}: delegated {item.prefix} ({item.origin}; {lans}) leaves by"
             f" {uplink.name}"
         )
-    return routes, rules if kept else [], tuple(kept), notes
+    return routes, rules if len(rules) > 1 else [], tuple(kept), notes
 
 
 # -- RFC 8475: a dead uplink's prefixes deprecated on the LAN ------------------------------
@@ -196,6 +199,13 @@ DROP_IN_HEAD = (
     " from their\n# delegations are announced with preferred lifetime 0. Removed when they"
     " are back.\n"
 )
+
+
+def dead_uplinks(desired: Desired, down: Collection[str]) -> set[str]:
+    """The uplinks whose delegations are dead: found dead (`down`), or left out of the plan
+    (their link is down, or they lost their address)."""
+    planned = {u.name for u in desired.uplinks}
+    return set(down) | {d.uplink for d in desired.delegations if d.uplink not in planned}
 
 
 def deprecated(delegations: Iterable[Delegation], dead: Collection[str]) -> list[IPNetwork]:
@@ -262,7 +272,7 @@ def plan_npt(
     mappings: list[NptMapping] = []
     notes: list[str] = []
     for inside in config.gateway.npt:
-        for item in found:
+        for item in (d for d in found if d.uplink in by_name):
             outside = outside_prefix(inside, item.prefix)
             if outside is None:
                 notes.append(

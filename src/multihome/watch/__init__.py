@@ -202,7 +202,7 @@ class Watcher:
             self.gateway.use(self.layout)
             self.deprecator.update(
                 outcome.config,
-                outcome.desired.delegations,
+                outcome.desired,
                 self.down(4),
                 self.down(6),
                 {name for name, version in self.health if version == 6},

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 
 from multihome.core import delegation
 from multihome.core.config import Config
-from multihome.core.model import Delegation
+from multihome.core.model import Desired
 from multihome.errors import MultihomeError
 from multihome.host import ra
 
@@ -32,7 +32,7 @@ class Deprecator:
     def update(
         self,
         config: Config,
-        delegations: Collection[Delegation],
+        desired: Desired,
         down4: Collection[str],
         down6: Collection[str],
         probed6: Collection[str],
@@ -45,8 +45,9 @@ class Deprecator:
             self.stop()
             self.drop_in = ra.RaDropIn(gateway.ra_conf_dir)
         self.restart = gateway.ra_restart
-        dead = set(down6) | {name for name in down4 if name not in probed6}
-        networks = delegation.deprecated(delegations, dead)
+        down = set(down6) | {name for name in down4 if name not in probed6}
+        dead = delegation.dead_uplinks(desired, down)
+        networks = delegation.deprecated(desired.delegations, dead)
         try:
             changed = self.drop_in.update(networks)
         except MultihomeError as error:
