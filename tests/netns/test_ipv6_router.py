@@ -188,3 +188,37 @@ def test_npt_gives_a_ula_lan_both_isps_with_one_address_per_host(
         check=True,
     ).stdout
     assert "MULTIHOME" not in saved and "-A POSTROUTING -j ACCEPT" in saved.splitlines()
+
+
+def _checks(ns: str, config: Path) -> dict[str, list[dict[str, object]]]:
+    done = multihome(ns, "-c", str(config), "--json", "doctor", check=False)
+    found: dict[str, list[dict[str, object]]] = {}
+    for finding in json.loads(done.stdout)["findings"]:
+        found.setdefault(str(finding["check"]), []).append(finding)
+    return found
+
+
+def test_doctor_finds_a_prefix_leaving_by_the_other_isp_and_an_ra_not_deprecating(
+    build: Build, tmp_path: Path
+) -> None:
+    net = build(lab.gateway6())
+    router = net.ns(lab.ROUTER)
+    ra_dir = tmp_path / "dnsmasq.d"
+    ra_dir.mkdir(mode=0o755)
+    config = tmp_path / "m.toml"
+    config.write_text(lab.config(2, str(ra_dir), ["true"]))
+    os.chmod(config, 0o600)
+    # stock: ISP 1's prefix leaves by eth0 (main's default route)
+    wrong = _checks(router, config)["ipv6-prefix-wrong-uplink"]
+    assert [f["address"] for f in wrong] == ["2001:db8:b:1::1"], wrong
+    assert "leaves by eth0" in str(wrong[0]["summary"]) and wrong[0]["fix"] == "multihome apply"
+    multihome(router, "-c", str(config), "apply")
+    assert "ipv6-prefix-wrong-uplink" not in _checks(router, config)
+    # eth1's link goes down: its LAN prefix must be announced deprecated
+    subprocess.run(["ip", "-n", router, "link", "set", "eth1", "down"], check=True)
+    (stale,) = _checks(router, config)["ra-not-deprecating"]
+    assert "2001:db8:b:1::/64" in str(stale["summary"])
+    (ra_dir / "multihome-deprecated.conf").write_text(
+        "dhcp-range=2001:db8:b:1::,ra-only,64,deprecated\n"
+    )
+    assert "ra-not-deprecating" not in _checks(router, config)

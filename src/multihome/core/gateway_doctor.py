@@ -16,13 +16,13 @@ flowtable               flow offloading: offloaded packets skip the marks and th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from multihome.core import gateway
+from multihome.core import delegation, gateway
 from multihome.core.config import DEFAULT_MARK_MASK
 from multihome.core.doctor import Finding, Severity
-from multihome.core.model import TABLE_MAIN, Desired, HostState
+from multihome.core.model import TABLE_MAIN, Desired, HostState, IPAddress, Lookup
 
 
 def _items(ruleset: Any, kind: str) -> Iterator[dict[str, Any]]:
@@ -139,6 +139,92 @@ def findings(
                 consequence="offloaded packets skip the mark restore and the fwmark rules:"
                 " a connection's later packets may leave by another uplink",
                 fix="leave the uplinks out of the flowtable's devices, or remove it",
+            )
+        )
+    return found
+
+
+# -- an IPv6 router: the LAN's delegated prefixes -------------------------------------------
+#
+# ipv6-prefix-wrong-uplink  a delegated prefix's traffic leaves by another uplink than the
+#                           one whose ISP delegated it (that ISP drops it)
+# ra-not-deprecating        an uplink is dead (left out of the plan: link down, no address),
+#                           and the RA daemon still announces its LAN prefix as preferred
+
+
+def delegation_probes(
+    state: HostState, desired: Desired, target: IPAddress | None
+) -> list[tuple[IPAddress, IPAddress]]:
+    """The (dst, src) route lookups the IPv6 router checks need: from the router's own
+    address in each LAN prefix of a steered delegation, toward an off-link target (the
+    same rules route it as the LAN hosts' forwarded traffic from that prefix)."""
+    if target is None:
+        return []
+    planned = {u.name for u in desired.uplinks}
+    found = []
+    for item in desired.delegations:
+        if item.uplink not in planned:
+            continue
+        for ifname, network in item.lan:
+            own = next((a.ip.ip for a in state.addresses_of(ifname) if a.ip.ip in network), None)
+            if own is not None:
+                found.append((target, own))
+    return found
+
+
+def ipv6_router_findings(
+    state: HostState,
+    desired: Desired,
+    lookups: Mapping[tuple[IPAddress, IPAddress], Lookup],
+    target: IPAddress | None,
+    drop_in: str | None,
+    ra_daemon: str,
+) -> list[Finding]:
+    """The IPv6 router's findings; `drop_in`: the text of the RA daemon's drop-in
+    multihome writes (None: there is none), `ra_daemon`: [gateway] ra_daemon."""
+    found: list[Finding] = []
+    owners = {(d.uplink, network) for d in desired.delegations for _, network in d.lan}
+    for dst, src in delegation_probes(state, desired, target):
+        look = lookups.get((dst, src))
+        uplink = next((u for u, n in owners if src in n), None)
+        if look is None or look.dev is None or uplink is None or look.dev == uplink:
+            continue
+        found.append(
+            Finding(
+                Severity.ERROR,
+                "ipv6-prefix-wrong-uplink",
+                f"traffic from {src}'s prefix, delegated by {uplink}'s ISP, leaves by {look.dev}",
+                interfaces=(uplink, look.dev),
+                address=str(src),
+                evidence=(look.describe(),),
+                consequence=f"the ISP behind {look.dev} drops sources outside its own prefix:"
+                " the LAN hosts' connections from this prefix fail",
+                fix="multihome apply",
+            )
+        )
+    dead = delegation.dead_uplinks(desired, ())
+    announced = set((drop_in or "").splitlines())
+    for network in delegation.deprecated(desired.delegations, dead):
+        line = f"dhcp-range={network.network_address},ra-only,{network.prefixlen},deprecated"
+        if line in announced:
+            continue
+        uplink = next(d.uplink for d in desired.delegations if (d.uplink, network) in owners)
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "ra-not-deprecating",
+                f"{uplink} is down, and the LAN's router advertisements still offer"
+                f" {network} (its delegation) as preferred",
+                interfaces=(uplink,),
+                evidence=(
+                    f"{uplink}: not an uplink now (link down or no address)",
+                    f"no `{line}` in the RA daemon's drop-in {delegation.DROP_IN}",
+                ),
+                consequence="LAN hosts keep starting connections from that prefix, and they"
+                " fail (RFC 8475)",
+                fix="run multihome watch (it deprecates a dead uplink's prefixes)"
+                if ra_daemon
+                else 'set [gateway] ra_daemon = "dnsmasq" and run multihome watch',
             )
         )
     return found

@@ -466,7 +466,35 @@ def diagnose(config_path: str | None) -> Any:
         uplinks,
         _table_drift(outcome.table),
     )
-    return _forwarding_findings(outcome, report)
+    return _ipv6_router_findings(outcome, _forwarding_findings(outcome, report))
+
+
+def _ipv6_router_findings(outcome: Outcome, report: Any) -> Any:
+    """A router with delegated IPv6 prefixes: where each prefix's traffic leaves, and whether
+    the RA daemon deprecates a dead uplink's prefix (gateway_doctor.py)."""
+    from multihome.core import doctor, gateway_doctor
+    from multihome.host import ra
+
+    gateway = outcome.config.gateway
+    if gateway is None or not outcome.desired.delegations:
+        return report
+    target = doctor.off_link_targets(outcome.host).get(Family.INET6)
+    probes = gateway_doctor.delegation_probes(outcome.host, outcome.desired, target)
+    lookups = discover.route_lookups(outcome.host, probes)
+    notes = report.notes
+    drop_in = None
+    if gateway.ra_daemon:
+        try:
+            drop_in = ra.read_drop_in(gateway.ra_conf_dir)
+        except MultihomeError as error:
+            notes = (*notes, f"the RA daemon's drop-in: {error.message}")
+    extra = gateway_doctor.ipv6_router_findings(
+        outcome.host, outcome.desired, lookups, target, drop_in, gateway.ra_daemon
+    )
+    merged = sorted(
+        [*report.findings, *extra], key=lambda f: f.severity is not doctor.Severity.ERROR
+    )
+    return doctor.Report(findings=tuple(merged), notes=notes)
 
 
 def _table_drift(table: TableChange | None) -> str | None:

@@ -87,6 +87,15 @@ class RaDropIn:
             return file.read(1 << 16)
 
 
+def read_drop_in(conf_dir: str) -> str | None:
+    """The drop-in's text, for the doctor (None: there is none). Raises MultihomeError."""
+    fd = files.open_root(conf_dir)
+    try:
+        return RaDropIn._present(fd)
+    finally:
+        os.close(fd)
+
+
 def restart(argv: tuple[str, ...]) -> str | None:
     """Run the RA daemon's restart command; None when it worked, else what went wrong."""
     try:
