@@ -105,7 +105,7 @@ def test_unknown_uplinks_are_named_in_the_plan() -> None:
     assert not [r for r in desired.rules if r.family is Family.INET6 and r.src is not None]
     unmapped = [n for n in desired.notes if "cannot be mapped" in n]
     assert len(unmapped) == 2
-    assert "the unreachable route 2001:db8:a::/48 (a PD client's)" in unmapped[0]
+    assert "a PD client's unreachable route 2001:db8:a::/48" in unmapped[0]
     assert 'delegated = ["2001:db8:a::/48"]' in unmapped[0]
     assert 'delegated = ["2001:db8:b::/48"]' in unmapped[1]
     assert not any("fd00" in n for n in desired.notes)
@@ -120,7 +120,7 @@ def test_learnt_with_one_ipv6_uplink_and_the_rest_from_config() -> None:
         ("eth0", "2001:db8:a:1::/64"),  # no PD route: its own /64
         ("eth0", "2001:db8:b::/48"),
     ]
-    assert found[1].origin.startswith("learnt: the unreachable route 2001:db8:b::/48")
+    assert found[1].origin.startswith("learnt: a PD client's unreachable route 2001:db8:b::/48")
     assert notes == []
     # a partial config: the configured prefix is config's, the other one still unknown
     partial = '[uplinks.eth0]\ndelegated = ["2001:db8:a::/48"]\n[uplinks.eth1]\n' + LEARN

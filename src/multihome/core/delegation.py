@@ -109,8 +109,8 @@ def delegations(
             route = _covering(network, [r.dst for r in routes])
             prefix = route if route is not None else network
             evidence = (
-                f"the {PD_ROUTE_TYPES[next(r.type for r in routes if r.dst == route)]} route"
-                f" {route} (a PD client's)"
+                f"a PD client's {PD_ROUTE_TYPES[next(r.type for r in routes if r.dst == route)]}"
+                f" route {route}"
                 if route is not None
                 else f"address on {ifname}"
             )
