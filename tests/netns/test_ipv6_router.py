@@ -18,6 +18,7 @@ from multihome.lab import gateway6_run as run
 from multihome.lab.description import Topology
 from multihome.lab.gateway_run import process, python_module
 from multihome.lab.topology import Network
+from tests.unit.test_delegation import dhcpv6_reply
 
 from .helpers import ip_json, multihome, tx_packets
 
@@ -222,3 +223,23 @@ def test_doctor_finds_a_prefix_leaving_by_the_other_isp_and_an_ra_not_deprecatin
         "dhcp-range=2001:db8:b:1::,ra-only,64,deprecated\n"
     )
     assert "ra-not-deprecating" not in _checks(router, config)
+
+
+def test_apply_learns_the_delegations_from_dhcpcds_leases(build: Build, tmp_path: Path) -> None:
+    """No `delegated` in the config: the PD client's records (dhcpcd's IFNAME.lease6) say
+    which uplink each prefix came from, and the LAN's prefixes are routed by them."""
+    net = build(lab.gateway6())
+    router = net.ns(lab.ROUTER)
+    leases = tmp_path / "dhcpcd"
+    leases.mkdir(mode=0o755)
+    for i in range(2):
+        (leases / f"eth{i}.lease6").write_bytes(dhcpv6_reply(lab.delegated(i)))
+    config = tmp_path / "m.toml"
+    config.write_text(f'[gateway]\nlan = ["lan0"]\npd_lease_dir = "{leases}"\n')
+    os.chmod(config, 0o600)
+    multihome(router, "-c", str(config), "apply")
+    assert _owned6(router) == [
+        (1001, "all", "main"),
+        (1002, "2001:db8:a::/48", "100"),
+        (1002, "2001:db8:b::/48", "101"),
+    ]

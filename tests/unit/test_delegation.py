@@ -239,3 +239,37 @@ def test_an_uplink_left_out_keeps_its_delegation_to_be_deprecated() -> None:
     assert delegation.deprecated(desired.delegations, dead) == [
         ipaddress.ip_network("2001:db8:b:1::/64")
     ]
+
+
+def dhcpv6_reply(*prefixes: str, valid: int = 7200) -> bytes:
+    """A DHCPv6 REPLY as dhcpcd keeps it in IFNAME.lease6: a client id, then an IA_PD with
+    an IAPREFIX per prefix."""
+    import struct
+
+    def option(code: int, value: bytes) -> bytes:
+        return struct.pack("!HH", code, len(value)) + value
+
+    inner = b"".join(
+        option(26, struct.pack("!IIB", 3600, valid, n.prefixlen) + n.network_address.packed)
+        for n in map(ipaddress.IPv6Network, prefixes)
+    )
+    ia_pd = option(25, struct.pack("!III", 1, 1800, 2880) + inner)
+    return bytes([7, 1, 2, 3]) + option(1, b"\x00\x03\x00\x01" + bytes(6)) + ia_pd
+
+
+def test_prefixes_from_a_dhcpcd_lease() -> None:
+    assert delegation.dhcpv6_prefixes(dhcpv6_reply("2001:db8:b::/48")) == [B]
+    assert delegation.dhcpv6_prefixes(dhcpv6_reply("2001:db8:b::/48", valid=0)) == []
+    assert delegation.dhcpv6_prefixes(dhcpv6_reply("2001:db8:b:1:2::/80")) == []  # not a PD
+    truncated = dhcpv6_reply("2001:db8:b::/48")[:-3]
+    assert delegation.dhcpv6_prefixes(truncated) == []
+    assert delegation.dhcpv6_prefixes(b"\x07") == []
+
+
+def test_a_pd_clients_record_maps_the_lan_prefix_to_its_uplink() -> None:
+    state = replace(router(routes=(unreachable("2001:db8:a::/48"),)), pd_records=(("eth1", B),))
+    desired = plan(parse(LEARN, "m.toml"), state)
+    assert [(d.uplink, d.prefix, d.origin) for d in desired.delegations] == [
+        ("eth1", B, "learnt: eth1's DHCPv6 lease")
+    ]
+    assert any("2001:db8:a:1::/64" in n and "cannot be mapped" in n for n in desired.notes)

@@ -97,6 +97,8 @@ class GatewayConfig:
     ra_daemon: str = ""
     ra_conf_dir: str = "/etc/dnsmasq.d"
     ra_restart: tuple[str, ...] = ("systemctl", "restart", "dnsmasq.service")
+    # where dhcpcd keeps its DHCPv6 leases (IFNAME.lease6): which uplink delegated a prefix
+    pd_lease_dir: str = "/var/lib/dhcpcd"
     # NPTv6: the LAN's inside prefixes (ULA), each mapped to every uplink's delegation
     npt: tuple[IPNetwork, ...] = ()
 
@@ -148,6 +150,7 @@ _SECTIONS: dict[str, set[str]] = {
         "ra_conf_dir",
         "ra_restart",
         "npt",
+        "pd_lease_dir",
     },
 }
 _UPLINK_KEYS = {
@@ -588,7 +591,15 @@ def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
             "gateway.ra_restart",
             hint='e.g. ["systemctl", "restart", "dnsmasq.service"]',
         )
-    return {"ra_daemon": daemon, "ra_conf_dir": directory, "ra_restart": tuple(restart)}
+    leases = body.get("pd_lease_dir", default.pd_lease_dir)
+    if not isinstance(leases, str) or not leases.startswith("/") or "\0" in leases:
+        raise read.fail(f"must be an absolute path, not {leases!r}", "gateway.pd_lease_dir")
+    return {
+        "ra_daemon": daemon,
+        "ra_conf_dir": directory,
+        "ra_restart": tuple(restart),
+        "pd_lease_dir": leases,
+    }
 
 
 def _mark_ids(mask: int) -> int:

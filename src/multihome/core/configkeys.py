@@ -257,6 +257,16 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "gateway",
+        "pd_lease_dir",
+        '"/var/lib/dhcpcd"',
+        "Where dhcpcd keeps its DHCPv6 leases (IFNAME.lease6): a prefix delegated in the "
+        "lease of an uplink is that uplink's, so a LAN prefix inside it is routed by it "
+        "without `delegated` in the config. The directory and those above it must be root's "
+        "and writable by no one else.",
+        '"/var/lib/dhcpcd"',
+    ),
+    Key(
+        "gateway",
         "npt",
         "[]",
         "IPv6: the LAN's inside prefixes (ULA, e.g. fd00:1::/64) to translate with NPTv6 (RFC "

@@ -17,17 +17,20 @@ adds it (via the uplink's IPv6 gateway, usually link-local, from main's default 
 
 Where the prefixes come from, in order:
   config   `[uplinks.NAME] delegated = ["2001:db8:a::/48"]`
-  learnt   the LAN interfaces' global addresses (a PD client puts them there); the delegated
+  learnt   the LAN interfaces' global addresses (a PD client puts them there), mapped to an
+           uplink by the PD client's record (dhcpcd's DHCPv6 lease of that uplink, read by
+           host/pd.py, delegates a prefix that holds the address); else the delegated
            prefix around one is the unreachable/blackhole route a PD client installs for it
-           (systemd-networkd, dhcpcd, odhcp6c do), else its own /64. The uplink it came from
-           is known only when one uplink has an IPv6 gateway: the route names no uplink, so
-           with several `plan` says which prefix needs `delegated` in the config.
+           (systemd-networkd, dhcpcd, odhcp6c do), else its own /64, and its uplink is known
+           only when one uplink has an IPv6 gateway: the route names no uplink, so with
+           several `plan` says which prefix needs `delegated` in the config.
 ULA prefixes (fc00::/7) are left alone: they do not leave without NPTv6 (kernel/npt.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Collection, Iterable
 
 from multihome.core.config import Config
@@ -92,19 +95,25 @@ def delegations(
 ) -> tuple[list[Delegation], list[str]]:
     """The delegated prefixes by uplink (configured ones first), and notes on the LAN
     prefixes whose uplink cannot be known."""
+    chosen = {u.name for u in uplinks}
     owners: dict[IPNetwork, tuple[str, str]] = {}
     notes: list[str] = []
     for uplink in config.uplinks:
         for prefix in uplink.delegated:
             # (an uplink left out, its link down, keeps its delegation: watch deprecates it)
             owners[prefix] = (uplink.name, "config")
+    recorded = {prefix: name for name, prefix in state.pd_records if name in chosen}
     routes = _pd_routes(state)
     with_gateway = [u.name for u in uplinks if u.gateway6 is not None]
     lan: dict[IPNetwork, list[tuple[str, IPNetwork]]] = {}
     for ifname, network in lan_networks(config, state):
         configured = _covering(network, list(owners))
+        leased = _covering(network, list(recorded))
         if configured is not None:
             prefix = configured
+        elif leased is not None:
+            prefix = leased
+            owners[prefix] = (recorded[prefix], f"learnt: {recorded[prefix]}'s DHCPv6 lease")
         else:
             route = _covering(network, [r.dst for r in routes])
             prefix = route if route is not None else network
@@ -189,6 +198,44 @@ def plan_delegations(
             f" {uplink.name}"
         )
     return routes, rules if len(rules) > 1 else [], tuple(kept), notes
+
+
+# -- a PD client's record: the DHCPv6 reply dhcpcd keeps -----------------------------------
+
+DHCPV6_IA_PD, DHCPV6_IAPREFIX = 25, 26
+
+
+def _options(data: bytes) -> list[tuple[int, bytes]]:
+    """DHCPv6 options (code, length, value), as many as fit whole."""
+    found = []
+    at = 0
+    while at + 4 <= len(data):
+        code, length = struct.unpack_from("!HH", data, at)
+        at += 4
+        if at + length > len(data):
+            break
+        found.append((code, data[at : at + length]))
+        at += length
+    return found
+
+
+def dhcpv6_prefixes(message: bytes) -> list[IPNetwork]:
+    """The prefixes a DHCPv6 reply delegates (IA_PD's IAPREFIX options still valid, /64 or
+    wider), as dhcpcd keeps the reply in its lease file; anything malformed is left out."""
+    found: list[IPNetwork] = []
+    for code, body in _options(message[4:]):  # after msg-type and transaction-id
+        if code != DHCPV6_IA_PD or len(body) < 12:
+            continue
+        for inner, value in _options(body[12:]):  # after IAID, T1, T2
+            if inner != DHCPV6_IAPREFIX or len(value) < 25:
+                continue
+            valid, length = int.from_bytes(value[4:8], "big"), value[8]
+            if valid == 0 or not 1 <= length <= 64:
+                continue
+            network = ipaddress.IPv6Network((int.from_bytes(value[9:25], "big"), length), False)
+            if network not in found:
+                found.append(network)
+    return found
 
 
 # -- RFC 8475: a dead uplink's prefixes deprecated on the LAN ------------------------------

@@ -349,6 +349,9 @@ class HostState:
     rules: tuple[Rule, ...] = ()
     sysctls: Mapping[str, str] = field(default_factory=dict)  # path -> current value
     netns_id: int = 0  # inode of the network namespace
+    # gateway mode, IPv6: the prefixes PD clients' records say each uplink was delegated
+    # (host/pd.py reads them; discover leaves this empty)
+    pd_records: tuple[tuple[str, IPNetwork], ...] = ()
 
     def interface(self, name: str) -> Interface | None:
         return next((i for i in self.interfaces if i.name == name), None)

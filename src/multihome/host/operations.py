@@ -49,9 +49,19 @@ class Outcome:
         return bool(self.changes) or self.table is not None or bool(self.by_watch)
 
 
+def with_pd_records(cfg: Config, host: HostState) -> HostState:
+    """The host's state with the PD clients' records, where gateway mode routes IPv6."""
+    if cfg.gateway is None or not cfg.ipv6:
+        return host
+    from multihome.core.records import replace
+    from multihome.host import pd
+
+    return replace(host, pd_records=pd.read_leases(cfg.gateway.pd_lease_dir))
+
+
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
     cfg = config_file.load(config_path)
-    host = discover.read_state()
+    host = with_pd_records(cfg, discover.read_state())
     return cfg, host, state.load(host.netns_id, namespace.cookie())
 
 
@@ -178,7 +188,7 @@ def _converge(
     netns_id = namespace.identity()
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
-        host = discover.read_state(decoded)
+        host = with_pd_records(cfg, discover.read_state(decoded))
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
