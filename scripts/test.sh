@@ -18,6 +18,8 @@ command -v NetworkManager >/dev/null || need_apt+=(network-manager)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 # the IPv6 router lab restarts its dnsmasq (the RA daemon) with pkill --pidfile
 command -v pkill >/dev/null || need_apt+=(procps)
+# ... and radvd is the other RA daemon multihome watch deprecates a dead prefix through
+[[ -x /usr/sbin/radvd ]] || need_apt+=(radvd)
 # the units run in their sandbox under a real systemd, booted in a container (systemd-nspawn)
 command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # the Debian package is built (debhelper, pybuild) and installed in a root made by mmdebstrap;

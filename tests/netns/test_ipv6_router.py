@@ -5,8 +5,10 @@ dropping sources outside its delegation. Checked with independent readers (`ip -
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -243,3 +245,62 @@ def test_apply_learns_the_delegations_from_dhcpcds_leases(build: Build, tmp_path
         (1002, "2001:db8:a::/48", "100"),
         (1002, "2001:db8:b::/48", "101"),
     ]
+
+
+RADVD_CONF = """\
+interface lan0 {
+    AdvSendAdvert on;
+    MinRtrAdvInterval 3;
+    MaxRtrAdvInterval 4;
+    prefix 2001:db8:a:1::/64 {
+        AdvOnLink on;
+        AdvAutonomous on;
+    };
+    prefix 2001:db8:b:1::/64 {
+        AdvOnLink on;
+        AdvAutonomous on;
+    };
+};
+"""
+
+
+def test_radvd_deprecates_a_prefix_on_sighup_and_its_config_comes_back_exactly(
+    build: Build, tmp_path: Path
+) -> None:
+    """The real radvd and a SLAAC host: multihome's marked line deprecates 2001:db8:b:1::/64
+    after a SIGHUP (the reload radvd.service does), and removing it restores the prefix and
+    radvd.conf byte for byte."""
+    from multihome.host import ra
+    from multihome.lab.description import Link, Port
+
+    topology = Topology(
+        name="radvd",
+        hosts=("router", "host"),
+        links=(Link(Port("router", "lan0"), Port("host", "eth0")),),
+        addresses=(
+            ("router", "lan0", "2001:db8:a:1::1/64"),
+            ("router", "lan0", "2001:db8:b:1::1/64"),
+        ),
+        sysctls=(("router", "net/ipv6/conf/all/forwarding", "1"),),
+    )
+    net = build(topology)
+    router, host = net.ns("router"), net.ns("host")
+    conf = tmp_path / "radvd.conf"
+    conf.write_text(RADVD_CONF)
+    conf.chmod(0o644)
+    pidfile = tmp_path / "radvd.pid"
+    argv = ["ip", "netns", "exec", router, "radvd", "-n", "-C", str(conf), "-p", str(pidfile)]
+    argv += ["-m", "stderr", "-u", "root"]
+    with process(argv, stderr=subprocess.DEVNULL):
+        run.wait_until(lambda: len(run.addresses6(host)) == 2, 10, "SLAAC addresses")
+        run.wait_until(pidfile.exists, 5, "radvd's pid file")
+        edit = ra.RadvdConfig(str(conf))
+        b = ipaddress.ip_network(lab.lan_prefix(1))
+        assert edit.update([b]) is True
+        os.kill(int(pidfile.read_text()), signal.SIGHUP)
+        seen = run.wait_until(lambda: run.is_deprecated(host, str(b)), 10, "the deprecation")
+        assert run.is_deprecated(host, lab.lan_prefix(0)) is False
+        assert edit.update([]) is True and conf.read_text() == RADVD_CONF
+        os.kill(int(pidfile.read_text()), signal.SIGHUP)
+        run.wait_until(lambda: run.is_deprecated(host, str(b)) is False, 10, "the prefix's return")
+    assert seen < 10

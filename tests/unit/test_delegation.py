@@ -159,8 +159,11 @@ def test_the_ra_config_keys() -> None:
     assert config.gateway is not None and config.gateway.ra_daemon == "dnsmasq"
     assert config.gateway.ra_conf_dir == "/etc/dnsmasq.d"
     assert config.gateway.ra_restart == ("systemctl", "restart", "dnsmasq.service")
+    radvd = parse('[gateway]\nlan = ["lan0"]\nra_daemon = "radvd"\n', "m.toml").gateway
+    assert radvd is not None and radvd.ra_restart == ("systemctl", "reload", "radvd.service")
+    assert radvd.ra_config == "/etc/radvd.conf"
     for text, fragment in [
-        ('ra_daemon = "radvd"\n', "gateway.ra_daemon"),
+        ('ra_daemon = "bird"\n', "gateway.ra_daemon"),
         ('ra_conf_dir = "etc/dnsmasq.d"\n', "absolute path"),
         ("ra_restart = []\n", "list of its words"),
         ('ra_restart = "systemctl restart dnsmasq"\n', "list of its words"),

@@ -63,3 +63,44 @@ def test_restart_reports_a_failing_command() -> None:
     assert ra.restart(("true",)) is None
     assert "exited 1" in (ra.restart(("false",)) or "")
     assert ra.restart(("/nonexistent/restart",)) is not None
+
+
+RADVD = """\
+interface lan0 {
+    AdvSendAdvert on;
+    prefix 2001:db8:a:1::/64 {
+        AdvOnLink on;
+    };
+    prefix 2001:db8:b:1::/64 {
+        AdvPreferredLifetime 3600;
+    };
+};
+"""
+
+
+def test_radvd_gets_one_marked_line_per_dead_prefix_and_loses_exactly_those() -> None:
+    changed = delegation.radvd_deprecating(RADVD, B)
+    added = [line for line in changed.splitlines() if line not in RADVD.splitlines()]
+    assert added == [f"        AdvPreferredLifetime 0; {delegation.RADVD_MARK}"]
+    # last in the block (the last of a repeated option wins), after the user's own
+    assert changed.index("AdvPreferredLifetime 3600") < changed.index("AdvPreferredLifetime 0")
+    assert delegation.announced_deprecated("radvd", changed) == set(B)
+    assert delegation.announced_deprecated("radvd", RADVD) == set()
+    assert delegation.radvd_restored(changed) == RADVD
+    assert delegation.radvd_deprecating(changed, B) == changed  # not twice
+
+
+def test_radvd_config_written_in_place_with_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "radvd.conf"
+    path.write_text(RADVD)
+    path.chmod(0o640)
+    edit = ra.RadvdConfig(str(path))
+    assert edit.update(B) is True and edit.written is not None
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert edit.update(B) is False
+    assert edit.update([]) is True and path.read_text() == RADVD and edit.written is None
+    one_line = RADVD.replace("{\n        AdvPreferredLifetime 3600;\n    };", "{ AdvOnLink on; };")
+    path.write_text(one_line)
+    with pytest.raises(MultihomeError, match="not deprecated"):
+        edit.update(B)
+    assert path.read_text() == one_line

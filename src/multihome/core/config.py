@@ -97,6 +97,7 @@ class GatewayConfig:
     ra_daemon: str = ""
     ra_conf_dir: str = "/etc/dnsmasq.d"
     ra_restart: tuple[str, ...] = ("systemctl", "restart", "dnsmasq.service")
+    ra_config: str = "/etc/radvd.conf"  # radvd's configuration file
     # where dhcpcd keeps its DHCPv6 leases (IFNAME.lease6): which uplink delegated a prefix
     pd_lease_dir: str = "/var/lib/dhcpcd"
     # NPTv6: the LAN's inside prefixes (ULA), each mapped to every uplink's delegation
@@ -149,6 +150,7 @@ _SECTIONS: dict[str, set[str]] = {
         "ra_daemon",
         "ra_conf_dir",
         "ra_restart",
+        "ra_config",
         "npt",
         "pd_lease_dir",
     },
@@ -564,7 +566,13 @@ def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -
     )
 
 
-RA_DAEMONS = ("", "dnsmasq")
+# the command that makes each daemon read its configuration again, by default
+RA_RESTART = {
+    "": (),
+    "dnsmasq": ("systemctl", "restart", "dnsmasq.service"),  # no reload of dhcp-range
+    "radvd": ("systemctl", "reload", "radvd.service"),  # SIGHUP
+}
+RA_DAEMONS = tuple(RA_RESTART)
 
 
 def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
@@ -573,14 +581,13 @@ def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
     daemon = body.get("ra_daemon", default.ra_daemon)
     if daemon not in RA_DAEMONS:
         raise read.fail(
-            f"must be \"dnsmasq\" or \"\" (none), not {daemon!r}",
+            f"must be \"dnsmasq\", \"radvd\" or \"\" (none), not {daemon!r}",
             "gateway.ra_daemon",
-            hint="radvd is not handled yet",
         )
     directory = body.get("ra_conf_dir", default.ra_conf_dir)
     if not isinstance(directory, str) or not directory.startswith("/") or "\0" in directory:
         raise read.fail(f"must be an absolute path, not {directory!r}", "gateway.ra_conf_dir")
-    restart = body.get("ra_restart", list(default.ra_restart))
+    restart = body.get("ra_restart", list(RA_RESTART[daemon]) or list(default.ra_restart))
     if (
         not isinstance(restart, list)
         or not restart
@@ -591,6 +598,9 @@ def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
             "gateway.ra_restart",
             hint='e.g. ["systemctl", "restart", "dnsmasq.service"]',
         )
+    config = body.get("ra_config", default.ra_config)
+    if not isinstance(config, str) or not config.startswith("/") or "\0" in config:
+        raise read.fail(f"must be an absolute path, not {config!r}", "gateway.ra_config")
     leases = body.get("pd_lease_dir", default.pd_lease_dir)
     if not isinstance(leases, str) or not leases.startswith("/") or "\0" in leases:
         raise read.fail(f"must be an absolute path, not {leases!r}", "gateway.pd_lease_dir")
@@ -598,6 +608,7 @@ def _ra(read: _Reader, body: dict[str, Any]) -> dict[str, Any]:
         "ra_daemon": daemon,
         "ra_conf_dir": directory,
         "ra_restart": tuple(restart),
+        "ra_config": config,
         "pd_lease_dir": leases,
     }
 

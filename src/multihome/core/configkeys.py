@@ -231,13 +231,16 @@ KEYS: tuple[Key, ...] = (
         "gateway",
         "ra_daemon",
         '""',
-        "IPv6, RFC 8475: the daemon that sends the LAN's router advertisements, \"dnsmasq\" "
-        "or \"\" (none). With it, multihome watch announces a dead uplink's delegated "
-        "prefixes with preferred lifetime 0 (LAN hosts move new connections to the other "
-        "prefix) and restores them when it is back: it writes the drop-in "
+        "IPv6, RFC 8475: the daemon that sends the LAN's router advertisements, \"dnsmasq\", "
+        "\"radvd\" or \"\" (none). With it, multihome watch announces a dead uplink's "
+        "delegated prefixes with preferred lifetime 0 (LAN hosts move new connections to the "
+        "other prefix) and restores them when it is back. dnsmasq: it writes the drop-in "
         "multihome-deprecated.conf (`dhcp-range=PREFIX,ra-only,64,deprecated` per prefix) "
         "into ra_conf_dir, runs ra_restart (dnsmasq does not re-read dhcp-range on SIGHUP), "
-        "and removes exactly that file when the uplinks are back or watch stops.",
+        "and removes exactly that file when the uplinks are back or watch stops. radvd (no "
+        "drop-ins): it adds one marked line, `AdvPreferredLifetime 0;`, last in the prefix's "
+        "block of ra_config, runs ra_restart (radvd reloads on SIGHUP), and removes exactly "
+        "its marked lines again.",
         '"dnsmasq"',
     ),
     Key(
@@ -252,8 +255,17 @@ KEYS: tuple[Key, ...] = (
         "gateway",
         "ra_restart",
         '["systemctl", "restart", "dnsmasq.service"]',
-        "The command that makes the RA daemon read its drop-ins again.",
+        "The command that makes the RA daemon read its configuration again; with "
+        'ra_daemon = "radvd" the default is ["systemctl", "reload", "radvd.service"].',
         '["systemctl", "restart", "dnsmasq.service"]',
+    ),
+    Key(
+        "gateway",
+        "ra_config",
+        '"/etc/radvd.conf"',
+        "radvd's configuration file (ra_daemon = \"radvd\"); its directory and those above "
+        "it must be root's and writable by no one else.",
+        '"/etc/radvd.conf"',
     ),
     Key(
         "gateway",

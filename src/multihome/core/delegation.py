@@ -29,7 +29,9 @@ ULA prefixes (fc00::/7) are left alone: they do not leave without NPTv6 (kernel/
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import re
 import struct
 from collections.abc import Collection, Iterable
 
@@ -353,3 +355,59 @@ def plan_npt(
         for inside in config.gateway.npt
     ]
     return [route], rules, tuple(mappings), notes
+
+
+# radvd reloads its configuration on SIGHUP, and has no drop-ins: a dead prefix gets one line,
+# `AdvPreferredLifetime 0;` last in its `prefix` block of radvd.conf (the last of a repeated
+# option wins), marked so that exactly those lines are removed again.
+RADVD_MARK = "# multihome watch: uplink down (RFC 8475)"
+_RADVD_PREFIX = re.compile(r"prefix\s+([0-9A-Fa-f:.]+/\d+)\s*\{")
+
+
+def radvd_restored(text: str) -> str:
+    """radvd.conf without multihome's lines."""
+    return "".join(line for line in text.splitlines(True) if not line.rstrip().endswith(RADVD_MARK))
+
+
+def radvd_deprecating(text: str, networks: Collection[IPNetwork]) -> str:
+    """radvd.conf (without multihome's lines) with each of `networks` deprecated in its
+    `prefix` block; a prefix without a block of its own, or whose block closes on a line
+    with more in it (`prefix P { ... };` on one line), is left as it is."""
+    text = radvd_restored(text)
+    inserts: list[int] = []
+    for match in _RADVD_PREFIX.finditer(text):
+        try:
+            network = ipaddress.ip_network(match.group(1), strict=False)
+        except ValueError:
+            continue
+        end = text.find("}", match.end())
+        start = text.rfind("\n", 0, end) + 1  # of the closing line
+        if network in networks and end >= 0 and not text[start:end].strip():
+            inserts.append(start)
+    for at in sorted(inserts, reverse=True):
+        line_end = text.find("\n", at)
+        closing = text[at : line_end if line_end >= 0 else len(text)]
+        indent = closing[: len(closing) - len(closing.lstrip())]
+        text = text[:at] + f"{indent}    AdvPreferredLifetime 0; {RADVD_MARK}\n" + text[at:]
+    return text
+
+
+def announced_deprecated(daemon: str, text: str | None) -> set[IPNetwork]:
+    """The LAN prefixes multihome's change to the RA daemon's configuration deprecates."""
+    found: set[IPNetwork] = set()
+    if text is None:
+        return found
+    if daemon == "radvd":
+        for match in _RADVD_PREFIX.finditer(text):
+            end = text.find("}", match.end())
+            if RADVD_MARK in text[match.end() : end if end >= 0 else len(text)]:
+                with contextlib.suppress(ValueError):
+                    found.add(ipaddress.ip_network(match.group(1), strict=False))
+        return found
+    for line in text.splitlines():
+        head, _, rest = line.partition("=")
+        prefix, *tail = rest.split(",")
+        if head == "dhcp-range" and tail[-1:] == ["deprecated"] and len(tail) == 3:
+            with contextlib.suppress(ValueError):
+                found.add(ipaddress.IPv6Network(f"{prefix}/{tail[1]}"))
+    return found

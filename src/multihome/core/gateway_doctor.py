@@ -180,8 +180,9 @@ def ipv6_router_findings(
     drop_in: str | None,
     ra_daemon: str,
 ) -> list[Finding]:
-    """The IPv6 router's findings; `drop_in`: the text of the RA daemon's drop-in
-    multihome writes (None: there is none), `ra_daemon`: [gateway] ra_daemon."""
+    """The IPv6 router's findings; `drop_in`: the text of the RA daemon's configuration
+    multihome changes (dnsmasq's drop-in, radvd.conf; None: there is none), `ra_daemon`:
+    [gateway] ra_daemon."""
     found: list[Finding] = []
     owners = {(d.uplink, network) for d in desired.delegations for _, network in d.lan}
     for dst, src in delegation_probes(state, desired, target):
@@ -203,10 +204,9 @@ def ipv6_router_findings(
             )
         )
     dead = delegation.dead_uplinks(desired, ())
-    announced = set((drop_in or "").splitlines())
+    announced = delegation.announced_deprecated(ra_daemon, drop_in)
     for network in delegation.deprecated(desired.delegations, dead):
-        line = f"dhcp-range={network.network_address},ra-only,{network.prefixlen},deprecated"
-        if line in announced:
+        if network in announced:
             continue
         uplink = next(d.uplink for d in desired.delegations if (d.uplink, network) in owners)
         found.append(
@@ -218,7 +218,8 @@ def ipv6_router_findings(
                 interfaces=(uplink,),
                 evidence=(
                     f"{uplink}: not an uplink now (link down or no address)",
-                    f"no `{line}` in the RA daemon's drop-in {delegation.DROP_IN}",
+                    f"{network} is not deprecated in the {ra_daemon or 'RA daemon'}'s"
+                    " configuration by multihome",
                 ),
                 consequence="LAN hosts keep starting connections from that prefix, and they"
                 " fail (RFC 8475)",

@@ -494,10 +494,11 @@ def _ipv6_router_findings(outcome: Outcome, report: Any) -> Any:
     notes = report.notes
     drop_in = None
     if gateway.ra_daemon:
+        where = gateway.ra_config if gateway.ra_daemon == "radvd" else gateway.ra_conf_dir
         try:
-            drop_in = ra.read_drop_in(gateway.ra_conf_dir)
+            drop_in = ra.read_config(gateway.ra_daemon, where)
         except MultihomeError as error:
-            notes = (*notes, f"the RA daemon's drop-in: {error.message}")
+            notes = (*notes, f"the RA daemon's configuration: {error.message}")
     extra = gateway_doctor.ipv6_router_findings(
         outcome.host, outcome.desired, lookups, target, drop_in, gateway.ra_daemon
     )

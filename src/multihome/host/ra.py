@@ -87,6 +87,75 @@ class RaDropIn:
             return file.read(1 << 16)
 
 
+class RadvdConfig:
+    """radvd.conf as one watch changes it: a line `AdvPreferredLifetime 0;`, marked as
+    multihome's, last in each dead prefix's block; radvd reads it again on SIGHUP (ra_restart:
+    `systemctl reload radvd.service`). Only the marked lines are added and removed, so the
+    user's own edits in the meantime stay; a file left changed by a watch that was killed is
+    put right by the next. `written`: the text last written with marked lines, None when
+    there are none."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conf_dir = path  # what identifies the daemon's configuration to watch
+        self.written: str | None = None
+        self.checked = False
+
+    def update(self, networks: list[IPNetwork]) -> bool:
+        """Deprecate `networks` (none: remove multihome's lines); whether the file changed.
+        Raises MultihomeError."""
+        directory, name = os.path.split(self.path)
+        fd = files.open_root(directory or "/")
+        try:
+            try:
+                file_fd, info = files.open_regular(name, fd)
+            except (OSError, files.NotRegular) as error:
+                raise MultihomeError(f"{self.path}: {error}: not changed") from None
+            with os.fdopen(file_fd, encoding="utf-8", errors="surrogateescape") as file:
+                current = file.read(1 << 20)
+            wanted = delegation.radvd_deprecating(current, networks)
+            left = set(networks) - delegation.announced_deprecated("radvd", wanted)
+            if left:
+                raise MultihomeError(
+                    f"{self.path}: no block of its own, closed on a line of its own, for"
+                    f" {', '.join(map(str, sorted(left)))}: not deprecated",
+                    hint="write each LAN prefix as `prefix P/64 {`, its options, and `};`"
+                    " on lines of their own",
+                )
+            self.written = wanted if wanted != delegation.radvd_restored(wanted) else None
+            if wanted == current:
+                return False
+            try:
+                files.write_at(
+                    fd, name, wanted.encode("utf-8", "surrogateescape"), info.st_mode & 0o7777
+                )
+            except OSError as error:
+                raise MultihomeError(f"{self.path}: {files.strerror(error)}") from None
+            return True
+        finally:
+            os.close(fd)
+
+
+def read_config(daemon: str, where: str) -> str | None:
+    """What the doctor reads of the RA daemon's configuration: dnsmasq's drop-in (`where`:
+    its conf-dir), radvd.conf (`where`: its path); None when there is none."""
+    if daemon == "radvd":
+        directory, name = os.path.split(where)
+        fd = files.open_root(directory or "/")
+        try:
+            try:
+                file_fd, _ = files.open_regular(name, fd)
+            except FileNotFoundError:
+                return None
+            except (OSError, files.NotRegular) as error:
+                raise MultihomeError(f"{where}: {error}") from None
+            with os.fdopen(file_fd, encoding="utf-8", errors="replace") as file:
+                return file.read(1 << 20)
+        finally:
+            os.close(fd)
+    return read_drop_in(where)
+
+
 def read_drop_in(conf_dir: str) -> str | None:
     """The drop-in's text, for the doctor (None: there is none). Raises MultihomeError."""
     fd = files.open_root(conf_dir)

@@ -77,7 +77,7 @@ def prefix_of(address: str, nics: int) -> str:
     return "other"
 
 
-def _wait(condition: Callable[[], Any], seconds: float, what: str) -> float:
+def wait_until(condition: Callable[[], Any], seconds: float, what: str) -> float:
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > seconds:
@@ -92,7 +92,7 @@ def addresses6(ns: str) -> list[dict[str, Any]]:
     return [a for link in json.loads(out) for a in link.get("addr_info", []) if "local" in a]
 
 
-def _deprecated(ns: str, prefix: str) -> bool | None:
+def is_deprecated(ns: str, prefix: str) -> bool | None:
     """Whether a host's address in `prefix` is deprecated (None: it has none)."""
     network = ipaddress.ip_network(prefix)
     states = [
@@ -231,7 +231,9 @@ def run_phase(name: str, options: Gateway6Options, workdir: str) -> Phase6Result
                 raise MultihomeError("the IPv6 lab's echo server did not start")
             dnsmasq = stack.enter_context(Dnsmasq(router, phase_dir, nics))
             hosts = [net.ns(h) for h in topology.clients(options.hosts)]
-            _wait(lambda: all(len(addresses6(h)) >= nics for h in hosts), 10, "SLAAC addresses")
+            wait_until(
+                lambda: all(len(addresses6(h)) >= nics for h in hosts), 10, "SLAAC addresses"
+            )
             config = os.path.join(phase_dir, "multihome.toml")
             with open(config, "w", encoding="utf-8") as file:
                 ra = name == "failover"
@@ -253,7 +255,7 @@ def run_phase(name: str, options: Gateway6Options, workdir: str) -> Phase6Result
                     process([*multihome, "watch"], env=env, stdout=log, stderr=subprocess.STDOUT)
                 )
                 try:
-                    _wait(lambda: _owned_rules(router) >= nics, 15, "multihome watch")
+                    wait_until(lambda: _owned_rules(router) >= nics, 15, "multihome watch")
                 except MultihomeError as error:
                     log.seek(0)
                     raise MultihomeError(
@@ -288,8 +290,10 @@ def _failover(
         run_checked(["ip", "-n", net.ns(f"isp{dead}"), "link", "set", "dev", "up", "down"])
         events.append(f"isp{dead} upstream down at {failure_at:.1f} s ({used} in use)")
         starts = dnsmasq.starts
-        _wait(lambda: dnsmasq.starts > starts, DEADLINE, "the RA daemon's restart")
-        _wait(lambda: _deprecated(first, topology.lan_prefix(dead)), DEADLINE, "the deprecation")
+        wait_until(lambda: dnsmasq.starts > starts, DEADLINE, "the RA daemon's restart")
+        wait_until(
+            lambda: is_deprecated(first, topology.lan_prefix(dead)), DEADLINE, "the deprecation"
+        )
         events.append(
             f"{topology.lan_prefix(dead)} deprecated on the LAN"
             f" {time.time() - start - failure_at:.1f} s after the failure"
@@ -297,8 +301,8 @@ def _failover(
         time.sleep(max(0.0, start + 3 * seconds / 5 - time.time()))
         return_at = time.time() - start
         run_checked(["ip", "-n", net.ns(f"isp{dead}"), "link", "set", "dev", "up", "up"])
-        restored = _wait(
-            lambda: _deprecated(first, topology.lan_prefix(dead)) is False,
+        restored = wait_until(
+            lambda: is_deprecated(first, topology.lan_prefix(dead)) is False,
             DEADLINE + 5,
             "the prefix's return",
         )

@@ -25,7 +25,7 @@ class Deprecator:
     def __init__(self, log: Callable[[str], None], hand: Callable[[Callable[[], None]], None]):
         self.log = log
         self.hand = hand
-        self.drop_in: ra.RaDropIn | None = None
+        self.drop_in: ra.RaDropIn | ra.RadvdConfig | None = None
         self.restart: tuple[str, ...] = ()
         self.failure = ""
 
@@ -38,12 +38,15 @@ class Deprecator:
         probed6: Collection[str],
     ) -> None:
         gateway = config.gateway
-        if gateway is None or gateway.ra_daemon != "dnsmasq":
+        if gateway is None or not gateway.ra_daemon:
             self.stop()  # turned off in the config: the daemon's configuration put back
             return
-        if self.drop_in is None or self.drop_in.conf_dir != gateway.ra_conf_dir:
+        where = gateway.ra_config if gateway.ra_daemon == "radvd" else gateway.ra_conf_dir
+        if self.drop_in is None or self.drop_in.conf_dir != where:
             self.stop()
-            self.drop_in = ra.RaDropIn(gateway.ra_conf_dir)
+            self.drop_in = (
+                ra.RadvdConfig(where) if gateway.ra_daemon == "radvd" else ra.RaDropIn(where)
+            )
         self.restart = gateway.ra_restart
         down = set(down6) | {name for name in down4 if name not in probed6}
         dead = delegation.dead_uplinks(desired, down)
@@ -79,7 +82,7 @@ class Deprecator:
         except MultihomeError as error:
             self.log(f"RA daemon: {error.message}")
             return
-        self.log("RA daemon: drop-in removed; restarting it")
+        self.log("RA daemon: its configuration put back; restarting it")
         problem = ra.restart(self.restart)
         if problem is not None:
             self.log(f"RA daemon: {problem}")
