@@ -99,11 +99,13 @@ class RadvdConfig:
         self.path = path
         self.conf_dir = path  # what identifies the daemon's configuration to watch
         self.written: str | None = None
-        self.checked = False
+        self.networks: list[IPNetwork] | None = None  # of the last update that worked
 
     def update(self, networks: list[IPNetwork]) -> bool:
         """Deprecate `networks` (none: remove multihome's lines); whether the file changed.
         Raises MultihomeError."""
+        if networks == self.networks:
+            return False
         directory, name = os.path.split(self.path)
         fd = files.open_root(directory or "/")
         try:
@@ -124,6 +126,7 @@ class RadvdConfig:
                 )
             self.written = wanted if wanted != delegation.radvd_restored(wanted) else None
             if wanted == current:
+                self.networks = list(networks)
                 return False
             try:
                 files.write_at(
@@ -131,6 +134,7 @@ class RadvdConfig:
                 )
             except OSError as error:
                 raise MultihomeError(f"{self.path}: {files.strerror(error)}") from None
+            self.networks = list(networks)
             return True
         finally:
             os.close(fd)
