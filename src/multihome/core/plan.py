@@ -96,7 +96,8 @@ def _default_gateways(state: HostState) -> dict[str, list[str]]:
 
 
 def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
-    """Every interface's role and the reason for it (DESIGN.md, "What an uplink is").
+    """Every interface's role and the reason for it (the README's "What it creates (the rule
+    layout)", whose last paragraph says what an uplink is).
 
     An uplink leads to a gateway: the config names it (then nothing else is one); or main
     holds a default route through it, any family, any metric (DHCP installs one per NIC);

@@ -83,7 +83,8 @@ def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
     return MarkOverlapError(
         f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
         " by other software: " + "; ".join(users),
-        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who uses which)",
+        hint="set [gateway] mark_mask to bits nobody else uses (the README's section \"Gateway"
+        " mode\" lists which software uses which mark bits)",
     )
 
 
