@@ -101,3 +101,38 @@ def test_the_plot_hint_says_what_the_readme_says() -> None:
 def test_debian_rules_builds_with_debians_own_python_first() -> None:
     rules = (ROOT / "debian" / "rules").read_text()
     assert re.search(r"^export PATH := /usr/sbin:/usr/bin:/sbin:/bin:\$\(PATH\)$", rules, re.M)
+
+
+def test_the_loopback_interface_is_refused_as_an_uplink() -> None:
+    from multihome.core.config import parse
+    from multihome.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        parse("[multihome]\npriority = 1000\n\n[uplinks.lo]\n", "x.toml")
+    assert raised.value.message.startswith("x.toml:4: uplinks.lo: lo is the loopback interface")
+    assert "remove [uplinks.lo]" in raised.value.hint
+
+
+@pytest.mark.parametrize(
+    ("hint", "expected"),
+    [
+        ("`ip -br link` lists the interfaces", "`ip -n ns1 -br link` lists the interfaces"),
+        ("ip -4 rule del pref 500 from all lookup 52", "ip -n ns1 -4 rule del pref 500 from all lookup 52"),
+        ("sysctl -w net.ipv4.ip_forward=1", "ip netns exec ns1 sysctl -w net.ipv4.ip_forward=1"),
+        ("run multihome apply", "run multihome --netns ns1 apply"),
+        ("export --format ip and route it", "export --format ip and route it"),  # not a command
+    ],
+)
+def test_hints_under_netns_act_in_that_namespace(hint: str, expected: str) -> None:
+    from argparse import Namespace
+
+    from multihome.cli.output import with_user_options
+
+    assert with_user_options(hint, Namespace(netns="ns1", config=None)) == expected
+
+
+def test_lab_keep_with_a_scenario_name_is_refused_with_the_command_meant(tmp_path: Path) -> None:
+    done = run("lab", "--keep", "two-isp", state=tmp_path)
+    assert done.returncode == 2, done
+    assert "names a scenario" in done.stderr
+    assert "hint: to keep the two-isp network: multihome lab two-isp --keep [NAME]" in done.stderr

@@ -178,6 +178,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
     if args.all:
         raise MultihomeError("--all goes with `multihome lab clean`")
+    _refuse_scenario_as_name(args)
     if args.scenario == "gateway":
         return _gateway(args)
     if args.fail:
@@ -314,6 +315,16 @@ def _refuse(args: argparse.Namespace, options: tuple[str, ...], what: str) -> No
     given = [o for o in options if getattr(args, o.lstrip("-").replace("-", "_"))]
     if given:
         raise MultihomeError(f"{', '.join(given)} does not go with {what}")
+
+
+def _refuse_scenario_as_name(args: argparse.Namespace) -> None:
+    """`lab --keep two-isp` is the seed kept under the name two-isp (argparse gives --keep
+    the word): refused, since the user meant `lab two-isp --keep`."""
+    if args.keep in (*SCENARIO_NAMES, "gateway", "load", "clean"):
+        raise MultihomeError(
+            f"--keep {args.keep}: {args.keep!r} names a scenario, not a network to keep",
+            hint=f"to keep the {args.keep} network: multihome lab {args.keep} --keep [NAME]",
+        )
 
 
 def _check_nics(args: argparse.Namespace) -> None:

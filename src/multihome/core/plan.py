@@ -226,6 +226,10 @@ def _foreign_tables(state: HostState, ownership: Ownership) -> set[int]:
     return tables
 
 
+# (not `multihome show`: with the config that names the interface, it fails the same way)
+NO_SUCH_INTERFACE = "`ip -br link` lists the interfaces; name one of them, or remove the section"
+
+
 def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig], list[str]]:
     """The uplinks to manage (see `roles`): the config's, else the detected ones."""
     for uplink in config.uplinks:
@@ -233,7 +237,7 @@ def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig]
             raise config.error(
                 f"no interface named {uplink.name!r} on this host",
                 f"uplinks.{uplink.name}",
-                hint="see `multihome show` for the interfaces",
+                hint=NO_SUCH_INTERFACE,
             )
     detected = roles(config, state)
     chosen = set(uplink_names(detected))
