@@ -261,7 +261,10 @@ def run() -> None:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), print() drops
             sys.stdout.flush()
     except OutputError as error:
-        code = _report_error(error, None)
+        if _wants_json(sys.argv[1:]):
+            code = _report_json(error, error.exit_code)
+        else:
+            code = _report_error(error, None)
     except (OSError, ValueError):  # not ours (closed, or no _Output): nothing to add
         code = code or EXIT_ERROR
     gc.freeze()
@@ -296,12 +299,17 @@ def _report_json(error: MultihomeError, code: int, hint: str | None = None) -> i
     return code
 
 
+def _wants_json(words: Sequence[str]) -> bool:
+    """Does the command line ask for --json (before a `--`)? Then its errors are JSON too."""
+    words = list(words)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from multihome.kernel import namespace
 
     words = sys.argv[1:] if argv is None else argv
-    json_errors = "--json" in words[: words.index("--")] if "--" in words else "--json" in words
-    parser = build_parser(only=chosen_command(words), lazy=True, json_errors=json_errors)
+    parser = build_parser(only=chosen_command(words), lazy=True, json_errors=_wants_json(words))
     args = parser.parse_args(words)
     for name, default in (("netns", None), ("json", False), ("config", None)):
         if not hasattr(args, name):
