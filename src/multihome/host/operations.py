@@ -486,7 +486,13 @@ def export(
     renderer, _ = registry()[format_name]
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
-    return renderer(outcome.desired, Options(executable=executable, network_files=names))
+    options = Options(executable, names, kinds(outcome.host))
+    return renderer(outcome.desired, options)
+
+
+def kinds(host: HostState) -> dict[str, str]:
+    """Each interface's rtnetlink kind (bond, vlan, bridge, ...), for the renderers."""
+    return {i.name: i.kind for i in host.interfaces}
 
 
 def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
@@ -502,6 +508,5 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
         raise MultihomeError(
             "nothing to install: " + ("; ".join(outcome.desired.notes) or "no uplinks"),
         )
-    return installer.install(
-        outcome.desired, outcome.host, root, format_name, Options(executable=executable)
-    )
+    options = Options(executable, kinds=kinds(outcome.host))
+    return installer.install(outcome.desired, outcome.host, root, format_name, options)
