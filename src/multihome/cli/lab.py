@@ -125,13 +125,16 @@ def duration_note(options: LabOptions) -> str | None:
     )
 
 
-def _kept_text(name: str) -> str:
+def _kept_text(name: str, host: str = "") -> str:
+    """How to use a kept network; `host`: where multihome runs (the server, or the gateway
+    lab's router)."""
     from multihome.lab.scenarios import CLIENT, SERVER
 
-    server = f"{name}-{SERVER}"
+    host = host or SERVER
+    server = f"{name}-{host}"
     commands = [
-        (f"multihome --netns {server} show", "any multihome command, in the server"),
-        (f"ip netns exec {server} bash", "a shell in the server"),
+        (f"multihome --netns {server} show", f"any multihome command, in the {host}"),
+        (f"ip netns exec {server} bash", f"a shell in the {host}"),
         (f"ip netns exec {name}-{CLIENT} bash", "a shell in the client"),
         (f"multihome lab load {name} --requests 400", "downloads over every server address"),
         (f"multihome lab clean {name}", "remove it"),
@@ -339,7 +342,11 @@ def _gateway(args: argparse.Namespace) -> int:
 
     check_privileges()
     _check_nics(args)
-    _refuse(args, ("--keep", "--link-rate", "--requests"), "`lab gateway`")
+    _refuse(args, ("--link-rate", "--requests"), "`lab gateway`")
+    if args.keep is not None:  # before the run: a name that is taken must not cost it
+        from multihome.lab.run import check_name
+
+        check_name(args.keep)
     options = gateway_run.GatewayOptions(nics=args.nics)
     phases = gateway_run.run(
         options, lambda text: print(f"lab gateway: {text}", file=sys.stderr, flush=True)
@@ -348,6 +355,7 @@ def _gateway(args: argparse.Namespace) -> int:
         gateway_run.write_png(phases, args.plot)
     if args.json:
         print_json(gateway_run.to_json(options, phases))
+        _keep_gateway(args)
         return EXIT_OK
     print(
         f"multihome lab gateway: a router with {options.nics} uplinks, {options.sessions}"
@@ -361,10 +369,22 @@ def _gateway(args: argparse.Namespace) -> int:
         "\n== summary (share of the router's TX packets and of the tracked connections per"
         " uplink; connections)\n"
     )
-    print("\n".join(gateway_run.summary(phases)))
+    print("\n".join(gateway_run.summary(phases)), flush=True)
     if args.plot:
         print(f"\nplot written to {args.plot}")
+    _keep_gateway(args)
     return EXIT_OK
+
+
+def _keep_gateway(args: argparse.Namespace) -> None:
+    """`lab gateway --keep NAME`: a fresh gateway network left up, as the other labs do."""
+    from multihome.lab import gateway_run
+    from multihome.lab.gateway import ROUTER
+
+    if args.keep is None:
+        return
+    gateway_run.keep(args.nics, args.keep)
+    print(_kept_text(args.keep, ROUTER), file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def _arguments(cmd: argparse.ArgumentParser) -> None:
