@@ -105,7 +105,7 @@ class Parser(argparse.ArgumentParser):
         if not self.json_errors:
             super().error(message)
         hint = f"{self.prog} --help"
-        raise SystemExit(_report_json(MultihomeError(message, hint=hint), EXIT_ERROR))
+        raise SystemExit(_report_json(MultihomeError(message, hint=hint)))
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
@@ -262,7 +262,7 @@ def run() -> None:
             sys.stdout.flush()
     except OutputError as error:
         if _wants_json(sys.argv[1:]):
-            code = _report_json(error, error.exit_code)
+            code = _report_json(error)
         else:
             code = _report_error(error, None)
     except (OSError, ValueError):  # not ours (closed, or no _Output): nothing to add
@@ -276,7 +276,7 @@ def _report_error(error: MultihomeError, args: argparse.Namespace | None) -> int
     JSON object on one line of stderr."""
     hint = with_user_options(error.hint, args) if args is not None else error.hint
     if args is not None and getattr(args, "json", False):
-        return _report_json(error, error.exit_code, hint)
+        return _report_json(error, hint)
     try:
         print(f"multihome: {error.message}", file=sys.stderr)
         if hint:
@@ -286,16 +286,16 @@ def _report_error(error: MultihomeError, args: argparse.Namespace | None) -> int
     return error.exit_code
 
 
-def _report_json(error: MultihomeError, code: int, hint: str | None = None) -> int:
+def _report_json(error: MultihomeError, hint: str | None = None) -> int:
     """An error under --json: {"error", "hint", "exit_code"} on one line of stderr (standard
     output stays for the command's own JSON); the exit code, as without --json."""
+    import contextlib
     import json
 
+    code = error.exit_code
     data = {"error": error.message, "hint": error.hint if hint is None else hint, "exit_code": code}
-    try:
+    with contextlib.suppress(OSError):  # stderr is gone too: the exit code says it
         print(json.dumps(data), file=sys.stderr)
-    except OSError:  # stderr is gone too: the exit code says it
-        return code
     return code
 
 
