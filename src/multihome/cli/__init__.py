@@ -261,10 +261,7 @@ def run() -> None:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), print() drops
             sys.stdout.flush()
     except OutputError as error:
-        if _wants_json(sys.argv[1:]):
-            code = _report_json(error)
-        else:
-            code = _report_error(error, None)
+        code = _report_json(error) if _wants_json(sys.argv[1:]) else _report_error(error, None)
     except (OSError, ValueError):  # not ours (closed, or no _Output): nothing to add
         code = code or EXIT_ERROR
     gc.freeze()
