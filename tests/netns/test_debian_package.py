@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -118,10 +119,13 @@ def deb(workdir: Path, bootstrap: subprocess.Popen[bytes]) -> Path:
             (source / name.decode()).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, source / name.decode())
     started = time.monotonic()
+    # as a user with a pyenv (or virtualenv) python3 first on PATH builds: debian/rules
+    # must still build with Debian's own
+    user_path = f"{Path(sys.executable).parent}:{SYSTEM_ENV['PATH']}"
     result = subprocess.run(
         ["dpkg-buildpackage", "-us", "-uc", "-b"],
         cwd=source,
-        env=SYSTEM_ENV,
+        env={**SYSTEM_ENV, "PATH": user_path},
         capture_output=True,
         text=True,
         timeout=300,

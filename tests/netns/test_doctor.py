@@ -90,7 +90,8 @@ def test_foreign_rule_to_an_empty_table(build: Build) -> None:
     )
     _, findings = doctor(server)
     empty = next(f for f in findings if f["check"] == "empty-table")
-    assert "ip -4 rule del pref 32765 from 192.0.2.10/32 lookup 4242" in empty["fix"]
+    # (run with --netns: the fix acts in that namespace, as pasted)
+    assert f"ip -n {server} -4 rule del pref 32765 from 192.0.2.10/32 lookup 4242" in empty["fix"]
 
 
 def test_table_without_its_on_link_route(build: Build) -> None:

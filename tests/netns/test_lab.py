@@ -209,7 +209,8 @@ def test_a_plot_that_cannot_be_written_costs_no_results(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert json.loads(result.stdout)["phases"][1]["requests"]["ok"] == 40  # results printed
-    assert f"multihome: could not write the plot {full}/p.png" in result.stderr
+    error = json.loads(result.stderr.splitlines()[-1])  # --json: the error is JSON too
+    assert error["error"].startswith(f"could not write the plot {full}/p.png"), error
     assert "Traceback" not in result.stderr
 
 

@@ -92,7 +92,11 @@ def _run(ns: str, *args: str, stdout: IO[str]) -> subprocess.CompletedProcess[st
     )
 
 
-def _one_line(stderr: str, why: str) -> None:
+def _one_line(stderr: str, why: str, as_json: bool = False) -> None:
+    if as_json:  # under --json, the error is one JSON object on one line
+        error = {"error": f"cannot write the output: {why}", "hint": "", "exit_code": 2}
+        assert stderr == json.dumps(error) + "\n", stderr
+        return
     assert stderr == f"multihome: cannot write the output: {why}\n", stderr
 
 
@@ -111,14 +115,14 @@ def test_output_that_cannot_be_written_fails_the_command(build: Build, tmp_path:
         for args in commands:  # small outputs: written at the final flush
             result = _run(server, *args, stdout=full)
             assert result.returncode == 2, (args, result)
-            _one_line(result.stderr, "No space left on device")
+            _one_line(result.stderr, "No space left on device", as_json="--json" in args)
     # large outputs (more than any buffer): written, and failing, while the command runs
     batch = "".join(f"address add 198.18.{i // 250}.{i % 250 + 1}/32 dev eth0\n" for i in range(2000))
     subprocess.run(["ip", "-n", server, "-batch", "-"], input=batch, text=True, check=True)
     with open("/dev/full", "w") as full:
         result = _run(server, "show", "--json", stdout=full)
     assert result.returncode == 2
-    _one_line(result.stderr, "No space left on device")
+    _one_line(result.stderr, "No space left on device", as_json=True)
     # a reader that leaves after one byte (`| head -c1`)
     proc = subprocess.Popen(
         [PY, "-m", "multihome", "--netns", server, "show", "--json"],
@@ -130,7 +134,7 @@ def test_output_that_cannot_be_written_fails_the_command(build: Build, tmp_path:
     assert proc.stdout.read(1) == "{"
     proc.stdout.close()
     assert proc.wait(timeout=60) == 2
-    _one_line(proc.stderr.read(), "Broken pipe")
+    _one_line(proc.stderr.read(), "Broken pipe", as_json=True)
     # written in full: exit 0, and `-o -` is standard output, not a directory named "-"
     ok = subprocess.run(
         [PY, "-m", "multihome", "--netns", server, "export", "--format", "ip", "-o", "-"],

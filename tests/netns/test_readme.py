@@ -6,10 +6,11 @@ tests/netns/test_readme.py: ... -->`). What is not compared literally:
 - `...` on a line of its own stands for any number of lines (the README shortens);
 - values that differ from run to run: namespace inodes, pids, clock times, seconds left, and
   in the traffic outputs (`multihome lab`, `counters`) every number, unit and column width;
-- `multihome lab` runs get `--requests 40` when the README gives none (the README's numbers
-  come from the default run; the format must still be the same), and their progress, which
-  goes to stderr, is not part of the README's output.
-The lab networks' names (demo, lan) are replaced with names unique to this test, /tmp/out
+- `multihome lab` runs (seed, two-isp) get `--requests 40` when the README gives none (the
+  README's numbers come from the default run; the format must still be the same), and the
+  progress of every `multihome lab` command, which goes to stderr, is not part of the
+  README's output.
+The lab networks' names (demo, lan, gw) are replaced with names unique to this test, /tmp/out
 and /tmp/scratch with temporary directories, and every network the test made is removed by
 name at the end.
 """
@@ -31,7 +32,7 @@ from multihome.lab.topology import Network
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SKIP = "<!-- not run by tests/netns/test_readme.py"
-NAMES = ("demo", "lan")  # the README's kept lab networks
+NAMES = ("demo", "lan", "gw")  # the README's kept lab networks
 Build = Callable[[Topology], Network]
 HOSTS = "server|client|router|switch|internet|isp[0-9]"
 
@@ -121,6 +122,12 @@ class Paste:
                 rf"\1 {unique}",
                 text,
             )
+        # the kept networks `lab clean` lists as left up: "demo, lan; ..."
+        text = re.sub(
+            r"(?<=with --keep\): )([\w, -]+)(?=;)",
+            lambda m: ", ".join(self.names.get(n, n) for n in m.group(1).split(", ")),
+            text,
+        )
         text = text.replace("/tmp/out", str(self.tmp / "out"))
         return text.replace("/tmp/scratch", str(self.tmp / "scratch"))
 
@@ -133,6 +140,10 @@ class Paste:
             rf"multihome --netns ({networks})-({HOSTS}) .*",
             rf"ip -n ({networks})-({HOSTS}) .*",
             r"cat /tmp/(out|scratch)/\S+",
+            rf"ip netns exec ({networks})-({HOSTS}) sysctl -w [\w.]+=\d+",
+            r"printf '[^']*' > router\.toml",  # the gateway walk-through's config
+            r"chmod 600 router\.toml",
+            r"tail -n \d+",
         )
         for part in re.split(r"\s*(?:;|&&|\|\|?)\s*", command.split("#")[0].strip()):
             assert any(re.fullmatch(p, part) for p in contained), (
@@ -143,8 +154,9 @@ class Paste:
     def run(self, step: Step) -> tuple[int, list[str]]:
         self.check_contained(step.command)
         command = self.rename(step.command)
-        lab_run = re.search(r"multihome lab( (seed|two-isp))?( |$)", command)
-        if lab_run and "--requests" not in command:
+        lab_run = re.search(r"multihome lab( |$)", command)  # progress on stderr: dropped
+        short = re.search(r"multihome lab( (seed|two-isp))?( -|$)", command)
+        if short and "--requests" not in command:
             command += " --requests 40"
         result = subprocess.run(
             ["bash", "-c", command + (" 2>/dev/null" if lab_run else " 2>&1")],
@@ -178,6 +190,8 @@ def test_readme_sessions_paste_and_print_what_the_readme_shows(tmp_path: Path) -
     # the walk-through really is here: a kept network, its load, and the commands on it
     assert any("lab two-isp --keep" in c for c in commands), commands
     assert any("lab load lan" in c for c in commands), commands
+    assert any("lab gateway --keep gw" in c for c in commands), commands
+    assert any(c.startswith("multihome --netns gw-router") for c in commands), commands
     assert any(c.startswith("multihome --netns demo-server plan") for c in commands), commands
     paste = Paste(tmp_path)
     try:

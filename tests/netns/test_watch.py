@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
-from .helpers import PY, ip_json, multihome, selectors, selects
+from .helpers import PY, ip_json, multihome, owned_rules, selectors, selects
 
 Build = Callable[[Topology], Network]
 
@@ -454,3 +455,34 @@ def test_status_as_an_ordinary_user_while_root_runs_the_daemon(tmp_path: Path) -
         assert f"multihome watch: running, pid {daemon.pid}" in result.stdout
     finally:
         shutil.rmtree(state_dir)
+
+
+def test_status_keeps_the_last_change_in_sight(build: Build, watching: list[Watch]) -> None:
+    """It said "last reconcile (0 changes)" after a 2-change health reconcile, when a later
+    round found nothing to do: the last change stays in sight, with why each round ran."""
+    net = build(scenarios.seed(2))
+    server = net.ns("server")
+    watch = Watch(server)
+    watching.append(watch)
+    wait_for(lambda: status(server).get("last_change_result", "").startswith("start: "), 5)
+    # another tool deletes one of multihome's rules: an event reconcile puts it back
+    rule = next(r for r in owned_rules(server) if r["priority"] == 1002)
+    subprocess.run(
+        ["ip", "-n", server, "rule", "del", "pref", "1002", "from", f"{rule['src']}/{rule.get('srclen', 32)}", "lookup", str(rule["table"])],
+        check=True,
+    )
+    wait_for(lambda: status(server)["last_change_result"] == "event: 1 change", 5)
+    # then a round that changes nothing
+    reconciles = status(server)["reconciles"]
+    watch.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: status(server)["reconciles"] > reconciles, 5)
+    now = status(server)
+    assert now["last_result"] == "SIGHUP: 0 changes", now
+    assert now["last_change_result"] == "event: 1 change", now
+    text = multihome(server, "status").stdout
+    assert re.search(
+        r"^last reconcile: \d\d:\d\d:\d\d \(SIGHUP: 0 changes\); last change: \d\d:\d\d:\d\d"
+        r" \(event: 1 change\); \d+ in all, 0 failed$",
+        text,
+        re.M,
+    ), text

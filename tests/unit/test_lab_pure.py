@@ -8,6 +8,7 @@ import pytest
 
 from multihome.core.counters import Link
 from multihome.core.model import Counters
+from multihome.core.records import replace
 from multihome.core.units import human_bytes, parse_rate, parse_size
 from multihome.lab import scenarios
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult, listing, summary, to_json
@@ -84,7 +85,10 @@ def test_report_formats() -> None:
     table = summary(result)
     assert table[1].split()[:3] == ["destination", "100.00%", "0.00%"]
     assert table[2].split()[:3] == ["policy", "50.01%", "49.99%"]
-    assert table[-1] == "goodput policy / destination: 1.00x"
+    assert table[-1] == "goodput policy / destination: 1.00x"  # rate-limited: no note
+    cpu_bound = summary(replace(result, link_rate_bps=None))
+    assert cpu_bound[-2] == "goodput policy / destination: 1.00x"
+    assert cpu_bound[-1].startswith("note: without --link-rate the CPU, not the NICs, limits")
     data = to_json(result)
     assert data["phases"][1]["interfaces"]["eth1"]["tx_packets"] == 670152
     assert data["phases"][0]["goodput_bps"] == 4e8 and data["link_rate_bps"] == 10**8

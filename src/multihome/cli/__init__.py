@@ -23,7 +23,7 @@ from multihome.errors import MultihomeError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -93,12 +93,19 @@ class Parser(argparse.ArgumentParser):
     without -h), its commands (`commands`) and their one-line summaries (`summaries`), for
     the man page and the completion (argparse keeps those only in private attributes)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
         self.arguments: list[argparse.Action] = []
         self.commands: dict[str, Parser] = {}
         self.summaries: dict[str, str] = {}
+        self.json_errors = json_errors  # --json on the command line: a usage error is JSON too
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        hint = f"{self.prog} --help"
+        raise SystemExit(_report_json(MultihomeError(message, hint=hint)))
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
@@ -152,12 +159,14 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(only: str | None = None, lazy: bool = False) -> Parser:
+def build_parser(only: str | None = None, lazy: bool = False, json_errors: bool = False) -> Parser:
     """The whole parser. `lazy` (a run of the command): only the command `only` gets its
     arguments; the others just their names and summaries, which is all `--help` shows, and
-    building every command's arguments costs more than the rest of the start-up."""
+    building every command's arguments costs more than the rest of the start-up.
+    `json_errors`: a usage error is reported as JSON (the command line asks for --json)."""
     parser = Parser(
         prog="multihome",
+        json_errors=json_errors,
         description="Make a multi-homed Linux host route symmetrically: replies leave "
         "through the interface that owns their source address (source-based policy routing).",
         epilog="Exit codes: 0 ok; 1 changes pending (plan --check) or errors found (doctor); "
@@ -169,7 +178,12 @@ def build_parser(only: str | None = None, lazy: bool = False) -> Parser:
         dest="command", metavar="COMMAND", required=True, parser_class=Parser
     )
     for command in commands():
-        cmd = sub.add_parser(command.name, help=command.summary, description=command.description)
+        cmd = sub.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.description,
+            json_errors=json_errors,
+        )
         assert isinstance(cmd, Parser)
         cmd.set_defaults(handler=command.handler)
         parser.commands[command.name] = cmd
@@ -247,7 +261,7 @@ def run() -> None:
         if sys.stdout is not None:  # None: started with it closed (`>&-`), print() drops
             sys.stdout.flush()
     except OutputError as error:
-        code = _report_error(error, None)
+        code = _report_json(error) if _wants_json(sys.argv[1:]) else _report_error(error, None)
     except (OSError, ValueError):  # not ours (closed, or no _Output): nothing to add
         code = code or EXIT_ERROR
     gc.freeze()
@@ -255,22 +269,44 @@ def run() -> None:
 
 
 def _report_error(error: MultihomeError, args: argparse.Namespace | None) -> int:
-    """One line on stderr, and a hint; the error's exit code."""
+    """One line on stderr, and a hint; the error's exit code. Under --json, the same as one
+    JSON object on one line of stderr."""
+    hint = with_user_options(error.hint, args) if args is not None else error.hint
+    if args is not None and getattr(args, "json", False):
+        return _report_json(error, hint)
     try:
         print(f"multihome: {error.message}", file=sys.stderr)
-        if error.hint:
-            hint = with_user_options(error.hint, args) if args is not None else error.hint
+        if hint:
             print(f"hint: {hint}", file=sys.stderr)
     except OSError:  # stderr is gone too: the exit code says it
         pass
     return error.exit_code
 
 
+def _report_json(error: MultihomeError, hint: str | None = None) -> int:
+    """An error under --json: {"error", "hint", "exit_code"} on one line of stderr (standard
+    output stays for the command's own JSON); the exit code, as without --json."""
+    import contextlib
+    import json
+
+    code = error.exit_code
+    data = {"error": error.message, "hint": error.hint if hint is None else hint, "exit_code": code}
+    with contextlib.suppress(OSError):  # stderr is gone too: the exit code says it
+        print(json.dumps(data), file=sys.stderr)
+    return code
+
+
+def _wants_json(words: Sequence[str]) -> bool:
+    """Does the command line ask for --json (before a `--`)? Then its errors are JSON too."""
+    words = list(words)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from multihome.kernel import namespace
 
     words = sys.argv[1:] if argv is None else argv
-    parser = build_parser(only=chosen_command(words), lazy=True)
+    parser = build_parser(only=chosen_command(words), lazy=True, json_errors=_wants_json(words))
     args = parser.parse_args(words)
     for name, default in (("netns", None), ("json", False), ("config", None)):
         if not hasattr(args, name):
@@ -283,8 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MultihomeError as error:
         return _report_error(error, args)
     except KeyboardInterrupt:
-        print("multihome: interrupted", file=sys.stderr)
-        return EXIT_ERROR
+        return _report_error(MultihomeError("interrupted"), args)
     except BrokenPipeError as error:  # main() without run(): stdout is not an _Output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return _report_error(OutputError(f"cannot write the output: {error.strerror}"), args)

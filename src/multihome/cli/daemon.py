@@ -9,8 +9,15 @@ from multihome.cli import Command
 from multihome.cli.output import EXIT_OK, print_json, table
 from multihome.errors import MultihomeError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
 # LSB init-script convention (also systemctl status): 3 = program is not running.
 EXIT_NOT_RUNNING = 3
+
+
+NEVER_RAN = "multihome watch has not run in this namespace"
 
 
 class NotRunning(MultihomeError):
@@ -29,9 +36,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from multihome.kernel import namespace
 
     status = watch_module.read_status(namespace.identity())
+    if status is None and args.json:  # a status all the same: scripts read "running"
+        print_json({"running": False, "pid": None, "reason": NEVER_RAN})
+        return EXIT_NOT_RUNNING
     if status is None:
         raise NotRunning(
-            "multihome watch has not run in this namespace",
+            NEVER_RAN,
             hint="start it: multihome watch (or systemctl start multihome-watch)",
         )
     if args.json:
@@ -73,12 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if gateway:
             rows[-1] += [str(uplink.get("connections", "-")), str(uplink.get("bytes", "-"))]
     print("\n".join(table(rows, indent="")) if len(rows) > 1 else "no uplinks probed")
-    last = status["last_reconcile"]
-    when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"
-    print(
-        f"last reconcile: {when} ({status['last_result']}); {status['reconciles']} in all,"
-        f" {status['errors']} failed"
-    )
+    print(_reconciles_text(status))
     if status.get("failure"):
         since = time.strftime("%H:%M:%S", time.localtime(status.get("failing_since") or 0))
         print(
@@ -86,6 +91,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" row, retried with a growing delay): {status['failure']}"
         )
     return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
+
+
+def _reconciles_text(status: dict[str, Any]) -> str:
+    """The last reconcile, and the last one that changed something (the periodic and event
+    reconciles that find nothing to do come after it, and would hide it)."""
+
+    def clock(at: float | None) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(at)) if at else "never"
+
+    text = f"last reconcile: {clock(status['last_reconcile'])} ({status['last_result']})"
+    if status.get("last_change") and status.get("last_change") != status["last_reconcile"]:
+        text += f"; last change: {clock(status['last_change'])} ({status['last_change_result']})"
+    return text + f"; {status['reconciles']} in all, {status['errors']} failed"
 
 
 def _watch_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -125,13 +125,16 @@ def duration_note(options: LabOptions) -> str | None:
     )
 
 
-def _kept_text(name: str) -> str:
+def _kept_text(name: str, host: str = "") -> str:
+    """How to use a kept network; `host`: where multihome runs (the server, or the gateway
+    lab's router)."""
     from multihome.lab.scenarios import CLIENT, SERVER
 
-    server = f"{name}-{SERVER}"
+    host = host or SERVER
+    server = f"{name}-{host}"
     commands = [
-        (f"multihome --netns {server} show", "any multihome command, in the server"),
-        (f"ip netns exec {server} bash", "a shell in the server"),
+        (f"multihome --netns {server} show", f"any multihome command, in the {host}"),
+        (f"ip netns exec {server} bash", f"a shell in the {host}"),
         (f"ip netns exec {name}-{CLIENT} bash", "a shell in the client"),
         (f"multihome lab load {name} --requests 400", "downloads over every server address"),
         (f"multihome lab clean {name}", "remove it"),
@@ -178,6 +181,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
     if args.all:
         raise MultihomeError("--all goes with `multihome lab clean`")
+    _refuse_scenario_as_name(args)
     if args.ipv6 and args.scenario != "gateway":
         raise MultihomeError("--ipv6 goes with `multihome lab gateway`")
     if args.scenario == "gateway" and args.ipv6:
@@ -320,6 +324,16 @@ def _refuse(args: argparse.Namespace, options: tuple[str, ...], what: str) -> No
         raise MultihomeError(f"{', '.join(given)} does not go with {what}")
 
 
+def _refuse_scenario_as_name(args: argparse.Namespace) -> None:
+    """`lab --keep two-isp` is the seed kept under the name two-isp (argparse gives --keep
+    the word): refused, since the user meant `lab two-isp --keep`."""
+    if args.keep in (*SCENARIO_NAMES, "gateway", "load", "clean"):
+        raise MultihomeError(
+            f"--keep {args.keep}: {args.keep!r} names a scenario, not a network to keep",
+            hint=f"to keep the {args.keep} network: multihome lab {args.keep} --keep [NAME]",
+        )
+
+
 def _check_nics(args: argparse.Namespace) -> None:
     if not 2 <= args.nics <= MAX_NICS:
         raise MultihomeError(f"--nics must be 2-{MAX_NICS}, not {args.nics}")
@@ -332,7 +346,11 @@ def _gateway(args: argparse.Namespace) -> int:
 
     check_privileges()
     _check_nics(args)
-    _refuse(args, ("--keep", "--link-rate", "--requests"), "`lab gateway`")
+    _refuse(args, ("--link-rate", "--requests"), "`lab gateway`")
+    if args.keep is not None:  # before the run: a name that is taken must not cost it
+        from multihome.lab.run import check_name
+
+        check_name(args.keep)
     options = gateway_run.GatewayOptions(nics=args.nics)
     phases = gateway_run.run(
         options, lambda text: print(f"lab gateway: {text}", file=sys.stderr, flush=True)
@@ -341,6 +359,7 @@ def _gateway(args: argparse.Namespace) -> int:
         gateway_run.write_png(phases, args.plot)
     if args.json:
         print_json(gateway_run.to_json(options, phases))
+        _keep_gateway(args)
         return EXIT_OK
     print(
         f"multihome lab gateway: a router with {options.nics} uplinks, {options.sessions}"
@@ -354,9 +373,10 @@ def _gateway(args: argparse.Namespace) -> int:
         "\n== summary (share of the router's TX packets and of the tracked connections per"
         " uplink; connections)\n"
     )
-    print("\n".join(gateway_run.summary(phases)))
+    print("\n".join(gateway_run.summary(phases)), flush=True)
     if args.plot:
         print(f"\nplot written to {args.plot}")
+    _keep_gateway(args)
     return EXIT_OK
 
 
@@ -389,6 +409,17 @@ def _gateway6(args: argparse.Namespace) -> int:
     print("\n== summary (connections of the LAN hosts)\n")
     print("\n".join(gateway6_run.summary(phases)))
     return EXIT_OK
+
+
+def _keep_gateway(args: argparse.Namespace) -> None:
+    """`lab gateway --keep NAME`: a fresh gateway network left up, as the other labs do."""
+    from multihome.lab import gateway_run
+    from multihome.lab.gateway import ROUTER
+
+    if args.keep is None:
+        return
+    gateway_run.keep(args.nics, args.keep)
+    print(_kept_text(args.keep, ROUTER), file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def _arguments(cmd: argparse.ArgumentParser) -> None:

@@ -31,9 +31,14 @@ def with_user_options(hint: str, args: Any) -> str:
 
     commands = "|".join(_COMMAND_WORDS)
     hint = re.sub(rf"\bmultihome (?=(?:{commands})\b)", f"multihome{options} ", hint)
-    if netns:  # a sysctl pasted as it is would change the host's own namespace
+    if netns:  # a sysctl or `ip` pasted as it is would act on the host's own namespace
         hint = re.sub(r"\bsysctl -w\b", f"ip netns exec {shlex.quote(netns)} sysctl -w", hint)
+        hint = re.sub(_IP_COMMAND, f"ip -n {shlex.quote(netns)} ", hint)
     return hint
+
+
+# an `ip` command in a hint or fix (`ip -4 rule del ...`, `ip -br link`), not `ip netns`
+_IP_COMMAND = r"(?<![\w.-])ip (?=(?:-\w+ )*(?:rule|route|link|addr|address|neigh)\b)"
 
 
 # the commands a hint or a doctor's fix may name (not "[multihome] priority" or a unit name)

@@ -116,7 +116,13 @@ def _formats() -> dict[str, str]:
 
 
 def _export_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--format", required=True, choices=sorted(_formats()))
+    cmd.add_argument(
+        "--format",
+        required=True,
+        choices=sorted(_formats()),
+        help="the network stack to render for: "
+        + "; ".join(f"{name}: {what}" for name, what in sorted(_formats().items())),
+    )
     cmd.add_argument(
         "-o", "--output", metavar="DIR", help="write the files under DIR (-: print them)"
     )

@@ -298,7 +298,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print_json(
             {
                 "errors": report.errors,
-                "findings": [plain(f) for f in report.findings],
+                "findings": [
+                    {**plain(f), "fix": with_user_options(f.fix, args) if f.fix else f.fix}
+                    for f in report.findings
+                ],
                 "notes": report.notes,
             }
         )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 DEFAULT_PATH = CONFIG_PATH
 MAX_TABLE = 2**32 - 1
 MAX_PRIORITY = 32765 - 3  # the band's four priorities stay below main's rule (32766)
+LOOPBACK = "lo"  # the kernel's loopback device, which no config may name as an uplink
 
 
 class RpFilter(enum.Enum):
@@ -385,6 +386,13 @@ def parse(text: str, path: str = "(string)") -> Config:
             )
         if not isinstance(body, dict):
             raise read.fail("must be a table: [uplinks." + name + "]", prefix)
+        if name == LOOPBACK:  # no gateway behind it: its rules would steer nothing
+            raise read.fail(
+                f"{name} is the loopback interface: it leads to no gateway, so it cannot be"
+                " an uplink",
+                prefix,
+                hint=f"remove [uplinks.{name}]; name the interfaces that lead to a gateway",
+            )
         for key in body:
             if key not in _UPLINK_KEYS:
                 raise read.fail(_unknown(key, _UPLINK_KEYS, prefix), f"{prefix}.{key}")

@@ -71,7 +71,7 @@ def plan_gateway(
             raise config.error(
                 f"no interface named {name!r} on this host",
                 "gateway.lan",
-                hint="see `multihome show` for the interfaces",
+                hint="`ip -br link` lists the interfaces; name them in lan",
             )
     if state.sysctls.get(FORWARDING) == "0":
         raise config.error(

@@ -98,7 +98,8 @@ def _default_gateways(state: HostState) -> dict[str, list[str]]:
 
 
 def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
-    """Every interface's role and the reason for it (DESIGN.md, "What an uplink is").
+    """Every interface's role and the reason for it (the README's "What it creates (the rule
+    layout)", whose last paragraph says what an uplink is).
 
     An uplink leads to a gateway: the config names it (then nothing else is one); or main
     holds a default route through it, any family, any metric (DHCP installs one per NIC);
@@ -227,6 +228,10 @@ def _foreign_tables(state: HostState, ownership: Ownership) -> set[int]:
     return tables
 
 
+# (not `multihome show`: with the config that names the interface, it fails the same way)
+NO_SUCH_INTERFACE = "`ip -br link` lists the interfaces; name one of them, or remove the section"
+
+
 def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig], list[str]]:
     """The uplinks to manage (see `roles`): the config's, else the detected ones."""
     for uplink in config.uplinks:
@@ -234,7 +239,7 @@ def detect_uplinks(config: Config, state: HostState) -> tuple[list[UplinkConfig]
             raise config.error(
                 f"no interface named {uplink.name!r} on this host",
                 f"uplinks.{uplink.name}",
-                hint="see `multihome show` for the interfaces",
+                hint=NO_SUCH_INTERFACE,
             )
     detected = roles(config, state)
     chosen = set(uplink_names(detected))

@@ -47,6 +47,14 @@ def load(path: str | None) -> Config:
         raise ConfigError(
             "not a regular file (a FIFO, device or directory cannot be a config)", path=path
         ) from None
+    except PermissionError:  # root's alone (the package installs it 0600)
+        raise ConfigError(
+            f"cannot read: permission denied ({files.owner_name(os.geteuid())} may not read"
+            " it); show, plan and doctor plan from the config",
+            path=path,
+            hint=f"run as root, or let every user read it: chmod a+r {path} (multihome"
+            " refuses a config others may write, not one they may read)",
+        ) from None
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path=path) from None
     with os.fdopen(fd, "rb") as file:

@@ -283,7 +283,9 @@ def install(
         formats, reasons = [format_name], [f"--format {format_name}"]
         if desired.sysctls and format_name not in SETS_SYSCTLS:
             formats.append("systemd-sysctl")
-    options = Options(options.executable, {**facts.networkd, **options.network_files})
+    options = Options(
+        options.executable, {**facts.networkd, **options.network_files}, options.kinds
+    )
     wanted: dict[str, tuple[str, int]] = {}
     notes: list[str] = []
     renderers = registry()

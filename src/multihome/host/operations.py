@@ -93,7 +93,8 @@ def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
     return MarkOverlapError(
         f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
         " by other software: " + "; ".join(users),
-        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who uses which)",
+        hint="set [gateway] mark_mask to bits nobody else uses (the README's section \"Gateway"
+        " mode\" lists which software uses which mark bits)",
     )
 
 
@@ -553,7 +554,13 @@ def export(
     renderer, _ = registry()[format_name]
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
-    return renderer(outcome.desired, Options(executable=executable, network_files=names))
+    options = Options(executable, names, kinds(outcome.host))
+    return renderer(outcome.desired, options)
+
+
+def kinds(host: HostState) -> dict[str, str]:
+    """Each interface's rtnetlink kind (bond, vlan, bridge, ...), for the renderers."""
+    return {i.name: i.kind for i in host.interfaces}
 
 
 def install_files(config_path: str | None, format_name: str, root: str, executable: str) -> Any:
@@ -569,6 +576,5 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
         raise MultihomeError(
             "nothing to install: " + ("; ".join(outcome.desired.notes) or "no uplinks"),
         )
-    return installer.install(
-        outcome.desired, outcome.host, root, format_name, Options(executable=executable)
-    )
+    options = Options(executable, kinds=kinds(outcome.host))
+    return installer.install(outcome.desired, outcome.host, root, format_name, options)

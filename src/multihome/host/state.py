@@ -131,14 +131,24 @@ def _damaged(path: str, why: str) -> StateError:
     )
 
 
+# The state file is root's alone (0600); beside it, readable by every user, a summary of it
+# that holds what `show`, `plan` and `doctor` need and nothing else: the sysctls' values from
+# before multihome set them (which the kernel showed every user then), whether gateway mode's
+# table was made, and how many rules and routes multihome made.
+SUMMARY = "summary.json"
+
+
 def load(netns_id: int, cookie: int | None = None) -> Record:
     """The record of this namespace. A record left by a deleted namespace whose inode was
-    reused (its cookie differs) describes nothing here: it reads as empty, and is removed."""
+    reused (its cookie differs) describes nothing here: it reads as empty, and is removed.
+    A user who may not read the state file gets the record from its summary."""
     path = file_path(netns_id, "json")
     try:
         data = json.loads(_read(path))
     except FileNotFoundError:
         return Record()
+    except PermissionError:
+        return _from_summary(netns_id, path)
     except RecursionError:
         raise _damaged(path, "nested too deeply") from None
     except (OSError, ValueError) as error:
@@ -156,12 +166,32 @@ def load(netns_id: int, cookie: int | None = None) -> Record:
     )
 
 
+def _from_summary(netns_id: int, path: str) -> Record:
+    """The record as the world-readable summary gives it, for a user who may not read the
+    state file itself."""
+    data = read_json(netns_id, SUMMARY)
+    if data is None or not isinstance(data.get("sysctl_originals", {}), dict):
+        raise StateError(
+            f"cannot read the state file {path}: it is root's alone, and no summary of it"
+            f" readable by every user is beside it ({file_path(netns_id, SUMMARY)})",
+            hint="run as root; every `multihome apply` writes the summary, so that any"
+            " user can run show, plan and doctor",
+        )
+    return Record(
+        netns_cookie=data.get("netns_cookie"),
+        sysctl_originals={str(k): str(v) for k, v in data.get("sysctl_originals", {}).items()},
+        nft_table=bool(data.get("nft_table", False)),
+    )
+
+
 def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) -> None:
-    """Write the record atomically (a reader sees the old or the new file, never a mix).
-    The rules and routes are listed for people (`ip rule` arguments). Raises StateError."""
+    """Write the record atomically (a reader sees the old or the new file, never a mix),
+    and its summary for every user. The rules and routes are listed for people (`ip rule`
+    arguments). Raises StateError."""
     path = file_path(netns_id, "json")
     if not record.sysctl_originals and not rules and not routes and not record.nft_table:
         try:
+            remove(netns_id, SUMMARY)
             remove(netns_id, "json")
         except OSError as error:
             raise _unwritable(path, error) from None
@@ -177,6 +207,15 @@ def save(netns_id: int, record: Record, rules: list[Rule], routes: list[Route]) 
         "routes": [f"-{r.family.version} {r.ip_args()}" for r in routes],
     }
     _write(path, json.dumps(data, indent=1), 0o600)
+    summary = {
+        "version": 1,
+        "applied_at": data["applied_at"],
+        "sysctl_originals": record.sysctl_originals,
+        "nft_table": record.nft_table,
+        "rules": len(rules),
+        "routes": len(routes),
+    }
+    write_json(netns_id, SUMMARY, summary)  # 0644, with the namespace's cookie
 
 
 def forget(netns_id: int) -> None:

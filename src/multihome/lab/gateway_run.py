@@ -266,6 +266,15 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
         return result
 
 
+def keep(nics: int, name: str) -> None:
+    """`lab gateway --keep NAME`: a fresh gateway network left up (NAME-router, NAME-client,
+    NAME-server, NAME-isp0, ...), with stock routing and forwarding on; `lab load NAME` runs
+    downloads from the LAN client from the server on the "internet"."""
+    from multihome.lab.run import keep_topology
+
+    keep_topology(topology.gateway(nics), name, "gateway", nics, [topology.SERVER_ADDRESS])
+
+
 def run(
     options: GatewayOptions, report: Callable[[str], None] = lambda text: None
 ) -> list[PhaseResult]:

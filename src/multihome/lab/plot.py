@@ -1,6 +1,6 @@
 """The lab's figure: per-NIC TX and RX packets of both phases side by side, and goodput.
 
-matplotlib is an optional dependency (`pip install 'multihome[lab]'`), imported only here.
+matplotlib is an optional dependency (`pip install '.[lab]'` in the clone), imported only here.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from types import ModuleType
 from multihome.errors import MultihomeError
 from multihome.lab.report import LabResult
 
+# as the README says: the lab's extra, installed from the clone (or matplotlib by itself)
+PLOT_HINT = "pip install '.[lab]' in the clone of multihome (or pip install matplotlib)"
+
 
 def _pyplot() -> ModuleType:
     try:
@@ -19,9 +22,7 @@ def _pyplot() -> ModuleType:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MultihomeError(
-            "--plot needs matplotlib", hint="pip install 'multihome[lab]' (or matplotlib)"
-        ) from None
+        raise MultihomeError("--plot needs matplotlib", hint=PLOT_HINT) from None
     return plt
 
 

@@ -266,14 +266,20 @@ def keep(options: LabOptions, name: str) -> Network:
     """Build a fresh network of the scenario and leave it up as NAME-server, NAME-client, ...:
     stock routing, nothing applied, no load yet -- the state the destination phase starts
     from, and the README's walk-through."""
+    topology = options.topology()
+    return keep_topology(
+        topology, name, options.scenario, options.nics, topology.roles["server_addresses"]
+    )
+
+
+def keep_topology(
+    topology: Topology, name: str, scenario: str, nics: int, server_addresses: list[str]
+) -> Network:
+    """Build `topology` and leave it up as NAME-HOST for each host, recorded as kept (what
+    `lab load NAME` needs: the addresses its server serves on)."""
     check_privileges()
     check_name(name)
-    topology = options.topology()
-    info = {
-        "scenario": options.scenario,
-        "nics": options.nics,
-        "server_addresses": list(topology.roles["server_addresses"]),
-    }
+    info = {"scenario": scenario, "nics": nics, "server_addresses": list(server_addresses)}
     network = Network(topology, prefix=f"{name}-", keep=True, info=info)
     with network:
         pass

@@ -62,8 +62,14 @@ class LabRecord:
     info: dict[str, Any]  # what a kept network's users need (scenario, server addresses)
 
     def stale(self) -> bool:
-        """A network its run no longer owns: the run died without cleaning up."""
-        return not self.kept and not pid_alive(self.pid)
+        """A network its run no longer owns: the run died without cleaning up; or a record
+        that describes nothing any more (its run is gone and so are its namespaces: a kept
+        network deleted by hand), which must not hold its name."""
+        if pid_alive(self.pid):
+            return False
+        return not self.kept or not any(
+            os.path.exists(os.path.join(namespace.NETNS_DIR, n)) for n in self.namespaces
+        )
 
 
 def lab_networks() -> list[LabRecord]:
@@ -260,8 +266,9 @@ class Network:
             name = self.ns(host)
             if os.path.exists(os.path.join(namespace.NETNS_DIR, name)):
                 raise RuntimeError(f"namespace {name} exists already")
-            netns.create(name)
-            self.created.append(name)
+            with _signals_held():  # made and listed together: a Ctrl-C comes before or after
+                netns.create(name)
+                self.created.append(name)
             with namespace.inside(name):
                 # No duplicate address detection: addresses (link-local ones too) are usable
                 # at once, and the state does not change under a running test.
@@ -336,9 +343,28 @@ class Network:
                 ipr.tc("add", "tbf", index=index, rate=rate // 8, burst=burst, latency="50ms")
 
     def destroy(self) -> None:
-        """Remove every namespace this run created (their interfaces go with them)."""
-        for name in reversed(self.created):
-            _remove_namespace(name)
-        self.created.clear()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._record)
+        """Remove every namespace this run created (their interfaces go with them); a second
+        Ctrl-C waits until it is done."""
+        with _signals_held():
+            for name in reversed(self.created):
+                _remove_namespace(name)
+            self.created.clear()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._record)
+
+
+# Ctrl-C (SIGINT to the whole job) and SIGTERM
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for the block, delivered when it ends (as KeyboardInterrupt).
+    pyroute2 makes a namespace in a forked child, which keeps the mask: an interrupt can no
+    longer land between the namespace appearing and its name being listed for removal, nor
+    stop the child halfway (a mount point without its namespace)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -28,6 +28,8 @@ class Options:
 
     executable: str = "/usr/local/bin/multihome"  # for the systemd unit
     network_files: Mapping[str, str] = field(default_factory=dict)  # uplink -> .network name
+    # uplink -> its rtnetlink kind (bond, vlan, bridge; "" for a NIC): netplan's section
+    kinds: Mapping[str, str] = field(default_factory=dict)
 
 
 def uplink_routes(desired: Desired, uplink: Uplink) -> list[Route]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from multihome.core.model import SCOPE_LINK, Desired
+from multihome.core.model import SCOPE_LINK, Desired, Uplink
 from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
@@ -42,32 +42,22 @@ def key(name: str) -> str:
     return json.dumps(name)
 
 
+# netplan's section for an interface of each rtnetlink kind: a definition must stay in the
+# section the host's own netplan file gave it ("changes device type" otherwise)
+SECTIONS = {"bond": "bonds", "vlan": "vlans", "bridge": "bridges"}
+ORDER = ("ethernets", "bonds", "bridges", "vlans")
+
+
 def render(desired: Desired, options: Options) -> Rendered:
-    lines = [f"# {HEADER}", "network:", "  version: 2", "  ethernets:"]
+    lines = [f"# {HEADER}", "network:", "  version: 2"]
+    by_section: dict[str, list[Uplink]] = {}
     for uplink in desired.uplinks:
-        lines += [f"    {key(uplink.name)}:", "      routes:"]
-        for route in uplink_routes(desired, uplink):
-            lines.append(f"        - to: {'default' if route.is_default else route.dst}")
-            if route.gateway is not None:
-                lines.append(f"          via: {route.gateway}")
-            if route.scope == SCOPE_LINK:
-                lines.append("          scope: link")
-            if route.prefsrc is not None:
-                lines.append(f"          from: {route.prefsrc}")
-            lines.append(f"          table: {route.table}")
-        policy = [
-            r
-            for r in uplink_rules(desired, uplink)
-            if r.suppress_prefixlen is None and r.fwmark is None
-        ]
-        if policy:
-            lines.append("      routing-policy:")
-            for rule in policy:
-                lines += [
-                    f"        - from: {rule.src}",
-                    f"          table: {rule.table}",
-                    f"          priority: {rule.priority}",
-                ]
+        section = SECTIONS.get(options.kinds.get(uplink.name, ""), "ethernets")
+        by_section.setdefault(section, []).append(uplink)
+    for section in sorted(by_section, key=ORDER.index):
+        lines.append(f"  {section}:")
+        for uplink in by_section[section]:
+            lines += _uplink(desired, uplink)
     notes = []
     unexpressed = [r for r in desired.rules if r.suppress_prefixlen is not None]
     if unexpressed:
@@ -89,3 +79,31 @@ def render(desired: Desired, options: Options) -> Rendered:
     notes += balancing_notes(desired)
     extra = gateway_files(desired)
     return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes))
+
+
+def _uplink(desired: Desired, uplink: Uplink) -> list[str]:
+    """One uplink's routes (in its table) and its off-link source rules."""
+    lines = [f"    {key(uplink.name)}:", "      routes:"]
+    for route in uplink_routes(desired, uplink):
+        lines.append(f"        - to: {'default' if route.is_default else route.dst}")
+        if route.gateway is not None:
+            lines.append(f"          via: {route.gateway}")
+        if route.scope == SCOPE_LINK:
+            lines.append("          scope: link")
+        if route.prefsrc is not None:
+            lines.append(f"          from: {route.prefsrc}")
+        lines.append(f"          table: {route.table}")
+    policy = [
+        r
+        for r in uplink_rules(desired, uplink)
+        if r.suppress_prefixlen is None and r.fwmark is None
+    ]
+    if policy:
+        lines.append("      routing-policy:")
+        for rule in policy:
+            lines += [
+                f"        - from: {rule.src}",
+                f"          table: {rule.table}",
+                f"          priority: {rule.priority}",
+            ]
+    return lines

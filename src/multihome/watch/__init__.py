@@ -181,7 +181,10 @@ class Watcher:
                 for c in changes
                 if not isinstance(c.obj, model.Sysctl)
             )
-            self.status.last_result = _changes(len(changes))
+            self.status.last_result = f"{reason}: {_changes(len(changes))}"
+            if changes or outcome.table is not None:
+                self.status.last_change = time.time()
+                self.status.last_change_result = self.status.last_result
             if outcome.table_refused:  # the routing part went in; the table was kept
                 self.status.errors += 1
                 self.status.last_result = f"error: {outcome.table_refused}"

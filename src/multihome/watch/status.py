@@ -24,7 +24,9 @@ class Status:
     reconciles: int = 0
     errors: int = 0
     last_reconcile: float | None = None
-    last_result: str = ""
+    last_result: str = ""  # what the last reconcile did, and why it ran
+    last_change: float | None = None  # the last reconcile that changed something
+    last_change_result: str = ""
     # while reconciles fail: the cause, since when (wall clock), attempts failed in a row
     failure: str = ""
     failing_since: float | None = None

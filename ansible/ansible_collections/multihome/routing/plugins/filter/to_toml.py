@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: (c) multihome contributors
+# Copyright: (c) 2026 multihome developers
 # MIT License (see https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 
 from __future__ import absolute_import, division, print_function
 

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
-# Copyright: (c) multihome contributors
+# Copyright: (c) 2026 multihome developers
 # MIT License (see https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """A small TOML writer for multihome's config: targets often have a TOML reader (Python
 3.11's tomllib) but no writer. Tables are written as [a.b] headers, each table's plain keys
 before its sub-tables; dictionaries inside lists as inline tables."""

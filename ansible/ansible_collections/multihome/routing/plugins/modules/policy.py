@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# Copyright: (c) multihome contributors
+# Copyright: (c) 2026 multihome developers
 # MIT License (see https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 
 from __future__ import absolute_import, division, print_function
 
@@ -358,6 +359,14 @@ class Multihome(object):
     def fail(self, argv, rc, out, err, msg=None):
         messages = [line for line in err.splitlines() if line.startswith("multihome: ")]
         hints = [line[len("hint: "):] for line in err.splitlines() if line.startswith("hint: ")]
+        for line in err.splitlines():  # under --json an error is one JSON object on a line
+            try:
+                error = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(error, dict) and "error" in error:
+                messages.append("multihome: %s" % error["error"])
+                hints += [error["hint"]] if error.get("hint") else []
         extra = {}
         if hints:
             extra["hint"] = " ".join(hints)
