@@ -214,7 +214,9 @@ def test_doctor_finds_a_prefix_leaving_by_the_other_isp_and_an_ra_not_deprecatin
     # stock: ISP 1's prefix leaves by eth0 (main's default route)
     wrong = _checks(router, config)["ipv6-prefix-wrong-uplink"]
     assert [f["address"] for f in wrong] == ["2001:db8:b:1::1"], wrong
-    assert "leaves by eth0" in str(wrong[0]["summary"]) and wrong[0]["fix"] == "multihome apply"
+    assert "leaves by eth0" in str(wrong[0]["summary"]) and str(wrong[0]["fix"]) == (
+        f"multihome --netns {router} -c {config} apply"
+    )
     multihome(router, "-c", str(config), "apply")
     assert "ipv6-prefix-wrong-uplink" not in _checks(router, config)
     # eth1's link goes down: its LAN prefix must be announced deprecated
