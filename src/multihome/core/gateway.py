@@ -53,6 +53,13 @@ def mark(mask: int, uplink_id: int) -> int:
     return uplink_id * (mask & -mask)
 
 
+def mask_key(config: Config) -> str:
+    """The key that set the mark band, where an error about it points."""
+    if "gateway.mark_mask" in config.lines and "multihome.mark_mask" not in config.lines:
+        return "gateway.mark_mask"
+    return "multihome.mark_mask"
+
+
 def plan_gateway(
     config: Config, state: HostState, uplinks: list[Uplink], priority: int
 ) -> tuple[list[Rule], list[Sysctl], GatewayLayout]:
@@ -90,7 +97,8 @@ def plan_gateway(
                 "gateway.lan" if name in gateway.lan else "gateway",
                 hint=f"rename it: ip link set dev {name!r} name NEWNAME",
             )
-    capacity = gateway.mark_mask // (gateway.mark_mask & -gateway.mark_mask)
+    mask = config.mark_mask
+    capacity = mask // (mask & -mask)
     # An uplink's id comes from its table, not its place in the list: when another uplink
     # leaves (its link went down), the others keep their marks and so their connections.
     marks = []
@@ -99,12 +107,12 @@ def plan_gateway(
         if not 1 <= uplink_id <= capacity:
             raise config.error(
                 f"{u.name}'s table {u.table} gives mark id {uplink_id}, which does not fit in"
-                f" mark_mask 0x{gateway.mark_mask:08X} ({capacity} ids: tables"
+                f" mark_mask 0x{mask:08X} ({capacity} ids: tables"
                 f" {own.table_min}-{own.table_min + capacity - 1})",
-                "gateway.mark_mask",
+                mask_key(config),
                 hint="use a wider mark_mask, or tables at the start of [multihome] table_range",
             )
-        marks.append((u.name, mark(gateway.mark_mask, uplink_id)))
+        marks.append((u.name, mark(mask, uplink_id)))
     rules = [
         Rule(
             Family.INET,
@@ -114,7 +122,7 @@ def plan_gateway(
             None,
             own.protocol,
             fwmark=value,
-            fwmask=gateway.mark_mask,
+            fwmask=mask,
         )
         for u, (_, value) in zip(members, marks, strict=True)
     ]
@@ -127,7 +135,7 @@ def plan_gateway(
     layout = GatewayLayout(
         lan=gateway.lan,
         marks=tuple(marks),
-        mask=gateway.mark_mask,
+        mask=mask,
         masquerade=gateway.masquerade,
         flush_on_down=gateway.flush_on_down,
         host_pair=gateway.sticky is Sticky.HOST_PAIR,
@@ -417,8 +425,7 @@ def rule_mark_users(rules: Iterable[Rule], mask: int, protocol: int) -> list[str
 
 def overlaps(config: Config, rules: Iterable[Rule], ruleset: Any) -> list[str]:
     """Who else uses the bits of multihome's mark mask (empty: nobody)."""
-    assert config.gateway is not None
-    mask = config.gateway.mark_mask
+    mask = config.mark_mask
     return rule_mark_users(rules, mask, config.ownership.protocol) + nft_mark_users(
         ruleset, mask
     )
