@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench_gateway import CONNECT, SINK, STREAM, netns_python
+from bench_gateway import CONNECT, STREAM, netns_python, start_servers
 
 from multihome.lab import gateway as lab
 from multihome.lab.gateway_workload import PORT
@@ -82,31 +82,26 @@ def workload(
     return float(rate), bps, per_conn, per_bit
 
 
-def prepare(net: Network, pinned: bool) -> list[subprocess.Popen[str]]:
-    """The port forward, the VM's servers, and (pinned) a plain `multihome apply`."""
+def prepare(net: Network) -> list[subprocess.Popen[str]]:
+    """The port forward and the VM's servers."""
     router, vm, outside = net.ns(lab.ROUTER), net.ns(lab.CLIENT), net.ns(lab.SERVER)
     for argv in lab.port_forward((PORT, SINK_PORT)):
         run_in(router, *argv)
     # many short connections from one client: more ports, and TIME_WAIT ones reused
     run_in(outside, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
     run_in(outside, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
-    procs: list[subprocess.Popen[str]] = []
-    for argv in (
-        [sys.executable, "-m", "multihome.lab.gateway_workload", "server", "--netns", vm],
-        ["ip", "netns", "exec", vm, sys.executable, "-c", SINK],
-    ):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout is not None and "ready" in proc.stdout.readline()
-    if pinned:
-        done = subprocess.run(
-            [sys.executable, "-m", "multihome", "--netns", router, "apply"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        assert "inbound pinning: eth0, eth1: DNAT to virbr0" in done.stdout, done.stdout
-    return procs
+    return start_servers(vm)
+
+
+def pin(net: Network) -> None:
+    """A plain `multihome apply`, which finds the port forward and pins."""
+    done = subprocess.run(
+        [sys.executable, "-m", "multihome", "--netns", net.ns(lab.ROUTER), "apply"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "inbound pinning: eth0, eth1: DNAT to virbr0" in done.stdout, done.stdout
 
 
 def main() -> int:
@@ -129,9 +124,10 @@ def main() -> int:
         Network(lab.vm_host(2), prefix=f"{prefix}p-") as pinned,
     ):
         try:
-            servers["stock"] = prepare(stock, pinned=False)
-            servers["pinned"] = prepare(pinned, pinned=True)
-            procs = servers["stock"] + servers["pinned"]
+            for mode, net in (("stock", stock), ("pinned", pinned)):
+                servers[mode] = prepare(net)
+                procs += servers[mode]
+            pin(pinned)
             nets = {"stock": stock, "pinned": pinned}
             for index in range(args.pairs):
                 # ABBA: neither mode always goes first

@@ -186,7 +186,11 @@ def findings(
                 f"other software uses bits of multihome's mark mask 0x{mask:08X}",
                 evidence=tuple(users),
                 consequence="gateway mode would change those packets' marks, or they"
-                " multihome's; apply refuses",
+                " multihome's; apply refuses"
+                if enforced
+                else "multihome cannot mark connections without changing theirs: apply leaves"
+                " inbound pinning out (port forwards answer through main's default route),"
+                " and gateway mode would refuse",
                 fix="set [multihome] mark_mask to bits nobody else uses",
             )
         )
