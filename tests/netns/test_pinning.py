@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from multihome.kernel.processes import stop
 from multihome.lab import gateway as lab
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
@@ -207,31 +209,73 @@ def echoes(proc: subprocess.Popen[str]) -> bool:
     return proc.stdout.readline().strip() == "echo"
 
 
-def test_connections_open_before_apply_are_re_marked(host: Network) -> None:
-    router, outside, vm = host.ns(lab.ROUTER), host.ns(lab.SERVER), host.ns(lab.CLIENT)
-    run(router, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp",
-        "--dport", str(PORT + 1), "-j", "DNAT", "--to-destination", f"{VM}:{PORT + 1}")
+@contextmanager
+def echo_server(net: Network) -> Iterator[None]:
+    """An echo server on the VM, port-forwarded from eth0 (PORT + 1)."""
+    run(net.ns(lab.ROUTER), "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p",
+        "tcp", "--dport", str(PORT + 1), "-j", "DNAT", "--to-destination", f"{VM}:{PORT + 1}")
     echo = subprocess.Popen(
-        ["ip", "netns", "exec", vm, PY, os.path.join(HERE, "longlived.py"), "server",
-         str(PORT + 1)],
+        ["ip", "netns", "exec", net.ns(lab.CLIENT), PY, os.path.join(HERE, "longlived.py"),
+         "server", str(PORT + 1)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        with open_connection(outside, uplinks()[0]) as conn:
-            assert echoes(conn)
-            listed = run(router, "conntrack", "-L", "-f", "ipv4", "-p", "tcp", "--dport",
-                         str(PORT + 1))
-            assert "mark=0 " in listed, listed
-            text = multihome(router, "apply").stdout
-            assert "re-marked 1 port-forwarded connection open before apply" in text, text
-            marked = run(router, "conntrack", "-L", "-f", "ipv4", "--mark",
-                         f"{MARKS['eth0']:#x}/0x0f000000")
-            assert f"dport={PORT + 1}" in marked, marked
-            assert echoes(conn)  # the connection lives on, now routed by its mark
-            again = json.loads(multihome(router, "apply", "--json").stdout)
-            assert again["remarked"] == 0, again  # (conntrack counts only what it changed)
+        yield
     finally:
-        echo.kill()
-        echo.wait(timeout=10)
+        stop(echo)
+        assert echo.stdout is not None
+        echo.stdout.close()
+
+
+def marked(ns: str) -> str:
+    """The connections conntrack holds with eth0's mark (`conntrack -L`)."""
+    return run(ns, "conntrack", "-L", "-f", "ipv4", "--mark", f"{MARKS['eth0']:#x}/0x0f000000")
+
+
+def test_connections_open_before_apply_are_re_marked(host: Network) -> None:
+    router, outside = host.ns(lab.ROUTER), host.ns(lab.SERVER)
+    with echo_server(host), open_connection(outside, uplinks()[0]) as conn:
+        assert echoes(conn)
+        listed = run(router, "conntrack", "-L", "-f", "ipv4", "-p", "tcp", "--dport",
+                     str(PORT + 1))
+        assert "mark=0 " in listed, listed
+        text = multihome(router, "apply").stdout
+        assert "re-marked 1 port-forwarded connection open before apply" in text, text
+        assert f"dport={PORT + 1}" in marked(router)
+        assert echoes(conn)  # the connection lives on, now routed by its mark
+        again = json.loads(multihome(router, "apply", "--json").stdout)
+        assert again["remarked"] == 0, again  # (conntrack counts only what it changed)
+
+
+def test_watch_pins_and_only_apply_re_marks(host: Network) -> None:
+    """Under `multihome watch` the pinning is kept by every reconcile, but the connections
+    open before are re-marked once, by `apply` (handed to the watch), not by reconciles."""
+    router, outside = host.ns(lab.ROUTER), host.ns(lab.SERVER)
+    eth0, eth1 = uplinks()
+    with echo_server(host), open_connection(outside, eth0) as conn:
+        watch = subprocess.Popen(
+            [PY, "-m", "multihome", "--netns", router, "watch"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while "multihome" not in run(router, "nft", "list", "tables"):
+                assert time.monotonic() < deadline, "watch made no table"
+                time.sleep(0.1)
+            assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
+            run(router, "kill", "-HUP", str(watch.pid))  # one more reconcile, at once
+            time.sleep(1)
+            assert f"dport={PORT + 1}" not in marked(router)  # reconciles re-mark nothing
+            before = run(router, "conntrack", "-L", "-f", "ipv4")
+            applied = json.loads(multihome(router, "apply", "--json").stdout)
+            assert applied["by_watch"]["pid"] == watch.pid and applied["remarked"] == 1, (
+                applied,
+                before,
+            )
+            assert f"dport={PORT + 1}" in marked(router)
+            assert echoes(conn)
+        finally:
+            stop(watch)

@@ -6,6 +6,7 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Address, IPv4Network
 
 from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.diff import diff
@@ -203,10 +204,8 @@ def _converge(
         host = discover.read_state(decoded)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        if remove:
-            desired = Desired(cfg.ownership)
-        else:
-            desired = plan(cfg, host, down, down6, read_firewall(cfg, host))
+        found = None if remove else read_firewall(cfg, host)
+        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6, found)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record, remove=remove)
@@ -246,17 +245,21 @@ def _converge(
     warnings = _announce(desired, changes)
     remarked = None
     if remark and desired.gateway is not None and not refused:
-        remarked, trouble = remark_connections(desired)
+        remarked, trouble = remark_connections(desired, host, found)
         warnings += trouble
     return Outcome(cfg, host, desired, changes, warnings, table, refused, remarked=remarked)
 
 
-def remark_connections(desired: Desired) -> tuple[int | None, tuple[str, ...]]:
+def remark_connections(
+    desired: Desired, host: HostState, found: Firewall | None
+) -> tuple[int | None, tuple[str, ...]]:
     """Inbound pinning (and gateway mode), once on apply: the port-forwarded connections
     open before it (their conntrack entries carry no mark) get the mark of the uplink whose
     address they came to, so their replies stop leaving by main's default route. How many,
-    and warnings (apply has worked either way: only those older connections keep leaking)."""
-    from multihome.kernel import conntrack, tools
+    and warnings (apply has worked either way: only those older connections keep leaking).
+    `found`: the firewall as the plan read it (read here in gateway mode)."""
+    from multihome.core import gateway
+    from multihome.kernel import conntrack, firewall, tools
 
     layout = desired.gateway
     if layout is None:
@@ -266,18 +269,32 @@ def remark_connections(desired: Desired) -> tuple[int | None, tuple[str, ...]]:
             "conntrack(8) is not installed: port-forwarded connections open before apply"
             " keep their old path until they end (apt-get install conntrack)",
         )
+    if found is None:
+        found = firewall.read()
+    names = {u.name for u in desired.uplinks}
+    # where the port forwards lead (a connection whose reply comes from there was DNATed)
+    targets = sorted(
+        {
+            r.address
+            for r in found.dnat()
+            if isinstance(r.address, IPv4Address)
+            and gateway.local_target(host, r.address, names) is not None
+        }
+    )
     count = 0
     for uplink in desired.uplinks:
         value = layout.mark_of(uplink.name)
         if value is None:
             continue
         for prefix in uplink.sources:
-            if prefix.version != 4:
+            if not isinstance(prefix, IPv4Network):
                 continue
-            try:
-                count += conntrack.remark(prefix, value, layout.mask)
-            except MultihomeError as error:
-                return count, (f"re-marking the connections open before apply: {error.message}",)
+            for target in targets:
+                try:
+                    count += conntrack.remark(prefix, target, value, layout.mask)
+                except MultihomeError as error:
+                    note = f"re-marking the connections open before apply: {error.message}"
+                    return count, (note,)
     return count, ()
 
 
@@ -400,8 +417,9 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
             hint=str(answer.get("hint") or handoff.how_to_stop(pid)),
         )
     cfg, host, _ = observe(config_path)
-    desired = plan(cfg, host, firewall=read_firewall(cfg, host))
-    remarked, warnings = remark_connections(desired)
+    found = read_firewall(cfg, host)
+    desired = plan(cfg, host, firewall=found)
+    remarked, warnings = remark_connections(desired, host, found)
     return Outcome(
         cfg,
         host,

@@ -1,8 +1,8 @@
 """The only module that writes conntrack: delete one uplink's connections, and mark the
 port-forwarded connections that were open before inbound pinning began.
 
-It runs conntrack(8) with a filter (`--mark V/M`; or the original destination and
-`--dst-nat`), so only the entries meant are touched -- never the whole table: port forwards
+It runs conntrack(8) with a filter (`--mark V/M`; or the original destination and the
+reply's source), so only the entries meant are touched -- never the whole table: port forwards
 and sessions on the other uplinks live on. The kernel applies the filter: nothing here reads
 the table. (The uplinks' connection and byte counts come from counters in multihome's
 nftables table.)
@@ -11,7 +11,7 @@ nftables table.)
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from multihome.errors import MultihomeError
 from multihome.kernel import tools
@@ -42,11 +42,12 @@ def flush(mark: int, mask: int) -> int:
     return int(found.group(1)) if found else 0
 
 
-def remark(destination: IPv4Network, mark: int, mask: int) -> int:
-    """Give the destination-NATed IPv4 connections whose original destination is in
-    `destination` (an uplink's addresses) the mark `mark` inside `mask` (the other bits stay);
-    how many were updated. The connections a port forward brought in before inbound pinning
-    began: their replies are then routed by the mark, like the new ones'."""
+def remark(destination: IPv4Network, target: IPv4Address, mark: int, mask: int) -> int:
+    """Give the IPv4 connections whose original destination is in `destination` (an
+    uplink's addresses) and whose replies come from `target` (a port forward's DNAT
+    address: so they were destination-NATed there) the mark `mark` inside `mask` (the other
+    bits stay); how many changed. The connections a port forward brought in before inbound
+    pinning began: their replies are then routed by the mark, like the new ones'."""
     args = [
         "-U",
         "-f",
@@ -55,12 +56,14 @@ def remark(destination: IPv4Network, mark: int, mask: int) -> int:
         str(destination.network_address),
         "--mask-dst",
         str(destination.netmask),
-        "--dst-nat",
+        "--reply-src",
+        str(target),
         "--mark",
         f"{mark:#x}/{mask:#x}",
     ]
     result = tools.run(_conntrack(), args, TIMEOUT, stdout=False)
-    # exit 1 with "0 flow entries have been updated" when nothing matched
+    # exit 1 with "0 flow entries have been updated" when nothing matched; entries that
+    # already carry the mark are not counted (conntrack skips an update that changes nothing)
     found = _UPDATED.search(result.stderr)
     if result.returncode not in (0, 1) or found is None:
         raise MultihomeError(f"conntrack -U failed: {result.stderr.strip()}")
