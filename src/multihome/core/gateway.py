@@ -18,6 +18,12 @@ nftables table (`table inet multihome`) makes conntrack remember it:
 Marks are written only inside the mask (`meta mark set meta mark & ~M | V`): nftables cannot
 copy masked bits from ct mark to meta mark, so each uplink has its own restore rule.
 Only IPv4 is marked (no NAT66; IPv6 prefix delegation routes by source prefix).
+
+Host mode's inbound pinning (plan_pinning) is the same table without a LAN side, for a host
+whose port forwards (DNAT to docker0, virbr0, cni0: core/firewall.py reads them) would
+otherwise answer through main's default route: prerouting restores the mark (and tags a new
+connection's first packet, for strict rp_filter), and a forward-hook chain pins each new
+forwarded connection from an uplink to it, so local sockets keep the source rules.
 """
 
 from __future__ import annotations
@@ -117,19 +123,7 @@ def plan_gateway(
                 hint="use a wider mark_mask, or tables at the start of [multihome] table_range",
             )
         marks.append((u.name, mark(mask, uplink_id)))
-    rules = [
-        Rule(
-            Family.INET,
-            priority,
-            u.table,
-            None,
-            None,
-            own.protocol,
-            fwmark=value,
-            fwmask=mask,
-        )
-        for u, (_, value) in zip(members, marks, strict=True)
-    ]
+    rules = _fwmark_rules(config, [u.table for u in members], marks, priority)
     sysctls = [
         Sysctl(SRC_VALID_MARK, "1"),
         Sysctl(MULTIPATH_HASH, HASH_POLICY[gateway.sticky]),
@@ -149,6 +143,25 @@ def plan_gateway(
 
 def _capacity(mask: int) -> int:
     return mask // (mask & -mask)
+
+
+def _fwmark_rules(
+    config: Config, tables: list[int], marks: list[tuple[str, int]], priority: int
+) -> list[Rule]:
+    """`fwmark V_i/M lookup T_i`, one per uplink (tables and marks in the same order)."""
+    return [
+        Rule(
+            Family.INET,
+            priority,
+            table,
+            None,
+            None,
+            config.ownership.protocol,
+            fwmark=value,
+            fwmask=config.mark_mask,
+        )
+        for table, (_, value) in zip(tables, marks, strict=True)
+    ]
 
 
 def local_target(state: HostState, address: IPAddress, uplinks: set[str]) -> str | None:
@@ -189,7 +202,7 @@ def pinning_reasons(
         for name in names:
             if rule.matches_in(name) and why not in reasons.setdefault(name, []):
                 reasons[name].append(why)
-    return {name: found for name, found in reasons.items() if found}
+    return {name: whys for name, whys in reasons.items() if whys}
 
 
 def plan_pinning(
@@ -257,19 +270,7 @@ def plan_pinning(
     if not marks:
         return [], [], None, notes, []
     by_name = {u.name: u for u in members}
-    rules = [
-        Rule(
-            Family.INET,
-            priority,
-            by_name[name].table,
-            None,
-            None,
-            config.ownership.protocol,
-            fwmark=value,
-            fwmask=mask,
-        )
-        for name, value in marks
-    ]
+    rules = _fwmark_rules(config, [by_name[name].table for name, _ in marks], marks, priority)
     layout = GatewayLayout(
         lan=(),
         marks=tuple(marks),
