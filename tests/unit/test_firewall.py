@@ -109,3 +109,27 @@ def test_the_nft_listing_of_iptables_nft_rules_is_opaque() -> None:
 def test_mark_bits(line: str, bits: int) -> None:
     _, marks = firewall.parse_save(f"*mangle\n{line}\nCOMMIT\n", Source.IPTABLES_NFT, 4)
     assert (marks[0].bits if marks else 0) == bits
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["*nat\n-A \nCOMMIT\n", '*nat\n-A X -m comment --comment "unbalanced -j DNAT\n', "-A\n"],
+)
+def test_odd_save_lines_are_read_without_a_traceback(text: str) -> None:
+    firewall.parse_save(text, Source.IPTABLES_NFT, 4)
+
+
+def test_odd_nft_json_is_read_without_a_traceback() -> None:
+    odd = {"nftables": [
+        {"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [
+            {"match": {"op": "==", "left": {"meta": "iifname"}, "right": "eth0"}},
+            {"dnat": {"addr": {"map": {}}}},
+            {"mangle": {"key": {"meta": {"key": "mark"}}, "value": "x"}},
+        ]}},
+        {"rule": {"expr": "not a list"}},
+        {"chain": "not a dict"},
+        "not an object",
+    ]}  # fmt: skip
+    nat, marks = firewall.parse_nft(odd)
+    assert [(r.action, r.to, r.in_interface) for r in nat] == [(NatAction.DNAT, "", None)]
+    assert nat[0].address is None and marks[0].bits == firewall.ALL

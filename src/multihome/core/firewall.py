@@ -195,6 +195,8 @@ def parse_save(text: str, source: Source, family: int) -> tuple[list[NatRule], l
             words = shlex.split(line)
         except ValueError:  # an unbalanced quote in a comment: read it without the comment
             words = line.split()
+        if len(words) < 2:
+            continue
         chain = words[1]
         target = _option(words, "-j") or ""
         if target in ("DNAT", "SNAT", "MASQUERADE"):
@@ -298,7 +300,8 @@ def _iifname(expr: Iterable[Any]) -> tuple[str | None, bool]:
         if not isinstance(match, dict):
             continue
         left, right = match.get("left"), match.get("right")
-        iifname = isinstance(left, dict) and left.get("meta", {}).get("key") == "iifname"
+        meta = left.get("meta") if isinstance(left, dict) else None
+        iifname = isinstance(meta, dict) and meta.get("key") == "iifname"
         if iifname and isinstance(right, str):
             name = right[:-1] + "+" if right.endswith("*") else right
             return name, match.get("op") == "!="
