@@ -47,6 +47,7 @@ class Outcome:
     # apply with inbound pinning: port-forwarded connections open before it that got their
     # uplink's mark (None: none were looked for)
     remarked: int | None = None
+    firewall: Firewall | None = None  # the NAT and mark rules the plan read (host mode)
 
     @property
     def changed(self) -> bool:
@@ -84,13 +85,14 @@ def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only; other software's marks are the doctor's to report,
     and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
-    desired = plan(cfg, host, firewall=read_firewall(cfg, host))
+    found = read_firewall(cfg, host)
+    desired = plan(cfg, host, firewall=found)
     changes = tuple(diff(desired, host, record.sysctl_originals))
     try:
         table = _table_change(cfg, host, desired, record, refuse=False)
     except PrivilegeError:
-        return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,))
-    return Outcome(cfg, host, desired, changes, table=table)
+        return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,), firewall=found)
+    return Outcome(cfg, host, desired, changes, table=table, firewall=found)
 
 
 class MarkOverlapError(MultihomeError):
@@ -551,7 +553,7 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
         except PrivilegeError:
             notes = (*report.notes, UNREADABLE_RULESET)
             return doctor.Report(findings=report.findings, notes=notes)
-    found = firewall.read(ruleset)
+    found = outcome.firewall if outcome.firewall is not None else firewall.read(ruleset)
     # the marks replies carry: those of multihome's table when the kernel has it as planned
     live = desired.gateway if outcome.table is None else None
     probes = gateway_doctor.reply_probes(host, [u.name for u in desired.uplinks], found, live)
