@@ -198,8 +198,6 @@ def _print_remarked(outcome: operations.Outcome) -> None:
             f"inbound pinning: re-marked {count(outcome.remarked, 'port-forwarded connection')}"
             " open before apply, so that replies leave by the uplink they came in on (conntrack)"
         )
-    for warning in outcome.warnings if outcome.watch_pid else ():
-        print(f"multihome: warning: {warning}", file=sys.stderr)
 
 
 def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
@@ -221,6 +219,8 @@ def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb
     for line in outcome.by_watch:
         print(f"  {line}")
     _print_remarked(outcome)
+    for warning in outcome.warnings:  # (the re-marking's, done here after the watch's work)
+        print(f"multihome: warning: {warning}", file=sys.stderr)
     if not outcome.changed:
         print(f"{verb}: handed to {by}: nothing to do, the kernel already matches")
     else:
