@@ -9,9 +9,9 @@ uplink i, one rule in the host mode layout with the prefix as selector:
   priority P+2   from P_i lookup T_i                   forwarded and local traffic from P_i
 
 Rules, not source-specific routes (`default from P_i via G`): one rule per prefix costs the
-data path what a few prefix rules cost about 0.96 of stock (bench/bench_datapath.py), the same ownership
-(protocol, priority band) covers them, and doctor and drift read them as they read host
-mode's. T_i needs an IPv6 default route: host mode puts one there when the uplink has a
+data path what a few prefix rules cost (about 0.96 of stock, bench/bench_datapath.py), the
+same ownership (protocol, priority band) covers them, and doctor and drift read them as they
+read host mode's. T_i needs an IPv6 default route: host mode puts one there when the uplink has a
 global IPv6 address; a PD router's WAN often has only a link-local one, and then this module
 adds it (via the uplink's IPv6 gateway, usually link-local, from main's default route).
 

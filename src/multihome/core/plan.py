@@ -43,6 +43,10 @@ from multihome.core.records import replace
 from multihome.core.sources import covering_prefixes
 from multihome.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome.core.firewall import Firewall
+
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
 RP_FILTER_LOOSE = "2"
@@ -553,11 +557,13 @@ def plan(
     state: HostState,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    firewall: Firewall | None = None,
 ) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
     `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
-    keep their tables and source rules, and leave that family's balancing route."""
+    keep their tables and source rules, and leave that family's balancing route.
+    `firewall`: the host's NAT and mark rules as read (None: not read), for inbound pinning."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
@@ -676,6 +682,16 @@ def plan(
         notes += npt_notes
         if npt and Sysctl(MULTIPATH_HASH[Family.INET6], "1") not in sysctls:
             sysctls.append(Sysctl(MULTIPATH_HASH[Family.INET6], "1"))
+    pinning: list[str] = []
+    if config.gateway is None and Family.INET in families:
+        from multihome.core import gateway  # inbound pinning: the same table, no LAN side
+
+        extra_rules, extra_sysctls, layout, extra_notes, pinning = gateway.plan_pinning(
+            config, state, uplinks, firewall, off_link
+        )
+        rules += extra_rules
+        sysctls += extra_sysctls
+        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
@@ -686,4 +702,5 @@ def plan(
         gateway=layout,
         delegations=delegations,
         npt=npt,
+        pinning=tuple(pinning),
     )
