@@ -13,7 +13,12 @@ iptables-nft rules and docker0, and a container publishing `-p 8080:80`.
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +118,41 @@ def test_watch_keeps_every_isp_answering_across_a_restart_of_dockerd(
     multihome(host.server, "remove")
     assert host.answered() == STOCK
     assert host.tables() == docker_tables
+
+
+def test_lab_docker_shows_stock_and_multihome_per_isp(tmp_path: Path) -> None:
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "multihome", "lab", "docker", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MULTIHOME_STATE_DIR": str(tmp_path)},
+    )
+    try:
+        out, err = lab.communicate(timeout=300)
+    finally:
+        if lab.poll() is None:
+            lab.kill()  # dockerd follows (it dies with the lab), the namespaces below
+            lab.wait()
+        for ns in os.listdir("/run/netns"):
+            if ns.startswith(f"mhlab{lab.pid}k-"):
+                subprocess.run(["ip", "netns", "delete", ns], check=False)
+    assert lab.returncode == 0, err
+    report = json.loads(out)
+    assert report["scenario"] == "docker" and report["port"] == 8080
+    per_isp = {
+        phase["name"]: {u: (v["ok"], v["failed"]) for u, v in phase["uplinks"].items()}
+        for phase in report["phases"]
+    }
+    assert per_isp == {
+        "stock": {"eth0": (20, 0), "eth1": (0, 20)},
+        "multihome": {"eth0": (20, 0), "eth1": (20, 0)},
+    }
+    multihome_phase = report["phases"][1]["uplinks"]
+    for uplink in ("eth0", "eth1"):  # the replies leave by the uplink they came in by
+        assert multihome_phase[uplink]["tx_share"] > 0.4, multihome_phase
+    # what the run made is gone: its namespaces, its dockerd's cgroups, its directory
+    assert "dockerd stopped" in err
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{lab.pid}k-")]
+    assert not glob.glob(f"/sys/fs/cgroup/*/mhlab{lab.pid}k")
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"multihome-lab-{lab.pid}-*"))

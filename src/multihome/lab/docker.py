@@ -28,8 +28,8 @@ from multihome.lab.topology import Network, clean_stale
 
 PHASES = ("stock", "multihome")
 PHASE_TITLES = {
-    "stock": "stock routing",
-    "multihome": "after `multihome apply` (no config)",
+    "stock": "stock routing (Docker alone)",
+    "multihome": "after `multihome apply` in the server (no config)",
 }
 IMAGE = "multihome-lab/busybox:1"
 CONTAINER = "web"
@@ -157,8 +157,8 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
     """Both phases on one network with one dockerd; `report` hears a line at each step."""
     from multihome.lab.run import _payload_directory, check_privileges
 
+    check_installed()  # first: it is the answer also for a user without root
     check_privileges()
-    check_installed()
     clean_stale()
     uplinks = [f"eth{i}" for i in range(options.nics)]
     topology = scenarios.two_isp(options.nics)
@@ -206,10 +206,10 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
 def title(result: DockerResult) -> str:
     options = result.options
     return (
-        f"multihome lab docker: the real dockerd {result.docker_version} (storage driver"
-        f" {result.storage_driver}) on a server with {options.nics} ISPs that drop spoofed"
-        f" sources; a container publishes port {PORT} (-p {PORT}:80, Docker's iptables-nft"
-        f" DNAT); {options.requests} connections per phase to the port on the uplinks'"
+        f"multihome lab docker: dockerd {result.docker_version} (storage driver"
+        f" {result.storage_driver}) in a server with {options.nics} ISPs that drop spoofed"
+        f" sources, a container publishing port {PORT} (-p {PORT}:80: Docker's iptables-nft"
+        f" DNAT); {options.requests} connections per phase to that port on the uplinks'"
         f" addresses, {options.size} bytes each, {options.concurrency} in parallel"
     )
 

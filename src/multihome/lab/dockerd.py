@@ -69,10 +69,10 @@ def _unescape(field: str) -> str:
 
 
 def cgroup_mounts(mountinfo: str) -> list[Mount]:
-    """PURE: the cgroup hierarchies of a mountinfo text (/proc/self/mountinfo), each with the
-    tmpfs it sits on when that is a mount of its own (/sys/fs/cgroup on a hybrid or v1 host),
-    in the order they are to be mounted: parents first. The options are the mount's and the
-    superblock's (the controllers of a v1 hierarchy, name=systemd) together."""
+    """PURE: the cgroup hierarchies of a mountinfo text (/proc/self/mountinfo), with the tmpfs
+    they sit on when that is a mount of its own (/sys/fs/cgroup on a hybrid or v1 host, made
+    writable), in the order they are to be mounted: parents first. The options are the mount's
+    and the superblock's (the controllers of a v1 hierarchy, name=systemd) together."""
     mounts: list[Mount] = []
     for line in mountinfo.splitlines():
         fields = line.split()
@@ -85,8 +85,13 @@ def cgroup_mounts(mountinfo: str) -> list[Mount]:
         options = list(dict.fromkeys([*fields[5].split(","), *superblock.split(",")]))
         mounts.append(Mount(fstype, source, ",".join(options), _unescape(fields[4])))
     cgroups = [m for m in mounts if m.fstype in ("cgroup", "cgroup2")]
-    parents = [
-        m
+    parents = [  # writable: the hierarchies' mount points are made in it (systemd's is ro)
+        Mount(
+            m.fstype,
+            m.source,
+            ",".join("rw" if o == "ro" else o for o in m.options.split(",")),
+            m.target,
+        )
         for m in mounts
         if m.fstype == "tmpfs"
         and any(c.target.startswith(m.target.rstrip("/") + "/") for c in cgroups)
