@@ -109,3 +109,35 @@ def test_reliability_is_at_most_the_number_of_targets() -> None:
     assert parse(two).uplinks[0].reliability is None  # a majority, decided by watch
     with pytest.raises(ConfigError, match="3 targets must answer, but the uplink has 2"):
         parse(two + "reliability = 3\n")
+
+
+def test_the_mark_band_and_pinning_keys() -> None:
+    default = parse("", "m.toml")
+    assert default.mark_mask == 0x0F000000 and default.pin_inbound is True
+    config = parse("[multihome]\nmark_mask = 0x00F00000\npin_inbound = false\n", "m.toml")
+    assert config.mark_mask == 0x00F00000 and config.pin_inbound is False
+    # [gateway] mark_mask, where it was set before [multihome] had the key, still sets it
+    older = parse('[gateway]\nlan = ["lan0"]\nmark_mask = 0x000F0000\n', "m.toml")
+    assert older.mark_mask == 0x000F0000
+    same = '[multihome]\nmark_mask = 0x000F0000\n[gateway]\nlan = ["lan0"]\nmark_mask = 0x000F0000\n'
+    assert parse(same, "m.toml").mark_mask == 0x000F0000
+
+
+@pytest.mark.parametrize(
+    ("text", "located", "fragment"),
+    [
+        (
+            '[multihome]\nmark_mask = 0x0F000000\n[gateway]\nlan = ["lan0"]\nmark_mask = 0x00F00000\n',
+            "m.toml:2: multihome.mark_mask",
+            "differs from [gateway] mark_mask 0x00F00000 (line 5)",
+        ),
+        ("[multihome]\nmark_mask = 0x01000000\n", "m.toml:2: multihome.mark_mask", "room for 1"),
+        ("[multihome]\nmark_mask = 0\n", "m.toml:2: multihome.mark_mask", "out of range"),
+        ('[multihome]\npin_inbound = "no"\n', "m.toml:2: multihome.pin_inbound", "true or false"),
+    ],
+)
+def test_mark_band_errors_name_file_line_and_key(text: str, located: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "m.toml")
+    assert str(caught.value).startswith(located), str(caught.value)
+    assert fragment in str(caught.value)

@@ -36,7 +36,7 @@ def test_gateway_defaults() -> None:
     assert config.gateway is not None
     assert config.gateway.lan == ("lan0",)
     assert config.gateway.masquerade is True and config.gateway.flush_on_down is True
-    assert config.gateway.sticky is Sticky.FLOW and config.gateway.mark_mask == 0x0F000000
+    assert config.gateway.sticky is Sticky.FLOW and config.mark_mask == 0x0F000000
 
 
 @pytest.mark.parametrize(
@@ -230,23 +230,23 @@ def test_doctor_forwarding_checks() -> None:
     mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
     dnat = _nft_rule("portfwd", [{"dnat": {"addr": "198.18.0.10", "port": 8080}}])
     ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle, dnat]}
-    found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, None, 77)}
+    found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, 0x0F000000, False, 77)}
     assert set(found) == {"forwarding-one-uplink", "snat-several-addresses", "mark-overlap", "flowtable"}
     assert "dev eth0" in found["forwarding-one-uplink"].summary
     assert "port forwards (DNAT) in table ip portfwd" in found["forwarding-one-uplink"].evidence
     # masquerade alone is symmetric: not reported
     without_dnat = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
-    checks = {f.check for f in gateway_doctor.findings(state, desired, without_dnat, None, 77)}
+    checks = {f.check for f in gateway_doctor.findings(state, desired, without_dnat, 0x0F000000, False, 77)}
     assert "forwarding-one-uplink" not in checks
     assert "table ip rrsnat" in found["snat-several-addresses"].summary
     assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
     # not forwarding: none of this applies
-    assert gateway_doctor.findings(router(forwarding="0"), desired, ruleset, None, 77) == []
+    assert gateway_doctor.findings(router(forwarding="0"), desired, ruleset, 0x0F000000, False, 77) == []
     # gateway mode applied (multihome's fwmark rules present): forwarding is balanced
     applied = plan(parse(ROUTER, "m.toml"), state)
     with_rules = router()
     object.__setattr__(with_rules, "rules", applied.rules)
-    checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, 77)}
+    checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, True, 77)}
     assert checks == set()
 
 

@@ -86,7 +86,6 @@ class GatewayConfig:
     lan: tuple[str, ...]
     masquerade: bool = True
     sticky: Sticky = Sticky.FLOW
-    mark_mask: int = DEFAULT_MARK_MASK
     flush_on_down: bool = True
 
 
@@ -103,6 +102,12 @@ class Config:
     health: Health = field(default_factory=Health)
     gateway: GatewayConfig | None = None  # gateway mode (forwarded traffic), when configured
     lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    # the packet-mark bits multihome may use, for gateway mode and inbound pinning alike:
+    # [multihome] mark_mask, or (as before it existed) [gateway] mark_mask
+    mark_mask: int = DEFAULT_MARK_MASK
+    # host mode: pin inbound forwarded connections (port forwards to local bridges) to the
+    # uplink they arrived on
+    pin_inbound: bool = True
 
     def error(self, message: str, key: str, hint: str = "") -> ConfigError:
         """An error located at `key` ("uplinks.eth0.gateway") of this file."""
@@ -112,7 +117,15 @@ class Config:
 
 
 _SECTIONS: dict[str, set[str]] = {
-    "multihome": {"table_range", "priority", "ipv4", "ipv6", "balance"},
+    "multihome": {
+        "table_range",
+        "priority",
+        "ipv4",
+        "ipv6",
+        "balance",
+        "mark_mask",
+        "pin_inbound",
+    },
     "sysctls": {"arp", "rp_filter"},
     "health": {
         "interval",
@@ -307,6 +320,7 @@ def parse(text: str, path: str = "(string)") -> Config:
     ipv4 = read.boolean(main.get("ipv4", True), "multihome.ipv4")
     ipv6 = read.boolean(main.get("ipv6", True), "multihome.ipv6")
     balance = read.boolean(main.get("balance", False), "multihome.balance")
+    pin_inbound = read.boolean(main.get("pin_inbound", True), "multihome.pin_inbound")
     health = _health(read, data.get("health", {}))
 
     sysctls = data.get("sysctls", {})
@@ -388,6 +402,7 @@ def parse(text: str, path: str = "(string)") -> Config:
             f"uplinks.{seen_tables[ownership.table_max]}.table",
         )
     gateway = _gateway(read, data["gateway"], uplinks) if "gateway" in data else None
+    mark_mask = _mark_mask(read, main, data.get("gateway"), uplinks)
     if gateway is not None and ownership.table_max in seen_tables:
         raise read.fail(
             f"table {ownership.table_max} is the balancing table (the range's last), which"
@@ -406,6 +421,8 @@ def parse(text: str, path: str = "(string)") -> Config:
         health,
         gateway,
         lines,
+        mark_mask,
+        pin_inbound,
     )
 
 
@@ -448,7 +465,7 @@ def _health(read: _Reader, body: dict[str, Any]) -> Health:
 
 
 def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -> GatewayConfig:
-    """The [gateway] section; uplink ids 1..15 must fit in the mark mask."""
+    """The [gateway] section (its mark_mask is read with [multihome]'s, by _mark_mask)."""
     lan = body.get("lan", [])  # none: an error when planning (gateway mode needs a LAN)
     if not isinstance(lan, list) or not all(isinstance(n, str) for n in lan):
         raise read.fail(
@@ -480,21 +497,48 @@ def _gateway(read: _Reader, body: dict[str, Any], uplinks: list[UplinkConfig]) -
         raise read.fail(
             f"must be 'flow' or 'host-pair', not {sticky_value!r}{suggestion}", "gateway.sticky"
         ) from None
-    mask = read.integer(body.get("mark_mask", DEFAULT_MARK_MASK), "gateway.mark_mask", 1, 2**32 - 1)
-    if _mark_ids(mask) < max(2, len(uplinks)):
-        raise read.fail(
-            f"0x{mask:08X} leaves room for {_mark_ids(mask)} uplink ids; at least"
-            f" {max(2, len(uplinks))} are needed",
-            "gateway.mark_mask",
-            hint="use a mask of 4 contiguous bits or more, e.g. 0x0F000000",
-        )
     return GatewayConfig(
         lan=tuple(lan),
         masquerade=read.boolean(body.get("masquerade", True), "gateway.masquerade"),
         sticky=sticky,
-        mark_mask=mask,
         flush_on_down=read.boolean(body.get("flush_on_down", True), "gateway.flush_on_down"),
     )
+
+
+def _mark_mask(
+    read: _Reader,
+    main: dict[str, Any],
+    gateway: dict[str, Any] | None,
+    uplinks: list[UplinkConfig],
+) -> int:
+    """The mark band: [multihome] mark_mask, or [gateway] mark_mask where only that is set
+    (its place before the band served more than gateway mode); both set must agree."""
+    values = {
+        key: read.integer(body["mark_mask"], key, 1, 2**32 - 1)
+        for key, body in (("multihome.mark_mask", main), ("gateway.mark_mask", gateway or {}))
+        if "mark_mask" in body
+    }
+    gateway_mode = gateway is not None
+    if len(set(values.values())) > 1:
+        raise read.fail(
+            f"0x{values['multihome.mark_mask']:08X} differs from [gateway] mark_mask"
+            f" 0x{values['gateway.mark_mask']:08X}"
+            f" (line {line_of(read.lines, 'gateway.mark_mask')})",
+            "multihome.mark_mask",
+            hint="set the mask once, in [multihome] mark_mask",
+        )
+    key, mask = next(iter(values.items()), ("multihome.mark_mask", DEFAULT_MARK_MASK))
+    # gateway mode marks every configured uplink; host mode's pinning leaves out (with a
+    # note) an uplink whose id does not fit
+    needed = max(2, len(uplinks)) if gateway_mode else 2
+    if _mark_ids(mask) < needed:
+        raise read.fail(
+            f"0x{mask:08X} leaves room for {_mark_ids(mask)} uplink ids; at least"
+            f" {needed} are needed",
+            key,
+            hint="use a mask of 4 contiguous bits or more, e.g. 0x0F000000",
+        )
+    return mask
 
 
 def _mark_ids(mask: int) -> int:

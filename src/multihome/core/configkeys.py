@@ -78,6 +78,29 @@ KEYS: tuple[Key, ...] = (
         "false",
     ),
     Key(
+        "multihome",
+        "mark_mask",
+        "0x0F000000",
+        "The packet-mark bits multihome may use, in conntrack and on packets (uplink ids "
+        "1-15 in the default), for gateway mode and for inbound pinning. Gateway mode "
+        "refuses to apply when other software uses them (an iptables or nft MARK/CONNMARK "
+        "rule, an fwmark rule), naming it; host mode leaves pinning out with a note. "
+        "Kubernetes uses 0x4000 and 0x8000, Calico 0xFFFF0000, Tailscale 0x00FF0000.",
+        "0x0F000000",
+    ),
+    Key(
+        "multihome",
+        "pin_inbound",
+        "true",
+        "On a host that forwards and has destination NAT to a local interface that is not "
+        "an uplink (Docker, Podman, libvirt, kube-proxy NodePorts, a port forward), pin each "
+        "new inbound forwarded connection to the uplink it arrived on (a conntrack mark in "
+        "multihome's nftables table, inet multihome) and route its replies by that mark, so "
+        "published ports answer through every uplink. false: leave forwarded traffic to "
+        "main's routes.",
+        "true",
+    ),
+    Key(
         "health",
         "interval",
         "0.1",
@@ -215,8 +238,8 @@ KEYS: tuple[Key, ...] = (
         "gateway",
         "mark_mask",
         "0x0F000000",
-        "The packet-mark bits multihome may use (uplink ids 1-15 in the default); apply "
-        "refuses, naming the other rule or nft table, when other software uses them.",
+        "The same as [multihome] mark_mask, where it was set before that key existed; when "
+        "both are set they must be equal.",
         "0x0F000000",
     ),
     Key(

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from multihome.core import gateway
-from multihome.core.config import DEFAULT_MARK_MASK
 from multihome.core.doctor import Finding, Severity
 from multihome.core.model import TABLE_MAIN, Desired, HostState
 
@@ -64,8 +63,10 @@ def _several_snat(rule: dict[str, Any]) -> str | None:
 
 
 def findings(
-    state: HostState, desired: Desired, ruleset: Any, mask: int | None, protocol: int
+    state: HostState, desired: Desired, ruleset: Any, mask: int, enforced: bool, protocol: int
 ) -> list[Finding]:
+    """`mask` is the mark band ([multihome] mark_mask); `enforced`: gateway mode is
+    configured, so an overlap stops apply (an error, not a warning)."""
     if state.sysctls.get(gateway.FORWARDING) != "1":
         return []
     found: list[Finding] = []
@@ -113,19 +114,18 @@ def findings(
                 " to the address of the uplink the connection leaves by)",
             )
         )
-    effective = mask if mask is not None else DEFAULT_MARK_MASK
-    users = gateway.rule_mark_users(state.rules, effective, protocol)
-    users += gateway.nft_mark_users(ruleset, effective)
+    users = gateway.rule_mark_users(state.rules, mask, protocol)
+    users += gateway.nft_mark_users(ruleset, mask)
     if users:
         found.append(
             Finding(
-                Severity.ERROR if mask is not None else Severity.WARNING,
+                Severity.ERROR if enforced else Severity.WARNING,
                 "mark-overlap",
-                f"other software uses bits of multihome's mark mask 0x{effective:08X}",
+                f"other software uses bits of multihome's mark mask 0x{mask:08X}",
                 evidence=tuple(users),
                 consequence="gateway mode would change those packets' marks, or they"
                 " multihome's; apply refuses",
-                fix="set [gateway] mark_mask to bits nobody else uses",
+                fix="set [multihome] mark_mask to bits nobody else uses",
             )
         )
     for flowtable in _items(ruleset, "flowtable"):

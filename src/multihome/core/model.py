@@ -455,6 +455,9 @@ class GatewayLayout:
     masquerade: bool = True
     flush_on_down: bool = True
     host_pair: bool = False  # sticky = "host-pair": a set per uplink remembers its pairs
+    # host mode's inbound pinning: no LAN side; a forward-hook chain pins each new forwarded
+    # connection from an uplink (a port forward) to it, local sockets keep the source rules
+    pin_forwarded: bool = False
 
     def mark_of(self, uplink: str) -> int | None:
         return next((m for name, m in self.marks if name == uplink), None)
@@ -471,6 +474,7 @@ class Desired:
     sysctls: tuple[Sysctl, ...] = ()
     notes: tuple[str, ...] = ()  # why something was left out, for the user
     gateway: GatewayLayout | None = None  # gateway mode: multihome's nftables table
+    pinning: tuple[str, ...] = ()  # why inbound pinning is on ("eth0, eth1: DNAT to docker0...")
 
 
 class Action(enum.Enum):

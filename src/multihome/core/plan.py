@@ -41,6 +41,10 @@ from multihome.core.records import replace
 from multihome.core.sources import covering_prefixes
 from multihome.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome.core.firewall import Firewall
+
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
 RP_FILTER_LOOSE = "2"
@@ -546,11 +550,13 @@ def plan(
     state: HostState,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    firewall: Firewall | None = None,
 ) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
     `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
-    keep their tables and source rules, and leave that family's balancing route."""
+    keep their tables and source rules, and leave that family's balancing route.
+    `firewall`: the host's NAT and mark rules as read (None: not read), for inbound pinning."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
@@ -648,6 +654,16 @@ def plan(
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
+    pinning: list[str] = []
+    if config.gateway is None and Family.INET in families:
+        from multihome.core import gateway  # inbound pinning: the same table, no LAN side
+
+        extra_rules, extra_sysctls, layout, extra_notes, pinning = gateway.plan_pinning(
+            config, state, uplinks, firewall, off_link
+        )
+        rules += extra_rules
+        sysctls += extra_sysctls
+        notes += extra_notes
     return Desired(
         ownership,
         uplinks=tuple(uplinks),
@@ -656,4 +672,5 @@ def plan(
         sysctls=tuple(sysctls),
         notes=tuple(notes),
         gateway=layout,
+        pinning=tuple(pinning),
     )

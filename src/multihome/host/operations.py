@@ -79,11 +79,11 @@ class MarkOverlapError(MultihomeError):
 
 
 def _overlap_error(cfg: Config, users: list[str]) -> MultihomeError:
-    assert cfg.gateway is not None
     return MarkOverlapError(
-        f"the mark bits of [gateway] mark_mask 0x{cfg.gateway.mark_mask:08X} are used"
+        f"the mark bits of mark_mask 0x{cfg.mark_mask:08X} are used"
         " by other software: " + "; ".join(users),
-        hint="set [gateway] mark_mask to bits nobody else uses (DESIGN.md lists who uses which)",
+        hint="set [multihome] mark_mask to bits nobody else uses (DESIGN.md lists who uses"
+        " which)",
     )
 
 
@@ -460,13 +460,13 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
         return report
     cfg = outcome.config
-    mask = cfg.gateway.mark_mask if cfg.gateway else None
     try:
         ruleset = nftables.ruleset()
     except PrivilegeError:
         return doctor.Report(findings=report.findings, notes=(*report.notes, UNREADABLE_RULESET))
     extra = gateway_doctor.findings(
-        outcome.host, outcome.desired, ruleset, mask, cfg.ownership.protocol
+        outcome.host, outcome.desired, ruleset, cfg.mark_mask, cfg.gateway is not None,
+        cfg.ownership.protocol,
     )
     if not extra:
         return report
