@@ -28,6 +28,7 @@ from types import TracebackType
 
 from multihome.core.records import record
 from multihome.errors import MultihomeError
+from multihome.host import files
 
 DOCKERD = "/usr/sbin/dockerd"  # the docker.io package's, by absolute path: a docker CLI of
 DOCKER = "/usr/bin/docker"  # another origin earlier on PATH must not be the one that runs
@@ -155,6 +156,18 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _own_directory(path: str) -> None:
+    """dockerd's directory: made if need be, not through a link, root's alone (mode 0700), as
+    dockerd runs as root with everything in it."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        files.check_directory(fd, path)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 def busybox_image(files: dict[str, bytes]) -> bytes:
     """A tarball for `docker import`: the static busybox as /bin/busybox and /bin/sh, and
     `files` (path in the image: content)."""
@@ -201,8 +214,7 @@ class Dockerd:
         self.storage_driver = "overlay2"  # vfs where overlay2 does not start
         self.proc: subprocess.Popen[bytes] | None = None
         self.mount_namespace = ""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        _own_directory(self.directory)
         with open("/proc/self/mountinfo", encoding="utf-8") as file:
             self.cgroups = cgroup_mounts(file.read())
 
