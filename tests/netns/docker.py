@@ -79,6 +79,12 @@ class DockerHost:
         return int(out.strip() or 0)
 
 
+def cgroups(name: str) -> list[str]:
+    """The cgroup directories of the dockerd named `name` on this host (v1, hybrid or v2)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as file:
+        return dockerd.cgroup_directories(dockerd.cgroup_mounts(file.read()), name)
+
+
 def need_docker() -> None:
     """Skip without root or without Docker's packages; under CI that is a failure."""
     why = None

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .docker import CONNECTIONS, DockerHost, docker_host
+from .docker import CONNECTIONS, DockerHost, cgroups, docker_host
 from .helpers import TcpServer, multihome, owned_rules
 from .test_watch import Watch, wait_for
 
@@ -154,5 +154,43 @@ def test_lab_docker_shows_stock_and_multihome_per_isp(tmp_path: Path) -> None:
     # what the run made is gone: its namespaces, its dockerd's cgroups, its directory
     assert "dockerd stopped" in err
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{lab.pid}k-")]
-    assert not glob.glob(f"/sys/fs/cgroup/*/mhlab{lab.pid}k")
+    assert cgroups(f"mhlab{lab.pid}k") == []
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"multihome-lab-{lab.pid}-*"))
+
+
+def test_a_killed_lab_docker_leaves_nothing_after_lab_clean(tmp_path: Path) -> None:
+    env = {**os.environ, "MULTIHOME_STATE_DIR": str(tmp_path)}
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "multihome", "lab", "docker", "--requests", "100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    name = f"mhlab{lab.pid}k"
+    try:
+        assert lab.stderr is not None
+        for line in lab.stderr:
+            if "phase stock" in line:
+                break
+        (pidfile,) = glob.glob(
+            os.path.join(tempfile.gettempdir(), f"multihome-lab-{lab.pid}-*/dockerd.pid")
+        )
+        daemon = int(Path(pidfile).read_text())
+    finally:
+        lab.kill()
+        lab.wait()
+    # dockerd stops with its lab (PR_SET_PDEATHSIG: SIGTERM), its container with it
+    wait_for(lambda: not os.path.exists(f"/proc/{daemon}"), 30)
+    assert cgroups(name)  # left by the kill: empty, for lab clean
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome", "lab", "clean"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    assert f"removed lab network {name} (its run, pid {lab.pid}, is gone)" in out
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{name}-")]
+    assert cgroups(name) == []
     assert not glob.glob(os.path.join(tempfile.gettempdir(), f"multihome-lab-{lab.pid}-*"))

@@ -156,6 +156,30 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def cgroup_directories(mounts: list[Mount], name: str) -> list[str]:
+    """The cgroup directories of the dockerd named `name` (its containers' cgroup parent, in
+    every hierarchy), deepest first."""
+    found = []
+    for mount in mounts:
+        if mount.fstype in ("cgroup", "cgroup2"):
+            top = os.path.join(mount.target, name)
+            found += [directory for directory, _, _ in os.walk(top, topdown=False)]
+    return found
+
+
+def remove_cgroups(name: str) -> None:
+    """The cgroups a dockerd named `name` left when its lab run was killed (SIGKILL: dockerd
+    stopped, its containers gone, the empty directories left), for `multihome lab clean`. A
+    cgroup that still holds a process is not empty and stays (rmdir refuses it)."""
+    if not NAME.fullmatch(name):
+        return
+    with open("/proc/self/mountinfo", encoding="utf-8") as file:
+        mounts = cgroup_mounts(file.read())
+    for directory in cgroup_directories(mounts, name):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
 def _own_directory(path: str) -> None:
     """dockerd's directory: made if need be, not through a link, root's alone (mode 0700), as
     dockerd runs as root with everything in it."""
@@ -357,15 +381,7 @@ class Dockerd:
                     time.sleep(0.02)
 
     def _cgroup_directories(self) -> list[str]:
-        """The cgroup directories of this dockerd's containers, deepest first."""
-        found = []
-        for mount in self.cgroups:
-            if mount.fstype not in ("cgroup", "cgroup2"):
-                continue
-            top = os.path.join(mount.target, self.name)
-            for directory, _, _ in os.walk(top, topdown=False):
-                found.append(directory)
-        return found
+        return cgroup_directories(self.cgroups, self.name)
 
     def _leftovers(self) -> list[int]:
         pids: set[int] = set()
