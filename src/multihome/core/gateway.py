@@ -34,7 +34,6 @@ from multihome.core.model import (
     GatewayLayout,
     HostState,
     IPAddress,
-    Route,
     Rule,
     Sysctl,
     Uplink,
@@ -152,25 +151,25 @@ def _capacity(mask: int) -> int:
     return mask // (mask & -mask)
 
 
-def _local_target(state: HostState, address: IPAddress, uplinks: set[str]) -> str | None:
+def local_target(state: HostState, address: IPAddress, uplinks: set[str]) -> str | None:
     """The local interface a DNAT destination is reached by (main's most specific route to
-    it), when that is not an uplink and the address is not the host's own; else None."""
+    it, or the subnet of an interface's address), when that is not an uplink and the address
+    is not the host's own; else None."""
     if address.version != 4 or any(a.ip.ip == address for a in state.addresses):
         return None
-    best: Route | None = None
-    for route in state.routes:
-        if (
-            route.table == TABLE_MAIN
-            and route.family is Family.INET
-            and not route.is_default
-            and address in route.dst
-            and (best is None or route.dst.prefixlen > best.dst.prefixlen)
-        ):
-            best = route
-    devices = best.devices() if best is not None else ()
-    if not devices or devices[0] in uplinks:
+    best: tuple[int, str] | None = None
+    candidates = [
+        (r.dst, r.devices()[0])
+        for r in state.routes
+        if r.table == TABLE_MAIN and r.family is Family.INET and not r.is_default and r.devices()
+    ]
+    candidates += [(a.ip.network, a.ifname) for a in state.addresses if a.family is Family.INET]
+    for network, device in candidates:
+        if address in network and (best is None or network.prefixlen > best[0]):
+            best = (network.prefixlen, device)
+    if best is None or best[1] in uplinks:
         return None
-    return devices[0]
+    return best[1]
 
 
 def pinning_reasons(
@@ -183,7 +182,7 @@ def pinning_reasons(
     reasons: dict[str, list[str]] = {}
     for rule in found.dnat():
         address = rule.address
-        target = _local_target(state, address, set(names)) if address else None
+        target = local_target(state, address, set(names)) if address else None
         if target is None:
             continue
         why = f"DNAT to {target} found ({rule.where})"

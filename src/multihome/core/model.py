@@ -379,9 +379,13 @@ class Lookup:
     gateway: IPAddress | None = None
     table: int | None = None
     error: str = ""
+    iif: str | None = None  # a forwarded packet's lookup: the interface it came in on
+    mark: int = 0  # ... and the mark it carries then
 
     def describe(self) -> str:
         head = f"ip route get {self.dst} from {self.src}"
+        if self.iif is not None:
+            head += f" iif {self.iif} mark {self.mark:#x}"
         if self.error:
             return f"{head}: {self.error}"
         via = f" via {self.gateway}" if self.gateway else ""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # show and plan import this module; only apply and export nee
     from multihome.render import Rendered
 
 if TYPE_CHECKING:
+    from multihome.core.firewall import Firewall
     from multihome.kernel.nftables import TableChange
     from multihome.kernel.reader import Decoded
 
@@ -42,6 +43,9 @@ class Outcome:
     # apply handed to the running `multihome watch`: its pid and the changes it made
     watch_pid: int = 0
     by_watch: tuple[str, ...] = ()
+    # apply with inbound pinning: port-forwarded connections open before it that got their
+    # uplink's mark (None: none were looked for)
+    remarked: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -61,11 +65,25 @@ UNREADABLE_RULESET = (
 )
 
 
+def read_firewall(cfg: Config, host: HostState) -> Firewall | None:
+    """The host's NAT and mark rules, where inbound pinning may need them: host mode with
+    pin_inbound on a host that forwards (None elsewhere: nothing is read)."""
+    from multihome.core import gateway
+
+    if cfg.gateway is not None or not cfg.pin_inbound:
+        return None
+    if host.sysctls.get(gateway.FORWARDING) != "1":
+        return None
+    from multihome.kernel import firewall
+
+    return firewall.read()
+
+
 def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only; other software's marks are the doctor's to report,
     and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
-    desired = plan(cfg, host)
+    desired = plan(cfg, host, firewall=read_firewall(cfg, host))
     changes = tuple(diff(desired, host, record.sysctl_originals))
     try:
         table = _table_change(cfg, host, desired, record, refuse=False)
@@ -107,8 +125,11 @@ def _table_change(
     from multihome.kernel import nftables
 
     ruleset = nftables.ruleset()
-    if desired.gateway is not None and refuse:
-        users = gateway.overlaps(cfg, host.rules, ruleset)
+    if cfg.gateway is not None and desired.gateway is not None and refuse:
+        # (host mode's pinning checked the overlap when it was planned, and left itself out)
+        from multihome.kernel import firewall
+
+        users = gateway.overlaps(cfg, host.rules, firewall.read(ruleset))
         if users:
             raise _overlap_error(cfg, users)
     written = state.read_json(host.netns_id, NFT_CONTENT) or {}
@@ -169,6 +190,7 @@ def _converge(
     keep_table_on_overlap: bool = False,
     decoded: Decoded | None = None,
     config: Config | None = None,
+    remark: bool = False,
 ) -> Outcome:
     from multihome.host import confirm
     from multihome.kernel import writer
@@ -181,7 +203,10 @@ def _converge(
         host = discover.read_state(decoded)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
+        if remove:
+            desired = Desired(cfg.ownership)
+        else:
+            desired = plan(cfg, host, down, down6, read_firewall(cfg, host))
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record, remove=remove)
@@ -219,7 +244,41 @@ def _converge(
                 )
                 confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings, table, refused)
+    remarked = None
+    if remark and desired.pinning and not refused:
+        remarked, trouble = remark_connections(desired)
+        warnings += trouble
+    return Outcome(cfg, host, desired, changes, warnings, table, refused, remarked=remarked)
+
+
+def remark_connections(desired: Desired) -> tuple[int | None, tuple[str, ...]]:
+    """Inbound pinning, once on apply: the port-forwarded connections open before it (their
+    conntrack entries carry no mark) get the mark of the uplink whose address they came
+    to, so their replies stop leaving by main's default route. How many, and warnings
+    (apply has worked either way: only those older connections keep leaking)."""
+    from multihome.kernel import conntrack, tools
+
+    layout = desired.gateway
+    if layout is None or not layout.pin_forwarded:
+        return None, ()
+    if tools.find("conntrack") is None:
+        return None, (
+            "conntrack(8) is not installed: port-forwarded connections open before apply"
+            " keep their old path until they end (apt-get install conntrack)",
+        )
+    count = 0
+    for uplink in desired.uplinks:
+        value = layout.mark_of(uplink.name)
+        if value is None:
+            continue
+        for prefix in uplink.sources:
+            if prefix.version != 4:
+                continue
+            try:
+                count += conntrack.remark(prefix, value, layout.mask)
+            except MultihomeError as error:
+                return count, (f"re-marking the connections open before apply: {error.message}",)
+    return count, ()
 
 
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
@@ -331,7 +390,9 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
     }
     handed = handoff.ask_watch(namespace.identity(), request)
     if handed is None:
-        return _converge(config_path, remove=False, confirm_seconds=confirm_seconds)
+        return _converge(
+            config_path, remove=False, confirm_seconds=confirm_seconds, remark=True
+        )
     pid, answer = handed
     if answer.get("error"):
         raise MultihomeError(
@@ -339,13 +400,17 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
             hint=str(answer.get("hint") or handoff.how_to_stop(pid)),
         )
     cfg, host, _ = observe(config_path)
+    desired = plan(cfg, host, firewall=read_firewall(cfg, host))
+    remarked, warnings = remark_connections(desired) if desired.pinning else (None, ())
     return Outcome(
         cfg,
         host,
-        plan(cfg, host),
+        desired,
         (),
+        warnings,
         watch_pid=pid,
         by_watch=tuple(str(line) for line in answer.get("changes", ())),
+        remarked=remarked,
     )
 
 
@@ -453,20 +518,35 @@ def _table_drift(table: TableChange | None) -> str | None:
 
 
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
-    """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
+    """On a host that forwards, gateway mode's checks too (they read the firewall: the
+    nftables ruleset and iptables' rules), and the route each port forward's replies take."""
     from multihome.core import doctor, gateway, gateway_doctor
-    from multihome.kernel import nftables, tools
+    from multihome.kernel import firewall, nftables, tools
 
-    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1":
         return report
-    cfg = outcome.config
-    try:
-        ruleset = nftables.ruleset()
-    except PrivilegeError:
-        return doctor.Report(findings=report.findings, notes=(*report.notes, UNREADABLE_RULESET))
+    cfg, host, desired = outcome.config, outcome.host, outcome.desired
+    ruleset = None
+    if tools.find(nftables.NFT) is not None:
+        try:
+            ruleset = nftables.ruleset()
+        except PrivilegeError:
+            notes = (*report.notes, UNREADABLE_RULESET)
+            return doctor.Report(findings=report.findings, notes=notes)
+    found = firewall.read(ruleset)
+    # the marks replies carry: those of multihome's table when the kernel has it as planned
+    live = desired.gateway if outcome.table is None else None
+    probes = gateway_doctor.reply_probes(host, [u.name for u in desired.uplinks], found, live)
+    lookups = discover.forwarded_lookups(host, [p.key for p in probes]) if probes else {}
     extra = gateway_doctor.findings(
-        outcome.host, outcome.desired, ruleset, cfg.mark_mask, cfg.gateway is not None,
+        host,
+        ruleset,
+        cfg.mark_mask,
+        cfg.gateway is not None,
         cfg.ownership.protocol,
+        found,
+        (probes, lookups),
+        cfg.pin_inbound,
     )
     if not extra:
         return report

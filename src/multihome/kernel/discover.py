@@ -184,6 +184,35 @@ def route_lookups(
     return results
 
 
+def forwarded_lookups(
+    state: HostState, probes: list[tuple[IPAddress, IPAddress, str, int]]
+) -> dict[tuple[IPAddress, IPAddress, str, int], Lookup]:
+    """The kernel's answer to `ip route get DST from SRC iif DEV mark MARK` for each
+    (dst, src, dev, mark): the route a packet forwarded from DEV with that mark takes."""
+    names = {i.index: i.name for i in state.interfaces}
+    indexes = {i.name: i.index for i in state.interfaces}
+    results: dict[tuple[IPAddress, IPAddress, str, int], Lookup] = {}
+    with Reader() as rtnl:
+        for dst, src, dev, mark in probes:
+            if dev not in indexes:
+                continue
+            answer = rtnl.route_get(dst, src, names, indexes[dev], mark)
+            if isinstance(answer, Refusal):
+                found = Lookup(dst, src, error=str(answer), iif=dev, mark=mark)
+            else:
+                found = Lookup(
+                    dst,
+                    src,
+                    dev=answer.dev,
+                    gateway=answer.gateway,
+                    table=answer.table,
+                    iif=dev,
+                    mark=mark,
+                )
+            results[dst, src, dev, mark] = found
+    return results
+
+
 NETIF_LINKS = "run/systemd/netif/links"
 
 
