@@ -148,6 +148,9 @@ def test_lab_docker_shows_stock_and_multihome_per_isp(tmp_path: Path) -> None:
         "stock": {"eth0": (20, 0), "eth1": (0, 20)},
         "multihome": {"eth0": (20, 0), "eth1": (20, 0)},
     }
+    (why,) = report["phases"][1]["pinning"]  # what apply said: why pinning is on
+    assert why.startswith("inbound pinning: eth0, eth1: DNAT to docker0 found"), why
+    assert "chain DOCKER" in why and report["phases"][0]["pinning"] == []
     multihome_phase = report["phases"][1]["uplinks"]
     for uplink in ("eth0", "eth1"):  # the replies leave by the uplink they came in by
         assert multihome_phase[uplink]["tx_share"] > 0.4, multihome_phase

@@ -390,6 +390,8 @@ def _docker(args: argparse.Namespace) -> int:
     print(docker.title(result))
     for phase in result.phases:
         print(f"\n== phase {phase.name}: {docker.PHASE_TITLES[phase.name]}")
+        for line in phase.pinning:
+            print(f"   {line}")
     print(
         "\n== summary (connections that brought the whole file, per uplink; share of the"
         " server's TX packets per NIC)\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -57,6 +58,7 @@ class PhaseResult:
     ok: dict[str, int]  # per uplink: connections to its address that completed
     failed: dict[str, int]
     tx_packets: dict[str, int]  # per uplink, the server's, during the phase
+    pinning: tuple[str, ...] = ()  # what apply said of inbound pinning: why it is on, notes
 
     def shares(self) -> dict[str, float]:
         total = sum(self.tx_packets.values())
@@ -171,10 +173,15 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
             version = daemon.version()
             env = {**os.environ, "MULTIHOME_STATE_DIR": os.path.join(workdir, "state")}
             for name in PHASES:
+                pinning: tuple[str, ...] = ()
                 if name == "multihome":
                     report("multihome apply in the server")
                     multihome = [sys.executable, "-m", "multihome", "--netns", server]
-                    run_checked([*multihome, "apply"], env=env)
+                    applied = json.loads(run_checked([*multihome, "apply", "--json"], env=env))
+                    pinning = (
+                        *(f"inbound pinning: {r}" for r in applied.get("pinning", [])),
+                        *(f"note: {n}" for n in applied.get("notes", [])),
+                    )
                 report(f"phase {name}: {options.requests} connections")
                 before = read_counters(server)
                 ok = connections(
@@ -188,6 +195,7 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
                         ok=dict(zip(uplinks, ok, strict=True)),
                         failed={u: t - n for u, t, n in zip(uplinks, tried, ok, strict=True)},
                         tx_packets={u: after[u].tx_packets - before[u].tx_packets for u in uplinks},
+                        pinning=pinning,
                     )
                 )
             driver = daemon.storage_driver
@@ -255,6 +263,7 @@ def to_json(result: DockerResult) -> dict[str, Any]:
         "phases": [
             {
                 "name": phase.name,
+                "pinning": list(phase.pinning),
                 "uplinks": {
                     u: {
                         "address": result.addresses[u],
