@@ -150,7 +150,10 @@ def docker_host(
         started = time.monotonic()
         with Dockerd(network.ns(scenarios.SERVER), directory, prefix.rstrip("-")) as daemon:
             start_web(daemon, size)
-            report(f"dockerd and the container are up in {time.monotonic() - started:.1f} s")
+            report(
+                f"dockerd {daemon.version()} (storage driver {daemon.storage_driver}) and the"
+                f" container are up in {time.monotonic() - started:.1f} s"
+            )
             yield network, daemon
         report("dockerd stopped")
 
@@ -214,10 +217,10 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
 def title(result: DockerResult) -> str:
     options = result.options
     return (
-        f"multihome lab docker: dockerd {result.docker_version} (storage driver"
-        f" {result.storage_driver}) in a server with {options.nics} ISPs that drop spoofed"
-        f" sources, a container publishing port {PORT} (-p {PORT}:80: Docker's iptables-nft"
-        f" DNAT); {options.requests} connections per phase to that port on the uplinks'"
+        f"multihome lab docker: the real dockerd in a server with {options.nics} ISPs that"
+        f" drop spoofed sources, a container publishing port {PORT} (-p {PORT}:80: Docker's"
+        f" iptables-nft DNAT); {options.requests} connections per phase to that port on the"
+        " uplinks'"
         f" addresses, {options.size} bytes each, {options.concurrency} in parallel"
     )
 
