@@ -220,8 +220,7 @@ def title(result: DockerResult) -> str:
         f"multihome lab docker: the real dockerd in a server with {options.nics} ISPs that"
         f" drop spoofed sources, a container publishing port {PORT} (-p {PORT}:80: Docker's"
         f" iptables-nft DNAT); {options.requests} connections per phase to that port on the"
-        " uplinks'"
-        f" addresses, {options.size} bytes each, {options.concurrency} in parallel"
+        f" uplinks' addresses, {options.size} bytes each, {options.concurrency} in parallel"
     )
 
 
