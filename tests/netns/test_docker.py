@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from multihome.lab import docker as lab_docker
+
 from .docker import CONNECTIONS, DockerHost, cgroups, docker_host
 from .helpers import TcpServer, multihome, owned_rules
 from .test_watch import Watch, wait_for
@@ -135,7 +137,7 @@ def test_lab_docker_shows_stock_and_multihome_per_isp(tmp_path: Path) -> None:
             lab.kill()  # dockerd follows (it dies with the lab), the namespaces below
             lab.wait()
         for ns in os.listdir("/run/netns"):
-            if ns.startswith(f"mhlab{lab.pid}k-"):
+            if ns.startswith(lab_docker.network_prefix(lab.pid)):
                 subprocess.run(["ip", "netns", "delete", ns], check=False)
     assert lab.returncode == 0, err
     report = json.loads(out)
@@ -156,8 +158,9 @@ def test_lab_docker_shows_stock_and_multihome_per_isp(tmp_path: Path) -> None:
         assert multihome_phase[uplink]["tx_share"] > 0.4, multihome_phase
     # what the run made is gone: its namespaces, its dockerd's cgroups, its directory
     assert "dockerd stopped" in err
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"mhlab{lab.pid}k-")]
-    assert cgroups(f"mhlab{lab.pid}k") == []
+    prefix = lab_docker.network_prefix(lab.pid)
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+    assert cgroups(prefix.rstrip("-")) == []
     assert not glob.glob(os.path.join(tempfile.gettempdir(), f"multihome-lab-{lab.pid}-*"))
 
 
@@ -170,7 +173,7 @@ def test_a_killed_lab_docker_leaves_nothing_after_lab_clean(tmp_path: Path) -> N
         text=True,
         env=env,
     )
-    name = f"mhlab{lab.pid}k"
+    name = lab_docker.network_prefix(lab.pid).rstrip("-")
     try:
         assert lab.stderr is not None
         for line in lab.stderr:

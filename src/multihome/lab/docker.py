@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 from multihome.core.records import record
 from multihome.kernel import namespace
-from multihome.lab import scenarios
+from multihome.lab import dockerd, scenarios
 from multihome.lab.dockerd import Dockerd, check_installed
 from multihome.lab.gateway_run import read_counters, run_checked
 from multihome.lab.topology import Network, clean_stale
@@ -72,6 +73,19 @@ class DockerResult:
     storage_driver: str
     addresses: dict[str, str]  # uplink: its address, where the client connects
     phases: tuple[PhaseResult, ...]
+
+
+def network_prefix(pid: int) -> str:
+    """The namespaces' prefix of the run with this pid; without its dash, also its dockerd's
+    cgroup name."""
+    return f"mhlab{pid}k-"
+
+
+def remove_leftovers(network: str) -> None:
+    """After a lab network was removed: the empty cgroups its dockerd left if it was a
+    `lab docker` run's (killed with SIGKILL). By the run's name only, never another's."""
+    if re.fullmatch(r"mhlab\d+k", network):
+        dockerd.remove_cgroups(network)
 
 
 # -- the container and the client ------------------------------------------------------------
@@ -170,7 +184,7 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
     addresses = [str(a) for a in topology.roles["server_addresses"]]
     phases = []
     with _payload_directory() as workdir:
-        prefix = f"mhlab{os.getpid()}k-"
+        prefix = network_prefix(os.getpid())
         with docker_host(options.nics, prefix, workdir, options.size, report) as (net, daemon):
             server, client = net.ns(scenarios.SERVER), net.ns(scenarios.CLIENT)
             version = daemon.version()

@@ -168,9 +168,9 @@ def cgroup_directories(mounts: list[Mount], name: str) -> list[str]:
 
 
 def remove_cgroups(name: str) -> None:
-    """The cgroups a dockerd named `name` left when its lab run was killed (SIGKILL: dockerd
-    stopped, its containers gone, the empty directories left), for `multihome lab clean`. A
-    cgroup that still holds a process is not empty and stays (rmdir refuses it)."""
+    """The cgroups a dockerd named `name` left when its run was killed (SIGKILL: dockerd
+    stopped, its containers gone, the empty directories left). A cgroup that still holds a
+    process is not empty and stays (rmdir refuses it)."""
     if not NAME.fullmatch(name):
         return
     with open("/proc/self/mountinfo", encoding="utf-8") as file:
@@ -192,12 +192,12 @@ def _own_directory(path: str) -> None:
         os.close(fd)
 
 
-def busybox_image(files: dict[str, bytes]) -> bytes:
+def busybox_image(contents: dict[str, bytes]) -> bytes:
     """A tarball for `docker import`: the static busybox as /bin/busybox and /bin/sh, and
-    `files` (path in the image: content)."""
+    `contents` (path in the image: content)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        for directory in ("bin", *sorted({os.path.dirname(p) for p in files if "/" in p})):
+        for directory in ("bin", *sorted({os.path.dirname(p) for p in contents if "/" in p})):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
@@ -209,7 +209,7 @@ def busybox_image(files: dict[str, bytes]) -> bytes:
         link = tarfile.TarInfo("bin/sh")
         link.type, link.linkname = tarfile.SYMTYPE, "busybox"
         tar.addfile(link)
-        for path, content in sorted(files.items()):
+        for path, content in sorted(contents.items()):
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))
@@ -432,9 +432,9 @@ class Dockerd:
     def version(self) -> str:
         return self.docker("version", "--format", "{{.Server.Version}}").strip()
 
-    def import_image(self, tag: str, files: dict[str, bytes]) -> None:
-        """An image without a registry: `docker import` of busybox_image(files)."""
-        self.docker("import", "-", tag, stdin=busybox_image(files))
+    def import_image(self, tag: str, contents: dict[str, bytes]) -> None:
+        """An image without a registry: `docker import` of busybox_image(contents)."""
+        self.docker("import", "-", tag, stdin=busybox_image(contents))
 
     def container_pid(self, container: str) -> int:
         return int(self.docker("inspect", "--format", "{{.State.Pid}}", container))
