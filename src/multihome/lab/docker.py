@@ -117,13 +117,15 @@ async def _fetch(address: str, size: int) -> bool:
     try:
         writer.write(b"GET /file HTTP/1.0\r\n\r\n")
         async with asyncio.timeout(REQUEST_TIMEOUT):
-            response = await reader.read()
-    except (OSError, TimeoutError):
+            head = await reader.readuntil(b"\r\n\r\n")  # at most the stream's limit, 64 KB
+            received = 0
+            while chunk := await reader.read(1 << 18):  # counted, not kept: --size is free
+                received += len(chunk)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return False
     finally:
         writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].split(b" ")[1:2] == [b"200"] and len(body) == size
+    return head.split(b"\r\n")[0].split(b" ")[1:2] == [b"200"] and received == size
 
 
 async def _fetch_all(addresses: list[str], requests: int, concurrency: int, size: int) -> list[int]:
@@ -165,8 +167,8 @@ def docker_host(
         with Dockerd(network.ns(scenarios.SERVER), directory, prefix.rstrip("-")) as daemon:
             start_web(daemon, size)
             report(
-                f"dockerd {daemon.version()} (storage driver {daemon.storage_driver}) and the"
-                f" container are up in {time.monotonic() - started:.1f} s"
+                f"dockerd (storage driver {daemon.storage_driver}) and the container are up in"
+                f" {time.monotonic() - started:.1f} s"
             )
             yield network, daemon
         report("dockerd stopped")
@@ -188,6 +190,7 @@ def run(options: DockerOptions, report: Callable[[str], None] = lambda text: Non
         with docker_host(options.nics, prefix, workdir, options.size, report) as (net, daemon):
             server, client = net.ns(scenarios.SERVER), net.ns(scenarios.CLIENT)
             version = daemon.version()
+            report(f"dockerd {version}")
             env = {**os.environ, "MULTIHOME_STATE_DIR": os.path.join(workdir, "state")}
             for name in PHASES:
                 pinning: tuple[str, ...] = ()
