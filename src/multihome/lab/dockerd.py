@@ -436,9 +436,6 @@ class Dockerd:
         """An image without a registry: `docker import` of busybox_image(contents)."""
         self.docker("import", "-", tag, stdin=busybox_image(contents))
 
-    def container_pid(self, container: str) -> int:
-        return int(self.docker("inspect", "--format", "{{.State.Pid}}", container))
-
     def wait_running(self, container: str, seconds: float = 30) -> None:
         """Until the container runs again (after a restart of dockerd)."""
         deadline = time.monotonic() + seconds
