@@ -14,9 +14,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from multihome.core.records import replace
 from multihome.lab import gateway as lab
-from multihome.lab.description import Link, Port, Topology
+from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome, sysctl
@@ -49,43 +48,10 @@ table ip kube-proxy {
 """
 
 
-def virbr_topology() -> Topology:
-    """The gateway lab's network with the router as a VM host: its LAN side a bridge, virbr0
-    (the VM's tap is a port of it), and no [gateway] config anywhere."""
-    base = lab.gateway(nics=2)
-    links = tuple(
-        Link(Port(lab.ROUTER, "vnet0", "virbr0"), link.b) if link.a.ifname == "lan0" else link
-        for link in base.links
-    )
-    addresses = tuple(
-        (host, "virbr0" if (host, ifname) == (lab.ROUTER, "lan0") else ifname, address)
-        for host, ifname, address in base.addresses
-    )
-    return replace(
-        base,
-        name="virbr",
-        bridges=(*base.bridges, (lab.ROUTER, "virbr0")),
-        links=links,
-        addresses=addresses,
-    )
-
-
 def run(ns: str, *argv: str, stdin: str | None = None) -> str:
     return subprocess.run(
         ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True, check=True
     ).stdout
-
-
-def port_forward(ns: str) -> None:
-    """A hand-made port forward, the way libvirt's docs show it (iptables-nft)."""
-    for uplink in ("eth0", "eth1"):
-        run(ns, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", uplink, "-p", "tcp",
-            "--dport", str(PORT), "-j", "DNAT", "--to-destination", f"{VM}:{PORT}")
-    run(ns, "iptables", "-A", "FORWARD", "-d", VM, "-p", "tcp", "--dport", str(PORT), "-j",
-        "ACCEPT")
-    # and the VM's own way out, as libvirt's NAT network has it
-    run(ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.18.0.0/24", "!", "-d",
-        "198.18.0.0/24", "-j", "MASQUERADE")
 
 
 def foreign(ns: str) -> str:
@@ -105,9 +71,10 @@ def uplinks() -> list[str]:
 
 @pytest.fixture
 def host(build: Build) -> Iterator[Network]:
-    net = build(virbr_topology())
+    net = build(lab.vm_host())
     router = net.ns(lab.ROUTER)
-    port_forward(router)
+    for argv in lab.port_forward((PORT,)):
+        run(router, *argv)
     run(router, "nft", "-f", "-", stdin=KUBE_TABLE)
     with TcpServer(net.ns(lab.CLIENT), port=PORT), TcpServer(net.ns(lab.SERVER), port=PORT):
         yield net

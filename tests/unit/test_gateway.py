@@ -308,6 +308,12 @@ def test_pinning_is_planned_from_the_firewall() -> None:
     off = plan(parse("[multihome]\npin_inbound = false\n", "m.toml"), state, firewall=found)
     assert off.gateway is None and not off.pinning
     assert [r for r in off.rules if r.fwmark] == []
+    # a firewall that could not be read (not root): nothing planned, and a note says why
+    unread = plan(parse("", "m.toml"), state, firewall=firewall.read([], None, (), ["iptables-save"]))
+    assert unread.gateway is None and (
+        "inbound pinning: iptables-save could not be read (run as root to see its port forwards)"
+        in unread.notes
+    )
     # gateway mode's table pins inbound connections itself: no second layout
     gw = plan(parse(ROUTER, "m.toml"), state, firewall=found)
     assert gw.gateway is not None and not gw.gateway.pin_forwarded and not gw.pinning

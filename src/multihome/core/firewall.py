@@ -108,6 +108,7 @@ class Firewall:
     nat: tuple[NatRule, ...] = ()
     marks: tuple[MarkUser, ...] = ()
     read: tuple[str, ...] = ()  # the tools that answered ("iptables-save", "nft", ...)
+    unreadable: tuple[str, ...] = ()  # installed, but they failed (not root, a timeout)
 
     def dnat(self) -> list[NatRule]:
         """The DNAT rules that can see connections arriving from outside."""
@@ -366,10 +367,14 @@ def parse_nft(ruleset: Any, skip: Iterable[tuple[str, str]] = ()) -> tuple[
 
 
 def read(
-    saves: Iterable[tuple[Source, int, str]], ruleset: Any, tools: Iterable[str] = ()
+    saves: Iterable[tuple[Source, int, str]],
+    ruleset: Any,
+    tools: Iterable[str] = (),
+    unreadable: Iterable[str] = (),
 ) -> Firewall:
     """The firewall from the tools' outputs: (source, family, iptables-save text) each, and
-    the parsed nft ruleset (None: nft not installed or not readable)."""
+    the parsed nft ruleset (None: nft not installed or not readable); the names of the
+    tools that answered and of those that failed."""
     nat: list[NatRule] = []
     marks: list[MarkUser] = []
     skip: set[tuple[str, str]] = set()
@@ -386,4 +391,4 @@ def read(
         found_nat, found_marks = parse_nft(ruleset, skip)
         nat += found_nat
         marks += found_marks
-    return Firewall(tuple(nat), tuple(marks), tuple(tools))
+    return Firewall(tuple(nat), tuple(marks), tuple(tools), tuple(unreadable))

@@ -215,8 +215,14 @@ def plan_pinning(
         return [], [], None, [], []
     members = [u for u in uplinks if u.addresses_in(Family.INET)]
     wanted = pinning_reasons(state, (u.name for u in members), found)
-    if len(members) < 2 or not wanted:
+    if len(members) < 2:
         return [], [], None, [], []
+    if not wanted:
+        unread = [
+            f"{name} could not be read (run as root to see its port forwards)"
+            for name in found.unreadable
+        ]
+        return [], [], None, [f"inbound pinning: {'; '.join(unread)}"] if unread else [], []
     grouped: dict[str, list[str]] = {}
     for name, whys in wanted.items():
         for why in whys:
@@ -357,35 +363,36 @@ def _body(layout: GatewayLayout) -> list[str]:
         f" meta mark set meta mark & {k} | 0x{v:08x}"
         for name, v in (layout.marks if layout.host_pair else ())
     ]
+
+    def new_on(name: str) -> str:  # a new connection from uplink `name`, with no mark of ours
+        new = f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000"
+        return f"{new} iifname {quote(name)}"
+
+    def pin(value: int) -> str:
+        return f"ct mark set ct mark & {k} | 0x{value:08x}"
+
+    def tag(value: int) -> str:
+        return f"meta mark set meta mark & {k} | 0x{value:08x}"
+
     if layout.pin_forwarded:
         # the packet's mark only, for strict rp_filter (src_valid_mark): the connection is
         # pinned in the forward hook, where only forwarded connections pass
+        lines += [f"{new_on(name)} {tag(v)}" for name, v in layout.marks]
         lines += [
-            f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000"
-            f" iifname {quote(name)} meta mark set meta mark & {k} | 0x{v:08x}"
-            for name, v in layout.marks
-        ]
-    else:
-        lines += [
-            f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000"
-            f" iifname {quote(name)}"
-            f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
-            f' counter name "{named[name][0]}"'
-            for name, v in layout.marks
-        ]
-    lines.append("\t}")
-    if layout.pin_forwarded:
-        lines += [
+            "\t}",
             "\tchain forward {",
             "\t\ttype filter hook forward priority mangle; policy accept;",
         ]
         lines += [
-            f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000"
-            f" iifname {quote(name)} ct mark set ct mark & {k} | 0x{v:08x}"
-            f' counter name "{named[name][0]}"'
+            f'{new_on(name)} {pin(v)} counter name "{named[name][0]}"'
             for name, v in layout.marks
         ]
-        lines.append("\t}")
+    else:
+        lines += [
+            f'{new_on(name)} {pin(v)} {tag(v)} counter name "{named[name][0]}"'
+            for name, v in layout.marks
+        ]
+    lines.append("\t}")
     if not layout.lan:  # no LAN side: nothing leaves from local sockets or the LAN marked
         return lines
     lines += [

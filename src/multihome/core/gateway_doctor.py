@@ -9,33 +9,30 @@ forwarding-one-uplink   a port forward (DNAT, iptables or nft) to a local interf
                         says so (masquerade alone is symmetric: not reported)
 snat-several-addresses  SNAT picks among several addresses (round-robin, a map, a range),
                         and routing does not follow the address it picked
-mark-overlap            fwmark rules or nft rules of other software use bits of multihome's
-                        mark mask
+mark-overlap            fwmark rules, iptables or nft rules of other software use bits of
+                        multihome's mark mask
 flowtable               flow offloading: offloaded packets skip the marks and the fwmark rules
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from multihome.core import gateway
 from multihome.core.doctor import Finding, Severity, off_link_targets
-from multihome.core.firewall import Firewall, NatRule
+from multihome.core.firewall import Firewall, NatRule, items
 from multihome.core.firewall import read as read_firewall
 from multihome.core.model import Family, GatewayLayout, HostState, IPAddress, Lookup
 from multihome.core.records import record
 
 
-def _items(ruleset: Any, kind: str) -> Iterator[dict[str, Any]]:
-    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
-        if isinstance(item, dict) and isinstance(item.get(kind), dict):
-            yield item[kind]
-
-
 def _devices(flowtable: dict[str, Any]) -> list[str]:
     dev = flowtable.get("dev")
     return [dev] if isinstance(dev, str) else [str(d) for d in dev or []]
+
+
+EVIDENCE_CASES = 3  # port forwards shown per finding (a Docker host may publish dozens)
 
 
 @record(frozen=True)
@@ -101,7 +98,7 @@ def _wrong_uplink(
     for uplink, cases in wrong.items():
         leaves = sorted({lookup.dev or "" for _, lookup in cases})
         evidence: list[str] = ["net.ipv4.ip_forward=1"]
-        for probe, lookup in cases:
+        for probe, lookup in cases[:EVIDENCE_CASES]:
             evidence += [
                 f"port forward ({probe.rule.where}): {probe.rule.text}",
                 f"{lookup.describe()} (a reply from {probe.device}, mark as the kernel would"
@@ -109,6 +106,8 @@ def _wrong_uplink(
                 f"a reply to a connection that came in on {uplink} leaves by {lookup.dev}"
                 f" with {uplink}'s address: the ISP behind {lookup.dev} drops it",
             ]
+        if len(cases) > EVIDENCE_CASES:
+            evidence.append(f"... and {len(cases) - EVIDENCE_CASES} more port forwards alike")
         found.append(
             Finding(
                 Severity.WARNING,
@@ -159,7 +158,7 @@ def findings(
     if firewall is None:
         firewall = read_firewall((), ruleset)
     found = _wrong_uplink(*replies, pin_inbound)
-    for rule in _items(ruleset, "rule"):
+    for rule in items(ruleset, "rule"):
         how = _several_snat(rule)
         if how is None or rule.get("table") == gateway.TABLE:
             continue
@@ -187,11 +186,15 @@ def findings(
                 f"other software uses bits of multihome's mark mask 0x{mask:08X}",
                 evidence=tuple(users),
                 consequence="gateway mode would change those packets' marks, or they"
-                " multihome's; apply refuses",
+                " multihome's; apply refuses"
+                if enforced
+                else "multihome cannot mark connections without changing theirs: apply leaves"
+                " inbound pinning out (port forwards answer through main's default route),"
+                " and gateway mode would refuse",
                 fix="set [multihome] mark_mask to bits nobody else uses",
             )
         )
-    for flowtable in _items(ruleset, "flowtable"):
+    for flowtable in items(ruleset, "flowtable"):
         found.append(
             Finding(
                 Severity.WARNING,

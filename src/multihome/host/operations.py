@@ -245,21 +245,21 @@ def _converge(
                 confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
     remarked = None
-    if remark and desired.pinning and not refused:
+    if remark and desired.gateway is not None and not refused:
         remarked, trouble = remark_connections(desired)
         warnings += trouble
     return Outcome(cfg, host, desired, changes, warnings, table, refused, remarked=remarked)
 
 
 def remark_connections(desired: Desired) -> tuple[int | None, tuple[str, ...]]:
-    """Inbound pinning, once on apply: the port-forwarded connections open before it (their
-    conntrack entries carry no mark) get the mark of the uplink whose address they came
-    to, so their replies stop leaving by main's default route. How many, and warnings
-    (apply has worked either way: only those older connections keep leaking)."""
+    """Inbound pinning (and gateway mode), once on apply: the port-forwarded connections
+    open before it (their conntrack entries carry no mark) get the mark of the uplink whose
+    address they came to, so their replies stop leaving by main's default route. How many,
+    and warnings (apply has worked either way: only those older connections keep leaking)."""
     from multihome.kernel import conntrack, tools
 
     layout = desired.gateway
-    if layout is None or not layout.pin_forwarded:
+    if layout is None:
         return None, ()
     if tools.find("conntrack") is None:
         return None, (
@@ -401,7 +401,7 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
         )
     cfg, host, _ = observe(config_path)
     desired = plan(cfg, host, firewall=read_firewall(cfg, host))
-    remarked, warnings = remark_connections(desired) if desired.pinning else (None, ())
+    remarked, warnings = remark_connections(desired)
     return Outcome(
         cfg,
         host,
@@ -537,7 +537,9 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
     # the marks replies carry: those of multihome's table when the kernel has it as planned
     live = desired.gateway if outcome.table is None else None
     probes = gateway_doctor.reply_probes(host, [u.name for u in desired.uplinks], found, live)
-    lookups = discover.forwarded_lookups(host, [p.key for p in probes]) if probes else {}
+    # (one lookup per reply path: a container's many published ports share theirs)
+    keys = list(dict.fromkeys(p.key for p in probes))
+    lookups = discover.forwarded_lookups(host, keys) if keys else {}
     extra = gateway_doctor.findings(
         host,
         ruleset,

@@ -26,16 +26,21 @@ SAVERS = (
 )
 
 
-def _output(name: str, args: list[str]) -> str | None:
-    """A tool's standard output, or None when it is missing, fails or hangs."""
+def _output(name: str, args: list[str], failed: list[str]) -> str | None:
+    """A tool's standard output, or None when it is missing, fails or hangs (then its name
+    goes to `failed`)."""
     path = tools.find(name)
     if path is None:
         return None
     try:
         result = tools.run(path, args, TIMEOUT)
     except KernelError:
+        failed.append(name)
         return None
-    return result.stdout if result.returncode == 0 else None
+    if result.returncode != 0:
+        failed.append(name)
+        return None
+    return result.stdout
 
 
 def read(ruleset: Any = None) -> Firewall:
@@ -43,8 +48,9 @@ def read(ruleset: Any = None) -> Firewall:
     read here otherwise)."""
     saves: list[tuple[Source, int, str]] = []
     answered: list[str] = []
+    failed: list[str] = []
     for name, source, family in SAVERS:
-        text = _output(name, [])
+        text = _output(name, [], failed)
         if text is None:
             continue
         answered.append(name)
@@ -57,7 +63,7 @@ def read(ruleset: Any = None) -> Firewall:
             continue
         saves.append((source, family, text))
     if ruleset is None:
-        text = _output("nft", ["-j", "list", "ruleset"])
+        text = _output("nft", ["-j", "list", "ruleset"], failed)
         try:
             ruleset = json.loads(text) if text else None
         except ValueError:
@@ -66,4 +72,4 @@ def read(ruleset: Any = None) -> Firewall:
             answered.append("nft")
     else:
         answered.append("nft")
-    return firewall.read(saves, ruleset, answered)
+    return firewall.read(saves, ruleset, answered, failed)
