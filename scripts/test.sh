@@ -36,10 +36,18 @@ command -v conntrack >/dev/null || need_apt+=(conntrack)
 # ... and read the firewall as Docker, libvirt and kube-proxy write it: iptables-nft rules
 # (iptables-save), which `nft -j` shows only as opaque xt expressions
 command -v iptables-save >/dev/null || need_apt+=(iptables)
+# the Docker tests and `multihome lab docker` run the real dockerd in a namespace (by the
+# package's absolute paths: a docker CLI elsewhere on PATH is not Docker's), with its
+# iptables-nft rules, and an image holding only a static busybox
+[[ -x /usr/sbin/dockerd && -x /usr/bin/docker ]] || need_apt+=(docker.io)
+dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
+    need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # other runs may hold dpkg's lock: wait for it rather than fail
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        "${need_apt[@]}" >/dev/null
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

@@ -21,6 +21,7 @@ DEFAULT_NAME = "demo"  # `--keep` alone: namespaces demo-server, demo-client, ..
 # Requests per phase by scenario: in two-isp, half of them fail, and each failure waits for
 # the connect timeout, so fewer of them make the run take about as long as the seed's.
 DEFAULT_REQUESTS = {"seed": 20000, "two-isp": 4000, "load": 400}
+DEFAULT_CONCURRENCY = 40  # lab docker's is its own (lab.docker.DockerOptions)
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -97,14 +98,15 @@ def lab_options(args: argparse.Namespace) -> LabOptions:
         raise MultihomeError(str(error)) from None
     _check_nics(args)
     requests = DEFAULT_REQUESTS[args.scenario] if args.requests is None else args.requests
-    if requests < 1 or args.concurrency < 1 or size < 1:
+    concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
+    if requests < 1 or concurrency < 1 or size < 1:
         raise MultihomeError("--requests, --concurrency and --size must be positive")
     return LabOptions(
         scenario=args.scenario,
         nics=args.nics,
         size=size,
         requests=requests,
-        concurrency=args.concurrency,
+        concurrency=concurrency,
         link_rate_bps=rate,
         keep=args.keep,
     )
@@ -188,6 +190,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return _gateway6(args)
     if args.scenario == "gateway":
         return _gateway(args)
+    if args.scenario == "docker":
+        return _docker(args)
     if args.fail:
         return _failover(args)
     options = lab_options(args)
@@ -232,9 +236,10 @@ def _load(args: argparse.Namespace) -> int:
         size = parse_size(args.size)
     except ValueError as error:
         raise MultihomeError(str(error)) from None
-    if requests < 1 or args.concurrency < 1 or size < 1:
+    concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
+    if requests < 1 or concurrency < 1 or size < 1:
         raise MultihomeError("--requests, --concurrency and --size must be positive")
-    outcome = lab_run.load(name, requests, args.concurrency, size, _progress())
+    outcome = lab_run.load(name, requests, concurrency, size, _progress())
     ok, failed = outcome["ok"], outcome["failed"]
     assert isinstance(ok, dict) and isinstance(failed, dict)
     if args.json:
@@ -422,15 +427,56 @@ def _keep_gateway(args: argparse.Namespace) -> None:
     print(_kept_text(args.keep, ROUTER), file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
+def _docker(args: argparse.Namespace) -> int:
+    """`multihome lab docker`: a container's published port through every ISP, with stock
+    routing and after `multihome apply`."""
+    from multihome.core.units import parse_size
+    from multihome.lab import docker
+
+    _check_nics(args)
+    _refuse(args, ("--keep", "--link-rate", "--plot", "--fail"), "`lab docker`")
+    try:
+        size = parse_size(args.size)
+    except ValueError as error:
+        raise MultihomeError(str(error)) from None
+    defaults = docker.DockerOptions()
+    requests = docker.PER_UPLINK * args.nics if args.requests is None else args.requests
+    concurrency = defaults.concurrency if args.concurrency is None else args.concurrency
+    if requests < 1 or concurrency < 1 or size < 1:
+        raise MultihomeError("--requests, --concurrency and --size must be positive")
+    options = docker.DockerOptions(
+        nics=args.nics, requests=requests, concurrency=concurrency, size=size
+    )
+    result = docker.run(
+        options, lambda text: print(f"lab docker: {text}", file=sys.stderr, flush=True)
+    )
+    if args.json:
+        print_json(docker.to_json(result))
+        return EXIT_OK
+    print(docker.title(result))
+    for phase in result.phases:
+        print(f"\n== phase {phase.name}: {docker.PHASE_TITLES[phase.name]}")
+        for line in phase.pinning:
+            print(f"   {line}")
+    print(
+        "\n== summary (connections that brought the whole file, per uplink; share of the"
+        " server's TX packets per NIC)\n"
+    )
+    print("\n".join(docker.summary(result)), flush=True)
+    return EXIT_OK
+
+
 def _arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "scenario",
         nargs="?",
         default="seed",
-        choices=(*SCENARIO_NAMES, "gateway", "load", "clean"),
+        choices=(*SCENARIO_NAMES, "gateway", "docker", "load", "clean"),
         help="seed (default): the article's NICs on one switch; two-isp: one ISP per NIC, "
         "with anti-spoofing; gateway: a router balancing a LAN over its uplinks "
-        "(round-robin SNAT, gateway mode, failover); load NAME: the lab's downloads on a kept "
+        "(round-robin SNAT, gateway mode, failover); docker: the real dockerd in the two-ISP "
+        "server, a container publishing a port, reached through every ISP (needs docker.io, "
+        "busybox-static, iptables); load NAME: the lab's downloads on a kept "
         "network; clean [NAME]: remove lab networks of runs that died, the kept network NAME, "
         "or with --all every kept one",
     )
@@ -441,9 +487,13 @@ def _arguments(cmd: argparse.ArgumentParser) -> None:
         "--requests",
         type=int,
         help="per phase (default 20000; two-isp 4000, whose failing requests wait for a "
-        "0.25 s timeout each; load 400)",
+        "0.25 s timeout each; load 400; docker 20 per server NIC)",
     )
-    cmd.add_argument("--concurrency", type=int, default=40, help="in parallel (default 40)")
+    cmd.add_argument(
+        "--concurrency",
+        type=int,
+        help="in parallel (default 40; docker 8: busybox httpd's listen backlog is 9)",
+    )
     cmd.add_argument(
         "--link-rate", metavar="RATE", help="rate-limit every server NIC (tc tbf), e.g. 100mbit"
     )

@@ -24,7 +24,7 @@ from multihome.errors import MultihomeError, PrivilegeError
 from multihome.host import state
 from multihome.kernel import discover, namespace
 from multihome.kernel.processes import pid_alive, stop
-from multihome.lab import scenarios
+from multihome.lab import docker, scenarios
 from multihome.lab.description import Topology
 from multihome.lab.report import InterfaceResult, LabResult, PhaseResult
 from multihome.lab.topology import LabRecord, Network, clean_stale, lab_networks, remove_network
@@ -348,4 +348,5 @@ def clean(names: tuple[str, ...] = (), everything: bool = False) -> list[LabReco
     for network in chosen:
         _forget_state(f"{network.name}-{scenarios.SERVER}")
         remove_network(network)
+        docker.remove_leftovers(network.name)  # a killed `lab docker` run's cgroups
     return chosen
