@@ -26,14 +26,15 @@ import struct
 import subprocess
 import time
 
-from multihome.core.model import Desired, HostState
+from multihome import INSTALL_MANIFEST
+from multihome.core.model import Desired, HostState, Route, Rule, layout_key
 from multihome.core.records import record
 from multihome.errors import MultihomeError
 from multihome.host import files
 from multihome.kernel import discover, namespace
 from multihome.render import Options, Rendered, registry
 
-MANIFEST = "var/lib/multihome/installed.json"
+MANIFEST = INSTALL_MANIFEST
 NM_MANIFEST = "var/lib/multihome/networkmanager.json"  # the connection items install added
 SETS_SYSCTLS = frozenset({"ip", "ifupdown", "systemd"})  # the others need the sysctl.d file
 BACKUP_SUFFIX = ".multihome-backup"
@@ -242,12 +243,77 @@ def _manifest(root: str) -> dict[str, Entry]:
     return validate_manifest(root, data, where)
 
 
-def _write_manifest(root: str, entries: dict[str, Entry], formats: list[str]) -> None:
+@record(frozen=True)
+class Manifest:
+    """What an install recorded besides its files: the directories it made (uninstall
+    removes them again once empty) and the layout the stack persists (layout_key of each
+    rule and route: multihome recognises them as its own after a reboot)."""
+
+    formats: list[str]
+    directories: list[str]
+    layout: list[str]
+
+
+LAYOUT_KEY = re.compile(r"(rule|route) -[46] [\x21-\x7e][\x20-\x7e]{0,300}")
+
+
+def _write_manifest(
+    root: str, entries: dict[str, Entry], formats: list[str], extra: Manifest
+) -> None:
     listed = [
         {k: v for k, v in e.items() if v is not None or k == "backup"} for e in entries.values()
     ]
-    data = {"installed_at": time.time(), "formats": formats, "files": listed}
+    data = {
+        "installed_at": time.time(),
+        "formats": formats,
+        "files": listed,
+        "directories": extra.directories,
+        "layout": extra.layout,
+    }
     files.write_tree(root, {MANIFEST: json.dumps(data, indent=1) + "\n"}, create=False)
+
+
+def _recorded(root: str) -> Manifest:
+    """The directories and layout the manifest lists, each checked (see validate_manifest)."""
+    text = _read(root, MANIFEST)
+    if text is None:
+        return Manifest([], [], [])
+    where = os.path.join(root, MANIFEST)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
+    validate_manifest(root, data, where)
+    assert isinstance(data, dict)
+    found = []
+    for key, check in (("directories", _directory_ok), ("layout", LAYOUT_KEY.fullmatch)):
+        values = data.get(key, [])
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) and check(v) for v in values
+        ):
+            raise MultihomeError(
+                f"the install manifest {where} is damaged: {key} is not a list of"
+                + (" relative directories" if key == "directories" else " rules and routes"),
+                hint="nothing was changed; remove the files by hand, or the manifest to start over",
+            )
+        found.append(values)
+    formats = data.get("formats", [])
+    formats = [f for f in formats if isinstance(f, str)] if isinstance(formats, list) else []
+    return Manifest(formats, found[0], found[1])
+
+
+def _directory_ok(relative: str) -> bool:
+    try:
+        files.parts(relative)
+    except MultihomeError:
+        return False
+    return True
+
+
+def installed_layout(root: str = "/") -> frozenset[str]:
+    """The layout_key of each rule and route `multihome install` persisted under the root
+    (empty without an install; a damaged manifest raises)."""
+    return frozenset(_recorded(root).layout)
 
 
 def _owned(entry: Entry, found: str | None) -> bool:
@@ -286,17 +352,20 @@ def install(
     options = Options(options.executable, {**facts.networkd, **options.network_files})
     wanted: dict[str, tuple[str, int]] = {}
     notes: list[str] = []
+    layout: set[str] = set()
     renderers = registry()
     for name in formats:
         renderer, _ = renderers["systemd" if name == "systemd-sysctl" else name]
         rendered = renderer(desired, options)
         wanted.update(_placed(name, rendered))
+        layout |= {layout_key(obj) for obj in rendered.persisted}
         if name != "systemd-sysctl":
             notes += rendered.notes
     live_nm = "networkmanager" in formats and root == "/"
     if live_nm:  # install adds the items itself (below): no script to run
         wanted.pop(f"{TARGETS['networkmanager']}/multihome-nmcli.sh", None)
     old = _manifest(root)
+    earlier_extra = _recorded(root)
     entries: dict[str, Entry] = {}
     for relative in sorted(wanted):
         found = _at(root, relative)
@@ -337,10 +406,13 @@ def install(
             del links[link]  # someone enabled it already: their link, which stays theirs
             continue
         entries[link] = {"path": link, "backup": None, "content": content, "previous": None}
+    # The directories this install makes (and those an earlier one made), for uninstall
+    made = set(earlier_extra.directories) | _missing_directories(root, [*entries, MANIFEST])
+    extra = Manifest(formats, sorted(made), sorted(layout | set(earlier_extra.layout)))
     # The intent first: until the last step, the manifest lists every file this install
     # and the one before may have touched, so an interruption anywhere leaves a manifest
     # from which uninstall restores everything (see _remove_entry).
-    _write_manifest(root, {**old, **entries}, formats)
+    _write_manifest(root, {**old, **entries}, formats, extra)
     written, backups, removed = [], [], []
     for relative, (text, mode) in sorted(wanted.items()):
         backup = entries[relative]["backup"]
@@ -367,7 +439,8 @@ def install(
         if relative not in entries:
             gone, _ = _remove_entry(root, entry)
             removed += gone
-    _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats)
+    extra = Manifest(formats, extra.directories, sorted(layout))
+    _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats, extra)
     if live_nm:
         notes += install_networkmanager(desired, root)
     elif "networkmanager" in formats:
@@ -376,6 +449,41 @@ def install(
             " add the routes and rules to the NetworkManager connections"
         )
     return Installed(formats, reasons, written, backups, removed, notes)
+
+
+def _missing_directories(root: str, paths: list[str]) -> set[str]:
+    """The directories (relative to the root) that writing these files would make."""
+    missing = set()
+    for relative in paths:
+        parent = os.path.dirname(relative)
+        while parent and parent not in missing:
+            if _under(root, parent, _exists) is not None:
+                break
+            missing.add(parent)
+            parent = os.path.dirname(parent)
+    return missing
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # FileNotFoundError: missing
+    return True
+
+
+def _remove_directories(root: str, directories: list[str]) -> list[str]:
+    """Remove the directories install made that are empty now, deepest first (one that
+    holds anything, whoever put it there, stays)."""
+    removed = []
+    for relative in sorted(directories, key=lambda d: d.count("/"), reverse=True):
+        root_fd = files.open_root(root)
+        try:
+            with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
+                os.rmdir(name, dir_fd=fd)
+            removed.append(os.path.join(root, relative))
+        except (OSError, MultihomeError):  # missing, not empty, or not a directory: stays
+            pass
+        finally:
+            os.close(root_fd)
+    return removed
 
 
 def _move(root: str, source: str, target: str) -> None:
@@ -439,6 +547,7 @@ def uninstall(root: str) -> Uninstalled:
     install added to them."""
     os.close(files.open_root(root))  # refuse someone else's root before reading anything
     entries = _manifest(root)
+    extra = _recorded(root)
     removed = uninstall_networkmanager(root)
     kept: list[str] = []
     for entry in entries.values():
@@ -446,7 +555,35 @@ def uninstall(root: str) -> Uninstalled:
         removed += gone
         kept += stays
     _remove_entry(root, {"path": MANIFEST, "backup": None, "content": _at(root, MANIFEST)})
+    if root == "/" and extra.layout:
+        removed += _take_layout_out(frozenset(extra.layout))
+    removed += _remove_directories(root, extra.directories)
     return Uninstalled(removed, kept)
+
+
+def _take_layout_out(layout: frozenset[str]) -> list[str]:
+    """On the live host: delete the rules and routes the stack put in the kernel from the
+    files just removed (it would keep them until the next boot), and say which. A stack
+    that takes its own out meanwhile (NetworkManager's reapply) is allowed for: what is
+    gone when the write fails is read again, once."""
+    from multihome.core.model import Action, Change
+    from multihome.errors import KernelError
+    from multihome.kernel import writer
+
+    for attempt in (1, 2):
+        host = discover.read_state()
+        present: list[Rule | Route] = [*host.rules, *host.routes]  # rules before their routes
+        changes = [Change(Action.DELETE, obj) for obj in present if layout_key(obj) in layout]
+        try:
+            if changes:
+                writer.apply(changes, host)
+        except KernelError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+            continue
+        break
+    return [f"kernel: {c.describe()[2:]}" for c in changes]
 
 
 # -- NetworkManager, live ----------------------------------------------------------------------

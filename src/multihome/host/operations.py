@@ -49,8 +49,23 @@ class Outcome:
         return bool(self.changes) or self.table is not None or bool(self.by_watch)
 
 
+def recognising(cfg: Config) -> Config:
+    """The config, its ownership knowing the layout `multihome install` persisted on this
+    host (its manifest): after a reboot the stack brings that layout back under its own
+    protocol, and multihome takes it for its plan's without adding or removing it."""
+    from multihome import INSTALL_MANIFEST
+
+    if not os.path.exists(os.path.join("/", INSTALL_MANIFEST)):  # no import, no read: most hosts
+        return cfg
+    from multihome.core.records import replace
+    from multihome.host.install import installed_layout
+
+    layout = installed_layout("/")
+    return replace(cfg, ownership=replace(cfg.ownership, installed=layout)) if layout else cfg
+
+
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
-    cfg = config_file.load(config_path)
+    cfg = recognising(config_file.load(config_path))
     host = discover.read_state()
     return cfg, host, state.load(host.netns_id, namespace.cookie())
 
@@ -173,7 +188,7 @@ def _converge(
     from multihome.host import confirm
     from multihome.kernel import writer
 
-    cfg = config if config is not None else config_file.load(config_path)
+    cfg = recognising(config if config is not None else config_file.load(config_path))
     refused = ""
     netns_id = namespace.identity()
     with state.lock(netns_id):
@@ -360,6 +375,17 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
         outcome = _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
     finally:
         held.release()
+    notes = _installed_stays(outcome)
+    if notes:
+        outcome = Outcome(
+            outcome.config,
+            outcome.host,
+            outcome.desired,
+            outcome.changes,
+            (*outcome.warnings, *notes),
+            outcome.table,
+            outcome.table_refused,
+        )
     if stopped:
         note = (
             f"multihome watch (pid {stopped}) was stopped first, so that it does not put the"
@@ -375,6 +401,24 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
             outcome.table_refused,
         )
     return outcome
+
+
+def _installed_stays(outcome: Outcome) -> tuple[str, ...]:
+    """remove leaves what `multihome install` persisted to the stack that brings it back at
+    every boot (whole: its rules keep their tables); say so, and what takes it out."""
+    own = outcome.config.ownership
+    if not own.installed:
+        return ()
+    deleted = {c.obj for c in outcome.changes if c.action is Action.DELETE}
+    present: list[Rule | Route] = [*outcome.host.rules, *outcome.host.routes]
+    stays = [o for o in present if own.is_installed(o) and o not in deleted]
+    if not stays:
+        return ()
+    return (
+        f"{len(stays)} rules and routes stay: `multihome install` wrote them into the host's"
+        " network stack, which brings them back at every boot; `multihome uninstall` takes"
+        " them out (files and kernel)",
+    )
 
 
 def refuse_while_watched(what: str) -> None:

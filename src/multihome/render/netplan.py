@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from multihome.core.model import SCOPE_LINK, Desired
+from multihome.core.model import SCOPE_LINK, Desired, Route, Rule
 from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
@@ -44,9 +44,11 @@ def key(name: str) -> str:
 
 def render(desired: Desired, options: Options) -> Rendered:
     lines = [f"# {HEADER}", "network:", "  version: 2", "  ethernets:"]
+    persisted: list[Rule | Route] = []
     for uplink in desired.uplinks:
         lines += [f"    {key(uplink.name)}:", "      routes:"]
         for route in uplink_routes(desired, uplink):
+            persisted.append(route)
             lines.append(f"        - to: {'default' if route.is_default else route.dst}")
             if route.gateway is not None:
                 lines.append(f"          via: {route.gateway}")
@@ -60,6 +62,7 @@ def render(desired: Desired, options: Options) -> Rendered:
             for r in uplink_rules(desired, uplink)
             if r.suppress_prefixlen is None and r.fwmark is None
         ]
+        persisted += policy
         if policy:
             lines.append("      routing-policy:")
             for rule in policy:
@@ -88,4 +91,6 @@ def render(desired: Desired, options: Options) -> Rendered:
     notes += dynamic_gateway_notes(desired)
     notes += balancing_notes(desired)
     extra = gateway_files(desired)
-    return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes))
+    return Rendered(
+        {"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes), tuple(persisted)
+    )
