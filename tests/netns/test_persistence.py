@@ -23,6 +23,8 @@ from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
 from .helpers import PY, ip_json, multihome, sysctl
+from .networkmanager import NetworkManager
+from .test_networkmanager import add_connections, policy, settles_or_reapply, wipe
 
 Build = Callable[[Topology], Network]
 NETWORKD = "/lib/systemd/systemd-networkd"
@@ -423,3 +425,75 @@ def test_networkd_install_is_recognised_after_a_reboot_and_leaves_stock(
         assert policy_state(server) == (set(), set())
     finally:
         networkd.stop()
+
+
+@pytest.mark.parametrize("order", ["remove-then-uninstall", "uninstall-then-remove"])
+def test_networkmanager_install_is_recognised_after_a_reboot_and_leaves_stock(
+    build: Build, tmp_path: Path, order: str
+) -> None:
+    """issue 28, 1, NetworkManager's side: its items come back at every boot under its own
+    protocol; multihome takes them for its plan's, remove leaves them (saying what takes
+    them out), uninstall takes them out; either order and a reboot leave the host stock."""
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    for dev in ("eth0", "eth1"):  # NetworkManager configures the uplinks, not the lab
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+    nm = NetworkManager(server, tmp_path / "nm")
+    try:
+        nm.start()
+        add_connections(nm)
+        nm.multihome("apply")  # what the user had done first
+        applied = policy(server)
+        assert len(applied["rules"]) == 10 and len(applied["routes"]) == 8
+        done = json.loads(nm.multihome("install", "--json"))
+        assert done["formats"] == ["networkmanager"], done
+        since = nm.log.stat().st_size
+        nm.stop()
+        wipe(server)
+        nm.start()
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 20)
+        settles_or_reapply(nm, server, applied, "reboot", since)
+        assert "77" not in protocols(server) and "multihome" not in protocols(server)
+
+        check = subprocess.run(
+            nm.argv(PY, "-m", "multihome", "plan", "--check"), capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        doctor = json.loads(
+            subprocess.run(
+                nm.argv(PY, "-m", "multihome", "doctor", "--json"), capture_output=True, text=True
+            ).stdout
+        )
+        assert not [f for f in doctor["findings"] if f["kind"] in ("drift", "empty-table")], doctor
+        assert "nothing to do" in nm.multihome("apply")
+        assert policy(server) == applied
+
+        first = True
+
+        def remove() -> None:
+            run = subprocess.run(
+                nm.argv(PY, "-m", "multihome", "remove"), capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert ("multihome uninstall" in run.stderr) == first, run.stderr
+            assert policy(server) == (applied if first else {"rules": [], "routes": []})
+
+        def uninstall() -> None:
+            nm.multihome("uninstall")
+            nm.wait(lambda: policy(server) == {"rules": [], "routes": []}, 10)
+
+        for step in [remove, uninstall] if order == "remove-then-uninstall" else [uninstall, remove]:
+            step()
+            first = False
+        assert not (nm.directory / "var/multihome").exists()
+        nm.stop()
+        wipe(server)
+        nm.start()
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 20)
+        assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
+        time.sleep(1)  # (nothing of multihome's comes back meanwhile)
+        assert policy(server) == {"rules": [], "routes": []}
+    finally:
+        nm.stop()
