@@ -341,7 +341,7 @@ def configured(ns: str) -> None:
         time.sleep(0.1)
 
 
-def protocols(ns: str) -> list[object]:
+def protocols(ns: str) -> list[str]:
     return sorted(
         str(r.get("protocol"))
         for v in ("-4", "-6")

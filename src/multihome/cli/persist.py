@@ -164,7 +164,8 @@ COMMANDS = (
         "write the plan into the host's network stack, to survive reboots",
         "Detect which stack manages the uplinks (systemd-networkd, also under netplan; "
         "NetworkManager; ifupdown; none) and write the plan where it reads it, atomically, "
-        "keeping aside any file it replaces; no stack or a mix gets multihome.service. "
+        "keeping aside any file it replaces; no stack or a mix gets multihome-watch.service "
+        "(enabled: it starts before the network). "
         "Files multihome did not write are never edited. `multihome uninstall` removes "
         "exactly what was written.",
         _install_arguments,

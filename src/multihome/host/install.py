@@ -68,7 +68,8 @@ def manager(facts: Facts, uplink: str) -> Stack:
 
 def choose(facts: Facts, desired: Desired) -> tuple[list[str], list[str]]:
     """PURE: the formats to install and why. One stack for all uplinks gets its own format;
-    no stack, or a mix, gets multihome.service, which covers every uplink."""
+    no stack, or a mix, gets multihome-watch.service, which covers every uplink from the
+    first address on (it starts before the network)."""
     stacks = {u.name: manager(facts, u.name) for u in desired.uplinks}
     kinds = set(stacks.values())
     reasons = [f"{name}: {stack.value}" for name, stack in sorted(stacks.items())]
@@ -78,7 +79,9 @@ def choose(facts: Facts, desired: Desired) -> tuple[list[str], list[str]]:
             chosen.append("systemd-sysctl")
         return chosen, reasons
     if len(kinds) > 1:
-        reasons.append("the uplinks have different managers: multihome.service covers all")
+        reasons.append(
+            "the uplinks have different managers: multihome-watch.service covers all"
+        )
     return ["systemd"], reasons
 
 
@@ -390,7 +393,10 @@ def install(
             "content": content,
             "previous": previous if previous != content else None,
         }
-    units = ["multihome.service"] if "systemd" in formats else []
+    # the daemon, not the oneshot apply: it starts before the network and routes each
+    # address by its source as it comes (apply, after network-online.target, left replies
+    # unprotected for as long as the network took to come up)
+    units = ["multihome-watch.service"] if "systemd" in formats else []
     if "etc/systemd/system/multihome-nftables.service" in wanted:  # gateway mode
         units.append("multihome-nftables.service")
     links = {f"etc/systemd/system/multi-user.target.wants/{unit}": unit for unit in units}
