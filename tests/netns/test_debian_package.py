@@ -1,5 +1,6 @@
 """The Debian package: built from this tree with dpkg-buildpackage (debhelper, pybuild),
-installed in a clean root made by mmdebstrap from the Debian archive the host's apt uses,
+installed in a clean root made by mmdebstrap from the Debian archive the host's apt uses
+(debroot.py: cached between runs),
 then `multihome --version`, `multihome plan` in a lab namespace, `man multihome` and a short
 `multihome lab` (with the distribution's pyroute2) run from the installed files. Installing and purging change neither the namespace's nor the host's
 routing, and purge leaves the root exactly as it was before the install.
@@ -14,7 +15,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,41 +28,20 @@ from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
+from . import debroot
 from .helpers import snapshot
 
 Build = Callable[[Topology], Network]
 PACKAGE = f"/tmp/multihome-test-{os.getpid()}.deb"
 EMPTY = f"/tmp/multihome-test-{os.getpid()}.toml"
-MMDEBSTRAP_BUDGET = 180  # seconds; about 70 on a 2-core VM with a nearby mirror
+MMDEBSTRAP_BUDGET = 300  # seconds, for the first build (30-70 with a nearby mirror); then cached
 START = 0.0  # when the module's work began
 REPO = Path(__file__).resolve().parents[2]
-# The system's tools, not a virtualenv's or pyenv's python: the package is for Debian's.
-SYSTEM_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"}
+SYSTEM_ENV = debroot.SYSTEM_ENV
 # Where a package puts files, less the package manager's own bookkeeping, which install and
 # purge rightly change.
 TREES = ("etc", "usr", "var", "opt")
 VOLATILE = ("var/lib/dpkg", "var/lib/apt", "var/cache", "var/log", "var/tmp")
-
-
-def debian_sources() -> list[str]:
-    """The host's apt sources for its Debian (or Ubuntu) archive: the files whose URIs name
-    the distribution's own archive, not third-party repositories."""
-    files = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*"))]
-    wanted = []
-    for path in files:
-        if not path.endswith((".list", ".sources")) or not os.path.isfile(path):
-            continue
-        text = Path(path).read_text()
-        if "deb.debian.org" in text or "archive.ubuntu.com" in text or "/debian" in text:
-            wanted.append(path)
-    return wanted
-
-
-def codename() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
-        if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip('"')
-    raise AssertionError("no VERSION_CODENAME in /etc/os-release")
 
 
 @pytest.fixture(scope="module")
@@ -77,33 +56,18 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def bootstrap(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start making a clean root with python3, python3-pyroute2 and man-db from the host's
-    archive (mmdebstrap), while the package builds."""
-    command = [
-        "mmdebstrap",
-        "--variant=essential",  # no apt: dpkg installs the package, its dependencies are in
-        "--include=python3,python3-pyroute2,man-db",
-        "--dpkgopt=path-exclude=/usr/share/doc/*",  # less to unpack
-        "--dpkgopt=path-exclude=/usr/share/locale/*",
-        codename(),
-        str(workdir / "root"),
-        *debian_sources(),
-    ]
-    with open(workdir / "mmdebstrap.log", "wb") as log:
-        process = subprocess.Popen(
-            command, env=SYSTEM_ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+def bootstrap(workdir: Path) -> Iterator[debroot.Build]:
+    """Start making the clean root (debroot: cached between runs, so mostly nothing to do)
+    while the package builds."""
+    build = debroot.Build()
     try:
-        yield process
+        yield build
     finally:
-        if process.poll() is None:  # its apt and dpkg too: the group it leads
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        build.stop()
 
 
 @pytest.fixture(scope="module")
-def deb(workdir: Path, bootstrap: subprocess.Popen[bytes]) -> Path:
+def deb(workdir: Path, bootstrap: debroot.Build) -> Path:
     """Build the binary package from the files git knows (tracked and new, not ignored)."""
     source = workdir / "multihome"
     listed = subprocess.run(
@@ -133,20 +97,17 @@ def deb(workdir: Path, bootstrap: subprocess.Popen[bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def root(workdir: Path, bootstrap: subprocess.Popen[bytes]) -> Path | None:
-    """The clean root; None where mmdebstrap could not make one within its budget."""
-    try:
-        failed = bootstrap.wait(timeout=MMDEBSTRAP_BUDGET - (time.monotonic() - START)) != 0
-        failure = (workdir / "mmdebstrap.log").read_text()[-3000:] if failed else ""
-    except subprocess.TimeoutExpired:
-        os.killpg(bootstrap.pid, signal.SIGKILL)
-        bootstrap.wait()
-        failure = f"not done within {MMDEBSTRAP_BUDGET} s"
+def cached(bootstrap: debroot.Build) -> Path | None:
+    """The cached clean root; None where mmdebstrap could not make one within its budget."""
+    root, failure = bootstrap.wait(MMDEBSTRAP_BUDGET - (time.monotonic() - START))
     print(f"mmdebstrap: {failure or 'done'} {time.monotonic() - START:.1f} s after the start")
-    if failure:
-        shutil.rmtree(workdir / "root", ignore_errors=True)
-        return None
-    return workdir / "root"
+    return root
+
+
+@pytest.fixture
+def root(cached: Path | None, tmp_path: Path) -> Path | None:
+    """A copy of the clean root for one test to change."""
+    return None if cached is None else debroot.copy(cached, tmp_path / "root")
 
 
 class Root:
