@@ -11,14 +11,18 @@ installed on this machine itself with apt and dpkg, and the same purge check is 
 
 from __future__ import annotations
 
+import datetime
 import glob
+import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,7 +33,8 @@ from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
 from . import debroot
-from .helpers import snapshot
+from .helpers import TcpServer, fetch, ip_json, snapshot
+from .test_units_sandbox_boot import Container, nspawn
 
 Build = Callable[[Topology], Network]
 PACKAGE = f"/tmp/multihome-test-{os.getpid()}.deb"
@@ -252,3 +257,201 @@ def test_package_builds_installs_runs_and_purges(
     assert snapshot(server) == before_ns
     assert host_rules() == before_host
     print(f"install, run and purge: {time.monotonic() - started:.1f} s")
+
+
+# -- the package on a booted Debian: install, reboot, uninstall (issue 28) -----------------
+
+UPLINK_ADDRESSES = ("192.0.2.10", "192.0.2.42")  # the two-ISP lab's server, eth0 and eth1
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\] (.*)$")
+
+
+class Monitor:
+    """`ip -ts monitor address rule` in a namespace from before a boot: when each address and
+    rule appeared, by the kernel's events (an independent clock of what multihome does)."""
+
+    def __init__(self, ns: str) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "-n", ns, "-ts", "monitor", "address", "rule"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def lines(self) -> list[tuple[float, str]]:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        found = []
+        for line in out.splitlines():
+            match = STAMP.match(line)
+            if match:
+                when = datetime.datetime.fromisoformat(match.group(1)).timestamp()
+                found.append((when, match.group(2)))
+        return found
+
+    def windows(self) -> dict[str, float]:
+        """For each uplink address: how long it went without an off-link source rule (1002)
+        that selects it, from its appearing (0 when the rule came first)."""
+        lines = self.lines()
+        result = {}
+        for address in UPLINK_ADDRESSES:
+            ip = ipaddress.ip_address(address)
+            added = [t for t, text in lines if f"inet {address}/" in text and "Deleted" not in text]
+            ruled = [
+                t
+                for t, text in lines
+                if text.startswith("1002:")
+                and (words := text.split())[1] == "from"
+                and ip in ipaddress.ip_network(words[2], strict=False)
+            ]
+            assert added and ruled, (address, lines)
+            result[address] = max(0.0, min(ruled) - min(added))
+        return result
+
+
+def policy(ns: str) -> tuple[list[str], list[str]]:
+    """multihome's band of rules and its tables' routes, as `ip` prints them."""
+    rules = [
+        line
+        for family in ("-4", "-6")
+        for line in subprocess.run(
+            ["ip", "-n", ns, family, "rule"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if line.split(":")[0].strip().isdigit() and 1000 <= int(line.split(":")[0]) <= 1003
+    ]
+    routes = [
+        line
+        for family in ("-4", "-6")
+        for line in subprocess.run(
+            ["ip", "-n", ns, family, "route", "show", "table", "all"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        if re.search(r"\btable 1\d\d\b", line)
+    ]
+    return rules, routes
+
+
+def network_file(ifname: str, address: str, address6: str, gateway: str, metric: int) -> str:
+    return (
+        f"[Match]\nName={ifname}\n\n[Network]\nIPv6AcceptRA=no\nAddress={address}\n"
+        f"Address={address6}\n\n[Route]\nGateway={gateway}\nMetric={metric}\n"
+    )
+
+
+def host_files(root: Path) -> set[str]:
+    """Every file, link and directory under the root's /etc and /var/lib (the systemd's and
+    dpkg's own bookkeeping aside), for the check that nothing of multihome's is left."""
+    found = set()
+    for tree in ("etc", "var/lib"):
+        for path in (root / tree).rglob("*"):
+            relative = str(path.relative_to(root))
+            if not relative.startswith(("var/lib/systemd", "var/lib/dpkg", "etc/machine-id")):
+                found.add(relative)
+    return found
+
+
+def test_the_package_on_a_booted_debian_installs_reboots_and_uninstalls(
+    build: Build, deb: Path, root: Path | None
+) -> None:
+    """A minimal Debian (the cached root) with the package installed, booted with
+    systemd-nspawn in the two-ISP lab's server namespace, systemd-networkd managing both
+    uplinks. `multihome install` -> reboot: plan --check exits 0, the doctor finds nothing,
+    apply has nothing to do, replies leave through each ISP, and each address had its source
+    rule within 1 s of appearing (the window is measured and printed). Then remove and
+    uninstall, in both orders, each followed by a reboot: stock routing, and no file or
+    directory of multihome's left. Last, purge with multihome's rules in the kernel keeps
+    the rt_protos name."""
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn (systemd-container) is missing"
+    assert root is not None, "no clean root could be made (see the mmdebstrap log above)"
+    started = time.monotonic()
+    shutil.copy(deb, root / PACKAGE.lstrip("/"))
+    chroot = Root(root)
+    chroot.run("dpkg", "-i", PACKAGE)
+    (root / PACKAGE.lstrip("/")).unlink()
+    # networkd manages the uplinks, as on a server; a machine id: not a first boot
+    chroot.run("systemctl", "enable", "systemd-networkd.service")
+    (root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
+    for i, (address, gateway) in enumerate((("192.0.2.10/27", "192.0.2.1"),
+                                            ("192.0.2.42/27", "192.0.2.33"))):  # fmt: skip
+        (root / f"etc/systemd/network/10-eth{i}.network").write_text(
+            network_file(f"eth{i}", address, f"2001:db8:{i}::10/64", gateway, 100 * (i + 1))
+        )
+    stock_files: set[str] = set()  # after the first boot (which makes its own files)
+    baseline: list[bool] = []
+    boots: list[float] = []
+
+    @contextmanager
+    def boot() -> Iterator[tuple[Network, Container, Monitor]]:
+        """Power on in a fresh lab (a reboot: the kernel's side starts from nothing)."""
+        net = build(scenarios.two_isp(nics=2))
+        server = net.ns("server")
+        for dev in ("eth0", "eth1"):  # networkd configures them, not the lab
+            subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+            subprocess.run(["ip", "-n", server, "route", "flush", "dev", dev], check=True)
+        monitor = Monitor(server)
+        begun = time.monotonic()
+        log = root.parent / f"console-{len(boots)}.log"
+        # the root as the package left it: no time zone or resolv.conf of the host's
+        options = [f"--directory={root}", "--timezone=off", "--resolv-conf=off"]
+        try:
+            with nspawn(server, log, options) as box:
+                deadline = time.monotonic() + 30
+                while len(ip_json(server, "route", "show", "default")) < 2:
+                    assert time.monotonic() < deadline, box.run("networkctl", check=False).stdout
+                    time.sleep(0.1)
+                boots.append(time.monotonic() - begun)
+                yield net, box, monitor
+        finally:
+            if monitor.proc.poll() is None:
+                monitor.proc.kill()
+                monitor.proc.communicate()
+
+    def stock(server: str) -> None:
+        """No routing of multihome's; no file or directory but those of the first boot."""
+        assert policy(server) == ([], []), policy(server)
+        stock_files.update(() if baseline else host_files(root))
+        baseline.append(True)
+        assert host_files(root) == stock_files, host_files(root) ^ stock_files
+
+    def installs(box: Container) -> None:
+        done = json.loads(box.run("multihome", "install", "--json").stdout)
+        assert done["formats"][0] == "networkd", done
+
+    def checked_after_reboot(net: Network, box: Container, monitor: Monitor) -> None:
+        server = net.ns("server")
+        check = box.run("multihome", "plan", "--check", check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        doctor = json.loads(box.run("multihome", "doctor", "--json", check=False).stdout)
+        assert not doctor["findings"], doctor
+        assert "nothing to do" in box.run("multihome", "apply").stdout
+        with TcpServer(server):
+            assert fetch(net.ns("client"), list(UPLINK_ADDRESSES), 3) == dict.fromkeys(
+                UPLINK_ADDRESSES, 3
+            )
+        windows = monitor.windows()
+        print("unprotected window after boot (address -> its source rule):", windows)
+        assert max(windows.values()) < 1.0, windows
+
+    for order in (("remove", "uninstall"), ("uninstall", "remove")):
+        with boot() as (net, box, _):
+            stock(net.ns("server"))
+            installs(box)
+        with boot() as (net, box, monitor):
+            checked_after_reboot(net, box, monitor)
+            for step in order:
+                box.run("multihome", step)
+            assert policy(net.ns("server")) == ([], []), (order, policy(net.ns("server")))
+        with boot() as (net, box, _):
+            stock(net.ns("server"))
+
+    # purge while multihome's rules are in the kernel: `ip` keeps their name
+    with boot() as (net, box, _):
+        box.run("multihome", "apply")
+        purged = box.run("dpkg", "--purge", "multihome")
+        assert "still in the kernel" in purged.stderr, purged.stderr
+        assert (root / "etc/iproute2/rt_protos.d/multihome.conf").read_text().endswith(
+            "77\tmultihome\n"
+        )
+        assert "proto multihome" in box.run("ip", "rule").stdout
+    print(f"boots: {', '.join(f'{b:.1f}' for b in boots)} s; whole test"
+          f" {time.monotonic() - started:.1f} s")  # fmt: skip
