@@ -429,7 +429,10 @@ def test_the_package_on_a_booted_debian_installs_reboots_and_uninstalls(
                 UPLINK_ADDRESSES, 3
             )
         windows = monitor.windows()
-        print("unprotected window after boot (address -> its source rule):", windows)
+        formats = "watch" if box.show("multihome-watch.service", "ActiveState")[
+            "ActiveState"
+        ] == "active" else "networkd"
+        print(f"unprotected window after boot ({formats}; address -> its source rule):", windows)
         assert max(windows.values()) < 1.0, windows
 
     for order in (("remove", "uninstall"), ("uninstall", "remove")):
@@ -443,6 +446,22 @@ def test_the_package_on_a_booted_debian_installs_reboots_and_uninstalls(
             assert policy(net.ns("server")) == ([], []), (order, policy(net.ns("server")))
         with boot() as (net, box, _):
             stock(net.ns("server"))
+
+    # where no stack carries the layout (--format systemd): multihome-watch.service, started
+    # before the network, routes each address by its source as it comes
+    with boot() as (net, box, _):
+        done = json.loads(box.run("multihome", "install", "--format", "systemd", "--json").stdout)
+        assert "/etc/systemd/system/multi-user.target.wants/multihome-watch.service" in done["written"]
+    with boot() as (net, box, monitor):
+        assert box.show("multihome-watch.service", "ActiveState")["ActiveState"] == "active"
+        before = box.run("systemctl", "show", "-p", "Before", "multihome-watch.service").stdout
+        assert "network-pre.target" in before, before
+        checked_after_reboot(net, box, monitor)
+        box.run("multihome", "remove")  # stops the watch first (it would put it all back)
+        box.run("multihome", "uninstall")
+    with boot() as (net, box, _):
+        stock(net.ns("server"))
+        assert box.show("multihome-watch.service", "ActiveState")["ActiveState"] == "inactive"
 
     # purge while multihome's rules are in the kernel: `ip` keeps their name
     with boot() as (net, box, _):
