@@ -28,7 +28,7 @@ import time
 
 from multihome import INSTALL_MANIFEST
 from multihome.core.model import Desired, HostState, Route, Rule, layout_key
-from multihome.core.records import record
+from multihome.core.records import field, record
 from multihome.errors import MultihomeError
 from multihome.host import files
 from multihome.kernel import discover, namespace
@@ -545,6 +545,8 @@ def _remove_entry(root: str, entry: Entry) -> tuple[list[str], list[str]]:
 class Uninstalled:
     removed: list[str]
     kept: list[str]  # listed in the manifest, but not (or no longer) what multihome wrote
+    directories: list[str] = field(default_factory=list)  # made by install, empty: removed
+    kernel: list[str] = field(default_factory=list)  # the stack's objects taken out (live)
 
 
 def uninstall(root: str) -> Uninstalled:
@@ -561,10 +563,8 @@ def uninstall(root: str) -> Uninstalled:
         removed += gone
         kept += stays
     _remove_entry(root, {"path": MANIFEST, "backup": None, "content": _at(root, MANIFEST)})
-    if root == "/" and extra.layout:
-        removed += _take_layout_out(frozenset(extra.layout))
-    removed += _remove_directories(root, extra.directories)
-    return Uninstalled(removed, kept)
+    kernel = _take_layout_out(frozenset(extra.layout)) if root == "/" and extra.layout else []
+    return Uninstalled(removed, kept, _remove_directories(root, extra.directories), kernel)
 
 
 def _take_layout_out(layout: frozenset[str]) -> list[str]:
@@ -589,7 +589,7 @@ def _take_layout_out(layout: frozenset[str]) -> list[str]:
             time.sleep(0.5)
             continue
         break
-    return [f"kernel: {c.describe()[2:]}" for c in changes]
+    return [c.describe()[2:] for c in changes]
 
 
 # -- NetworkManager, live ----------------------------------------------------------------------

@@ -60,7 +60,10 @@ def recognising(cfg: Config) -> Config:
     from multihome.core.records import replace
     from multihome.host.install import installed_layout
 
-    layout = installed_layout("/")
+    try:
+        layout = installed_layout("/")
+    except MultihomeError:  # damaged or unreadable: install and uninstall say so; the rest
+        return cfg  # works as without an install (remove above all)
     return replace(cfg, ownership=replace(cfg.ownership, installed=layout)) if layout else cfg
 
 
