@@ -1,12 +1,18 @@
 """The Debian package: built from this tree with dpkg-buildpackage (debhelper, pybuild),
 installed in a clean root made by mmdebstrap from the Debian archive the host's apt uses
-(debroot.py: cached between runs),
-then `multihome --version`, `multihome plan` in a lab namespace, `man multihome` and a short
-`multihome lab` (with the distribution's pyroute2) run from the installed files. Installing and purging change neither the namespace's nor the host's
+(debroot.py: cached between runs), then `multihome --version`, `multihome plan` in a lab
+namespace, `man multihome` and a short `multihome lab` (with the distribution's pyroute2) run
+from the installed files. Installing and purging change neither the namespace's nor the host's
 routing, and purge leaves the root exactly as it was before the install.
 
+The same root, with the package installed, is booted with systemd-nspawn in the two-ISP lab
+(issue 28): install -> reboot -> the layout is recognised and protects each address from
+its first instant; remove and uninstall in both orders -> reboot -> stock; purge keeps the
+rt_protos name while multihome's rules are in the kernel.
+
 Where no clean root can be made (mmdebstrap fails: no archive reachable), the package is
-installed on this machine itself with apt and dpkg, and the same purge check is made.
+installed on this machine itself with apt and dpkg, and the same purge check is made; the
+boot test fails then.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ security` rates both loaded units (2.7 with systemd 252; the README states 2.9, 
 
 The container gets a cgroup of its own (made here, removed at the end), a private /run, and
 is powered off by SIGTERM to nspawn in `finally` (killed if it does not stop in time).
+`nspawn` boots any root so: test_debian_package.py boots a minimal Debian with the package
+installed (install, reboot, uninstall as a user lives them).
 """
 
 from __future__ import annotations
