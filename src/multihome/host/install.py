@@ -252,7 +252,6 @@ class Manifest:
     removes them again once empty) and the layout the stack persists (layout_key of each
     rule and route: multihome recognises them as its own after a reboot)."""
 
-    formats: list[str]
     directories: list[str]
     layout: list[str]
 
@@ -280,7 +279,7 @@ def _recorded(root: str) -> Manifest:
     """The directories and layout the manifest lists, each checked (see validate_manifest)."""
     text = _read(root, MANIFEST)
     if text is None:
-        return Manifest([], [], [])
+        return Manifest([], [])
     where = os.path.join(root, MANIFEST)
     try:
         data = json.loads(text)
@@ -300,9 +299,7 @@ def _recorded(root: str) -> Manifest:
                 hint="nothing was changed; remove the files by hand, or the manifest to start over",
             )
         found.append(values)
-    formats = data.get("formats", [])
-    formats = [f for f in formats if isinstance(f, str)] if isinstance(formats, list) else []
-    return Manifest(formats, found[0], found[1])
+    return Manifest(found[0], found[1])
 
 
 def _directory_ok(relative: str) -> bool:
@@ -414,7 +411,7 @@ def install(
         entries[link] = {"path": link, "backup": None, "content": content, "previous": None}
     # The directories this install makes (and those an earlier one made), for uninstall
     made = set(earlier_extra.directories) | _missing_directories(root, [*entries, MANIFEST])
-    extra = Manifest(formats, sorted(made), sorted(layout | set(earlier_extra.layout)))
+    extra = Manifest(sorted(made), sorted(layout | set(earlier_extra.layout)))
     # The intent first: until the last step, the manifest lists every file this install
     # and the one before may have touched, so an interruption anywhere leaves a manifest
     # from which uninstall restores everything (see _remove_entry).
@@ -445,7 +442,7 @@ def install(
         if relative not in entries:
             gone, _ = _remove_entry(root, entry)
             removed += gone
-    extra = Manifest(formats, extra.directories, sorted(layout))
+    extra = Manifest(extra.directories, sorted(layout))
     _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats, extra)
     if live_nm:
         notes += install_networkmanager(desired, root)
