@@ -44,9 +44,12 @@ def test_no_stack_gets_the_systemd_unit_and_uninstall_removes_exactly_it(
     assert done["formats"] == ["systemd"]
     after = tree(root)
     assert "ExecStart=" in after["etc/systemd/system/multihome.service"]
-    assert after["etc/systemd/system/multi-user.target.wants/multihome.service"] == (
-        "../multihome.service"
+    # the daemon is enabled: it starts before the network (multihome.service, the oneshot
+    # apply after network-online.target, is written but not enabled)
+    assert after["etc/systemd/system/multi-user.target.wants/multihome-watch.service"] == (
+        "../multihome-watch.service"
     )
+    assert "etc/systemd/system/multi-user.target.wants/multihome.service" not in after
     assert "net.ipv4.conf.eth1.arp_ignore = 1" in after["etc/sysctl.d/90-multihome.conf"]
     assert after["etc/sysctl.d/90-multihome.conf.multihome-backup"] == "# not ours\n"
     assert after["etc/hostname"] == "server\n"

@@ -7,6 +7,7 @@ too; the stacks leave both to multihome-watch.service, and build everything else
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,9 @@ from multihome.lab import scenarios
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
-from .helpers import ip_json, multihome, sysctl
+from .helpers import PY, ip_json, multihome, sysctl
+from .networkmanager import NetworkManager
+from .test_networkmanager import add_connections, policy, settles_or_reapply, wipe
 
 Build = Callable[[Topology], Network]
 NETWORKD = "/lib/systemd/systemd-networkd"
@@ -231,3 +234,266 @@ def test_real_ifup_runs_the_stanzas(build: Build, tmp_path: Path) -> None:
     multihome(server, "remove", "-c", config)
     subprocess.run([*ifupdown, "ifdown", *common], check=True, capture_output=True)
     assert policy_state(server) == (set(), set())
+
+
+# A networkd host in a namespace: a PID namespace (networkd is its PID 1, so that
+# multihome takes networkd's /run for this network namespace's, as on a booted host), a
+# mount namespace with /etc as an overlay whose writes land in the test's directory (the
+# .network files, multihome's drop-ins, anything install writes), the test's /var/lib
+# (multihome's manifest) and a fresh /run/systemd. multihome runs there too (nsenter), as
+# root on that host would: its install writes under /, and every command reads the manifest.
+HOST_NETWORKD = """
+set -e
+mount --make-rprivate /
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1/etc,workdir=$1/etc-work" /etc
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/netif/links /run/systemd/netif/leases /run/systemd/netif/lldp
+chown -R systemd-network:systemd-network /run/systemd/netif
+mount --bind "$1/var" /var/lib
+mount -o remount,ro /sys
+exec {networkd}
+"""
+
+
+class Networkd:
+    """The real systemd-networkd in a namespace, on a host directory that outlives it (a
+    restart with the kernel's side wiped is a reboot)."""
+
+    def __init__(self, ns: str, host: Path) -> None:
+        self.ns, self.host = ns, host
+        self.daemon: subprocess.Popen[str] | None = None
+        self.pid = 0  # networkd's, as this side sees it
+        for sub in ("etc/systemd/network", "etc-work", "var"):
+            (host / sub).mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        script = HOST_NETWORKD.format(networkd=NETWORKD)
+        self.daemon = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "unshare", "--mount", "--pid", "--fork",
+             "--mount-proc", "--kill-child=SIGTERM", "sh", "-c", script, "sh", str(self.host)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        children = Path(f"/proc/{self.daemon.pid}/task/{self.daemon.pid}/children")
+        deadline = time.monotonic() + 10
+        while not self.pid:
+            assert time.monotonic() < deadline and self.daemon.poll() is None, "no networkd"
+            found = children.read_text().split()
+            if found and Path(f"/proc/{found[0]}/comm").read_text().strip() == "systemd-network":
+                self.pid = int(found[0])
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.daemon is not None:  # networkd ends, and with it its namespace and unshare
+            if self.pid:
+                os.kill(self.pid, signal.SIGTERM)
+            else:
+                self.daemon.terminate()
+            self.daemon.wait(timeout=10)
+            assert self.daemon.stdout is not None
+            self.daemon.stdout.close()
+            self.daemon, self.pid = None, 0
+
+    def multihome(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", PY, "-m", "multihome", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"multihome {args}: {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def files(self) -> list[str]:
+        """The files written to /etc and /var/lib since the host was made."""
+        return sorted(
+            str(p.relative_to(self.host))
+            for sub in ("etc", "var")
+            for p in (self.host / sub).rglob("*")
+            if not p.is_dir()
+        )
+
+
+def reboot(ns: str, networkd: Networkd, expected: State) -> None:
+    """Power off (networkd stops), the kernel's side as after a reboot (no rules of the band,
+    no tables, no addresses), power on: networkd configures the links from the files."""
+    networkd.stop()
+    for version in ("-4", "-6"):
+        lines = [
+            f"rule del pref {r['priority']}"
+            for r in ip_json(ns, version, "rule")
+            if 1000 <= r["priority"] <= 1003
+        ]
+        lines += [f"route flush table {t}" for t in (100, 101, 199)]
+        lines += [f"addr flush dev {d}" for d in ("eth0", "eth1")]
+        subprocess.run(["ip", "-n", ns, version, "-batch", "-"], input="\n".join(lines) + "\n",
+                       text=True, check=True)  # fmt: skip
+    networkd.start()
+    deadline = time.monotonic() + 15
+    while policy_state(ns) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert policy_state(ns) == expected, (policy_state(ns), expected)
+
+
+def configured(ns: str) -> None:
+    """Wait until networkd has configured both uplinks (their default routes in main)."""
+    deadline = time.monotonic() + 15
+    while len(ip_json(ns, "route", "show", "default")) < 2:
+        assert time.monotonic() < deadline, "networkd did not configure the uplinks"
+        time.sleep(0.1)
+
+
+def protocols(ns: str) -> list[str]:
+    return sorted(
+        str(r.get("protocol"))
+        for v in ("-4", "-6")
+        for r in ip_json(ns, v, "rule")
+        if 1000 <= r["priority"] <= 1003
+    )
+
+
+@pytest.mark.parametrize("order", ["remove-then-uninstall", "uninstall-then-remove"])
+def test_networkd_install_is_recognised_after_a_reboot_and_leaves_stock(
+    build: Build, tmp_path: Path, order: str
+) -> None:
+    """issue 28, 1: after `install` on a networkd host and a reboot the rules are networkd's
+    (proto static): plan --check is clean, the doctor finds no drift, apply adds nothing;
+    remove leaves the layout whole and says that uninstall takes it out; both in either
+    order, and another reboot, leave the host stock, with no file or directory of
+    multihome's left."""
+    topology = scenarios.two_isp(nics=2)
+    net = build(topology)
+    server = net.ns("server")
+    expected = expected_state(server, balanced(server, tmp_path))  # with no config: no balancing
+    multihome(server, "remove")
+    for ifname in ("eth0", "eth1"):
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", ifname], check=True)
+        subprocess.run(["ip", "-n", server, "route", "flush", "dev", ifname], check=True)
+    host = tmp_path / "host"
+    networkd = Networkd(server, host)
+    for ifname in ("eth0", "eth1"):
+        (host / f"etc/systemd/network/10-{ifname}.network").write_text(
+            _network_file(topology, ifname)
+        )
+    stock_files = networkd.files()
+    try:
+        networkd.start()
+        configured(server)
+        stock = policy_state(server)
+        assert stock == (set(), set())
+        networkd.multihome("apply")  # what the user had done first
+        done = json.loads(networkd.multihome("install", "--json").stdout)
+        assert done["formats"] == ["networkd"], done
+        manifest = json.loads((host / "var/multihome/installed.json").read_text())
+        assert manifest["layout"] and "etc/systemd/network/10-eth0.network.d" in manifest["directories"]
+        installed = without_balancing(expected)
+        reboot(server, networkd, installed)
+        assert "static" in protocols(server) or "4" in protocols(server), protocols(server)
+
+        check = networkd.multihome("plan", "--check", check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        doctor = json.loads(networkd.multihome("doctor", "--json", check=False).stdout)
+        assert not [f for f in doctor["findings"] if f["kind"] in ("drift", "empty-table")], doctor
+        applied = networkd.multihome("apply")
+        assert "nothing to do" in applied.stdout, applied.stdout
+        assert policy_state(server) == installed
+        assert "77" not in protocols(server) and "multihome" not in protocols(server)
+
+        def remove() -> None:
+            out = networkd.multihome("remove")
+            # (after uninstall there is nothing left for it to leave, nor to say)
+            assert ("multihome uninstall" in out.stdout + out.stderr) == first, out
+            # the layout stays whole: no rule looks up a table remove emptied
+            assert policy_state(server) == (installed if first else (set(), set()))
+
+        def uninstall() -> None:
+            networkd.multihome("uninstall")
+            assert policy_state(server) == (set(), set())
+
+        first = True
+        steps = [remove, uninstall] if order == "remove-then-uninstall" else [uninstall, remove]
+        for step in steps:
+            step()
+            first = False
+        assert policy_state(server) == (set(), set())
+        assert networkd.files() == stock_files
+        for directory in manifest["directories"]:  # made by install, gone with uninstall
+            assert not networkd.multihome("show", check=False).returncode  # (still runs)
+            assert subprocess.run(
+                ["nsenter", "-t", str(networkd.pid), "-m", "test", "-e", f"/{directory}"]
+            ).returncode == 1, directory
+        reboot(server, networkd, (set(), set()))
+        configured(server)  # the host's own routes, and still nothing of multihome's
+        assert policy_state(server) == (set(), set())
+    finally:
+        networkd.stop()
+
+
+@pytest.mark.parametrize("order", ["remove-then-uninstall", "uninstall-then-remove"])
+def test_networkmanager_install_is_recognised_after_a_reboot_and_leaves_stock(
+    build: Build, tmp_path: Path, order: str
+) -> None:
+    """issue 28, 1, NetworkManager's side: its items come back at every boot under its own
+    protocol; multihome takes them for its plan's, remove leaves them (saying what takes
+    them out), uninstall takes them out; either order and a reboot leave the host stock."""
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    for dev in ("eth0", "eth1"):  # NetworkManager configures the uplinks, not the lab
+        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
+    nm = NetworkManager(server, tmp_path / "nm")
+    try:
+        nm.start()
+        add_connections(nm)
+        nm.multihome("apply")  # what the user had done first
+        applied = policy(server)
+        assert len(applied["rules"]) == 10 and len(applied["routes"]) == 8
+        done = json.loads(nm.multihome("install", "--json"))
+        assert done["formats"] == ["networkmanager"], done
+        since = nm.log.stat().st_size
+        nm.stop()
+        wipe(server)
+        nm.start()
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 20)
+        settles_or_reapply(nm, server, applied, "reboot", since)
+        assert "77" not in protocols(server) and "multihome" not in protocols(server)
+
+        check = subprocess.run(
+            nm.argv(PY, "-m", "multihome", "plan", "--check"), capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        doctor = json.loads(
+            subprocess.run(
+                nm.argv(PY, "-m", "multihome", "doctor", "--json"), capture_output=True, text=True
+            ).stdout
+        )
+        assert not [f for f in doctor["findings"] if f["kind"] in ("drift", "empty-table")], doctor
+        assert "nothing to do" in nm.multihome("apply")
+        assert policy(server) == applied
+
+        first = True
+
+        def remove() -> None:
+            run = subprocess.run(
+                nm.argv(PY, "-m", "multihome", "remove"), capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert ("multihome uninstall" in run.stderr) == first, run.stderr
+            assert policy(server) == (applied if first else {"rules": [], "routes": []})
+
+        def uninstall() -> None:
+            nm.multihome("uninstall")
+            nm.wait(lambda: policy(server) == {"rules": [], "routes": []}, 10)
+
+        for step in [remove, uninstall] if order == "remove-then-uninstall" else [uninstall, remove]:
+            step()
+            first = False
+        assert not (nm.directory / "var/multihome").exists()
+        nm.stop()
+        wipe(server)
+        nm.start()
+        for dev in ("eth0", "eth1"):
+            nm.wait(lambda d=dev: nm.connected(d), 20)
+        assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
+        time.sleep(1)  # (nothing of multihome's comes back meanwhile)
+        assert policy(server) == {"rules": [], "routes": []}
+    finally:
+        nm.stop()

@@ -18,6 +18,8 @@ security` rates both loaded units (2.7 with systemd 252; the README states 2.9, 
 
 The container gets a cgroup of its own (made here, removed at the end), a private /run, and
 is powered off by SIGTERM to nspawn in `finally` (killed if it does not stop in time).
+`nspawn` boots any root so: test_debian_package.py boots a minimal Debian with the package
+installed (install, reboot, uninstall as a user lives them).
 """
 
 from __future__ import annotations
@@ -249,10 +251,29 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
     # A machine id: not a first boot, so no presets enable the host's services (its
     # NetworkManager would take the namespace's links); only /usr's own wants start.
     (workdir / "machine-id").write_text(os.urandom(16).hex() + "\n")
-    log = workdir / "console.log"
+    with nspawn(
+        ns,
+        workdir / "console.log",
+        [
+            "--directory=/",
+            "--volatile=yes",
+            *binds,
+            f"--bind-ro={workdir}/bin:/usr/local/bin",
+            f"--bind-ro={workdir}/units:/etc/systemd/system",
+            f"--bind-ro={workdir}/machine-id:/etc/machine-id",
+        ],
+    ) as container:
+        yield container
+
+
+@contextmanager
+def nspawn(ns: str, log: Path, directory: list[str]) -> Iterator[Container]:
+    """Boot a container (`directory`: nspawn's options for its root and mounts) in network
+    namespace `ns`, wait until its systemd has booted; power it off and remove its cgroups
+    at the end, also when the test fails."""
     cgroups = [path / f"multihome-boot-{os.getpid()}" for path in cgroup_hierarchies()]
     made: list[Path] = []
-    nspawn: subprocess.Popen[str] | None = None
+    process: subprocess.Popen[str] | None = None
     netns = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
         for path in cgroups:
@@ -262,8 +283,7 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
             "systemd-nspawn",
             "--quiet",
             "--boot",
-            "--directory=/",
-            "--volatile=yes",
+            *directory,
             f"--machine=mhboot{os.getpid()}",
             "--register=no",
             "--keep-unit",
@@ -272,16 +292,12 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
             # with a namespace path it leaves it out
             "--capability=CAP_NET_ADMIN",
             "--console=read-only",
-            *binds,
-            f"--bind-ro={workdir}/bin:/usr/local/bin",
-            f"--bind-ro={workdir}/units:/etc/systemd/system",
-            f"--bind-ro={workdir}/machine-id:/etc/machine-id",
             "systemd.unit=multi-user.target",
         ]
         with open(log, "w") as out:
             # a mount namespace of its own with a private /run, where nspawn keeps its
             # bookkeeping: nothing of it reaches the host's /run
-            nspawn = subprocess.Popen(
+            process = subprocess.Popen(
                 [*PRIVATE_RUN, *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -290,25 +306,25 @@ def booted(ns: str, workdir: Path, units: dict[str, str]) -> Iterator[Container]
                 pass_fds=(netns,),
                 preexec_fn=lambda: join_cgroups(made),
             )
-        container = Container(nspawn, log)
+        container = Container(process, log)
         container.wait_booted()
         yield container
     finally:
         os.close(netns)
-        if nspawn is not None:
+        if process is not None:
             # SIGTERM: nspawn asks the container's systemd to power off, in order
-            if nspawn.poll() is None:
-                nspawn.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
             try:
-                nspawn.wait(timeout=STOP_BUDGET)
+                process.wait(timeout=STOP_BUDGET)
             except subprocess.TimeoutExpired:
                 # the container's processes first: nspawn reaps its init and ends
-                kill_all(made, but=nspawn.pid)
+                kill_all(made, but=process.pid)
                 try:
-                    nspawn.wait(timeout=5)
+                    process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    nspawn.kill()
-                    nspawn.wait()
+                    process.kill()
+                    process.wait()
         kill_all(made)  # what outlived nspawn was the container's: ours to end
         for path in made:
             for _ in range(50):

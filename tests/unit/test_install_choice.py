@@ -25,6 +25,6 @@ def test_a_mix_or_no_stack_gets_the_unit() -> None:
     assert reasons == [
         "eth0: networkd",
         "eth1: networkmanager",
-        "the uplinks have different managers: multihome.service covers all",
+        "the uplinks have different managers: multihome-watch.service covers all",
     ]
     assert choose(Facts({}, set(), set()), plan(Config(), TWO_ISP))[0] == ["systemd"]

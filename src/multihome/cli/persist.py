@@ -82,10 +82,19 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     done = install_module.uninstall(args.root)
     removed = done.removed
     if args.json:
-        print_json({"removed": removed, "kept": done.kept})
+        print_json(
+            {
+                "removed": removed,
+                "kept": done.kept,
+                "directories": done.directories,
+                "kernel": done.kernel,
+            }
+        )
         return EXIT_OK
     for path in done.kept:
         print(f"  kept {path}")
+    for line in done.kernel:
+        print(f"  took out of the kernel: {line}")
     if removed:
         print("\n".join(f"  removed {path}" for path in removed))
         connections = sum(1 for r in removed if r.startswith("NetworkManager connection"))
@@ -93,6 +102,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         parts = [f"{files} files removed"] if files else []
         if connections:
             parts.append(f"multihome's items taken out of {connections} NetworkManager connections")
+        if done.directories:
+            parts.append(f"{len(done.directories)} directories it made")
         print(f"uninstall: {'; '.join(parts)}")
     elif not done.kept:
         print("uninstall: nothing installed")
@@ -170,7 +181,8 @@ COMMANDS = (
         "write the plan into the host's network stack, to survive reboots",
         "Detect which stack manages the uplinks (systemd-networkd, also under netplan; "
         "NetworkManager; ifupdown; none) and write the plan where it reads it, atomically, "
-        "keeping aside any file it replaces; no stack or a mix gets multihome.service. "
+        "keeping aside any file it replaces; no stack or a mix gets multihome-watch.service "
+        "(enabled: it starts before the network). "
         "Files multihome did not write are never edited. `multihome uninstall` removes "
         "exactly what was written.",
         _install_arguments,

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from multihome import PROTOCOL
 from multihome.core import addresses
-from multihome.core.records import CachedHash, field, record
+from multihome.core.records import CachedHash, field, record, replace
 
 # The address types, and making them from the kernel's integers: addresses.py's
 IPAddress = addresses.IPAddress
@@ -276,14 +276,37 @@ class Sysctl:
         return ".".join(part.replace(".", "/") for part in self.path.split("/"))
 
 
+def layout_key(obj: Rule | Route) -> str:
+    """A rule or route as `multihome install` records what it persisted: its kind, family
+    and `ip` arguments without the protocol (a stack gives the objects its own: networkd's
+    rules and NetworkManager's rules and routes say `proto static`)."""
+    kind = "rule" if isinstance(obj, Rule) else "route"
+    return f"{kind} -{obj.family.version} " + replace(obj, protocol=0).ip_args()
+
+
 @record(frozen=True)
 class Ownership:
-    """What marks an object as multihome's: its protocol number, table range, priority band."""
+    """What marks an object as multihome's: its protocol number, table range, priority band;
+    and what `multihome install` wrote into the host's network stack (`installed`: the
+    layout_key of each object the stack brings back at every boot), which multihome
+    recognises as its layout but leaves to that stack (the stack is its one owner)."""
 
     protocol: int = PROTOCOL
     table_min: int = 100
     table_max: int = 199
     priority: int = 1000  # band: priority .. priority + 3
+    installed: frozenset[str] = frozenset()
+
+    def is_installed(self, obj: Rule | Route) -> bool:
+        """Is this one of the objects `multihome install` persisted (whatever its protocol)?"""
+        if not self.installed:
+            return False
+        if isinstance(obj, Rule):  # only in multihome's band and range (a key costs a copy)
+            if not self.priority <= obj.priority <= self.priority + 3:
+                return False
+        elif not self.table_min <= obj.table <= self.table_max:
+            return False
+        return layout_key(obj) in self.installed
 
     @property
     def priorities(self) -> tuple[int, int, int, int]:

@@ -226,9 +226,18 @@ def _on_subnet(gateway: IPAddress, addresses: Iterable[Address]) -> bool:
 
 
 def _foreign_tables(state: HostState, ownership: Ownership) -> set[int]:
-    """Tables that hold routes, or are looked up by rules, that are not multihome's."""
-    tables = {r.table for r in state.routes if not ownership.owns_route(r)}
-    tables |= {r.table for r in state.rules if not ownership.owns_rule(r)}
+    """Tables that hold routes, or are looked up by rules, that are not multihome's (nor
+    what `multihome install` persisted, which the host's stack put back)."""
+    tables = {
+        r.table
+        for r in state.routes
+        if not ownership.owns_route(r) and not ownership.is_installed(r)
+    }
+    tables |= {
+        r.table
+        for r in state.rules
+        if not ownership.owns_rule(r) and not ownership.is_installed(r)
+    }
     return tables
 
 
@@ -338,7 +347,7 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
     taken = set(tables.values())
     owned_tables: dict[str, list[int]] = {}  # by device, once (not all routes per uplink)
     for route in state.routes:
-        if ownership.owns_route(route):
+        if ownership.owns_route(route) or ownership.is_installed(route):
             for dev in route.devices():
                 owned_tables.setdefault(dev, []).append(route.table)
     for uplink in chosen:  # keep the table an uplink already has (stable across re-plans)

@@ -26,14 +26,15 @@ import struct
 import subprocess
 import time
 
-from multihome.core.model import Desired, HostState
-from multihome.core.records import record
+from multihome import INSTALL_MANIFEST
+from multihome.core.model import Desired, HostState, Route, Rule, layout_key
+from multihome.core.records import field, record
 from multihome.errors import MultihomeError
 from multihome.host import files
 from multihome.kernel import discover, namespace
 from multihome.render import Options, Rendered, registry
 
-MANIFEST = "var/lib/multihome/installed.json"
+MANIFEST = INSTALL_MANIFEST
 NM_MANIFEST = "var/lib/multihome/networkmanager.json"  # the connection items install added
 SETS_SYSCTLS = frozenset({"ip", "ifupdown", "systemd"})  # the others need the sysctl.d file
 BACKUP_SUFFIX = ".multihome-backup"
@@ -67,7 +68,8 @@ def manager(facts: Facts, uplink: str) -> Stack:
 
 def choose(facts: Facts, desired: Desired) -> tuple[list[str], list[str]]:
     """PURE: the formats to install and why. One stack for all uplinks gets its own format;
-    no stack, or a mix, gets multihome.service, which covers every uplink."""
+    no stack, or a mix, gets multihome-watch.service, which covers every uplink from the
+    first address on (it starts before the network)."""
     stacks = {u.name: manager(facts, u.name) for u in desired.uplinks}
     kinds = set(stacks.values())
     reasons = [f"{name}: {stack.value}" for name, stack in sorted(stacks.items())]
@@ -77,7 +79,9 @@ def choose(facts: Facts, desired: Desired) -> tuple[list[str], list[str]]:
             chosen.append("systemd-sysctl")
         return chosen, reasons
     if len(kinds) > 1:
-        reasons.append("the uplinks have different managers: multihome.service covers all")
+        reasons.append(
+            "the uplinks have different managers: multihome-watch.service covers all"
+        )
     return ["systemd"], reasons
 
 
@@ -242,12 +246,74 @@ def _manifest(root: str) -> dict[str, Entry]:
     return validate_manifest(root, data, where)
 
 
-def _write_manifest(root: str, entries: dict[str, Entry], formats: list[str]) -> None:
+@record(frozen=True)
+class Manifest:
+    """What an install recorded besides its files: the directories it made (uninstall
+    removes them again once empty) and the layout the stack persists (layout_key of each
+    rule and route: multihome recognises them as its own after a reboot)."""
+
+    directories: list[str]
+    layout: list[str]
+
+
+LAYOUT_KEY = re.compile(r"(rule|route) -[46] [\x21-\x7e][\x20-\x7e]{0,300}")
+
+
+def _write_manifest(
+    root: str, entries: dict[str, Entry], formats: list[str], extra: Manifest
+) -> None:
     listed = [
         {k: v for k, v in e.items() if v is not None or k == "backup"} for e in entries.values()
     ]
-    data = {"installed_at": time.time(), "formats": formats, "files": listed}
+    data = {
+        "installed_at": time.time(),
+        "formats": formats,
+        "files": listed,
+        "directories": extra.directories,
+        "layout": extra.layout,
+    }
     files.write_tree(root, {MANIFEST: json.dumps(data, indent=1) + "\n"}, create=False)
+
+
+def _recorded(root: str) -> Manifest:
+    """The directories and layout the manifest lists, each checked (see validate_manifest)."""
+    text = _read(root, MANIFEST)
+    if text is None:
+        return Manifest([], [])
+    where = os.path.join(root, MANIFEST)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise MultihomeError(f"the install manifest {where} is damaged: {error}") from None
+    validate_manifest(root, data, where)
+    assert isinstance(data, dict)
+    found = []
+    for key, check in (("directories", _directory_ok), ("layout", LAYOUT_KEY.fullmatch)):
+        values = data.get(key, [])
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) and check(v) for v in values
+        ):
+            raise MultihomeError(
+                f"the install manifest {where} is damaged: {key} is not a list of"
+                + (" relative directories" if key == "directories" else " rules and routes"),
+                hint="nothing was changed; remove the files by hand, or the manifest to start over",
+            )
+        found.append(values)
+    return Manifest(found[0], found[1])
+
+
+def _directory_ok(relative: str) -> bool:
+    try:
+        files.parts(relative)
+    except MultihomeError:
+        return False
+    return True
+
+
+def installed_layout(root: str = "/") -> frozenset[str]:
+    """The layout_key of each rule and route `multihome install` persisted under the root
+    (empty without an install; a damaged manifest raises)."""
+    return frozenset(_recorded(root).layout)
 
 
 def _owned(entry: Entry, found: str | None) -> bool:
@@ -288,17 +354,20 @@ def install(
     )
     wanted: dict[str, tuple[str, int]] = {}
     notes: list[str] = []
+    layout: set[str] = set()
     renderers = registry()
     for name in formats:
         renderer, _ = renderers["systemd" if name == "systemd-sysctl" else name]
         rendered = renderer(desired, options)
         wanted.update(_placed(name, rendered))
+        layout |= {layout_key(obj) for obj in rendered.persisted}
         if name != "systemd-sysctl":
             notes += rendered.notes
     live_nm = "networkmanager" in formats and root == "/"
     if live_nm:  # install adds the items itself (below): no script to run
         wanted.pop(f"{TARGETS['networkmanager']}/multihome-nmcli.sh", None)
     old = _manifest(root)
+    earlier_extra = _recorded(root)
     entries: dict[str, Entry] = {}
     for relative in sorted(wanted):
         found = _at(root, relative)
@@ -323,7 +392,10 @@ def install(
             "content": content,
             "previous": previous if previous != content else None,
         }
-    units = ["multihome.service"] if "systemd" in formats else []
+    # the daemon, not the oneshot apply: it starts before the network and routes each
+    # address by its source as it comes (apply, after network-online.target, left replies
+    # unprotected for as long as the network took to come up)
+    units = ["multihome-watch.service"] if "systemd" in formats else []
     if "etc/systemd/system/multihome-nftables.service" in wanted:  # gateway mode
         units.append("multihome-nftables.service")
     links = {f"etc/systemd/system/multi-user.target.wants/{unit}": unit for unit in units}
@@ -339,10 +411,13 @@ def install(
             del links[link]  # someone enabled it already: their link, which stays theirs
             continue
         entries[link] = {"path": link, "backup": None, "content": content, "previous": None}
+    # The directories this install makes (and those an earlier one made), for uninstall
+    made = set(earlier_extra.directories) | _missing_directories(root, [*entries, MANIFEST])
+    extra = Manifest(sorted(made), sorted(layout | set(earlier_extra.layout)))
     # The intent first: until the last step, the manifest lists every file this install
     # and the one before may have touched, so an interruption anywhere leaves a manifest
     # from which uninstall restores everything (see _remove_entry).
-    _write_manifest(root, {**old, **entries}, formats)
+    _write_manifest(root, {**old, **entries}, formats, extra)
     written, backups, removed = [], [], []
     for relative, (text, mode) in sorted(wanted.items()):
         backup = entries[relative]["backup"]
@@ -369,7 +444,8 @@ def install(
         if relative not in entries:
             gone, _ = _remove_entry(root, entry)
             removed += gone
-    _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats)
+    extra = Manifest(extra.directories, sorted(layout))
+    _write_manifest(root, {k: {**e, "previous": None} for k, e in entries.items()}, formats, extra)
     if live_nm:
         notes += install_networkmanager(desired, root)
     elif "networkmanager" in formats:
@@ -378,6 +454,41 @@ def install(
             " add the routes and rules to the NetworkManager connections"
         )
     return Installed(formats, reasons, written, backups, removed, notes)
+
+
+def _missing_directories(root: str, paths: list[str]) -> set[str]:
+    """The directories (relative to the root) that writing these files would make."""
+    missing = set()
+    for relative in paths:
+        parent = os.path.dirname(relative)
+        while parent and parent not in missing:
+            if _under(root, parent, _exists) is not None:
+                break
+            missing.add(parent)
+            parent = os.path.dirname(parent)
+    return missing
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # FileNotFoundError: missing
+    return True
+
+
+def _remove_directories(root: str, directories: list[str]) -> list[str]:
+    """Remove the directories install made that are empty now, deepest first (one that
+    holds anything, whoever put it there, stays)."""
+    removed = []
+    for relative in sorted(directories, key=lambda d: d.count("/"), reverse=True):
+        root_fd = files.open_root(root)
+        try:
+            with files.directory_of(root_fd, root, relative, create=False) as (fd, name):
+                os.rmdir(name, dir_fd=fd)
+            removed.append(os.path.join(root, relative))
+        except (OSError, MultihomeError):  # missing, not empty, or not a directory: stays
+            pass
+        finally:
+            os.close(root_fd)
+    return removed
 
 
 def _move(root: str, source: str, target: str) -> None:
@@ -433,6 +544,8 @@ def _remove_entry(root: str, entry: Entry) -> tuple[list[str], list[str]]:
 class Uninstalled:
     removed: list[str]
     kept: list[str]  # listed in the manifest, but not (or no longer) what multihome wrote
+    directories: list[str] = field(default_factory=list)  # made by install, empty: removed
+    kernel: list[str] = field(default_factory=list)  # the stack's objects taken out (live)
 
 
 def uninstall(root: str) -> Uninstalled:
@@ -441,6 +554,7 @@ def uninstall(root: str) -> Uninstalled:
     install added to them."""
     os.close(files.open_root(root))  # refuse someone else's root before reading anything
     entries = _manifest(root)
+    extra = _recorded(root)
     removed = uninstall_networkmanager(root)
     kept: list[str] = []
     for entry in entries.values():
@@ -448,7 +562,33 @@ def uninstall(root: str) -> Uninstalled:
         removed += gone
         kept += stays
     _remove_entry(root, {"path": MANIFEST, "backup": None, "content": _at(root, MANIFEST)})
-    return Uninstalled(removed, kept)
+    kernel = _take_layout_out(frozenset(extra.layout)) if root == "/" and extra.layout else []
+    return Uninstalled(removed, kept, _remove_directories(root, extra.directories), kernel)
+
+
+def _take_layout_out(layout: frozenset[str]) -> list[str]:
+    """On the live host: delete the rules and routes the stack put in the kernel from the
+    files just removed (it would keep them until the next boot), and say which. A stack
+    that takes its own out meanwhile (NetworkManager's reapply) is allowed for: what is
+    gone when the write fails is read again, once."""
+    from multihome.core.model import Action, Change
+    from multihome.errors import KernelError
+    from multihome.kernel import writer
+
+    for attempt in (1, 2):
+        host = discover.read_state()
+        present: list[Rule | Route] = [*host.rules, *host.routes]  # rules before their routes
+        changes = [Change(Action.DELETE, obj) for obj in present if layout_key(obj) in layout]
+        try:
+            if changes:
+                writer.apply(changes, host)
+        except KernelError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+            continue
+        break
+    return [c.describe()[2:] for c in changes]
 
 
 # -- NetworkManager, live ----------------------------------------------------------------------

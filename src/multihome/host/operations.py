@@ -65,8 +65,26 @@ def with_pd_records(cfg: Config, host: HostState) -> HostState:
     return replace(host, pd_records=pd.read_leases(cfg.gateway.pd_lease_dir))
 
 
+def recognising(cfg: Config) -> Config:
+    """The config, its ownership knowing the layout `multihome install` persisted on this
+    host (its manifest): after a reboot the stack brings that layout back under its own
+    protocol, and multihome takes it for its plan's without adding or removing it."""
+    from multihome import INSTALL_MANIFEST
+
+    if not os.path.exists(os.path.join("/", INSTALL_MANIFEST)):  # no import, no read: most hosts
+        return cfg
+    from multihome.core.records import replace
+    from multihome.host.install import installed_layout
+
+    try:
+        layout = installed_layout("/")
+    except MultihomeError:  # damaged or unreadable: install and uninstall say so; the rest
+        return cfg  # works as without an install (remove above all)
+    return replace(cfg, ownership=replace(cfg.ownership, installed=layout)) if layout else cfg
+
+
 def observe(config_path: str | None) -> tuple[Config, HostState, state.Record]:
-    cfg = config_file.load(config_path)
+    cfg = recognising(config_file.load(config_path))
     host = with_pd_records(cfg, discover.read_state())
     return cfg, host, state.load(host.netns_id, namespace.cookie())
 
@@ -208,7 +226,7 @@ def _converge(
     from multihome.host import confirm
     from multihome.kernel import writer
 
-    cfg = config if config is not None else config_file.load(config_path)
+    cfg = recognising(config if config is not None else config_file.load(config_path))
     refused = ""
     netns_id = namespace.identity()
     with state.lock(netns_id):
@@ -484,6 +502,17 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
         outcome = _converge(config_path, remove=True, confirm_seconds=confirm_seconds)
     finally:
         held.release()
+    notes = _installed_stays(outcome)
+    if notes:
+        outcome = Outcome(
+            outcome.config,
+            outcome.host,
+            outcome.desired,
+            outcome.changes,
+            (*outcome.warnings, *notes),
+            outcome.table,
+            outcome.table_refused,
+        )
     if stopped:
         note = (
             f"multihome watch (pid {stopped}) was stopped first, so that it does not put the"
@@ -499,6 +528,24 @@ def remove(config_path: str | None, confirm_seconds: float | None = None) -> Out
             outcome.table_refused,
         )
     return outcome
+
+
+def _installed_stays(outcome: Outcome) -> tuple[str, ...]:
+    """remove leaves what `multihome install` persisted to the stack that brings it back at
+    every boot (whole: its rules keep their tables); say so, and what takes it out."""
+    own = outcome.config.ownership
+    if not own.installed:
+        return ()
+    deleted = {c.obj for c in outcome.changes if c.action is Action.DELETE}
+    present: list[Rule | Route] = [*outcome.host.rules, *outcome.host.routes]
+    stays = [o for o in present if own.is_installed(o) and o not in deleted]
+    if not stays:
+        return ()
+    return (
+        f"{len(stays)} rules and routes stay: `multihome install` wrote them into the host's"
+        " network stack, which brings them back at every boot; `multihome uninstall` takes"
+        " them out (files and kernel)",
+    )
 
 
 def refuse_while_watched(what: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from multihome.core.model import SCOPE_LINK, Desired, Uplink
+from multihome.core.model import SCOPE_LINK, Desired, Route, Rule, Uplink
 from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
@@ -50,6 +50,7 @@ ORDER = ("ethernets", "bonds", "bridges", "vlans")
 
 def render(desired: Desired, options: Options) -> Rendered:
     lines = [f"# {HEADER}", "network:", "  version: 2"]
+    persisted: list[Rule | Route] = []
     by_section: dict[str, list[Uplink]] = {}
     for uplink in desired.uplinks:
         section = SECTIONS.get(options.kinds.get(uplink.name, ""), "ethernets")
@@ -57,7 +58,9 @@ def render(desired: Desired, options: Options) -> Rendered:
     for section in sorted(by_section, key=ORDER.index):
         lines.append(f"  {section}:")
         for uplink in by_section[section]:
-            lines += _uplink(desired, uplink)
+            text, objects = _uplink(desired, uplink)
+            lines += text
+            persisted += objects
     notes = []
     unexpressed = [r for r in desired.rules if r.suppress_prefixlen is not None]
     if unexpressed:
@@ -78,13 +81,17 @@ def render(desired: Desired, options: Options) -> Rendered:
     notes += dynamic_gateway_notes(desired)
     notes += balancing_notes(desired)
     extra = gateway_files(desired)
-    return Rendered({"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes))
+    return Rendered(
+        {"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes), tuple(persisted)
+    )
 
 
-def _uplink(desired: Desired, uplink: Uplink) -> list[str]:
-    """One uplink's routes (in its table) and its off-link source rules."""
+def _uplink(desired: Desired, uplink: Uplink) -> tuple[list[str], list[Rule | Route]]:
+    """One uplink's routes (in its table) and its off-link source rules, as netplan YAML and
+    as the objects the stack brings back at every boot."""
     lines = [f"    {key(uplink.name)}:", "      routes:"]
-    for route in uplink_routes(desired, uplink):
+    routes = uplink_routes(desired, uplink)
+    for route in routes:
         lines.append(f"        - to: {'default' if route.is_default else route.dst}")
         if route.gateway is not None:
             lines.append(f"          via: {route.gateway}")
@@ -106,4 +113,4 @@ def _uplink(desired: Desired, uplink: Uplink) -> list[str]:
                 f"          table: {rule.table}",
                 f"          priority: {rule.priority}",
             ]
-    return lines
+    return lines, [*routes, *policy]

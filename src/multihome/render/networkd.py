@@ -25,6 +25,7 @@ from multihome.render import (
     balancing_notes,
     gateway_files,
     shared_rules,
+    stack_layout,
     uplink_routes,
     uplink_rules,
 )
@@ -87,4 +88,4 @@ def render(desired: Desired, options: Options) -> Rendered:
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
     extra = gateway_files(desired)
     notes += balancing_notes(desired)
-    return Rendered({**files, **extra}, tuple(notes))
+    return Rendered({**files, **extra}, tuple(notes), tuple(stack_layout(desired)))

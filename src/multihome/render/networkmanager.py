@@ -21,6 +21,7 @@ from multihome.render import (
     balancing_notes,
     gateway_files,
     shared_rules,
+    stack_layout,
     uplink_routes,
     uplink_rules,
 )
@@ -96,4 +97,5 @@ def render(desired: Desired, options: Options) -> Rendered:
     return Rendered(
         {"multihome-nmcli.sh": "\n".join(lines), **extra},
         tuple(notes + balancing_notes(desired)),
+        tuple(stack_layout(desired)),
     )

@@ -1,7 +1,9 @@
 """PURE: multihome.service, which runs `multihome apply` once the network is online (the
-fallback for what a stack cannot express, and the whole fix where no stack manages the
-uplinks); multihome-watch.service, the daemon (Type=notify, with a watchdog), to enable
-instead where the host changes; and a sysctl.d file for the sysctls."""
+fallback for what a stack cannot express); multihome-watch.service, the daemon (Type=notify,
+with a watchdog), which starts before the network (Before=network-pre.target: the stacks
+start after it is ready) and sets each uplink's rules as its address and route arrive, so
+that no reply leaves unprotected while the network comes up (`install` enables it where no
+stack manages the uplinks); and a sysctl.d file for the sysctls."""
 
 from __future__ import annotations
 
@@ -90,8 +92,9 @@ WantedBy=multi-user.target
     watch = f"""# {HEADER}
 [Unit]
 Description=multihome watch: keep source-based policy routing right as the host changes
-After=network-online.target
-Wants=network-online.target
+# ready before any network stack starts: each address is routed by its source as it comes
+Before=network-pre.target
+Wants=network-pre.target
 
 [Service]
 Type=notify
