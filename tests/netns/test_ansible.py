@@ -352,7 +352,7 @@ def test_bad_config_fails_that_host_with_file_line_and_leaves_its_kernel(
     failed = failures(output)
     assert failed["typo-file"]["msg"] == (
         f"multihome: {bad_file}:5: uplinks.eth0.gatway: unknown key 'gatway' in"
-        " [uplinks.eth0] (did you mean 'gateway'?); known: gateway, gateway6, ipv4, ipv6,"
+        " [uplinks.eth0] (did you mean 'gateway'?); known: delegated, gateway, gateway6, ipv4, ipv6,"
         " probe, probe6, reliability, table, weight"
     )
     typo = failed["typo-dict"]
