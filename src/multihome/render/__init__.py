@@ -100,7 +100,7 @@ def gateway_files(desired: Desired) -> dict[str, str]:
     multihome's table too (PartOf= and WantedBy=nftables.service)."""
     if desired.gateway is None:
         return {}
-    from multihome.core import gateway
+    from multihome.core import gateway, sourcemarks
 
     unit = f"""# {HEADER}
 [Unit]
@@ -122,7 +122,7 @@ ExecStop=/usr/sbin/nft delete table {gateway.FAMILY} {gateway.TABLE}
 WantedBy=multi-user.target nftables.service
 """
     return {
-        "multihome.nft": f"# {HEADER}\n" + gateway.replace_script(desired.gateway),
+        "multihome.nft": f"# {HEADER}\n" + sourcemarks.script(desired.gateway),
         "multihome-nftables.service": unit,
     }
 
