@@ -55,7 +55,9 @@ def test_interleaved_addresses_above_the_threshold_get_a_set_and_two_rules_per_u
     assert "ip saddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
     assert "ip daddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
     assert "type route hook output" in text
-    assert text.count("198.18.") == 2000  # every address once, as an element
+    # ... and an ARP table marking ARP requests for the addresses (strict rp_filter)
+    assert "arp daddr ip @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
+    assert text.count("198.18.") == 2 * 2000  # every address once per table, as an element
 
 
 def test_few_interleaved_addresses_keep_rules_and_no_table() -> None:
@@ -126,6 +128,12 @@ def test_an_address_added_changes_one_element_not_the_table() -> None:
     table = nftables.Table(True, listed, gateway.shape(before), "", live)
     change = nftables.change_for(after, table)
     assert change is not None
-    assert change.script() == "add element inet multihome src4_1 { 198.18.0.201 }\n"
-    assert change.inverse() == "delete element inet multihome src4_1 { 198.18.0.201 }\n"
+    assert change.script() == (
+        "add element inet multihome src4_1 { 198.18.0.201 }\n"
+        "add element arp multihome src4_1 { 198.18.0.201 }\n"
+    )
+    assert change.inverse() == (
+        "delete element inet multihome src4_1 { 198.18.0.201 }\n"
+        "delete element arp multihome src4_1 { 198.18.0.201 }\n"
+    )
     assert nftables.change_for(before, table) is None

@@ -16,6 +16,11 @@ an uplink is selected by nftables instead, in multihome's own table (`inet multi
   chain sources_in        prerouting: a packet to the set's addresses gets the mark too, so
                           that strict rp_filter (with src_valid_mark=1) judges its source by
                           the uplink's table, as the source rules made it do
+  table arp multihome     the same for ARP requests for the IPv4 sets' addresses: the kernel
+                          judges an ARP request by strict rp_filter too (arp_process routes
+                          it), and without the mark a neighbour on a shared subnet asking for
+                          the second NIC's address is judged by main's route of the first
+                          NIC and never answered (the inet family sees no ARP)
 
 The marks are gateway mode's (DESIGN.md): V = gateway.mark(mask, table - table_min + 1).
 An address coming or going changes one element of one set (`add element` / `delete
@@ -184,6 +189,23 @@ def body(marks: SourceMarks | None) -> list[str]:
     return lines
 
 
+def arp_table(marks: SourceMarks | None) -> list[str]:
+    """`table arp multihome`: its IPv4 sets again (a set belongs to one table) and an input
+    chain that marks ARP requests for their addresses ([] without IPv4 sets)."""
+    sets = [s for s in marks.sets if s.family is Family.INET] if marks is not None else []
+    if marks is None or not sets:
+        return []
+    lines = [f"table arp {TABLE} {{"]
+    for s in sets:
+        lines += [f"\tset {s.name} {{", "\t\ttype ipv4_addr", "\t}"]
+    lines += [
+        f"\tchain {IN_CHAIN} {{",
+        "\t\ttype filter hook input priority filter; policy accept;",
+    ]
+    lines += [f"\t\tarp daddr ip @{s.name} {_set_mark(marks.mask, s.mark)}" for s in sets]
+    return [*lines, "\t}", "}"]
+
+
 def _text(family: Family, value: int) -> str:
     return str(
         ipaddress.IPv4Address(value) if family is Family.INET else ipaddress.IPv6Address(value)
@@ -191,10 +213,14 @@ def _text(family: Family, value: int) -> str:
 
 
 def elements(marks: SourceMarks | None) -> dict[str, set[str]]:
-    """Each set's elements as nft prints them."""
+    """Each set's elements as nft prints them, by "FAMILY NAME" (inet src4_1, arp src4_1)."""
     if marks is None:
         return {}
-    return {s.name: {_text(s.family, v) for v in s.addresses} for s in marks.sets}
+    found = {f"{FAMILY} {s.name}": {_text(s.family, v) for v in s.addresses} for s in marks.sets}
+    for s in marks.sets:
+        if s.family is Family.INET:
+            found[f"arp {s.name}"] = found[f"{FAMILY} {s.name}"]
+    return found
 
 
 # nft reads a file in one go; an element list of 10,000 addresses on one line is fine, but
@@ -202,33 +228,36 @@ def elements(marks: SourceMarks | None) -> dict[str, set[str]]:
 _PER_LINE = 256
 
 
-def element_lines(name: str, values: Iterable[str], verb: str = "add") -> list[str]:
-    """`add element inet multihome NAME { ... }` (or delete), a few hundred per line."""
+def element_lines(key: str, values: Iterable[str], verb: str = "add") -> list[str]:
+    """`add element inet multihome NAME { ... }` (or delete) for the set `key` ("FAMILY
+    NAME"), a few hundred elements per line."""
+    family, name = key.split(" ")
     ordered = list(values)
     return [
-        f"{verb} element {FAMILY} {TABLE} {name} {{ {', '.join(ordered[i : i + _PER_LINE])} }}"
+        f"{verb} element {family} {TABLE} {name} {{ {', '.join(ordered[i : i + _PER_LINE])} }}"
         for i in range(0, len(ordered), _PER_LINE)
     ]
 
 
 def fill(marks: SourceMarks | None) -> list[str]:
-    """The lines that fill every set, after the table is written (same nft file)."""
-    if marks is None:
-        return []
+    """The lines that fill every set, after the tables are written (same nft file)."""
     lines = []
-    for s in marks.sets:
-        lines += element_lines(s.name, (_text(s.family, v) for v in s.addresses))
+    for key, values in elements(marks).items():
+        lines += element_lines(key, sorted(values, key=ipaddress.ip_address))
     return lines
 
 
-def script(layout: GatewayLayout | None) -> str:
-    """gateway.replace_script with the sets' elements: one file, one transaction."""
+def script(layout: GatewayLayout | None, reset_arp: bool = False) -> str:
+    """gateway.replace_script with the ARP table and the sets' elements: one file, one
+    transaction. `reset_arp`: delete an ARP table of multihome's even where the layout
+    has none (it may have had one)."""
     text = gateway.replace_script(layout)
-    if layout is not None:
-        extra = fill(layout.sources)
-        if extra:
-            text += "\n".join(extra) + "\n"
-    return text
+    marks = layout.sources if layout is not None else None
+    arp = arp_table(marks)
+    if arp or reset_arp:
+        text += f"table arp {TABLE}\ndelete table arp {TABLE}\n"
+    extra = arp + fill(marks)
+    return text + "".join(f"{line}\n" for line in extra)
 
 
 def element_changes(

@@ -428,7 +428,10 @@ def diagnose(config_path: str | None) -> Any:
 
     outcome = preview(config_path)
     uplinks = uplink_names(roles(outcome.config, outcome.host))
-    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
+    from multihome.core.sourcemarks import marks_by_address
+
+    marks = marks_by_address(outcome.desired)  # where an nft set selects the sources
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks), marks)
     report = doctor.diagnose(
         outcome.host,
         lookups,

@@ -7,6 +7,7 @@ from /proc/sys, which shows the values of the namespace the process is in.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from multihome.core.model import (
     Address,
@@ -167,14 +168,19 @@ def read_links() -> list[tuple[counters.Link, Counters]]:
 
 
 def route_lookups(
-    state: HostState, probes: list[tuple[IPAddress, IPAddress]]
+    state: HostState,
+    probes: list[tuple[IPAddress, IPAddress]],
+    marks: Mapping[IPAddress, int] | None = None,
 ) -> dict[tuple[IPAddress, IPAddress], Lookup]:
-    """The kernel's answer to `ip route get DST from SRC` for each (dst, src)."""
+    """The kernel's answer to `ip route get DST from SRC` for each (dst, src); with the
+    mark that `marks` gives a source (the nft form of source selection marks its packets,
+    and the kernel routes them again by the mark), `ip route get DST from SRC mark M`."""
     names = {i.index: i.name for i in state.interfaces}
+    marks = marks or {}
     results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
     with Reader() as rtnl:
         for dst, src in probes:
-            answer: Route | Refusal = rtnl.route_get(dst, src, names)
+            answer: Route | Refusal = rtnl.route_get(dst, src, names, marks.get(src, 0))
             if isinstance(answer, Refusal):
                 results[dst, src] = Lookup(dst, src, error=str(answer))
             else:

@@ -89,17 +89,18 @@ def _is_source_set(body: dict[str, Any]) -> bool:
 
 
 def source_elements(rules: Any) -> dict[str, set[str]]:
-    """PURE: the elements of multihome's source sets in a parsed `nft -j list ruleset`."""
+    """PURE: the elements of multihome's source sets in a parsed `nft -j list ruleset`, by
+    "FAMILY NAME" (its inet table's and its ARP table's)."""
     found: dict[str, set[str]] = {}
     for item in rules.get("nftables", []) if isinstance(rules, dict) else []:
         body = item.get("set") if isinstance(item, dict) else None
         if (
             isinstance(body, dict)
             and body.get("table") == gateway.TABLE
-            and body.get("family") == gateway.FAMILY
+            and body.get("family") in (gateway.FAMILY, "arp")
             and _is_source_set(body)
         ):
-            found[str(body["name"])] = {
+            found[f"{body['family']} {body['name']}"] = {
                 str(e) for e in body.get("elem", ()) if not isinstance(e, dict)
             }
     return found
@@ -152,9 +153,13 @@ def content_now() -> str:
 
 
 def listing() -> str:
-    """The table as `nft list table inet multihome` prints it ("" when there is none)."""
+    """The table as `nft list table inet multihome` prints it ("" when there is none), and
+    its ARP table after it where there is one (sourcemarks.py)."""
     result = _run(["list", "table", gateway.FAMILY, gateway.TABLE])
-    return result.stdout if result.returncode == 0 else ""
+    if result.returncode != 0:
+        return ""
+    arp = _run(["list", "table", "arp", gateway.TABLE])
+    return result.stdout + (arp.stdout if arp.returncode == 0 else "")
 
 
 @record(frozen=True)
@@ -170,13 +175,16 @@ class TableChange:
     def script(self) -> str:
         if self.elements:
             return "\n".join(self.elements) + "\n"
-        return sourcemarks.script(self.layout)
+        return sourcemarks.script(self.layout, reset_arp=True)
 
     def describe(self) -> str:
         if self.layout is None:
             return f"- nftables table {gateway.FAMILY} {gateway.TABLE}"
-        if self.elements:
-            return "\n".join(f"~ nft {line}" for line in self.elements)
+        if self.elements:  # `add element inet multihome src4_1 { a, b }`, ...
+            sets = sorted({" ".join(line.split(" ")[2:5]) for line in self.elements})
+            added = sum(line.count(",") + 1 for line in self.elements if line.startswith("add"))
+            deleted = sum(line.count(",") + 1 for line in self.elements) - added
+            return f"~ nftables sets {', '.join(sets)}: +{added} -{deleted} elements"
         verb = "~" if self.previous else "+"
         marks = [f"{n} 0x{v:08x}" for n, v in self.layout.marks]
         sets = self.layout.sources.sets if self.layout.sources is not None else ()
@@ -189,6 +197,7 @@ class TableChange:
             return "\n".join(self.undo_elements) + "\n"
         lines = [f"table {gateway.FAMILY} {gateway.TABLE}"]
         lines.append(f"delete table {gateway.FAMILY} {gateway.TABLE}")
+        lines += [f"table arp {gateway.TABLE}", f"delete table arp {gateway.TABLE}"]
         if self.previous:
             lines.append(self.previous)
         return "\n".join(lines) + "\n"
@@ -205,7 +214,7 @@ def change_for(layout: GatewayLayout | None, table: Table, written: str = "") ->
         and table.comment == gateway.comment(layout)
         and table.shape == gateway.shape(layout)
         and (not written or table.content == written)
-    ):
+    ) and table.elements.keys() == sourcemarks.elements(layout.sources).keys():
         forward, backward = sourcemarks.element_changes(layout.sources, table.elements)
         if not forward:
             return None

@@ -6,7 +6,13 @@ from __future__ import annotations
 import shlex
 
 from multihome.core.model import Action, Change, Desired, Route, Rule, Sysctl
-from multihome.render import HEADER, Options, Rendered, dynamic_gateway_notes
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    dynamic_gateway_notes,
+    source_set_notes,
+)
 
 
 def command(change: Change) -> str:
@@ -55,5 +61,6 @@ def script(desired: Desired, options: Options) -> Rendered:
 
         lines += ["nft -f - <<'EOF'", sourcemarks.script(desired.gateway) + "EOF"]
     return Rendered(
-        {"multihome.sh": "\n".join(lines) + "\n"}, tuple(dynamic_gateway_notes(desired))
+        {"multihome.sh": "\n".join(lines) + "\n"},
+        tuple(dynamic_gateway_notes(desired) + source_set_notes(desired)),
     )

@@ -21,6 +21,7 @@ from multihome.render import (
     balancing_notes,
     gateway_files,
     shared_rules,
+    source_set_notes,
     uplink_routes,
     uplink_rules,
 )
@@ -95,5 +96,5 @@ def render(desired: Desired, options: Options) -> Rendered:
     extra = gateway_files(desired)
     return Rendered(
         {"multihome-nmcli.sh": "\n".join(lines), **extra},
-        tuple(notes + balancing_notes(desired)),
+        tuple(notes + balancing_notes(desired) + source_set_notes(desired)),
     )
