@@ -181,10 +181,10 @@ class TableChange:
         if self.layout is None:
             return f"- nftables table {gateway.FAMILY} {gateway.TABLE}"
         if self.elements:  # `add element inet multihome src4_1 { a, b }`, ...
-            sets = sorted({" ".join(line.split(" ")[2:5]) for line in self.elements})
+            names = sorted({" ".join(line.split(" ")[2:5]) for line in self.elements})
             added = sum(line.count(",") + 1 for line in self.elements if line.startswith("add"))
             deleted = sum(line.count(",") + 1 for line in self.elements) - added
-            return f"~ nftables sets {', '.join(sets)}: +{added} -{deleted} elements"
+            return f"~ nftables sets {', '.join(names)}: +{added} -{deleted} elements"
         verb = "~" if self.previous else "+"
         marks = [f"{n} 0x{v:08x}" for n, v in self.layout.marks]
         sets = self.layout.sources.sets if self.layout.sources is not None else ()
