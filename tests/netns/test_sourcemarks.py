@@ -7,13 +7,14 @@ lets the reverse-path check see it. Without src_valid_mark the same packets are 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
 
 from multihome.core.sourcemarks import THRESHOLD
 
-from .helpers import multihome
+from .helpers import ip_json, multihome
 from .test_layout_property import Host, Subnets, built, nft_sets
 
 ECHO = """
@@ -100,3 +101,40 @@ def test_strict_rp_filter_keeps_answering_on_the_second_nic_in_the_nft_form() ->
 
 def sets(ns: str) -> list[dict[str, Any]]:
     return sorted(nft_sets(ns), key=lambda s: str(s["name"]))
+
+
+def test_an_address_coming_and_going_changes_one_set_element_and_no_rule() -> None:
+    """In the nft form an address added to an uplink, or removed, is one element of its set
+    added or deleted (one nft transaction): the rules stay as they are, and so does the
+    table (its chains keep their handles: it was not written again)."""
+    chosen = host()
+    with built(chosen) as server:
+        multihome(server, "apply")
+        rules, handles = ip_json(server, "rule"), chain_handles(server)
+        new = "198.18.100.200"
+        subprocess.run(["ip", "-n", server, "addr", "add", f"{new}/24", "dev", "eth1"], check=True)
+        out = multihome(server, "apply").stdout
+        assert "nftables sets src4_2 of multihome's tables: +1 -0 addresses" in out, out
+        assert "rule" not in out and "table inet" not in out, out
+        assert new in {e for s in sets(server) if s["name"] == "src4_2" for e in s["elem"]}
+        assert ip_json(server, "rule") == rules and chain_handles(server) == handles
+        subprocess.run(["ip", "-n", server, "addr", "del", f"{new}/24", "dev", "eth1"], check=True)
+        out = multihome(server, "apply").stdout
+        assert "+0 -1" in out, out
+        assert new not in {e for s in sets(server) for e in s["elem"]}
+        assert ip_json(server, "rule") == rules and chain_handles(server) == handles
+        assert "no changes" in multihome(server, "plan", "--check").stdout
+
+
+def chain_handles(ns: str) -> list[tuple[str, int]]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(
+        (f"{c['family']} {c['name']}", c["handle"])
+        for item in json.loads(out)["nftables"]
+        if "chain" in item and (c := item["chain"])["table"] == "multihome"
+    )

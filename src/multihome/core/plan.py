@@ -476,17 +476,19 @@ def _source_sets(
     family: Family,
     prefixes: dict[str, list[IPNetwork]],
     notes: list[str],
+    above: int | None,
 ) -> dict[str, SourceSet]:
-    """The uplinks of this family whose addresses are too many prefixes for rules, each with
-    the nft set that selects it instead (sourcemarks.py)."""
+    """The uplinks of this family whose addresses are more prefixes than `above` (None:
+    sourcemarks.THRESHOLD), each with the nft set that selects it instead."""
     from multihome.core.sourcemarks import THRESHOLD
 
-    if all(len(found) <= THRESHOLD for found in prefixes.values()):
+    above = THRESHOLD if above is None else above
+    if all(len(found) <= above for found in prefixes.values()):
         return {}  # (the usual host: sourcemarks is not even imported)
     from multihome.core import sourcemarks
 
     sets, extra = sourcemarks.plan_sources(
-        config.ownership, config.mark_mask, members, family, prefixes
+        config.ownership, config.mark_mask, members, family, prefixes, above
     )
     notes += extra
     return {s.uplink: s for s in sets}
@@ -602,11 +604,14 @@ def plan(
     state: HostState,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    sets_above: int | None = None,
 ) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
     `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
-    keep their tables and source rules, and leave that family's balancing route."""
+    keep their tables and source rules, and leave that family's balancing route.
+    `sets_above`: the prefixes per uplink above which an nft set selects its sources
+    (sourcemarks.THRESHOLD; a test of many rules sets it higher)."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
@@ -655,7 +660,7 @@ def plan(
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
         prefixes = _source_prefixes(state, members, family)
-        marked = _source_sets(config, members, family, prefixes, notes)
+        marked = _source_sets(config, members, family, prefixes, notes, sets_above)
         source_sets += marked.values()
         for uplink in members:
             why = _selection_why(state, uplink, family, prefixes[uplink.name])

@@ -97,12 +97,17 @@ def _table_change(
 ) -> TableChange | None:
     """Gateway mode: what to do to multihome's nftables table (with `refuse`, raises when
     other software uses the bits of the mark mask). Without [gateway] and no table applied,
-    nothing to read; but `remove` looks for the table wherever nft is installed, since an
+    nothing to read; but `remove` looks for the table wherever the kernel has it, since an
     exported script may have made it without apply's record."""
     from multihome.kernel import tools
 
-    if desired.gateway is None and not record.nft_table and not (remove and tools.find("nft")):
-        return None
+    if desired.gateway is None and not record.nft_table:
+        if not remove:
+            return None
+        from multihome.kernel import nftables  # (asked over netlink first: no nft process)
+
+        if nftables.exists() is False or not tools.find("nft"):
+            return None
     from multihome.core import gateway
     from multihome.kernel import nftables
 
@@ -127,7 +132,7 @@ def _remember_table(netns_id: int, table: TableChange) -> None:
 
     if table.layout is None:
         state.remove(netns_id, NFT_CONTENT)
-    else:
+    elif not table.elements:  # (source sets' elements are not in the content: nothing new)
         state.write_json(netns_id, NFT_CONTENT, {"content": nftables.content_now()}, 0o600)
 
 
@@ -178,7 +183,7 @@ def _converge(
     netns_id = namespace.identity()
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
-        host = discover.read_state(decoded)
+        host = discover.read_state(decoded, addresses=not remove)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
         desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)

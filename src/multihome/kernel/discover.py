@@ -100,9 +100,11 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
     return values
 
 
-def read_state(decoded: Decoded | None = None) -> HostState:
+def read_state(decoded: Decoded | None = None, addresses: bool = True) -> HostState:
     """Everything multihome needs to know about this network namespace (`decoded`: what the
-    reads before decoded, for a caller that reads again and again: reader.Decoded)."""
+    reads before decoded, for a caller that reads again and again: reader.Decoded). Without
+    `addresses`, none are read: `remove` needs only what multihome owns (a host's thousands
+    of addresses were most of its reading)."""
     try:
         with Reader(decoded) as rtnl:
             # an interface whose name no file could hold (not UTF-8, control characters:
@@ -115,10 +117,10 @@ def read_state(decoded: Decoded | None = None) -> HostState:
             # sorted by interface, family and address, as comparing the objects would
             found = sorted(
                 (names[a.index], a.order, i, a)
-                for i, a in enumerate(rtnl.addresses())
+                for i, a in enumerate(rtnl.addresses() if addresses else ())
                 if _usable(a) and a.index in names
             )
-            addresses = [_address(name, a) for name, _, _, a in found]
+            read = [_address(name, a) for name, _, _, a in found]
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:
@@ -127,7 +129,7 @@ def read_state(decoded: Decoded | None = None) -> HostState:
         raise MultihomeError(f"cannot read the routing state: {error}") from None
     return HostState(
         interfaces=tuple(interfaces),
-        addresses=tuple(addresses),
+        addresses=tuple(read),
         routes=tuple(routes),
         rules=tuple(rules),
         sysctls=_sysctls(interfaces),

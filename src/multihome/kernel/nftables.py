@@ -11,10 +11,13 @@ Reading (`nft -j list ...`) is here too, for the plan and the overlap check.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 from typing import Any
 
@@ -55,6 +58,38 @@ class Table:
         return found.group(1) if found else ""
 
 
+# nfnetlink (<linux/netfilter/nfnetlink.h>, nf_tables.h): a GETTABLE request for one table
+NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 12, 10, 0, 1
+NFTA_TABLE_NAME, NLMSG_ERROR, NLM_F_REQUEST = 1, 2, 1
+NFPROTO = {"inet": 1, "arp": 3}
+
+
+def exists() -> bool | None:
+    """Whether multihome's table (inet, or its ARP table) is in the kernel, asked over
+    netlink: `remove` on a host that never had one (most hosts) then spawns no nft, whose
+    `nft -j list ruleset` alone took a third of its time. None: the kernel would not say
+    (no nf_tables, no permission)."""
+    name = gateway.TABLE.encode() + b"\0"
+    attribute = struct.pack("=HH", 4 + len(name), NFTA_TABLE_NAME) + name
+    attribute += b"\0" * (-len(attribute) % 4)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            sock.settimeout(TIMEOUT)
+            for seq, family in enumerate(NFPROTO.values(), start=1):
+                body = struct.pack("=BBH", family, 0, 0) + attribute
+                kind = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
+                sock.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
+                reply = sock.recv(65536)
+                _, answer = struct.unpack_from("=IH", reply)
+                if answer == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE:
+                    return True
+                if answer != NLMSG_ERROR or struct.unpack_from("=i", reply, 16)[0] != -errno.ENOENT:
+                    return None
+    except OSError:
+        return None
+    return False
+
+
 def ruleset() -> Any:
     """`nft -j list ruleset`, parsed (read only)."""
     result = _run(["-j", "list", "ruleset"])
@@ -74,14 +109,23 @@ def ruleset() -> Any:
 
 
 def current(rules: Any) -> Table:
-    """multihome's table, if the parsed ruleset has it."""
-    for item in rules.get("nftables", []):
-        table = item.get("table") if isinstance(item, dict) else None
-        if table and table.get("family") == gateway.FAMILY and table.get("name") == gateway.TABLE:
-            return Table(
-                True, listing(), gateway.live_shape(rules), content(rules), source_elements(rules)
-            )
-    return Table(False)
+    """multihome's table, if the parsed ruleset has it (or its ARP table: sourcemarks.py)."""
+    families = {
+        table.get("family")
+        for item in rules.get("nftables", [])
+        if isinstance(item, dict)
+        and isinstance(table := item.get("table"), dict)
+        and table.get("name") == gateway.TABLE
+    }
+    if not families & {gateway.FAMILY, "arp"}:
+        return Table(False)
+    return Table(
+        True,
+        listing(gateway.FAMILY in families, "arp" in families),
+        gateway.live_shape(rules),
+        content(rules),
+        source_elements(rules),
+    )
 
 
 def _is_source_set(body: dict[str, Any]) -> bool:
@@ -152,14 +196,15 @@ def content_now() -> str:
         return ""
 
 
-def listing() -> str:
+def listing(inet: bool = True, arp: bool = False) -> str:
     """The table as `nft list table inet multihome` prints it ("" when there is none), and
-    its ARP table after it where there is one (sourcemarks.py)."""
-    result = _run(["list", "table", gateway.FAMILY, gateway.TABLE])
-    if result.returncode != 0:
-        return ""
-    arp = _run(["list", "table", "arp", gateway.TABLE])
-    return result.stdout + (arp.stdout if arp.returncode == 0 else "")
+    with `arp` its ARP table after it (sourcemarks.py)."""
+    text = ""
+    for family, wanted in ((gateway.FAMILY, inet), ("arp", arp)):
+        result = _run(["list", "table", family, gateway.TABLE]) if wanted else None
+        if result is not None and result.returncode == 0:
+            text += result.stdout
+    return text
 
 
 @record(frozen=True)
@@ -181,10 +226,14 @@ class TableChange:
         if self.layout is None:
             return f"- nftables table {gateway.FAMILY} {gateway.TABLE}"
         if self.elements:  # `add element inet multihome src4_1 { a, b }`, ...
-            names = sorted({" ".join(line.split(" ")[2:5]) for line in self.elements})
-            added = sum(line.count(",") + 1 for line in self.elements if line.startswith("add"))
-            deleted = sum(line.count(",") + 1 for line in self.elements) - added
-            return f"~ nftables sets {', '.join(names)}: +{added} -{deleted} elements"
+            names = sorted({line.split(" ")[4] for line in self.elements})
+            inet = [line for line in self.elements if line.split(" ")[2] == gateway.FAMILY]
+            added = sum(line.count(",") + 1 for line in inet if line.startswith("add"))
+            deleted = sum(line.count(",") + 1 for line in inet) - added
+            return (
+                f"~ nftables sets {', '.join(names)} of multihome's tables: +{added} -{deleted}"
+                " addresses"
+            )
         verb = "~" if self.previous else "+"
         marks = [f"{n} 0x{v:08x}" for n, v in self.layout.marks]
         sets = self.layout.sources.sets if self.layout.sources is not None else ()
