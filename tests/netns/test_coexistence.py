@@ -491,8 +491,7 @@ def test_keepalived_virtual_address(build: Build) -> None:
     def failover() -> None:  # this node becomes MASTER, then BACKUP again
         before = owned(server)
         sh(server, f"addr add {vip}/32 dev eth1")
-        # (rule 3 selects it; eth1's subnet is its own, so it needs no rule 1)
-        assert selects(server, vip, 1002) and not selectors(server, 1000)
+        assert selects(server, vip, 1000) and selects(server, vip, 1002)
         assert fetch(client, [vip], count=2) == {vip: 2}
         code, found = doctor(server)
         assert (code, found) == (0, set())
@@ -614,10 +613,8 @@ def test_ipv6_slaac_temporary_and_deprecated_addresses(build: Build) -> None:
     with served:
         coexist(net, {}, works, before=before)
         multihome(server, "apply")
-        # the addresses outgoing connections use, and the deprecated one, have their rule
-        # (rule 3: eth1's /64 is its own, so main's on-link route serves for rule 1)
-        assert all(selects(server, a, 1002) for a in (stable, temporary, deprecated))
-        assert not any(selects(server, a, 1000) for a in (stable, temporary, deprecated))
+        # the addresses outgoing connections use, and the deprecated one, have their rules
+        assert all(selects(server, a, 1000) for a in (stable, temporary, deprecated))
         for address in (temporary, deprecated):
             route = ip_json(server, "route", "get", "2001:db8:ff::100", "from", address)[0]
             assert route["dev"] == "eth1", route

@@ -450,40 +450,6 @@ def _source_prefixes(
     return found
 
 
-def _alone_on_its_subnets(state: HostState, members: list[Uplink], family: Family) -> set[str]:
-    """The uplinks (with a gateway) whose rule 1 (`from P lookup T suppress_prefixlength 0`)
-    changes no lookup: no other interface has an address in their subnets, and main routes
-    each of those subnets by the uplink alone (the kernel's prefix route), so that main's
-    own on-link route, at rule 2, sends their on-link replies by the uplink already. One
-    rule fewer for every lookup: measured with bench/bench_datapath.py (own subnets, 20
-    addresses, UDP sendto/s from the last address)."""
-    everyone = sorted((int(a.ip), a.ifname) for a in state.addresses if a.family == family)
-    values = [value for value, _ in everyone]
-    main: dict[IPNetwork, set[str]] = {}
-    for route in state.routes:
-        if route.table == TABLE_MAIN and route.family == family and not route.is_default:
-            main.setdefault(route.dst, set()).update(route.devices())
-    found = set()
-    for uplink in members:
-        if uplink.gateway(family) is None:
-            continue  # (its rule 1 is all it has)
-        networks = [n for _, n in uplink.networks_in(family) if n.prefixlen < n.max_prefixlen]
-        if networks and all(
-            main.get(n) == {uplink.name}
-            and all(
-                name == uplink.name
-                for _, name in everyone[
-                    bisect_left(values, int(n.network_address)) : bisect_right(
-                        values, int(n.broadcast_address)
-                    )
-                ]
-            )
-            for n in networks
-        ):
-            found.add(uplink.name)
-    return found
-
-
 def _selection_why(
     state: HostState, uplink: Uplink, family: Family, prefixes: list[IPNetwork]
 ) -> str:
@@ -707,10 +673,7 @@ def plan(
             if why not in reasons[uplink.name]:
                 reasons[uplink.name].append(why)
         protocol = ownership.protocol
-        alone = _alone_on_its_subnets(state, members, family)
         for uplink in members:
-            if uplink.name in alone:
-                continue  # main routes its on-link replies by it already: no rule 1
             rules += [
                 Rule(family, on_link, uplink.table, p, 0, protocol) for p in prefixes[uplink.name]
             ]
