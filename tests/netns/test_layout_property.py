@@ -279,14 +279,20 @@ def test_interleaved_hosts_in_the_nft_form_route_every_address_by_its_uplink(hos
 def nft_sets(ns: str) -> list[dict[str, Any]]:
     """multihome's source sets, as `nft -j list ruleset` reports them (the independent
     reader), in its inet table."""
+    return [
+        item["set"]
+        for item in nft_ruleset(ns)
+        if "set" in item and item["set"]["table"] == "multihome" and item["set"]["family"] == "inet"
+    ]
+
+
+def nft_ruleset(ns: str) -> list[dict[str, Any]]:
+    """`nft -j list ruleset` in the namespace: its items."""
     out = subprocess.run(
         ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [
-        item["set"]
-        for item in json.loads(out)["nftables"]
-        if "set" in item and item["set"]["table"] == "multihome" and item["set"]["family"] == "inet"
-    ]
+    items: list[dict[str, Any]] = json.loads(out)["nftables"]
+    return items

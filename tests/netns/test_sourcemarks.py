@@ -7,7 +7,6 @@ lets the reverse-path check see it. Without src_valid_mark the same packets are 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from multihome.core.sourcemarks import THRESHOLD
 
 from .helpers import ip_json, multihome
-from .test_layout_property import Host, Subnets, built, nft_sets
+from .test_layout_property import Host, Subnets, built, nft_ruleset, nft_sets
 
 ECHO = """
 import socket, sys
@@ -127,14 +126,8 @@ def test_an_address_coming_and_going_changes_one_set_element_and_no_rule() -> No
 
 
 def chain_handles(ns: str) -> list[tuple[str, int]]:
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
     return sorted(
         (f"{c['family']} {c['name']}", c["handle"])
-        for item in json.loads(out)["nftables"]
+        for item in nft_ruleset(ns)
         if "chain" in item and (c := item["chain"])["table"] == "multihome"
     )
