@@ -7,6 +7,9 @@ lets the reverse-path check see it. Without src_valid_mark the same packets are 
 
 from __future__ import annotations
 
+import json
+import shlex
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -131,3 +134,29 @@ def chain_handles(ns: str) -> list[tuple[str, int]]:
         for item in nft_ruleset(ns)
         if "chain" in item and (c := item["chain"])["table"] == "multihome"
     )
+
+
+def test_without_nft_the_uplinks_keep_rules_and_a_note_says_why() -> None:
+    """A host without nft(8) (here hidden by /dev/null bound over it, in a mount namespace
+    of this command's own) plans the rules form for every uplink, and says so."""
+    chosen = host()
+    nft = shutil.which("nft")
+    assert nft is not None
+    with built(chosen) as server:
+        hidden = f'mount --bind /dev/null {shlex.quote(nft)} && exec "$@"'
+        out = subprocess.run(
+            [
+                *("unshare", "-m", "--propagation", "private", "sh", "-c", hidden, "sh"),
+                *(sys.executable, "-m", "multihome", "--netns", server, "plan", "--json"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        planned = json.loads(out)
+        assert any("nft is not installed" in note for note in planned["notes"]), planned["notes"]
+        assert all(not u["source_sets"] for u in planned["uplinks"])
+        rules = [c for c in planned["changes"] if c["kind"] == "rule"]
+        assert len(rules) == 1 + 2 * len(chosen.families[0].addresses), rules
+        assert planned["nftables"] is None

@@ -11,7 +11,7 @@ from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.diff import diff
 from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.core.plan import plan
-from multihome.core.records import record
+from multihome.core.records import record, replace
 from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.host import configfile as config_file
 from multihome.host import state
@@ -65,13 +65,42 @@ def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only; other software's marks are the doctor's to report,
     and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
-    desired = plan(cfg, host)
+    desired = _planned(cfg, host)
     changes = tuple(diff(desired, host, record.sysctl_originals))
     try:
         table = _table_change(cfg, host, desired, record, refuse=False)
     except PrivilegeError:
         return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,))
     return Outcome(cfg, host, desired, changes, table=table)
+
+
+# where nft is missing, the nft form's uplinks keep their prefix rules (a rule each, slower,
+# but working): no uplink has as many prefixes as this
+NO_SETS = 2**32
+
+
+def _planned(
+    cfg: Config,
+    host: HostState,
+    down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
+) -> Desired:
+    """plan(), with the rules form for every uplink where nft(8) is not installed and only
+    the nft form of source selection needed it (sourcemarks.py), said in a note."""
+    desired = plan(cfg, host, down, down6)
+    layout = desired.gateway
+    if layout is None or layout.sources is None or layout.marks:
+        return desired
+    from multihome.kernel import tools
+
+    if tools.find("nft") is not None:
+        return desired
+    desired = plan(cfg, host, down, down6, sets_above=NO_SETS)
+    note = (
+        "nft is not installed: the uplinks whose addresses need more prefixes than rules"
+        " serve well keep a rule pair per prefix (slower lookups); apt-get install nftables"
+    )
+    return replace(desired, notes=(*desired.notes, note))
 
 
 class MarkOverlapError(MultihomeError):
@@ -186,7 +215,7 @@ def _converge(
         host = discover.read_state(decoded, addresses=not remove)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6)
+        desired = Desired(cfg.ownership) if remove else _planned(cfg, host, down, down6)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record, remove=remove)
@@ -347,7 +376,7 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
     return Outcome(
         cfg,
         host,
-        plan(cfg, host),
+        _planned(cfg, host),
         (),
         watch_pid=pid,
         by_watch=tuple(str(line) for line in answer.get("changes", ())),
