@@ -94,24 +94,30 @@ def netns_python(ns: str, code: str, *args: str) -> str:
     ).stdout
 
 
+def start_servers(ns: str) -> list[subprocess.Popen[str]]:
+    """The echo server of the connections and the sink of the stream, in namespace `ns`."""
+    procs: list[subprocess.Popen[str]] = []
+    for argv in (
+        [sys.executable, "-m", "multihome.lab.gateway_workload", "server", "--netns", ns],
+        ["ip", "netns", "exec", ns, sys.executable, "-c", SINK],
+    ):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None and "ready" in proc.stdout.readline()
+    return procs
+
+
 def measure(
     net: Network, mode: str, config: str, args: argparse.Namespace
 ) -> tuple[float, float, list[float], list[float]]:
     router, client, server = net.ns("router"), net.ns("client"), net.ns("server")
     multihome = [sys.executable, "-m", "multihome", "--netns", router, "-c", config]
     nat = ["ip", "netns", "exec", router, "nft"]
-    workload = [sys.executable, "-m", "multihome.lab.gateway_workload"]
     procs: list[subprocess.Popen[str]] = []
     applied: list[float] = []
     removed: list[float] = []
     try:
-        for argv in (
-            [*workload, "server", "--netns", server],
-            ["ip", "netns", "exec", server, sys.executable, "-c", SINK],
-        ):
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-            procs.append(proc)
-            assert proc.stdout is not None and "ready" in proc.stdout.readline()
+        procs += start_servers(server)
         if mode == "plain NAT":
             subprocess.run([*nat, "-f", "-"], input=PLAIN_NAT, text=True, check=True)
         else:

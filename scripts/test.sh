@@ -29,6 +29,9 @@ done
 # build Docker's, wg-quick's and kube-proxy's nftables tables
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
+# ... and read the firewall as Docker, libvirt and kube-proxy write it: iptables-nft rules
+# (iptables-save), which `nft -j` shows only as opaque xt expressions
+command -v iptables-save >/dev/null || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]} (apt)"
     apt-get update -qq

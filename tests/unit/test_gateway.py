@@ -220,7 +220,6 @@ def test_doctor_forwarding_checks() -> None:
     from multihome.core import gateway_doctor
 
     state = router()
-    desired = plan(parse("", "m.toml"), router())
     numgen_snat = _nft_rule(
         "rrsnat",
         [{"snat": {"addr": {"map": {"key": {"numgen": {"mode": "inc", "mod": 2}}, "data": {"set": [[0, "192.0.2.10"], [1, "192.0.2.42"]]}}}}}],
@@ -228,26 +227,118 @@ def test_doctor_forwarding_checks() -> None:
     single_snat = _nft_rule("fixed", [{"snat": {"addr": "192.0.2.10"}}])
     flowtable = {"flowtable": {"family": "inet", "table": "f", "name": "ft", "dev": ["eth0", "eth1"]}}
     mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
-    dnat = _nft_rule("portfwd", [{"dnat": {"addr": "198.18.0.10", "port": 8080}}])
-    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle, dnat]}
-    found = {f.check: f for f in gateway_doctor.findings(state, desired, ruleset, 0x0F000000, False, 77)}
-    assert set(found) == {"forwarding-one-uplink", "snat-several-addresses", "mark-overlap", "flowtable"}
-    assert "dev eth0" in found["forwarding-one-uplink"].summary
-    assert "port forwards (DNAT) in table ip portfwd" in found["forwarding-one-uplink"].evidence
-    # masquerade alone is symmetric: not reported
-    without_dnat = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
-    checks = {f.check for f in gateway_doctor.findings(state, desired, without_dnat, 0x0F000000, False, 77)}
-    assert "forwarding-one-uplink" not in checks
+    ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
+    found = {f.check: f for f in gateway_doctor.findings(state, ruleset, 0x0F000000, False, 77)}
+    assert set(found) == {"snat-several-addresses", "mark-overlap", "flowtable"}
     assert "table ip rrsnat" in found["snat-several-addresses"].summary
     assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
     # not forwarding: none of this applies
-    assert gateway_doctor.findings(router(forwarding="0"), desired, ruleset, 0x0F000000, False, 77) == []
-    # gateway mode applied (multihome's fwmark rules present): forwarding is balanced
-    applied = plan(parse(ROUTER, "m.toml"), state)
-    with_rules = router()
-    object.__setattr__(with_rules, "rules", applied.rules)
-    checks = {f.check for f in gateway_doctor.findings(with_rules, applied, {"nftables": []}, 0x0F000000, True, 77)}
-    assert checks == set()
+    assert gateway_doctor.findings(router(forwarding="0"), ruleset, 0x0F000000, False, 77) == []
+    assert not gateway_doctor.findings(state, {"nftables": []}, 0x0F000000, True, 77)
+
+
+def test_doctor_port_forward_replies_by_the_route_the_kernel_gives() -> None:
+    """forwarding-one-uplink comes from the lookup a forwarded reply gets, with the mark the
+    kernel would restore on it: a finding only when it leaves by another uplink."""
+    from multihome.core import firewall, gateway_doctor
+    from multihome.core.model import Lookup
+
+    state = router()
+    save = (
+        "*nat\n-A PREROUTING -i eth1 -p tcp -m tcp --dport 8080 -j DNAT"
+        " --to-destination 198.18.0.10:8080\n-A PREROUTING -i eth0 -p tcp -m tcp --dport 22"
+        " -j DNAT --to-destination 192.0.2.20:22\nCOMMIT\n"
+    )
+    found = firewall.read([(firewall.Source.IPTABLES_NFT, 4, save)], None)
+    probes = gateway_doctor.reply_probes(state, ["eth0", "eth1"], found, None)
+    # the DNAT to eth0's own subnet is not a port forward to a local bridge
+    assert [(p.uplink, p.device, str(p.src), p.mark) for p in probes] == [
+        ("eth1", "lan0", "198.18.0.10", 0)
+    ]
+    probe = probes[0]
+    gw0 = ipaddress.ip_address("192.0.2.1")
+    leaks = {probe.key: Lookup(probe.dst, probe.src, "eth0", gw0, 254, iif="lan0")}
+    (finding,) = gateway_doctor.findings(
+        state, None, 0x0F000000, False, 77, found, (probes, leaks)
+    )
+    assert finding.check == "forwarding-one-uplink"
+    assert finding.summary == "replies to port forwards on eth1 leave by eth0"
+    assert any("iptables-nft, table nat, chain PREROUTING" in e for e in finding.evidence)
+    assert any("iif lan0 mark 0x0 -> " in e and "dev eth0" in e for e in finding.evidence)
+    assert "multihome apply" in finding.fix
+    gw1 = ipaddress.ip_address("192.0.2.33")
+    right = {probe.key: Lookup(probe.dst, probe.src, "eth1", gw1, 101, iif="lan0")}
+    assert gateway_doctor.findings(state, None, 0x0F000000, False, 77, found, (probes, right)) == []
+    # with multihome's table live, the lookup carries eth1's mark
+    live = plan(parse("", "m.toml"), state, firewall=found).gateway
+    assert live is not None
+    (marked,) = gateway_doctor.reply_probes(state, ["eth0", "eth1"], found, live)
+    assert marked.mark == 0x02000000
+
+
+def test_pinning_is_planned_from_the_firewall() -> None:
+    """Host mode pins inbound forwarded connections where a DNAT leads to a local
+    interface that is not an uplink; the reasons name the rule; nothing else changes."""
+    from multihome.core import firewall
+
+    state = router()
+    docker = (
+        "*nat\n:DOCKER - [0:0]\n-A DOCKER ! -i lan0 -p tcp -m tcp --dport 8080 -j DNAT"
+        " --to-destination 198.18.0.2:80\nCOMMIT\n"
+    )
+    found = firewall.read([(firewall.Source.IPTABLES_NFT, 4, docker)], None)
+    desired = plan(parse("", "m.toml"), state, firewall=found)
+    assert desired.pinning == (
+        "eth0, eth1: DNAT to lan0 found (iptables-nft, table nat, chain DOCKER)",
+    )
+    layout = desired.gateway
+    assert layout is not None and layout.pin_forwarded and layout.lan == ()
+    assert layout.marks == (("eth0", 0x01000000), ("eth1", 0x02000000))
+    fwmarks = [(r.fwmark, r.fwmask, r.table, r.priority) for r in desired.rules if r.fwmark]
+    assert fwmarks == [(0x01000000, 0x0F000000, 100, 1002), (0x02000000, 0x0F000000, 101, 1002)]
+    assert gateway.SRC_VALID_MARK in {s.path for s in desired.sysctls}
+    text = gateway.table_text(layout)
+    assert "chain forward {" in text and "hook forward priority mangle" in text
+    assert "chain output" not in text and "masquerade" not in text and "chain nat" not in text
+    assert 'iifname "eth1" ct mark set ct mark & 0xf0ffffff | 0x02000000' in text
+    # without the firewall, without forwarding, with pin_inbound = false: no pinning
+    without = plan(parse("", "m.toml"), state)
+    assert without.gateway is None and not without.pinning
+    assert plan(parse("", "m.toml"), router(forwarding="0"), firewall=found).gateway is None
+    off = plan(parse("[multihome]\npin_inbound = false\n", "m.toml"), state, firewall=found)
+    assert off.gateway is None and not off.pinning
+    assert [r for r in off.rules if r.fwmark] == []
+    # a firewall that could not be read (not root): nothing planned, and a note says why
+    unread = plan(parse("", "m.toml"), state, firewall=firewall.read([], None, (), ["iptables-save"]))
+    assert unread.gateway is None and (
+        "inbound pinning: iptables-save could not be read (run as root to see its port forwards)"
+        in unread.notes
+    )
+    # gateway mode's table pins inbound connections itself: no second layout
+    gw = plan(parse(ROUTER, "m.toml"), state, firewall=found)
+    assert gw.gateway is not None and not gw.gateway.pin_forwarded and not gw.pinning
+
+
+def test_pinning_left_out_on_a_mark_overlap_with_a_note() -> None:
+    from multihome.core import firewall
+
+    state = router()
+    save = (
+        "*nat\n-A PREROUTING -i eth1 -j DNAT --to-destination 198.18.0.10\nCOMMIT\n"
+        "*mangle\n-A PREROUTING -j CONNMARK --set-xmark 0x2000000/0x3000000\nCOMMIT\n"
+    )
+    found = firewall.read([(firewall.Source.IPTABLES_NFT, 4, save)], None)
+    desired = plan(parse("", "m.toml"), state, firewall=found)
+    assert desired.gateway is None and not desired.pinning
+    assert not [r for r in desired.rules if r.fwmark]
+    (note,) = [n for n in desired.notes if "pinning" in n]
+    assert "inbound pinning left out" in note and "CONNMARK --set-xmark 0x2000000/0x3000000" in note
+    assert "[multihome] mark_mask" in note
+    moved = plan(parse("[multihome]\nmark_mask = 0x00F00000\n", "m.toml"), state, firewall=found)
+    assert moved.gateway is not None and moved.pinning == (
+        "eth1: DNAT to lan0 found (iptables-nft, table nat, chain PREROUTING)",
+    )
+    assert moved.gateway.marks == (("eth1", 0x00200000),)
 
 
 def test_persistence_carries_gateway_mode(tmp_path: Any) -> None:

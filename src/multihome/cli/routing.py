@@ -64,6 +64,9 @@ def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
         lines += [
             f"    -{r.family.version} {r.ip_args()}" for r in owned_routes if r.table == number
         ]
+    if desired.pinning:
+        lines += ["", "Inbound pinning (port forwards answer through the uplink they came in on)"]
+        lines += [f"  {reason}" for reason in desired.pinning]
     if desired.notes:
         lines += ["", "Notes"] + [f"  {n}" for n in desired.notes]
     return lines
@@ -99,6 +102,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "uplinks": desired.uplinks,
                 "rules": [{**plain(r), "owned": own.owns_rule(r)} for r in host.rules],
                 "owned_routes": own.owned(host)[1],
+                "pinning": desired.pinning,
                 "notes": desired.notes,
             }
         )
@@ -123,6 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "uplinks": outcome.desired.uplinks,
                 "changes": [change_json(c) for c in changes],
                 "nftables": nft.script() if nft else None,
+                "pinning": outcome.desired.pinning,
                 "notes": outcome.desired.notes,
             }
         )
@@ -135,6 +140,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if outcome.desired.uplinks:
             print("\n".join(table(uplink_rows(outcome.desired), indent="")))
             print()
+        for reason in outcome.desired.pinning:
+            print(f"inbound pinning: {reason}")
         for note in outcome.desired.notes:
             print(f"note: {note}")
         if changes or nft:
@@ -160,13 +167,18 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
                 "changes": [change_json(c) for c in changes],
                 "nftables": nft.describe() if nft else None,
                 "uplinks": outcome.desired.uplinks,
+                "pinning": outcome.desired.pinning,
+                "remarked": outcome.remarked,
                 "notes": outcome.desired.notes,
                 "warnings": outcome.warnings,
             }
         )
         return EXIT_OK
+    for reason in outcome.desired.pinning:
+        print(f"inbound pinning: {reason}")
     for note in outcome.desired.notes:
         print(f"note: {note}")
+    _print_remarked(outcome)
     for warning in outcome.warnings:
         print(f"multihome: warning: {warning}", file=sys.stderr)
     if not outcome.changed:
@@ -180,6 +192,16 @@ def _report(outcome: operations.Outcome, args: argparse.Namespace, verb: str) ->
     return EXIT_OK
 
 
+def _print_remarked(outcome: operations.Outcome) -> None:
+    if outcome.remarked:  # (0 on every apply after the first: not worth a line)
+        print(
+            f"inbound pinning: re-marked {count(outcome.remarked, 'port-forwarded connection')}"
+            " open before apply, so that replies leave by the uplink they came in on (conntrack)"
+        )
+    for warning in outcome.warnings if outcome.watch_pid else ():
+        print(f"multihome: warning: {warning}", file=sys.stderr)
+
+
 def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb: str) -> int:
     """The running `multihome watch` did the work (it owns the routing): what it changed."""
     by = f"multihome watch (pid {outcome.watch_pid})"
@@ -191,12 +213,14 @@ def _report_by_watch(outcome: operations.Outcome, args: argparse.Namespace, verb
                 "changed": outcome.changed,
                 "changes": [],
                 "by_watch": {"pid": outcome.watch_pid, "changes": outcome.by_watch},
+                "remarked": outcome.remarked,
                 "warnings": outcome.warnings,
             }
         )
         return EXIT_OK
     for line in outcome.by_watch:
         print(f"  {line}")
+    _print_remarked(outcome)
     if not outcome.changed:
         print(f"{verb}: handed to {by}: nothing to do, the kernel already matches")
     else:

@@ -18,19 +18,28 @@ nftables table (`table inet multihome`) makes conntrack remember it:
 Marks are written only inside the mask (`meta mark set meta mark & ~M | V`): nftables cannot
 copy masked bits from ct mark to meta mark, so each uplink has its own restore rule.
 Only IPv4 is marked (no NAT66; IPv6 prefix delegation routes by source prefix).
+
+Host mode's inbound pinning (plan_pinning) is the same table without a LAN side, for a host
+whose port forwards (DNAT to docker0, virbr0, cni0: core/firewall.py reads them) would
+otherwise answer through main's default route: prerouting restores the mark (and tags a new
+connection's first packet, for strict rp_filter), and a forward-hook chain pins each new
+forwarded connection from an uplink to it, so local sockets keep the source rules.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
+from multihome.core import firewall
 from multihome.core.config import Config, Sticky
 from multihome.core.model import (
+    TABLE_MAIN,
     Family,
     GatewayLayout,
     HostState,
+    IPAddress,
     Rule,
     Sysctl,
     Uplink,
@@ -45,7 +54,8 @@ MULTIPATH_HASH = "net/ipv4/fib_multipath_hash_policy"
 # flow: layer-4 hash (each new connection may take another uplink); host-pair: layer-3 hash
 # (source and destination address only: one inner host and one remote host share an uplink)
 HASH_POLICY = {Sticky.FLOW: "1", Sticky.HOST_PAIR: "0"}
-ALL = 0xFFFFFFFF
+ALL = firewall.ALL
+walk = firewall.walk  # (gateway_doctor and the tests walk nft expressions by this name)
 
 
 def mark(mask: int, uplink_id: int) -> int:
@@ -98,7 +108,7 @@ def plan_gateway(
                 hint=f"rename it: ip link set dev {name!r} name NEWNAME",
             )
     mask = config.mark_mask
-    capacity = mask // (mask & -mask)
+    capacity = _capacity(mask)
     # An uplink's id comes from its table, not its place in the list: when another uplink
     # leaves (its link went down), the others keep their marks and so their connections.
     marks = []
@@ -113,19 +123,7 @@ def plan_gateway(
                 hint="use a wider mark_mask, or tables at the start of [multihome] table_range",
             )
         marks.append((u.name, mark(mask, uplink_id)))
-    rules = [
-        Rule(
-            Family.INET,
-            priority,
-            u.table,
-            None,
-            None,
-            own.protocol,
-            fwmark=value,
-            fwmask=mask,
-        )
-        for u, (_, value) in zip(members, marks, strict=True)
-    ]
+    rules = _fwmark_rules(config, [u.table for u in members], marks, priority)
     sysctls = [
         Sysctl(SRC_VALID_MARK, "1"),
         Sysctl(MULTIPATH_HASH, HASH_POLICY[gateway.sticky]),
@@ -141,6 +139,147 @@ def plan_gateway(
         host_pair=gateway.sticky is Sticky.HOST_PAIR,
     )
     return rules, sysctls, layout
+
+
+def _capacity(mask: int) -> int:
+    return mask // (mask & -mask)
+
+
+def _fwmark_rules(
+    config: Config, tables: list[int], marks: list[tuple[str, int]], priority: int
+) -> list[Rule]:
+    """`fwmark V_i/M lookup T_i`, one per uplink (tables and marks in the same order)."""
+    return [
+        Rule(
+            Family.INET,
+            priority,
+            table,
+            None,
+            None,
+            config.ownership.protocol,
+            fwmark=value,
+            fwmask=config.mark_mask,
+        )
+        for table, (_, value) in zip(tables, marks, strict=True)
+    ]
+
+
+def local_target(state: HostState, address: IPAddress, uplinks: set[str]) -> str | None:
+    """The local interface a DNAT destination is reached by (main's most specific route to
+    it, or the subnet of an interface's address), when that is not an uplink and the address
+    is not the host's own; else None."""
+    if address.version != 4 or any(a.ip.ip == address for a in state.addresses):
+        return None
+    best: tuple[int, str] | None = None
+    candidates = [
+        (r.dst, r.devices()[0])
+        for r in state.routes
+        if r.table == TABLE_MAIN and r.family is Family.INET and not r.is_default and r.devices()
+    ]
+    candidates += [(a.ip.network, a.ifname) for a in state.addresses if a.family is Family.INET]
+    for network, device in candidates:
+        if address in network and (best is None or network.prefixlen > best[0]):
+            best = (network.prefixlen, device)
+    if best is None or best[1] in uplinks:
+        return None
+    return best[1]
+
+
+def pinning_reasons(
+    state: HostState, uplinks: Iterable[str], found: firewall.Firewall
+) -> dict[str, list[str]]:
+    """Why pinning is wanted, per uplink: the DNAT rules (iptables or nft) that send
+    connections arriving on it to a local interface that is not an uplink, as
+    "DNAT to docker0 found (iptables-nft, table nat, chain DOCKER)"."""
+    names = list(uplinks)
+    reasons: dict[str, list[str]] = {}
+    for rule in found.dnat():
+        address = rule.address
+        target = local_target(state, address, set(names)) if address else None
+        if target is None:
+            continue
+        why = f"DNAT to {target} found ({rule.where})"
+        for name in names:
+            if rule.matches_in(name) and why not in reasons.setdefault(name, []):
+                reasons[name].append(why)
+    return {name: whys for name, whys in reasons.items() if whys}
+
+
+def plan_pinning(
+    config: Config,
+    state: HostState,
+    uplinks: list[Uplink],
+    found: firewall.Firewall | None,
+    priority: int,
+) -> tuple[list[Rule], list[Sysctl], GatewayLayout | None, list[str], list[str]]:
+    """Host mode's inbound pinning: on a host that forwards and has destination NAT to a
+    local interface that is not an uplink (docker0, virbr0, cni0, a hand-made port forward),
+    each new forwarded connection from an uplink is pinned to it (ct mark) and its replies
+    are routed by that mark (`fwmark V_i/M lookup T_i` after main's specific routes).
+    Returns the rules, sysctls, the table's layout (None: no pinning), notes (why it was
+    left out) and reasons (why it is on, one line per set of uplinks and rule). Never
+    raises: what stands in its way is a note."""
+    if (
+        not config.pin_inbound
+        or config.gateway is not None  # gateway mode's table pins inbound connections itself
+        or found is None
+        or state.sysctls.get(FORWARDING) != "1"
+    ):
+        return [], [], None, [], []
+    members = [u for u in uplinks if u.addresses_in(Family.INET)]
+    wanted = pinning_reasons(state, (u.name for u in members), found)
+    if len(members) < 2:
+        return [], [], None, [], []
+    if not wanted:
+        unread = [
+            f"{name} could not be read (run as root to see its port forwards)"
+            for name in found.unreadable
+        ]
+        return [], [], None, [f"inbound pinning: {'; '.join(unread)}"] if unread else [], []
+    grouped: dict[str, list[str]] = {}
+    for name, whys in wanted.items():
+        for why in whys:
+            grouped.setdefault(why, []).append(name)
+    reasons = [f"{', '.join(names)}: {why}" for why, names in grouped.items()]
+    mask = config.mark_mask
+    users = rule_mark_users(state.rules, mask, config.ownership.protocol)
+    users += found.mark_users(mask)
+    if users:
+        note = (
+            f"inbound pinning left out: other software uses bits of mark_mask 0x{mask:08X}"
+            f" ({'; '.join(users)}), so replies to port forwards on the other uplinks still"
+            " leave by main's default route; fix: set [multihome] mark_mask to bits nobody"
+            " else uses (e.g. 0x00F00000), or pin_inbound = false to silence this"
+        )
+        return [], [], None, [note], []
+    notes: list[str] = []
+    marks: list[tuple[str, int]] = []
+    for u in members:
+        if u.name not in wanted:
+            continue
+        uplink_id = u.table - config.ownership.table_min + 1
+        if not 1 <= uplink_id <= _capacity(mask):
+            notes.append(
+                f"{u.name}: not pinned, its table {u.table} gives mark id {uplink_id}, beyond"
+                f" mark_mask 0x{mask:08X} ({_capacity(mask)} ids); use a wider mark_mask"
+            )
+        elif '"' in u.name or "\\" in u.name:
+            notes.append(f"{u.name!r}: not pinned, nftables cannot quote its name")
+        else:
+            marks.append((u.name, mark(mask, uplink_id)))
+    if not marks:
+        return [], [], None, notes, []
+    by_name = {u.name: u for u in members}
+    rules = _fwmark_rules(config, [by_name[name].table for name, _ in marks], marks, priority)
+    layout = GatewayLayout(
+        lan=(),
+        marks=tuple(marks),
+        mask=mask,
+        masquerade=False,
+        flush_on_down=False,
+        pin_forwarded=True,
+    )
+    return rules, [Sysctl(SRC_VALID_MARK, "1")], layout, notes, reasons
 
 
 # -- the nftables table --------------------------------------------------------------------
@@ -191,7 +330,7 @@ def _body(layout: GatewayLayout) -> list[str]:
     keep = ALL & ~layout.mask
     m = f"0x{layout.mask:08x}"
     k = f"0x{keep:08x}"
-    lan = _names(layout.lan)
+    lan = _names(layout.lan) if layout.lan else ""
     restore = [
         f"\t\tmeta nfproto ipv4 ct mark & {m} == 0x{v:08x}"
         f" meta mark set meta mark & {k} | 0x{v:08x}"
@@ -227,14 +366,39 @@ def _body(layout: GatewayLayout) -> list[str]:
         f" meta mark set meta mark & {k} | 0x{v:08x}"
         for name, v in (layout.marks if layout.host_pair else ())
     ]
+
+    def new_on(name: str) -> str:  # a new connection from uplink `name`, with no mark of ours
+        new = f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000"
+        return f"{new} iifname {quote(name)}"
+
+    def pin(value: int) -> str:
+        return f"ct mark set ct mark & {k} | 0x{value:08x}"
+
+    def tag(value: int) -> str:
+        return f"meta mark set meta mark & {k} | 0x{value:08x}"
+
+    if layout.pin_forwarded:
+        # the packet's mark only, for strict rp_filter (src_valid_mark): the connection is
+        # pinned in the forward hook, where only forwarded connections pass
+        lines += [f"{new_on(name)} {tag(v)}" for name, v in layout.marks]
+        lines += [
+            "\t}",
+            "\tchain forward {",
+            "\t\ttype filter hook forward priority mangle; policy accept;",
+        ]
+        lines += [
+            f'{new_on(name)} {pin(v)} counter name "{named[name][0]}"'
+            for name, v in layout.marks
+        ]
+    else:
+        lines += [
+            f'{new_on(name)} {pin(v)} {tag(v)} counter name "{named[name][0]}"'
+            for name, v in layout.marks
+        ]
+    lines.append("\t}")
+    if not layout.lan:  # no LAN side: nothing leaves from local sockets or the LAN marked
+        return lines
     lines += [
-        f"\t\tmeta nfproto ipv4 ct state new ct mark & {m} == 0x00000000 iifname {quote(name)}"
-        f" ct mark set ct mark & {k} | 0x{v:08x} meta mark set meta mark & {k} | 0x{v:08x}"
-        f' counter name "{named[name][0]}"'
-        for name, v in layout.marks
-    ]
-    lines += [
-        "\t}",
         "\tchain output {",
         "\t\ttype route hook output priority mangle; policy accept;",
     ]
@@ -345,77 +509,10 @@ def replace_script(layout: GatewayLayout | None) -> str:
 # -- other software's marks ------------------------------------------------------------------
 
 
-def walk(node: Any) -> Iterator[Any]:
-    """Every node of a parsed nft JSON expression, depth first."""
-    yield node
-    if isinstance(node, dict):
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
-
-
-def _is_mark(node: Any) -> bool:
-    return isinstance(node, dict) and any(
-        isinstance(node.get(k), dict) and node[k].get("key") == "mark" for k in ("meta", "ct")
-    )
-
-
-def _bits(left: Any, right: Any) -> int:
-    """The mark bits a match or a mangle reads or writes: a mask (`mark & 0xff00`), an OR or
-    XOR (`mark | 0x4000`, with the bits an inner `& KEEP` clears), or every bit (`mark set 1`)."""
-    if isinstance(left, dict) and "&" in left:
-        values = [v for v in left["&"] if isinstance(v, int)]
-        return values[0] if values else ALL
-    if not isinstance(right, dict):
-        return ALL
-    for op in ("|", "^"):
-        if op in right:
-            bits = 0
-            for part in right[op]:
-                if isinstance(part, int):
-                    bits |= part
-                elif isinstance(part, dict) and "&" in part:
-                    keep = [v for v in part["&"] if isinstance(v, int)]
-                    bits |= ALL & ~keep[0] if keep else ALL
-            return bits
-    if "&" in right:
-        values = [v for v in right["&"] if isinstance(v, int)]
-        return ALL & ~values[0] if values else ALL
-    return ALL
-
-
 def nft_mark_users(ruleset: Any, mask: int) -> list[str]:
     """Tables of other software (in `nft -j list ruleset`) whose mark matches or mangles
     touch bits of `mask`, one line each naming the table and chain."""
-    found: list[str] = []
-    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(rule, dict) or rule.get("table") == TABLE:
-            continue
-        for node in walk(rule.get("expr", [])):
-            if not isinstance(node, dict):
-                continue
-            bits = 0
-            if "match" in node:
-                left, right = node["match"].get("left"), node["match"].get("right")
-                inner = left["&"][0] if isinstance(left, dict) and "&" in left else left
-                if _is_mark(inner):
-                    bits = (
-                        _bits(left, right)
-                        if isinstance(left, dict) and "&" in left
-                        else (right if isinstance(right, int) else ALL)
-                    )
-            elif "mangle" in node and _is_mark(node["mangle"].get("key")):
-                value = node["mangle"].get("value")
-                bits = _bits(None, value)
-            if bits & mask:
-                where = f"table {rule.get('family')} {rule.get('table')} chain {rule.get('chain')}"
-                line = f"{where} uses mark bits 0x{bits & mask:08x}"
-                if line not in found:
-                    found.append(line)
-    return found
+    return firewall.read((), ruleset).mark_users(mask)
 
 
 def rule_mark_users(rules: Iterable[Rule], mask: int, protocol: int) -> list[str]:
@@ -431,9 +528,8 @@ def rule_mark_users(rules: Iterable[Rule], mask: int, protocol: int) -> list[str
     return found
 
 
-def overlaps(config: Config, rules: Iterable[Rule], ruleset: Any) -> list[str]:
-    """Who else uses the bits of multihome's mark mask (empty: nobody)."""
+def overlaps(config: Config, rules: Iterable[Rule], found: firewall.Firewall) -> list[str]:
+    """Who else uses the bits of multihome's mark mask (empty: nobody): fwmark rules, and
+    iptables (nft and legacy) and native nft rules."""
     mask = config.mark_mask
-    return rule_mark_users(rules, mask, config.ownership.protocol) + nft_mark_users(
-        ruleset, mask
-    )
+    return rule_mark_users(rules, mask, config.ownership.protocol) + found.mark_users(mask)

@@ -1,33 +1,30 @@
 """PURE: the doctor's checks for a host that forwards (gateway mode's problems), from the
-state and the nftables ruleset as `nft -j list ruleset` prints it (iptables-nft rules show
-there too).
+state, the firewall as read (core/firewall.py: iptables-nft, iptables-legacy and native nft
+rules) and the nftables ruleset as `nft -j list ruleset` prints it.
 
-forwarding-one-uplink   forwarding is on, there are several uplinks, port forwards (DNAT)
-                        bring connections in, and nothing routes forwarded traffic over the
-                        uplinks: it all leaves by main's default route, also the replies to
-                        port forwards on another uplink (masquerade alone is symmetric:
-                        unbalanced, not broken, and not reported)
+forwarding-one-uplink   a port forward (DNAT, iptables or nft) to a local interface that is
+                        not an uplink (docker0, virbr0) takes connections on an uplink whose
+                        replies the kernel routes out by another uplink: the route lookup a
+                        forwarded reply gets (iif and the mark the kernel would restore)
+                        says so (masquerade alone is symmetric: not reported)
 snat-several-addresses  SNAT picks among several addresses (round-robin, a map, a range),
                         and routing does not follow the address it picked
-mark-overlap            fwmark rules or nft rules of other software use bits of multihome's
-                        mark mask
+mark-overlap            fwmark rules, iptables or nft rules of other software use bits of
+                        multihome's mark mask
 flowtable               flow offloading: offloaded packets skip the marks and the fwmark rules
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Any
 
 from multihome.core import gateway
-from multihome.core.doctor import Finding, Severity
-from multihome.core.model import TABLE_MAIN, Desired, HostState
-
-
-def _items(ruleset: Any, kind: str) -> Iterator[dict[str, Any]]:
-    for item in ruleset.get("nftables", []) if isinstance(ruleset, dict) else []:
-        if isinstance(item, dict) and isinstance(item.get(kind), dict):
-            yield item[kind]
+from multihome.core.doctor import Finding, Severity, off_link_targets
+from multihome.core.firewall import Firewall, NatRule, items
+from multihome.core.firewall import read as read_firewall
+from multihome.core.model import Family, GatewayLayout, HostState, IPAddress, Lookup
+from multihome.core.records import record
 
 
 def _devices(flowtable: dict[str, Any]) -> list[str]:
@@ -35,16 +32,96 @@ def _devices(flowtable: dict[str, Any]) -> list[str]:
     return [dev] if isinstance(dev, str) else [str(d) for d in dev or []]
 
 
-def _dnat_tables(ruleset: Any) -> list[str]:
-    """Tables of other software with DNAT (port forwards), as `table FAMILY NAME`."""
-    found: list[str] = []
-    for rule in _items(ruleset, "rule"):
-        if rule.get("table") == gateway.TABLE:
+EVIDENCE_CASES = 3  # port forwards shown per finding (a Docker host may publish dozens)
+
+
+@record(frozen=True)
+class ReplyProbe:
+    """A reply to a port-forwarded connection that came in on `uplink`, as the kernel
+    routes it: from the DNAT's destination `src`, forwarded from `device`, to a remote `dst`,
+    with the mark multihome's table would restore on it (0: none)."""
+
+    uplink: str
+    rule: NatRule
+    device: str
+    dst: IPAddress
+    src: IPAddress
+    mark: int = 0
+
+    @property
+    def key(self) -> tuple[IPAddress, IPAddress, str, int]:
+        return (self.dst, self.src, self.device, self.mark)
+
+
+def reply_probes(
+    state: HostState, uplinks: list[str], found: Firewall, live: GatewayLayout | None
+) -> list[ReplyProbe]:
+    """The lookups forwarding-one-uplink needs: per uplink and port forward that applies
+    there, the reply's route (`live`: multihome's table as the kernel has it, whose marks
+    the replies carry)."""
+    target = off_link_targets(state).get(Family.INET)
+    if target is None or state.sysctls.get(gateway.FORWARDING) != "1" or len(uplinks) < 2:
+        return []
+    probes: list[ReplyProbe] = []
+    for rule in found.dnat():
+        address = rule.address
+        device = gateway.local_target(state, address, set(uplinks)) if address else None
+        if device is None or address is None:
             continue
-        if any(isinstance(n, dict) and "dnat" in n for n in gateway.walk(rule.get("expr", []))):
-            where = f"table {rule.get('family')} {rule.get('table')}"
-            if where not in found:
-                found.append(where)
+        for name in uplinks:
+            if rule.matches_in(name):
+                mark = (live.mark_of(name) if live is not None else None) or 0
+                probes.append(ReplyProbe(name, rule, device, target, address, mark))
+    return probes
+
+
+def _wrong_uplink(
+    probes: list[ReplyProbe], lookups: Mapping[tuple[Any, ...], Lookup], pin_inbound: bool
+) -> list[Finding]:
+    """forwarding-one-uplink: one finding per uplink whose port forwards answer elsewhere."""
+    uplinks = {p.uplink for p in probes}
+    wrong: dict[str, list[tuple[ReplyProbe, Lookup]]] = {}
+    for probe in probes:
+        lookup = lookups.get(probe.key)
+        if lookup is None or lookup.dev is None or lookup.dev == probe.uplink:
+            continue
+        if lookup.dev in uplinks or lookup.gateway is not None:
+            wrong.setdefault(probe.uplink, []).append((probe, lookup))
+    fix = (
+        "multihome apply: it pins each inbound forwarded connection to the uplink it came in"
+        " on (if its note says pinning was left out, set [multihome] mark_mask to bits"
+        " nobody else uses)"
+        if pin_inbound
+        else "set [multihome] pin_inbound = true (or remove the line), then multihome apply"
+    )
+    found = []
+    for uplink, cases in wrong.items():
+        leaves = sorted({lookup.dev or "" for _, lookup in cases})
+        evidence: list[str] = ["net.ipv4.ip_forward=1"]
+        for probe, lookup in cases[:EVIDENCE_CASES]:
+            evidence += [
+                f"port forward ({probe.rule.where}): {probe.rule.text}",
+                f"{lookup.describe()} (a reply from {probe.device}, mark as the kernel would"
+                f" restore it)",
+                f"a reply to a connection that came in on {uplink} leaves by {lookup.dev}"
+                f" with {uplink}'s address: the ISP behind {lookup.dev} drops it",
+            ]
+        if len(cases) > EVIDENCE_CASES:
+            evidence.append(f"... and {len(cases) - EVIDENCE_CASES} more port forwards alike")
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "forwarding-one-uplink",
+                f"replies to port forwards on {uplink} leave by {', '.join(leaves)}",
+                interfaces=(uplink, *leaves),
+                evidence=tuple(evidence),
+                consequence=f"a connection forwarded from {uplink} to"
+                f" {', '.join(sorted({p.device for p, _ in cases}))} answers through"
+                f" {', '.join(leaves)} with {uplink}'s address: that ISP drops the replies, and"
+                f" the port forward works through one uplink only",
+                fix=fix,
+            )
+        )
     return found
 
 
@@ -63,40 +140,25 @@ def _several_snat(rule: dict[str, Any]) -> str | None:
 
 
 def findings(
-    state: HostState, desired: Desired, ruleset: Any, mask: int, enforced: bool, protocol: int
+    state: HostState,
+    ruleset: Any,
+    mask: int,
+    enforced: bool,
+    protocol: int,
+    firewall: Firewall | None = None,
+    replies: tuple[list[ReplyProbe], Mapping[tuple[Any, ...], Lookup]] = ([], {}),
+    pin_inbound: bool = True,
 ) -> list[Finding]:
     """`mask` is the mark band ([multihome] mark_mask); `enforced`: gateway mode is
-    configured, so an overlap stops apply (an error, not a warning)."""
+    configured, so an overlap stops apply (an error, not a warning). `firewall`: as read
+    (None: the nft ruleset's native rules only); `replies`: reply_probes and the kernel's
+    lookups for them."""
     if state.sysctls.get(gateway.FORWARDING) != "1":
         return []
-    found: list[Finding] = []
-    ours = [r for r in state.rules if r.protocol == protocol and r.fwmark is not None]
-    uplinks = [u.name for u in desired.uplinks]
-    port_forwards = _dnat_tables(ruleset)
-    if len(uplinks) >= 2 and not ours and port_forwards:
-        defaults = [r for r in state.routes if r.table == TABLE_MAIN and r.is_default]
-        best = min(defaults, key=lambda r: r.metric, default=None)
-        via = f"dev {best.devices()[0]}" if best and best.devices() else "main's default route"
-        found.append(
-            Finding(
-                Severity.WARNING,
-                "forwarding-one-uplink",
-                f"this host forwards, but forwarded traffic can only leave by {via}"
-                f" ({len(uplinks)} uplinks: {', '.join(uplinks)})",
-                interfaces=tuple(uplinks),
-                evidence=(
-                    "net.ipv4.ip_forward=1",
-                    *(f"ip route: {r.ip_args()}" for r in defaults[:4]),
-                    *(f"port forwards (DNAT) in {t}" for t in port_forwards),
-                    "no fwmark rules of multihome's",
-                ),
-                consequence="the other uplinks idle for the LAN; a port forward on another"
-                " uplink answers through this one, and that ISP drops the reply",
-                fix="add [gateway] lan = [\"<LAN interface>\"] to the config, then"
-                " multihome apply",
-            )
-        )
-    for rule in _items(ruleset, "rule"):
+    if firewall is None:
+        firewall = read_firewall((), ruleset)
+    found = _wrong_uplink(*replies, pin_inbound)
+    for rule in items(ruleset, "rule"):
         how = _several_snat(rule)
         if how is None or rule.get("table") == gateway.TABLE:
             continue
@@ -115,7 +177,7 @@ def findings(
             )
         )
     users = gateway.rule_mark_users(state.rules, mask, protocol)
-    users += gateway.nft_mark_users(ruleset, mask)
+    users += firewall.mark_users(mask)
     if users:
         found.append(
             Finding(
@@ -124,11 +186,15 @@ def findings(
                 f"other software uses bits of multihome's mark mask 0x{mask:08X}",
                 evidence=tuple(users),
                 consequence="gateway mode would change those packets' marks, or they"
-                " multihome's; apply refuses",
+                " multihome's; apply refuses"
+                if enforced
+                else "multihome cannot mark connections without changing theirs: apply leaves"
+                " inbound pinning out (port forwards answer through main's default route),"
+                " and gateway mode would refuse",
                 fix="set [multihome] mark_mask to bits nobody else uses",
             )
         )
-    for flowtable in _items(ruleset, "flowtable"):
+    for flowtable in items(ruleset, "flowtable"):
         found.append(
             Finding(
                 Severity.WARNING,

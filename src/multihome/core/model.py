@@ -387,9 +387,13 @@ class Lookup:
     gateway: IPAddress | None = None
     table: int | None = None
     error: str = ""
+    iif: str | None = None  # a forwarded packet's lookup: the interface it came in on
+    mark: int = 0  # ... and the mark it carries then
 
     def describe(self) -> str:
         head = f"ip route get {self.dst} from {self.src}"
+        if self.iif is not None:
+            head += f" iif {self.iif} mark {self.mark:#x}"
         if self.error:
             return f"{head}: {self.error}"
         via = f" via {self.gateway}" if self.gateway else ""
@@ -488,6 +492,9 @@ class GatewayLayout:
     masquerade: bool = True
     flush_on_down: bool = True
     host_pair: bool = False  # sticky = "host-pair": a set per uplink remembers its pairs
+    # host mode's inbound pinning: no LAN side; a forward-hook chain pins each new forwarded
+    # connection from an uplink (a port forward) to it, local sockets keep the source rules
+    pin_forwarded: bool = False
     sources: SourceMarks | None = None  # the nft form of source selection (sourcemarks.py)
 
     def mark_of(self, uplink: str) -> int | None:
@@ -505,6 +512,7 @@ class Desired:
     sysctls: tuple[Sysctl, ...] = ()
     notes: tuple[str, ...] = ()  # why something was left out, for the user
     gateway: GatewayLayout | None = None  # gateway mode: multihome's nftables table
+    pinning: tuple[str, ...] = ()  # why inbound pinning is on ("eth0, eth1: DNAT to docker0...")
 
 
 class Action(enum.Enum):

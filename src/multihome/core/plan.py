@@ -44,6 +44,10 @@ from multihome.core.records import replace
 from multihome.core.sources import covering_prefixes
 from multihome.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from multihome.core.firewall import Firewall
+
 ARP_IGNORE = "1"  # answer ARP only for addresses on the asking interface
 ARP_ANNOUNCE = "2"  # use the outgoing interface's own address in ARP requests
 RP_FILTER_LOOSE = "2"
@@ -604,12 +608,14 @@ def plan(
     state: HostState,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    firewall: Firewall | None = None,
     sets_above: int | None = None,
 ) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
     `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
     keep their tables and source rules, and leave that family's balancing route.
+    `firewall`: the host's NAT and mark rules as read (None: not read), for inbound pinning.
     `sets_above`: the prefixes per uplink above which an nft set selects its sources
     (sourcemarks.THRESHOLD; a test of many rules sets it higher)."""
     ownership = config.ownership
@@ -720,6 +726,16 @@ def plan(
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
+    pinning: list[str] = []
+    if config.gateway is None and Family.INET in families:
+        from multihome.core import gateway  # inbound pinning: the same table, no LAN side
+
+        extra_rules, extra_sysctls, layout, extra_notes, pinning = gateway.plan_pinning(
+            config, state, uplinks, firewall, off_link
+        )
+        rules += extra_rules
+        sysctls += extra_sysctls
+        notes += extra_notes
     if source_sets:
         layout = _with_source_sets(config, uplinks, layout, source_sets, rules, sysctls)
     return Desired(
@@ -730,4 +746,5 @@ def plan(
         sysctls=tuple(sysctls),
         notes=tuple(notes),
         gateway=layout,
+        pinning=tuple(pinning),
     )

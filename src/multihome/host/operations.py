@@ -6,6 +6,7 @@ The cli package parses arguments and prints; the lab and tests call these the sa
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Address, IPv4Network
 
 from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.diff import diff
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # show and plan import this module; only apply and export nee
     from multihome.render import Rendered
 
 if TYPE_CHECKING:
+    from multihome.core.firewall import Firewall
     from multihome.kernel.nftables import TableChange
     from multihome.kernel.reader import Decoded
 
@@ -42,6 +44,9 @@ class Outcome:
     # apply handed to the running `multihome watch`: its pid and the changes it made
     watch_pid: int = 0
     by_watch: tuple[str, ...] = ()
+    # apply with inbound pinning: port-forwarded connections open before it that got their
+    # uplink's mark (None: none were looked for)
+    remarked: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -61,11 +66,25 @@ UNREADABLE_RULESET = (
 )
 
 
+def read_firewall(cfg: Config, host: HostState) -> Firewall | None:
+    """The host's NAT and mark rules, where inbound pinning may need them: host mode with
+    pin_inbound on a host that forwards (None elsewhere: nothing is read)."""
+    from multihome.core import gateway
+
+    if cfg.gateway is not None or not cfg.pin_inbound:
+        return None
+    if host.sysctls.get(gateway.FORWARDING) != "1":
+        return None
+    from multihome.kernel import firewall
+
+    return firewall.read()
+
+
 def preview(config_path: str | None) -> Outcome:
     """What `apply` would do (reads only; other software's marks are the doctor's to report,
     and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
-    desired = _planned(cfg, host)
+    desired = _planned(cfg, host, firewall=read_firewall(cfg, host))
     changes = tuple(diff(desired, host, record.sysctl_originals))
     try:
         table = _table_change(cfg, host, desired, record, refuse=False)
@@ -84,10 +103,11 @@ def _planned(
     host: HostState,
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
+    firewall: Firewall | None = None,
 ) -> Desired:
     """plan(), with the rules form for every uplink where nft(8) is not installed and only
     the nft form of source selection needed it (sourcemarks.py), said in a note."""
-    desired = plan(cfg, host, down, down6)
+    desired = plan(cfg, host, down, down6, firewall)
     layout = desired.gateway
     if layout is None or layout.sources is None or layout.marks:
         return desired
@@ -95,7 +115,7 @@ def _planned(
 
     if tools.find("nft") is not None:
         return desired
-    desired = plan(cfg, host, down, down6, sets_above=NO_SETS)
+    desired = plan(cfg, host, down, down6, firewall, sets_above=NO_SETS)
     note = (
         "nft is not installed: the uplinks whose addresses need more prefixes than rules"
         " serve well keep a rule pair per prefix (slower lookups); apt-get install nftables"
@@ -141,8 +161,11 @@ def _table_change(
     from multihome.kernel import nftables
 
     ruleset = nftables.ruleset()
-    if desired.gateway is not None and refuse:
-        users = gateway.overlaps(cfg, host.rules, ruleset)
+    if cfg.gateway is not None and desired.gateway is not None and refuse:
+        # (host mode's pinning checked the overlap when it was planned, and left itself out)
+        from multihome.kernel import firewall
+
+        users = gateway.overlaps(cfg, host.rules, firewall.read(ruleset))
         if users:
             raise _overlap_error(cfg, users)
     written = state.read_json(host.netns_id, NFT_CONTENT) or {}
@@ -203,6 +226,7 @@ def _converge(
     keep_table_on_overlap: bool = False,
     decoded: Decoded | None = None,
     config: Config | None = None,
+    remark: bool = False,
 ) -> Outcome:
     from multihome.host import confirm
     from multihome.kernel import writer
@@ -215,7 +239,8 @@ def _converge(
         host = discover.read_state(decoded, addresses=not remove)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
-        desired = Desired(cfg.ownership) if remove else _planned(cfg, host, down, down6)
+        found = None if remove else read_firewall(cfg, host)
+        desired = Desired(cfg.ownership) if remove else _planned(cfg, host, down, down6, found)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record, remove=remove)
@@ -253,7 +278,59 @@ def _converge(
                 )
                 confirm.arm(netns_id, snapshot, confirm_seconds)
     warnings = _announce(desired, changes)
-    return Outcome(cfg, host, desired, changes, warnings, table, refused)
+    remarked = None
+    if remark and desired.gateway is not None and not refused:
+        remarked, trouble = remark_connections(desired, host, found)
+        warnings += trouble
+    return Outcome(cfg, host, desired, changes, warnings, table, refused, remarked=remarked)
+
+
+def remark_connections(
+    desired: Desired, host: HostState, found: Firewall | None
+) -> tuple[int | None, tuple[str, ...]]:
+    """Inbound pinning (and gateway mode), once on apply: the port-forwarded connections
+    open before it (their conntrack entries carry no mark) get the mark of the uplink whose
+    address they came to, so their replies stop leaving by main's default route. How many,
+    and warnings (apply has worked either way: only those older connections keep leaking).
+    `found`: the firewall as the plan read it (read here in gateway mode)."""
+    from multihome.core import gateway
+    from multihome.kernel import conntrack, firewall, tools
+
+    layout = desired.gateway
+    if layout is None:
+        return None, ()
+    if tools.find("conntrack") is None:
+        return None, (
+            "conntrack(8) is not installed: port-forwarded connections open before apply"
+            " keep their old path until they end (apt-get install conntrack)",
+        )
+    if found is None:
+        found = firewall.read()
+    names = {u.name for u in desired.uplinks}
+    # where the port forwards lead (a connection whose reply comes from there was DNATed)
+    targets = sorted(
+        {
+            r.address
+            for r in found.dnat()
+            if isinstance(r.address, IPv4Address)
+            and gateway.local_target(host, r.address, names) is not None
+        }
+    )
+    count = 0
+    for uplink in desired.uplinks:
+        value = layout.mark_of(uplink.name)
+        if value is None:
+            continue
+        for prefix in uplink.sources:
+            if not isinstance(prefix, IPv4Network):
+                continue
+            for target in targets:
+                try:
+                    count += conntrack.remark(prefix, target, value, layout.mask)
+                except MultihomeError as error:
+                    note = f"re-marking the connections open before apply: {error.message}"
+                    return count, (note,)
+    return count, ()
 
 
 def _replace_table(table: TableChange, changes: tuple[Change, ...], host: HostState) -> None:
@@ -365,7 +442,9 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
     }
     handed = handoff.ask_watch(namespace.identity(), request)
     if handed is None:
-        return _converge(config_path, remove=False, confirm_seconds=confirm_seconds)
+        return _converge(
+            config_path, remove=False, confirm_seconds=confirm_seconds, remark=True
+        )
     pid, answer = handed
     if answer.get("error"):
         raise MultihomeError(
@@ -373,13 +452,18 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
             hint=str(answer.get("hint") or handoff.how_to_stop(pid)),
         )
     cfg, host, _ = observe(config_path)
+    found = read_firewall(cfg, host)
+    desired = _planned(cfg, host, firewall=found)
+    remarked, warnings = remark_connections(desired, host, found)
     return Outcome(
         cfg,
         host,
-        _planned(cfg, host),
+        desired,
         (),
+        warnings,
         watch_pid=pid,
         by_watch=tuple(str(line) for line in answer.get("changes", ())),
+        remarked=remarked,
     )
 
 
@@ -490,20 +574,37 @@ def _table_drift(table: TableChange | None) -> str | None:
 
 
 def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
-    """On a host that forwards, gateway mode's checks too (they read the nftables ruleset)."""
+    """On a host that forwards, gateway mode's checks too (they read the firewall: the
+    nftables ruleset and iptables' rules), and the route each port forward's replies take."""
     from multihome.core import doctor, gateway, gateway_doctor
-    from multihome.kernel import nftables, tools
+    from multihome.kernel import firewall, nftables, tools
 
-    if outcome.host.sysctls.get(gateway.FORWARDING) != "1" or tools.find(nftables.NFT) is None:
+    if outcome.host.sysctls.get(gateway.FORWARDING) != "1":
         return report
-    cfg = outcome.config
-    try:
-        ruleset = nftables.ruleset()
-    except PrivilegeError:
-        return doctor.Report(findings=report.findings, notes=(*report.notes, UNREADABLE_RULESET))
+    cfg, host, desired = outcome.config, outcome.host, outcome.desired
+    ruleset = None
+    if tools.find(nftables.NFT) is not None:
+        try:
+            ruleset = nftables.ruleset()
+        except PrivilegeError:
+            notes = (*report.notes, UNREADABLE_RULESET)
+            return doctor.Report(findings=report.findings, notes=notes)
+    found = firewall.read(ruleset)
+    # the marks replies carry: those of multihome's table when the kernel has it as planned
+    live = desired.gateway if outcome.table is None else None
+    probes = gateway_doctor.reply_probes(host, [u.name for u in desired.uplinks], found, live)
+    # (one lookup per reply path: a container's many published ports share theirs)
+    keys = list(dict.fromkeys(p.key for p in probes))
+    lookups = discover.forwarded_lookups(host, keys) if keys else {}
     extra = gateway_doctor.findings(
-        outcome.host, outcome.desired, ruleset, cfg.mark_mask, cfg.gateway is not None,
+        host,
+        ruleset,
+        cfg.mark_mask,
+        cfg.gateway is not None,
         cfg.ownership.protocol,
+        found,
+        (probes, lookups),
+        cfg.pin_inbound,
     )
     if not extra:
         return report

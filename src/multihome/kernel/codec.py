@@ -26,7 +26,8 @@ NLA_TYPE_MASK = 0x3FFF  # an attribute's type without NLA_F_NESTED / NLA_F_NET_B
 
 # Route attributes (rtattr_type_t) and the request flag that asks a lookup for its table.
 RTA_DST, RTA_SRC, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 2, 4, 5, 6, 7
-RTA_MULTIPATH, RTA_TABLE, RTA_MARK = 9, 15, 16
+RTA_MULTIPATH, RTA_TABLE = 9, 15
+RTA_IIF, RTA_MARK = 3, 16  # a lookup as a forwarded packet sees it: input interface, mark
 RTM_F_LOOKUP_TABLE = 0x1000
 RT_TABLE_COMPAT = 252  # a header's table when the real id (> 255) is in RTA_TABLE / FRA_TABLE
 RT_TABLE_LOCAL = 255

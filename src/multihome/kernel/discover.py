@@ -182,13 +182,42 @@ def route_lookups(
     results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
     with Reader() as rtnl:
         for dst, src in probes:
-            answer: Route | Refusal = rtnl.route_get(dst, src, names, marks.get(src, 0))
+            answer: Route | Refusal = rtnl.route_get(dst, src, names, mark=marks.get(src, 0))
             if isinstance(answer, Refusal):
                 results[dst, src] = Lookup(dst, src, error=str(answer))
             else:
                 results[dst, src] = Lookup(
                     dst, src, dev=answer.dev, gateway=answer.gateway, table=answer.table
                 )
+    return results
+
+
+def forwarded_lookups(
+    state: HostState, probes: list[tuple[IPAddress, IPAddress, str, int]]
+) -> dict[tuple[IPAddress, IPAddress, str, int], Lookup]:
+    """The kernel's answer to `ip route get DST from SRC iif DEV mark MARK` for each
+    (dst, src, dev, mark): the route a packet forwarded from DEV with that mark takes."""
+    names = {i.index: i.name for i in state.interfaces}
+    indexes = {i.name: i.index for i in state.interfaces}
+    results: dict[tuple[IPAddress, IPAddress, str, int], Lookup] = {}
+    with Reader() as rtnl:
+        for dst, src, dev, mark in probes:
+            if dev not in indexes:
+                continue
+            answer = rtnl.route_get(dst, src, names, indexes[dev], mark)
+            if isinstance(answer, Refusal):
+                found = Lookup(dst, src, error=str(answer), iif=dev, mark=mark)
+            else:
+                found = Lookup(
+                    dst,
+                    src,
+                    dev=answer.dev,
+                    gateway=answer.gateway,
+                    table=answer.table,
+                    iif=dev,
+                    mark=mark,
+                )
+            results[dst, src, dev, mark] = found
     return results
 
 

@@ -211,13 +211,18 @@ def route_request(kind: int, route: Route, ifindex: Mapping[str, int]) -> bytes:
     return codec.encode_route(kind, message)
 
 
-def lookup_request(dst: IPAddress, src: IPAddress | None, mark: int = 0) -> bytes:
-    """`ip route get DST from SRC [mark MARK]`, asking the kernel which table answered."""
+def lookup_request(
+    dst: IPAddress, src: IPAddress | None, iif: int | None = None, mark: int = 0
+) -> bytes:
+    """`ip route get DST from SRC [iif DEV] [mark MARK]`, asking the kernel which table
+    answered; with `iif` the lookup is the one a packet forwarded from DEV gets."""
     attrs = {codec.RTA_DST: dst.packed}
     if src is not None:
         attrs[codec.RTA_SRC] = src.packed
+    if iif is not None:
+        attrs[codec.RTA_IIF] = codec.U32.pack(iif)
     if mark:
-        attrs[codec.RTA_MARK] = _u32(mark)
+        attrs[codec.RTA_MARK] = codec.U32.pack(mark)
     full = dst.max_prefixlen
     message = RouteMessage(
         Family.of(dst), attrs, full, full if src else 0, flags=codec.RTM_F_LOOKUP_TABLE

@@ -118,11 +118,16 @@ class Reader:
         return found, now
 
     def route_get(
-        self, dst: IPAddress, src: IPAddress | None, names: dict[int, str], mark: int = 0
+        self,
+        dst: IPAddress,
+        src: IPAddress | None,
+        names: dict[int, str],
+        iif: int | None = None,
+        mark: int = 0,
     ) -> Route | Refusal:
-        """The kernel's route lookup, as `ip route get DST from SRC [mark MARK]` makes it;
-        the route's table is the one whose route answered (RTM_F_LOOKUP_TABLE)."""
-        answer = self.socket.query(objects.lookup_request(dst, src, mark))
+        """The kernel's route lookup, as `ip route get DST from SRC [iif DEV] [mark M]`
+        makes it; the route's table is the one whose route answered (RTM_F_LOOKUP_TABLE)."""
+        answer = self.socket.query(objects.lookup_request(dst, src, iif, mark))
         if isinstance(answer, Refusal):
             return answer
         _, data, offset, end = answer

@@ -79,3 +79,53 @@ def uplinks_config(nics: int = 2, probes: bool = True) -> str:
             lines.append(f'probe = ["{SERVER_ADDRESS}"]')
     lines += ["[gateway]", 'lan = ["lan0"]']
     return "\n".join(lines) + "\n"
+
+
+VM_BRIDGE = "virbr0"
+
+
+def vm_host(nics: int = 2) -> Topology:
+    """The same network with the router as a VM host instead: its LAN side is a bridge,
+    virbr0 (as libvirt names it), whose port vnet0 leads to the VM (the client, 198.18.0.10);
+    a port forward to the VM is the user's to add (no [gateway] config anywhere)."""
+    from multihome.core.records import replace
+
+    base = gateway(nics)
+    links = tuple(
+        Link(Port(ROUTER, "vnet0", VM_BRIDGE), link.b) if link.a == Port(ROUTER, "lan0") else link
+        for link in base.links
+    )
+    addresses = tuple(
+        (host, VM_BRIDGE if (host, ifname) == (ROUTER, "lan0") else ifname, address)
+        for host, ifname, address in base.addresses
+    )
+    return replace(
+        base,
+        name="vm-host",
+        bridges=(*base.bridges, (ROUTER, VM_BRIDGE)),
+        links=links,
+        addresses=addresses,
+    )
+
+
+def port_forward(ports: tuple[int, ...], nics: int = 2) -> list[list[str]]:
+    """A hand-made port forward on the VM host to the VM, as libvirt's documentation shows
+    it (iptables; iptables-nft on current distributions): DNAT of each port on each uplink,
+    the FORWARD accept, and the VM's own way out (masquerade). The argv of each command."""
+    commands = []
+    for port in ports:
+        for i in range(nics):
+            commands.append(
+                ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", f"eth{i}", "-p", "tcp",
+                 "--dport", str(port), "-j", "DNAT", "--to-destination",
+                 f"{CLIENT_ADDRESS}:{port}"]
+            )  # fmt: skip
+        commands.append(
+            ["iptables", "-A", "FORWARD", "-d", CLIENT_ADDRESS, "-p", "tcp", "--dport",
+             str(port), "-j", "ACCEPT"]
+        )  # fmt: skip
+    commands.append(
+        ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.18.0.0/24", "!", "-d",
+         "198.18.0.0/24", "-j", "MASQUERADE"]
+    )  # fmt: skip
+    return commands
