@@ -52,7 +52,11 @@ def test_interleaved_addresses_above_the_threshold_get_a_set_and_two_rules_per_u
     assert any(s.path == gateway.SRC_VALID_MARK and s.value == "1" for s in desired.sysctls)
     # the table: the sets, a route-type output chain and a prerouting chain that mark
     text = sourcemarks.script(layout)
-    assert "ip saddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
+    # (marked where the first lookup chose another device: then the kernel routes it again)
+    assert (
+        'ip saddr @src4_2 oifname != "eth1" meta mark set meta mark & 0xf0ffffff | 0x02000000'
+        in text
+    )
     assert "ip daddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
     assert "type route hook output" in text
     # ... and an ARP table marking ARP requests for the addresses (strict rp_filter)
@@ -137,3 +141,13 @@ def test_an_address_added_changes_one_element_not_the_table() -> None:
         "delete element arp multihome src4_1 { 198.18.0.201 }\n"
     )
     assert nftables.change_for(before, table) is None
+
+
+def test_an_uplink_with_a_configured_gateway_marks_every_packet_from_its_set() -> None:
+    """main may route by the uplink's device through another gateway than the one the
+    config names: then the first lookup's device says nothing, and every packet is marked."""
+    config = parse('[uplinks.eth0]\n[uplinks.eth1]\ngateway = "198.18.255.253"\n')
+    state = interleaved_host(200)
+    text = gateway.table_text(plan(config, state).gateway)  # type: ignore[arg-type]
+    assert 'ip saddr @src4_1 oifname != "eth0" meta mark' in text
+    assert "ip saddr @src4_2 meta mark" in text

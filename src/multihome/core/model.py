@@ -472,6 +472,9 @@ class SourceSet:
     mark: int  # inside the mark mask
     addresses: tuple[int, ...]  # sorted, as integers
     prefixes: int  # how many prefix rules would have selected them instead
+    # its gateway is main's (not the config's): a packet main already routes by the uplink
+    # keeps that route (sourcemarks.body)
+    main_gateway: bool = True
 
 
 @record(frozen=True)

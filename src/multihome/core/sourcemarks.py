@@ -39,6 +39,7 @@ from multihome.core.model import (
     Desired,
     Family,
     GatewayLayout,
+    GatewaySource,
     IPAddress,
     IPNetwork,
     Ownership,
@@ -89,6 +90,12 @@ def plan_sources(
         if count <= threshold:
             continue
         uplink_id = uplink.table - ownership.table_min + 1
+        if '"' in uplink.name or "\\" in uplink.name:
+            notes.append(
+                f"{uplink.name!r}: its {count:,} IPv{family.version} source prefixes stay rules:"
+                ' nftables cannot quote its name (it holds " or \\)'
+            )
+            continue
         if not 1 <= uplink_id <= capacity:
             notes.append(
                 f"{uplink.name}: its {count:,} IPv{family.version} source prefixes stay rules:"
@@ -106,6 +113,8 @@ def plan_sources(
                 gateway.mark(mask, uplink_id),
                 values,
                 count,
+                (uplink.source4 if family is Family.INET else uplink.source6)
+                is not GatewaySource.CONFIG,
             )
         )
     return sets, notes
@@ -187,7 +196,17 @@ def body(marks: SourceMarks | None) -> list[str]:
         f"\tchain {OUT_CHAIN} {{",
         f"\t\ttype route hook output priority {OUT_PRIORITY}; policy accept;",
     ]
-    lines += [f"\t\t{_ip(s)} saddr @{s.name} {_set_mark(marks.mask, s.mark)}" for s in marks.sets]
+    # where the uplink's gateway is main's (not one the config names), only a packet whose
+    # first lookup (without the mark) chose another device is marked and so routed again:
+    # one that already leaves by the uplink (it holds main's default route, or main routes
+    # the destination's subnet by it) has the route the uplink's table would give (the
+    # second lookup per packet was most of the nft form's cost)
+    lines += [
+        f"\t\t{_ip(s)} saddr @{s.name}"
+        + (f" oifname != {gateway.quote(s.uplink)}" if s.main_gateway else "")
+        + f" {_set_mark(marks.mask, s.mark)}"
+        for s in marks.sets
+    ]
     lines += [
         "\t}",
         f"\tchain {IN_CHAIN} {{",
