@@ -151,3 +151,9 @@ def test_an_uplink_with_a_configured_gateway_marks_every_packet_from_its_set() -
     text = gateway.table_text(plan(config, state).gateway)  # type: ignore[arg-type]
     assert 'ip saddr @src4_1 oifname != "eth0" meta mark' in text
     assert "ip saddr @src4_2 meta mark" in text
+
+
+def test_the_netlink_check_asks_for_multihomes_own_table() -> None:
+    from multihome.kernel import nfnetlink
+
+    assert nfnetlink.TABLE == gateway.TABLE

@@ -148,14 +148,16 @@ def _table_change(
     other software uses the bits of the mark mask). Without [gateway] and no table applied,
     nothing to read; but `remove` looks for the table wherever the kernel has it, since an
     exported script may have made it without apply's record."""
-    from multihome.kernel import tools
-
     if desired.gateway is None and not record.nft_table:
         if not remove:
             return None
-        from multihome.kernel import nftables  # (asked over netlink first: no nft process)
+        from multihome.kernel import nfnetlink  # (asked over netlink first: no nft process)
 
-        if nftables.exists() is False or not tools.find("nft"):
+        if nfnetlink.exists() is False:
+            return None
+        from multihome.kernel import tools
+
+        if not tools.find("nft"):
             return None
     from multihome.core import gateway
     from multihome.kernel import nftables

@@ -11,13 +11,10 @@ Reading (`nft -j list ...`) is here too, for the plan and the overlap check.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
 import re
-import socket
-import struct
 import subprocess
 from typing import Any
 
@@ -56,38 +53,6 @@ class Table:
         # `nft -j` (1.0.6) leaves a table's comment out; the listing has it.
         found = re.search(r'^\s*comment "([^"]*)"', self.text, re.MULTILINE)
         return found.group(1) if found else ""
-
-
-# nfnetlink (<linux/netfilter/nfnetlink.h>, nf_tables.h): a GETTABLE request for one table
-NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE = 12, 10, 0, 1
-NFTA_TABLE_NAME, NLMSG_ERROR, NLM_F_REQUEST = 1, 2, 1
-NFPROTO = {"inet": 1, "arp": 3}
-
-
-def exists() -> bool | None:
-    """Whether multihome's table (inet, or its ARP table) is in the kernel, asked over
-    netlink: `remove` on a host that never had one (most hosts) then spawns no nft, whose
-    `nft -j list ruleset` alone took a third of its time. None: the kernel would not say
-    (no nf_tables, no permission)."""
-    name = gateway.TABLE.encode() + b"\0"
-    attribute = struct.pack("=HH", 4 + len(name), NFTA_TABLE_NAME) + name
-    attribute += b"\0" * (-len(attribute) % 4)
-    try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-            sock.settimeout(TIMEOUT)
-            for seq, family in enumerate(NFPROTO.values(), start=1):
-                body = struct.pack("=BBH", family, 0, 0) + attribute
-                kind = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
-                sock.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST, seq, 0) + body)
-                reply = sock.recv(65536)
-                _, answer = struct.unpack_from("=IH", reply)
-                if answer == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE:
-                    return True
-                if answer != NLMSG_ERROR or struct.unpack_from("=i", reply, 16)[0] != -errno.ENOENT:
-                    return None
-    except OSError:
-        return None
-    return False
 
 
 def ruleset() -> Any:
