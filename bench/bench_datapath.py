@@ -40,11 +40,18 @@ interleaved >= 0.90 at 20 addresses and >= 0.75 at 2,000 and more; the `ip -j ru
 (both families) of each host; and the path the last address's UDP took on each host (from the
 interfaces' TX counters: stock leaves by eth0, multihome must leave by eth1).
 
+With --rules a third host carries the rules form written by `ip -batch` (the rules multihome
+writes below sourcemarks.THRESHOLD: per uplink its tables, and for each of its source
+prefixes `from P lookup T suppress_prefixlength 0` and `from P lookup T` -- for alternating
+addresses a prefix is an address), so that the nft form multihome chooses above the
+threshold and the rules it replaces are measured side by side against the same stock host:
+the crossover that sets sourcemarks.THRESHOLD.
+
 Default: 5 rounds of 1 s per measure (after a warm-up), about 5 minutes on 2 cores; --long
 runs 9 rounds of 2 s (about 15 minutes).
 
 Usage: python bench/bench_datapath.py [--sizes N...] [--layouts own interleaved]
-       [--rounds N] [--seconds S] [--connects N] [--cpu N] [--wall] [--long]
+       [--rounds N] [--seconds S] [--connects N] [--cpu N] [--wall] [--long] [--rules]
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ import time
 from dataclasses import dataclass, field
 
 from bench_cli import MULTIHOME, PYTHON, batch, count_rules, netns
+
+from multihome.core.sources import covering_prefixes
 
 PID = os.getpid()
 PEER = "203.0.113.10"  # on each ISP's loopback: beyond the gateway
@@ -274,6 +283,30 @@ class Host:
     receiver: Helper | None = None
 
 
+def rules_form(ns: str, chosen: Layout) -> None:
+    """The rules form, written by `ip -batch`: per uplink a table with its on-link and default
+    routes, main's suppress rule, and two rules per source prefix (multihome's own prefixes,
+    from `multihome plan --json`, so that the rules are exactly the ones it would write)."""
+    lines = ["-4 rule add pref 1001 lookup main suppress_prefixlength 0 proto 77"]
+    for k, gateway in enumerate(chosen.gateways):
+        table = 100 + k
+        first = next(a for dev, a in chosen.addresses if dev == f"eth{k}")
+        network = ipaddress.ip_interface(f"{first}/{chosen.prefixlen}").network
+        lines += [
+            f"-4 route add {network} dev eth{k} src {first} table {table} proto 77",
+            f"-4 route add default via {gateway} dev eth{k} table {table} proto 77",
+        ]
+        mine = [int(ipaddress.IPv4Address(a)) for dev, a in chosen.addresses if dev == f"eth{k}"]
+        theirs = [int(ipaddress.IPv4Address(a)) for dev, a in chosen.addresses if dev != f"eth{k}"]
+        for prefix in covering_prefixes([network], mine, theirs):
+            lines += [
+                f"-4 rule add pref 1000 from {prefix} lookup {table} suppress_prefixlength 0"
+                " proto 77",
+                f"-4 rule add pref 1002 from {prefix} lookup {table} proto 77",
+            ]
+    batch(ns, lines)
+
+
 def sysctl(ns: str, values: dict[str, str]) -> None:
     args = [f"{name}={value}" for name, value in values.items()]
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *args], check=True)
@@ -361,6 +394,7 @@ def rate(host: Host, chosen: Layout, name: str, settings: Settings, seconds: flo
 class Result:
     stock: list[float] = field(default_factory=list)
     mine: list[float] = field(default_factory=list)
+    rules: list[float] = field(default_factory=list)  # --rules: the rules form's host
 
     @property
     def ratio(self) -> float:
@@ -368,9 +402,15 @@ class Result:
             m / s if s else 0.0 for s, m in zip(self.stock, self.mine, strict=True)
         )
 
+    @property
+    def rules_ratio(self) -> float:
+        return statistics.median(
+            m / s if s else 0.0 for s, m in zip(self.stock, self.rules, strict=True)
+        )
+
 
 def run_case(
-    name: str, size: int, rounds: int, settings: Settings, state_dir: str
+    name: str, size: int, rounds: int, settings: Settings, state_dir: str, with_rules: bool = False
 ) -> tuple[dict[str, Result], dict[str, int], dict[str, str], float]:
     chosen = layout(name, size)
     tag = f"mhbd{PID}{name[0]}{size}"
@@ -380,7 +420,7 @@ def run_case(
             return stack.enter_context(netns(f"{tag}{suffix}"))
 
         hosts = []
-        for label in ("stock", "multihome"):
+        for label in ("stock", "multihome", *(["rules"] if with_rules else [])):
             server, isp0, isp1 = (namespace(label[0] + part) for part in ("s", "i0", "i1"))
             hosts.append(Host(label, server, (isp0, isp1)))
         for host in hosts:
@@ -393,6 +433,8 @@ def run_case(
             env={**os.environ, "MULTIHOME_STATE_DIR": state_dir},
         )
         applied = time.perf_counter() - start
+        if with_rules:
+            rules_form(hosts[2].server, chosen)
         for host in hosts:
             for isp in host.isps:
                 listener = Helper(isp, LISTEN, PEER, str(TCP_PORT))
@@ -411,6 +453,8 @@ def run_case(
                 got = {h.label: rate(h, chosen, what, settings, settings.seconds) for h in order}
                 results[what].stock.append(got["stock"])
                 results[what].mine.append(got["multihome"])
+                if with_rules:
+                    results[what].rules.append(got["rules"])
         return results, rules, paths, applied
 
 
@@ -430,6 +474,9 @@ def main() -> None:
     )
     parser.add_argument("--long", action="store_true", help="9 rounds of 2 s")
     parser.add_argument("--wall", action="store_true", help="rates per wall-clock second")
+    parser.add_argument(
+        "--rules", action="store_true", help="a third host with the rules form, by ip -batch"
+    )
     args = parser.parse_args()
     if args.long:
         args.rounds, args.seconds = 9, 2.0
@@ -452,15 +499,17 @@ def main() -> None:
         for size in args.sizes:
             for name in args.layouts:
                 results, rules, paths, applied = run_case(
-                    name, size, args.rounds, settings, state_dir
+                    name, size, args.rounds, settings, state_dir, args.rules
                 )
                 print(
                     f"{size:,} addresses, {name}: rules stock {rules['stock']}, multihome"
-                    f" {rules['multihome']} (apply {applied:.1f} s); UDP from the last address"
+                    f" {rules['multihome']}"
+                    + (f", rules form {rules['rules']}" if args.rules else "")
+                    + f" (apply {applied:.1f} s); UDP from the last address"
                     f" leaves by: stock {paths['stock']}, multihome {paths['multihome']}"
                     f"{'' if paths['multihome'] == 'eth1' else ' (WRONG: not its uplink)'}"
                 )
-                print(header)
+                print(header + ("  rules form" if args.rules else ""))
                 limit = target(name, size)
                 for what, result in results.items():
                     ok = result.ratio >= limit
@@ -469,6 +518,7 @@ def main() -> None:
                         f"  {LABELS[what]:31}{statistics.median(result.stock):11,.0f}"
                         f"{statistics.median(result.mine):11,.0f}{result.ratio:7.2f}"
                         f"  >= {limit:.2f} {'MET' if ok else 'NOT MET'}"
+                        + (f"  {result.rules_ratio:.2f}" if args.rules else "")
                     )
                 sys.stdout.flush()
     finally:

@@ -1,6 +1,9 @@
 """Property: whatever the host, after `multihome apply` every local address routes by its own
 uplink (its device and its table), checked on the real kernel with `ip -j route get DST from
-SRC`, and multihome's rules stay within the bound of its layout (`rule_bound`).
+SRC`, and multihome's rules stay within the bound of its layout (`rule_bound`). Hosts whose
+interleaved addresses are too many prefixes for rules get the nft form (sourcemarks.py): there
+the lookups carry the mark the set gives (`... mark M`), real packets show the way they leave,
+and the rules are two per uplink and family.
 
 Hosts are generated: IPv4, IPv6 or both; 1-4 uplinks, each a veth to a gateway namespace with
 a default route in main per family (as DHCP and router advertisements install them); per
@@ -11,15 +14,20 @@ interleaved over one shared subnet, at random offsets.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from multihome.core.sourcemarks import THRESHOLD
 from multihome.lab.description import Link, Port, Topology
 from multihome.lab.topology import Network
 
@@ -184,3 +192,107 @@ def test_every_address_routes_by_its_own_uplink(host: Host) -> None:
                         assert route.get("gateway") == family.gateways[k], where
                     else:
                         assert "gateway" not in route, where
+
+
+# -- the nft form (sourcemarks.py): interleaved addresses past the threshold -------------------
+
+
+@st.composite
+def interleaved_hosts(draw: st.DrawFn) -> Host:
+    """Addresses of one subnet alternating over 2-4 uplinks, more per uplink than
+    sourcemarks.THRESHOLD prefixes: each uplink is selected by an nft set."""
+    uplinks = draw(st.integers(2, 4))
+    versions = draw(st.sampled_from([(4,), (6,), (4, 6)]))
+    families = []
+    for version in versions:
+        per = draw(st.integers(THRESHOLD + 1, THRESHOLD + 8))
+        network = ipaddress.ip_network(_subnet(version, 100))
+        start = draw(st.integers(2, 250 - per * uplinks if version == 4 else 0xF000))
+        prefix = f"/{network.prefixlen}"
+        addresses = tuple(
+            (i % uplinks, str(network.network_address + start + i) + prefix)
+            for i in range(per * uplinks)
+        )
+        gateways = tuple(str(network.network_address + 1) for _ in range(uplinks))
+        families.append(Subnets(version, "interleaved", addresses, gateways))
+    return Host(uplinks, tuple(families))
+
+
+def tx_packets(ns: str) -> dict[str, int]:
+    return {link["ifname"]: link["stats64"]["tx"]["packets"] for link in ip_json(ns, "-s", "link")}
+
+
+def send_udp(ns: str, source: str, dst: str, count: int) -> None:
+    """`count` UDP datagrams from `source` (a socket bound to it, not connected: a route
+    lookup per packet, as DNS and QUIC servers send)."""
+    code = (
+        "import socket, sys\n"
+        "family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n"
+        "s = socket.socket(family, socket.SOCK_DGRAM)\n"
+        "s.bind((sys.argv[1], 0))\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    s.sendto(b'x', (sys.argv[2], 9))\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code, source, dst, str(count)],
+        check=True,
+        timeout=30,
+    )
+
+
+@settings(max_examples=6, deadline=None)
+@given(interleaved_hosts())
+def test_interleaved_hosts_in_the_nft_form_route_every_address_by_its_uplink(host: Host) -> None:
+    """Each address routes by its uplink's device and table once its packets carry the mark
+    the nft set gives them (`ip route get ... from ... mark ...`); real packets from them
+    leave by that uplink; multihome writes two fwmark rules per uplink and family, and main's
+    suppress rule, whatever the number of addresses."""
+    with built(host) as server:
+        multihome(server, "apply")
+        rules = owned_rules(server, "-4") + owned_rules(server, "-6")
+        bound = sum(1 + 2 * host.uplinks for _ in host.families)
+        assert len(rules) <= bound, (len(rules), bound)
+        assert all(r.get("src", "all") == "all" for r in rules), rules  # no source rule
+        sets = {s["name"]: set(s.get("elem", ())) for s in nft_sets(server)}
+        for family in host.families:
+            tables = own_tables(server, family.version)
+            v = family.version
+            for k, address in family.addresses:
+                source, dev = address.split("/")[0], f"eth{k}"
+                uplink_id = int(tables[dev]) - 100 + 1
+                assert source in sets[f"src{v}_{uplink_id}"], (source, sorted(sets))
+                mark = hex(uplink_id << 24)
+                for dst in (OFF_LINK[v], family.gateways[k], family.neighbour(k)):
+                    route = ip_json(server, "route", "get", dst, "from", source, "mark", mark)[0]
+                    where = (source, dst, route)
+                    assert route["dev"] == dev and str(route.get("table")) == tables[dev], where
+            # real packets: the last address of each uplink, 50 datagrams beyond the gateway
+            for k in range(host.uplinks):
+                source = [a for owner, a in family.addresses if owner == k][-1].split("/")[0]
+                before = tx_packets(server)
+                send_udp(server, source, OFF_LINK[v], 50)
+                sent = {d: n - before[d] for d, n in tx_packets(server).items() if d in before}
+                assert sent[f"eth{k}"] >= 50, (source, sent)
+                assert all(n < 10 for d, n in sent.items() if d != f"eth{k}"), (source, sent)
+
+
+def nft_sets(ns: str) -> list[dict[str, Any]]:
+    """multihome's source sets, as `nft -j list ruleset` reports them (the independent
+    reader), in its inet table."""
+    return [
+        item["set"]
+        for item in nft_ruleset(ns)
+        if "set" in item and item["set"]["table"] == "multihome" and item["set"]["family"] == "inet"
+    ]
+
+
+def nft_ruleset(ns: str) -> list[dict[str, Any]]:
+    """`nft -j list ruleset` in the namespace: its items."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    items: list[dict[str, Any]] = json.loads(out)["nftables"]
+    return items

@@ -78,7 +78,7 @@ class Socket(writer.RtnlSocket):
 
 writer.RtnlSocket = Socket
 host = discover.read_state()
-changes = diff(plan(Config(), host), host)
+changes = diff(plan(Config(), host, sets_above=10**6), host)  # rules: a rule per address
 try:
     writer.apply(changes, host)
 except KernelError as error:

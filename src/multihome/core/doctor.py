@@ -194,6 +194,24 @@ def _by_integer(addresses: Iterable[Address], family: Family) -> list[tuple[int,
     )
 
 
+def _marked(state: HostState, desired: Desired, family: Family, present: bool) -> set[IPAddress]:
+    """The addresses an nft set selects (sourcemarks.py): with `present`, only those whose
+    uplink's fwmark rule is in the kernel."""
+    layout = desired.gateway
+    found: set[IPAddress] = set()
+    live = set(state.rules) if present else set()
+    uplinks = {u.name: u for u in desired.uplinks}
+    for s in layout.sources.sets if layout is not None and layout.sources is not None else ():
+        rules = [
+            r
+            for r in desired.rules
+            if r.fwmark == s.mark and r.family == family and r.table == s.table
+        ]
+        if s.family == family and (not present or any(r in live for r in rules)):
+            found |= {a.ip.ip for a in uplinks[s.uplink].addresses_in(family)}
+    return found
+
+
 def _multi_homed(state: HostState, uplinks: Collection[str]) -> bool:
     return len({a.ifname for a in _uplink_addresses(state, uplinks)}) >= 2
 
@@ -216,6 +234,16 @@ class _Remedy:
                 self.planned.setdefault(key, []).append((int(rule.src.network_address), rule))
         for group in self.planned.values():
             group.sort(key=lambda item: item[0])
+        # an uplink selected by an nft set (sourcemarks.py): its fwmark rules, by priority
+        self.marked = {
+            (rule.family, rule.priority, rule.table): rule
+            for rule in desired.rules
+            if rule.fwmark is not None and rule.src is None
+        }
+        layout = desired.gateway
+        self.in_sets = {
+            (s.family, s.uplink) for s in (layout.sources.sets if layout and layout.sources else ())
+        }
         self.present = set(state.rules)
         self.uplinks = {u.name: u for u in desired.uplinks}
         self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
@@ -230,6 +258,8 @@ class _Remedy:
         uplink = self.uplinks.get(address.ifname)
         if uplink is None or address not in self.addresses:
             return None
+        if (address.family, uplink.name) in self.in_sets:
+            return self.marked.get((address.family, priority, uplink.table))
         group = self.planned.get((address.family, priority, uplink.table, suppress), [])
         value = int(address.ip)
         # the last prefix that starts at or before the address; prefixes of one uplink and
@@ -511,18 +541,23 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
             if r.src and r.family == family
             for a in _inside(r.src, ordered)
         }
+        covered |= _marked(state, desired, family, present=True)
         mine: dict[str, list[IPAddress]] = {}
         for address in state.addresses:
             if address.family == family and address.ifname in devs:
                 mine.setdefault(address.ifname, []).append(address.ip.ip)
         if any(all(ip in covered for ip in mine.get(d, [])) for d in devs):
             continue
-        after = covered | {
-            a.ip.ip
-            for r in desired.rules
-            if r.src and r.family == family and r.priority == own.priorities[2]
-            for a in _inside(r.src, ordered)
-        }
+        after = (
+            covered
+            | {
+                a.ip.ip
+                for r in desired.rules
+                if r.src and r.family == family and r.priority == own.priorities[2]
+                for a in _inside(r.src, ordered)
+            }
+            | _marked(state, desired, family, present=False)
+        )
         fixed = any(all(ip in after for ip in mine.get(d, [])) for d in devs)
         findings.append(
             Finding(

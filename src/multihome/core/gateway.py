@@ -325,6 +325,8 @@ def counters(layout: GatewayLayout, uplink: str) -> tuple[str, str] | None:
 
 
 def _body(layout: GatewayLayout) -> list[str]:
+    if not layout.marks:  # no gateway part: the nft form of source selection alone
+        return _sources(layout)
     keep = ALL & ~layout.mask
     m = f"0x{layout.mask:08x}"
     k = f"0x{keep:08x}"
@@ -428,7 +430,13 @@ def _body(layout: GatewayLayout) -> list[str]:
             for name, _ in layout.marks
         ]
         lines.append("\t}")
-    return lines
+    return lines + _sources(layout)
+
+
+def _sources(layout: GatewayLayout) -> list[str]:
+    from multihome.core import sourcemarks  # (only where a layout has them)
+
+    return sourcemarks.body(layout.sources) if layout.sources is not None else []
 
 
 def shape(layout: GatewayLayout) -> dict[str, int]:

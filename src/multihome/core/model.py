@@ -319,8 +319,16 @@ class Ownership:
         return self.table_max
 
     def owns_rule(self, rule: Rule) -> bool:
-        if rule.fwmark is not None and (  # gateway mode's: masked, beside the source rules
-            rule.priority != self.priorities[2] or rule.fwmask in (None, 0xFFFFFFFF)
+        # fwmark rules, always masked: gateway mode's and the nft form's mirror of rule 3
+        # (beside the off-link source rules), the nft form's mirror of rule 1 (beside the
+        # on-link ones, suppress_prefixlength 0)
+        if rule.fwmark is not None and (
+            rule.fwmask in (None, 0xFFFFFFFF)
+            or rule.src is not None
+            or not (
+                (rule.priority == self.priorities[2] and rule.suppress_prefixlen is None)
+                or (rule.priority == self.priorities[0] and rule.suppress_prefixlen == 0)
+            )
         ):
             return False
         return (
@@ -445,6 +453,9 @@ class Uplink:
     # the prefixes its source rules select (both families), and why those: the planner's
     sources: tuple[IPNetwork, ...] = ()
     sources_why: str = ""
+    # the nft sets that select it instead of rules (sourcemarks.py), where its addresses are
+    # too many prefixes for rules: src4_N, src6_N
+    source_sets: tuple[str, ...] = ()
 
     def gateway(self, family: Family) -> IPAddress | None:
         return self.gateway4 if family is Family.INET else self.gateway6
@@ -476,6 +487,31 @@ class Uplink:
 
 
 @record(frozen=True)
+class SourceSet:
+    """One uplink's source addresses in one family, selected by nftables instead of rules
+    (sourcemarks.py): packets from them get the uplink's mark, and fwmark rules route them."""
+
+    name: str  # in multihome's table: src4_N, src6_N (N: the uplink's mark id)
+    uplink: str
+    family: Family
+    table: int
+    mark: int  # inside the mark mask
+    addresses: tuple[int, ...]  # sorted, as integers
+    prefixes: int  # how many prefix rules would have selected them instead
+    # its gateway is main's (not the config's): a packet main already routes by the uplink
+    # keeps that route (sourcemarks.body)
+    main_gateway: bool = True
+
+
+@record(frozen=True)
+class SourceMarks:
+    """The nft form of source selection: one set per uplink and family (sourcemarks.py)."""
+
+    mask: int
+    sets: tuple[SourceSet, ...] = ()
+
+
+@record(frozen=True)
 class GatewayLayout:
     """Gateway mode: what multihome's nftables table does (gateway.py renders it)."""
 
@@ -488,6 +524,7 @@ class GatewayLayout:
     # host mode's inbound pinning: no LAN side; a forward-hook chain pins each new forwarded
     # connection from an uplink (a port forward) to it, local sockets keep the source rules
     pin_forwarded: bool = False
+    sources: SourceMarks | None = None  # the nft form of source selection (sourcemarks.py)
 
     def mark_of(self, uplink: str) -> int | None:
         return next((m for name, m in self.marks if name == uplink), None)

@@ -26,6 +26,7 @@ from multihome.core.model import (
     Delegation,
     Desired,
     Family,
+    GatewayLayout,
     GatewaySource,
     HostState,
     IPAddress,
@@ -35,6 +36,8 @@ from multihome.core.model import (
     Ownership,
     Route,
     Rule,
+    SourceMarks,
+    SourceSet,
     Sysctl,
     Uplink,
     distinct_networks,
@@ -487,6 +490,61 @@ def _selection_why(
     return "its subnet" if len(prefixes) == 1 else "its subnets"
 
 
+def _source_sets(
+    config: Config,
+    members: list[Uplink],
+    family: Family,
+    prefixes: dict[str, list[IPNetwork]],
+    notes: list[str],
+    above: int | None,
+) -> dict[str, SourceSet]:
+    """The uplinks of this family whose addresses are more prefixes than `above` (None:
+    sourcemarks.THRESHOLD), each with the nft set that selects it instead."""
+    from multihome.core.sourcemarks import THRESHOLD
+
+    above = THRESHOLD if above is None else above
+    if all(len(found) <= above for found in prefixes.values()):
+        return {}  # (the usual host: sourcemarks is not even imported)
+    from multihome.core import sourcemarks
+
+    sets, extra = sourcemarks.plan_sources(
+        config.ownership, config.mark_mask, members, family, prefixes, above
+    )
+    notes += extra
+    return {s.uplink: s for s in sets}
+
+
+def _with_source_sets(
+    config: Config,
+    uplinks: list[Uplink],
+    layout: GatewayLayout | None,
+    source_sets: list[SourceSet],
+    rules: list[Rule],
+    sysctls: list[Sysctl],
+) -> GatewayLayout:
+    """Add the nft form's fwmark rules (the same objects as gateway mode's where they
+    coincide: once each) and sysctl to `rules` and `sysctls`; the layout that carries the
+    sets (gateway mode's, or a table of the sets alone)."""
+    from multihome.core import sourcemarks
+
+    marks = SourceMarks(config.mark_mask, tuple(source_sets))
+    with_gateway = {
+        (u.name, family) for u in uplinks for family in Family if u.gateway(family) is not None
+    }
+    present = set(rules)
+    for rule in sourcemarks.rules(marks, config.ownership, with_gateway):
+        if rule not in present:
+            present.add(rule)
+            rules.append(rule)
+    paths = {s.path for s in sysctls}
+    sysctls += [s for s in sourcemarks.sysctls(marks) if s.path not in paths]
+    if layout is None:
+        return GatewayLayout(
+            lan=(), marks=(), mask=config.mark_mask, masquerade=False, sources=marks
+        )
+    return replace(layout, sources=marks)
+
+
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
     sysctls: list[Sysctl] = []
     if config.manage_arp:
@@ -567,12 +625,15 @@ def plan(
     down: frozenset[str] = frozenset(),
     down6: frozenset[str] = frozenset(),
     firewall: Firewall | None = None,
+    sets_above: int | None = None,
 ) -> Desired:
     """What multihome should own in this namespace. Raises ConfigError for a bad config.
 
     `down`, `down6`: uplinks the IPv4 / IPv6 health checks found dead (multihome watch); they
     keep their tables and source rules, and leave that family's balancing route.
-    `firewall`: the host's NAT and mark rules as read (None: not read), for inbound pinning."""
+    `firewall`: the host's NAT and mark rules as read (None: not read), for inbound pinning.
+    `sets_above`: the prefixes per uplink above which an nft set selects its sources
+    (sourcemarks.THRESHOLD; a test of many rules sets it higher)."""
     ownership = config.ownership
     chosen, notes = detect_uplinks(config, state)
     # gateway mode plans its table for one uplink too: the LAN needs masquerade on the WAN
@@ -613,6 +674,7 @@ def plan(
     rules: list[Rule] = []
     selected: dict[str, list[IPNetwork]] = {u.name: [] for u in uplinks}
     reasons: dict[str, list[str]] = {u.name: [] for u in uplinks}
+    source_sets: list[SourceSet] = []
     for family in families:
         members = [u for u in uplinks if u.addresses_in(family)]
         if not members:
@@ -620,9 +682,16 @@ def plan(
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
         prefixes = _source_prefixes(state, members, family)
+        marked = _source_sets(config, members, family, prefixes, notes, sets_above)
+        source_sets += marked.values()
         for uplink in members:
-            selected[uplink.name] += prefixes[uplink.name]
             why = _selection_why(state, uplink, family, prefixes[uplink.name])
+            if uplink.name in marked:  # too many prefixes: an nft set selects them
+                from multihome.core import sourcemarks
+
+                why = sourcemarks.why(marked[uplink.name], why)
+                prefixes[uplink.name] = []
+            selected[uplink.name] += prefixes[uplink.name]
             if why not in reasons[uplink.name]:
                 reasons[uplink.name].append(why)
         protocol = ownership.protocol
@@ -643,7 +712,12 @@ def plan(
                 for p in prefixes[uplink.name]
             ]
     uplinks = [
-        replace(u, sources=tuple(selected[u.name]), sources_why="; ".join(reasons[u.name]))
+        replace(
+            u,
+            sources=tuple(selected[u.name]),
+            sources_why="; ".join(reasons[u.name]),
+            source_sets=tuple(s.name for s in source_sets if s.uplink == u.name),
+        )
         for u in uplinks
     ]
     sysctls = _sysctls(config, uplinks)
@@ -664,9 +738,7 @@ def plan(
     if config.gateway is not None and Family.INET in families:
         from multihome.core import gateway  # gateway mode: fwmark rules and the nftables layout
 
-        extra_rules, extra_sysctls, layout = gateway.plan_gateway(
-            config, state, uplinks, off_link
-        )
+        extra_rules, extra_sysctls, layout = gateway.plan_gateway(config, state, uplinks, off_link)
         rules += extra_rules
         replaced = {s.path for s in extra_sysctls}
         sysctls = [s for s in sysctls if s.path not in replaced] + extra_sysctls
@@ -701,6 +773,8 @@ def plan(
         rules += extra_rules
         sysctls += extra_sysctls
         notes += extra_notes
+    if source_sets:
+        layout = _with_source_sets(config, uplinks, layout, source_sets, rules, sysctls)
     return Desired(
         ownership,
         uplinks=tuple(uplinks),

@@ -12,7 +12,7 @@ from multihome.core.config import DEFAULT_PATH, Config
 from multihome.core.diff import diff
 from multihome.core.model import Action, Change, Desired, Family, HostState, Route, Rule, Sysctl
 from multihome.core.plan import plan
-from multihome.core.records import record
+from multihome.core.records import record, replace
 from multihome.errors import MultihomeError, PrivilegeError, StateError
 from multihome.host import configfile as config_file
 from multihome.host import state
@@ -114,13 +114,43 @@ def preview(config_path: str | None) -> Outcome:
     and a ruleset a non-root user cannot read is a warning)."""
     cfg, host, record = observe(config_path)
     found = read_firewall(cfg, host)
-    desired = plan(cfg, host, firewall=found)
+    desired = _planned(cfg, host, firewall=found)
     changes = tuple(diff(desired, host, record.sysctl_originals))
     try:
         table = _table_change(cfg, host, desired, record, refuse=False)
     except PrivilegeError:
         return Outcome(cfg, host, desired, changes, (UNREADABLE_RULESET,), firewall=found)
     return Outcome(cfg, host, desired, changes, table=table, firewall=found)
+
+
+# where nft is missing, the nft form's uplinks keep their prefix rules (a rule each, slower,
+# but working): no uplink has as many prefixes as this
+NO_SETS = 2**32
+
+
+def _planned(
+    cfg: Config,
+    host: HostState,
+    down: frozenset[str] = frozenset(),
+    down6: frozenset[str] = frozenset(),
+    firewall: Firewall | None = None,
+) -> Desired:
+    """plan(), with the rules form for every uplink where nft(8) is not installed and only
+    the nft form of source selection needed it (sourcemarks.py), said in a note."""
+    desired = plan(cfg, host, down, down6, firewall)
+    layout = desired.gateway
+    if layout is None or layout.sources is None or layout.marks:
+        return desired
+    from multihome.kernel import tools
+
+    if tools.find("nft") is not None:
+        return desired
+    desired = plan(cfg, host, down, down6, firewall, sets_above=NO_SETS)
+    note = (
+        "nft is not installed: the uplinks whose addresses need more prefixes than rules"
+        " serve well keep a rule pair per prefix (slower lookups); apt-get install nftables"
+    )
+    return replace(desired, notes=(*desired.notes, note))
 
 
 class MarkOverlapError(MultihomeError):
@@ -146,12 +176,19 @@ def _table_change(
 ) -> TableChange | None:
     """Gateway mode: what to do to multihome's nftables table (with `refuse`, raises when
     other software uses the bits of the mark mask). Without [gateway] and no table applied,
-    nothing to read; but `remove` looks for the table wherever nft is installed, since an
+    nothing to read; but `remove` looks for the table wherever the kernel has it, since an
     exported script may have made it without apply's record."""
-    from multihome.kernel import tools
+    if desired.gateway is None and not record.nft_table:
+        if not remove:
+            return None
+        from multihome.kernel import nfnetlink  # (asked over netlink first: no nft process)
 
-    if desired.gateway is None and not record.nft_table and not (remove and tools.find("nft")):
-        return None
+        if nfnetlink.exists() is False:
+            return None
+        from multihome.kernel import tools
+
+        if not tools.find("nft"):
+            return None
     from multihome.core import gateway
     from multihome.kernel import nftables
 
@@ -179,7 +216,7 @@ def _remember_table(netns_id: int, table: TableChange) -> None:
 
     if table.layout is None:
         state.remove(netns_id, NFT_CONTENT)
-    else:
+    elif not table.elements:  # (source sets' elements are not in the content: nothing new)
         state.write_json(netns_id, NFT_CONTENT, {"content": nftables.content_now()}, 0o600)
 
 
@@ -231,11 +268,11 @@ def _converge(
     netns_id = namespace.identity()
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
-        host = with_pd_records(cfg, discover.read_state(decoded))
+        host = with_pd_records(cfg, discover.read_state(decoded, addresses=not remove))
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
         found = None if remove else read_firewall(cfg, host)
-        desired = Desired(cfg.ownership) if remove else plan(cfg, host, down, down6, found)
+        desired = Desired(cfg.ownership) if remove else _planned(cfg, host, down, down6, found)
         changes = tuple(diff(desired, host, record.sysctl_originals))
         try:
             table = _table_change(cfg, host, desired, record, remove=remove)
@@ -477,7 +514,7 @@ def apply(config_path: str | None, confirm_seconds: float | None = None) -> Outc
         )
     cfg, host, _ = observe(config_path)
     found = read_firewall(cfg, host)
-    desired = plan(cfg, host, firewall=found)
+    desired = _planned(cfg, host, firewall=found)
     remarked, warnings = remark_connections(desired, host, found)
     return Outcome(
         cfg,
@@ -599,7 +636,10 @@ def diagnose(config_path: str | None) -> Any:
 
     outcome = preview(config_path)
     uplinks = uplink_names(roles(outcome.config, outcome.host))
-    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks))
+    from multihome.core.sourcemarks import marks_by_address
+
+    marks = marks_by_address(outcome.desired)  # where an nft set selects the sources
+    lookups = discover.route_lookups(outcome.host, doctor.probes(outcome.host, uplinks), marks)
     report = doctor.diagnose(
         outcome.host,
         lookups,

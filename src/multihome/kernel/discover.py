@@ -7,6 +7,7 @@ from /proc/sys, which shows the values of the namespace the process is in.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from multihome.core.model import (
     Address,
@@ -99,9 +100,11 @@ def _sysctls(interfaces: list[Interface]) -> dict[str, str]:
     return values
 
 
-def read_state(decoded: Decoded | None = None) -> HostState:
+def read_state(decoded: Decoded | None = None, addresses: bool = True) -> HostState:
     """Everything multihome needs to know about this network namespace (`decoded`: what the
-    reads before decoded, for a caller that reads again and again: reader.Decoded)."""
+    reads before decoded, for a caller that reads again and again: reader.Decoded). Without
+    `addresses`, none are read: `remove` needs only what multihome owns (a host's thousands
+    of addresses were most of its reading)."""
     try:
         with Reader(decoded) as rtnl:
             # an interface whose name no file could hold (not UTF-8, control characters:
@@ -114,10 +117,10 @@ def read_state(decoded: Decoded | None = None) -> HostState:
             # sorted by interface, family and address, as comparing the objects would
             found = sorted(
                 (names[a.index], a.order, i, a)
-                for i, a in enumerate(rtnl.addresses())
+                for i, a in enumerate(rtnl.addresses() if addresses else ())
                 if _usable(a) and a.index in names
             )
-            addresses = [_address(name, a) for name, _, _, a in found]
+            read = [_address(name, a) for name, _, _, a in found]
             rules = rtnl.rules()
             routes = rtnl.routes(names)
     except PermissionError:
@@ -126,7 +129,7 @@ def read_state(decoded: Decoded | None = None) -> HostState:
         raise MultihomeError(f"cannot read the routing state: {error}") from None
     return HostState(
         interfaces=tuple(interfaces),
-        addresses=tuple(addresses),
+        addresses=tuple(read),
         routes=tuple(routes),
         rules=tuple(rules),
         sysctls=_sysctls(interfaces),
@@ -167,14 +170,19 @@ def read_links() -> list[tuple[counters.Link, Counters]]:
 
 
 def route_lookups(
-    state: HostState, probes: list[tuple[IPAddress, IPAddress]]
+    state: HostState,
+    probes: list[tuple[IPAddress, IPAddress]],
+    marks: Mapping[IPAddress, int] | None = None,
 ) -> dict[tuple[IPAddress, IPAddress], Lookup]:
-    """The kernel's answer to `ip route get DST from SRC` for each (dst, src)."""
+    """The kernel's answer to `ip route get DST from SRC` for each (dst, src); with the
+    mark that `marks` gives a source (the nft form of source selection marks its packets,
+    and the kernel routes them again by the mark), `ip route get DST from SRC mark M`."""
     names = {i.index: i.name for i in state.interfaces}
+    marks = marks or {}
     results: dict[tuple[IPAddress, IPAddress], Lookup] = {}
     with Reader() as rtnl:
         for dst, src in probes:
-            answer: Route | Refusal = rtnl.route_get(dst, src, names)
+            answer: Route | Refusal = rtnl.route_get(dst, src, names, mark=marks.get(src, 0))
             if isinstance(answer, Refusal):
                 results[dst, src] = Lookup(dst, src, error=str(answer))
             else:

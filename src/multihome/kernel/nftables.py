@@ -3,6 +3,9 @@
 It runs nft(8): `nft -f -` with input from gateway.replace_script, which creates, deletes and
 re-adds `table inet multihome` in one file, and nft sends one file as one netlink batch -- the
 kernel applies all of it or none. It never flushes the ruleset and never names another table.
+The sets of source addresses (sourcemarks.py) are filled in the same file; when only their
+elements differ from the plan (an address came or went), only those elements are added or
+deleted, again in one transaction.
 Reading (`nft -j list ...`) is here too, for the plan and the overlap check.
 """
 
@@ -15,7 +18,7 @@ import re
 import subprocess
 from typing import Any
 
-from multihome.core import gateway
+from multihome.core import gateway, sourcemarks
 from multihome.core.model import GatewayLayout
 from multihome.core.records import field, record
 from multihome.errors import KernelError, MultihomeError, PrivilegeError
@@ -43,6 +46,7 @@ class Table:
     text: str = ""
     shape: dict[str, int] = field(default_factory=dict)  # chains' rule counts, sets
     content: str = ""  # digest of its chains, rules, sets and maps as the kernel has them
+    elements: dict[str, set[str]] = field(default_factory=dict)  # source sets' addresses
 
     @property
     def comment(self) -> str:
@@ -70,12 +74,45 @@ def ruleset() -> Any:
 
 
 def current(rules: Any) -> Table:
-    """multihome's table, if the parsed ruleset has it."""
-    for item in rules.get("nftables", []):
-        table = item.get("table") if isinstance(item, dict) else None
-        if table and table.get("family") == gateway.FAMILY and table.get("name") == gateway.TABLE:
-            return Table(True, listing(), gateway.live_shape(rules), content(rules))
-    return Table(False)
+    """multihome's table, if the parsed ruleset has it (or its ARP table: sourcemarks.py)."""
+    families = {
+        table.get("family")
+        for item in rules.get("nftables", [])
+        if isinstance(item, dict)
+        and isinstance(table := item.get("table"), dict)
+        and table.get("name") == gateway.TABLE
+    }
+    if not families & {gateway.FAMILY, "arp"}:
+        return Table(False)
+    return Table(
+        True,
+        listing(gateway.FAMILY in families, "arp" in families),
+        gateway.live_shape(rules),
+        content(rules),
+        source_elements(rules),
+    )
+
+
+def _is_source_set(body: dict[str, Any]) -> bool:
+    return str(body.get("name", "")).startswith(sourcemarks.SET_PREFIX)
+
+
+def source_elements(rules: Any) -> dict[str, set[str]]:
+    """PURE: the elements of multihome's source sets in a parsed `nft -j list ruleset`, by
+    "FAMILY NAME" (its inet table's and its ARP table's)."""
+    found: dict[str, set[str]] = {}
+    for item in rules.get("nftables", []) if isinstance(rules, dict) else []:
+        body = item.get("set") if isinstance(item, dict) else None
+        if (
+            isinstance(body, dict)
+            and body.get("table") == gateway.TABLE
+            and body.get("family") in (gateway.FAMILY, "arp")
+            and _is_source_set(body)
+        ):
+            found[f"{body['family']} {body['name']}"] = {
+                str(e) for e in body.get("elem", ()) if not isinstance(e, dict)
+            }
+    return found
 
 
 # What changes in multihome's table without anyone editing it: handles (renumbered by
@@ -86,7 +123,8 @@ _VOLATILE = ("handle", "packets", "bytes")
 def _stable(value: Any) -> Any:
     if isinstance(value, dict):
         flags = value.get("flags", ())
-        dynamic = "dynamic" in flags or "timeout" in flags
+        # (the source sets' elements are compared one by one: Table.elements)
+        dynamic = "dynamic" in flags or "timeout" in flags or _is_source_set(value)
         return {
             key: _stable(item)
             for key, item in value.items()
@@ -123,41 +161,63 @@ def content_now() -> str:
         return ""
 
 
-def listing() -> str:
-    """The table as `nft list table inet multihome` prints it ("" when there is none)."""
-    result = _run(["list", "table", gateway.FAMILY, gateway.TABLE])
-    return result.stdout if result.returncode == 0 else ""
+def listing(inet: bool = True, arp: bool = False) -> str:
+    """The table as `nft list table inet multihome` prints it ("" when there is none), and
+    with `arp` its ARP table after it (sourcemarks.py)."""
+    text = ""
+    for family, wanted in ((gateway.FAMILY, inet), ("arp", arp)):
+        result = _run(["list", "table", family, gateway.TABLE]) if wanted else None
+        if result is not None and result.returncode == 0:
+            text += result.stdout
+    return text
 
 
 @record(frozen=True)
 class TableChange:
-    """Replace multihome's table with the layout's, or delete it (layout None)."""
+    """Replace multihome's table with the layout's, or delete it (layout None); or, with
+    `elements`, only add and delete elements of its source sets (`undo_elements` undoes)."""
 
     layout: GatewayLayout | None
     previous: str  # the table as it was (nft list), "" if there was none
+    elements: tuple[str, ...] = ()  # nft lines: the source sets' elements alone change
+    undo_elements: tuple[str, ...] = ()
 
     def script(self) -> str:
-        return gateway.replace_script(self.layout)
+        if self.elements:
+            return "\n".join(self.elements) + "\n"
+        return sourcemarks.script(self.layout, reset_arp=True)
 
     def describe(self) -> str:
         if self.layout is None:
             return f"- nftables table {gateway.FAMILY} {gateway.TABLE}"
+        if self.elements:  # `add element inet multihome src4_1 { a, b }`, ...
+            names = sorted({line.split(" ")[4] for line in self.elements})
+            inet = [line for line in self.elements if line.split(" ")[2] == gateway.FAMILY]
+            added = sum(line.count(",") + 1 for line in inet if line.startswith("add"))
+            deleted = sum(line.count(",") + 1 for line in inet) - added
+            return (
+                f"~ nftables sets {', '.join(names)} of multihome's tables: +{added} -{deleted}"
+                " addresses"
+            )
         verb = "~" if self.previous else "+"
-        marks = ", ".join(f"{n} 0x{v:08x}" for n, v in self.layout.marks)
-        return f"{verb} nftables table {gateway.FAMILY} {gateway.TABLE} (marks {marks})"
+        marks = [f"{n} 0x{v:08x}" for n, v in self.layout.marks]
+        sets = self.layout.sources.sets if self.layout.sources is not None else ()
+        marks += [f"{s.uplink} 0x{s.mark:08x} (set {s.name})" for s in sets]
+        return f"{verb} nftables table {gateway.FAMILY} {gateway.TABLE} (marks {', '.join(marks)})"
 
     def inverse(self) -> str:
         """`nft -f` input that puts the table back as it was."""
+        if self.elements:
+            return "\n".join(self.undo_elements) + "\n"
         lines = [f"table {gateway.FAMILY} {gateway.TABLE}"]
         lines.append(f"delete table {gateway.FAMILY} {gateway.TABLE}")
+        lines += [f"table arp {gateway.TABLE}", f"delete table arp {gateway.TABLE}"]
         if self.previous:
             lines.append(self.previous)
         return "\n".join(lines) + "\n"
 
 
-def change_for(
-    layout: GatewayLayout | None, table: Table, written: str = ""
-) -> TableChange | None:
+def change_for(layout: GatewayLayout | None, table: Table, written: str = "") -> TableChange | None:
     """What to do to the table, or None when it is already as planned. `written`: the
     content digest of the table as multihome last wrote it (read back from the kernel);
     a table whose content differs was edited by someone else."""
@@ -168,8 +228,11 @@ def change_for(
         and table.comment == gateway.comment(layout)
         and table.shape == gateway.shape(layout)
         and (not written or table.content == written)
-    ):
-        return None
+    ) and table.elements.keys() == sourcemarks.elements(layout.sources).keys():
+        forward, backward = sourcemarks.element_changes(layout.sources, table.elements)
+        if not forward:
+            return None
+        return TableChange(layout, table.text, tuple(forward), tuple(backward))
     return TableChange(layout, table.text)
 
 

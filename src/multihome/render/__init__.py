@@ -108,6 +108,19 @@ def dynamic_gateway_notes(desired: Desired) -> list[str]:
 NFT_FILE = "/etc/multihome/multihome.nft"
 
 
+def source_set_notes(desired: Desired) -> list[str]:
+    """The nft form of source selection in a file: its sets hold the addresses of now."""
+    layout = desired.gateway
+    if layout is None or layout.sources is None or not layout.sources.sets:
+        return []
+    names = ", ".join(f"{s.uplink} ({s.name})" for s in layout.sources.sets)
+    return [
+        f"the sources of {names} are selected by nft sets in multihome.nft (too many"
+        " prefixes for rules): the file holds today's addresses; an address added later is"
+        " selected once multihome watch runs, or after the next export or install"
+    ]
+
+
 def gateway_files(desired: Desired) -> dict[str, str]:
     """Gateway mode for stacks that cannot express nftables: the table as a file for
     `nft -f` and a oneshot unit that loads it at boot, after nftables.service, and again
@@ -115,7 +128,7 @@ def gateway_files(desired: Desired) -> dict[str, str]:
     multihome's table too (PartOf= and WantedBy=nftables.service)."""
     if desired.gateway is None:
         return {}
-    from multihome.core import gateway
+    from multihome.core import gateway, sourcemarks
 
     unit = f"""# {HEADER}
 [Unit]
@@ -137,7 +150,7 @@ ExecStop=/usr/sbin/nft delete table {gateway.FAMILY} {gateway.TABLE}
 WantedBy=multi-user.target nftables.service
 """
     return {
-        "multihome.nft": f"# {HEADER}\n" + gateway.replace_script(desired.gateway),
+        "multihome.nft": f"# {HEADER}\n" + sourcemarks.script(desired.gateway),
         "multihome-nftables.service": unit,
     }
 

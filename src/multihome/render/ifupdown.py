@@ -20,6 +20,7 @@ from multihome.render import (
     dynamic_gateway_notes,
     gateway_files,
     shared_rules,
+    source_set_notes,
     stack_layout,
     uplink_routes,
     uplink_rules,
@@ -79,5 +80,6 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append("")
     extra = gateway_files(desired)
     notes = dynamic_gateway_notes(desired) + balancing_notes(desired)
+    notes += source_set_notes(desired)
     layout = tuple(stack_layout(desired))
     return Rendered({"multihome": "\n".join(lines), **extra}, tuple(notes), layout)

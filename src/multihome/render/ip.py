@@ -6,7 +6,13 @@ from __future__ import annotations
 import shlex
 
 from multihome.core.model import Action, Change, Desired, Route, Rule, Sysctl
-from multihome.render import HEADER, Options, Rendered, dynamic_gateway_notes
+from multihome.render import (
+    HEADER,
+    Options,
+    Rendered,
+    dynamic_gateway_notes,
+    source_set_notes,
+)
 
 
 def command(change: Change) -> str:
@@ -50,10 +56,11 @@ def script(desired: Desired, options: Options) -> Rendered:
         lines.append(f"ip -{v} rule add {args(rule)}")
     for sysctl in desired.sysctls:
         lines.append(sysctl_command(sysctl, "-qw"))
-    if desired.gateway is not None:  # gateway mode: multihome's nftables table, replaced whole
-        from multihome.core import gateway
+    if desired.gateway is not None:  # multihome's nftables table, replaced whole (with the
+        from multihome.core import sourcemarks  # elements of its source sets, if any)
 
-        lines += ["nft -f - <<'EOF'", gateway.replace_script(desired.gateway) + "EOF"]
+        lines += ["nft -f - <<'EOF'", sourcemarks.script(desired.gateway) + "EOF"]
     return Rendered(
-        {"multihome.sh": "\n".join(lines) + "\n"}, tuple(dynamic_gateway_notes(desired))
+        {"multihome.sh": "\n".join(lines) + "\n"},
+        tuple(dynamic_gateway_notes(desired) + source_set_notes(desired)),
     )

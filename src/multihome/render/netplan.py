@@ -21,6 +21,7 @@ from multihome.render import (
     balancing_notes,
     dynamic_gateway_notes,
     gateway_files,
+    source_set_notes,
     uplink_routes,
     uplink_rules,
 )
@@ -72,7 +73,7 @@ def render(desired: Desired, options: Options) -> Rendered:
     marked = [r for r in desired.rules if r.fwmark is not None]
     if marked:
         notes.append(
-            "netplan's routing-policy `mark` takes no mask: gateway mode's fwmark rules"
+            "netplan's routing-policy `mark` takes no mask: the fwmark rules"
             f" ({len(marked)} rules) are left to multihome.service -- export the systemd"
             " format too"
         )
@@ -80,6 +81,7 @@ def render(desired: Desired, options: Options) -> Rendered:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
     notes += dynamic_gateway_notes(desired)
     notes += balancing_notes(desired)
+    notes += source_set_notes(desired)
     extra = gateway_files(desired)
     return Rendered(
         {"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes), tuple(persisted)

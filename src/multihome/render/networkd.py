@@ -25,6 +25,7 @@ from multihome.render import (
     balancing_notes,
     gateway_files,
     shared_rules,
+    source_set_notes,
     stack_layout,
     uplink_routes,
     uplink_rules,
@@ -87,5 +88,5 @@ def render(desired: Desired, options: Options) -> Rendered:
         notes.append("networkd sets no sysctls: install the systemd format's sysctl.d file too")
     notes.append("networkd gives rules its own protocol (static); routes keep multihome's (77)")
     extra = gateway_files(desired)
-    notes += balancing_notes(desired)
+    notes += balancing_notes(desired) + source_set_notes(desired)
     return Rendered({**files, **extra}, tuple(notes), tuple(stack_layout(desired)))

@@ -21,6 +21,7 @@ from multihome.render import (
     balancing_notes,
     gateway_files,
     shared_rules,
+    source_set_notes,
     stack_layout,
     uplink_routes,
     uplink_rules,
@@ -96,6 +97,6 @@ def render(desired: Desired, options: Options) -> Rendered:
     extra = gateway_files(desired)
     return Rendered(
         {"multihome-nmcli.sh": "\n".join(lines), **extra},
-        tuple(notes + balancing_notes(desired)),
+        tuple(notes + balancing_notes(desired) + source_set_notes(desired)),
         tuple(stack_layout(desired)),
     )
