@@ -501,8 +501,9 @@ class Multihome(object):
                 params["config"] is not None or params["config_file"] not in (None, DEFAULT_CONFIG)
             ):
                 self.module.warn(
-                    "persist: multihome.service (systemd format) runs `multihome apply` with %s,"
-                    " not with this task's config; keep the config there" % DEFAULT_CONFIG
+                    "persist: the systemd format's units (multihome-watch.service, enabled,"
+                    " and multihome.service) run multihome with %s, not with this task's"
+                    " config; keep the config there" % DEFAULT_CONFIG
                 )
             persisted["changed"] = bool(written or data.get("backups") or data.get("removed"))
             for note in data.get("notes", []):
