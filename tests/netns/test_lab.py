@@ -175,10 +175,17 @@ def test_keep_leaves_a_stock_network_by_name_with_its_load_and_clean() -> None:
         load = _lab("load", name, "--requests", "40", "--json")
         assert load.returncode == 0, load.stderr
         outcome = json.loads(load.stdout)
-        assert outcome["ok"]["192.0.2.10"] == 20 and outcome["failed"]["192.0.2.42"] == 20
+        # over every server address, both families, as the lab's own phases fetch
+        assert outcome["ok"]["192.0.2.10"] == 10 and outcome["failed"]["192.0.2.42"] == 10
+        assert outcome["ok"]["2001:db8:0::10"] == 10 and outcome["failed"]["2001:db8:1::10"] == 10
         multihome(server, "apply")
         outcome = json.loads(_lab("load", name, "--requests", "40", "--json").stdout)
-        assert outcome["ok"] == {"192.0.2.10": 20, "192.0.2.42": 20}
+        assert outcome["ok"] == {
+            "192.0.2.10": 10,
+            "192.0.2.42": 10,
+            "2001:db8:0::10": 10,
+            "2001:db8:1::10": 10,
+        }
         # `lab clean` leaves kept networks alone, and says so; by name it removes them
         clean = _lab("clean")
         assert clean.stdout.splitlines()[0] == "no lab network to remove"

@@ -11,11 +11,13 @@ import pytest
 
 from multihome.core import gateway
 from multihome.core.config import Sticky, parse
-from multihome.core.model import Family, Rule
+from multihome.core.model import Family, Ownership, Rule, layout_key
 from multihome.core.plan import plan
 from multihome.errors import ConfigError
 from multihome.kernel import codec, objects
 from tests.unit.hosts import host
+
+OWN = Ownership()
 
 ROUTER = """\
 [gateway]
@@ -182,8 +184,14 @@ def test_rule_mark_users_and_refusal_names_the_rule() -> None:
         Rule(Family.INET, 101, 201, None, None, 4, fwmark=51820, fwmask=0xFFFFFFFF),
         Rule(Family.INET, 1002, 100, None, None, 77, fwmark=0x01000000, fwmask=0x0F000000),
     ]
-    found = gateway.rule_mark_users(foreign, 0x0F000000, 77)
+    found = gateway.rule_mark_users(foreign, 0x0F000000, OWN)
     assert found == ["rule `ip -4 rule pref 100 from all fwmark 0x1000000/0xf000000 lookup 200 proto 4`"]
+    # after a reboot the network stack brings back what `multihome install` persisted under
+    # its own protocol (networkd: static): multihome's own layout, not another mark user
+    installed = Rule(Family.INET, 1002, 100, None, None, 4, fwmark=0x01000000, fwmask=0x0F000000)
+    own = Ownership(installed=frozenset({layout_key(installed)}))
+    assert gateway.rule_mark_users([installed], 0x0F000000, own) == []
+    assert gateway.rule_mark_users([installed], 0x0F000000, OWN) != []
 
 
 def test_fwmark_rule_round_trips_through_the_codec() -> None:
@@ -228,13 +236,13 @@ def test_doctor_forwarding_checks() -> None:
     flowtable = {"flowtable": {"family": "inet", "table": "f", "name": "ft", "dev": ["eth0", "eth1"]}}
     mangle = _nft_rule("mangler", [{"mangle": {"key": MARK, "value": {"|": [MARK, 0x01000000]}}}])
     ruleset = {"nftables": [numgen_snat, single_snat, flowtable, mangle]}
-    found = {f.check: f for f in gateway_doctor.findings(state, ruleset, 0x0F000000, False, 77)}
+    found = {f.check: f for f in gateway_doctor.findings(state, ruleset, 0x0F000000, False, OWN)}
     assert set(found) == {"snat-several-addresses", "mark-overlap", "flowtable"}
     assert "table ip rrsnat" in found["snat-several-addresses"].summary
     assert found["mark-overlap"].severity.value == "warning"  # no [gateway]: a warning only
     # not forwarding: none of this applies
-    assert gateway_doctor.findings(router(forwarding="0"), ruleset, 0x0F000000, False, 77) == []
-    assert not gateway_doctor.findings(state, {"nftables": []}, 0x0F000000, True, 77)
+    assert gateway_doctor.findings(router(forwarding="0"), ruleset, 0x0F000000, False, OWN) == []
+    assert not gateway_doctor.findings(state, {"nftables": []}, 0x0F000000, True, OWN)
 
 
 def test_doctor_port_forward_replies_by_the_route_the_kernel_gives() -> None:
@@ -259,7 +267,7 @@ def test_doctor_port_forward_replies_by_the_route_the_kernel_gives() -> None:
     gw0 = ipaddress.ip_address("192.0.2.1")
     leaks = {probe.key: Lookup(probe.dst, probe.src, "eth0", gw0, 254, iif="lan0")}
     (finding,) = gateway_doctor.findings(
-        state, None, 0x0F000000, False, 77, found, (probes, leaks)
+        state, None, 0x0F000000, False, OWN, found, (probes, leaks)
     )
     assert finding.check == "forwarding-one-uplink"
     assert finding.summary == "replies to port forwards on eth1 leave by eth0"
@@ -268,7 +276,7 @@ def test_doctor_port_forward_replies_by_the_route_the_kernel_gives() -> None:
     assert "multihome apply" in finding.fix
     gw1 = ipaddress.ip_address("192.0.2.33")
     right = {probe.key: Lookup(probe.dst, probe.src, "eth1", gw1, 101, iif="lan0")}
-    assert gateway_doctor.findings(state, None, 0x0F000000, False, 77, found, (probes, right)) == []
+    assert gateway_doctor.findings(state, None, 0x0F000000, False, OWN, found, (probes, right)) == []
     # with multihome's table live, the lookup carries eth1's mark
     live = plan(parse("", "m.toml"), state, firewall=found).gateway
     assert live is not None

@@ -76,3 +76,13 @@ def test_netplan_says_what_it_cannot_express() -> None:
     rendered = renderer(plan(Config(), TWO_ISP), OPTIONS)
     assert "suppress_prefixlength" in rendered.notes[0] and "(6 rules)" in rendered.notes[0]
     assert "suppress" not in rendered.files["90-multihome.yaml"]
+
+
+@pytest.mark.parametrize("place", ["/root/multihome/.venv", "/tmp/clone/.venv", "/home/ann/v"])
+def test_systemd_units_say_when_their_sandbox_hides_the_program(place: str) -> None:
+    renderer, _ = registry()["systemd"]
+    hidden = Options(executable=f"{place}/bin/multihome")
+    notes = renderer(plan(Config(), TWO_ISP), hidden).notes
+    assert any("their sandbox hides" in n and place in n for n in notes), notes
+    # where the sandbox sees it, nothing is said
+    assert not any("sandbox" in n for n in renderer(plan(Config(), TWO_ISP), OPTIONS).notes)

@@ -9,6 +9,7 @@ from multihome.core import gateway, sourcemarks
 from multihome.core.config import Config, parse
 from multihome.core.model import TABLE_MAIN, Family, Ownership, Rule
 from multihome.core.plan import plan
+from multihome.core.records import replace
 from multihome.kernel import nftables
 
 from .hosts import host
@@ -157,3 +158,19 @@ def test_the_netlink_check_asks_for_multihomes_own_table() -> None:
     from multihome.kernel import nfnetlink
 
     assert nfnetlink.TABLE == gateway.TABLE
+
+
+def test_inbound_pinning_and_source_sets_share_one_table() -> None:
+    """A Docker host with interleaved addresses: the pinning part and the sets in one table
+    (the sets were left out of a table without a LAN side, and the elements that followed
+    made nft refuse the whole transaction)."""
+    desired = plan(Config(), interleaved_host(2000))  # type: ignore[arg-type]
+    layout = desired.gateway
+    assert layout is not None and layout.sources is not None
+    marks = tuple((u.name, gateway.mark(layout.mask, i + 1)) for i, u in enumerate(desired.uplinks))
+    pinned = replace(layout, lan=(), marks=marks, masquerade=False, pin_forwarded=True)
+    text = gateway.table_text(pinned)
+    assert "chain forward {" in text  # the pinning
+    assert "set src4_1 {" in text and "set src4_2 {" in text  # the sets
+    shape = gateway.shape(pinned)
+    assert "set src4_2" in shape and "chain forward" in shape

@@ -40,6 +40,7 @@ from multihome.core.model import (
     GatewayLayout,
     HostState,
     IPAddress,
+    Ownership,
     Rule,
     Sysctl,
     Uplink,
@@ -242,7 +243,7 @@ def plan_pinning(
             grouped.setdefault(why, []).append(name)
     reasons = [f"{', '.join(names)}: {why}" for why, names in grouped.items()]
     mask = config.mark_mask
-    users = rule_mark_users(state.rules, mask, config.ownership.protocol)
+    users = rule_mark_users(state.rules, mask, config.ownership)
     users += found.mark_users(mask)
     if users:
         note = (
@@ -397,7 +398,7 @@ def _body(layout: GatewayLayout) -> list[str]:
         ]
     lines.append("\t}")
     if not layout.lan:  # no LAN side: nothing leaves from local sockets or the LAN marked
-        return lines
+        return lines + _sources(layout)
     lines += [
         "\tchain output {",
         "\t\ttype route hook output priority mangle; policy accept;",
@@ -515,11 +516,15 @@ def nft_mark_users(ruleset: Any, mask: int) -> list[str]:
     return firewall.read((), ruleset).mark_users(mask)
 
 
-def rule_mark_users(rules: Iterable[Rule], mask: int, protocol: int) -> list[str]:
-    """fwmark rules of other software whose mark bits overlap `mask`."""
+def rule_mark_users(rules: Iterable[Rule], mask: int, ownership: Ownership) -> list[str]:
+    """fwmark rules of other software whose mark bits overlap `mask` (multihome's own are
+    not: those it made, and those of the layout `multihome install` persisted, which the
+    network stack brings back under its own protocol)."""
     found = []
     for rule in rules:
-        if rule.fwmark is None or rule.protocol == protocol:
+        if rule.fwmark is None or rule.protocol == ownership.protocol:
+            continue
+        if ownership.is_installed(rule):
             continue
         fwmask = ALL if rule.fwmask is None else rule.fwmask
         bits = rule.fwmark if fwmask == ALL else fwmask
@@ -532,4 +537,4 @@ def overlaps(config: Config, rules: Iterable[Rule], found: firewall.Firewall) ->
     """Who else uses the bits of multihome's mark mask (empty: nobody): fwmark rules, and
     iptables (nft and legacy) and native nft rules."""
     mask = config.mark_mask
-    return rule_mark_users(rules, mask, config.ownership.protocol) + found.mark_users(mask)
+    return rule_mark_users(rules, mask, config.ownership) + found.mark_users(mask)

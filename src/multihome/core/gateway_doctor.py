@@ -30,6 +30,7 @@ from multihome.core.model import (
     HostState,
     IPAddress,
     Lookup,
+    Ownership,
 )
 from multihome.core.records import record
 
@@ -151,7 +152,7 @@ def findings(
     ruleset: Any,
     mask: int,
     enforced: bool,
-    protocol: int,
+    ownership: Ownership,
     firewall: Firewall | None = None,
     replies: tuple[list[ReplyProbe], Mapping[tuple[Any, ...], Lookup]] = ([], {}),
     pin_inbound: bool = True,
@@ -183,7 +184,7 @@ def findings(
                 " to the address of the uplink the connection leaves by)",
             )
         )
-    users = gateway.rule_mark_users(state.rules, mask, protocol)
+    users = gateway.rule_mark_users(state.rules, mask, ownership)
     users += firewall.mark_users(mask)
     if users:
         found.append(

@@ -135,22 +135,33 @@ def _planned(
     down6: frozenset[str] = frozenset(),
     firewall: Firewall | None = None,
 ) -> Desired:
-    """plan(), with the rules form for every uplink where nft(8) is not installed and only
-    the nft form of source selection needed it (sourcemarks.py), said in a note."""
+    """plan(), without what only nft(8) can write where it is not installed (host mode:
+    gateway mode needs it and says so): inbound pinning is left out, and the nft form of
+    source selection falls back to a rule pair per prefix, each said in a note."""
     desired = plan(cfg, host, down, down6, firewall)
     layout = desired.gateway
-    if layout is None or layout.sources is None or layout.marks:
+    if layout is None or cfg.gateway is not None:
         return desired
     from multihome.kernel import tools
 
     if tools.find("nft") is not None:
         return desired
-    desired = plan(cfg, host, down, down6, firewall, sets_above=NO_SETS)
-    note = (
-        "nft is not installed: the uplinks whose addresses need more prefixes than rules"
-        " serve well keep a rule pair per prefix (slower lookups); apt-get install nftables"
-    )
-    return replace(desired, notes=(*desired.notes, note))
+    notes = []
+    if layout.marks:
+        firewall = None
+        notes.append(
+            "nft is not installed: inbound pinning is left out, so port-forwarded"
+            " connections answer by main's default route only; apt-get install nftables"
+        )
+    sets_above = None
+    if layout.sources is not None:
+        sets_above = NO_SETS  # no uplink has as many prefixes
+        notes.append(
+            "nft is not installed: the uplinks whose addresses need more prefixes than rules"
+            " serve well keep a rule pair per prefix (slower lookups); apt-get install nftables"
+        )
+    desired = plan(cfg, host, down, down6, firewall, sets_above=sets_above)
+    return replace(desired, notes=(*desired.notes, *notes))
 
 
 class MarkOverlapError(MultihomeError):
@@ -331,7 +342,7 @@ def remark_connections(
     from multihome.kernel import conntrack, firewall, tools
 
     layout = desired.gateway
-    if layout is None:
+    if layout is None or not layout.marks:  # no pinning: the source sets alone mark nothing
         return None, ()
     if tools.find("conntrack") is None:
         return None, (
@@ -355,7 +366,11 @@ def remark_connections(
         value = layout.mark_of(uplink.name)
         if value is None:
             continue
-        for prefix in uplink.sources:
+        # an uplink selected by an nft set has no source prefixes: its addresses, each
+        prefixes = uplink.sources or tuple(
+            IPv4Network(a.ip.ip) for a in uplink.addresses_in(Family.INET)
+        )
+        for prefix in prefixes:
             if not isinstance(prefix, IPv4Network):
                 continue
             for target in targets:
@@ -720,7 +735,7 @@ def _forwarding_findings(outcome: Outcome, report: Any) -> Any:
         ruleset,
         cfg.mark_mask,
         cfg.gateway is not None,
-        cfg.ownership.protocol,
+        cfg.ownership,
         found,
         (probes, lookups),
         cfg.pin_inbound,

@@ -267,9 +267,9 @@ def keep(options: LabOptions, name: str) -> Network:
     stock routing, nothing applied, no load yet -- the state the destination phase starts
     from, and the README's walk-through."""
     topology = options.topology()
-    return keep_topology(
-        topology, name, options.scenario, options.nics, topology.roles["server_addresses"]
-    )
+    roles = topology.roles  # both families, as the lab's own phases fetch over them
+    addresses = [*roles["server_addresses"], *roles.get("server_addresses6", [])]
+    return keep_topology(topology, name, options.scenario, options.nics, addresses)
 
 
 def keep_topology(

@@ -60,6 +60,11 @@ LimitNOFILE=1024
 """
 
 
+# where the units' sandbox cannot see a program: ProtectHome hides /home, /root and
+# /run/user; PrivateTmp gives the units /tmp and /var/tmp of their own
+HIDDEN = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
+
+
 def command(executable: str, *args: str) -> str:
     """An Exec*= command line: `%` and `$` doubled (systemd reads %x as a specifier and
     expands $VAR), the path in double quotes with `\\` and `"` escaped when it holds a space
@@ -108,6 +113,14 @@ WantedBy=multi-user.target
 """
     files = {"multihome.service": unit, "multihome-watch.service": watch}
     notes = []
+    hidden = next((d for d in HIDDEN if options.executable.startswith(d)), None)
+    if hidden is not None:
+        notes.append(
+            f"the units run {options.executable}, under {hidden}, which their sandbox hides"
+            " (ProtectHome=yes, PrivateTmp=yes): they would fail at boot; install multihome"
+            " elsewhere (the Debian package puts it in /usr/bin; or a virtualenv under /opt)"
+            " and run install again from there"
+        )
     if desired.sysctls:
         lines = [f"# {HEADER}"]
         for sysctl in desired.sysctls:
