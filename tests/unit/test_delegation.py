@@ -276,3 +276,13 @@ def test_a_pd_clients_record_maps_the_lan_prefix_to_its_uplink() -> None:
         ("eth1", B, "learnt: eth1's DHCPv6 lease")
     ]
     assert any("2001:db8:a:1::/64" in n and "cannot be mapped" in n for n in desired.notes)
+
+
+def test_a_lease_cannot_claim_a_wide_prefix_or_another_uplinks() -> None:
+    """A DHCPv6 server's word is bounded: a lease wider than /32 (2000::/3) is not taken,
+    so each LAN prefix keeps the uplink whose own lease delegated it."""
+    wide = ipaddress.ip_network("2000::/3")
+    state = replace(router(), pd_records=(("eth0", wide), ("eth1", B)))
+    desired = plan(parse(LEARN, "m.toml"), state)
+    assert ("eth1", B) in [(d.uplink, d.prefix) for d in desired.delegations]
+    assert wide not in [d.prefix for d in desired.delegations]

@@ -133,3 +133,28 @@ def test_odd_nft_json_is_read_without_a_traceback() -> None:
     nat, marks = firewall.parse_nft(odd)
     assert [(r.action, r.to, r.in_interface) for r in nat] == [(NatAction.DNAT, "", None)]
     assert nat[0].address is None and marks[0].bits == firewall.ALL
+
+
+def test_a_comment_can_neither_forge_nor_hide_a_rule() -> None:
+    """Other software's comments are text: a line break in one does not start a rule (a
+    forged DNAT would turn pinning on), and a comment `-j` or `-i eth1` is not an option."""
+    text = (
+        "*nat\n"
+        '-A PREROUTING -m comment --comment "x\r-A PREROUTING -j DNAT --to-destination'
+        ' 10.9.9.9\ny" -j ACCEPT\n'
+        "-A PREROUTING -i eth0 -m comment --comment -j -j DNAT --to-destination 198.19.0.2:80\n"
+        "COMMIT\n*mangle\n"
+        '-A PREROUTING -m comment --comment "a\u2028b" -j MARK --set-xmark 0x1000000/0xf000000\n'
+        "COMMIT\n"
+    )
+    nat, marks = firewall.parse_save(text, firewall.Source.IPTABLES_NFT, 4)
+    assert [(r.action, r.to, r.in_interface) for r in nat] == [
+        (firewall.NatAction.DNAT, "198.19.0.2:80", "eth0")
+    ]
+    assert [m.bits for m in marks] == [0x0F000000]  # the MARK rule is seen whole
+    assert "\u2028" not in marks[0].describe(0x0F000000)
+
+
+def test_text_of_other_software_is_shown_without_control_characters() -> None:
+    shown = firewall.printable("t\x1b[2K\rmultihome: doctor: no problems found\u2028")
+    assert shown.isprintable() and "\\x1b" in shown and "\\r" in shown

@@ -7,6 +7,7 @@ record of it is checked like the rest of the manifest."""
 from __future__ import annotations
 
 import json
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,15 @@ def test_the_manifest_s_layout_is_checked(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({"files": [], "directories": ["../etc"]}))
     with pytest.raises(MultihomeError, match="damaged"):
         install.installed_layout(str(tmp_path))
+
+
+def test_uninstall_never_takes_the_kernels_own_objects_whatever_a_manifest_lists() -> None:
+    from multihome.core.model import Family
+    from multihome.host.install import _could_be_ours
+
+    main_rule = Rule(Family.INET, 32766, 254, protocol=2)
+    assert not _could_be_ours(main_rule)
+    suppress = Rule(Family.INET, 1001, 254, suppress_prefixlen=0, protocol=4)
+    assert _could_be_ours(suppress)  # multihome's rule 2 looks up main
+    default = Route(Family.INET, 254, ip_network("0.0.0.0/0"), "eth0", protocol=3)
+    assert not _could_be_ours(default)

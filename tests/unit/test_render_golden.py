@@ -86,3 +86,12 @@ def test_systemd_units_say_when_their_sandbox_hides_the_program(place: str) -> N
     assert any("their sandbox hides" in n and place in n for n in notes), notes
     # where the sandbox sees it, nothing is said
     assert not any("sandbox" in n for n in renderer(plan(Config(), TWO_ISP), OPTIONS).notes)
+
+
+def test_the_watch_unit_may_write_the_ra_daemons_configuration_where_configured() -> None:
+    renderer, _ = registry()["systemd"]
+    options = Options(executable="/usr/bin/multihome", writable=("/etc/dnsmasq.d",))
+    watch = renderer(plan(Config(), TWO_ISP), options).files["multihome-watch.service"]
+    assert "ReadWritePaths=-/etc/dnsmasq.d\n" in watch and "ProtectSystem=strict" in watch
+    plain = renderer(plan(Config(), TWO_ISP), OPTIONS).files["multihome-watch.service"]
+    assert "dnsmasq" not in plain

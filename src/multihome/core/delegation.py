@@ -86,6 +86,9 @@ def _pd_routes(state: HostState) -> list[Route]:
     ]
 
 
+MIN_LEASED = 32  # the widest prefix a DHCPv6 lease may delegate to an uplink
+
+
 def _covering(network: IPNetwork, prefixes: list[IPNetwork]) -> IPNetwork | None:
     """The narrowest prefix of `prefixes` that holds `network`."""
     holding = [p for p in prefixes if network.subnet_of(p)]  # type: ignore[arg-type]
@@ -104,12 +107,21 @@ def delegations(
         for prefix in uplink.delegated:
             # (an uplink left out, its link down, keeps its delegation: watch deprecates it)
             owners[prefix] = (uplink.name, "config")
-    recorded = {prefix: name for name, prefix in state.pd_records if name in chosen}
+    configured_prefixes = list(owners)  # (what is learnt below never overrides these)
+    # a lease is the DHCPv6 server's word: no wider than MIN_LEASED (a server cannot claim
+    # 2000::/3), and none that overlaps a configured delegation
+    recorded = {
+        prefix: name
+        for name, prefix in state.pd_records
+        if name in chosen
+        and prefix.prefixlen >= MIN_LEASED
+        and not any(prefix.overlaps(c) for c in configured_prefixes)
+    }
     routes = _pd_routes(state)
     with_gateway = [u.name for u in uplinks if u.gateway6 is not None]
     lan: dict[IPNetwork, list[tuple[str, IPNetwork]]] = {}
     for ifname, network in lan_networks(config, state):
-        configured = _covering(network, list(owners))
+        configured = _covering(network, configured_prefixes)
         leased = _covering(network, list(recorded))
         if configured is not None:
             prefix = configured

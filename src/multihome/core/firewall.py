@@ -57,7 +57,7 @@ class NatRule:
 
     @property
     def where(self) -> str:
-        return f"{self.source.value}, table {self.table}, chain {self.chain}"
+        return printable(f"{self.source.value}, table {self.table}, chain {self.chain}")
 
     @property
     def address(self) -> IPAddress | None:
@@ -98,7 +98,7 @@ class MarkUser:
             where = f"table {self.family} {self.table} chain {self.chain}"
         else:
             where = f"{self.source.value} table {self.table} chain {self.chain} (`{self.text}`)"
-        return f"{where} uses mark bits 0x{self.bits & mask:08x}"
+        return printable(f"{where} uses mark bits 0x{self.bits & mask:08x}")
 
 
 @record(frozen=True)
@@ -180,21 +180,77 @@ def _match_bits(words: list[str]) -> int:
     return bits
 
 
+def printable(text: str) -> str:
+    """Text other software wrote (its table, chain and rule text, comments included), as it
+    may be shown on root's terminal: control characters (escape sequences, a carriage return
+    that overwrites the line) and line or paragraph separators escaped."""
+    return "".join(
+        c
+        if c.isprintable() or c == " "
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def save_lines(text: str) -> list[str]:
+    """The lines of `iptables-save` output: a line break (or a carriage return, a U+2028)
+    inside a quoted string (a comment) belongs to that string, so that a comment cannot
+    forge a rule line; xtables escapes `"` and `\\` inside quotes."""
+    lines: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "\n" and not quoted:
+            lines.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if current:
+        lines.append("".join(current))
+    return lines
+
+
+# options whose argument is free text (a comment, a log prefix, a string to match): never
+# read as an option of the rule (a comment "-j" or "-i eth1" is text)
+TEXT_OPTIONS = frozenset(
+    {"--comment", "--log-prefix", "--nflog-prefix", "--string", "--hex-string"}
+)
+
+
+def _without_text(words: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in TEXT_OPTIONS:
+            skip = True
+        else:
+            kept.append(word)
+    return kept
+
+
 def parse_save(text: str, source: Source, family: int) -> tuple[list[NatRule], list[MarkUser]]:
     """The NAT rules and mark users in `iptables-save` output (ip6tables-save: family 6)."""
     nat: list[NatRule] = []
     marks: list[MarkUser] = []
     table = ""
-    for line in text.splitlines():
+    for line in save_lines(text):
         if line.startswith("*"):
             table = line[1:].strip()
             continue
         if not line.startswith("-A "):
             continue
         try:
-            words = shlex.split(line)
-        except ValueError:  # an unbalanced quote in a comment: read it without the comment
-            words = line.split()
+            words = _without_text(shlex.split(line))
+        except ValueError:  # an unbalanced quote: not a line xtables writes
+            continue
         if len(words) < 2:
             continue
         chain = words[1]
@@ -388,7 +444,7 @@ def read(
         if source is Source.IPTABLES_NFT:
             nft_family = "ip6" if family == 6 else "ip"
             skip |= {
-                (nft_family, line[1:].strip()) for line in text.splitlines() if line.startswith("*")
+                (nft_family, line[1:].strip()) for line in save_lines(text) if line.startswith("*")
             }
     if ruleset is not None:
         found_nat, found_marks = parse_nft(ruleset, skip)

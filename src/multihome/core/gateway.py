@@ -29,6 +29,7 @@ forwarded connection from an uplink to it, so local sockets keep the source rule
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Iterable
 from typing import Any
 
@@ -106,7 +107,7 @@ def plan_gateway(
             raise config.error(
                 f"interface {name!r} has a name nftables cannot quote (it holds \" or \\)",
                 "gateway.lan" if name in gateway.lan else "gateway",
-                hint=f"rename it: ip link set dev {name!r} name NEWNAME",
+                hint=f"rename it: ip link set dev {shlex.quote(name)} name NEWNAME",
             )
     mask = config.mark_mask
     capacity = _capacity(mask)

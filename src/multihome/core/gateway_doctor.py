@@ -21,7 +21,7 @@ from typing import Any
 
 from multihome.core import delegation, gateway
 from multihome.core.doctor import Finding, Severity, off_link_targets
-from multihome.core.firewall import Firewall, NatRule, items
+from multihome.core.firewall import Firewall, NatRule, items, printable
 from multihome.core.firewall import read as read_firewall
 from multihome.core.model import (
     Desired,
@@ -108,7 +108,7 @@ def _wrong_uplink(
         evidence: list[str] = ["net.ipv4.ip_forward=1"]
         for probe, lookup in cases[:EVIDENCE_CASES]:
             evidence += [
-                f"port forward ({probe.rule.where}): {probe.rule.text}",
+                f"port forward ({probe.rule.where}): {printable(probe.rule.text)}",
                 f"{lookup.describe()} (a reply from {probe.device}, mark as the kernel would"
                 f" restore it)",
                 f"a reply to a connection that came in on {uplink} leaves by {lookup.dev}"

@@ -350,7 +350,10 @@ def install(
         if desired.sysctls and format_name not in SETS_SYSCTLS:
             formats.append("systemd-sysctl")
     options = Options(
-        options.executable, {**facts.networkd, **options.network_files}, options.kinds
+        options.executable,
+        {**facts.networkd, **options.network_files},
+        options.kinds,
+        options.writable,
     )
     wanted: dict[str, tuple[str, int]] = {}
     notes: list[str] = []
@@ -566,6 +569,19 @@ def uninstall(root: str) -> Uninstalled:
     return Uninstalled(removed, kept, _remove_directories(root, extra.directories), kernel)
 
 
+# the kernel's own tables and rules: never multihome's, whatever a manifest says
+SYSTEM_TABLES = (253, 254, 255)  # default, main, local
+SYSTEM_PRIORITIES = (0, 32766, 32767)
+
+
+def _could_be_ours(obj: Rule | Route) -> bool:
+    """Whether an object could be one multihome persisted: no route of the kernel's own
+    tables, none of the kernel's own rules (a manifest is read back as untrusted)."""
+    if isinstance(obj, Rule):  # (a rule may look up main: `suppress_prefixlength 0`)
+        return obj.priority not in SYSTEM_PRIORITIES
+    return obj.table not in SYSTEM_TABLES
+
+
 def _take_layout_out(layout: frozenset[str]) -> list[str]:
     """On the live host: delete the rules and routes the stack put in the kernel from the
     files just removed (it would keep them until the next boot), and say which. A stack
@@ -578,7 +594,11 @@ def _take_layout_out(layout: frozenset[str]) -> list[str]:
     for attempt in (1, 2):
         host = discover.read_state()
         present: list[Rule | Route] = [*host.rules, *host.routes]  # rules before their routes
-        changes = [Change(Action.DELETE, obj) for obj in present if layout_key(obj) in layout]
+        changes = [
+            Change(Action.DELETE, obj)
+            for obj in present
+            if layout_key(obj) in layout and _could_be_ours(obj)
+        ]
         try:
             if changes:
                 writer.apply(changes, host)

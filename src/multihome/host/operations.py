@@ -279,7 +279,9 @@ def _converge(
     netns_id = namespace.identity()
     with state.lock(netns_id):
         confirm.refuse_if_pending(netns_id)
-        host = with_pd_records(cfg, discover.read_state(decoded, addresses=not remove))
+        host = discover.read_state(decoded, addresses=not remove)
+        if not remove:  # (remove needs only what multihome owns: no lease is read)
+            host = with_pd_records(cfg, host)
         cookie = namespace.cookie()
         record = state.load(netns_id, cookie)
         found = None if remove else read_firewall(cfg, host)
@@ -757,8 +759,19 @@ def export(
     renderer, _ = registry()[format_name]
     outcome = preview(config_path)
     names = {**discover.network_files(outcome.host), **overrides}
-    options = Options(executable, names, kinds(outcome.host))
+    options = Options(executable, names, kinds(outcome.host), ra_writable(outcome.config))
     return renderer(outcome.desired, options)
+
+
+def ra_writable(cfg: Config) -> tuple[str, ...]:
+    """What the watch writes of the RA daemon's configuration ([gateway] ra_daemon): the
+    drop-in directory of dnsmasq, the directory of radvd.conf (written by a rename)."""
+    gateway = cfg.gateway
+    if gateway is None or not gateway.ra_daemon:
+        return ()
+    if gateway.ra_daemon == "radvd":
+        return (os.path.dirname(gateway.ra_config) or "/",)
+    return (gateway.ra_conf_dir,)
 
 
 def kinds(host: HostState) -> dict[str, str]:
@@ -779,5 +792,7 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
         raise MultihomeError(
             "nothing to install: " + ("; ".join(outcome.desired.notes) or "no uplinks"),
         )
-    options = Options(executable, kinds=kinds(outcome.host))
+    options = Options(
+        executable, kinds=kinds(outcome.host), writable=ra_writable(outcome.config)
+    )
     return installer.install(outcome.desired, outcome.host, root, format_name, options)

@@ -26,6 +26,9 @@ from multihome.host import files
 RESTART_TIMEOUT = 30.0
 
 
+MAX_CONFIG = 1 << 20  # the largest radvd.conf multihome edits (bytes)
+
+
 class RaDropIn:
     """The drop-in as one watch keeps it: what it wrote last (None: no drop-in)."""
 
@@ -113,8 +116,14 @@ class RadvdConfig:
                 file_fd, info = files.open_regular(name, fd)
             except (OSError, files.NotRegular) as error:
                 raise MultihomeError(f"{self.path}: {error}: not changed") from None
+            if info.st_size > MAX_CONFIG:  # read whole or not at all: it is written back
+                os.close(file_fd)
+                raise MultihomeError(
+                    f"{self.path}: {info.st_size} bytes, more than the {MAX_CONFIG} multihome"
+                    " edits: not changed"
+                )
             with os.fdopen(file_fd, encoding="utf-8", errors="surrogateescape") as file:
-                current = file.read(1 << 20)
+                current = file.read(MAX_CONFIG + 1)
             wanted = delegation.radvd_deprecating(current, networks)
             left = set(networks) - delegation.announced_deprecated("radvd", wanted)
             if left:
@@ -132,6 +141,8 @@ class RadvdConfig:
                 files.write_at(
                     fd, name, wanted.encode("utf-8", "surrogateescape"), info.st_mode & 0o7777
                 )
+                # its group too (root:radvd 0640 stays readable by the daemon)
+                os.chown(name, info.st_uid, info.st_gid, dir_fd=fd, follow_symlinks=False)
             except OSError as error:
                 raise MultihomeError(f"{self.path}: {files.strerror(error)}") from None
             self.networks = list(networks)
@@ -154,7 +165,7 @@ def read_config(daemon: str, where: str) -> str | None:
             except (OSError, files.NotRegular) as error:
                 raise MultihomeError(f"{where}: {error}") from None
             with os.fdopen(file_fd, encoding="utf-8", errors="replace") as file:
-                return file.read(1 << 20)
+                return file.read(MAX_CONFIG)
         finally:
             os.close(fd)
     return read_drop_in(where)

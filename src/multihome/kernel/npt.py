@@ -13,7 +13,9 @@ named.
 from __future__ import annotations
 
 import re
+import shlex
 
+from multihome.core.firewall import save_lines
 from multihome.core.model import NptMapping
 from multihome.errors import KernelError, MultihomeError
 from multihome.kernel import tools
@@ -38,7 +40,7 @@ def rules(mappings: tuple[NptMapping, ...]) -> list[str]:
         if not NAME.match(m.uplink):
             raise MultihomeError(
                 f"interface {m.uplink!r} has a name ip6tables-restore cannot take",
-                hint=f"rename it: ip link set dev {m.uplink!r} name NEWNAME",
+                hint=f"rename it: ip link set dev {shlex.quote(m.uplink)} name NEWNAME",
             )
         found += [
             f"-A {PRE} -d {m.outside} -i {m.uplink} -j DNPT --src-pfx {m.outside}"
@@ -62,7 +64,7 @@ def current() -> tuple[list[str], set[str], set[str]]:
         raise KernelError(f"ip6tables-save failed: {result.stderr.strip()}")
     found, chains, jumps = [], set(), set()
     table = ""
-    for line in result.stdout.splitlines():
+    for line in save_lines(result.stdout):  # (a comment cannot forge a line)
         if line.startswith("*"):
             table = line[1:]
             continue
@@ -75,7 +77,7 @@ def current() -> tuple[list[str], set[str], set[str]]:
                 found.append(line)
             elif line == f"-A {builtin} -j {chain}":
                 jumps.add(chain)
-    return sorted(found), chains, jumps
+    return sorted(found), chains, jumps & chains  # (no jump to a chain that is not there)
 
 
 def script(mappings: tuple[NptMapping, ...], chains: set[str], jumps: set[str]) -> str:

@@ -33,6 +33,9 @@ class Options:
     network_files: Mapping[str, str] = field(default_factory=dict)  # uplink -> .network name
     # uplink -> its rtnetlink kind (bond, vlan, bridge; "" for a NIC): netplan's section
     kinds: Mapping[str, str] = field(default_factory=dict)
+    # what `multihome watch` writes besides its state ([gateway] ra_daemon's configuration):
+    # the systemd units' sandbox must let it (ReadWritePaths)
+    writable: tuple[str, ...] = ()
 
 
 def uplink_routes(desired: Desired, uplink: Uplink) -> list[Route]:

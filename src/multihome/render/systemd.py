@@ -65,6 +65,12 @@ LimitNOFILE=1024
 HIDDEN = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
 
 
+def _writable(options: Options) -> str:
+    """ReadWritePaths= for what the watch writes besides its state: the RA daemon's
+    configuration where [gateway] ra_daemon is set (RFC 8475 deprecation)."""
+    return "".join(f"ReadWritePaths=-{command(path)}\n" for path in options.writable)
+
+
 def command(executable: str, *args: str) -> str:
     """An Exec*= command line: `%` and `$` doubled (systemd reads %x as a specifier and
     expands $VAR), the path in double quotes with `\\` and `"` escaped when it holds a space
@@ -100,6 +106,9 @@ Description=multihome watch: keep source-based policy routing right as the host 
 # ready before any network stack starts: each address is routed by its source as it comes
 Before=network-pre.target
 Wants=network-pre.target
+# after the firewall's own rules are loaded (Debian's nftables.conf begins with `flush
+# ruleset`, which would take multihome's table out again)
+After=nftables.service
 
 [Service]
 Type=notify
@@ -107,7 +116,7 @@ ExecStart={command(options.executable, 'watch')}
 Restart=on-failure
 RestartSec=2
 WatchdogSec=30
-{SANDBOX}
+{SANDBOX}{_writable(options)}
 [Install]
 WantedBy=multi-user.target
 """
