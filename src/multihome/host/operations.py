@@ -98,10 +98,10 @@ UNREADABLE_RULESET = (
 def read_firewall(cfg: Config, host: HostState) -> Firewall | None:
     """The host's NAT and mark rules, where inbound pinning may need them: host mode with
     pin_inbound on a host that forwards (None elsewhere: nothing is read)."""
-    from multihome.core import gateway
-
     if cfg.gateway is not None or not cfg.pin_inbound:
         return None
+    from multihome.core import gateway
+
     if host.sysctls.get(gateway.FORWARDING) != "1":
         return None
     from multihome.kernel import firewall
@@ -341,13 +341,13 @@ def remark_connections(
     if found is None:
         found = firewall.read()
     names = {u.name for u in desired.uplinks}
+    local = gateway.LocalTargets(host)
     # where the port forwards lead (a connection whose reply comes from there was DNATed)
     targets = sorted(
         {
             r.address
             for r in found.dnat()
-            if isinstance(r.address, IPv4Address)
-            and gateway.local_target(host, r.address, names) is not None
+            if isinstance(r.address, IPv4Address) and local.of(r.address, names) is not None
         }
     )
     count = 0
