@@ -121,13 +121,11 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
         if address.family in families:
             by_name.setdefault(address.ifname, []).append(address)
     names = {i.index: i.name for i in state.interfaces}
-    # The IPv4 subnets of interfaces with a default route, for the shared-subnet case.
+    # The IPv4 subnets of interfaces with a default route, for the shared-subnet case: made
+    # once, when the first interface with IPv4 subnets and no default route asks (a host
+    # whose every addressed interface has one indexes nothing).
     # (distinct networks: a host may have thousands of addresses on a few subnets)
-    routed: dict[tuple[IPNetwork, str], None] = {
-        (network, a.ifname): None
-        for a, network in distinct_networks(state.addresses)
-        if a.ifname in defaults and network.version == 4 and network.prefixlen < 32
-    }
+    routed: dict[tuple[IPNetwork, str], None] | None = None
     result: dict[str, tuple[Role, str]] = {}
     for interface in state.interfaces:
         name = interface.name
@@ -153,11 +151,17 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
                 for a in by_name.get(name, ())
                 if a.family is Family.INET and a.ip.network.prefixlen < 32
             }
+            if mine and routed is None:
+                routed = {
+                    (network, a.ifname): None
+                    for a, network in distinct_networks(state.addresses)
+                    if a.ifname in defaults and network.version == 4 and network.prefixlen < 32
+                }
             shared = next(
                 (
                     (subnet, other)
                     for subnet in sorted(mine)
-                    for network, other in routed
+                    for network, other in routed or {}
                     if other != name and subnet.overlaps(network)
                 ),
                 None,
