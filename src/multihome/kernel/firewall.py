@@ -60,8 +60,9 @@ def _legacy_tables(family: int) -> bool | None:
 def _prints_nothing(source: Source, family: int, ruleset: Any) -> bool:
     """Whether a saver would print nothing, known without starting it: no legacy table of its
     family, and for iptables-save (the nft or the legacy one, as the system chose) no table
-    of iptables' in the nft ruleset either. A host that forwards without Docker or a port
-    forward has none: show, plan and apply then start nft alone, not five processes."""
+    of iptables' in the nft ruleset either. On a host whose firewall is nft's alone (or none)
+    show, plan and apply then start nft alone, not five processes; the tables the savers
+    would print are read as before."""
     if _legacy_tables(family) is not False:
         return False
     if source is Source.IPTABLES_LEGACY:
