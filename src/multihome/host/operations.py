@@ -397,11 +397,14 @@ def _replace_npt(
 ) -> None:
     """Write the NPTv6 chains after the routing part and the nftables table; if ip6tables
     refuses, undo those two, so that all three are as before."""
-    from multihome.kernel import nftables, npt, writer
+    from multihome.kernel import npt
 
     try:
         npt.apply(desired.npt)
     except MultihomeError as error:
+        # (imported for the undo only: remove asks on every host, nftables.py brings much)
+        from multihome.kernel import nftables, writer
+
         undone = []
         try:
             if table is not None:
