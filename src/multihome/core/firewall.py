@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import shlex
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from multihome.core.model import IPAddress
 from multihome.core.records import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 ALL = 0xFFFFFFFF
 OWN_TABLE = "multihome"  # multihome's own nft table, never another's mark user
@@ -238,6 +240,8 @@ def _without_text(words: list[str]) -> list[str]:
 
 def parse_save(text: str, source: Source, family: int) -> tuple[list[NatRule], list[MarkUser]]:
     """The NAT rules and mark users in `iptables-save` output (ip6tables-save: family 6)."""
+    import shlex  # (only where iptables' rules are read)
+
     nat: list[NatRule] = []
     marks: list[MarkUser] = []
     table = ""

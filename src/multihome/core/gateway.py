@@ -28,10 +28,7 @@ forwarded connection from an uplink to it, so local sockets keep the source rule
 
 from __future__ import annotations
 
-import hashlib
-import shlex
 from collections.abc import Iterable
-from typing import Any
 
 from multihome.core import firewall
 from multihome.core.config import Config, Sticky
@@ -45,7 +42,12 @@ from multihome.core.model import (
     Rule,
     Sysctl,
     Uplink,
+    distinct_networks,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 TABLE = "multihome"
 FAMILY = "inet"
@@ -104,6 +106,8 @@ def plan_gateway(
     members = [u for u in uplinks if u.addresses_in(Family.INET)]
     for name in [*gateway.lan, *(u.name for u in members)]:
         if '"' in name or "\\" in name:
+            import shlex  # (only for this hint: not at every start)
+
             raise config.error(
                 f"interface {name!r} has a name nftables cannot quote (it holds \" or \\)",
                 "gateway.lan" if name in gateway.lan else "gateway",
@@ -166,25 +170,40 @@ def _fwmark_rules(
     ]
 
 
-def local_target(state: HostState, address: IPAddress, uplinks: set[str]) -> str | None:
-    """The local interface a DNAT destination is reached by (main's most specific route to
-    it, or the subnet of an interface's address), when that is not an uplink and the address
-    is not the host's own; else None."""
-    if address.version != 4 or any(a.ip.ip == address for a in state.addresses):
-        return None
-    best: tuple[int, str] | None = None
-    candidates = [
-        (r.dst, r.devices()[0])
-        for r in state.routes
-        if r.table == TABLE_MAIN and r.family is Family.INET and not r.is_default and r.devices()
-    ]
-    candidates += [(a.ip.network, a.ifname) for a in state.addresses if a.family is Family.INET]
-    for network, device in candidates:
-        if address in network and (best is None or network.prefixlen > best[0]):
-            best = (network.prefixlen, device)
-    if best is None or best[1] in uplinks:
-        return None
-    return best[1]
+class LocalTargets:
+    """Where DNAT destinations lead on this host (see `of`), for many of them: the host's
+    own IPv4 addresses and the candidate networks (main's routes, the interfaces' subnets,
+    each distinct one once) gathered once, not per rule (rules x routes x addresses)."""
+
+    def __init__(self, state: HostState) -> None:
+        self.own = {a.ip.ip for a in state.addresses if a.family is Family.INET}
+        self.candidates = [
+            (r.dst, r.devices()[0])
+            for r in state.routes
+            if r.table == TABLE_MAIN
+            and r.family is Family.INET
+            and not r.is_default
+            and r.devices()
+        ]
+        self.candidates += [
+            (network, a.ifname)
+            for a, network in distinct_networks(state.addresses)
+            if a.family is Family.INET
+        ]
+
+    def of(self, address: IPAddress, uplinks: set[str]) -> str | None:
+        """The local interface a DNAT destination is reached by (main's most specific route
+        to it, or the subnet of an interface's address), when that is not an uplink and the
+        address is not the host's own; else None."""
+        if address.version != 4 or address in self.own:
+            return None
+        best: tuple[int, str] | None = None
+        for network, device in self.candidates:
+            if address in network and (best is None or network.prefixlen > best[0]):
+                best = (network.prefixlen, device)
+        if best is None or best[1] in uplinks:
+            return None
+        return best[1]
 
 
 def pinning_reasons(
@@ -194,10 +213,12 @@ def pinning_reasons(
     connections arriving on it to a local interface that is not an uplink, as
     "DNAT to docker0 found (iptables-nft, table nat, chain DOCKER)"."""
     names = list(uplinks)
+    excluded = set(names)
+    targets = LocalTargets(state)
     reasons: dict[str, list[str]] = {}
     for rule in found.dnat():
         address = rule.address
-        target = local_target(state, address, set(names)) if address else None
+        target = targets.of(address, excluded) if address else None
         if target is None:
             continue
         why = f"DNAT to {target} found ({rule.where})"
@@ -479,6 +500,8 @@ def live_shape(ruleset: Any) -> dict[str, int]:
 def digest(layout: GatewayLayout) -> str:
     """A short fingerprint of the table's content, kept in the table's comment, so that a
     re-apply finds out without parsing nft's output whether the table is as planned."""
+    import hashlib  # (only where a table is written or compared: show and plan need none)
+
     return hashlib.sha256("\n".join(_body(layout)).encode()).hexdigest()[:16]
 
 

@@ -71,9 +71,11 @@ def reply_probes(
     if target is None or state.sysctls.get(gateway.FORWARDING) != "1" or len(uplinks) < 2:
         return []
     probes: list[ReplyProbe] = []
+    local = gateway.LocalTargets(state)
+    names = set(uplinks)
     for rule in found.dnat():
         address = rule.address
-        device = gateway.local_target(state, address, set(uplinks)) if address else None
+        device = local.of(address, names) if address else None
         if device is None or address is None:
             continue
         for name in uplinks:

@@ -121,13 +121,11 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
         if address.family in families:
             by_name.setdefault(address.ifname, []).append(address)
     names = {i.index: i.name for i in state.interfaces}
-    # The IPv4 subnets of interfaces with a default route, for the shared-subnet case.
+    # The IPv4 subnets of interfaces with a default route, for the shared-subnet case: made
+    # once, when the first interface with IPv4 subnets and no default route asks (a host
+    # whose every addressed interface has one indexes nothing).
     # (distinct networks: a host may have thousands of addresses on a few subnets)
-    routed: dict[tuple[IPNetwork, str], None] = {
-        (network, a.ifname): None
-        for a, network in distinct_networks(state.addresses)
-        if a.ifname in defaults and network.version == 4 and network.prefixlen < 32
-    }
+    routed: dict[tuple[IPNetwork, str], None] | None = None
     result: dict[str, tuple[Role, str]] = {}
     for interface in state.interfaces:
         name = interface.name
@@ -153,11 +151,17 @@ def roles(config: Config, state: HostState) -> dict[str, tuple[Role, str]]:
                 for a in by_name.get(name, ())
                 if a.family is Family.INET and a.ip.network.prefixlen < 32
             }
+            if mine and routed is None:
+                routed = {
+                    (network, a.ifname): None
+                    for a, network in distinct_networks(state.addresses)
+                    if a.ifname in defaults and network.version == 4 and network.prefixlen < 32
+                }
             shared = next(
                 (
                     (subnet, other)
                     for subnet in sorted(mine)
-                    for network, other in routed
+                    for network, other in routed or {}
                     if other != name and subnet.overlaps(network)
                 ),
                 None,
@@ -711,12 +715,15 @@ def plan(
                 Rule(family, off_link, uplink.table, p, None, protocol)
                 for p in prefixes[uplink.name]
             ]
+    set_names: dict[str, list[str]] = {}  # by uplink (not every set asked per uplink)
+    for source_set in source_sets:
+        set_names.setdefault(source_set.uplink, []).append(source_set.name)
     uplinks = [
         replace(
             u,
             sources=tuple(selected[u.name]),
             sources_why="; ".join(reasons[u.name]),
-            source_sets=tuple(s.name for s in source_sets if s.uplink == u.name),
+            source_sets=tuple(set_names.get(u.name, ())),
         )
         for u in uplinks
     ]
@@ -750,8 +757,9 @@ def plan(
         extra_routes, extra_rules, delegations, extra_notes = delegation.plan_delegations(
             config, state, uplinks
         )
-        routes += [r for r in extra_routes if r not in routes]
-        rules += [r for r in extra_rules if r not in rules]
+        known_routes, known_rules = set(routes), set(rules)  # (not a list scan per object)
+        routes += [r for r in extra_routes if r not in known_routes]
+        rules += [r for r in extra_rules if r not in known_rules]
         notes += extra_notes
         npt_routes, npt_rules, npt, npt_notes = delegation.plan_npt(
             config, uplinks, delegations, down | down6
@@ -764,7 +772,8 @@ def plan(
         if npt and Sysctl(MULTIPATH_HASH[Family.INET6], "1") not in sysctls:
             sysctls.append(Sysctl(MULTIPATH_HASH[Family.INET6], "1"))
     pinning: list[str] = []
-    if config.gateway is None and Family.INET in families:
+    # (no firewall read: no pinning, and gateway.py is not imported for show and plan)
+    if config.gateway is None and Family.INET in families and firewall is not None:
         from multihome.core import gateway  # inbound pinning: the same table, no LAN side
 
         extra_rules, extra_sysctls, layout, extra_notes, pinning = gateway.plan_pinning(

@@ -38,6 +38,9 @@ def covering_prefixes(
         theirs = others_sorted[
             bisect_left(others_sorted, first) : bisect_left(others_sorted, after)
         ]
+        if mine and not theirs:  # the usual uplink: its whole subnet (not made anew)
+            found.append(network)
+            continue
         bits = network.max_prefixlen
         _cover(network.version, first, network.prefixlen, bits, mine, theirs, found)
     # networks may nest (an address's /24 and another's /16): keep the outermost

@@ -98,10 +98,10 @@ UNREADABLE_RULESET = (
 def read_firewall(cfg: Config, host: HostState) -> Firewall | None:
     """The host's NAT and mark rules, where inbound pinning may need them: host mode with
     pin_inbound on a host that forwards (None elsewhere: nothing is read)."""
-    from multihome.core import gateway
-
     if cfg.gateway is not None or not cfg.pin_inbound:
         return None
+    from multihome.core import gateway
+
     if host.sysctls.get(gateway.FORWARDING) != "1":
         return None
     from multihome.kernel import firewall
@@ -354,13 +354,13 @@ def remark_connections(
     if found is None:
         found = firewall.read()
     names = {u.name for u in desired.uplinks}
+    local = gateway.LocalTargets(host)
     # where the port forwards lead (a connection whose reply comes from there was DNATed)
     targets = sorted(
         {
             r.address
             for r in found.dnat()
-            if isinstance(r.address, IPv4Address)
-            and gateway.local_target(host, r.address, names) is not None
+            if isinstance(r.address, IPv4Address) and local.of(r.address, names) is not None
         }
     )
     count = 0
@@ -414,11 +414,14 @@ def _replace_npt(
 ) -> None:
     """Write the NPTv6 chains after the routing part and the nftables table; if ip6tables
     refuses, undo those two, so that all three are as before."""
-    from multihome.kernel import nftables, npt, writer
+    from multihome.kernel import npt
 
     try:
         npt.apply(desired.npt)
     except MultihomeError as error:
+        # (imported for the undo only: remove asks on every host, nftables.py brings much)
+        from multihome.kernel import nftables, writer
+
         undone = []
         try:
             if table is not None:
