@@ -566,7 +566,24 @@ def uninstall(root: str) -> Uninstalled:
         kept += stays
     _remove_entry(root, {"path": MANIFEST, "backup": None, "content": _at(root, MANIFEST)})
     kernel = _take_layout_out(frozenset(extra.layout)) if root == "/" and extra.layout else []
+    if root == "/" and any(str(e["path"]).endswith(NFT_UNIT) for e in entries.values()):
+        kernel += _take_tables_out()  # what the removed multihome-nftables.service loaded
     return Uninstalled(removed, kept, _remove_directories(root, extra.directories), kernel)
+
+
+NFT_UNIT = "multihome-nftables.service"
+
+
+def _take_tables_out() -> list[str]:
+    """On the live host: multihome's nftables tables (inet and arp), which the unit just
+    removed loaded at boot and would keep until the next one."""
+    from multihome.core import sourcemarks
+    from multihome.kernel import nfnetlink, nftables
+
+    if nfnetlink.exists() is False:
+        return []
+    nftables.run_script(sourcemarks.script(None, reset_arp=True))
+    return ["nftables: table inet multihome, table arp multihome"]
 
 
 # the kernel's own tables and rules: never multihome's, whatever a manifest says

@@ -148,6 +148,7 @@ RemainAfterExit=yes
 ExecStart=/usr/sbin/nft -f {NFT_FILE}
 ExecReload=/usr/sbin/nft -f {NFT_FILE}
 ExecStop=/usr/sbin/nft delete table {gateway.FAMILY} {gateway.TABLE}
+ExecStop=-/usr/sbin/nft delete table arp {gateway.TABLE}
 
 [Install]
 WantedBy=multi-user.target nftables.service
