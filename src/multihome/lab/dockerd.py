@@ -34,6 +34,7 @@ DOCKERD = "/usr/sbin/dockerd"  # the docker.io package's, by absolute path: a do
 DOCKER = "/usr/bin/docker"  # another origin earlier on PATH must not be the one that runs
 BUSYBOX = "/bin/busybox"  # busybox-static's: the image's only file
 IPTABLES = "/usr/sbin/iptables"
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGES = ("docker.io", "busybox-static", "iptables")
 BRIDGE = "198.19.0.1/24"
 START_TIMEOUT = 30.0
@@ -290,6 +291,9 @@ class Dockerd:
                 stdout=log,
                 stderr=log,
                 preexec_fn=_die_with_parent,
+                # dockerd finds iptables on PATH: the system's first (`su` without `-`
+                # leaves /usr/sbin out)
+                env={**os.environ, "PATH": SYSTEM_PATH + ":" + os.environ.get("PATH", "")},
             )
         deadline = time.monotonic() + START_TIMEOUT
         own = os.readlink("/proc/self/ns/mnt")
@@ -299,7 +303,8 @@ class Dockerd:
                 self._end()
                 raise MultihomeError(
                     f"dockerd did not start in {self.ns} (storage driver {self.storage_driver})",
-                    hint=f"its log: {self.log}\n" + self._log_tail(),
+                    hint="the end of its log (removed with the lab's directory):\n"
+                    + self._log_tail(),
                 )
             time.sleep(0.05)
         self._note_mount_namespace(own)
