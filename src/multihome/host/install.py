@@ -354,6 +354,7 @@ def install(
         {**facts.networkd, **options.network_files},
         options.kinds,
         options.writable,
+        options.check_executable,
     )
     wanted: dict[str, tuple[str, int]] = {}
     notes: list[str] = []

@@ -796,6 +796,9 @@ def install_files(config_path: str | None, format_name: str, root: str, executab
             "nothing to install: " + ("; ".join(outcome.desired.notes) or "no uplinks"),
         )
     options = Options(
-        executable, kinds=kinds(outcome.host), writable=ra_writable(outcome.config)
+        executable,
+        kinds=kinds(outcome.host),
+        writable=ra_writable(outcome.config),
+        check_executable=root == "/",
     )
     return installer.install(outcome.desired, outcome.host, root, format_name, options)

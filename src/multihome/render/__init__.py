@@ -36,6 +36,9 @@ class Options:
     # what `multihome watch` writes besides its state ([gateway] ra_daemon's configuration):
     # the systemd units' sandbox must let it (ReadWritePaths)
     writable: tuple[str, ...] = ()
+    # whether to say when the units' sandbox hides `executable` (export, and install on the
+    # live host; not install --root DIR, a tree built for elsewhere)
+    check_executable: bool = True
 
 
 def uplink_routes(desired: Desired, uplink: Uplink) -> list[Route]:

@@ -123,7 +123,7 @@ WantedBy=multi-user.target
     files = {"multihome.service": unit, "multihome-watch.service": watch}
     notes = []
     hidden = next((d for d in HIDDEN if options.executable.startswith(d)), None)
-    if hidden is not None:
+    if hidden is not None and options.check_executable:
         notes.append(
             f"the units run {options.executable}, under {hidden}, which their sandbox hides"
             " (ProtectHome=yes, PrivateTmp=yes): they would fail at boot; install multihome"
