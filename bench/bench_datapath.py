@@ -47,11 +47,30 @@ addresses a prefix is an address), so that the nft form multihome chooses above 
 threshold and the rules it replaces are measured side by side against the same stock host:
 the crossover that sets sourcemarks.THRESHOLD.
 
+With --variants NAME... each variant is one more host: multihome's apply, then its nft form
+changed by hand (the source selection's output chain or its rules), measured in the same
+rounds against the same stock host and printed as one more column -- the forms that
+sourcemarks.py chose between, side by side (only in the cases where multihome chose the nft
+form: elsewhere the column says "-", as it does for a measure that nothing passed, TCP on a
+variant's wrong path). The variants (2 uplinks, the default mark band):
+  lookup-first  the set lookup before the device test (the chain before this option)
+  vmap          one verdict map of every address to its uplink's chain (one lookup)
+  marked-1001   rule 1001 (main's specific routes) for marked packets only (not fwmark 0/M)
+  no-mark       the chain without its mark: its cost without the reroute (wrong path)
+  no-chain      no output chain: the rules' cost alone (wrong path)
+  one-rule      one fwmark rule (eth1's at 1002) and none at 1000 or 1001: the least a
+                reroute can cost (wrong for on-link and main's specific routes)
+  egress-fwd    no output chain; a netdev egress chain on eth0 forwards packets from
+                eth1's addresses to eth1's gateway (`fwd ip to G device eth1`): no second
+                route lookup (but the TTL is lowered, the firewall and `ip route get`
+                see eth0, and the next hop is the gateway whatever the destination)
+
 Default: 5 rounds of 1 s per measure (after a warm-up), about 5 minutes on 2 cores; --long
 runs 9 rounds of 2 s (about 15 minutes).
 
 Usage: python bench/bench_datapath.py [--sizes N...] [--layouts own interleaved]
        [--rounds N] [--seconds S] [--connects N] [--cpu N] [--wall] [--long] [--rules]
+       [--variants NAME...]
 """
 
 from __future__ import annotations
@@ -72,6 +91,8 @@ from dataclasses import dataclass, field
 
 from bench_cli import MULTIHOME, PYTHON, batch, count_rules, netns
 
+from multihome.core.config import DEFAULT_MARK_MASK
+from multihome.core.gateway import mark as mark_of
 from multihome.core.sources import covering_prefixes
 
 PID = os.getpid()
@@ -307,6 +328,135 @@ def rules_form(ns: str, chosen: Layout) -> None:
     batch(ns, lines)
 
 
+# -- the variants of the nft form (--variants) ----------------------------------------------
+
+VARIANTS = (
+    "lookup-first",
+    "vmap",
+    "marked-1001",
+    "no-mark",
+    "no-chain",
+    "one-rule",
+    "egress-fwd",
+)
+DEVICES = {1: "eth0", 2: "eth1"}  # mark id -> uplink (tables 100, 101: ids 1, 2)
+
+
+def nft(ns: str, text: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=text, text=True, check=True)
+
+
+def has_sources(ns: str) -> bool:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "multihome", "sources_out"],
+        capture_output=True,
+        check=False,
+    )
+    return out.returncode == 0
+
+
+def set_elements(ns: str, name: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "multihome", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [
+        str(e) for item in json.loads(out)["nftables"] if "set" in item for e in item["set"]["elem"]
+    ]
+
+
+def _mark(uplink_id: int) -> str:
+    value = mark_of(DEFAULT_MARK_MASK, uplink_id)
+    return f"meta mark set meta mark & 0x{~DEFAULT_MARK_MASK & 0xFFFFFFFF:08x} | 0x{value:08x}"
+
+
+def _output_chain(lines: list[str], extra: list[str] | None = None) -> str:
+    return "\n".join(
+        [
+            "table inet multihome {",
+            *(extra or []),
+            "chain sources_out {",
+            "type route hook output priority mangle + 1; policy accept;",
+            *lines,
+            "}",
+            "}",
+            "",
+        ]
+    )
+
+
+def variant(ns: str, name: str) -> None:
+    """Change multihome's nft form on host `ns` into the variant `name` (VARIANTS)."""
+    mask = f"0x{DEFAULT_MARK_MASK:08x}"
+    if name in ("lookup-first", "no-mark", "vmap", "no-chain", "egress-fwd"):
+        nft(ns, "delete chain inet multihome sources_out\n")
+    if name == "lookup-first":
+        nft(
+            ns,
+            _output_chain(
+                [f'ip saddr @src4_{k} oifname != "{dev}" {_mark(k)}' for k, dev in DEVICES.items()]
+            ),
+        )
+    elif name == "no-mark":
+        nft(
+            ns,
+            _output_chain([f'oifname != "{dev}" ip saddr @src4_{k}' for k, dev in DEVICES.items()]),
+        )
+    elif name == "vmap":
+        pairs = [f"{a} : jump up{k}" for k in DEVICES for a in set_elements(ns, f"src4_{k}")]
+        extra = [
+            "map sources4 {",
+            "type ipv4_addr : verdict",
+            f"elements = {{ {', '.join(pairs)} }}",
+            "}",
+        ]
+        for k, dev in DEVICES.items():
+            extra += [f"chain up{k} {{", f'oifname != "{dev}" {_mark(k)}', "}"]
+        nft(ns, _output_chain(["ip saddr vmap @sources4"], extra))
+    elif name == "marked-1001":
+        batch(
+            ns,
+            [
+                "-4 rule del pref 1001",
+                f"-4 rule add pref 1001 not fwmark 0/{mask} lookup main suppress_prefixlength 0"
+                " proto 77",
+            ],
+        )
+    elif name == "one-rule":
+        batch(
+            ns,
+            [
+                "-4 rule del pref 1001",
+                "-4 rule del pref 1000",
+                "-4 rule del pref 1000",
+                f"-4 rule del pref 1002 fwmark 0x{mark_of(DEFAULT_MARK_MASK, 1):x}/{mask}",
+            ],
+        )
+    elif name == "egress-fwd":
+        elements = ", ".join(set_elements(ns, "src4_2"))
+        gateway_of_eth1 = "198.18.255.254"  # the interleaved layout's
+        nft(
+            ns,
+            "\n".join(
+                [
+                    "table netdev multihome_fwd {",
+                    "set src4_2 {",
+                    "type ipv4_addr",
+                    f"elements = {{ {elements} }}",
+                    "}",
+                    "chain eth0_out {",
+                    'type filter hook egress device "eth0" priority 0; policy accept;',
+                    f'ip saddr @src4_2 fwd ip to {gateway_of_eth1} device "eth1"',
+                    "}",
+                    "}",
+                    "",
+                ]
+            ),
+        )
+
+
 def sysctl(ns: str, values: dict[str, str]) -> None:
     args = [f"{name}={value}" for name, value in values.items()]
     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *args], check=True)
@@ -378,6 +528,8 @@ def rate(host: Host, chosen: Layout, name: str, settings: Settings, seconds: flo
         limit = str(settings.connects)
         args = (chosen.last, PEER, str(TCP_PORT), limit)
         done, spent = measure(host.server, "connect", settings, seconds, *args)
+        if done == 0 and host.label in VARIANTS:  # (a variant on the wrong path)
+            return 0.0
         if done == 0:
             raise SystemExit(f"{host.label}: no TCP connection from {chosen.last} succeeded")
     else:  # what reached UDP in the server, per second of the sender's run
@@ -395,6 +547,7 @@ class Result:
     stock: list[float] = field(default_factory=list)
     mine: list[float] = field(default_factory=list)
     rules: list[float] = field(default_factory=list)  # --rules: the rules form's host
+    variants: dict[str, list[float]] = field(default_factory=dict)  # --variants
 
     @property
     def ratio(self) -> float:
@@ -408,9 +561,23 @@ class Result:
             m / s if s else 0.0 for s, m in zip(self.stock, self.rules, strict=True)
         )
 
+    def variant_ratio(self, name: str) -> float | None:
+        rates = self.variants.get(name)
+        if not rates or not any(rates):  # no nft form in this case, or nothing went through
+            return None
+        return statistics.median(
+            m / s if s else 0.0 for s, m in zip(self.stock, rates, strict=True)
+        )
+
 
 def run_case(
-    name: str, size: int, rounds: int, settings: Settings, state_dir: str, with_rules: bool = False
+    name: str,
+    size: int,
+    rounds: int,
+    settings: Settings,
+    state_dir: str,
+    with_rules: bool = False,
+    variants: tuple[str, ...] = (),
 ) -> tuple[dict[str, Result], dict[str, int], dict[str, str], float]:
     chosen = layout(name, size)
     tag = f"mhbd{PID}{name[0]}{size}"
@@ -420,21 +587,33 @@ def run_case(
             return stack.enter_context(netns(f"{tag}{suffix}"))
 
         hosts = []
-        for label in ("stock", "multihome", *(["rules"] if with_rules else [])):
-            server, isp0, isp1 = (namespace(label[0] + part) for part in ("s", "i0", "i1"))
+        labels = ["stock", "multihome", *(["rules"] if with_rules else []), *variants]
+        for index, label in enumerate(labels):
+            short = label[0] if index < 3 else f"v{index}"
+            server, isp0, isp1 = (namespace(short + part) for part in ("s", "i0", "i1"))
             hosts.append(Host(label, server, (isp0, isp1)))
         for host in hosts:
             build(host, chosen)
-        start = time.perf_counter()
-        subprocess.run(
-            [*MULTIHOME, "--netns", hosts[1].server, "apply"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "MULTIHOME_STATE_DIR": state_dir},
-        )
-        applied = time.perf_counter() - start
+
+        def apply(host: Host) -> float:
+            start = time.perf_counter()
+            subprocess.run(
+                [*MULTIHOME, "--netns", host.server, "apply"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "MULTIHOME_STATE_DIR": state_dir},
+            )
+            return time.perf_counter() - start
+
+        applied = apply(hosts[1])
         if with_rules:
             rules_form(hosts[2].server, chosen)
+        if variants and not has_sources(hosts[1].server):  # no nft form here: no variants
+            hosts = [h for h in hosts if h.label not in variants]
+        for host in hosts:
+            if host.label in variants:
+                apply(host)
+                variant(host.server, host.label)
         for host in hosts:
             for isp in host.isps:
                 listener = Helper(isp, LISTEN, PEER, str(TCP_PORT))
@@ -455,6 +634,9 @@ def run_case(
                 results[what].mine.append(got["multihome"])
                 if with_rules:
                     results[what].rules.append(got["rules"])
+                for label in variants:
+                    if label in got:
+                        results[what].variants.setdefault(label, []).append(got[label])
         return results, rules, paths, applied
 
 
@@ -476,6 +658,13 @@ def main() -> None:
     parser.add_argument("--wall", action="store_true", help="rates per wall-clock second")
     parser.add_argument(
         "--rules", action="store_true", help="a third host with the rules form, by ip -batch"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=[],
+        help="more hosts: multihome's nft form changed by hand, one column each",
     )
     args = parser.parse_args()
     if args.long:
@@ -499,7 +688,7 @@ def main() -> None:
         for size in args.sizes:
             for name in args.layouts:
                 results, rules, paths, applied = run_case(
-                    name, size, args.rounds, settings, state_dir, args.rules
+                    name, size, args.rounds, settings, state_dir, args.rules, tuple(args.variants)
                 )
                 print(
                     f"{size:,} addresses, {name}: rules stock {rules['stock']}, multihome"
@@ -509,7 +698,11 @@ def main() -> None:
                     f" leaves by: stock {paths['stock']}, multihome {paths['multihome']}"
                     f"{'' if paths['multihome'] == 'eth1' else ' (WRONG: not its uplink)'}"
                 )
-                print(header + ("  rules form" if args.rules else ""))
+                print(
+                    header
+                    + ("  rules form" if args.rules else "")
+                    + "".join(f"  {v:>12}" for v in args.variants)
+                )
                 limit = target(name, size)
                 for what, result in results.items():
                     ok = result.ratio >= limit
@@ -519,6 +712,10 @@ def main() -> None:
                         f"{statistics.median(result.mine):11,.0f}{result.ratio:7.2f}"
                         f"  >= {limit:.2f} {'MET' if ok else 'NOT MET'}"
                         + (f"  {result.rules_ratio:.2f}" if args.rules else "")
+                        + "".join(
+                            f"  {'-' if r is None else f'{r:.2f}':>12}"
+                            for r in map(result.variant_ratio, args.variants)
+                        )
                     )
                 sys.stdout.flush()
     finally:

@@ -55,7 +55,7 @@ def test_interleaved_addresses_above_the_threshold_get_a_set_and_two_rules_per_u
     text = sourcemarks.script(layout)
     # (marked where the first lookup chose another device: then the kernel routes it again)
     assert (
-        'ip saddr @src4_2 oifname != "eth1" meta mark set meta mark & 0xf0ffffff | 0x02000000'
+        'oifname != "eth1" ip saddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000'
         in text
     )
     assert "ip daddr @src4_2 meta mark set meta mark & 0xf0ffffff | 0x02000000" in text
@@ -150,8 +150,8 @@ def test_an_uplink_with_a_configured_gateway_marks_every_packet_from_its_set() -
     config = parse('[uplinks.eth0]\n[uplinks.eth1]\ngateway = "198.18.255.253"\n')
     state = interleaved_host(200)
     text = gateway.table_text(plan(config, state).gateway)  # type: ignore[arg-type]
-    assert 'ip saddr @src4_1 oifname != "eth0" meta mark' in text
-    assert "ip saddr @src4_2 meta mark" in text
+    assert 'oifname != "eth0" ip saddr @src4_1 meta mark' in text
+    assert "\t\tip saddr @src4_2 meta mark" in text
 
 
 def test_the_netlink_check_asks_for_multihomes_own_table() -> None:
