@@ -26,6 +26,7 @@ from multihome.errors import MultihomeError
 from multihome.lab import scenarios
 from multihome.lab.gateway_run import (
     balancing_devices,
+    echo_server,
     process,
     python_module,
     read_counters,
@@ -125,15 +126,7 @@ def run(options: FailOptions, report: Callable[[str], None] = lambda text: None)
         log = stack.enter_context(open(os.path.join(workdir, "watch.log"), "w+"))
         watch = python_module("multihome", "--netns", server, "watch", "-c", config)
         stack.enter_context(process(watch, env=env, stdout=log, stderr=subprocess.STDOUT))
-        echo = stack.enter_context(
-            process(
-                python_module("multihome.lab.gateway_workload", "server", "--netns", client),
-                stdout=subprocess.PIPE,
-            )
-        )
-        assert echo.stdout is not None
-        if "ready" not in echo.stdout.readline():
-            raise MultihomeError("the failover lab's echo server did not start")
+        echo_server(stack, client, "the failover lab")
         start = time.monotonic()
         while balancing_devices(server) != nics:
             if time.monotonic() - start > 15:

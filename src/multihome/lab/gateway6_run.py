@@ -29,7 +29,7 @@ from typing import Any
 from multihome.core.records import asdict, field, record
 from multihome.errors import MultihomeError
 from multihome.lab import gateway6 as topology
-from multihome.lab.gateway_run import process, python_module, run_checked
+from multihome.lab.gateway_run import echo_server, process, python_module, run_checked
 from multihome.lab.topology import Network, clean_stale
 
 PHASES = ("stock", "multihome", "failover")
@@ -218,17 +218,9 @@ def run_phase(name: str, options: Gateway6Options, workdir: str) -> Phase6Result
             run_checked(["ip", "-n", router, "-6", "route", "add", *args])
         events: list[str] = []
         with contextlib.ExitStack() as stack:
-            echo = stack.enter_context(
-                process(
-                    python_module(
-                        "multihome.lab.gateway6_workload", "server", "--netns", net.ns("server")
-                    ),
-                    stdout=subprocess.PIPE,
-                )
+            echo_server(
+                stack, net.ns("server"), "the IPv6 lab", "multihome.lab.gateway6_workload"
             )
-            assert echo.stdout is not None
-            if "ready" not in echo.stdout.readline():
-                raise MultihomeError("the IPv6 lab's echo server did not start")
             dnsmasq = stack.enter_context(Dnsmasq(router, phase_dir, nics))
             hosts = [net.ns(h) for h in topology.clients(options.hosts)]
             wait_until(

@@ -21,28 +21,11 @@ import time
 from collections.abc import Sequence
 
 from multihome.kernel import namespace
+from multihome.lab.gateway_workload import serve
 
 PORT = 8086
 TIMEOUT = 1.0  # a connection or an echo that takes longer counts as failed
 PAYLOAD = b"y" * 64
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
-
-
-async def _serve() -> None:
-    server = await asyncio.start_server(_echo, "::", PORT, backlog=1024, reuse_address=True)
-    print(json.dumps({"ready": True}), flush=True)
-    async with server:
-        await server.serve_forever()
 
 
 def global_addresses() -> list[str]:
@@ -110,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     namespace.enter(args.netns)
     if args.role == "server":
-        asyncio.run(_serve())
+        asyncio.run(serve("::", PORT))
     else:
         asyncio.run(_client(args.address, args.rate, args.seconds, args.sources == "each"))
     return 0

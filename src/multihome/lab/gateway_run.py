@@ -145,6 +145,19 @@ def process(argv: list[str], **kw: Any) -> Iterator[subprocess.Popen[str]]:
         stop(proc)
 
 
+def echo_server(
+    stack: contextlib.ExitStack, ns: str, lab: str, module: str = "multihome.lab.gateway_workload"
+) -> None:
+    """A workload's echo server in namespace `ns`, stopped with `stack`; returns once it
+    listens (raises MultihomeError naming `lab` when it does not start)."""
+    echo = stack.enter_context(
+        process(python_module(module, "server", "--netns", ns), stdout=subprocess.PIPE)
+    )
+    assert echo.stdout is not None
+    if "ready" not in echo.stdout.readline():
+        raise MultihomeError(f"{lab}'s echo server did not start")
+
+
 def balancing_devices(ns: str) -> int:
     result = subprocess.run(
         ["ip", "-n", ns, "-j", "route", "show", "table", "199"], capture_output=True, text=True
@@ -177,15 +190,7 @@ def run_phase(name: str, options: GatewayOptions, workdir: str) -> PhaseResult:
         env = {**os.environ, "MULTIHOME_STATE_DIR": os.path.join(workdir, name)}
         events: list[str] = []
         with contextlib.ExitStack() as stack:
-            echo = stack.enter_context(
-                process(
-                    python_module("multihome.lab.gateway_workload", "server", "--netns", server),
-                    stdout=subprocess.PIPE,
-                )
-            )
-            assert echo.stdout is not None
-            if "ready" not in echo.stdout.readline():
-                raise MultihomeError("the gateway lab's echo server did not start")
+            echo_server(stack, server, "the gateway lab")
             multihome = python_module("multihome", "--netns", router, "-c", config)
             if name == "round-robin-snat":
                 run_checked(

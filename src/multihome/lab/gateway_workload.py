@@ -37,8 +37,10 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _serve() -> None:
-    server = await asyncio.start_server(_echo, "0.0.0.0", PORT, backlog=1024, reuse_address=True)
+async def serve(host: str = "0.0.0.0", port: int = PORT) -> None:
+    """An echo server on `host`:`port`; says {"ready": true} once it listens (the lab's
+    IPv6 workload serves on "::" through it too)."""
+    server = await asyncio.start_server(_echo, host, port, backlog=1024, reuse_address=True)
     print(json.dumps({"ready": True}), flush=True)
     async with server:
         await server.serve_forever()
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     namespace.enter(args.netns)
     if args.role == "server":
-        asyncio.run(_serve())
+        asyncio.run(serve())
     else:
         asyncio.run(_client(args.address, args.sessions, args.rate, args.seconds, args.size))
     return 0
