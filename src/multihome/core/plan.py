@@ -43,7 +43,7 @@ from multihome.core.model import (
     distinct_networks,
 )
 from multihome.core.records import replace
-from multihome.core.sources import covering_prefixes
+from multihome.core.sources import THRESHOLD, covering_prefixes
 from multihome.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -503,9 +503,7 @@ def _source_sets(
     above: int | None,
 ) -> dict[str, SourceSet]:
     """The uplinks of this family whose addresses are more prefixes than `above` (None:
-    sourcemarks.THRESHOLD), each with the nft set that selects it instead."""
-    from multihome.core.sourcemarks import THRESHOLD
-
+    sources.THRESHOLD), each with the nft set that selects it instead."""
     above = THRESHOLD if above is None else above
     if all(len(found) <= above for found in prefixes.values()):
         return {}  # (the usual host: sourcemarks is not even imported)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from multihome.core import gateway
+from multihome.core import gateway, sources
 from multihome.core.model import (
     Desired,
     Family,
@@ -51,40 +51,7 @@ from multihome.core.model import (
     Uplink,
 )
 
-# Prefixes per uplink and family above which its sources move to an nft set: the crossover
-# measured with bench/bench_datapath.py --rules (two uplinks, one /16, addresses alternating;
-# ratios to stock of the rules form vs the nft form, one run, 3 rounds of 0.5 s):
-#   addresses (prefixes per uplink)   UDP sendto/s first | last    TCP connects/s   UDP rx
-#      8 (4)                          0.92 vs 0.71 | 0.86 vs 0.67   0.94 vs 0.87    0.86 vs 0.75
-#     20 (10)                         0.82 vs 0.63 | 0.84 vs 0.73   0.95 vs 0.85    0.84 vs 0.82
-#     40 (20)                         0.85 vs 0.71 | 0.75 vs 0.73   0.91 vs 0.84    0.88 vs 0.82
-#     80 (40)                         0.88 vs 0.76 | 0.67 vs 0.73   0.78 vs 0.83    0.76 vs 0.70
-#    160 (80)                         0.64 vs 0.72 | 0.53 vs 0.73   0.73 vs 0.82    0.68 vs 0.84
-#    400 (200)                        0.48 vs 0.72 | 0.32 vs 0.73   0.55 vs 0.86    0.46 vs 0.85
-# Again once only packets whose first lookup chose another device are marked (a later run,
-# same bench; UDP first | last, TCP, rx; rules form vs nft form):
-#     20 (10)   0.73 vs 0.79 | 0.82 vs 0.71   0.97 vs 0.86   0.93 vs 0.79
-#     40 (20)   0.80 vs 0.82 | 0.74 vs 0.73   1.00 vs 0.86   0.75 vs 0.81
-#     80 (40)   0.80 vs 0.87 | 0.63 vs 0.76   1.03 vs 0.88   0.82 vs 0.87
-# The nft form costs the same at any size (a set lookup, and for a packet main would send by
-# another device a second route lookup after the mark: 0.71-0.76 of stock for unconnected
-# UDP from such an address); the rules cost grows with the rules walked, and passes it
-# between 20 and 40 prefixes per uplink.
-# Where the nft form spends, for unconnected UDP from the second NIC's address
-# (bench_datapath.py --variants, 2,000 | 10,000 interleaved, every variant a host of its own
-# against the same stock host in one run, 7 rounds; ratios to stock): the rules without the
-# chain 0.90 | 0.91 (a host with rules of its own loses the kernel's merged local+main
-# lookup: own subnets' few prefix rules measure 0.89-0.91 too); the chain without its mark
-# 0.86 | 0.83 (each set lookup about 0.03); marked and routed again 0.71 | 0.72 (the second
-# lookup: ip_route_me_harder walks the rules again, three table lookups and the xfrm
-# decode). Other forms in the same run: the set lookup before the device test 0.69 | 0.69;
-# one verdict map of all addresses 0.72 | 0.70; rule 1001 for marked packets only 0.73 |
-# 0.71; the layout cut to one fwmark rule, the least a second lookup costs (wrong for
-# on-link and for main's specific routes) 0.75 | 0.75. So no form that routes the packet
-# again reaches 0.75 here; only one without the second lookup does: `fwd ip to GATEWAY
-# device eth1` in a netdev egress chain of eth0, 0.81 | 0.81 -- not used: it lowers the
-# TTL, the firewall and `ip route get` see eth0, and it would choose the next hop itself.
-THRESHOLD = 32
+THRESHOLD = sources.THRESHOLD  # (measured and explained there)
 
 FAMILY, TABLE, ALL = gateway.FAMILY, gateway.TABLE, gateway.ALL
 SET_PREFIX = "src"  # src4_N, src6_N: SourceSet.name
