@@ -64,6 +64,11 @@ variant's wrong path). The variants (2 uplinks, the default mark band):
                 eth1's addresses to eth1's gateway (`fwd ip to G device eth1`): no second
                 route lookup (but the TTL is lowered, the firewall and `ip route get`
                 see eth0, and the next hop is the gateway whatever the destination)
+and two that change rule 1 (at 1000), measured also where the uplinks keep prefix rules:
+  guard         one more rule before it, `not to 198.18.0.0/15 goto 1001` (both layouts'
+                subnets): a packet to anywhere else skips rule 1, lookup and walk
+  to-net        each rule 1 selects the destination too (`to 198.18.0.0/15`) instead of
+                suppress_prefixlength 0: no table lookup for a packet to elsewhere
 
 Default: 5 rounds of 1 s per measure (after a warm-up), about 5 minutes on 2 cores; --long
 runs 9 rounds of 2 s (about 15 minutes).
@@ -338,7 +343,10 @@ VARIANTS = (
     "no-chain",
     "one-rule",
     "egress-fwd",
+    "guard",
+    "to-net",
 )
+RULES_VARIANTS = ("guard", "to-net")  # also where the uplinks keep prefix rules
 DEVICES = {1: "eth0", 2: "eth1"}  # mark id -> uplink (tables 100, 101: ids 1, 2)
 
 
@@ -424,6 +432,25 @@ def variant(ns: str, name: str) -> None:
                 " proto 77",
             ],
         )
+    elif name == "to-net":
+        out = subprocess.run(
+            ["ip", "-n", ns, "-j", "-4", "rule", "show", "pref", "1000"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        lines = []
+        for r in json.loads(out):
+            sel = f"from {r['src']}/{r.get('srclen', 32)}" if r.get("src", "all") != "all" else ""
+            if "fwmark" in r:
+                sel += f" fwmark {r['fwmark']}/{r['fwmask']}"
+            lines += [
+                f"-4 rule del pref 1000 {sel} lookup {r['table']} suppress_prefixlength 0",
+                f"-4 rule add pref 1000 {sel} to 198.18.0.0/15 lookup {r['table']} proto 77",
+            ]
+        batch(ns, lines)
+    elif name == "guard":
+        batch(ns, ["-4 rule add pref 999 not to 198.18.0.0/15 goto 1001 proto 77"])
     elif name == "one-rule":
         batch(
             ns,
@@ -609,7 +636,7 @@ def run_case(
         if with_rules:
             rules_form(hosts[2].server, chosen)
         if variants and not has_sources(hosts[1].server):  # no nft form here: no variants
-            hosts = [h for h in hosts if h.label not in variants]
+            hosts = [h for h in hosts if h.label not in variants or h.label in RULES_VARIANTS]
         for host in hosts:
             if host.label in variants:
                 apply(host)

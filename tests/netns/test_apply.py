@@ -122,7 +122,7 @@ def test_second_apply_changes_nothing_and_remove_restores_exactly(build: Build) 
     pristine = snapshot(server)
     sysctls_before = sysctl(server, "net.ipv4.conf.eth0.arp_ignore")
     first = json.loads(multihome(server, "apply", "--json").stdout)
-    assert first["changed"] and len(first["changes"]) == 18
+    assert first["changed"] and len(first["changes"]) == 14
     applied = snapshot(server)
     second = json.loads(multihome(server, "apply", "--json").stdout)
     assert second == {**second, "changed": False, "changes": []}

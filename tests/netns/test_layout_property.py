@@ -65,7 +65,8 @@ class Host:
 def rule_bound(host: Host) -> int:
     """The most rules multihome's layout may write for the host: per family main's
     `suppress_prefixlength 0` rule, and two rules (on-link, off-link) per prefix that selects
-    an uplink's addresses. An uplink with a subnet of its own needs one prefix; a block of
+    an uplink's addresses. An uplink with a subnet of its own needs one prefix, and only the
+    off-link rule (main's own route to the subnet is the uplink's); a block of
     addresses in a shared subnet at most two per bit of the subnet's host part (the aligned
     prefixes that cover a range); interleaved addresses at most one each."""
     total = 0
@@ -74,7 +75,8 @@ def rule_bound(host: Host) -> int:
             sum(1 for owner, _ in family.addresses if owner == u) for u in range(host.uplinks)
         ]
         if family.kind == "own":
-            prefixes = sum(1 for n in counts if n)
+            total += 1 + sum(1 for n in counts if n)
+            continue
         elif family.kind == "shared":
             bits = 8 if family.version == 4 else 16
             prefixes = sum(min(n, 2 * bits) for n in counts)
@@ -187,8 +189,11 @@ def test_every_address_routes_by_its_own_uplink(host: Host) -> None:
                     route = ip_json(server, "route", "get", dst, "from", source)[0]
                     where = (family.kind, source, dst, route)
                     assert route["dev"] == dev, where
-                    assert str(route.get("table", "main")) == tables.get(dev, "main"), where
-                    if dst == OFF_LINK[family.version]:
+                    on_link = dst != OFF_LINK[family.version]
+                    # alone on its subnet, an uplink's on-link replies take main's route there
+                    table = "main" if on_link and family.kind == "own" else tables.get(dev, "main")
+                    assert str(route.get("table", "main")) == table, where
+                    if not on_link:
                         assert route.get("gateway") == family.gateways[k], where
                     else:
                         assert "gateway" not in route, where

@@ -142,7 +142,7 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         # what `multihome apply` builds, for comparison
         multihome(server, "apply")
         applied = policy(server)
-        assert len(applied["rules"]) == 10 and len(applied["routes"]) == 8
+        assert len(applied["rules"]) == 6 and len(applied["routes"]) == 8
         multihome(server, "remove")
         assert policy(server) == {"rules": [], "routes": []}
         keyfiles = {name: nm.keyfile(name) for name in UPLINKS}

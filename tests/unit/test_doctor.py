@@ -84,6 +84,19 @@ def test_rp_filter_uses_the_max_of_all_and_the_interface() -> None:
     assert "rp_filter=1 on eth1" in drops[0].evidence[0]
 
 
+def test_on_link_replies_of_an_uplink_alone_on_its_subnet_name_another_owner() -> None:
+    """Such an uplink has no rule 1 (main's own route is its): when its on-link replies
+    leave by another NIC, apply is not the fix, the route or rule that took them is."""
+    answers = {
+        (dst, src): Lookup(dst, src, dev="eth0", table=254) for dst, src in probes(TWO_ISP, UPLINKS)
+    }
+    report = run(TWO_ISP, answers)
+    found = {f.address: f for f in report.findings if f.check == "asymmetric-on-link"}
+    near = found["192.0.2.42"]
+    assert near.fix.startswith("find the route or rule that sends them by eth0 (table 254)")
+    assert "eth1 alone holds 192.0.2.32/27" in near.fix
+
+
 def test_single_homed() -> None:
     report = run(host({"eth0": ["192.0.2.10/24"]}, [("eth0", "192.0.2.1", 0)]))
     assert report.findings == () and "single-homed" in report.notes[0]
@@ -91,7 +104,7 @@ def test_single_homed() -> None:
 
 def test_a_long_rule_list_is_reported_with_what_the_layout_needs() -> None:
     """200 addresses on each of two NICs with their own /24s, applied with the old layout
-    (two rules per address): the doctor counts them and says apply needs 5."""
+    (two rules per address): the doctor counts them and says apply needs 3."""
     from multihome.core.model import Family, Rule
 
     state = host(
@@ -111,7 +124,7 @@ def test_a_long_rule_list_is_reported_with_what_the_layout_needs() -> None:
     old = replace(state, rules=(*per_address, main_rule), routes=state.routes + desired.routes)
     report = diagnose(old, {}, desired, diff(desired, old), ["eth0", "eth1"])
     (many,) = [f for f in report.findings if f.check == "many-rules"]
-    assert many.summary == "801 IPv4 rules: each route lookup walks them; multihome's layout needs 5"
+    assert many.summary == "801 IPv4 rules: each route lookup walks them; multihome's layout needs 3"
     assert many.fix.startswith("multihome apply")
     # the same count of someone else's rules: apply cannot fix it
     foreign = tuple(replace(r, protocol=4) for r in per_address)
@@ -119,7 +132,7 @@ def test_a_long_rule_list_is_reported_with_what_the_layout_needs() -> None:
     (many,) = [
         f for f in diagnose(theirs, {}, desired, [], ["eth0", "eth1"]).findings if f.check == "many-rules"
     ]
-    assert "805 IPv4 rules" in many.summary and many.fix.startswith("select by prefixes")
+    assert "803 IPv4 rules" in many.summary and many.fix.startswith("select by prefixes")
     # applied with the new layout: nothing to report
     new = replace(old, rules=desired.rules)
     assert not [f for f in diagnose(new, {}, desired, [], ["eth0", "eth1"]).findings if f.check == "many-rules"]

@@ -95,10 +95,39 @@ def test_uplink_without_gateway_gets_on_link_table_and_rule_1_only() -> None:
     )
     assert plan(Config(), state).uplinks == ()  # detected: eth1 leads to no gateway
     desired = plan(parse("[uplinks.eth0]\n[uplinks.eth1]\n"), state)  # named: an uplink
-    eth1_rules = [r for r in desired.rules if r.table == 101]
-    assert [r.priority for r in eth1_rules] == [1000]
+    # alone on its subnet: main's route there is its own, so not even rule 1
+    assert [r for r in desired.rules if r.table == 101] == []
     assert [str(r.dst) for r in desired.routes if r.table == 101] == ["198.51.100.0/24"]
     assert any("eth1: no IPv4 gateway" in n for n in desired.notes)
+    # on a subnet shared with eth0: rule 1 for its address, and no rule 3
+    state = host(
+        {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24", "192.0.2.11/24"]},
+        defaults=[("eth0", "192.0.2.1", 0)],
+    )
+    desired = plan(parse("[uplinks.eth0]\n[uplinks.eth1]\n"), state)
+    eth1_rules = [r for r in desired.rules if r.table == 101 and r.priority == 1000]
+    assert [str(r.src) for r in eth1_rules] == ["192.0.2.11/32", "198.51.100.0/24"]
+
+
+def test_an_uplink_alone_on_its_subnets_needs_no_on_link_rule() -> None:
+    """Main's own route to a subnet no other interface holds leaves by the uplink already:
+    rule 1 there would only cost every lookup a table more (bench/bench_datapath.py)."""
+    state = host(
+        {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"]},
+        defaults=[("eth0", "192.0.2.1", 0), ("eth1", "198.51.100.1", 100)],
+    )
+    desired = plan(Config(), state)
+    assert {(r.priority, str(r.src), r.table) for r in desired.rules} == {
+        (1001, "None", TABLE_MAIN),
+        (1002, "192.0.2.0/24", 100),
+        (1002, "198.51.100.0/24", 101),
+    }
+    shared = host(
+        {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]},
+        defaults=[("eth0", "192.0.2.1", 0)],
+    )
+    on_link = {(str(r.src), r.table) for r in plan(Config(), shared).rules if r.priority == 1000}
+    assert on_link == {("192.0.2.10/32", 100), ("192.0.2.11/32", 101)}
 
 
 def test_single_homed_host_needs_nothing() -> None:

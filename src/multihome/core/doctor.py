@@ -275,6 +275,14 @@ class _Remedy:
         rule = self._rule(
             address, self.on_link if on_link else self.off_link, 0 if on_link else None
         )
+        if rule is None and on_link and address in self.addresses:
+            # alone on its subnet, the uplink has no rule 1 (plan.py): main's own route to
+            # the subnet is its, so another owner's route or rule took these replies
+            return (
+                f"find the route or rule that sends them by {lookup.dev} (table"
+                f" {lookup.table}): {name} alone holds {address.ip.network}, so multihome"
+                " leaves its on-link replies to main's route there"
+            )
         if rule is None:
             if address in self.addresses and not on_link:
                 key = "gateway" if version == 4 else "gateway6"

@@ -2,7 +2,8 @@
 
 The layout (README.md, "What it creates"), per uplink i with table T_i and each prefix P_i
 that selects its addresses (sources.py: the fewest that hold no other interface's address):
-  priority P     from P_i lookup T_i suppress_prefixlength 0   on-link replies via the owner
+  priority P     from P_i lookup T_i suppress_prefixlength 0   on-link replies via the owner,
+                                                               where its subnet is shared
   priority P+1   lookup main suppress_prefixlength 0           main's specific routes still win
   priority P+2   from P_i lookup T_i                           off-link replies via its gateway
   priority P+3   lookup T_max (balance = true)                 new connections over the uplinks
@@ -447,14 +448,17 @@ def shared_subnets(addresses: Iterable[Address]) -> list[tuple[IPNetwork, list[s
 
 def _source_prefixes(
     state: HostState, members: list[Uplink], family: Family
-) -> dict[str, list[IPNetwork]]:
+) -> tuple[dict[str, list[IPNetwork]], set[str]]:
     """Each uplink's source selectors in this family: the fewest prefixes inside its on-link
-    networks that hold its addresses and no address of another interface (sources.py). The
+    networks that hold its addresses and no address of another interface (sources.py); and
+    the uplinks whose on-link networks hold another interface's address (only they need
+    rule 1: elsewhere main's own route to the subnet leaves by the uplink already). The
     addresses are sorted once; each network takes its slice of them by bisecting (a host
     with 100 uplinks would otherwise scan every address for each)."""
     everyone = sorted((int(a.ip), a.ifname) for a in state.addresses if a.family == family)
     values = [value for value, _ in everyone]
     found = {}
+    sharing = set()
     for uplink in members:
         networks = [n for _, n in uplink.networks_in(family)]
         inside = {
@@ -466,12 +470,13 @@ def _source_prefixes(
                 )
             ]
         }
+        others = [value for value, name in inside if name != uplink.name]
+        if others:
+            sharing.add(uplink.name)
         found[uplink.name] = covering_prefixes(
-            networks,
-            (int(a.ip) for a in uplink.addresses_in(family)),
-            (value for value, name in inside if name != uplink.name),
+            networks, (int(a.ip) for a in uplink.addresses_in(family)), others
         )
-    return found
+    return found, sharing
 
 
 def _selection_why(
@@ -683,7 +688,7 @@ def plan(
             continue
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
-        prefixes = _source_prefixes(state, members, family)
+        prefixes, sharing = _source_prefixes(state, members, family)
         marked = _source_sets(config, members, family, prefixes, notes, sets_above)
         source_sets += marked.values()
         for uplink in members:
@@ -698,6 +703,8 @@ def plan(
                 reasons[uplink.name].append(why)
         protocol = ownership.protocol
         for uplink in members:
+            if uplink.name not in sharing:  # alone on its subnets: main's route is its own
+                continue
             rules += [
                 Rule(family, on_link, uplink.table, p, 0, protocol) for p in prefixes[uplink.name]
             ]

@@ -45,7 +45,8 @@ from multihome.core.addresses import IPNetwork, network_of
 # (bench_datapath.py --variants, 2,000 | 10,000 interleaved, every variant a host of its own
 # against the same stock host in one run, 7 rounds; ratios to stock): the rules without the
 # chain 0.90 | 0.91 (a host with rules of its own loses the kernel's merged local+main
-# lookup: own subnets' few prefix rules measure 0.89-0.91 too); the chain without its mark
+# lookup: own subnets' few prefix rules measured 0.89-0.91 too, 0.92-0.95 once an uplink
+# alone on its subnets lost rule 1, plan.py); the chain without its mark
 # 0.86 | 0.83 (each set lookup about 0.03); marked and routed again 0.71 | 0.72 (the second
 # lookup: ip_route_me_harder walks the rules again, three table lookups and the xfrm
 # decode). Other forms in the same run: the set lookup before the device test 0.69 | 0.69;

@@ -12,20 +12,12 @@ ip -6 route replace 2001:db8:1::/64 dev eth1 table 101 proto 77 src 2001:db8:1::
 ip -6 route replace default via fe80::1 dev eth1 table 101 proto 77 metric 1024
 ip -4 route replace default table 199 proto 77 nexthop via 192.0.2.1 dev eth0 weight 3 nexthop via 192.0.2.33 dev eth1 weight 1
 ip -6 route replace default table 199 proto 77 metric 1024 nexthop via fe80::1 dev eth0 weight 3 nexthop via fe80::1 dev eth1 weight 1
-ip -4 rule del pref 1000 from 192.0.2.0/27 lookup 100 suppress_prefixlength 0 proto 77 2>/dev/null || true
-ip -4 rule add pref 1000 from 192.0.2.0/27 lookup 100 suppress_prefixlength 0 proto 77
-ip -4 rule del pref 1000 from 192.0.2.32/27 lookup 101 suppress_prefixlength 0 proto 77 2>/dev/null || true
-ip -4 rule add pref 1000 from 192.0.2.32/27 lookup 101 suppress_prefixlength 0 proto 77
 ip -4 rule del pref 1001 from all lookup main suppress_prefixlength 0 proto 77 2>/dev/null || true
 ip -4 rule add pref 1001 from all lookup main suppress_prefixlength 0 proto 77
 ip -4 rule del pref 1002 from 192.0.2.0/27 lookup 100 proto 77 2>/dev/null || true
 ip -4 rule add pref 1002 from 192.0.2.0/27 lookup 100 proto 77
 ip -4 rule del pref 1002 from 192.0.2.32/27 lookup 101 proto 77 2>/dev/null || true
 ip -4 rule add pref 1002 from 192.0.2.32/27 lookup 101 proto 77
-ip -6 rule del pref 1000 from 2001:db8::/64 lookup 100 suppress_prefixlength 0 proto 77 2>/dev/null || true
-ip -6 rule add pref 1000 from 2001:db8::/64 lookup 100 suppress_prefixlength 0 proto 77
-ip -6 rule del pref 1000 from 2001:db8:1::/64 lookup 101 suppress_prefixlength 0 proto 77 2>/dev/null || true
-ip -6 rule add pref 1000 from 2001:db8:1::/64 lookup 101 suppress_prefixlength 0 proto 77
 ip -6 rule del pref 1001 from all lookup main suppress_prefixlength 0 proto 77 2>/dev/null || true
 ip -6 rule add pref 1001 from all lookup main suppress_prefixlength 0 proto 77
 ip -6 rule del pref 1002 from 2001:db8::/64 lookup 100 proto 77 2>/dev/null || true

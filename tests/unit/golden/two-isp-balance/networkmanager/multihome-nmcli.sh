@@ -16,12 +16,8 @@ nmcli connection modify "$c_0" -ipv6.routes '2001:db8::/64 1024 table=100 src=20
 nmcli connection modify "$c_0" +ipv6.routes '2001:db8::/64 1024 table=100 src=2001:db8::10'
 nmcli connection modify "$c_0" -ipv6.routes '::/0 fe80::1 1024 table=100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv6.routes '::/0 fe80::1 1024 table=100'
-nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1000 from 192.0.2.0/27 table 100 suppress_prefixlength 0' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1000 from 192.0.2.0/27 table 100 suppress_prefixlength 0'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100'
-nmcli connection modify "$c_0" -ipv6.routing-rules 'priority 1000 from 2001:db8::/64 table 100 suppress_prefixlength 0' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv6.routing-rules 'priority 1000 from 2001:db8::/64 table 100 suppress_prefixlength 0'
 nmcli connection modify "$c_0" -ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 100'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1001 from 0.0.0.0/0 table 254 suppress_prefixlength 0' 2>/dev/null || true
@@ -39,12 +35,8 @@ nmcli connection modify "$c_1" -ipv6.routes '2001:db8:1::/64 1024 table=101 src=
 nmcli connection modify "$c_1" +ipv6.routes '2001:db8:1::/64 1024 table=101 src=2001:db8:1::10'
 nmcli connection modify "$c_1" -ipv6.routes '::/0 fe80::1 1024 table=101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv6.routes '::/0 fe80::1 1024 table=101'
-nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1000 from 192.0.2.32/27 table 101 suppress_prefixlength 0' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv4.routing-rules 'priority 1000 from 192.0.2.32/27 table 101 suppress_prefixlength 0'
 nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101'
-nmcli connection modify "$c_1" -ipv6.routing-rules 'priority 1000 from 2001:db8:1::/64 table 101 suppress_prefixlength 0' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv6.routing-rules 'priority 1000 from 2001:db8:1::/64 table 101 suppress_prefixlength 0'
 nmcli connection modify "$c_1" -ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 101'
 nmcli device reapply eth1
