@@ -174,3 +174,32 @@ def test_inbound_pinning_and_source_sets_share_one_table() -> None:
     assert "set src4_1 {" in text and "set src4_2 {" in text  # the sets
     shape = gateway.shape(pinned)
     assert "set src4_2" in shape and "chain forward" in shape
+
+
+def test_an_uplink_in_a_set_keeps_it_down_to_half_the_threshold() -> None:
+    """No switch of form on each address that comes and goes at the threshold: an uplink
+    an nft set selects now keeps it while it needs more than THRESHOLD // 2 prefixes; one
+    with rules moves only above THRESHOLD."""
+    threshold = sourcemarks.THRESHOLD
+    above = plan(Config(), interleaved_host(4 * threshold))  # type: ignore[arg-type]
+    in_sets = [r for r in above.rules if r.fwmark is not None]
+    assert {s.uplink for s in above.gateway.sources.sets} == {"eth0", "eth1"}  # type: ignore[union-attr]
+    # the addresses go down to 48 alternating, 24 prefixes per uplink: between the limits
+    fewer = host(
+        interleaved(threshold + 16),
+        [("eth0", "198.18.255.254", 100), ("eth1", "198.18.255.254", 200)],
+    )
+    fresh = plan(Config(), fewer)
+    assert fresh.gateway is None and not any(r.fwmark for r in fresh.rules)  # rules form
+    kept = plan(Config(), replace(fewer, rules=tuple(in_sets)))
+    assert kept.gateway is not None and kept.gateway.sources is not None
+    assert {s.uplink for s in kept.gateway.sources.sets} == {"eth0", "eth1"}
+    assert "kept while more than 16 (it took more than 32)" in kept.uplinks[0].sources_why
+    assert not any(r.src for r in kept.rules)
+    # at half the threshold or fewer (32 alternating, 16 per uplink), back to rules
+    fewest = host(
+        interleaved(threshold),
+        [("eth0", "198.18.255.254", 100), ("eth1", "198.18.255.254", 200)],
+    )
+    back = plan(Config(), replace(fewest, rules=tuple(in_sets)))
+    assert back.gateway is None and {r.priority for r in back.rules if r.src} == {1000, 1002}

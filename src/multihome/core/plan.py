@@ -499,8 +499,24 @@ def _selection_why(
     return "its subnet" if len(prefixes) == 1 else "its subnets"
 
 
+def _in_sets(state: HostState, ownership: Ownership, family: Family) -> set[int]:
+    """The tables of the uplinks an nft set selects now in this family: the nft form's
+    mirror of rule 1 (`fwmark V/M lookup T_i suppress_prefixlength 0`, its alone) is there."""
+    on_link = ownership.priority
+    return {
+        r.table
+        for r in state.rules
+        if r.priority == on_link
+        and r.family is family
+        and r.fwmark is not None
+        and r.suppress_prefixlen == 0
+        and ownership.owns_rule(r)
+    }
+
+
 def _source_sets(
     config: Config,
+    state: HostState,
     members: list[Uplink],
     family: Family,
     prefixes: dict[str, list[IPNetwork]],
@@ -508,14 +524,20 @@ def _source_sets(
     above: int | None,
 ) -> dict[str, SourceSet]:
     """The uplinks of this family whose addresses are more prefixes than `above` (None:
-    sources.THRESHOLD), each with the nft set that selects it instead."""
+    sources.THRESHOLD), each with the nft set that selects it instead; an uplink a set
+    selects already keeps it down to half as many (no switch of form on each address that
+    comes and goes at the threshold)."""
     above = THRESHOLD if above is None else above
-    if all(len(found) <= above for found in prefixes.values()):
+    if all(len(found) <= above // 2 for found in prefixes.values()):
         return {}  # (the usual host: sourcemarks is not even imported)
+    now = _in_sets(state, config.ownership, family)
+    limits = {u.name: above // 2 if u.table in now else above for u in members}
+    if all(len(found) <= limits[name] for name, found in prefixes.items()):
+        return {}
     from multihome.core import sourcemarks
 
     sets, extra = sourcemarks.plan_sources(
-        config.ownership, config.mark_mask, members, family, prefixes, above
+        config.ownership, config.mark_mask, members, family, prefixes, limits
     )
     notes += extra
     return {s.uplink: s for s in sets}
@@ -689,7 +711,7 @@ def plan(
         for uplink in members:
             routes += _uplink_routes(uplink, family, ownership.protocol)
         prefixes, sharing = _source_prefixes(state, members, family)
-        marked = _source_sets(config, members, family, prefixes, notes, sets_above)
+        marked = _source_sets(config, state, members, family, prefixes, notes, sets_above)
         source_sets += marked.values()
         for uplink in members:
             why = _selection_why(state, uplink, family, prefixes[uplink.name])

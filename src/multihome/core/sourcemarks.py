@@ -67,15 +67,16 @@ def plan_sources(
     uplinks: Iterable[Uplink],
     family: Family,
     prefixes: Mapping[str, list[IPNetwork]],
-    threshold: int = THRESHOLD,
+    limits: Mapping[str, int] | None = None,
 ) -> tuple[list[SourceSet], list[str]]:
-    """The uplinks of this family whose prefixes are more than `threshold`, each as its set;
-    and notes for those whose table gives no mark id inside the mask (they keep rules)."""
+    """The uplinks of this family whose prefixes are more than their limit (`limits`, by
+    uplink; THRESHOLD where not given), each as its set; and notes for those whose table
+    gives no mark id inside the mask (they keep rules)."""
     capacity = mask // (mask & -mask)
     sets, notes = [], []
     for uplink in uplinks:
         count = len(prefixes.get(uplink.name, ()))
-        if count <= threshold:
+        if count <= (limits or {}).get(uplink.name, THRESHOLD):
             continue
         uplink_id = uplink.table - ownership.table_min + 1
         if '"' in uplink.name or "\\" in uplink.name:
@@ -155,9 +156,14 @@ def sysctls(marks: SourceMarks) -> list[Sysctl]:
 
 def why(s: SourceSet, shared: str) -> str:
     """Why the uplink got an nft set in this family, in a few words."""
+    more = (
+        f"more than {THRESHOLD} rules"
+        if s.prefixes > THRESHOLD
+        else f"kept while more than {THRESHOLD // 2} (it took more than {THRESHOLD})"
+    )
     return (
         f"IPv{s.family.version}: nft set {s.name} of its {len(s.addresses):,} addresses, fwmark"
-        f" 0x{s.mark:08x}: {shared}, {s.prefixes:,} prefixes, more than {THRESHOLD} rules"
+        f" 0x{s.mark:08x}: {shared}, {s.prefixes:,} prefixes, {more}"
     )
 
 
