@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from multihome.core.model import (
+    SCOPE_LINK,
     TABLE_MAIN,
     Address,
     Family,
@@ -39,6 +40,30 @@ def host(
         )
         for dev, gw, metric in defaults
     ]
+    # the kernel's own route to each address's subnet (`proto kernel`), once per device
+    connected = {
+        (a.ip.network, a.ifname, a.ip.ip)
+        for a in addresses
+        if a.ip.network.prefixlen < a.ip.max_prefixlen
+    }
+    seen = set()
+    for network, dev, ip in sorted(connected, key=str):
+        if (network, dev) in seen:
+            continue
+        seen.add((network, dev))
+        v4 = network.version == 4
+        main.append(
+            Route(
+                Family.of(ip),
+                TABLE_MAIN,
+                network,
+                dev=dev,
+                prefsrc=ip if v4 else None,
+                scope=SCOPE_LINK if v4 else 0,
+                protocol=2,  # kernel
+                metric=0 if v4 else 256,
+            )
+        )
     conf = {}
     for name in ["all", *links]:
         for key in ("arp_ignore", "arp_announce", "rp_filter"):

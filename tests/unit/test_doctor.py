@@ -97,6 +97,22 @@ def test_on_link_replies_of_an_uplink_alone_on_its_subnet_name_another_owner() -
     assert "eth1 alone holds 192.0.2.32/27" in near.fix
 
 
+def test_an_address_on_two_nics_is_named_as_such() -> None:
+    state = host(
+        {"eth0": ["192.0.2.10/24", "192.0.2.12/24"], "eth1": ["192.0.2.11/24", "192.0.2.12/24"]},
+        [("eth0", "192.0.2.1", 0)],
+    )
+    answers = {(dst, src): Lookup(dst, src, dev="eth0", table=254) for dst, src in probes(state, UPLINKS)}
+    fixes = {
+        (f.check, f.address, f.interfaces[0]): f.fix
+        for f in run(state, answers).findings
+        if f.check.startswith("asymmetric")
+    }
+    fix = fixes[("asymmetric-on-link", "192.0.2.12", "eth1")]
+    assert fix.startswith("192.0.2.12 is on another interface too: no source rule")
+    assert fixes[("asymmetric-on-link", "192.0.2.11", "eth1")] == "multihome apply"
+
+
 def test_single_homed() -> None:
     report = run(host({"eth0": ["192.0.2.10/24"]}, [("eth0", "192.0.2.1", 0)]))
     assert report.findings == () and "single-homed" in report.notes[0]

@@ -5,8 +5,9 @@ import ipaddress
 import pytest
 
 from multihome.core.config import Config, parse
-from multihome.core.model import TABLE_MAIN, Desired, Family, GatewaySource, Route, Rule
+from multihome.core.model import TABLE_MAIN, Desired, Family, GatewaySource, HostState, Route, Rule
 from multihome.core.plan import plan
+from multihome.core.records import replace
 from multihome.errors import ConfigError
 
 from .hosts import host
@@ -88,7 +89,7 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
     assert desired.sysctls == ()  # different subnets: no ARP flux, nothing to set
 
 
-def test_uplink_without_gateway_gets_on_link_table_and_rule_1_only() -> None:
+def test_uplink_without_gateway_gets_rule_1_only_on_a_shared_subnet() -> None:
     state = host(
         {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"]},
         defaults=[("eth0", "192.0.2.1", 0)],
@@ -128,6 +129,42 @@ def test_an_uplink_alone_on_its_subnets_needs_no_on_link_rule() -> None:
     )
     on_link = {(str(r.src), r.table) for r in plan(Config(), shared).rules if r.priority == 1000}
     assert on_link == {("192.0.2.10/32", 100), ("192.0.2.11/32", 101)}
+
+
+def test_main_routing_part_of_an_uplinks_subnet_elsewhere_keeps_rule_1() -> None:
+    """Alone by its addresses is not enough: where main sends part of the subnet another
+    way (wg-quick's /32 of a peer, a VPN's route to the LAN), or holds no route to it by
+    the uplink (noprefixroute), the uplink's on-link replies need rule 1 as before."""
+    defaults = [("eth0", "192.0.2.1", 0), ("eth1", "198.51.100.1", 100)]
+    links = {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.10/24"], "wg0": ["198.18.9.1/32"]}
+
+    def on_link(state: HostState) -> set[int]:
+        return {r.table for r in plan(Config(), state).rules if r.priority == 1000}
+
+    assert on_link(host(links, defaults)) == set()
+    peer = Route(Family.INET, TABLE_MAIN, ipaddress.ip_network("198.51.100.50/32"), dev="wg0")
+    assert on_link(host(links, defaults, routes=(peer,))) == {101}
+    vpn = Route(
+        Family.INET, TABLE_MAIN, ipaddress.ip_network("192.0.2.0/24"), dev="wg0", metric=50
+    )
+    assert on_link(host(links, defaults, routes=(vpn,))) == {100}
+    via = Route(
+        Family.INET,
+        TABLE_MAIN,
+        ipaddress.ip_network("192.0.2.128/25"),
+        dev="eth1",
+        gateway=ipaddress.ip_address("198.51.100.1"),
+    )
+    assert on_link(host(links, defaults, routes=(via,))) == {100}
+    wider = Route(Family.INET, TABLE_MAIN, ipaddress.ip_network("192.0.0.0/16"), dev="wg0")
+    assert on_link(host(links, defaults, routes=(wider,))) == set()  # the /24 wins over it
+    to_gateway = Route(Family.INET, TABLE_MAIN, ipaddress.ip_network("192.0.2.1/32"), dev="eth0")
+    assert on_link(host(links, defaults, routes=(to_gateway,))) == set()  # (DHCP's, by eth0)
+    state = host(links, defaults)
+    no_prefix_route = replace(
+        state, routes=tuple(r for r in state.routes if str(r.dst) != "198.51.100.0/24")
+    )
+    assert on_link(no_prefix_route) == {101}
 
 
 def test_single_homed_host_needs_nothing() -> None:
@@ -280,3 +317,18 @@ def test_every_namespace_wide_sysctl_the_plan_sets_is_read_by_discover() -> None
 
     wanted = {*MULTIPATH_HASH.values(), gateway.SRC_VALID_MARK, gateway.CT_ACCOUNTING}
     assert wanted <= set(discover.GLOBAL_KEYS)
+
+
+def test_rules_an_older_install_persisted_are_named_in_a_note() -> None:
+    """A host installed with the layout before rule 1 went for uplinks alone on their
+    subnets: the stack brings the old rule 1 back at each boot; the plan says to reinstall."""
+    from multihome.core.model import layout_key
+
+    old = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.0/27"), 0, 4)
+    desired = plan(Config(), TWO_ISP)
+    keys = {layout_key(o) for o in (*desired.rules, *desired.routes)}
+    current = replace(Config().ownership, installed=frozenset(keys))
+    assert not any("persisted" in n for n in plan(replace(Config(), ownership=current), TWO_ISP).notes)
+    older = replace(current, installed=frozenset({*keys, layout_key(old)}))
+    (note,) = [n for n in plan(replace(Config(), ownership=older), TWO_ISP).notes if "persisted" in n]
+    assert note.startswith("1 rules that `multihome install` persisted are not in this plan")

@@ -203,3 +203,28 @@ def test_an_uplink_in_a_set_keeps_it_down_to_half_the_threshold() -> None:
     )
     back = plan(Config(), replace(fewest, rules=tuple(in_sets)))
     assert back.gateway is None and {r.priority for r in back.rules if r.src} == {1000, 1002}
+
+
+def test_the_set_is_kept_for_rules_the_stack_brings_back_and_not_for_strangers() -> None:
+    """After `multihome install` and a reboot the stack's own copies (proto static) are the
+    nft form's rules: they keep the set too; a fwmark rule with another mark does not."""
+    from multihome.core.model import layout_key
+
+    threshold = sourcemarks.THRESHOLD
+    above = plan(Config(), interleaved_host(4 * threshold))  # type: ignore[arg-type]
+    in_sets = [r for r in above.rules if r.fwmark is not None]
+    fewer = host(
+        interleaved(threshold + 16),
+        [("eth0", "198.18.255.254", 100), ("eth1", "198.18.255.254", 200)],
+    )
+    stack = tuple(replace(r, protocol=4) for r in in_sets)
+    config = Config()
+    installed = replace(
+        config, ownership=replace(config.ownership, installed=frozenset(map(layout_key, stack)))
+    )
+    kept = plan(installed, replace(fewer, rules=stack))
+    assert kept.gateway is not None and kept.gateway.sources is not None
+    assert {s.uplink for s in kept.gateway.sources.sets} == {"eth0", "eth1"}
+    assert plan(config, replace(fewer, rules=stack)).gateway is None  # not installed: foreign
+    strangers = tuple(replace(r, fwmark=r.fwmark ^ 0x04000000) for r in in_sets if r.fwmark)
+    assert plan(config, replace(fewer, rules=strangers)).gateway is None

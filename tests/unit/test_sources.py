@@ -14,15 +14,13 @@ from multihome.core.diff import diff
 from multihome.core.model import (
     TABLE_MAIN,
     Action,
-    Address,
-    Family,
     HostState,
-    Interface,
-    Route,
     Rule,
 )
 from multihome.core.plan import plan
 from multihome.core.sources import covering_prefixes
+
+from .hosts import host
 
 net = ipaddress.ip_network
 
@@ -89,28 +87,11 @@ def test_the_prefixes_hold_every_own_address_no_other_and_are_the_fewest(
 
 
 def _host(addresses: dict[str, list[str]], gateways: dict[str, str]) -> HostState:
-    names = sorted(addresses)
-    return HostState(
-        interfaces=(
-            Interface(1, "lo", loopback=True),
-            *(Interface(i + 2, n) for i, n in enumerate(names)),
-        ),
-        addresses=tuple(
-            Address(name, ipaddress.ip_interface(text))
-            for name in names
-            for text in addresses[name]
-        ),
-        routes=tuple(
-            Route(
-                Family.INET,
-                TABLE_MAIN,
-                Family.INET.any,
-                dev=name,
-                gateway=ipaddress.ip_address(gateway),
-                metric=100 * (i + 1),
-            )
-            for i, (name, gateway) in enumerate(sorted(gateways.items()))
-        ),
+    """The addresses with the kernel's routes to their subnets, and a default route per
+    uplink in main (metric 100, 200, ...)."""
+    return host(
+        addresses,
+        [(name, gateway, 100 * (i + 1)) for i, (name, gateway) in enumerate(sorted(gateways.items()))],
     )
 
 

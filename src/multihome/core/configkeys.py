@@ -63,8 +63,9 @@ KEYS: tuple[Key, ...] = (
         "multihome",
         "priority",
         "1000",
-        "The first of its rule priorities: the source rules for on-link replies (1000), "
-        "main's specific routes (1001), the source rules (1002) and balancing (1003).",
+        "The first of its rule priorities: the source rules for on-link replies on a shared"
+        " subnet (1000), main's specific routes (1001), the source rules (1002) and balancing"
+        " (1003).",
         "1000",
     ),
     Key("multihome", "ipv4", "true", "Manage IPv4 routing.", "true"),

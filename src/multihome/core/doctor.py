@@ -275,13 +275,31 @@ class _Remedy:
         rule = self._rule(
             address, self.on_link if on_link else self.off_link, 0 if on_link else None
         )
-        if rule is None and on_link and address in self.addresses:
+        uplink = self.uplinks.get(name)
+        if (
+            rule is None
+            and on_link
+            and uplink is not None
+            and address in self.addresses
+            and (address.family, self.on_link, uplink.table, 0) not in self.planned
+        ):
             # alone on its subnet, the uplink has no rule 1 (plan.py): main's own route to
             # the subnet is its, so another owner's route or rule took these replies
             return (
                 f"find the route or rule that sends them by {lookup.dev} (table"
                 f" {lookup.table}): {name} alone holds {address.ip.network}, so multihome"
                 " leaves its on-link replies to main's route there"
+            )
+        kind = (address.family, *((self.on_link, 0) if on_link else (self.off_link, None)))
+        if (
+            rule is None
+            and uplink is not None
+            and address in self.addresses
+            and (kind[0], kind[1], uplink.table, kind[2]) in self.planned
+        ):  # its uplink has rules of this kind, and none can hold this address
+            return (
+                f"{address.ip.ip} is on another interface too: no source rule can tell whose"
+                f" it is; remove it from {name} or from the other"
             )
         if rule is None:
             if address in self.addresses and not on_link:

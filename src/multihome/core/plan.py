@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from multihome.core.config import Config, RpFilter, UplinkConfig
 from multihome.core.model import (
     DEFAULT_METRIC,
+    RTN_UNICAST,
     SCOPE_LINK,
     SCOPE_UNIVERSE,
     TABLE_MAIN,
@@ -42,6 +43,7 @@ from multihome.core.model import (
     Sysctl,
     Uplink,
     distinct_networks,
+    layout_key,
 )
 from multihome.core.records import replace
 from multihome.core.sources import THRESHOLD, covering_prefixes
@@ -476,7 +478,45 @@ def _source_prefixes(
         found[uplink.name] = covering_prefixes(
             networks, (int(a.ip) for a in uplink.addresses_in(family)), others
         )
-    return found, sharing
+    return found, sharing | _main_not_by_owner(state, members, family, sharing)
+
+
+def _main_not_by_owner(
+    state: HostState, members: list[Uplink], family: Family, sharing: set[str]
+) -> set[str]:
+    """The uplinks (of those not sharing a subnet) whose on-link replies main would not send
+    by themselves: an outermost network of theirs without main's own route to it by the
+    uplink (an address with noprefixroute), or with a route of main inside it, as long or
+    longer, that leaves another way (wg-quick's /32 of a peer, a VPN's route to the LAN):
+    they keep rule 1. One pass over main's routes."""
+    spans: list[tuple[int, int, IPNetwork, str]] = []
+    for uplink in members:
+        if uplink.name in sharing:
+            continue
+        outermost: list[IPNetwork] = []
+        networks = {n for _, n in uplink.networks_in(family)}
+        for network in sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
+            if not outermost or not network.subnet_of(outermost[-1]):  # type: ignore[arg-type]
+                outermost.append(network)
+        spans += [
+            (int(n.network_address), int(n.broadcast_address), n, uplink.name) for n in outermost
+        ]
+    if not spans:
+        return set()
+    routed: set[tuple[IPNetwork, str]] = set()
+    found = set()
+    for route in state.routes:
+        if route.table != TABLE_MAIN or route.family is not family or route.is_default:
+            continue
+        first, last = int(route.dst.network_address), int(route.dst.broadcast_address)
+        for start, end, network, name in spans:
+            if not start <= first <= last <= end:
+                continue  # (a shorter route outside it loses to the network's own)
+            if route.dev != name or route.gateway or route.nexthops or route.type != RTN_UNICAST:
+                found.add(name)
+            elif route.dst == network:  # (DHCP's /32 to the gateway by it is fine too)
+                routed.add((network, name))
+    return found | {name for _, _, network, name in spans if (network, name) not in routed}
 
 
 def _selection_why(
@@ -499,18 +539,23 @@ def _selection_why(
     return "its subnet" if len(prefixes) == 1 else "its subnets"
 
 
-def _in_sets(state: HostState, ownership: Ownership, family: Family) -> set[int]:
+def _in_sets(state: HostState, config: Config, members: list[Uplink], family: Family) -> set[int]:
     """The tables of the uplinks an nft set selects now in this family: the nft form's
-    mirror of rule 1 (`fwmark V/M lookup T_i suppress_prefixlength 0`, its alone) is there."""
-    on_link = ownership.priority
+    mirror of rule 1 (`fwmark V_i/M lookup T_i suppress_prefixlength 0`, its alone) is
+    there, multihome's or the one `multihome install` persisted, with the uplink's mark."""
+    from multihome.core.gateway import mark
+
+    own, mask = config.ownership, config.mark_mask
+    wanted = {(u.table, mark(mask, u.table - own.table_min + 1)) for u in members}
     return {
         r.table
         for r in state.rules
-        if r.priority == on_link
+        if r.priority == own.priority
         and r.family is family
-        and r.fwmark is not None
         and r.suppress_prefixlen == 0
-        and ownership.owns_rule(r)
+        and r.fwmask == mask
+        and (r.table, r.fwmark) in wanted
+        and (own.owns_rule(r) or own.is_installed(r))
     }
 
 
@@ -530,7 +575,7 @@ def _source_sets(
     above = THRESHOLD if above is None else above
     if all(len(found) <= above // 2 for found in prefixes.values()):
         return {}  # (the usual host: sourcemarks is not even imported)
-    now = _in_sets(state, config.ownership, family)
+    now = _in_sets(state, config, members, family)
     limits = {u.name: above // 2 if u.table in now else above for u in members}
     if all(len(found) <= limits[name] for name, found in prefixes.items()):
         return {}
@@ -572,6 +617,23 @@ def _with_source_sets(
             lan=(), marks=(), mask=config.mark_mask, masquerade=False, sources=marks
         )
     return replace(layout, sources=marks)
+
+
+def _stale_install(ownership: Ownership, rules: list[Rule]) -> list[str]:
+    """A note where `multihome install` persisted rules this plan no longer has (an older
+    multihome's layout, or the host changed since): the stack brings them back at each boot,
+    and apply leaves them, as everything the stack owns."""
+    if not ownership.installed:
+        return []
+    planned = {layout_key(r) for r in rules}
+    stale = [k for k in ownership.installed if k.startswith("rule ") and k not in planned]
+    if not stale:
+        return []
+    return [
+        f"{len(stale)} rules that `multihome install` persisted are not in this plan (an older"
+        " layout, or the host changed since): the network stack brings them back at every"
+        " boot; run `multihome install` again to rewrite its files"
+    ]
 
 
 def _sysctls(config: Config, uplinks: list[Uplink]) -> list[Sysctl]:
@@ -718,7 +780,7 @@ def plan(
             if uplink.name in marked:  # too many prefixes: an nft set selects them
                 from multihome.core import sourcemarks
 
-                why = sourcemarks.why(marked[uplink.name], why)
+                why = sourcemarks.why(marked[uplink.name], why, sets_above or THRESHOLD)
                 prefixes[uplink.name] = []
             selected[uplink.name] += prefixes[uplink.name]
             if why not in reasons[uplink.name]:
@@ -736,6 +798,9 @@ def plan(
                 notes.append(
                     f"{uplink.name}: no IPv{family.version} gateway; only on-link replies"
                     " are steered"
+                    if uplink.name in sharing
+                    else f"{uplink.name}: no IPv{family.version} gateway, so no rule: its"
+                    " on-link replies leave by it already (main's route to its subnet)"
                 )
                 continue
             rules += [
@@ -811,6 +876,7 @@ def plan(
         notes += extra_notes
     if source_sets:
         layout = _with_source_sets(config, uplinks, layout, source_sets, rules, sysctls)
+    notes += _stale_install(ownership, rules)
     return Desired(
         ownership,
         uplinks=tuple(uplinks),

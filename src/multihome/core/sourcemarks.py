@@ -154,12 +154,12 @@ def sysctls(marks: SourceMarks) -> list[Sysctl]:
     return []
 
 
-def why(s: SourceSet, shared: str) -> str:
-    """Why the uplink got an nft set in this family, in a few words."""
+def why(s: SourceSet, shared: str, above: int = THRESHOLD) -> str:
+    """Why the uplink got an nft set in this family (`above`: the threshold), in a few words."""
     more = (
-        f"more than {THRESHOLD} rules"
-        if s.prefixes > THRESHOLD
-        else f"kept while more than {THRESHOLD // 2} (it took more than {THRESHOLD})"
+        f"more than {above} rules"
+        if s.prefixes > above
+        else f"kept while more than {above // 2} (it took more than {above})"
     )
     return (
         f"IPv{s.family.version}: nft set {s.name} of its {len(s.addresses):,} addresses, fwmark"
