@@ -326,7 +326,7 @@ def test_rules_an_older_install_persisted_are_named_in_a_note() -> None:
 
     old = Rule(Family.INET, 1000, 100, ipaddress.ip_network("192.0.2.0/27"), 0, 4)
     desired = plan(Config(), TWO_ISP)
-    keys = {layout_key(o) for o in (*desired.rules, *desired.routes)}
+    keys = {layout_key(r) for r in desired.rules} | {layout_key(r) for r in desired.routes}
     current = replace(Config().ownership, installed=frozenset(keys))
     assert not any("persisted" in n for n in plan(replace(Config(), ownership=current), TWO_ISP).notes)
     older = replace(current, installed=frozenset({*keys, layout_key(old)}))
