@@ -113,6 +113,25 @@ def test_an_address_on_two_nics_is_named_as_such() -> None:
     assert fixes[("asymmetric-on-link", "192.0.2.11", "eth1")] == "multihome apply"
 
 
+def test_an_ipv6_uplink_selected_by_a_source_route_gets_its_own_advice() -> None:
+    """IPv6 alone on its prefix: no rule selects the address, a route from the prefix in
+    main does (plan.py); apply writes it, and where it is there, the lookup's winner is named."""
+    answers = {
+        (dst, src): Lookup(dst, src, dev="eth0", table=254)
+        for dst, src in probes(TWO_ISP, UPLINKS)
+    }
+    desired = plan(Config(), TWO_ISP)
+    report = diagnose(TWO_ISP, answers, desired, diff(desired, TWO_ISP), UPLINKS)
+    found = {f.address: f for f in report.findings if f.check == "asymmetric-reply"}
+    assert found["2001:db8:1::10"].fix == "multihome apply"
+    routed = replace(TWO_ISP, routes=TWO_ISP.routes + desired.routes)
+    report = diagnose(routed, answers, desired, [], UPLINKS)
+    found = {f.address: f for f in report.findings if f.check == "asymmetric-reply"}
+    fix = found["2001:db8:1::10"].fix
+    assert fix.startswith("find the rule or route that sends them by eth0 (table 254)")
+    assert "`default from 2001:db8:1::/64 via fe80::1 dev eth1 table main" in fix
+
+
 def test_single_homed() -> None:
     report = run(host({"eth0": ["192.0.2.10/24"]}, [("eth0", "192.0.2.1", 0)]))
     assert report.findings == () and "single-homed" in report.notes[0]

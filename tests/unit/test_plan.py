@@ -84,8 +84,18 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
     }
     six = [r for r in desired.routes if r.family is Family.INET6]
     assert all(r.metric == 1024 for r in six)  # what the kernel reports for IPv6
-    assert {str(r.dst) for r in six} == {"2001:db8::/64", "2001:db8:1::/64", "::/0"}
-    assert Rule(Family.INET6, 1001, TABLE_MAIN, None, 0, 77) in desired.rules
+    # IPv6, each alone on its prefix: a route from it in main, no table and no rule
+    assert {(str(r.dst), str(r.source), r.table, r.dev, str(r.gateway)) for r in six} == {
+        ("::/0", "2001:db8::/64", TABLE_MAIN, "eth0", "fe80::1"),
+        ("::/0", "2001:db8:1::/64", TABLE_MAIN, "eth1", "fe80::1"),
+    }
+    assert not [r for r in desired.rules if r.family is Family.INET6]
+    assert "IPv6 by a route from it in main (no rule)" in desired.uplinks[0].sources_why
+    # with balancing (its rule after main's suppress rule would take their replies) or a
+    # prefix shared with another NIC, IPv6 keeps the tables and rules
+    balanced = plan(parse("[multihome]\nbalance = true\n"), TWO_ISP)
+    assert not [r for r in balanced.routes if r.source is not None]
+    assert Rule(Family.INET6, 1001, TABLE_MAIN, None, 0, 77) in balanced.rules
     assert desired.sysctls == ()  # different subnets: no ARP flux, nothing to set
 
 

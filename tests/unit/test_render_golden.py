@@ -74,7 +74,9 @@ def test_networkd_uses_the_network_file_that_manages_the_uplink() -> None:
 def test_netplan_says_what_it_cannot_express() -> None:
     renderer, _ = registry()["netplan"]
     rendered = renderer(plan(Config(), TWO_ISP), OPTIONS)
-    assert "suppress_prefixlength" in rendered.notes[0] and "(2 rules)" in rendered.notes[0]
+    assert "suppress_prefixlength" in rendered.notes[0] and "(1 rules)" in rendered.notes[0]
+    assert "source prefix" in rendered.notes[1] and "(2 routes)" in rendered.notes[1]
+    assert "from 2001:db8" not in rendered.files["90-multihome.yaml"]
     assert "suppress" not in rendered.files["90-multihome.yaml"]
 
 

@@ -98,7 +98,11 @@ def off_link_targets(state: HostState) -> dict[Family, IPAddress]:
             for r in state.routes
         ):
             continue
-        covered = [r.dst for r in state.routes if r.family == family and not r.is_default]
+        covered = [
+            r.dst
+            for r in state.routes
+            if r.family == family and not r.is_default and r.source is None
+        ]
         # local subnets too: their prefix routes are in main, unless noprefixroute
         covered += [a.ip.network for a in state.addresses if a.family == family]
         if family is Family.INET:
@@ -245,6 +249,12 @@ class _Remedy:
             (s.family, s.uplink) for s in (layout.sources.sets if layout and layout.sources else ())
         }
         self.present = set(state.rules)
+        # IPv6 uplinks a source route in main selects (plan.py), by (family, device)
+        self.sourced: dict[tuple[Family, str], list[Route]] = {}
+        for route in desired.routes:
+            if route.source is not None and route.dev is not None:
+                self.sourced.setdefault((route.family, route.dev), []).append(route)
+        self.present_routes = {r for r in state.routes if r.source is not None}
         self.uplinks = {u.name: u for u in desired.uplinks}
         self.addresses = {a for u in desired.uplinks for a in u.addresses}  # a set: O(1) each
         self.added = {c.obj for c in changes if c.action is Action.ADD}
@@ -276,6 +286,21 @@ class _Remedy:
             address, self.on_link if on_link else self.off_link, 0 if on_link else None
         )
         uplink = self.uplinks.get(name)
+        route = next(
+            (
+                r
+                for r in self.sourced.get((address.family, name), ())
+                if r.source is not None and address.ip.ip in r.source
+            ),
+            None,
+        )
+        if rule is None and not on_link and route is not None and address in self.addresses:
+            if route not in self.present_routes or route in self.added:
+                return "multihome apply"
+            return (
+                f"find the rule or route that sends them by {lookup.dev} (table"
+                f" {lookup.table}): multihome's `{route.ip_args()}` selects them in main"
+            )
         if (
             rule is None
             and on_link
@@ -500,7 +525,7 @@ def _table_checks(
     # index, not a scan of every route per rule (a host may have thousands of each).
     on_link: dict[tuple[Family, int, str], list[IPNetwork]] = {}
     for route in state.routes:
-        if not route.is_default:
+        if not route.is_default and route.source is None:
             for dev in route.devices():
                 on_link.setdefault((route.family, route.table, dev), []).append(route.dst)
     local = _uplink_addresses(state, uplinks)

@@ -172,10 +172,12 @@ class Route(_CachedHash):
     metric: int = 0
     type: int = RTN_UNICAST
     nexthops: tuple[NextHop, ...] = ()
+    source: IPNetwork | None = None  # IPv6 only: a source-specific route (`from P`)
 
     @property
     def is_default(self) -> bool:
-        return self.dst.prefixlen == 0
+        """Every destination, from every source: a source-specific default route is not."""
+        return self.dst.prefixlen == 0 and self.source is None
 
     def devices(self) -> tuple[str, ...]:
         """The interfaces this route leaves through (several for a multipath route)."""
@@ -191,8 +193,10 @@ class Route(_CachedHash):
 
     def _ip_args(self) -> str:
         """The route as `ip route` arguments (without the add/del verb)."""
-        dst = "default" if self.is_default else str(self.dst)
+        dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
         parts = [dst]
+        if self.source is not None:
+            parts += ["from", str(self.source)]
         if self.gateway is not None:
             parts += ["via", str(self.gateway)]
         if self.dev:
@@ -304,7 +308,10 @@ class Ownership:
         if isinstance(obj, Rule):  # only in multihome's band and range (a key costs a copy)
             if not self.priority <= obj.priority <= self.priority + 3:
                 return False
-        elif not self.table_min <= obj.table <= self.table_max:
+        elif not (
+            self.table_min <= obj.table <= self.table_max
+            or (obj.table == TABLE_MAIN and obj.source is not None)
+        ):
             return False
         return layout_key(obj) in self.installed
 
@@ -338,7 +345,12 @@ class Ownership:
         )
 
     def owns_route(self, route: Route) -> bool:
-        return route.protocol == self.protocol and self.table_min <= route.table <= self.table_max
+        # (and in main, its source-specific IPv6 routes: the layout of an uplink alone on its
+        # prefixes, which needs no rule)
+        return route.protocol == self.protocol and (
+            self.table_min <= route.table <= self.table_max
+            or (route.table == TABLE_MAIN and route.source is not None)
+        )
 
     def owned(self, state: HostState) -> tuple[list[Rule], list[Route]]:
         """The rules and routes in `state` that are multihome's."""

@@ -394,6 +394,51 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
     return tables
 
 
+def _source_routed(
+    config: Config,
+    family: Family,
+    members: list[Uplink],
+    prefixes: dict[str, list[IPNetwork]],
+    sharing: set[str],
+    marked: dict[str, SourceSet],
+) -> set[str]:
+    """The IPv6 uplinks whose layout a source-specific route in main expresses whole, so that
+    they need no table and no rule (`default from P via G`: main's specific routes and its
+    route to the uplink's own prefix win by their longer destination; the kernel walks no
+    rule list for it, bench/bench_datapath_ipv6.py): alone on their prefixes, with a gateway,
+    in host mode without balancing (main's suppress rule before the balancing table would
+    suppress their default route too) and not selected by an nft set."""
+    if family is not Family.INET6 or config.gateway is not None or config.balance:
+        return set()
+    return {
+        u.name
+        for u in members
+        if u.name not in sharing
+        and u.name not in marked
+        and u.gateway(family) is not None
+        and prefixes[u.name]
+    }
+
+
+def _source_routes(
+    uplink: Uplink, family: Family, prefixes: list[IPNetwork], protocol: int
+) -> list[Route]:
+    """`default from P via G dev U` in main, one per prefix that selects the uplink."""
+    return [
+        Route(
+            family,
+            TABLE_MAIN,
+            family.any,
+            dev=uplink.name,
+            gateway=uplink.gateway(family),
+            protocol=protocol,
+            metric=DEFAULT_METRIC[family.version],
+            source=prefix,
+        )
+        for prefix in prefixes
+    ]
+
+
 def _uplink_routes(uplink: Uplink, family: Family, protocol: int) -> list[Route]:
     routes = []
     metric = DEFAULT_METRIC[family.version]
@@ -770,11 +815,16 @@ def plan(
         members = [u for u in uplinks if u.addresses_in(family)]
         if not members:
             continue
-        for uplink in members:
-            routes += _uplink_routes(uplink, family, ownership.protocol)
         prefixes, sharing = _source_prefixes(state, members, family)
         marked = _source_sets(config, state, members, family, prefixes, notes, sets_above)
         source_sets += marked.values()
+        routed = _source_routed(config, family, members, prefixes, sharing, marked)
+        protocol = ownership.protocol
+        for uplink in members:
+            if uplink.name in routed:
+                routes += _source_routes(uplink, family, prefixes[uplink.name], protocol)
+            else:
+                routes += _uplink_routes(uplink, family, protocol)
         for uplink in members:
             why = _selection_why(state, uplink, family, prefixes[uplink.name])
             if uplink.name in marked:  # too many prefixes: an nft set selects them
@@ -782,10 +832,13 @@ def plan(
 
                 why = sourcemarks.why(marked[uplink.name], why, sets_above or THRESHOLD)
                 prefixes[uplink.name] = []
+            elif uplink.name in routed:
+                why += f", IPv{family.version} by a route from it in main (no rule)"
             selected[uplink.name] += prefixes[uplink.name]
             if why not in reasons[uplink.name]:
                 reasons[uplink.name].append(why)
-        protocol = ownership.protocol
+        if len(routed) == len(members):
+            continue  # (no rule of this family: not even main's, which would suppress them)
         for uplink in members:
             if uplink.name not in sharing:  # alone on its subnets: main's route is its own
                 continue
@@ -803,10 +856,11 @@ def plan(
                     " on-link replies leave by it already (main's route to its subnet)"
                 )
                 continue
-            rules += [
-                Rule(family, off_link, uplink.table, p, None, protocol)
-                for p in prefixes[uplink.name]
-            ]
+            if uplink.name not in routed:
+                rules += [
+                    Rule(family, off_link, uplink.table, p, None, protocol)
+                    for p in prefixes[uplink.name]
+                ]
     set_names: dict[str, list[str]] = {}  # by uplink (not every set asked per uplink)
     for source_set in source_sets:
         set_names.setdefault(source_set.uplink, []).append(source_set.name)

@@ -597,7 +597,8 @@ def _could_be_ours(obj: Rule | Route) -> bool:
     tables, none of the kernel's own rules (a manifest is read back as untrusted)."""
     if isinstance(obj, Rule):  # (a rule may look up main: `suppress_prefixlength 0`)
         return obj.priority not in SYSTEM_PRIORITIES
-    return obj.table not in SYSTEM_TABLES
+    # (in main, only an IPv6 route from a prefix: the layout of an uplink alone on it)
+    return obj.table not in SYSTEM_TABLES or (obj.table == 254 and obj.source is not None)
 
 
 def _take_layout_out(layout: frozenset[str]) -> list[str]:

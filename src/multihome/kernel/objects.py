@@ -149,6 +149,7 @@ def route_of(message: RouteMessage, names: Mapping[int, str]) -> Route | None:
     oif, gateway = attrs.get(codec.RTA_OIF), attrs.get(codec.RTA_GATEWAY)
     prefsrc, metric = attrs.get(codec.RTA_PREFSRC), attrs.get(codec.RTA_PRIORITY)
     hops = attrs.get(codec.RTA_MULTIPATH)
+    source = attrs.get(codec.RTA_SRC)
     return Route(
         family,
         table,
@@ -161,6 +162,7 @@ def route_of(message: RouteMessage, names: Mapping[int, str]) -> Route | None:
         codec.u32(metric) if metric is not None else 0,
         message.type,
         _nexthops(hops, names) if hops is not None else (),
+        network_from(source, message.src_len) if source is not None else None,
     )
 
 
@@ -190,6 +192,8 @@ def route_request(kind: int, route: Route, ifindex: Mapping[str, int]) -> bytes:
         attrs[codec.RTA_GATEWAY] = route.gateway.packed
     if route.prefsrc is not None:
         attrs[codec.RTA_PREFSRC] = route.prefsrc.packed
+    if route.source is not None:
+        attrs[codec.RTA_SRC] = route.source.network_address.packed
     if route.nexthops:
         attrs[codec.RTA_MULTIPATH] = b"".join(
             codec.encode_nexthop(
@@ -203,6 +207,7 @@ def route_request(kind: int, route: Route, ifindex: Mapping[str, int]) -> bytes:
         route.family,
         attrs,
         dst_len=route.dst.prefixlen,
+        src_len=route.source.prefixlen if route.source is not None else 0,
         table=route.table if route.table < 256 else codec.RT_TABLE_COMPAT,
         protocol=route.protocol,
         scope=route.scope,

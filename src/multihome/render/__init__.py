@@ -42,7 +42,12 @@ class Options:
 
 
 def uplink_routes(desired: Desired, uplink: Uplink) -> list[Route]:
-    return [r for r in desired.routes if r.table == uplink.table]
+    """Its table's routes, or its source-specific routes in main (IPv6, plan.py)."""
+    return [
+        r
+        for r in desired.routes
+        if r.table == uplink.table or (r.source is not None and r.dev == uplink.name)
+    ]
 
 
 def uplink_rules(desired: Desired, uplink: Uplink) -> list[Rule]:

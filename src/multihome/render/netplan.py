@@ -70,6 +70,13 @@ def render(desired: Desired, options: Options) -> Rendered:
             f" ({len(unexpressed)} rules) are left to multihome.service -- export the"
             " systemd format too"
         )
+    sourced = [r for r in desired.routes if r.source is not None]
+    if sourced:
+        notes.append(
+            "netplan cannot express a route's source prefix (its `from` is the preferred"
+            f" source): the IPv6 routes from a prefix in main ({len(sourced)} routes) are left"
+            " to multihome.service -- export the systemd format too"
+        )
     marked = [r for r in desired.rules if r.fwmark is not None]
     if marked:
         notes.append(
@@ -92,7 +99,7 @@ def _uplink(desired: Desired, uplink: Uplink) -> tuple[list[str], list[Rule | Ro
     """One uplink's routes (in its table) and its off-link source rules, as netplan YAML and
     as the objects the stack brings back at every boot."""
     lines = [f"    {key(uplink.name)}:", "      routes:"]
-    routes = uplink_routes(desired, uplink)
+    routes = [r for r in uplink_routes(desired, uplink) if r.source is None]
     for route in routes:
         lines.append(f"        - to: {'default' if route.is_default else route.dst}")
         if route.gateway is not None:

@@ -40,9 +40,11 @@ DYNAMIC_GATEWAY = {
 
 def _route(route: Route, uplink: Uplink) -> list[str]:
     lines = ["[Route]"]
-    if route.is_default:
+    if route.dst.prefixlen == 0:
         source = uplink.source4 if route.family is Family.INET else uplink.source6
         lines.append(f"Gateway={DYNAMIC_GATEWAY.get((route.family, source), route.gateway)}")
+        if route.source is not None:
+            lines.append(f"Source={route.source}")
     else:
         lines.append(f"Destination={route.dst}")
     lines.append(f"Table={route.table}")

@@ -35,6 +35,8 @@ def _route(route: Route) -> str:
     text += f" {route.metric or DEFAULT_METRIC[route.family.version]} table={route.table}"
     if route.prefsrc is not None:
         text += f" src={route.prefsrc}"
+    if route.source is not None:
+        text += f" from={route.source}"
     if route.scope == SCOPE_LINK:
         text += " scope=253"
     return text

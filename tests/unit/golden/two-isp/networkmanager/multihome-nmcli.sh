@@ -12,18 +12,12 @@ nmcli connection modify "$c_0" -ipv4.routes '192.0.2.0/27 0 table=100 src=192.0.
 nmcli connection modify "$c_0" +ipv4.routes '192.0.2.0/27 0 table=100 src=192.0.2.10 scope=253'
 nmcli connection modify "$c_0" -ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routes '0.0.0.0/0 192.0.2.1 0 table=100'
-nmcli connection modify "$c_0" -ipv6.routes '2001:db8::/64 1024 table=100 src=2001:db8::10' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv6.routes '2001:db8::/64 1024 table=100 src=2001:db8::10'
-nmcli connection modify "$c_0" -ipv6.routes '::/0 fe80::1 1024 table=100' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv6.routes '::/0 fe80::1 1024 table=100'
+nmcli connection modify "$c_0" -ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8::/64' 2>/dev/null || true
+nmcli connection modify "$c_0" +ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8::/64'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100'
-nmcli connection modify "$c_0" -ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 100' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 100'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1001 from 0.0.0.0/0 table 254 suppress_prefixlength 0' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1001 from 0.0.0.0/0 table 254 suppress_prefixlength 0'
-nmcli connection modify "$c_0" -ipv6.routing-rules 'priority 1001 from ::/0 table 254 suppress_prefixlength 0' 2>/dev/null || true
-nmcli connection modify "$c_0" +ipv6.routing-rules 'priority 1001 from ::/0 table 254 suppress_prefixlength 0'
 nmcli device reapply eth0
 
 c_1=$(connection eth1)
@@ -31,12 +25,8 @@ nmcli connection modify "$c_1" -ipv4.routes '192.0.2.32/27 0 table=101 src=192.0
 nmcli connection modify "$c_1" +ipv4.routes '192.0.2.32/27 0 table=101 src=192.0.2.42 scope=253'
 nmcli connection modify "$c_1" -ipv4.routes '0.0.0.0/0 192.0.2.33 0 table=101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv4.routes '0.0.0.0/0 192.0.2.33 0 table=101'
-nmcli connection modify "$c_1" -ipv6.routes '2001:db8:1::/64 1024 table=101 src=2001:db8:1::10' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv6.routes '2001:db8:1::/64 1024 table=101 src=2001:db8:1::10'
-nmcli connection modify "$c_1" -ipv6.routes '::/0 fe80::1 1024 table=101' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv6.routes '::/0 fe80::1 1024 table=101'
+nmcli connection modify "$c_1" -ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8:1::/64' 2>/dev/null || true
+nmcli connection modify "$c_1" +ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8:1::/64'
 nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101'
-nmcli connection modify "$c_1" -ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 101' 2>/dev/null || true
-nmcli connection modify "$c_1" +ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 101'
 nmcli device reapply eth1
