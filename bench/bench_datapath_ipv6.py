@@ -1,15 +1,16 @@
 """Benchmark: IPv6 source rules against a source-specific route (needs root, nft).
 
 IPv6 has what IPv4 lacks: a route can select by source prefix (`default from P via G`,
-IPV6_SUBTREES), so the layout of an uplink alone on its prefix could live in main without any
-rule. This measures what that would win, for the next step of issue 26: three identical
-servers in throwaway namespaces, each with two uplinks eth0 (2001:db8:a::1/64) and eth1
-(2001:db8:b::1/64) to ISP namespaces, a default route per uplink in main (metric 100 and 200,
-as router advertisements install them):
+IPV6_SUBTREES), so the layout of an uplink alone on its prefix lives in main without any rule
+(plan.py). This measures what that wins over the rules: three identical servers in throwaway
+namespaces, each with two uplinks eth0 (2001:db8:a::1/64) and eth1 (2001:db8:b::1/64) to ISP
+namespaces, a default route per uplink in main (metric 100 and 200, as router advertisements
+install them):
   stock      no policy routing: the reply from eth1's address leaves by eth0 (wrong);
-  multihome  `multihome apply`: main's suppress rule and a rule per uplink (1001, 1002);
-  source     one route in main, `default from 2001:db8:b::/64 via 2001:db8:b::fe dev eth1`,
-             and no rule.
+  rules      the layout of rules, written by `ip -batch` (multihome's before IPv6 took routes,
+             and still where a prefix is shared): a table per uplink, main's suppress rule
+             and a rule per uplink (1001, 1002);
+  multihome  `multihome apply`: a route from each uplink's prefix in main, no rule.
 Measured: unconnected UDP sendto/s from eth1's address to 2001:db8:ff::10 beyond the gateway
 (dropped at the ISP's ingress), per CPU second of a process pinned to one CPU, in rounds that
 alternate the order; printed: the median rate and the median of the rounds' ratios to stock.
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=min(1, (os.cpu_count() or 1) - 1))
     args = parser.parse_args()
     tag = f"mhb6{os.getpid()}"
-    labels = ("stock", "multihome", "source")
+    labels = ("stock", "rules", "multihome")
     with contextlib.ExitStack() as stack:
         servers = {}
         for index, label in enumerate(labels):
@@ -100,11 +101,14 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        run(
-            servers["source"],
-            *("ip", "-6", "route", "add", "default", "from", "2001:db8:b::/64"),
-            *("via", "2001:db8:b::fe", "dev", "eth1", "proto", "77"),
-        )
+        lines = ["rule add pref 1001 lookup main suppress_prefixlength 0 proto 77"]
+        for k, net in enumerate("ab"):
+            lines += [
+                f"route add 2001:db8:{net}::/64 dev eth{k} table {100 + k} proto 77",
+                f"route add default via 2001:db8:{net}::fe dev eth{k} table {100 + k} proto 77",
+                f"rule add pref 1002 from 2001:db8:{net}::/64 lookup {100 + k} proto 77",
+            ]
+        run(servers["rules"], "ip", "-6", "-batch", "-", stdin="\n".join(lines) + "\n")
         print(
             f"IPv6 unconnected UDP sendto/s from {SOURCE} (eth1's); {args.rounds} rounds of"
             f" {args.seconds:g} s, pinned to CPU {args.cpu}; rates per CPU second"

@@ -108,12 +108,17 @@ def test_two_isps_with_strict_rp_filter_everywhere(build: Build) -> None:
         route = ip_json(server, "route", "get", "203.0.113.100", "from", address)[0]
         assert route["dev"] == f"eth{i}"
         assert route["gateway"] == f"192.0.2.{32 * i + 1}"
-    rules6 = _owned_rules(server, "-6")  # each uplink's own /64: one rule selects it
-    assert {(r["src"], r["srclen"]) for r in rules6 if r["priority"] == 1002} == {
-        ("2001:db8::", 64),
-        ("2001:db8:1::", 64),
-        ("2001:db8:2::", 64),
+    # IPv6, each uplink alone on its /64: no rule, a route from the prefix in main each
+    assert _owned_rules(server, "-6") == []
+    routes6 = ip_json(server, "-6", "route", "show", "table", "all", "proto", "77")
+    assert {(r["dst"], r["from"], r.get("table", "main"), r["dev"]) for r in routes6} == {
+        ("default", "2001:db8::/64", "main", "eth0"),
+        ("default", "2001:db8:1::/64", "main", "eth1"),
+        ("default", "2001:db8:2::/64", "main", "eth2"),
     }
+    for i, address in enumerate(six):
+        route = ip_json(server, "-6", "route", "get", "2001:db8:ff::100", "from", address)[0]
+        assert route["dev"] == f"eth{i}", route
 
 
 def test_second_apply_changes_nothing_and_remove_restores_exactly(build: Build) -> None:
@@ -122,7 +127,7 @@ def test_second_apply_changes_nothing_and_remove_restores_exactly(build: Build) 
     pristine = snapshot(server)
     sysctls_before = sysctl(server, "net.ipv4.conf.eth0.arp_ignore")
     first = json.loads(multihome(server, "apply", "--json").stdout)
-    assert first["changed"] and len(first["changes"]) == 14
+    assert first["changed"] and len(first["changes"]) == 9
     applied = snapshot(server)
     second = json.loads(multihome(server, "apply", "--json").stdout)
     assert second == {**second, "changed": False, "changes": []}

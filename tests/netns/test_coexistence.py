@@ -259,12 +259,9 @@ def test_libvirt_bridge_without_ports_then_a_guest(build: Build) -> None:
         assert planned_uplinks(server) == UPLINKS
         with TcpServer(client):
             assert fetch(guest, [CLIENT], count=2) == {CLIENT: 2}
-        assert selectors(server) == {
-            "192.0.2.0/27",
-            "192.0.2.32/27",
-            "2001:db8::/64",
-            "2001:db8:1::/64",
-        }
+        assert selectors(server) == {"192.0.2.0/27", "192.0.2.32/27"}
+        sourced = ip_json(server, "-6", "route", "show", "table", "main", "proto", "77")
+        assert {r["from"] for r in sourced} == {"2001:db8::/64", "2001:db8:1::/64"}
 
     coexist(
         net,
@@ -613,9 +610,9 @@ def test_ipv6_slaac_temporary_and_deprecated_addresses(build: Build) -> None:
     with served:
         coexist(net, {}, works, before=before)
         multihome(server, "apply")
-        # the addresses outgoing connections use, and the deprecated one, have their rules
-        assert all(selects(server, a) for a in (stable, temporary, deprecated))
-        for address in (temporary, deprecated):
+        # the addresses outgoing connections use, and the deprecated one, are selected (by
+        # eth1's route from its /64 in main: IPv6 needs no rule there)
+        for address in (stable, temporary, deprecated):
             route = ip_json(server, "route", "get", "2001:db8:ff::100", "from", address)[0]
             assert route["dev"] == "eth1", route
     with TcpServer(server):  # connections to them are answered through eth1's ISP

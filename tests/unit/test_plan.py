@@ -90,7 +90,7 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
         ("::/0", "2001:db8:1::/64", TABLE_MAIN, "eth1", "fe80::1"),
     }
     assert not [r for r in desired.rules if r.family is Family.INET6]
-    assert "IPv6 by a route from it in main (no rule)" in desired.uplinks[0].sources_why
+    assert desired.uplinks[0].sources_why == "its subnet; IPv6: a route in main, no rule"
     # with balancing (its rule after main's suppress rule would take their replies) or a
     # prefix shared with another NIC, IPv6 keeps the tables and rules
     balanced = plan(parse("[multihome]\nbalance = true\n"), TWO_ISP)

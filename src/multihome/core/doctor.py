@@ -575,6 +575,18 @@ def _table_checks(
     return findings
 
 
+def _sourced(
+    routes: Iterable[Route], family: Family, ordered: list[tuple[int, Address]]
+) -> set[IPAddress]:
+    """The addresses that IPv6 routes from a prefix in main select (plan.py)."""
+    return {
+        a.ip.ip
+        for r in routes
+        if r.source is not None and r.family == family and r.table == TABLE_MAIN
+        for a in _inside(r.source, ordered)
+    }
+
+
 def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
     findings = []
     own = desired.ownership
@@ -593,6 +605,7 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
             for a in _inside(r.src, ordered)
         }
         covered |= _marked(state, desired, family, present=True)
+        covered |= _sourced(state.routes, family, ordered)
         mine: dict[str, list[IPAddress]] = {}
         for address in state.addresses:
             if address.family == family and address.ifname in devs:
@@ -608,6 +621,7 @@ def _several_defaults(state: HostState, desired: Desired) -> list[Finding]:
                 for a in _inside(r.src, ordered)
             }
             | _marked(state, desired, family, present=False)
+            | _sourced(desired.routes, family, ordered)
         )
         fixed = any(all(ip in after for ip in mine.get(d, [])) for d in devs)
         findings.append(

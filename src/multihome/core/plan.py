@@ -832,11 +832,11 @@ def plan(
 
                 why = sourcemarks.why(marked[uplink.name], why, sets_above or THRESHOLD)
                 prefixes[uplink.name] = []
-            elif uplink.name in routed:
-                why += f", IPv{family.version} by a route from it in main (no rule)"
             selected[uplink.name] += prefixes[uplink.name]
             if why not in reasons[uplink.name]:
                 reasons[uplink.name].append(why)
+            if uplink.name in routed:
+                reasons[uplink.name].append(f"IPv{family.version}: a route in main, no rule")
         if len(routed) == len(members):
             continue  # (no rule of this family: not even main's, which would suppress them)
         for uplink in members:
