@@ -60,7 +60,9 @@ def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
     if not tables:
         lines.append("  (none)")
     for number in tables:
-        lines.append(f"  table {number}")
+        # (main: only multihome's IPv6 routes from a prefix, the layout needing no rule)
+        main = " (main: its routes from a prefix)" if number == TABLE_MAIN else ""
+        lines.append(f"  table {number}{main}")
         lines += [
             f"    -{r.family.version} {r.ip_args()}" for r in owned_routes if r.table == number
         ]
