@@ -225,7 +225,7 @@ def test_fleet_check_diff_converge_idempotent_and_absent(build: Build, tmp_path:
     assert f"--- before: netns {hosts['isp']}\n+++ after: netns {hosts['isp']}\n" in applied
     assert (
         "+route -4 default via 192.0.2.33 dev eth1 table 101 proto 77" in applied
-        and "+rule -6 pref 1002 from 2001:db8:1::/64 lookup 101 proto 77" in applied
+        and "+rule -6 pref 1002 from 2001:db8:1::/64 lookup main proto 77" in applied
     )
     assert owned_rules(hosts["seed"]) == {
         ("-4", 1000, "192.0.2.10", "100"),

@@ -108,8 +108,14 @@ def test_two_isps_with_strict_rp_filter_everywhere(build: Build) -> None:
         route = ip_json(server, "route", "get", "203.0.113.100", "from", address)[0]
         assert route["dev"] == f"eth{i}"
         assert route["gateway"] == f"192.0.2.{32 * i + 1}"
-    # IPv6, each uplink alone on its /64: no rule, a route from the prefix in main each
-    assert _owned_rules(server, "-6") == []
+    # IPv6, each uplink alone on its /64: a route from the prefix in main each, and one rule
+    # that looks it up there ahead of anyone's suppress rule
+    rules6 = _owned_rules(server, "-6")
+    assert {(r["src"], r["srclen"], r["table"], r["priority"]) for r in rules6} == {
+        ("2001:db8::", 64, "main", 1002),
+        ("2001:db8:1::", 64, "main", 1002),
+        ("2001:db8:2::", 64, "main", 1002),
+    }
     routes6 = ip_json(server, "-6", "route", "show", "table", "all", "proto", "77")
     assert {(r["dst"], r["from"], r.get("table", "main"), r["dev"]) for r in routes6} == {
         ("default", "2001:db8::/64", "main", "eth0"),
@@ -127,7 +133,7 @@ def test_second_apply_changes_nothing_and_remove_restores_exactly(build: Build) 
     pristine = snapshot(server)
     sysctls_before = sysctl(server, "net.ipv4.conf.eth0.arp_ignore")
     first = json.loads(multihome(server, "apply", "--json").stdout)
-    assert first["changed"] and len(first["changes"]) == 9
+    assert first["changed"] and len(first["changes"]) == 11
     applied = snapshot(server)
     second = json.loads(multihome(server, "apply", "--json").stdout)
     assert second == {**second, "changed": False, "changes": []}

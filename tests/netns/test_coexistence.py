@@ -259,7 +259,12 @@ def test_libvirt_bridge_without_ports_then_a_guest(build: Build) -> None:
         assert planned_uplinks(server) == UPLINKS
         with TcpServer(client):
             assert fetch(guest, [CLIENT], count=2) == {CLIENT: 2}
-        assert selectors(server) == {"192.0.2.0/27", "192.0.2.32/27"}
+        assert selectors(server) == {
+            "192.0.2.0/27",
+            "192.0.2.32/27",
+            "2001:db8::/64",
+            "2001:db8:1::/64",
+        }
         sourced = ip_json(server, "-6", "route", "show", "table", "main", "proto", "77")
         assert {r["from"] for r in sourced} == {"2001:db8::/64", "2001:db8:1::/64"}
 

@@ -147,7 +147,7 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         # what `multihome apply` builds, for comparison
         multihome(server, "apply")
         applied = policy(server)
-        assert len(applied["rules"]) == 3 and len(applied["routes"]) == 6
+        assert len(applied["rules"]) == 5 and len(applied["routes"]) == 6
         multihome(server, "remove")
         assert policy(server) == {"rules": [], "routes": []}
         keyfiles = {name: nm.keyfile(name) for name in UPLINKS}
@@ -158,7 +158,7 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         assert not any("multihome-nmcli.sh" in path for path in done["written"])
         manifest = json.loads((nm.directory / "var/multihome/networkmanager.json").read_text())
         assert {c["name"] for c in manifest["connections"]} == set(UPLINKS)
-        assert sum(len(v) for c in manifest["connections"] for v in c["added"].values()) == 9
+        assert sum(len(v) for c in manifest["connections"] for v in c["added"].values()) == 11
         settles_or_reapply(nm, server, applied, "install", since)
         # installing again ends in the same state (it takes its items out and adds them
         # again: its earlier items look like another owner's to the planner)

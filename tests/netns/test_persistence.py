@@ -454,7 +454,7 @@ def test_networkmanager_install_is_recognised_after_a_reboot_and_leaves_stock(
         add_connections(nm)
         nm.multihome("apply")  # what the user had done first
         applied = policy(server)
-        assert len(applied["rules"]) == 3 and len(applied["routes"]) == 6
+        assert len(applied["rules"]) == 5 and len(applied["routes"]) == 6
         done = json.loads(nm.multihome("install", "--json"))
         assert done["formats"] == ["networkmanager"], done
         since = nm.log.stat().st_size

@@ -89,7 +89,37 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
         ("::/0", "2001:db8::/64", TABLE_MAIN, "eth0", "fe80::1"),
         ("::/0", "2001:db8:1::/64", TABLE_MAIN, "eth1", "fe80::1"),
     }
-    assert not [r for r in desired.rules if r.family is Family.INET6]
+    # and one rule per prefix, `from P lookup main`, ahead of anyone's suppress rule
+    assert {(r.priority, str(r.src), r.table) for r in desired.rules if r.family is Family.INET6} == {
+        (1002, "2001:db8::/64", TABLE_MAIN),
+        (1002, "2001:db8:1::/64", TABLE_MAIN),
+    }
+    # planned again on the host it built: the same (main is nobody's table, however many
+    # of multihome's routes it holds)
+    built = replace(TWO_ISP, routes=TWO_ISP.routes + desired.routes, rules=desired.rules)
+    again = plan(Config(), built)
+    assert again.routes == desired.routes and again.rules == desired.rules
+    assert [u.table for u in again.uplinks] == [100, 101]
+    wide = parse("[multihome]\ntable_range = [1000, 1099]\n")
+    first = plan(wide, TWO_ISP)
+    built = replace(TWO_ISP, routes=TWO_ISP.routes + first.routes, rules=first.rules)
+    assert plan(wide, built).routes == first.routes
+    # someone else's route from eth1's prefix in main: eth1 keeps its table and rules
+    theirs = Route(
+        Family.INET6,
+        TABLE_MAIN,
+        ipaddress.ip_network("::/0"),
+        dev="eth1",
+        gateway=ipaddress.ip_address("fe80::2"),
+        protocol=3,
+        metric=1024,
+        source=ipaddress.ip_network("2001:db8:1::/64"),
+    )
+    mixed = plan(Config(), replace(TWO_ISP, routes=(*TWO_ISP.routes, theirs)))
+    assert {(r.dev, r.table) for r in mixed.routes if r.family is Family.INET6 and r.is_default} == {
+        ("eth1", 101)
+    }
+    assert [r.dev for r in mixed.routes if r.source is not None] == ["eth0"]
     assert desired.uplinks[0].sources_why == "its subnet; IPv6: a route in main, no rule"
     # with balancing (its rule after main's suppress rule would take their replies) or a
     # prefix shared with another NIC, IPv6 keeps the tables and rules
@@ -342,3 +372,16 @@ def test_rules_an_older_install_persisted_are_named_in_a_note() -> None:
     older = replace(current, installed=frozenset({*keys, layout_key(old)}))
     (note,) = [n for n in plan(replace(Config(), ownership=older), TWO_ISP).notes if "persisted" in n]
     assert note.startswith("1 rules that `multihome install` persisted are not in this plan")
+
+
+def test_multihome_owns_only_its_routes_from_a_prefix_in_main() -> None:
+    from multihome.core.model import Ownership
+
+    own = Ownership()
+    source = ipaddress.ip_network("2001:db8::/64")
+    ours = Route(Family.INET6, TABLE_MAIN, ipaddress.ip_network("::/0"), dev="eth0", protocol=77, source=source)
+    assert own.owns_route(ours)
+    assert not own.owns_route(replace(ours, source=None))  # main's own default, proto 77 or not
+    assert not own.owns_route(replace(ours, protocol=9))  # the RA's, from a prefix or not
+    assert not ours.is_default and replace(ours, source=None).is_default
+    assert ours.ip_args().startswith("default from 2001:db8::/64 dev eth0 table main")

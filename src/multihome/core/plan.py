@@ -357,6 +357,8 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
     taken = set(tables.values())
     owned_tables: dict[str, list[int]] = {}  # by device, once (not all routes per uplink)
     for route in state.routes:
+        if not ownership.table_min <= route.table <= ownership.table_max:
+            continue  # (main holds multihome's IPv6 routes from a prefix: not a table of its)
         if ownership.owns_route(route) or ownership.is_installed(route):
             for dev in route.devices():
                 owned_tables.setdefault(dev, []).append(route.table)
@@ -396,20 +398,29 @@ def _tables(config: Config, state: HostState, chosen: list[UplinkConfig]) -> dic
 
 def _source_routed(
     config: Config,
+    state: HostState,
     family: Family,
     members: list[Uplink],
     prefixes: dict[str, list[IPNetwork]],
     sharing: set[str],
     marked: dict[str, SourceSet],
 ) -> set[str]:
-    """The IPv6 uplinks whose layout a source-specific route in main expresses whole, so that
-    they need no table and no rule (`default from P via G`: main's specific routes and its
-    route to the uplink's own prefix win by their longer destination; the kernel walks no
-    rule list for it, bench/bench_datapath_ipv6.py): alone on their prefixes, with a gateway,
-    in host mode without balancing (main's suppress rule before the balancing table would
-    suppress their default route too) and not selected by an nft set."""
+    """The IPv6 uplinks whose layout a source-specific route in main expresses, so that they
+    need no table (`default from P via G`: main's specific routes and its route to the
+    uplink's own prefix win by their longer destination) and one rule per prefix, `from P
+    lookup main` at rule 3's priority, which costs one table lookup where the rules cost
+    three (bench/bench_datapath_ipv6.py) and keeps the route ahead of anyone's
+    `suppress_prefixlength 0` rule (wg-quick's, Tailscale's), which would hide it: alone on
+    their prefixes, with a gateway, in host mode without balancing, not selected by an nft
+    set, and no route of another owner's in main from the same prefix."""
     if family is not Family.INET6 or config.gateway is not None or config.balance:
         return set()
+    own = config.ownership
+    taken = {
+        r.source
+        for r in state.routes
+        if r.table == TABLE_MAIN and r.source is not None and not own.owns_route(r)
+    }
     return {
         u.name
         for u in members
@@ -417,6 +428,7 @@ def _source_routed(
         and u.name not in marked
         and u.gateway(family) is not None
         and prefixes[u.name]
+        and not taken.intersection(prefixes[u.name])
     }
 
 
@@ -818,7 +830,7 @@ def plan(
         prefixes, sharing = _source_prefixes(state, members, family)
         marked = _source_sets(config, state, members, family, prefixes, notes, sets_above)
         source_sets += marked.values()
-        routed = _source_routed(config, family, members, prefixes, sharing, marked)
+        routed = _source_routed(config, state, family, members, prefixes, sharing, marked)
         protocol = ownership.protocol
         for uplink in members:
             if uplink.name in routed:
@@ -837,8 +849,14 @@ def plan(
                 reasons[uplink.name].append(why)
             if uplink.name in routed:
                 reasons[uplink.name].append(f"IPv{family.version}: a route in main, no rule")
+        rules += [
+            Rule(family, off_link, TABLE_MAIN, p, None, protocol)
+            for uplink in members
+            if uplink.name in routed
+            for p in prefixes[uplink.name]
+        ]
         if len(routed) == len(members):
-            continue  # (no rule of this family: not even main's, which would suppress them)
+            continue  # (not main's suppress rule: no table of this family to fall through to)
         for uplink in members:
             if uplink.name not in sharing:  # alone on its subnets: main's route is its own
                 continue

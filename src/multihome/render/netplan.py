@@ -98,8 +98,10 @@ def render(desired: Desired, options: Options) -> Rendered:
 def _uplink(desired: Desired, uplink: Uplink) -> tuple[list[str], list[Rule | Route]]:
     """One uplink's routes (in its table) and its off-link source rules, as netplan YAML and
     as the objects the stack brings back at every boot."""
-    lines = [f"    {key(uplink.name)}:", "      routes:"]
+    lines = [f"    {key(uplink.name)}:"]
     routes = [r for r in uplink_routes(desired, uplink) if r.source is None]
+    if routes:  # (none for an IPv6-only uplink whose route is from its prefix, in main)
+        lines.append("      routes:")
     for route in routes:
         lines.append(f"        - to: {'default' if route.is_default else route.dst}")
         if route.gateway is not None:

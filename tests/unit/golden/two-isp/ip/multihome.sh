@@ -14,3 +14,7 @@ ip -4 rule del pref 1002 from 192.0.2.0/27 lookup 100 proto 77 2>/dev/null || tr
 ip -4 rule add pref 1002 from 192.0.2.0/27 lookup 100 proto 77
 ip -4 rule del pref 1002 from 192.0.2.32/27 lookup 101 proto 77 2>/dev/null || true
 ip -4 rule add pref 1002 from 192.0.2.32/27 lookup 101 proto 77
+ip -6 rule del pref 1002 from 2001:db8::/64 lookup main proto 77 2>/dev/null || true
+ip -6 rule add pref 1002 from 2001:db8::/64 lookup main proto 77
+ip -6 rule del pref 1002 from 2001:db8:1::/64 lookup main proto 77 2>/dev/null || true
+ip -6 rule add pref 1002 from 2001:db8:1::/64 lookup main proto 77

@@ -16,6 +16,8 @@ nmcli connection modify "$c_0" -ipv6.routes '::/0 fe80::1 1024 table=254 from=20
 nmcli connection modify "$c_0" +ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8::/64'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1002 from 192.0.2.0/27 table 100'
+nmcli connection modify "$c_0" -ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 254' 2>/dev/null || true
+nmcli connection modify "$c_0" +ipv6.routing-rules 'priority 1002 from 2001:db8::/64 table 254'
 nmcli connection modify "$c_0" -ipv4.routing-rules 'priority 1001 from 0.0.0.0/0 table 254 suppress_prefixlength 0' 2>/dev/null || true
 nmcli connection modify "$c_0" +ipv4.routing-rules 'priority 1001 from 0.0.0.0/0 table 254 suppress_prefixlength 0'
 nmcli device reapply eth0
@@ -29,4 +31,6 @@ nmcli connection modify "$c_1" -ipv6.routes '::/0 fe80::1 1024 table=254 from=20
 nmcli connection modify "$c_1" +ipv6.routes '::/0 fe80::1 1024 table=254 from=2001:db8:1::/64'
 nmcli connection modify "$c_1" -ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101' 2>/dev/null || true
 nmcli connection modify "$c_1" +ipv4.routing-rules 'priority 1002 from 192.0.2.32/27 table 101'
+nmcli connection modify "$c_1" -ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 254' 2>/dev/null || true
+nmcli connection modify "$c_1" +ipv6.routing-rules 'priority 1002 from 2001:db8:1::/64 table 254'
 nmcli device reapply eth1
