@@ -1,8 +1,8 @@
 """Benchmark: IPv6 source rules against a source-specific route (needs root, nft).
 
 IPv6 has what IPv4 lacks: a route can select by source prefix (`default from P via G`,
-IPV6_SUBTREES), so the layout of an uplink alone on its prefix lives in main without any rule
-(plan.py). This measures what that wins over the rules: three identical servers in throwaway
+IPV6_SUBTREES), so the layout of an uplink alone on its prefix lives in main with one rule
+that looks it up there (plan.py). This measures what that wins over the rules: three identical servers in throwaway
 namespaces, each with two uplinks eth0 (2001:db8:a::1/64) and eth1 (2001:db8:b::1/64) to ISP
 namespaces, a default route per uplink in main (metric 100 and 200, as router advertisements
 install them):
@@ -10,7 +10,8 @@ install them):
   rules      the layout of rules, written by `ip -batch` (multihome's before IPv6 took routes,
              and still where a prefix is shared): a table per uplink, main's suppress rule
              and a rule per uplink (1001, 1002);
-  multihome  `multihome apply`: a route from each uplink's prefix in main, no rule.
+  multihome  `multihome apply`: a route from each uplink's prefix in main and `from P lookup
+             main` at 1002 (ahead of anyone's suppress rule, which would hide the route).
 Measured: unconnected UDP sendto/s from eth1's address to 2001:db8:ff::10 beyond the gateway
 (dropped at the ISP's ingress), per CPU second of a process pinned to one CPU, in rounds that
 alternate the order; printed: the median rate and the median of the rounds' ratios to stock.
