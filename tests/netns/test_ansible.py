@@ -234,7 +234,7 @@ def test_fleet_check_diff_converge_idempotent_and_absent(build: Build, tmp_path:
         ("-4", 1002, "192.0.2.10", "100"),
         ("-4", 1002, "192.0.2.11", "101"),
     }
-    assert ("-6", 1002, "2001:db8:1::", "101") in owned_rules(hosts["isp"])
+    assert ("-6", 1002, "2001:db8:1::", "main") in owned_rules(hosts["isp"])
     assert sysctl(hosts["seed"], "net.ipv4.conf.eth1.arp_ignore") == "1"
     for ns in hosts.values():
         assert multihome(ns, "plan", "--check").returncode == 0

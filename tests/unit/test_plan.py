@@ -120,6 +120,13 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
         ("eth1", 101)
     }
     assert [r.dev for r in mixed.routes if r.source is not None] == ["eth0"]
+    # ... but the copy the stack brings back after `multihome install` is this layout's
+    from multihome.core.model import layout_key
+
+    copy = replace(next(r for r in desired.routes if r.dev == "eth1" and r.source), protocol=4)
+    installed = replace(Config().ownership, installed=frozenset({layout_key(copy)}))
+    kept = plan(replace(Config(), ownership=installed), replace(TWO_ISP, routes=(*TWO_ISP.routes, copy)))
+    assert [r.dev for r in kept.routes if r.source is not None] == ["eth0", "eth1"]
     assert desired.uplinks[0].sources_why == "its subnet; IPv6: a route in main, no rule"
     # with balancing (its rule after main's suppress rule would take their replies) or a
     # prefix shared with another NIC, IPv6 keeps the tables and rules

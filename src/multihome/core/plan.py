@@ -419,7 +419,10 @@ def _source_routed(
     taken = {
         r.source
         for r in state.routes
-        if r.table == TABLE_MAIN and r.source is not None and not own.owns_route(r)
+        if r.table == TABLE_MAIN
+        and r.source is not None
+        and not own.owns_route(r)
+        and not own.is_installed(r)  # (the stack's copy after a reboot is this layout)
     }
     return {
         u.name
