@@ -2,10 +2,10 @@
 
 IPv6 has what IPv4 lacks: a route can select by source prefix (`default from P via G`,
 IPV6_SUBTREES), so the layout of an uplink alone on its prefix lives in main with one rule
-that looks it up there (plan.py). This measures what that wins over the rules: three identical servers in throwaway
-namespaces, each with two uplinks eth0 (2001:db8:a::1/64) and eth1 (2001:db8:b::1/64) to ISP
-namespaces, a default route per uplink in main (metric 100 and 200, as router advertisements
-install them):
+that looks it up there (plan.py). This measures what that wins over the rules: three
+identical servers in throwaway namespaces, each with two uplinks eth0 (2001:db8:a::1/64) and
+eth1 (2001:db8:b::1/64) to ISP namespaces, a default route per uplink in main (metric 100 and
+200, as router advertisements install them):
   stock      no policy routing: the reply from eth1's address leaves by eth0 (wrong);
   rules      the layout of rules, written by `ip -batch` (multihome's before IPv6 took routes,
              and still where a prefix is shared): a table per uplink, main's suppress rule
