@@ -117,3 +117,7 @@ def test_uninstall_never_takes_the_kernels_own_objects_whatever_a_manifest_lists
     assert _could_be_ours(suppress)  # multihome's rule 2 looks up main
     default = Route(Family.INET, 254, ip_network("0.0.0.0/0"), "eth0", protocol=3)
     assert not _could_be_ours(default)
+    # in main, only an IPv6 route from a prefix (the layout of an uplink alone on it)
+    six = Route(Family.INET6, 254, ip_network("::/0"), "eth0", protocol=4)
+    assert not _could_be_ours(six)
+    assert _could_be_ours(replace(six, source=ip_network("2001:db8::/64")))

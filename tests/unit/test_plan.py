@@ -120,6 +120,9 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
         ("eth1", 101)
     }
     assert [r.dev for r in mixed.routes if r.source is not None] == ["eth0"]
+    inside = replace(theirs, source=ipaddress.ip_network("2001:db8:1::5/128"))  # (it would win)
+    nested = plan(Config(), replace(TWO_ISP, routes=(*TWO_ISP.routes, inside)))
+    assert [r.dev for r in nested.routes if r.source is not None and r.protocol == 77] == ["eth0"]
     # ... but the copy the stack brings back after `multihome install` is this layout's
     from multihome.core.model import layout_key
 

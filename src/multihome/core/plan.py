@@ -431,7 +431,7 @@ def _source_routed(
         and u.name not in marked
         and u.gateway(family) is not None
         and prefixes[u.name]
-        and not taken.intersection(prefixes[u.name])
+        and not any(t.overlaps(p) for t in taken for p in prefixes[u.name])
     }
 
 

@@ -25,7 +25,7 @@ from multihome.render import (
     uplink_routes,
     uplink_rules,
 )
-from multihome.render.ip import args, sysctl_command
+from multihome.render.ip import args, route_up, sysctl_command
 
 # ifupdown puts the name into shell commands of its own unquoted (`ip link set dev %iface%
 # up` for `inet manual`), and reads `ifup A=B` as interface A, logical name B: only names of
@@ -58,7 +58,7 @@ def render(desired: Desired, options: Options) -> Rendered:
         up: list[str] = []
         down: list[str] = []
         for route in uplink_routes(desired, uplink):
-            up.append(f"post-up ip -{route.family.version} route replace {args(route)}")
+            up += [f"post-up {line}" for line in route_up(route)]
             down.append(
                 f"pre-down ip -{route.family.version} route del {args(route)} 2>/dev/null || true"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from multihome.core.model import Action, Change, Desired, Route, Rule, Sysctl
+from multihome.core.model import TABLE_MAIN, Action, Change, Desired, Route, Rule, Sysctl
 from multihome.render import (
     HEADER,
     Options,
@@ -40,6 +40,20 @@ def sysctl_command(sysctl: Sysctl, flags: str) -> str:
     return f"sysctl {flags} {shlex.quote(f'{sysctl.name}={sysctl.value}')}"
 
 
+def route_up(route: Route) -> list[str]:
+    """The `ip route` lines that put a route in place: replaced in multihome's tables; in main
+    (an IPv6 route from a prefix) deleted as multihome's and added, since the kernel's replace
+    would take another owner's route from the same prefix, whatever its protocol."""
+    v = route.family.version
+    if route.table != TABLE_MAIN:
+        return [f"ip -{v} route replace {args(route)}"]
+    return [
+        f"ip -{v} route del {args(route)} 2>/dev/null || true",
+        f"ip -{v} route add {args(route)} || echo"
+        f' "multihome: another route from {route.source} is in main: left as it is" >&2',
+    ]
+
+
 def commands(changes: list[Change]) -> list[str]:
     return [command(c) for c in changes]
 
@@ -49,7 +63,7 @@ def script(desired: Desired, options: Options) -> Rendered:
     rules deleted before they are added."""
     lines = ["#!/bin/sh", f"# {HEADER}", "set -e", ""]
     for route in desired.routes:
-        lines.append(f"ip -{route.family.version} route replace {args(route)}")
+        lines += route_up(route)
     for rule in desired.rules:
         v = rule.family.version
         lines.append(f"ip -{v} rule del {args(rule)} 2>/dev/null || true")

@@ -6,8 +6,10 @@ ip -4 route replace 192.0.2.0/27 dev eth0 table 100 proto 77 scope link src 192.
 ip -4 route replace default via 192.0.2.1 dev eth0 table 100 proto 77
 ip -4 route replace 192.0.2.32/27 dev eth1 table 101 proto 77 scope link src 192.0.2.42
 ip -4 route replace default via 192.0.2.33 dev eth1 table 101 proto 77
-ip -6 route replace default from 2001:db8::/64 via fe80::1 dev eth0 table main proto 77 metric 1024
-ip -6 route replace default from 2001:db8:1::/64 via fe80::1 dev eth1 table main proto 77 metric 1024
+ip -6 route del default from 2001:db8::/64 via fe80::1 dev eth0 table main proto 77 metric 1024 2>/dev/null || true
+ip -6 route add default from 2001:db8::/64 via fe80::1 dev eth0 table main proto 77 metric 1024 || echo "multihome: another route from 2001:db8::/64 is in main: left as it is" >&2
+ip -6 route del default from 2001:db8:1::/64 via fe80::1 dev eth1 table main proto 77 metric 1024 2>/dev/null || true
+ip -6 route add default from 2001:db8:1::/64 via fe80::1 dev eth1 table main proto 77 metric 1024 || echo "multihome: another route from 2001:db8:1::/64 is in main: left as it is" >&2
 ip -4 rule del pref 1001 from all lookup main suppress_prefixlength 0 proto 77 2>/dev/null || true
 ip -4 rule add pref 1001 from all lookup main suppress_prefixlength 0 proto 77
 ip -4 rule del pref 1002 from 192.0.2.0/27 lookup 100 proto 77 2>/dev/null || true
