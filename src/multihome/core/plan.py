@@ -46,7 +46,7 @@ from multihome.core.model import (
     layout_key,
 )
 from multihome.core.records import replace
-from multihome.core.sources import THRESHOLD, covering_prefixes
+from multihome.core.sources import THRESHOLD, covering_prefixes, outermost
 from multihome.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -553,13 +553,9 @@ def _main_not_by_owner(
     for uplink in members:
         if uplink.name in sharing:
             continue
-        outermost: list[IPNetwork] = []
-        networks = {n for _, n in uplink.networks_in(family)}
-        for network in sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
-            if not outermost or not network.subnet_of(outermost[-1]):  # type: ignore[arg-type]
-                outermost.append(network)
         spans += [
-            (int(n.network_address), int(n.broadcast_address), n, uplink.name) for n in outermost
+            (int(n.network_address), int(n.broadcast_address), n, uplink.name)
+            for n in outermost(n for _, n in uplink.networks_in(family))
         ]
     if not spans:
         return set()

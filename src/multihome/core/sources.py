@@ -80,12 +80,15 @@ def covering_prefixes(
             continue
         bits = network.max_prefixlen
         _cover(network.version, first, network.prefixlen, bits, mine, theirs, found)
-    # networks may nest (an address's /24 and another's /16): keep the outermost
-    found.sort(key=lambda n: (n.network_address, n.prefixlen))
+    return outermost(found)  # (networks may nest: an address's /24 and another's /16)
+
+
+def outermost(networks: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """The networks (of one IP version) that no other of them holds, sorted by address."""
     kept: list[IPNetwork] = []
-    for prefix in found:
-        if not kept or not prefix.subnet_of(kept[-1]):  # type: ignore[arg-type]
-            kept.append(prefix)
+    for network in sorted(networks, key=lambda n: (n.network_address, n.prefixlen)):
+        if not kept or not network.subnet_of(kept[-1]):  # type: ignore[arg-type]
+            kept.append(network)
     return kept
 
 
