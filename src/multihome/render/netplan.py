@@ -66,23 +66,27 @@ def render(desired: Desired, options: Options) -> Rendered:
     unexpressed = [r for r in desired.rules if r.suppress_prefixlen is not None]
     if unexpressed:
         notes.append(
-            "netplan cannot express suppress_prefixlength: the on-link and main rules"
-            f" ({len(unexpressed)} rules) are left to multihome.service -- export the"
-            " systemd format too"
+            _left(
+                "netplan cannot express suppress_prefixlength",
+                f"the on-link and main rules ({len(unexpressed)} rules)",
+            )
         )
     sourced = [r for r in desired.routes if r.source is not None]
     if sourced:
         notes.append(
-            "netplan cannot express a route's source prefix (its `from` is the preferred"
-            f" source): the IPv6 routes from a prefix in main ({len(sourced)} routes) are left"
-            " to multihome.service -- export the systemd format too"
+            _left(
+                "netplan cannot express a route's source prefix (its `from` is the preferred"
+                " source)",
+                f"the IPv6 routes from a prefix in main ({len(sourced)} routes)",
+            )
         )
     marked = [r for r in desired.rules if r.fwmark is not None]
     if marked:
         notes.append(
-            "netplan's routing-policy `mark` takes no mask: the fwmark rules"
-            f" ({len(marked)} rules) are left to multihome.service -- export the systemd"
-            " format too"
+            _left(
+                "netplan's routing-policy `mark` takes no mask",
+                f"the fwmark rules ({len(marked)} rules)",
+            )
         )
     if desired.sysctls:
         notes.append("netplan sets no sysctls: the systemd format's sysctl.d file does")
@@ -93,6 +97,11 @@ def render(desired: Desired, options: Options) -> Rendered:
     return Rendered(
         {"90-multihome.yaml": "\n".join(lines) + "\n", **extra}, tuple(notes), tuple(persisted)
     )
+
+
+def _left(cannot: str, what: str) -> str:
+    """The note for what netplan cannot express, left to the systemd format's service."""
+    return f"{cannot}: {what} are left to multihome.service -- export the systemd format too"
 
 
 def _uplink(desired: Desired, uplink: Uplink) -> tuple[list[str], list[Rule | Route]]:
