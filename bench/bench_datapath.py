@@ -64,7 +64,12 @@ variant's wrong path). The variants (2 uplinks, the default mark band):
                 eth1's addresses to eth1's gateway (`fwd ip to G device eth1`): no second
                 route lookup (but the TTL is lowered, the firewall and `ip route get`
                 see eth0, and the next hop is the gateway whatever the destination)
-and two that change rule 1 (at 1000), measured also where the uplinks keep prefix rules:
+and three measured also where the uplinks keep prefix rules: one without multihome,
+  floor         the stock host and one rule that matches nothing (`from 192.0.2.255 lookup
+                1000` at 1000): what the kernel's rule machinery costs once a host has any
+                rule of its own (no merged local+main table, the rules walked), the least
+                any layout of rules can cost (the wrong path: stock's)
+and two that change rule 1 (at 1000):
   guard         one more rule before it, `not to 198.18.0.0/15 goto 1001` (both layouts'
                 subnets): a packet to anywhere else skips rule 1, lookup and walk
   to-net        each rule 1 selects the destination too (`to 198.18.0.0/15`) instead of
@@ -343,10 +348,11 @@ VARIANTS = (
     "no-chain",
     "one-rule",
     "egress-fwd",
+    "floor",
     "guard",
     "to-net",
 )
-RULES_VARIANTS = ("guard", "to-net")  # also where the uplinks keep prefix rules
+RULES_VARIANTS = ("floor", "guard", "to-net")  # also where the uplinks keep prefix rules
 DEVICES = {1: "eth0", 2: "eth1"}  # mark id -> uplink (tables 100, 101: ids 1, 2)
 
 
@@ -396,7 +402,8 @@ def _output_chain(lines: list[str], extra: list[str] | None = None) -> str:
 
 
 def variant(ns: str, name: str) -> None:
-    """Change multihome's nft form on host `ns` into the variant `name` (VARIANTS)."""
+    """Change multihome's nft form on host `ns` into the variant `name` (VARIANTS; floor: the
+    stock host's rules)."""
     mask = f"0x{DEFAULT_MARK_MASK:08x}"
     if name in ("lookup-first", "no-mark", "vmap", "no-chain", "egress-fwd"):
         nft(ns, "delete chain inet multihome sources_out\n")
@@ -449,6 +456,8 @@ def variant(ns: str, name: str) -> None:
                 f"-4 rule add pref 1000 {sel} to 198.18.0.0/15 lookup {r['table']} proto 77",
             ]
         batch(ns, lines)
+    elif name == "floor":  # on a host without multihome
+        batch(ns, ["-4 rule add pref 1000 from 192.0.2.255 lookup 1000"])
     elif name == "guard":
         batch(ns, ["-4 rule add pref 999 not to 198.18.0.0/15 goto 1001 proto 77"])
     elif name == "one-rule":
@@ -639,7 +648,8 @@ def run_case(
             hosts = [h for h in hosts if h.label not in variants or h.label in RULES_VARIANTS]
         for host in hosts:
             if host.label in variants:
-                apply(host)
+                if host.label != "floor":
+                    apply(host)
                 variant(host.server, host.label)
         for host in hosts:
             for isp in host.isps:

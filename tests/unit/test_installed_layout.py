@@ -120,4 +120,8 @@ def test_uninstall_never_takes_the_kernels_own_objects_whatever_a_manifest_lists
     # in main, only an IPv6 route from a prefix (the layout of an uplink alone on it)
     six = Route(Family.INET6, 254, ip_network("::/0"), "eth0", protocol=4)
     assert not _could_be_ours(six)
-    assert _could_be_ours(replace(six, source=ip_network("2001:db8::/64")))
+    sourced = replace(six, source=ip_network("2001:db8::/64"))
+    assert _could_be_ours(sourced)  # a stack's copy (proto static)
+    assert _could_be_ours(replace(sourced, protocol=77))  # the ip or ifupdown script's
+    for foreign in (3, 186):  # the same arguments, written by an admin or by BIRD
+        assert not _could_be_ours(replace(sourced, protocol=foreign))

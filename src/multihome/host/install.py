@@ -26,7 +26,7 @@ import struct
 import subprocess
 import time
 
-from multihome import INSTALL_MANIFEST
+from multihome import INSTALL_MANIFEST, PROTOCOL
 from multihome.core.model import Desired, HostState, Route, Rule, layout_key
 from multihome.core.records import field, record
 from multihome.errors import MultihomeError
@@ -589,16 +589,21 @@ def _take_tables_out() -> list[str]:
 
 # the kernel's own tables and rules: never multihome's, whatever a manifest says
 SYSTEM_TABLES = (253, 254, 255)  # default, main, local
+RTPROT_STATIC = 4  # what networkd and NetworkManager give the routes they write
 SYSTEM_PRIORITIES = (0, 32766, 32767)
 
 
 def _could_be_ours(obj: Rule | Route) -> bool:
     """Whether an object could be one multihome persisted: no route of the kernel's own
-    tables, none of the kernel's own rules (a manifest is read back as untrusted)."""
+    tables, none of the kernel's own rules (a manifest is read back as untrusted). In main,
+    only an IPv6 route from a prefix (the layout of an uplink alone on it) with the protocol
+    a stack or multihome gives it: an admin's route with the same arguments (`ip route add`
+    says `proto boot`) or a routing daemon's is not taken with the stack's files."""
     if isinstance(obj, Rule):  # (a rule may look up main: `suppress_prefixlength 0`)
         return obj.priority not in SYSTEM_PRIORITIES
-    # (in main, only an IPv6 route from a prefix: the layout of an uplink alone on it)
-    return obj.table not in SYSTEM_TABLES or (obj.table == 254 and obj.source is not None)
+    if obj.table == 254:
+        return obj.source is not None and obj.protocol in (RTPROT_STATIC, PROTOCOL)
+    return obj.table not in SYSTEM_TABLES
 
 
 def _take_layout_out(layout: frozenset[str]) -> list[str]:
