@@ -6,7 +6,7 @@ import ipaddress
 
 from multihome.core.config import Config
 from multihome.core.diff import diff
-from multihome.core.doctor import Report, Severity, diagnose, probes
+from multihome.core.doctor import Finding, Report, Severity, diagnose, probes
 from multihome.core.model import HostState, IPAddress, Lookup
 from multihome.core.plan import plan
 from multihome.core.records import replace
@@ -130,6 +130,28 @@ def test_an_ipv6_uplink_selected_by_a_source_route_gets_its_own_advice() -> None
     fix = found["2001:db8:1::10"].fix
     assert fix.startswith("find the rule or route that sends them by eth0 (table 254)")
     assert "`default from 2001:db8:1::/64 via fe80::1 dev eth1 table main" in fix
+
+
+def test_several_ipv6_defaults_are_answered_by_routes_from_a_prefix() -> None:
+    """Two IPv6 default routes in main and no rule: before apply the doctor says apply fixes
+    it; once multihome's routes from each prefix are in main (no rule selects the addresses),
+    it has nothing to say, and without them again it says so again."""
+    desired = plan(Config(), TWO_ISP)
+    assert any(r.table == 254 and r.source is not None for r in desired.routes)
+
+    def several(state: HostState) -> list[Finding]:
+        report = diagnose(state, {}, desired, [], UPLINKS)
+        return [f for f in report.findings if f.check == "several-defaults" and "IPv6" in f.summary]
+
+    (before,) = several(TWO_ISP)
+    assert before.fix == "multihome apply"
+    applied = replace(TWO_ISP, routes=TWO_ISP.routes + desired.routes, rules=desired.rules)
+    assert several(applied) == []
+    # the routes are what counts (the `from P lookup main` rules taken away too)
+    ipv4_rules = tuple(r for r in desired.rules if r.family.version == 4)
+    assert several(replace(applied, rules=ipv4_rules)) == []
+    ipv4_routes = tuple(r for r in desired.routes if r.source is None)
+    assert several(replace(applied, routes=TWO_ISP.routes + ipv4_routes, rules=ipv4_rules)) != []
 
 
 def test_single_homed() -> None:

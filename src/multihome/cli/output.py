@@ -118,12 +118,14 @@ def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
 
 
 def uplink_rows(desired: Desired) -> list[list[str]]:
+    from multihome.render import uplink_tables
+
     rows = [["UPLINK", "TABLE", "ADDRESSES", "RULES SELECT", "IPv4 GATEWAY", "IPv6 GATEWAY"]]
     for u in desired.uplinks:
         rows.append(
             [
                 u.name,
-                str(u.table),
+                ", ".join(uplink_tables(desired, u)),
                 ", ".join(str(a.ip) for a in u.addresses),
                 _sources(u.sources, u.sources_why),
                 f"{u.gateway4} ({u.source4.value})" if u.gateway4 else "-",

@@ -50,6 +50,15 @@ def uplink_routes(desired: Desired, uplink: Uplink) -> list[Route]:
     ]
 
 
+def uplink_tables(desired: Desired, uplink: Uplink) -> list[str]:
+    """The tables its routes are in: its own, and main for its routes from a prefix (an IPv6
+    uplink alone on its prefixes has no table of its own); its own where it has no route."""
+    routes = uplink_routes(desired, uplink)
+    tables = [str(uplink.table)] if any(r.table == uplink.table for r in routes) else []
+    tables += ["main"] if any(r.table == TABLE_MAIN for r in routes) else []
+    return tables or [str(uplink.table)]
+
+
 def uplink_rules(desired: Desired, uplink: Uplink) -> list[Rule]:
     """Its table's rules, and `from P lookup main` for its routes from a prefix (IPv6)."""
     mine = {r.source for r in uplink_routes(desired, uplink) if r.source is not None}

@@ -29,6 +29,7 @@ from multihome.render import (
     stack_layout,
     uplink_routes,
     uplink_rules,
+    uplink_tables,
 )
 
 # networkd's own names for a gateway it learns itself (systemd.network(5), [Route] Gateway=)
@@ -82,7 +83,9 @@ def render(desired: Desired, options: Options) -> Rendered:
         if index == 0:
             sections += [_rule(r) for r in shared_rules(desired)]
         network = options.network_files.get(uplink.name, f"10-{uplink.name}.network")
-        text = f"# {HEADER}\n# uplink {uplink.name}, table {uplink.table}\n\n"
+        tables = uplink_tables(desired, uplink)
+        heading = f"uplink {uplink.name}, table{'s' * (len(tables) > 1)} {' and '.join(tables)}"
+        text = f"# {HEADER}\n# {heading}\n\n"
         text += "\n\n".join("\n".join(section) for section in sections) + "\n"
         files[f"{network}.d/90-multihome.conf"] = text
     notes = []
