@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +134,38 @@ def add_connections(nm: NetworkManager) -> None:
         nm.wait(lambda d=dev: nm.connected(d), 20)
 
 
-def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it_out(
-    build: Build, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def managed(build: Build, directory: Path) -> Iterator[tuple[str, NetworkManager]]:
+    """The two-ISP lab's server with NetworkManager configuring its uplinks (the lab's own
+    addresses flushed, a connection per uplink added and connected): its namespace and
+    NetworkManager, stopped afterwards whatever happens."""
     net = build(scenarios.two_isp(nics=2))
     server = net.ns("server")
     for dev in ("eth0", "eth1"):  # NetworkManager configures the uplinks, not the lab
         subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
-    nm = NetworkManager(server, tmp_path / "nm")
+    nm = NetworkManager(server, directory)
     try:
         nm.start()
         add_connections(nm)
+        yield server, nm
+    finally:
+        nm.stop()
+
+
+def boot(nm: NetworkManager, server: str) -> None:
+    """A reboot: NetworkManager starts again on a host without any policy routing, and
+    connects the uplinks."""
+    nm.stop()
+    wipe(server)
+    nm.start()
+    for dev in ("eth0", "eth1"):
+        nm.wait(lambda d=dev: nm.connected(d), 20)
+
+
+def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it_out(
+    build: Build, tmp_path: Path
+) -> None:
+    with managed(build, tmp_path / "nm") as (server, nm):
         # what `multihome apply` builds, for comparison
         multihome(server, "apply")
         applied = policy(server)
@@ -168,11 +190,7 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
 
         # a reboot: NetworkManager starts on a host without any policy routing
         since = nm.log.stat().st_size  # NetworkManager's log from here on
-        nm.stop()
-        wipe(server)
-        nm.start()
-        for dev in ("eth0", "eth1"):
-            nm.wait(lambda d=dev: nm.connected(d), 20)
+        boot(nm, server)
         # NetworkManager retries a route whose source address is not usable yet (IPv6 `src`,
         # the address just added) for up to 20 s: under load, that is how long it may take
         settles_or_reapply(nm, server, applied, "restart", since)
@@ -191,21 +209,12 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         assert not (nm.directory / "var/multihome/networkmanager.json").exists()
         # the connections' own routes are still there
         assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
-    finally:
-        nm.stop()
 
 
 def test_uninstall_keeps_an_item_the_connection_had_before_install(
     build: Build, tmp_path: Path
 ) -> None:
-    net = build(scenarios.two_isp(nics=2))
-    server = net.ns("server")
-    for dev in ("eth0", "eth1"):
-        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
-    nm = NetworkManager(server, tmp_path / "nm")
-    try:
-        nm.start()
-        add_connections(nm)
+    with managed(build, tmp_path / "nm") as (_, nm):
         # the admin had already added one of multihome's rules by hand
         theirs = "priority 1002 from 192.0.2.42 table 101"
         nm.run("nmcli", "connection", "modify", "up1", "+ipv4.routing-rules", theirs)
@@ -218,8 +227,6 @@ def test_uninstall_keeps_an_item_the_connection_had_before_install(
         assert configuration(nm.keyfile("up1")) == configuration(before)
         rules = nm.output("nmcli", "-g", "ipv4.routing-rules", "connection", "show", "up1")
         assert rules.strip() == theirs
-    finally:
-        nm.stop()
 
 
 def test_a_renumbered_dhcp_lease_is_routed_through_its_new_gateway_within_a_second(

@@ -23,8 +23,7 @@ from multihome.lab.description import Topology
 from multihome.lab.topology import Network
 
 from .helpers import PY, ip_json, multihome, sysctl
-from .networkmanager import NetworkManager
-from .test_networkmanager import add_connections, policy, settles_or_reapply, wipe
+from .test_networkmanager import boot, managed, policy, settles_or_reapply
 
 Build = Callable[[Topology], Network]
 NETWORKD = "/lib/systemd/systemd-networkd"
@@ -444,25 +443,14 @@ def test_networkmanager_install_is_recognised_after_a_reboot_and_leaves_stock(
     """issue 28, 1, NetworkManager's side: its items come back at every boot under its own
     protocol; multihome takes them for its plan's, remove leaves them (saying what takes
     them out), uninstall takes them out; either order and a reboot leave the host stock."""
-    net = build(scenarios.two_isp(nics=2))
-    server = net.ns("server")
-    for dev in ("eth0", "eth1"):  # NetworkManager configures the uplinks, not the lab
-        subprocess.run(["ip", "-n", server, "addr", "flush", "dev", dev], check=True)
-    nm = NetworkManager(server, tmp_path / "nm")
-    try:
-        nm.start()
-        add_connections(nm)
+    with managed(build, tmp_path / "nm") as (server, nm):
         nm.multihome("apply")  # what the user had done first
         applied = policy(server)
         assert len(applied["rules"]) == 5 and len(applied["routes"]) == 6
         done = json.loads(nm.multihome("install", "--json"))
         assert done["formats"] == ["networkmanager"], done
         since = nm.log.stat().st_size
-        nm.stop()
-        wipe(server)
-        nm.start()
-        for dev in ("eth0", "eth1"):
-            nm.wait(lambda d=dev: nm.connected(d), 20)
+        boot(nm, server)
         settles_or_reapply(nm, server, applied, "reboot", since)
         assert "77" not in protocols(server) and "multihome" not in protocols(server)
 
@@ -497,13 +485,7 @@ def test_networkmanager_install_is_recognised_after_a_reboot_and_leaves_stock(
             step()
             first = False
         assert not (nm.directory / "var/multihome").exists()
-        nm.stop()
-        wipe(server)
-        nm.start()
-        for dev in ("eth0", "eth1"):
-            nm.wait(lambda d=dev: nm.connected(d), 20)
+        boot(nm, server)
         assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
         time.sleep(1)  # (nothing of multihome's comes back meanwhile)
         assert policy(server) == {"rules": [], "routes": []}
-    finally:
-        nm.stop()
