@@ -341,3 +341,58 @@ def test_balancing_sets_layer4_hashing_for_both_families_and_remove_restores_it(
     assert "nothing to do" in multihome(server, "apply", "-c", str(config)).stdout
     multihome(server, "remove", "-c", str(config))
     assert [sysctl(server, n) for n in names] == ["0", "0"]
+
+
+def test_ipv6_without_source_routes_takes_tables_and_the_layouts_swap_in_one_apply(
+    build: Build, tmp_path: object
+) -> None:
+    """`ipv6_source_routes = false` (a kernel without IPV6_SUBTREES): IPv6 gets a table
+    per uplink and rules, as IPv4 does; the next apply without it moves to the routes from
+    a prefix in main and back, leaving nothing of the other layout, and replies keep their
+    uplink throughout (checked with iproute2's own reading)."""
+    import pathlib
+
+    net = build(scenarios.two_isp(nics=2))
+    server = net.ns("server")
+    six = scenarios.two_isp(nics=2).roles["server_addresses6"]
+    config = pathlib.Path(str(tmp_path)) / "multihome.toml"
+    config.write_text("[multihome]\nipv6_source_routes = false\n")
+    config.chmod(0o600)
+
+    def layout() -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+        routes = ip_json(server, "-6", "route", "show", "table", "all", "proto", "77")
+        rules = _owned_rules(server, "-6")
+        return (
+            {(r["dst"], r.get("from", "-"), r.get("table", "main")) for r in routes},
+            {(r.get("src", "all"), str(r["table"]), r["priority"]) for r in rules},
+        )
+
+    def by_own_uplink() -> None:
+        for i, address in enumerate(six):
+            route = ip_json(server, "-6", "route", "get", "2001:db8:ff::100", "from", address)[0]
+            assert route["dev"] == f"eth{i}", route
+
+    tables = (
+        {
+            ("2001:db8::/64", "-", "100"),
+            ("default", "-", "100"),
+            ("2001:db8:1::/64", "-", "101"),
+            ("default", "-", "101"),
+        },
+        {("all", "main", 1001), ("2001:db8::", "100", 1002), ("2001:db8:1::", "101", 1002)},
+    )
+    routes = (
+        {("default", "2001:db8::/64", "main"), ("default", "2001:db8:1::/64", "main")},
+        {("2001:db8::", "main", 1002), ("2001:db8:1::", "main", 1002)},
+    )
+    multihome(server, "apply", "-c", str(config))
+    assert layout() == tables
+    by_own_uplink()
+    multihome(server, "apply")  # the defaults: routes from a prefix
+    assert layout() == routes
+    by_own_uplink()
+    multihome(server, "apply", "-c", str(config))
+    assert layout() == tables
+    assert "nothing to do" in multihome(server, "apply", "-c", str(config)).stdout
+    multihome(server, "remove", "-c", str(config))
+    assert layout() == (set(), set())

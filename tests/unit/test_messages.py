@@ -144,3 +144,36 @@ def test_a_hints_sysctl_runs_in_the_namespace_the_command_ran_in() -> None:
         " ip netns exec 'lab server' sysctl -w net.ipv4.conf.eth0.arp_ignore=1"
     )
     assert with_user_options(fix, SimpleNamespace(netns=None, config=None)) == fix
+
+
+def test_a_kernel_without_ipv6_subtrees_is_told_the_config_key_that_avoids_it() -> None:
+    """A kernel built without IPV6_SUBTREES refuses every IPv6 route from a prefix with
+    EINVAL; apply's error then names `ipv6_source_routes = false`, and only then."""
+    import errno
+    import ipaddress
+
+    from multihome.core.model import Action, Change, Family, Route
+    from multihome.core.records import replace
+    from multihome.kernel.transport import Refusal
+    from multihome.kernel.writer import _refusal_hint
+
+    route = Route(
+        Family.INET6,
+        254,
+        ipaddress.ip_network("::/0"),
+        "eth1",
+        gateway=ipaddress.ip_address("fe80::1"),
+        protocol=77,
+        metric=1024,
+        source=ipaddress.ip_network("2001:db8:1::/64"),
+    )
+    subtrees = Refusal(
+        errno.EINVAL, "Specifying source address requires IPV6_SUBTREES to be enabled"
+    )
+    add = Change(Action.ADD, route)
+    assert "ipv6_source_routes = false" in _refusal_hint(add, subtrees)
+    assert "ipv6_source_routes = false" in _refusal_hint(add, Refusal(errno.EINVAL))  # no text
+    assert _refusal_hint(add, Refusal(errno.EINVAL, "Invalid gateway address")) == ""
+    assert _refusal_hint(add, Refusal(errno.ENODEV)) == ""
+    assert _refusal_hint(Change(Action.ADD, replace(route, source=None)), subtrees) == ""
+    assert _refusal_hint(Change(Action.DELETE, route), subtrees) == ""

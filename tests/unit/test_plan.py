@@ -136,6 +136,19 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
     balanced = plan(parse("[multihome]\nbalance = true\n"), TWO_ISP)
     assert not [r for r in balanced.routes if r.source is not None]
     assert Rule(Family.INET6, 1001, TABLE_MAIN, None, 0, 77) in balanced.rules
+    # so does a config for a kernel without IPV6_SUBTREES: IPv6 as IPv4, a table each
+    tables = plan(parse("[multihome]\nipv6_source_routes = false\n"), TWO_ISP)
+    assert not [r for r in tables.routes if r.source is not None]
+    assert {(r.dev, r.table) for r in tables.routes if r.family is Family.INET6 and r.is_default} == {
+        ("eth0", 100),
+        ("eth1", 101),
+    }
+    assert {(r.priority, str(r.src), r.table) for r in tables.rules if r.family is Family.INET6} == {
+        (1001, "None", TABLE_MAIN),
+        (1002, "2001:db8::/64", 100),
+        (1002, "2001:db8:1::/64", 101),
+    }
+    assert tables.uplinks[0].sources_why == "its subnet"
     assert desired.sysctls == ()  # different subnets: no ARP flux, nothing to set
 
 

@@ -123,6 +123,8 @@ class Config:
     # host mode: pin inbound forwarded connections (port forwards to local bridges) to the
     # uplink they arrived on
     pin_inbound: bool = True
+    # IPv6 uplinks alone on their prefixes: routes from the prefixes in main, not a table
+    ipv6_source_routes: bool = True
 
     def error(self, message: str, key: str, hint: str = "") -> ConfigError:
         """An error located at `key` ("uplinks.eth0.gateway") of this file."""
@@ -138,6 +140,7 @@ _SECTIONS: dict[str, set[str]] = {
         "ipv4",
         "ipv6",
         "balance",
+        "ipv6_source_routes",
         "mark_mask",
         "pin_inbound",
     },
@@ -371,6 +374,9 @@ def parse(text: str, path: str = "(string)") -> Config:
     ipv6 = read.boolean(main.get("ipv6", True), "multihome.ipv6")
     balance = read.boolean(main.get("balance", False), "multihome.balance")
     pin_inbound = read.boolean(main.get("pin_inbound", True), "multihome.pin_inbound")
+    source_routes = read.boolean(
+        main.get("ipv6_source_routes", True), "multihome.ipv6_source_routes"
+    )
     health = _health(read, data.get("health", {}))
 
     sysctls = data.get("sysctls", {})
@@ -482,6 +488,7 @@ def parse(text: str, path: str = "(string)") -> Config:
         lines,
         mark_mask,
         pin_inbound,
+        source_routes,
     )
 
 

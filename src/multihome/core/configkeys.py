@@ -80,6 +80,17 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "multihome",
+        "ipv6_source_routes",
+        "true",
+        "An IPv6 uplink alone on its prefixes gets a route from each prefix in main (`default"
+        " from P via G`) and one rule, instead of a table and rules: cheaper per packet. The"
+        " kernel needs IPV6_SUBTREES (Debian's, Ubuntu's and RHEL's have it); false: a table"
+        " per uplink for IPv6 too, as for IPv4 (a kernel without it refuses the route and"
+        " apply says to set this).",
+        "true",
+    ),
+    Key(
+        "multihome",
         "mark_mask",
         "0x0F000000",
         "The packet-mark bits multihome may use, in conntrack and on packets (uplink ids "

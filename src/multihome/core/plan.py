@@ -412,8 +412,11 @@ def _source_routed(
     three (bench/bench_datapath_ipv6.py) and keeps the route ahead of anyone's
     `suppress_prefixlength 0` rule (wg-quick's, Tailscale's), which would hide it: alone on
     their prefixes, with a gateway, in host mode without balancing, not selected by an nft
-    set, and no route of another owner's in main from the same prefix."""
+    set, and no route of another owner's in main from the same prefix; not where the config
+    says `ipv6_source_routes = false` (a kernel without IPV6_SUBTREES refuses them)."""
     if family is not Family.INET6 or config.gateway is not None or config.balance:
+        return set()
+    if not config.ipv6_source_routes:
         return set()
     own = config.ownership
     taken = {

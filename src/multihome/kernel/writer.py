@@ -20,13 +20,13 @@ import os
 from collections.abc import Sequence
 
 from multihome import RT_PROTOS
-from multihome.core.model import Action, Change, HostState, Route, Rule, Sysctl
+from multihome.core.model import Action, Change, Family, HostState, Route, Rule, Sysctl
 from multihome.errors import KernelError, PrivilegeError
 from multihome.kernel.codec import RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE
 from multihome.kernel.discover import SYSCTL_ROOT
 from multihome.kernel.objects import route_request, rule_request
 from multihome.kernel.rulelist import RuleList
-from multihome.kernel.transport import RtnlSocket, TransportError
+from multihome.kernel.transport import Refusal, RtnlSocket, TransportError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
                 ifindex,
                 f"the kernel refused `{_command(routing[number])}` (request {number + 1} of"
                 f" {len(routing)}{more}): {refusal}",
+                hint=_refusal_hint(routing[number], refusal),
             )
         for change in sysctls:
             try:
@@ -163,14 +164,36 @@ def apply(changes: Sequence[Change], state: HostState) -> None:
         register_protocol_name()
 
 
+def _refusal_hint(change: Change, refusal: Refusal) -> str:
+    """What to do about a refused change, where more can be said than in general: a kernel
+    built without IPV6_SUBTREES refuses every IPv6 route from a prefix with EINVAL (its
+    extended ack says "Specifying source address requires IPV6_SUBTREES to be enabled")."""
+    obj = change.obj
+    if (
+        refusal.errno == errno.EINVAL
+        and ("IPV6_SUBTREES" in refusal.message or not refusal.message)
+        and change.action is Action.ADD
+        and isinstance(obj, Route)
+        and obj.family is Family.INET6
+        and obj.source is not None
+    ):
+        return (
+            "nothing was changed; this kernel takes no IPv6 route from a prefix (it lacks"
+            " IPV6_SUBTREES): set `ipv6_source_routes = false` in [multihome] of the config"
+        )
+    return ""
+
+
 def _undo(
     done: list[Change],
     state: HostState,
     ifindex: dict[str, int],
     cause: str,
     lost: Sequence[Change] = (),
+    hint: str = "",
 ) -> NoReturn:
-    """Undo `done`, the changes this write made (in order), and raise what happened."""
+    """Undo `done`, the changes this write made (in order), and raise what happened (with
+    `hint` where everything was undone, else what is said then)."""
     undo = [c.inverse() for c in reversed(done)]
     deleted = _deleted_rules(undo)
     rules = _rule_list(state, deleted) if deleted else None
@@ -219,7 +242,7 @@ def _undo(
         )
     raise KernelError(
         cause + f"; all {len(done)} changes already made were undone",
-        hint="nothing was changed; check the interfaces and addresses named above",
+        hint=hint or "nothing was changed; check the interfaces and addresses named above",
     )
 
 
