@@ -357,18 +357,13 @@ class Watcher:
                 probe.close()
                 del self.probes[pkey]
         cfg = self.health_config
-        for index, (pkey, (kind, source, to, needed, gateway)) in enumerate(
-            sorted(specs.items(), key=_order)
-        ):
+        for pkey, (kind, source, to, needed, gateway) in sorted(specs.items(), key=_order):
             key, health_kind = pkey
             if pkey in self.probes:
                 continue
-            ident = (os.getpid() * 31 + index) & 0xFFFF
             timeout = cfg.timeout if health_kind is Kind.GATEWAY else cfg.path_timeout
             try:
-                self.probes[pkey] = Probe.open(
-                    key[0], kind, source, to, ident, timeout, needed, gateway
-                )
+                self.probes[pkey] = Probe.open(key[0], kind, source, to, timeout, needed, gateway)
             except OSError as error:
                 _log(f"{_label(key)}: cannot probe from {source}: {error.strerror}")
                 continue

@@ -14,6 +14,11 @@ A round's RTT is measured from the send to the kernel's receive timestamp (SO_TI
 so the daemon's loop delay is not in it. Rounds overlap: each has its own deadline, and they
 finish in the order they were sent.
 
+A reply counts only where it could not be forged by a peer that cannot see the requests:
+each probe has a random ident, a random first sequence number and a random token in its
+payload, and an echo reply must carry the payload back whole (a time exceeded, which may
+quote only the first 8 bytes of the request, as much of it as it quotes).
+
 An IPv6 gateway is often link-local (learnt from a router advertisement): such a target is
 sent to with the uplink's interface index as its scope id, and the socket is bound to the
 uplink's global address and device, so the reply comes back to that uplink.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import ipaddress
+import secrets
 import socket
 import struct
 import time
@@ -38,7 +44,8 @@ SO_TIMESTAMPNS = 35  # <asm-generic/socket.h> (SO_TIMESTAMPNS_OLD); its cmsg has
 ICMP6_FILTER = 1  # <netinet/icmp6.h>: a bitmap of ICMPv6 types to block, at level IPPROTO_ICMPV6
 SECOND_HOP_TTL = 2
 REDISCOVER_EVERY = 60  # rounds between TTL-limited rounds while the second hop answers
-PAYLOAD = b"multihome"
+PAYLOAD = b"multihome"  # then the probe's token
+TOKEN_BYTES = 8
 
 # family version -> (address family, protocol, echo request, echo reply)
 KINDS = {
@@ -75,19 +82,20 @@ def _icmp6_filter(*passed: int) -> bytes:
     return struct.pack("=8I", *words)
 
 
-def echo_request(version: int, ident: int, seq: int) -> bytes:
+def echo_request(version: int, ident: int, seq: int, payload: bytes) -> bytes:
     """An ICMP or ICMPv6 echo request (the kernel fills in ICMPv6's checksum: it covers the
     pseudo-header)."""
     _, _, echo, _ = KINDS[version]
     header = struct.pack("!BBHHH", echo, 0, 0, ident, seq)
     if version == 6:
-        return header + PAYLOAD
-    return struct.pack("!BBHHH", echo, 0, checksum(header + PAYLOAD), ident, seq) + PAYLOAD
+        return header + payload
+    return struct.pack("!BBHHH", echo, 0, checksum(header + payload), ident, seq) + payload
 
 
-def parse_reply(version: int, data: bytes) -> tuple[bool, int, int] | None:
-    """(whether it is an echo reply, ident, seq) of an echo reply, or of a time exceeded
-    that quotes one of our echo requests; None for anything else."""
+def parse_reply(version: int, data: bytes, payload: bytes) -> tuple[bool, int, int] | None:
+    """(whether it is an echo reply, ident, seq) of an echo reply that carries `payload`
+    back whole, or of a time exceeded that quotes one of our echo requests (and of its
+    payload, what it quotes must be ours); None for anything else."""
     _, _, echo, reply = KINDS[version]
     # IPv4 raw sockets deliver the IP header, IPv6 ones do not
     offset = (data[0] & 0x0F) * 4 if version == 4 and data else 0
@@ -95,6 +103,8 @@ def parse_reply(version: int, data: bytes) -> tuple[bool, int, int] | None:
         return None
     kind = data[offset]
     if kind == reply:
+        if data[offset + 8 :] != payload:
+            return None
         _, _, _, ident, seq = struct.unpack_from("!BBHHH", data, offset)
         return True, ident, seq
     if kind != TIME_EXCEEDED[version]:
@@ -107,6 +117,9 @@ def parse_reply(version: int, data: bytes) -> tuple[bool, int, int] | None:
     else:
         inner += 40  # extension headers: none in our probes
     if len(data) < inner + 8 or data[inner] != echo:
+        return None
+    quoted = data[inner + 8 : inner + 8 + len(payload)]
+    if quoted != payload[: len(quoted)]:
         return None
     _, _, _, ident, seq = struct.unpack_from("!BBHHH", data, inner)
     return False, ident, seq
@@ -140,7 +153,8 @@ class Probe:
     source: IPAddress
     targets: tuple[IPAddress, ...]  # the gateway; the configured targets; `trace`
     sock: socket.socket
-    ident: int
+    ident: int  # random, as are the first seq and the payload's token
+    payload: bytes
     timeout: float
     needed: int = 1  # answers that make a round answered
     gateway: IPAddress | None = None  # the second hop's probe: answers from it do not count
@@ -169,7 +183,6 @@ class Probe:
         kind: ProbeKind,
         source: IPAddress,
         targets: tuple[IPAddress, ...],
-        ident: int,
         timeout: float,
         needed: int = 1,
         gateway: IPAddress | None = None,
@@ -195,7 +208,10 @@ class Probe:
         except OSError:
             sock.close()
             raise
-        return cls(uplink, kind, source, targets, sock, ident, timeout, needed, gateway, scope)
+        ident, payload = secrets.randbits(16), PAYLOAD + secrets.token_bytes(TOKEN_BYTES)
+        probe = cls(uplink, kind, source, targets, sock, ident, payload, timeout, needed, gateway)
+        probe.scope, probe.seq = scope, secrets.randbits(16)
+        return probe
 
     def _address(self, target: IPAddress) -> tuple[str, int] | tuple[str, int, int, int]:
         if target.version == 6:
@@ -211,7 +227,7 @@ class Probe:
         to = self.targets if discovery or self.hop is None else (self.hop,)
         if self.kind is ProbeKind.SECOND_HOP and self.misses >= 2:
             self.misses = 0  # the next round asks the second hop again
-        packet = echo_request(self.version, self.ident, self.seq)
+        packet = echo_request(self.version, self.ident, self.seq, self.payload)
         sent = time.time()
         for target in to:
             with contextlib.suppress(OSError):  # unreachable now: the round will fail
@@ -232,7 +248,7 @@ class Probe:
             except BlockingIOError:
                 return
             received = _timestamp(ancillary) or time.time()
-            parsed = parse_reply(self.version, data)
+            parsed = parse_reply(self.version, data, self.payload)
             if parsed is None:
                 continue
             echo_reply, ident, seq = parsed
