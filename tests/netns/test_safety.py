@@ -230,7 +230,7 @@ def test_a_change_that_cannot_be_recorded_is_undone(build: Build, tmp_path: Path
     full = tmp_path / "full"
     full.mkdir()
     script = (
-        'set -e; mount -t tmpfs -o size=64k tmpfs "$1";'
+        'set -e; mount -t tmpfs -o size=64k,mode=0755 tmpfs "$1";'
         ' echo 0 > "$1/netns-$2.lock";'  # the lock file keeps its page: locking works
         ' dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true;'
         ' exec "$3" -m multihome --netns "$4" apply'

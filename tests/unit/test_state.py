@@ -294,3 +294,48 @@ def test_a_fifo_or_link_in_place_of_a_state_file_neither_hangs_nor_is_followed(
     os.symlink(target, state_dir / "netns-7.json")
     with pytest.raises(StateError, match="cannot read the state file"):
         state.load(7)
+
+
+@pytest.mark.parametrize("danger", ["others-write", "group-write", "another-owner", "a-link"])
+def test_a_state_directory_another_user_could_change_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, danger: str
+) -> None:
+    """MULTIHOME_STATE_DIR pointed at a directory another user could change: a state file
+    planted there would have `remove` set the sysctls it names, as root. Nothing is read
+    from it or written to it; the error names the directory and what is wrong."""
+    place = tmp_path / "state"
+    place.mkdir(mode=0o755)
+    planted = {"sysctl_originals": {"net/ipv4/conf/all/rp_filter": "0"}}
+    (place / "netns-7.json").write_text(json.dumps(planted))
+    used = place
+    if danger == "others-write":
+        place.chmod(0o1777)  # sticky, as /tmp: still not a directory for root's state
+    elif danger == "group-write":
+        place.chmod(0o775)
+    elif danger == "another-owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown needs root")  # (CI runs as root)
+        os.chown(place, 65534, 65534)
+    else:
+        used = tmp_path / "link"
+        used.symlink_to(place)
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(used))
+    why = {
+        "others-write": r"writable by group and others \(mode 1777\)",
+        "group-write": "writable by group",
+        "another-owner": r"owned by .*\(uid 65534\), not by root",
+        "a-link": "symbolic link",
+    }[danger]
+    with pytest.raises(files.UnsafePath, match=why):
+        state.load(7)
+    with pytest.raises(files.UnsafePath, match=why):
+        state.save(7, state.Record(sysctl_originals={"a": "0"}), [], [])
+    with pytest.raises(files.UnsafePath, match=why), state.lock(7):
+        pass
+    assert sorted(os.listdir(place)) == ["netns-7.json"]  # nothing written there
+    # the same directory, made safe again, is used
+    place.chmod(0o755)
+    if danger == "another-owner":
+        os.chown(place, 0, 0)
+    monkeypatch.setenv("MULTIHOME_STATE_DIR", str(place))
+    assert state.load(7).sysctl_originals == planted["sysctl_originals"]

@@ -41,6 +41,18 @@ def state_dir() -> str:
 LOCK_WAIT = 5.0
 
 
+def _check_directory() -> None:
+    """Refuse a state directory another user could change (MULTIHOME_STATE_DIR pointed at
+    theirs): it and every directory above it root's own (or this user's) and writable by no
+    one else (above it, sticky as /tmp is allowed), reached through no link. A state file
+    planted there would have `remove` write the sysctls it names, as root. Raises
+    FileNotFoundError where it does not exist, files.UnsafePath where it is not safe."""
+    directory = state_dir()
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no state directory", directory)
+    os.close(files.open_root(directory))
+
+
 @record
 class Record:
     """What `remove` needs from the state file: the first value of each sysctl multihome
@@ -89,6 +101,7 @@ def _write(path: str, text: str, mode: int) -> None:
     """One of the state directory's files, atomically, the directory made if need be."""
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
+        _check_directory()
         files.atomic_write(path, text, mode)
     except OSError as error:
         raise _unwritable(path, error) from None
@@ -96,7 +109,9 @@ def _write(path: str, text: str, mode: int) -> None:
 
 def _read(path: str) -> str:
     """A state file's text: a regular file, not through a link, read without blocking (a
-    FIFO or a device put in its place is no state file); raises OSError, ValueError."""
+    FIFO or a device put in its place is no state file), in a state directory no other user
+    could change; raises OSError, ValueError, files.UnsafePath."""
+    _check_directory()
     fd, _ = files.open_regular(path)
     with os.fdopen(fd, encoding="utf-8") as file:
         return file.read()
@@ -232,6 +247,7 @@ def _open_lock(path: str) -> int:
     could hold (locking every apply out) and fill with a pid of their choosing."""
     try:
         os.makedirs(state_dir(), mode=0o755, exist_ok=True)
+        _check_directory()
         # not through a link: one planted there would make root create or lock its target
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)  # one an older version made readable by all
