@@ -56,6 +56,56 @@ def test_a_config_others_may_write_is_refused_naming_the_mode(tmp_path: Path) ->
         configfile.load(str(path))
 
 
+@pytest.mark.parametrize("danger", ["another-owner", "group-write", "above", "link-target"])
+def test_a_config_in_a_directory_another_user_could_change_is_refused(
+    tmp_path: Path, danger: str
+) -> None:
+    """As sshd's StrictModes: root's own file, but in a directory another user owns or may
+    write (or one above it), could be renamed away and replaced by theirs; a link is
+    followed, and the directories of where it leads are what count."""
+    outer = tmp_path / "outer"
+    inner = outer / "etc"
+    inner.mkdir(parents=True)
+    config_file = inner / "multihome.toml"
+    config_file.write_text("[multihome]\nipv4 = false\n")
+    config_file.chmod(0o600)
+    given = config_file
+    unsafe = inner
+    if danger == "another-owner":
+        os.chown(inner, 65534, 65534)
+    elif danger == "group-write":
+        inner.chmod(0o775)
+    elif danger == "above":
+        outer.chmod(0o777)  # not sticky
+        unsafe = outer
+    else:
+        inner.chmod(0o757)
+        given = tmp_path / "link.toml"  # in a safe directory, leading to the unsafe one
+        given.symlink_to(config_file)
+    with pytest.raises(ConfigError) as raised:
+        configfile.load(str(given))
+    assert str(unsafe) in raised.value.message, raised.value.message
+    assert "another user could put a config of their own in its place" in raised.value.message
+    assert raised.value.hint
+    # made safe: read (through the link too), and so is a root's file in a sticky directory
+    os.chown(inner, 0, 0)
+    inner.chmod(0o755)
+    outer.chmod(0o1777)  # as /tmp
+    assert configfile.load(str(given)).ipv4 is False
+
+
+def test_a_missing_config_and_a_missing_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No file (or no directory) at the default path: the defaults; at a path given with -c:
+    an error."""
+    for missing in (tmp_path / "multihome.toml", tmp_path / "none" / "multihome.toml"):
+        monkeypatch.setattr(config, "DEFAULT_PATH", str(missing))
+        assert configfile.load(None) == config.Config()
+    with pytest.raises(ConfigError, match="no such file"):
+        configfile.load("/nonexistent-multihome-dir/multihome.toml")
+
+
 def test_the_config_model_does_no_io() -> None:
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

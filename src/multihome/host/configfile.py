@@ -1,6 +1,7 @@
 """Read the config file, as root reads what decides the host's routing: only a regular file
-that no one but root (or the user running multihome) could have written, and without ever
-blocking on it; its text is then validated by core/config.py's `parse`."""
+that no one but root (or the user running multihome) could have written, in directories no
+one else could change (as sshd's StrictModes), and without ever blocking on it; its text is
+then validated by core/config.py's `parse`."""
 
 from __future__ import annotations
 
@@ -34,11 +35,18 @@ def check_permissions(path: str, mode: int, owner: int, euid: int) -> None:
 
 def load(path: str | None) -> Config:
     """Read and parse the config file; with no path, the default file if it exists, else
-    the defaults. A link is followed: what is checked is the file it leads to."""
+    the defaults. A link is followed: what is checked is the file it leads to, and the
+    directories on the way to it (files.open_trusted)."""
     explicit = path is not None
     path = path or config.DEFAULT_PATH
     try:
-        fd, info = files.open_regular(path, follow=True)
+        fd, info = files.open_trusted(path)
+    except files.UnsafePath as error:
+        raise ConfigError(
+            f"{error.message}: another user could put a config of their own in its place",
+            path=path,
+            hint=error.hint or "keep the config in root's own directories, as /etc/multihome",
+        ) from None
     except FileNotFoundError:
         if explicit:
             raise ConfigError("no such file", path=path) from None

@@ -44,22 +44,33 @@ def other_writers(mode: int) -> list[str]:
     return [who for who, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit]
 
 
+def _directory_problem(fd: int, path: str, sticky: bool) -> tuple[str, str] | None:
+    """What lets another user change what is in a directory, and the fix; None if nothing:
+    owned by another user, or writable by group or others (with `sticky`, allowed where the
+    sticky bit is set, as on /tmp: then only an entry's owner may rename or delete it)."""
+    info = os.fstat(fd)
+    if info.st_uid not in (0, os.geteuid()):
+        return (
+            f"{path} is owned by {owner_name(info.st_uid)}, not by root",
+            f"use a directory of root's own (mkdir or mktemp -d), or chown root: {path}",
+        )
+    writers = other_writers(info.st_mode)
+    if writers and not (sticky and info.st_mode & stat.S_ISVTX):
+        return (
+            f"{path} is writable by {' and '.join(writers)} (mode {info.st_mode & 0o7777:o})",
+            f"chmod go-w {path}, or use a directory of root's own (mktemp -d)",
+        )
+    return None
+
+
 def check_directory(fd: int, path: str) -> None:
     """Refuse a directory that another user owns or may write to: they could put a link or
     their own file where multihome writes as root."""
-    info = os.fstat(fd)
-    if info.st_uid not in (0, os.geteuid()):
+    problem = _directory_problem(fd, path, sticky=False)
+    if problem is not None:
         raise UnsafePath(
-            f"{path} is owned by {owner_name(info.st_uid)}, not by root: another user could"
-            " redirect what multihome writes there",
-            hint=f"use a directory of root's own (mkdir or mktemp -d), or chown root: {path}",
-        )
-    writers = other_writers(info.st_mode)
-    if writers:
-        raise UnsafePath(
-            f"{path} is writable by {' and '.join(writers)} (mode {info.st_mode & 0o7777:o}):"
-            " another user could redirect what multihome writes there",
-            hint=f"chmod go-w {path}, or use a directory of root's own (mktemp -d)",
+            f"{problem[0]}: another user could redirect what multihome writes there",
+            hint=problem[1],
         )
 
 
@@ -86,10 +97,12 @@ def _check_ancestor(fd: int, path: str) -> None:
     """A directory above the root: another user must not be able to swap what is in it
     (root's own, and writable by others only if sticky, as /tmp: then only an entry's
     owner may rename it, and the next directory must be root's too)."""
-    info = os.fstat(fd)
-    open_to_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if info.st_uid not in (0, os.geteuid()) or (open_to_others and not info.st_mode & stat.S_ISVTX):
-        check_directory(fd, path)  # raises, naming the owner or the mode
+    problem = _directory_problem(fd, path, sticky=True)
+    if problem is not None:
+        raise UnsafePath(
+            f"{problem[0]}: another user could redirect what multihome writes there",
+            hint=problem[1],
+        )
 
 
 def open_root(root: str, create: bool = False) -> int:
@@ -235,6 +248,47 @@ def open_regular(
         os.close(fd)
         raise NotRegular(f"{name} is not a regular file")
     return fd, info
+
+
+def _check_trusted(fd: int, path: str) -> None:
+    problem = _directory_problem(fd, path, sticky=True)
+    if problem is not None:
+        raise UnsafePath(problem[0], hint=problem[1])
+
+
+def open_trusted(path: str) -> tuple[int, os.stat_result]:
+    """A regular file that decides what root does (the config), opened as open_regular does,
+    where no other user could have put another in its place: its path resolved first (a
+    link is followed: it is where the admin pointed), then reached from / through no link,
+    every directory on the way root's own (or this user's) and writable by others only if
+    sticky, as /tmp (then only an entry's owner may rename it; the file's own owner and mode
+    are the caller's to check, from the fstat returned). Raises FileNotFoundError,
+    NotRegular, UnsafePath (naming the directory and what is wrong), or OSError."""
+    real = os.path.realpath(path)
+    directory, name = os.path.split(real)
+    fd = os.open("/", _OPEN_DIRECTORY)
+    walked = "/"
+    try:
+        for part in [p for p in directory.split("/") if p]:
+            _check_trusted(fd, walked)
+            walked = os.path.join(walked, part)
+            try:
+                next_fd = os.open(part, _OPEN_DIRECTORY, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):  # changed since resolved
+                    raise UnsafePath(f"{walked}: {strerror(error)}") from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        _check_trusted(fd, walked)
+        try:
+            return open_regular(name, dir_fd=fd)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafePath(f"{real}: {strerror(error)}") from None
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_at(dir_fd: int, name: str) -> str | None:
