@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,39 @@ def test_a_probe_target_that_is_the_hosts_own_address_is_named_and_not_probed() 
     ]
     plain = plan(parse('[uplinks.eth0]\n[uplinks.eth1]\nprobe = ["198.51.100.1"]\n', "m"), ARTICLE)
     assert not [n for n in plain.notes if "probe target" in n]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[uplinks.eth0]\nprobe = ["255.255.255.255"]\n', "cannot be a probe target (a reserved"),
+        ('[uplinks.eth0]\nprobe = ["240.0.0.1"]\n', "cannot be a probe target (a reserved"),
+        ('[uplinks.eth0]\nprobe = ["224.0.0.1"]\n', "224.0.0.1 cannot be a probe target"),
+        ('[health]\ntrace = "0.0.0.0"\n', "0.0.0.0 cannot be a probe target"),
+        ('[uplinks.eth0]\ngateway = "255.255.255.255"\n', "cannot be a gateway (a reserved"),
+        ('[uplinks.eth0]\ngateway6 = "ff02::1"\n', "ff02::1 cannot be a gateway"),
+    ],
+)
+def test_broadcast_multicast_and_reserved_targets_are_refused(text: str, message: str) -> None:
+    """A broadcast probe is refused by the kernel on every send (no SO_BROADCAST): the
+    uplink would be down for good, with no word why."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(text, "m.toml")
+
+
+def test_a_gateway_that_is_the_hosts_own_address_is_refused_naming_it() -> None:
+    """The kernel refuses a route via its own address; the config error says which key and
+    which interface holds it, before anything is written."""
+    from multihome.core.plan import plan
+
+    from .test_plan import ARTICLE
+
+    text = '[uplinks.eth0]\n[uplinks.eth1]\ngateway = "192.0.2.11"\n'
+    with pytest.raises(ConfigError) as raised:
+        plan(parse(text, "/etc/multihome.toml"), ARTICLE)
+    assert raised.value.message == (
+        "/etc/multihome.toml:3: uplinks.eth1.gateway: gateway 192.0.2.11 is an address of this"
+        " host (eth1), not a router's"
+    )
+    assert raised.value.hint == "give the address of the router on eth1's subnet"
+    plan(parse('[uplinks.eth0]\n[uplinks.eth1]\ngateway = "192.0.2.1"\n', "m"), ARTICLE)

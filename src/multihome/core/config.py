@@ -297,8 +297,11 @@ class _Reader:
             address = None
         if address is None or address.version != version:
             raise self.fail(f"{value!r} is not an IPv{version} address", key)
+        what = "a gateway" if key.rpartition(".")[2].startswith("gateway") else "a probe target"
         if address.is_multicast or address.is_unspecified or address.is_loopback:
-            raise self.fail(f"{address} cannot be a gateway", key)
+            raise self.fail(f"{address} cannot be {what}", key)
+        if address.version == 4 and address.is_reserved:  # 240.0.0.0/4, 255.255.255.255
+            raise self.fail(f"{address} cannot be {what} (a reserved or broadcast address)", key)
         return address
 
     def delegated(self, value: Any, key: str) -> tuple[IPNetwork, ...]:

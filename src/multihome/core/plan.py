@@ -311,6 +311,15 @@ def _gateways(
                         f" ({subnets or 'no address'})",
                         f"uplinks.{uplink.name}.{key}",
                     )
+                holder = next((a.ifname for a in state.addresses if a.ip.ip == configured), None)
+                if holder is not None:  # (the kernel refuses a route via its own address)
+                    key = "gateway" if family is Family.INET else "gateway6"
+                    raise config.error(
+                        f"gateway {configured} is an address of this host ({holder}), not"
+                        " a router's",
+                        f"uplinks.{uplink.name}.{key}",
+                        hint=f"give the address of the router on {uplink.name}'s subnet",
+                    )
                 found[uplink.name, family] = (configured, GatewaySource.CONFIG)
                 continue
             found[uplink.name, family] = _main_default_gateway(defaults, uplink.name, family)
