@@ -211,6 +211,30 @@ def test_install_adds_the_plan_to_the_connections_and_uninstall_takes_exactly_it
         assert {r["dev"] for r in ip_json(server, "route", "show", "default")} == {"eth0", "eth1"}
 
 
+def test_the_exported_script_adds_what_apply_builds_and_runs_again(
+    build: Build, tmp_path: Path
+) -> None:
+    """`export --format networkmanager` writes multihome-nmcli.sh for an admin to run: run
+    against the real NetworkManager, it puts into the connections (by their UUID, whatever
+    their names) what `multihome apply` builds; run again, the same; and a connection whose
+    name nmcli would read as a keyword (`uuid`) changes nothing of that."""
+    with managed(build, tmp_path / "nm") as (server, nm):
+        nm.multihome("apply")
+        applied = policy(server)
+        multihome(server, "remove")
+        assert policy(server) == {"rules": [], "routes": []}
+        nm.run("nmcli", "connection", "modify", "up0", "connection.id", "uuid")
+        out = tmp_path / "out"
+        nm.multihome("export", "--format", "networkmanager", "-o", str(out))
+        script = out / "multihome-nmcli.sh"
+        for step in ("script", "script again"):
+            since = nm.log.stat().st_size
+            nm.run("sh", str(script))
+            settles_or_reapply(nm, server, applied, step, since)
+        added = nm.output("nmcli", "-g", "ipv4.routing-rules", "connection", "show", "id", "uuid")
+        assert "1002" in added and added.count("1002") == 1, added
+
+
 def test_uninstall_keeps_an_item_the_connection_had_before_install(
     build: Build, tmp_path: Path
 ) -> None:

@@ -97,3 +97,22 @@ def test_the_watch_unit_may_write_the_ra_daemons_configuration_where_configured(
     assert "ReadWritePaths=-/etc/dnsmasq.d\n" in watch and "ProtectSystem=strict" in watch
     plain = renderer(plan(Config(), TWO_ISP), OPTIONS).files["multihome-watch.service"]
     assert "dnsmasq" not in plain
+
+
+def test_networkmanager_refuses_a_name_nmcli_would_read_as_an_option() -> None:
+    """nmcli takes a device by its bare name; `-ask` would have it prompt, another `-...` be
+    taken for an option: the format refuses such an uplink, naming it (the others take any
+    name the kernel does)."""
+    from multihome.errors import MultihomeError
+
+    from .hosts import host
+
+    state = host(
+        {"-ask": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"]},
+        [("-ask", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+    )
+    desired = plan(Config(), state)
+    assert {u.name for u in desired.uplinks} == {"-ask", "eth1"}
+    with pytest.raises(MultihomeError, match="nmcli would read the interface name '-ask'"):
+        registry()["networkmanager"][0](desired, OPTIONS)
+    assert registry()["systemd"][0](desired, OPTIONS).files

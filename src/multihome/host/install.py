@@ -672,6 +672,11 @@ def _mac(ifname: str) -> str:
 
 
 def _nm_manages_here(ifname: str) -> bool:
+    """Whether NetworkManager manages this interface (in this namespace: same MAC). A name
+    nmcli would read as an option is not asked about (networkmanager._check): such an
+    uplink takes another format."""
+    if ifname.startswith("-"):
+        return False
     try:
         hwaddr = _nmcli("-g", "GENERAL.HWADDR", "device", "show", ifname)
         return hwaddr.strip().replace("\\:", ":").lower() == _mac(ifname)

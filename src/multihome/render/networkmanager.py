@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 
 from multihome.core.model import DEFAULT_METRIC, SCOPE_LINK, Desired, Route, Rule
+from multihome.errors import MultihomeError
 from multihome.render import (
     HEADER,
     Options,
@@ -60,11 +61,23 @@ def _rule(rule: Rule) -> str:
 Item = tuple[str, str]  # (connection property, value), e.g. ("ipv4.routes", "...")
 
 
+def _check(name: str) -> str:
+    """nmcli takes a device by its bare name and reads an argument starting with `-` as one
+    of its options (`-ask` would have it prompt): such a name cannot be passed to it."""
+    if name.startswith("-"):
+        raise MultihomeError(
+            f"NetworkManager's nmcli would read the interface name {name!r} as an option",
+            hint="rename the interface, or export/install the systemd or networkd format",
+        )
+    return name
+
+
 def items(desired: Desired) -> dict[str, tuple[Item, ...]]:
     """Per uplink, the routes and routing rules its connection gets; the rules every uplink
     shares (lookup main) go to the first uplink's connection."""
     found: dict[str, tuple[Item, ...]] = {}
     for index, uplink in enumerate(desired.uplinks):
+        _check(uplink.name)
         routes = uplink_routes(desired, uplink)
         listed = [(f"ipv{r.family.version}.routes", _route(r)) for r in routes]
         rules = uplink_rules(desired, uplink) + (shared_rules(desired) if index == 0 else [])
@@ -79,7 +92,7 @@ def render(desired: Desired, options: Options) -> Rendered:
         f"# {HEADER}",
         "set -e",
         "connection() {",
-        '    c=$(nmcli -g GENERAL.CONNECTION device show "$1")',
+        '    c=$(nmcli -g GENERAL.CON-UUID device show "$1")',
         '    [ -n "$c" ] || { echo "multihome: NetworkManager does not manage $1" >&2; exit 1; }',
         '    echo "$c"',
         "}",
@@ -90,8 +103,10 @@ def render(desired: Desired, options: Options) -> Rendered:
         lines.append(f"{var}=$(connection {shlex.quote(name)})")
         for prop, value in listed:
             quoted = shlex.quote(value)
-            lines.append(f'nmcli connection modify "${var}" -{prop} {quoted} 2>/dev/null || true')
-            lines.append(f'nmcli connection modify "${var}" +{prop} {quoted}')
+            lines.append(
+                f'nmcli connection modify uuid "${var}" -{prop} {quoted} 2>/dev/null || true'
+            )
+            lines.append(f'nmcli connection modify uuid "${var}" +{prop} {quoted}')
         lines.append(f"nmcli device reapply {shlex.quote(name)}")
         lines.append("")
     notes = ["NetworkManager sets no sysctls: install the systemd format's sysctl.d file too"]
