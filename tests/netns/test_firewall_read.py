@@ -67,3 +67,42 @@ def test_legacy_and_nft_rules_are_still_read(ns: str) -> None:
     ], found.nat
     assert len(found.marks) == 1
     assert found.read == installed()
+
+
+def test_nftables_notifications_name_changes_of_others_tables_only(ns: str) -> None:
+    """kernel/nfnetlink.py's subscription, fed by the real kernel: another's table, chain
+    or rule (nft's, iptables-nft's) is a change; multihome's own table is not (its writes
+    must not wake the reconcile that made them), nor are a set's elements."""
+    from multihome.kernel import nfnetlink
+
+    def heard(*commands: str) -> bool:
+        with namespace.inside(ns):
+            sock = nfnetlink.subscribe()
+        assert sock is not None
+        try:
+            for command in commands:
+                run(ns, *command.split())
+            found = False
+            while True:
+                try:
+                    found = nfnetlink.foreign_change(sock.recv(1 << 16)) or found
+                except BlockingIOError:
+                    return found
+        finally:
+            sock.close()
+
+    assert not heard(
+        "nft add table inet multihome",
+        "nft add chain inet multihome c",
+        "nft add rule inet multihome c counter",
+        "nft add set inet multihome s { type ipv4_addr ; }",
+    )
+    assert heard("nft add table ip multihome_not")  # (the name is compared whole)
+    run(ns, "nft", "add", "table", "inet", "fail2ban")
+    run(ns, "nft", "add", "set", "inet", "fail2ban", "banned", "{ type ipv4_addr ; }")
+    assert not heard("nft add element inet fail2ban banned { 192.0.2.7 }")
+    assert heard("nft add chain inet fail2ban input")
+    assert heard("nft delete table inet fail2ban")
+    if shutil.which("iptables-nft"):
+        assert heard("iptables-nft -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to 198.18.0.10")
+    assert not heard("nft delete table inet multihome")

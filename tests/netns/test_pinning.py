@@ -279,3 +279,44 @@ def test_watch_pins_and_only_apply_re_marks(host: Network) -> None:
             assert echoes(conn)
         finally:
             stop(watch)
+
+
+def test_watch_follows_a_port_forward_published_while_it_runs(build: Build) -> None:
+    """A port forward added while the watch runs (a container started, a VM's forward made)
+    is pinned by the reconcile that nftables' notification of the new rules starts, not by
+    the periodic one 30 s later; the watch's own table writes wake no reconcile of their
+    own (the count of reconciles stays still once it has followed)."""
+    net = build(lab.vm_host())
+    router, outside = net.ns(lab.ROUTER), net.ns(lab.SERVER)
+    eth0, eth1 = uplinks()
+
+    def reconciles() -> int:
+        status = multihome(router, "status", "--json", check=False)
+        return int(json.loads(status.stdout).get("reconciles", 0)) if status.stdout else 0
+
+    with TcpServer(net.ns(lab.CLIENT), port=PORT), TcpServer(outside, port=PORT):
+        watch = subprocess.Popen(
+            [PY, "-m", "multihome", "--netns", router, "watch"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while reconciles() < 1:
+                assert time.monotonic() < deadline, "watch did not start"
+                time.sleep(0.05)
+            assert "multihome" not in run(router, "nft", "list", "tables")  # nothing to pin
+            for argv in lab.port_forward((PORT,)):
+                run(router, *argv)
+            added = time.monotonic()
+            while "multihome" not in run(router, "nft", "list", "tables"):
+                # the periodic reconcile comes 30 s after the first
+                assert time.monotonic() - added < 10, "the new port forward was not followed"
+                time.sleep(0.02)
+            print(f"port forward pinned {time.monotonic() - added:.2f} s after it was added")
+            assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
+            settled = reconciles()
+            time.sleep(2)
+            assert reconciles() == settled
+        finally:
+            stop(watch)

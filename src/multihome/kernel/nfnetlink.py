@@ -46,3 +46,63 @@ def exists() -> bool | None:
     finally:
         sock.close()
     return False
+
+
+# nftables' change notifications (NFNLGRP_NFTABLES): the messages that change what the
+# firewall reader takes its answers from (a DNAT to a bridge, another mark user): tables,
+# chains and rules added or deleted. A set's elements (which ban lists change all day)
+# and the generation markers are not.
+NFNLGRP_NFTABLES = 7
+NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 2, 3, 5
+NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 6, 8
+CHANGES = {NFT_MSG_NEWTABLE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN}
+CHANGES |= {NFT_MSG_NEWRULE, NFT_MSG_DELRULE}
+NFTA_TABLE = 1  # a table's name, a chain's or a rule's table: the first attribute of each
+NLA_TYPE_MASK = 0x3FFF
+
+
+def subscribe() -> _socket.socket | None:
+    """A non-blocking socket that hears every change of the nftables ruleset in this
+    namespace (iptables-nft's too); None where the kernel will not say (no nf_tables, no
+    CAP_NET_ADMIN): then changes are found by the periodic reconcile alone."""
+    try:
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
+    except OSError:
+        return None
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def foreign_change(data: bytes) -> bool:
+    """Whether a datagram of nftables notifications adds or deletes a table, chain or rule
+    of a table not multihome's own (its own writes would otherwise wake the reconcile that
+    made them). Bounds-checked: a message that does not parse is not a change."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16 or offset + length > len(data):
+            return False
+        if kind >> 8 == NFNL_SUBSYS_NFTABLES and kind & 0xFF in CHANGES:
+            name = _table_of(data, offset + 20, offset + length)  # after nfgenmsg
+            if name is not None and name != TABLE.encode():
+                return True
+        offset += (length + 3) & ~3
+    return False
+
+
+def _table_of(data: bytes, start: int, end: int) -> bytes | None:
+    """The NFTA_TABLE attribute's string among a message's attributes, or None."""
+    while start + 4 <= end:
+        length, kind = struct.unpack_from("=HH", data, start)
+        if length < 4 or start + length > end:
+            return None
+        if kind & NLA_TYPE_MASK == NFTA_TABLE:
+            return data[start + 4 : start + length].split(b"\0", 1)[0]
+        start += (length + 3) & ~3
+    return None

@@ -34,7 +34,7 @@ from multihome.core.records import asdict
 from multihome.errors import MultihomeError
 from multihome.host import configfile as config_file
 from multihome.host import confirm, handoff, operations, state
-from multihome.kernel import discover, echoes, namespace
+from multihome.kernel import discover, echoes, namespace, nfnetlink
 from multihome.kernel.reader import Decoded
 from multihome.watch import gateway_usage, metrics
 from multihome.watch.backoff import Backoff
@@ -110,6 +110,9 @@ class Watcher:
         self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.events.bind((0, sum(1 << (g - 1) for g in GROUPS)))
         self.events.setblocking(False)
+        # nftables' changes (a port forward published, another mark user): a reconcile
+        # follows them as it follows the routing's, not only the periodic one
+        self.firewall_events = nfnetlink.subscribe()
         # The events of the last reconcile's own changes: they need no reconcile of their
         # own (each would read, plan and diff everything again, to find nothing to do).
         self.echoes: echoes.Echoes = {}
@@ -422,6 +425,21 @@ class Watcher:
             if not echoes.only_echoes(data, self.echoes, self.names):
                 news = True
 
+    def _drain_firewall_events(self) -> bool:
+        """Whether nftables said a table, chain or rule of another's changed."""
+        assert self.firewall_events is not None
+        news = False
+        while True:
+            try:
+                data = self.firewall_events.recv(1 << 16)
+            except BlockingIOError:
+                return news
+            except OSError:  # ENOBUFS: notifications were lost; a reconcile catches up
+                return True
+            if not data:
+                return news
+            news = news or nfnetlink.foreign_change(data)
+
     def run(self) -> None:
         # A signal's handler only sets a flag; the byte the wakeup fd gets ends the select
         # at once (Python would restart it with the time left).
@@ -460,7 +478,9 @@ class Watcher:
         cfg = self.health_config
         timers = Scheduler.start(time.monotonic(), cfg.interval, cfg.path_interval, random.Random())
         while self.running:
-            sockets = [self.events, wake, *(p.sock for p in self.probes.values())]
+            sockets: list[Any] = [self.events, wake, *(p.sock for p in self.probes.values())]
+            if self.firewall_events is not None:
+                sockets.append(self.firewall_events)
             deadline = min(
                 (d for p in self.probes.values() if (d := p.next_deadline()) is not None),
                 default=None,
@@ -487,6 +507,12 @@ class Watcher:
             # after a failure, events (its own undo among them) wait for the retry, which
             # reads everything anyway
             if self.events in ready and self._drain_events() and not self.backoff.waiting(now):
+                timers.event(now)
+            if (
+                self.firewall_events in ready
+                and self._drain_firewall_events()
+                and not self.backoff.waiting(now)
+            ):
                 timers.event(now)
             if self.backoff.due(now):
                 self.reconcile("retry")
@@ -523,6 +549,8 @@ class Watcher:
         for probe in self.probes.values():
             probe.close()
         self.events.close()
+        if self.firewall_events is not None:
+            self.firewall_events.close()
         _log("stopped")
 
     def _flush_left(self, before: GatewayLayout | None, after: GatewayLayout | None) -> None:
