@@ -70,7 +70,7 @@ def linked(ns: str, first: str, second: str) -> list[str]:
 
 def unlinked(ns: str, made: list[str]) -> None:
     for name in made[::2]:
-        run("ip", "-n", ns, "link", "del", name, check=False)
+        run("ip", "-n", ns, "link", "del", "dev", name, check=False)  # (`del d` reads as `dev`)
 
 
 def conf_values(ns: str, key: str) -> dict[str, str]:

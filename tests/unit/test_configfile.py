@@ -171,3 +171,24 @@ def test_a_gateway_that_is_the_hosts_own_address_is_refused_naming_it() -> None:
     )
     assert raised.value.hint == "give the address of the router on eth1's subnet"
     plan(parse('[uplinks.eth0]\n[uplinks.eth1]\ngateway = "192.0.2.1"\n', "m"), ARTICLE)
+    # a link-local gateway is its link's: fe80::1 on a bridge for the guests (Proxmox,
+    # Hetzner) does not make the uplink's fe80::1 router this host
+    from .hosts import host
+
+    state = host(
+        {
+            "eth0": ["192.0.2.10/27", "2001:db8::10/64"],
+            "eth1": ["192.0.2.42/27"],
+            "vmbr0": ["fe80::1/64", "2001:db8:5::1/64"],
+        },
+        [("eth0", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+    )
+    desired = plan(parse('[uplinks.eth0]\ngateway6 = "fe80::1"\n[uplinks.eth1]\n', "m"), state)
+    assert [str(u.gateway6) for u in desired.uplinks if u.name == "eth0"] == ["fe80::1"]
+    assert any(r.gateway is not None and str(r.gateway) == "fe80::1" for r in desired.routes)
+    on_itself = host(
+        {"eth0": ["192.0.2.10/27", "2001:db8::10/64", "fe80::1/64"], "eth1": ["192.0.2.42/27"]},
+        [("eth0", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+    )
+    with pytest.raises(ConfigError, match=r"gateway fe80::1 is an address of this host \(eth0\)"):
+        plan(parse('[uplinks.eth0]\ngateway6 = "fe80::1"\n[uplinks.eth1]\n', "m"), on_itself)

@@ -46,21 +46,25 @@ def test_a_reply_without_the_probes_token_does_not_count() -> None:
     assert parse_reply(4, ipv4_header() + struct.pack("!BBHI", 11, 0, 0, 0) + other, OURS) is None
 
 
-def test_probes_draw_their_ident_first_seq_and_token_at_random() -> None:
+def test_probes_draw_their_ident_token_and_each_rounds_seq_at_random() -> None:
     """Probes of the same process differ in all three (before: pid * 31 + index, seq from
-    1); a real echo reply, from the kernel on loopback, still counts."""
+    1 up, and rediscovery at every 60th); a real echo reply, from the kernel on loopback,
+    still counts."""
     if os.geteuid() != 0:
         pytest.skip("raw sockets need root")  # (CI runs as root)
     lo = ipaddress.ip_address("127.0.0.1")
     opened = [Probe.open("lo", ProbeKind.GATEWAY, lo, (lo,), 0.1) for _ in range(4)]
     try:
         assert len({p.ident for p in opened}) > 1
+        for p in opened:
+            p.send(0.0)
         assert len({p.seq for p in opened}) > 1
         assert len({p.payload for p in opened}) == 4
         assert all(p.payload.startswith(b"multihome") and len(p.payload) == 17 for p in opened)
         # and the real kernel's echo reply to one of them counts
         probe = opened[0]
         probe.send(0.0)
+        assert len(probe.rounds) == 2 and probe.sent == 2  # a new seq for each round
         deadline = time.monotonic() + 2
         while not probe.rounds[probe.seq].answers and time.monotonic() < deadline:
             time.sleep(0.01)

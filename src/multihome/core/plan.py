@@ -303,17 +303,21 @@ def _gateways(
         for family in _families(config):
             configured = uplink.gateway4 if family is Family.INET else uplink.gateway6
             if configured is not None:
+                key = "gateway" if family is Family.INET else "gateway6"
                 if not _on_subnet(configured, addresses):
-                    key = "gateway" if family is Family.INET else "gateway6"
                     subnets = ", ".join(str(a.ip.network) for a in addresses if a.family == family)
                     raise config.error(
                         f"gateway {configured} is not on {uplink.name}'s subnet"
                         f" ({subnets or 'no address'})",
                         f"uplinks.{uplink.name}.{key}",
                     )
-                holder = next((a.ifname for a in state.addresses if a.ip.ip == configured), None)
-                if holder is not None:  # (the kernel refuses a route via its own address)
-                    key = "gateway" if family is Family.INET else "gateway6"
+                # a route via its own address would deliver the uplink's traffic to this host
+                # (IPv6 refuses it); a link-local address is its link's alone: fe80::1 on a
+                # bridge for the guests does not make the uplink's fe80::1 router this host
+                local = configured.version == 6 and configured.is_link_local
+                held = addresses if local else state.addresses
+                holder = next((a.ifname for a in held if a.ip.ip == configured), None)
+                if holder is not None:
                     raise config.error(
                         f"gateway {configured} is an address of this host ({holder}), not"
                         " a router's",

@@ -15,9 +15,11 @@ so the daemon's loop delay is not in it. Rounds overlap: each has its own deadli
 finish in the order they were sent.
 
 A reply counts only where it could not be forged by a peer that cannot see the requests:
-each probe has a random ident, a random first sequence number and a random token in its
-payload, and an echo reply must carry the payload back whole (a time exceeded, which may
-quote only the first 8 bytes of the request, as much of it as it quotes).
+each probe has a random ident and a random token in its payload, each round a random
+sequence number, and an echo reply must carry the payload back whole; a time exceeded, which
+may quote only the first 8 bytes of the request (the ident and sequence number: 32 random
+bits a round), as much of the payload as it quotes. Which rounds rediscover the second hop
+follows from a count of rounds, not from the sequence number.
 
 An IPv6 gateway is often link-local (learnt from a router advertisement): such a target is
 sent to with the uplink's interface index as its scope id, and the socket is bound to the
@@ -159,7 +161,8 @@ class Probe:
     needed: int = 1  # answers that make a round answered
     gateway: IPAddress | None = None  # the second hop's probe: answers from it do not count
     scope: int = 0  # the uplink's interface index, for link-local IPv6 targets
-    seq: int = 0
+    seq: int = 0  # the last round's, drawn at random for each
+    sent: int = 0  # rounds sent
     hop: IPAddress | None = None  # the second hop, once found
     misses: int = 0  # rounds to the second hop lost in a row
     rounds: dict[int, Round] = field(default_factory=dict)  # in flight, oldest first
@@ -210,7 +213,7 @@ class Probe:
             raise
         ident, payload = secrets.randbits(16), PAYLOAD + secrets.token_bytes(TOKEN_BYTES)
         probe = cls(uplink, kind, source, targets, sock, ident, payload, timeout, needed, gateway)
-        probe.scope, probe.seq = scope, secrets.randbits(16)
+        probe.scope = scope
         return probe
 
     def _address(self, target: IPAddress) -> tuple[str, int] | tuple[str, int, int, int]:
@@ -220,9 +223,12 @@ class Probe:
 
     def send(self, now: float) -> None:
         """Send a round; `now` is the loop's monotonic clock (the round's deadline)."""
-        self.seq = (self.seq + 1) & 0xFFFF
+        self.seq = secrets.randbits(16)
+        while self.seq in self.rounds:  # (one in flight has it)
+            self.seq = secrets.randbits(16)
+        self.sent += 1
         discovery = self.kind is ProbeKind.SECOND_HOP and (
-            self.hop is None or self.misses >= 2 or self.seq % REDISCOVER_EVERY == 0
+            self.hop is None or self.misses >= 2 or self.sent % REDISCOVER_EVERY == 0
         )
         to = self.targets if discovery or self.hop is None else (self.hop,)
         if self.kind is ProbeKind.SECOND_HOP and self.misses >= 2:
