@@ -64,6 +64,8 @@ def test_a_config_in_a_directory_another_user_could_change_is_refused(
     """As sshd's StrictModes: root's own file, but in a directory another user owns or may
     write (or one above it), could be renamed away and replaced by theirs; a link is
     followed, and the directories of where it leads are what count."""
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")  # (CI runs as root)
     outer = tmp_path / "outer"
     inner = outer / "etc"
     inner.mkdir(parents=True)
@@ -192,3 +194,65 @@ def test_a_gateway_that_is_the_hosts_own_address_is_refused_naming_it() -> None:
     )
     with pytest.raises(ConfigError, match=r"gateway fe80::1 is an address of this host \(eth0\)"):
         plan(parse('[uplinks.eth0]\ngateway6 = "fe80::1"\n[uplinks.eth1]\n', "m"), on_itself)
+
+
+def test_links_are_followed_only_where_root_owns_them(tmp_path: Path) -> None:
+    """A link in a sticky directory others may write (as /tmp) is followed only when root
+    owns it: another user's link there would choose which of root's files is the config
+    (an empty one reads as the defaults). `..` after a link goes up from where it led, as
+    the kernel's walk does; a file where a directory should be is named as such."""
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")  # (CI runs as root)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "multihome.toml").write_text("[multihome]\nipv6 = false\n")
+    (etc / "multihome.toml").chmod(0o600)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    theirs = sticky / "mh.toml"
+    theirs.symlink_to(empty)
+    os.chown(theirs, 65534, 65534, follow_symlinks=False)
+    with pytest.raises(ConfigError, match=r"mh.toml is a symbolic link owned by .*uid 65534"):
+        configfile.load(str(theirs))
+    ours = sticky / "ours.toml"
+    ours.symlink_to(etc / "multihome.toml")
+    assert configfile.load(str(ours)).ipv6 is False
+    up = sticky / "up"
+    up.symlink_to(etc)
+    assert configfile.load(str(up / ".." / "etc" / "multihome.toml")).ipv6 is False
+    with pytest.raises(ConfigError, match="cannot read: Not a directory"):
+        configfile.load(str(etc / "multihome.toml" / "x.toml"))
+
+
+def test_a_user_may_read_a_config_in_a_directory_they_may_only_search(tmp_path: Path) -> None:
+    """show, plan and doctor run as any user: a readable config in a directory of mode 711
+    is read (the walk needs search permission only, as open(2) does)."""
+    if os.geteuid() != 0:
+        pytest.skip("setuid needs root")  # (CI runs as root)
+    tmp_path.chmod(0o755)
+    place = tmp_path / "x711"
+    place.mkdir()
+    place.chmod(0o711)
+    config_file = place / "multihome.toml"
+    config_file.write_text("[multihome]\nipv6 = false\n")
+    config_file.chmod(0o644)
+    code = "import sys; from multihome.host import configfile; print(configfile.load(sys.argv[1]).ipv6)"
+    parents = [p for p in tmp_path.parents if str(p).startswith("/tmp/")]
+    modes = {p: p.stat().st_mode for p in parents}
+    try:
+        for parent in parents:  # (pytest's own directories are root's alone)
+            parent.chmod(parent.stat().st_mode | 0o011)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        done = subprocess.run(
+            [*nobody, sys.executable, "-c", code, str(config_file)],
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
+    finally:
+        for parent, mode in modes.items():
+            parent.chmod(mode)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

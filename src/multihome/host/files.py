@@ -93,16 +93,15 @@ def strerror(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _check_ancestor(fd: int, path: str) -> None:
+def _check_ancestor(
+    fd: int, path: str, suffix: str = ": another user could redirect what multihome writes there"
+) -> None:
     """A directory above the root: another user must not be able to swap what is in it
     (root's own, and writable by others only if sticky, as /tmp: then only an entry's
     owner may rename it, and the next directory must be root's too)."""
     problem = _directory_problem(fd, path, sticky=True)
     if problem is not None:
-        raise UnsafePath(
-            f"{problem[0]}: another user could redirect what multihome writes there",
-            hint=problem[1],
-        )
+        raise UnsafePath(problem[0] + suffix, hint=problem[1])
 
 
 def open_root(root: str, create: bool = False) -> int:
@@ -250,43 +249,97 @@ def open_regular(
     return fd, info
 
 
-def _check_trusted(fd: int, path: str) -> None:
-    problem = _directory_problem(fd, path, sticky=True)
-    if problem is not None:
-        raise UnsafePath(problem[0], hint=problem[1])
+_OPEN_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # search, not read
+MAX_LINKS = 40  # as the kernel's own path walk
+
+
+def _trusted_directory(dir_fd: int, name: str, path: str) -> int:
+    """The directory `name` in `dir_fd` as an O_PATH descriptor (searching it needs no read
+    permission), not through a link, checked: root's own (or this user's), writable by
+    others only if sticky."""
+    fd = os.open(name, _OPEN_PATH, dir_fd=dir_fd)
+    try:
+        _check_ancestor(fd, path, suffix="")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_trusted(path: str) -> tuple[int, os.stat_result]:
     """A regular file that decides what root does (the config), opened as open_regular does,
-    where no other user could have put another in its place: its path resolved first (a
-    link is followed: it is where the admin pointed), then reached from / through no link,
-    every directory on the way root's own (or this user's) and writable by others only if
-    sticky, as /tmp (then only an entry's owner may rename it; the file's own owner and mode
-    are the caller's to check, from the fstat returned). Raises FileNotFoundError,
-    NotRegular, UnsafePath (naming the directory and what is wrong), or OSError."""
-    real = os.path.realpath(path)
-    directory, name = os.path.split(real)
-    fd = os.open("/", _OPEN_DIRECTORY)
-    walked = "/"
+    where no other user could have put another in its place: reached from / one component at
+    a time, every directory on the way root's own (or this user's) and writable by others
+    only if sticky, as /tmp (then only an entry's owner may rename it); a link on the way is
+    followed only where root (or this user) owns it, as the kernel's protected_symlinks
+    would have it, and its target walked the same way. The file's own owner and mode are the
+    caller's to check, from the fstat returned. Raises FileNotFoundError, NotADirectoryError,
+    NotRegular, UnsafePath (naming the directory or link and what is wrong), or OSError."""
+    pending = [p for p in os.path.join(os.getcwd(), path).split("/") if p not in ("", ".")]
+    walked: list[str] = []  # the directories reached, links resolved
+
+    def where(*more: str) -> str:
+        return "/" + "/".join([*walked, *more])
+
+    def from_root() -> int:
+        fd = os.open("/", _OPEN_PATH)
+        try:
+            _check_ancestor(fd, "/", suffix="")
+            for index, part in enumerate(walked):
+                next_fd = _trusted_directory(fd, part, "/" + "/".join(walked[: index + 1]))
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    links = 0
+    fd = from_root()
     try:
-        for part in [p for p in directory.split("/") if p]:
-            _check_trusted(fd, walked)
-            walked = os.path.join(walked, part)
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                walked = walked[:-1]
+                os.close(fd)
+                fd = from_root()
+                continue
+            info = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                if info.st_uid not in (0, os.geteuid()):
+                    raise UnsafePath(
+                        f"{where(part)} is a symbolic link owned by {owner_name(info.st_uid)}:"
+                        " its owner chooses the file it leads to"
+                    )
+                links += 1
+                if links > MAX_LINKS:
+                    raise UnsafePath(f"{path}: more than {MAX_LINKS} symbolic links")
+                target = os.readlink(part, dir_fd=fd)
+                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                if target.startswith("/"):
+                    walked = []
+                    os.close(fd)
+                    fd = from_root()
+                continue
+            if not pending:
+                try:
+                    return open_regular(part, dir_fd=fd)
+                except OSError as error:
+                    if error.errno == errno.ELOOP:  # a link put there since
+                        raise UnsafePath(f"{where(part)}: {strerror(error)}") from None
+                    raise
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", where(part))
             try:
-                next_fd = os.open(part, _OPEN_DIRECTORY, dir_fd=fd)
+                next_fd = _trusted_directory(fd, part, where(part))
             except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):  # changed since resolved
-                    raise UnsafePath(f"{walked}: {strerror(error)}") from None
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):  # changed since the stat
+                    raise UnsafePath(f"{where(part)}: {strerror(error)}") from None
                 raise
             os.close(fd)
             fd = next_fd
-        _check_trusted(fd, walked)
-        try:
-            return open_regular(name, dir_fd=fd)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise UnsafePath(f"{real}: {strerror(error)}") from None
-            raise
+            walked.append(part)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
     finally:
         os.close(fd)
 
