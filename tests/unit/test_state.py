@@ -296,7 +296,9 @@ def test_a_fifo_or_link_in_place_of_a_state_file_neither_hangs_nor_is_followed(
         state.load(7)
 
 
-@pytest.mark.parametrize("danger", ["others-write", "group-write", "another-owner", "a-link"])
+@pytest.mark.parametrize(
+    "danger", ["others-write", "group-write", "another-owner", "a-link", "dot-dot"]
+)
 def test_a_state_directory_another_user_could_change_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, danger: str
 ) -> None:
@@ -316,21 +318,26 @@ def test_a_state_directory_another_user_could_change_is_refused(
         if os.geteuid() != 0:
             pytest.skip("chown needs root")  # (CI runs as root)
         os.chown(place, 65534, 65534)
-    else:
+    elif danger == "a-link":
         used = tmp_path / "link"
         used.symlink_to(place)
+    else:  # checked lexically as .../state, but the kernel would go up from where it leads
+        (tmp_path / "elsewhere").mkdir()
+        used = tmp_path / "elsewhere" / ".." / "state"
     monkeypatch.setenv("MULTIHOME_STATE_DIR", str(used))
     why = {
         "others-write": r"writable by group and others \(mode 1777\)",
         "group-write": "writable by group",
         "another-owner": r"owned by .*\(uid 65534\), not by root",
         "a-link": "symbolic link",
+        "dot-dot": "holds `..`",
     }[danger]
-    with pytest.raises(files.UnsafePath, match=why):
+    why = r"state directory .* \(MULTIHOME_STATE_DIR\): .*" + why
+    with pytest.raises(StateError, match=why):
         state.load(7)
-    with pytest.raises(files.UnsafePath, match=why):
+    with pytest.raises(StateError, match=why):
         state.save(7, state.Record(sysctl_originals={"a": "0"}), [], [])
-    with pytest.raises(files.UnsafePath, match=why), state.lock(7):
+    with pytest.raises(StateError, match=why), state.lock(7):
         pass
     assert sorted(os.listdir(place)) == ["netns-7.json"]  # nothing written there
     # the same directory, made safe again, is used

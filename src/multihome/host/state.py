@@ -41,16 +41,27 @@ def state_dir() -> str:
 LOCK_WAIT = 5.0
 
 
-def _check_directory() -> None:
+def _check_directory(create: bool = False) -> None:
     """Refuse a state directory another user could change (MULTIHOME_STATE_DIR pointed at
     theirs): it and every directory above it root's own (or this user's) and writable by no
-    one else (above it, sticky as /tmp is allowed), reached through no link. A state file
-    planted there would have `remove` write the sysctls it names, as root. Raises
-    FileNotFoundError where it does not exist, files.UnsafePath where it is not safe."""
+    one else (above it, sticky as /tmp is allowed), named without `..` and reached through
+    no link, so that the path used afterwards is the directory checked. A state file
+    planted there would have `remove` write the sysctls it names, as root. With `create`,
+    made where missing (each directory made is checked the same way). Raises
+    FileNotFoundError where it does not exist (without `create`), StateError where it is
+    not safe."""
     directory = state_dir()
-    if not os.path.isdir(directory):
+    if not create and not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT, "no state directory", directory)
-    os.close(files.open_root(directory))
+    try:
+        if ".." in directory.split("/"):
+            raise files.UnsafePath(f"{directory} holds `..`", hint="give the directory's own path")
+        os.close(files.open_root(directory, create=create))
+    except files.UnsafePath as error:
+        raise StateError(
+            f"state directory {directory} (MULTIHOME_STATE_DIR): {error.message}",
+            hint=error.hint,
+        ) from None
 
 
 @record
@@ -99,9 +110,8 @@ def write_json(netns_id: int, suffix: str, data: dict[str, Any], mode: int = 0o6
 
 def _write(path: str, text: str, mode: int) -> None:
     """One of the state directory's files, atomically, the directory made if need be."""
+    _check_directory(create=True)
     try:
-        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
-        _check_directory()
         files.atomic_write(path, text, mode)
     except OSError as error:
         raise _unwritable(path, error) from None
@@ -110,7 +120,7 @@ def _write(path: str, text: str, mode: int) -> None:
 def _read(path: str) -> str:
     """A state file's text: a regular file, not through a link, read without blocking (a
     FIFO or a device put in its place is no state file), in a state directory no other user
-    could change; raises OSError, ValueError, files.UnsafePath."""
+    could change; raises OSError, ValueError, StateError."""
     _check_directory()
     fd, _ = files.open_regular(path)
     with os.fdopen(fd, encoding="utf-8") as file:
@@ -245,9 +255,8 @@ def _open_lock(path: str) -> int:
     """The lock file, opened without following a link planted in its place, and root's
     alone: flock needs no write permission, so a file others may open is a lock any user
     could hold (locking every apply out) and fill with a pid of their choosing."""
+    _check_directory(create=True)
     try:
-        os.makedirs(state_dir(), mode=0o755, exist_ok=True)
-        _check_directory()
         # not through a link: one planted there would make root create or lock its target
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)  # one an older version made readable by all
