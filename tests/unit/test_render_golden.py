@@ -115,4 +115,10 @@ def test_networkmanager_refuses_a_name_nmcli_would_read_as_an_option() -> None:
     assert {u.name for u in desired.uplinks} == {"-ask", "eth1"}
     with pytest.raises(MultihomeError, match="nmcli would read the interface name '-ask'"):
         registry()["networkmanager"][0](desired, OPTIONS)
+    helped = host(
+        {"he": ["192.0.2.10/27"], "eth1": ["192.0.2.42/27"]},
+        [("he", "192.0.2.1", 100), ("eth1", "192.0.2.33", 200)],
+    )
+    with pytest.raises(MultihomeError, match="'he' as an option or a request for help"):
+        registry()["networkmanager"][0](plan(Config(), helped), OPTIONS)
     assert registry()["systemd"][0](desired, OPTIONS).files

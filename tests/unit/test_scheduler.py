@@ -5,7 +5,15 @@ from __future__ import annotations
 import itertools
 import random
 
-from multihome.watch.scheduler import DEBOUNCE, JITTER, MAX_DELAY, PERIODIC, Action, Scheduler
+from multihome.watch.scheduler import (
+    DEBOUNCE,
+    FIREWALL_GAP,
+    JITTER,
+    MAX_DELAY,
+    PERIODIC,
+    Action,
+    Scheduler,
+)
 
 
 def _due(timers: Scheduler, now: float) -> list[Action]:
@@ -104,3 +112,28 @@ def test_periodic_reconcile() -> None:
     assert abs(timers.wait(1.0) - (PERIODIC - 1.0)) < 1e-9
     assert _due(timers, PERIODIC) == [Action.RECONCILE_PERIODIC]
     assert _due(timers, PERIODIC + 1) == []
+
+
+def test_firewall_changes_reconcile_at_once_then_at_most_once_per_gap() -> None:
+    """The first change of another's nftables rules is followed as an event is (a port
+    published: pinned at once); a firewall manager that rewrites its rules all the time gets
+    at most one reconcile per FIREWALL_GAP, and a reconcile for any other reason answers a
+    change still waiting."""
+    timers = _quiet()
+    timers.firewall_event()
+    assert _due(timers, 1.0) == []  # (the change starts the debounce of any event)
+    assert _due(timers, 1.0 + DEBOUNCE) == [Action.RECONCILE_EVENTS]
+    reconciles = []
+    for ms in range(1100, 11_000):  # a change every 10 ms for ten seconds
+        now = ms / 1000
+        if ms % 10 == 0:
+            timers.firewall_event()
+        if Action.RECONCILE_EVENTS in _due(timers, now):
+            reconciles.append(now)
+            timers.reconciled()
+    assert len(reconciles) == 4, reconciles  # one per FIREWALL_GAP (2 s) after the first
+    assert all(b - a > FIREWALL_GAP - 1e-9 for a, b in itertools.pairwise([1.0, *reconciles]))
+    timers.firewall_event()
+    assert timers.wait(11.0) <= FIREWALL_GAP
+    timers.reconciled()  # a reconcile for a route event read the firewall too
+    assert _due(timers, 20.0) == []

@@ -675,7 +675,7 @@ def _nm_manages_here(ifname: str) -> bool:
     """Whether NetworkManager manages this interface (in this namespace: same MAC). A name
     nmcli would read as an option is not asked about (networkmanager._check): such an
     uplink takes another format."""
-    if ifname.startswith("-"):
+    if ifname.startswith("-") or "help".startswith(ifname):
         return False
     try:
         hwaddr = _nmcli("-g", "GENERAL.HWADDR", "device", "show", ifname)

@@ -64,7 +64,8 @@ NLA_TYPE_MASK = 0x3FFF
 def subscribe() -> _socket.socket | None:
     """A non-blocking socket that hears every change of the nftables ruleset in this
     namespace (iptables-nft's too); None where the kernel will not say (no nf_tables, no
-    CAP_NET_ADMIN): then changes are found by the periodic reconcile alone."""
+    CAP_NET_ADMIN): then changes are found by the periodic reconcile alone. Binding to the
+    group has the kernel load nf_tables where it is a module, as `nft` itself would."""
     try:
         sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
     except OSError:

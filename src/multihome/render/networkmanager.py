@@ -63,10 +63,12 @@ Item = tuple[str, str]  # (connection property, value), e.g. ("ipv4.routes", "..
 
 def _check(name: str) -> str:
     """nmcli takes a device by its bare name and reads an argument starting with `-` as one
-    of its options (`-ask` would have it prompt): such a name cannot be passed to it."""
-    if name.startswith("-"):
+    of its options (`-ask` would have it prompt), and any prefix of `help` as a request for
+    its usage: such a name cannot be passed to it."""
+    if name.startswith("-") or "help".startswith(name):
         raise MultihomeError(
-            f"NetworkManager's nmcli would read the interface name {name!r} as an option",
+            f"NetworkManager's nmcli would read the interface name {name!r} as an option"
+            " or a request for help",
             hint="rename the interface, or export/install the systemd or networkd format",
         )
     return name

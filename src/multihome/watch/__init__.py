@@ -168,8 +168,9 @@ class Watcher:
             self.status.errors += 1
             self.status.last_result = f"error: {error.message}"
             if self.backoff.failed(time.monotonic(), time.time(), error.message, random.random()):
+                hint = f"; {error.hint}" if error.hint else ""
                 _log(
-                    f"reconcile ({reason}) failed: {error.message} (tried again with a"
+                    f"reconcile ({reason}) failed: {error.message}{hint} (tried again with a"
                     " growing delay; logged again when the cause changes)"
                 )
         else:
@@ -513,7 +514,7 @@ class Watcher:
                 and self._drain_firewall_events()
                 and not self.backoff.waiting(now)
             ):
-                timers.event(now)
+                timers.firewall_event()
             if self.backoff.due(now):
                 self.reconcile("retry")
                 timers.reconciled()

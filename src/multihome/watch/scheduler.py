@@ -18,6 +18,9 @@ from multihome.core.records import record
 DEBOUNCE = 0.03  # quiet time after the last event before reconciling
 MAX_DELAY = 0.2  # ... but never later than this after the first one
 PERIODIC = 30.0  # a reconcile even without events, as a safety net
+# between reconciles for nftables' changes: a firewall manager that rewrites its rules every
+# second (kube-proxy, fail2ban's bans) must not have the watch read the whole ruleset as often
+FIREWALL_GAP = 2.0
 JITTER = 0.05  # each probe interval is drawn from interval * (1 - JITTER, 1 + JITTER)
 
 
@@ -41,6 +44,9 @@ class Scheduler:
     debounce: float = DEBOUNCE
     max_delay: float = MAX_DELAY
     periodic: float = PERIODIC
+    firewall_gap: float = FIREWALL_GAP
+    firewall_pending: bool = False  # nftables said another's rules changed
+    next_firewall: float = 0.0  # the earliest such a change may start a reconcile
 
     @classmethod
     def start(
@@ -68,9 +74,15 @@ class Scheduler:
             self.first_event = now
         self.last_event = now
 
+    def firewall_event(self) -> None:
+        """nftables said another's table, chain or rule changed: reconcile as for a netlink
+        event, but at most once per firewall_gap."""
+        self.firewall_pending = True
+
     def reconciled(self) -> None:
         """A reconcile read the whole state: events before it are answered."""
         self.first_event = None
+        self.firewall_pending = False
 
     def _events_due(self) -> float | None:
         if self.first_event is None:
@@ -86,6 +98,8 @@ class Scheduler:
         events = self._events_due()
         if events is not None:
             deadlines.append(events)
+        if self.firewall_pending:
+            deadlines.append(self.next_firewall)
         return max(0.0, min(deadlines) - now)
 
     def due(self, now: float) -> Iterator[Action]:
@@ -97,6 +111,10 @@ class Scheduler:
         if now >= self.next_path:
             self.next_path = self._after(self.next_path, now, self.path_interval)
             yield Action.SEND_PATH_ROUND
+        if self.firewall_pending and now >= self.next_firewall:
+            self.firewall_pending = False
+            self.next_firewall = now + self.firewall_gap
+            self.event(now)  # then debounced with any other event
         events = self._events_due()
         if events is not None and now >= events:
             self.first_event = None
