@@ -249,36 +249,42 @@ def test_connections_open_before_apply_are_re_marked(host: Network) -> None:
         assert again["remarked"] == 0, again  # (conntrack counts only what it changed)
 
 
+@contextmanager
+def watching(router: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`multihome watch` in the router's namespace, stopped afterwards whatever happens."""
+    watch = subprocess.Popen(
+        [PY, "-m", "multihome", "--netns", router, "watch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield watch
+    finally:
+        stop(watch)
+
+
 def test_watch_pins_and_only_apply_re_marks(host: Network) -> None:
     """Under `multihome watch` the pinning is kept by every reconcile, but the connections
     open before are re-marked once, by `apply` (handed to the watch), not by reconciles."""
     router, outside = host.ns(lab.ROUTER), host.ns(lab.SERVER)
     eth0, eth1 = uplinks()
-    with echo_server(host), open_connection(outside, eth0) as conn:
-        watch = subprocess.Popen(
-            [PY, "-m", "multihome", "--netns", router, "watch"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    with echo_server(host), open_connection(outside, eth0) as conn, watching(router) as watch:
+        deadline = time.monotonic() + 15
+        while "multihome" not in run(router, "nft", "list", "tables"):
+            assert time.monotonic() < deadline, "watch made no table"
+            time.sleep(0.1)
+        assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
+        run(router, "kill", "-HUP", str(watch.pid))  # one more reconcile, at once
+        time.sleep(1)
+        assert f"dport={PORT + 1}" not in marked(router)  # reconciles re-mark nothing
+        before = run(router, "conntrack", "-L", "-f", "ipv4")
+        applied = json.loads(multihome(router, "apply", "--json").stdout)
+        assert applied["by_watch"]["pid"] == watch.pid and applied["remarked"] == 1, (
+            applied,
+            before,
         )
-        try:
-            deadline = time.monotonic() + 15
-            while "multihome" not in run(router, "nft", "list", "tables"):
-                assert time.monotonic() < deadline, "watch made no table"
-                time.sleep(0.1)
-            assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
-            run(router, "kill", "-HUP", str(watch.pid))  # one more reconcile, at once
-            time.sleep(1)
-            assert f"dport={PORT + 1}" not in marked(router)  # reconciles re-mark nothing
-            before = run(router, "conntrack", "-L", "-f", "ipv4")
-            applied = json.loads(multihome(router, "apply", "--json").stdout)
-            assert applied["by_watch"]["pid"] == watch.pid and applied["remarked"] == 1, (
-                applied,
-                before,
-            )
-            assert f"dport={PORT + 1}" in marked(router)
-            assert echoes(conn)
-        finally:
-            stop(watch)
+        assert f"dport={PORT + 1}" in marked(router)
+        assert echoes(conn)
 
 
 def test_watch_follows_a_port_forward_published_while_it_runs(build: Build) -> None:
@@ -294,29 +300,21 @@ def test_watch_follows_a_port_forward_published_while_it_runs(build: Build) -> N
         status = multihome(router, "status", "--json", check=False)
         return int(json.loads(status.stdout).get("reconciles", 0)) if status.stdout else 0
 
-    with TcpServer(net.ns(lab.CLIENT), port=PORT), TcpServer(outside, port=PORT):
-        watch = subprocess.Popen(
-            [PY, "-m", "multihome", "--netns", router, "watch"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while reconciles() < 1:
-                assert time.monotonic() < deadline, "watch did not start"
-                time.sleep(0.05)
-            assert "multihome" not in run(router, "nft", "list", "tables")  # nothing to pin
-            for argv in lab.port_forward((PORT,)):
-                run(router, *argv)
-            added = time.monotonic()
-            while "multihome" not in run(router, "nft", "list", "tables"):
-                # the periodic reconcile comes 30 s after the first
-                assert time.monotonic() - added < 10, "the new port forward was not followed"
-                time.sleep(0.02)
-            print(f"port forward pinned {time.monotonic() - added:.2f} s after it was added")
-            assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
-            settled = reconciles()
-            time.sleep(2)
-            assert reconciles() == settled
-        finally:
-            stop(watch)
+    with TcpServer(net.ns(lab.CLIENT), port=PORT), TcpServer(outside, port=PORT), watching(router):
+        deadline = time.monotonic() + 15
+        while reconciles() < 1:
+            assert time.monotonic() < deadline, "watch did not start"
+            time.sleep(0.05)
+        assert "multihome" not in run(router, "nft", "list", "tables")  # nothing to pin
+        for argv in lab.port_forward((PORT,)):
+            run(router, *argv)
+        added = time.monotonic()
+        while "multihome" not in run(router, "nft", "list", "tables"):
+            # the periodic reconcile comes 30 s after the first
+            assert time.monotonic() - added < 10, "the new port forward was not followed"
+            time.sleep(0.02)
+        print(f"port forward pinned {time.monotonic() - added:.2f} s after it was added")
+        assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
+        settled = reconciles()
+        time.sleep(2)
+        assert reconciles() == settled

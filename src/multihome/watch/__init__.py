@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -413,33 +414,14 @@ class Watcher:
 
     def _drain_events(self) -> bool:
         """Whether events came that are not the echoes of the last reconcile's changes."""
-        news = False
-        while True:
-            try:
-                data = self.events.recv(1 << 16)
-            except BlockingIOError:
-                return news
-            except OSError:  # ENOBUFS: events were lost; a reconcile catches up
-                return True
-            if not data:
-                return news
-            if not echoes.only_echoes(data, self.echoes, self.names):
-                news = True
+        return _news(
+            self.events, lambda data: not echoes.only_echoes(data, self.echoes, self.names)
+        )
 
     def _drain_firewall_events(self) -> bool:
         """Whether nftables said a table, chain or rule of another's changed."""
         assert self.firewall_events is not None
-        news = False
-        while True:
-            try:
-                data = self.firewall_events.recv(1 << 16)
-            except BlockingIOError:
-                return news
-            except OSError:  # ENOBUFS: notifications were lost; a reconcile catches up
-                return True
-            if not data:
-                return news
-            news = news or nfnetlink.foreign_change(data)
+        return _news(self.firewall_events, nfnetlink.foreign_change)
 
     def run(self) -> None:
         # A signal's handler only sets a flag; the byte the wakeup fd gets ends the select
@@ -598,6 +580,22 @@ class Watcher:
             self.status_written = now
             self._write_status()
         return changed
+
+
+def _news(sock: Any, is_news: Callable[[bytes], bool]) -> bool:
+    """Read every datagram waiting on a netlink socket; whether one of them `is_news`
+    (ENOBUFS, events lost, is: a reconcile catches up)."""
+    news = False
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except BlockingIOError:
+            return news
+        except OSError:
+            return True
+        if not data:
+            return news
+        news = is_news(data) or news
 
 
 def _drain(sock: socket.socket) -> None:
