@@ -130,7 +130,7 @@ def test_two_isps_each_default_route_any_metric_and_ipv6() -> None:
     installed = replace(Config().ownership, installed=frozenset({layout_key(copy)}))
     kept = plan(replace(Config(), ownership=installed), replace(TWO_ISP, routes=(*TWO_ISP.routes, copy)))
     assert [r.dev for r in kept.routes if r.source is not None] == ["eth0", "eth1"]
-    assert desired.uplinks[0].sources_why == "its subnet; IPv6: a route in main, no rule"
+    assert desired.uplinks[0].sources_why == "its subnet; IPv6: a route in main, no table"
     # with balancing (its rule after main's suppress rule would take their replies) or a
     # prefix shared with another NIC, IPv6 keeps the tables and rules
     balanced = plan(parse("[multihome]\nbalance = true\n"), TWO_ISP)

@@ -119,8 +119,9 @@ COMMANDS = (
         "watch",
         cmd_watch,
         "daemon: keep it right as the host changes; health checks, failover, balancing",
-        "Subscribe to netlink link, address, route and rule events and re-apply the plan "
-        "(only multihome's objects) within milliseconds of a change; probe each uplink's "
+        "Subscribe to netlink link, address, route and rule events, and to nftables' "
+        "changes of other tables (a port forward published), and re-apply the plan (only "
+        "multihome's objects) within milliseconds of a change; probe each uplink's "
         "gateway (or [uplinks.X] probe targets) from its own address; with [multihome] "
         "balance = true, spread new outgoing connections over the healthy uplinks by weight. "
         "One log line per action; SIGTERM stops it; systemd Type=notify with watchdog.",

@@ -346,7 +346,7 @@ class Ownership:
 
     def owns_route(self, route: Route) -> bool:
         # (and in main, its source-specific IPv6 routes: the layout of an uplink alone on its
-        # prefixes, which needs no rule)
+        # prefixes, which needs no table)
         return route.protocol == self.protocol and (
             self.table_min <= route.table <= self.table_max
             or (route.table == TABLE_MAIN and route.source is not None)

@@ -863,7 +863,7 @@ def plan(
             if why not in reasons[uplink.name]:
                 reasons[uplink.name].append(why)
             if uplink.name in routed:
-                reasons[uplink.name].append(f"IPv{family.version}: a route in main, no rule")
+                reasons[uplink.name].append(f"IPv{family.version}: a route in main, no table")
         rules += [
             Rule(family, off_link, TABLE_MAIN, p, None, protocol)
             for uplink in members
