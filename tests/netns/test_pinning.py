@@ -19,6 +19,7 @@ from multihome.kernel.processes import stop
 from multihome.lab import gateway as lab
 from multihome.lab.description import Topology
 from multihome.lab.topology import Network
+from multihome.watch.scheduler import FIREWALL_GAP
 
 from .helpers import PY, TcpServer, fetch, ip_json, multihome, sysctl
 
@@ -315,6 +316,9 @@ def test_watch_follows_a_port_forward_published_while_it_runs(build: Build) -> N
             time.sleep(0.02)
         print(f"port forward pinned {time.monotonic() - added:.2f} s after it was added")
         assert fetch(outside, [eth0, eth1], count=5) == {eth0: 5, eth1: 5}
+        # the port forward is several iptables commands: those after the first wait for the
+        # firewall gap (one more reconcile); after that, nothing
+        time.sleep(FIREWALL_GAP + 0.5)
         settled = reconciles()
-        time.sleep(2)
+        time.sleep(FIREWALL_GAP + 1)
         assert reconciles() == settled
