@@ -109,20 +109,21 @@ def test_two_isp_fails_with_stock_routing_only() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_removes_everything(signum: int) -> None:
-    proc = subprocess.Popen(
-        [*LAB, "--requests", "1000000"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for_the_workload(proc)
-        proc.send_signal(signum)
-        assert proc.wait(timeout=30) == 2
-        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # stderr to a file, not a pipe nobody reads until the end: the lab's progress lines
+    # would fill it under a slow run, and the lab would block writing its next one
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            [*LAB, "--requests", "1000000"], stdout=subprocess.DEVNULL, stderr=stderr, text=True
+        )
+        try:
+            _wait_for_the_workload(proc)
+            proc.send_signal(signum)
+            assert proc.wait(timeout=30) == 2
+            stderr.seek(0)
+            assert "Traceback" not in stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert _lab_namespaces(proc.pid) == []
 
 
