@@ -107,13 +107,22 @@ def test_two_isp_fails_with_stock_routing_only() -> None:
     }
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_removes_everything(signum: int) -> None:
-    # stderr to a file, not a pipe nobody reads until the end: the lab's progress lines
-    # would fill it under a slow run, and the lab would block writing its next one
+    # Ctrl-C as from a terminal: a test run started in the background by a shell without
+    # job control has SIGINT ignored, and a child would inherit that (Python then installs
+    # no handler, and the lab rightly keeps running, as any program would)
     with tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(
-            [*LAB, "--requests", "1000000"], stdout=subprocess.DEVNULL, stderr=stderr, text=True
+            [*LAB, "--requests", "1000000"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+            preexec_fn=_default_sigint,
         )
         try:
             _wait_for_the_workload(proc)
