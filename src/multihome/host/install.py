@@ -673,9 +673,10 @@ def _mac(ifname: str) -> str:
 
 def _nm_manages_here(ifname: str) -> bool:
     """Whether NetworkManager manages this interface (in this namespace: same MAC). A name
-    nmcli would read as an option is not asked about (networkmanager._check): such an
-    uplink takes another format."""
-    if ifname.startswith("-") or "help".startswith(ifname):
+    nmcli would misread is not asked about: such an uplink takes another format."""
+    from multihome.render.networkmanager import nmcli_takes
+
+    if not nmcli_takes(ifname):
         return False
     try:
         hwaddr = _nmcli("-g", "GENERAL.HWADDR", "device", "show", ifname)

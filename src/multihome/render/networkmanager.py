@@ -61,11 +61,16 @@ def _rule(rule: Rule) -> str:
 Item = tuple[str, str]  # (connection property, value), e.g. ("ipv4.routes", "...")
 
 
+def nmcli_takes(name: str) -> bool:
+    """Whether nmcli can be given this device name: it takes a device by its bare name and
+    reads an argument starting with `-` as one of its options (`-ask` would have it prompt),
+    and any prefix of `help` as a request for its usage."""
+    return not (name.startswith("-") or "help".startswith(name))
+
+
 def _check(name: str) -> str:
-    """nmcli takes a device by its bare name and reads an argument starting with `-` as one
-    of its options (`-ask` would have it prompt), and any prefix of `help` as a request for
-    its usage: such a name cannot be passed to it."""
-    if name.startswith("-") or "help".startswith(name):
+    """Refuse a name nmcli would misread (nmcli_takes)."""
+    if not nmcli_takes(name):
         raise MultihomeError(
             f"NetworkManager's nmcli would read the interface name {name!r} as an option"
             " or a request for help",
