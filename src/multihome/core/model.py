@@ -308,10 +308,7 @@ class Ownership:
         if isinstance(obj, Rule):  # only in multihome's band and range (a key costs a copy)
             if not self.priority <= obj.priority <= self.priority + 3:
                 return False
-        elif not (
-            self.table_min <= obj.table <= self.table_max
-            or (obj.table == TABLE_MAIN and obj.source is not None)
-        ):
+        elif not self.may_hold(obj):
             return False
         return layout_key(obj) in self.installed
 
@@ -344,13 +341,16 @@ class Ownership:
             and self.priority <= rule.priority <= self.priority + 3  # in self.priorities
         )
 
-    def owns_route(self, route: Route) -> bool:
-        # (and in main, its source-specific IPv6 routes: the layout of an uplink alone on its
-        # prefixes, which needs no table)
-        return route.protocol == self.protocol and (
-            self.table_min <= route.table <= self.table_max
-            or (route.table == TABLE_MAIN and route.source is not None)
+    def may_hold(self, route: Route) -> bool:
+        """Whether the route is where multihome puts its own: a table in its range, or main
+        for a source-specific IPv6 route (the layout of an uplink alone on its prefixes,
+        which needs no table)."""
+        return self.table_min <= route.table <= self.table_max or (
+            route.table == TABLE_MAIN and route.source is not None
         )
+
+    def owns_route(self, route: Route) -> bool:
+        return route.protocol == self.protocol and self.may_hold(route)
 
     def owned(self, state: HostState) -> tuple[list[Rule], list[Route]]:
         """The rules and routes in `state` that are multihome's."""
