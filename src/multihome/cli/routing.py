@@ -60,7 +60,7 @@ def _show_text(host: HostState, desired: Desired, roles: Roles) -> list[str]:
     if not tables:
         lines.append("  (none)")
     for number in tables:
-        # (main: only multihome's IPv6 routes from a prefix, the layout needing no rule)
+        # (main: only multihome's IPv6 routes from a prefix, the layout needing no table)
         main = " (main: its routes from a prefix)" if number == TABLE_MAIN else ""
         lines.append(f"  table {number}{main}")
         lines += [

@@ -27,7 +27,7 @@ import subprocess
 import time
 
 from multihome import INSTALL_MANIFEST, PROTOCOL
-from multihome.core.model import Desired, HostState, Route, Rule, layout_key
+from multihome.core.model import TABLE_MAIN, Desired, HostState, Route, Rule, layout_key
 from multihome.core.records import field, record
 from multihome.errors import MultihomeError
 from multihome.host import files
@@ -601,7 +601,7 @@ def _could_be_ours(obj: Rule | Route) -> bool:
     says `proto boot`) or a routing daemon's is not taken with the stack's files."""
     if isinstance(obj, Rule):  # (a rule may look up main: `suppress_prefixlength 0`)
         return obj.priority not in SYSTEM_PRIORITIES
-    if obj.table == 254:
+    if obj.table == TABLE_MAIN:
         return obj.source is not None and obj.protocol in (RTPROT_STATIC, PROTOCOL)
     return obj.table not in SYSTEM_TABLES
 

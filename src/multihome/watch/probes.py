@@ -155,7 +155,7 @@ class Probe:
     source: IPAddress
     targets: tuple[IPAddress, ...]  # the gateway; the configured targets; `trace`
     sock: socket.socket
-    ident: int  # random, as are the first seq and the payload's token
+    ident: int  # random, as are the payload's token and each round's seq
     payload: bytes
     timeout: float
     needed: int = 1  # answers that make a round answered
@@ -212,9 +212,9 @@ class Probe:
             sock.close()
             raise
         ident, payload = secrets.randbits(16), PAYLOAD + secrets.token_bytes(TOKEN_BYTES)
-        probe = cls(uplink, kind, source, targets, sock, ident, payload, timeout, needed, gateway)
-        probe.scope = scope
-        return probe
+        return cls(
+            uplink, kind, source, targets, sock, ident, payload, timeout, needed, gateway, scope
+        )
 
     def _address(self, target: IPAddress) -> tuple[str, int] | tuple[str, int, int, int]:
         if target.version == 6:
